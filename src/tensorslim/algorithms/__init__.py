@@ -1,0 +1,1 @@
+"""Format-independent algorithms in plain NumPy: quantization maths, statistics, search."""

@@ -1,0 +1,1 @@
+"""Format backends: read models, enumerate their weights, and rewrite their graphs."""

@@ -1,0 +1,177 @@
+"""Loading and saving ONNX models with clear errors and atomic writes.
+
+* ``load_model`` reads a model and its external data, and turns every way a file can be wrong (missing,
+  not ONNX, truncated, failing the checker) into an :class:`~tensorslim.errors.InputError` that names the
+  file and the fix.
+* ``save_model`` writes through a temporary file in the destination folder and renames it into place, so
+  a crash never leaves a half-written model. Models whose serialized size would pass protobuf's 2 GB
+  limit are written with their tensors in one external data file next to the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+from google.protobuf.message import DecodeError
+
+from tensorslim.errors import InputError
+
+__all__ = ["check_output_path", "load_model", "model_size_bytes", "save_model"]
+
+_TWO_GB = 2**31
+# tensors at least this large go to the external data file when a model is saved externally
+_EXTERNAL_THRESHOLD = 1024
+
+
+def _external_locations(model: onnx.ModelProto) -> set[str]:
+    locations: set[str] = set()
+    for tensor in _all_tensors(model):
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            for entry in tensor.external_data:
+                if entry.key == "location":
+                    locations.add(entry.value)
+    return locations
+
+
+def _all_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
+    from onnx.external_data_helper import _get_all_tensors
+
+    return list(_get_all_tensors(model))
+
+
+def load_model(path: str | os.PathLike[str], *, check: bool = True) -> onnx.ModelProto:
+    """Load an ONNX model with its external data.
+
+    Args:
+        path: the ``.onnx`` file.
+        check: run the ONNX checker (on the file, so models over 2 GB are checked too).
+
+    Raises:
+        InputError: the file is missing, is not an ONNX model, is truncated or corrupt, references
+            missing external data, or fails the ONNX checker.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file; check the path")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, not an ONNX file; pass the path of the .onnx file")
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: the file is empty; re-export or re-download the model")
+    try:
+        model = onnx.load(str(p), load_external_data=False)
+    except (DecodeError, RuntimeError, ValueError, OSError) as e:
+        raise InputError(
+            f"{p}: not a readable ONNX model (the file is corrupt, truncated, or another format); "
+            "re-export the model or check that the download completed"
+        ) from e
+    if not model.graph.node:
+        raise InputError(
+            f"{p}: the file parsed but holds no graph nodes (it is not an ONNX model, or it is truncated); "
+            "re-export the model"
+        )
+    missing = [loc for loc in _external_locations(model) if not (p.parent / loc).is_file()]
+    if missing:
+        raise InputError(
+            f"{p}: external data file(s) {', '.join(sorted(missing))} not found next to the model; "
+            "keep the data files in the same folder as the .onnx file"
+        )
+    try:
+        onnx.load_external_data_for_model(model, str(p.parent))
+    except (OSError, ValueError) as e:
+        raise InputError(f"{p}: external data could not be read ({e}); the data file may be truncated") from e
+    if check:
+        try:
+            onnx.checker.check_model(str(p))
+        except onnx.checker.ValidationError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(
+                f"{p}: the ONNX checker rejects the model ({first}); the file is corrupt or was written by "
+                "a broken exporter"
+            ) from e
+    for tensor in _all_tensors(model):
+        if (
+            tensor.data_location == onnx.TensorProto.EXTERNAL
+        ):  # pragma: no cover - load_external_data resets it
+            raise InputError(f"{p}: tensor {tensor.name!r} kept its external data; this is a bug")
+    return model
+
+
+def model_size_bytes(model: onnx.ModelProto) -> int:
+    """Serialized size of the model, without building the serialization (works past 2 GB)."""
+    return int(model.ByteSize())
+
+
+def check_output_path(output: str | os.PathLike[str], *inputs: str | os.PathLike[str]) -> Path:
+    """Validate an output path before any work is done.
+
+    Raises:
+        InputError: the output is one of the inputs, is a folder, or its folder is missing or not writable.
+    """
+    out = Path(output)
+    for inp in inputs:
+        ip = Path(inp)
+        same = out.resolve() == ip.resolve()
+        if not same and out.exists() and ip.exists():
+            with contextlib.suppress(OSError):
+                same = os.path.samefile(out, ip)
+        if same:
+            raise InputError(
+                f"{out}: the output path is the input model; choose a different output path "
+                "(tensorslim never overwrites its input)"
+            )
+    if out.is_dir():
+        raise InputError(f"{out}: is a folder; give a file name for the output, e.g. {out / 'model.onnx'}")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{out}: the folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{out}: the folder {parent} is not writable; choose another output folder")
+    return out
+
+
+def save_model(
+    model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None
+) -> Path:
+    """Write ``model`` to ``path`` atomically.
+
+    Args:
+        model: the model; it is not modified (a copy is made when tensors move to external data).
+        path: destination file.
+        external_data: force (``True``) or forbid (``False``) external data; by default it is used only
+            when the model would pass protobuf's 2 GB limit. The data file is ``<name>.data``.
+
+    Returns:
+        The destination path.
+    """
+    out = Path(path)
+    parent = out.parent if str(out.parent) else Path(".")
+    use_external = model_size_bytes(model) >= _TWO_GB - 2**24 if external_data is None else external_data
+    tmpdir = Path(tempfile.mkdtemp(prefix=".tslim-", dir=parent))
+    try:
+        if use_external:
+            data_name = out.name + ".data"
+            to_save = onnx.ModelProto()
+            to_save.CopyFrom(model)
+            onnx.save_model(
+                to_save,
+                str(tmpdir / out.name),
+                save_as_external_data=True,
+                all_tensors_to_one_file=True,
+                location=data_name,
+                size_threshold=_EXTERNAL_THRESHOLD,
+            )
+            if (tmpdir / data_name).exists():
+                os.replace(tmpdir / data_name, parent / data_name)
+        else:
+            with open(tmpdir / out.name, "wb") as f:
+                f.write(model.SerializeToString())
+        os.replace(tmpdir / out.name, out)
+    finally:
+        for leftover in tmpdir.iterdir():
+            leftover.unlink()
+        tmpdir.rmdir()
+    return out

@@ -1,0 +1,180 @@
+"""Synthetic benchmark inputs from a model's input signature, and checks that one input dict fits a model.
+
+Rules for generated inputs:
+
+* dimensions: a fixed size is kept; a symbolic or unknown dimension takes ``dim_overrides[name]`` when its
+  name is there, else ``batch_size`` when it is the first dimension, else 1;
+* ``float``/``float16``/``double`` -> standard normal values from ``numpy.random.default_rng(seed)``;
+* integer types -> values in 0..99, or all ones when the input name contains ``"mask"``;
+* ``bool`` -> ``True``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["InputSpec", "feeds_for", "make_inputs", "specs_from_session"]
+
+_ORT_TO_NUMPY: dict[str, type[np.generic]] = {
+    "tensor(float)": np.float32,
+    "tensor(float16)": np.float16,
+    "tensor(double)": np.float64,
+    "tensor(int8)": np.int8,
+    "tensor(int16)": np.int16,
+    "tensor(int32)": np.int32,
+    "tensor(int64)": np.int64,
+    "tensor(uint8)": np.uint8,
+    "tensor(uint16)": np.uint16,
+    "tensor(uint32)": np.uint32,
+    "tensor(uint64)": np.uint64,
+    "tensor(bool)": np.bool_,
+}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One graph input as onnxruntime reports it.
+
+    Attributes:
+        name: Input name.
+        shape: Dimensions: an int for a fixed size, a str for a symbolic one, ``None`` for unknown.
+        ort_type: onnxruntime type string, e.g. ``"tensor(float)"``.
+    """
+
+    name: str
+    shape: tuple[int | str | None, ...]
+    ort_type: str
+
+    @property
+    def dtype(self) -> np.dtype[Any] | None:
+        """The numpy dtype, or ``None`` for types numpy cannot hold (bfloat16, strings, sequences...)."""
+        np_type = _ORT_TO_NUMPY.get(self.ort_type)
+        return None if np_type is None else np.dtype(np_type)
+
+
+def specs_from_session(session: Any) -> list[InputSpec]:
+    """Read the input signature of an ``onnxruntime.InferenceSession``."""
+    out = []
+    for arg in session.get_inputs():
+        shape = tuple(d if isinstance(d, int | str) or d is None else None for d in (arg.shape or ()))
+        out.append(InputSpec(name=arg.name, shape=shape, ort_type=arg.type))
+    return out
+
+
+def _resolve_shape(
+    spec: InputSpec, batch_size: int, dim_overrides: Mapping[str, int]
+) -> tuple[tuple[int, ...], bool]:
+    dims: list[int] = []
+    dynamic_batch = False
+    for i, d in enumerate(spec.shape):
+        if isinstance(d, int) and d >= 0:
+            dims.append(d)
+        elif isinstance(d, str) and d in dim_overrides:
+            dims.append(int(dim_overrides[d]))
+        elif i == 0:
+            dims.append(batch_size)
+            dynamic_batch = True
+        else:
+            dims.append(1)
+    return tuple(dims), dynamic_batch
+
+
+def make_inputs(
+    specs: Sequence[InputSpec],
+    *,
+    batch_size: int = 1,
+    dim_overrides: Mapping[str, int] | None = None,
+    seed: int = 0,
+    model_name: str = "model",
+) -> tuple[dict[str, np.ndarray], int]:
+    """Generate one array per input spec.
+
+    Args:
+        specs: The input signature (see :func:`specs_from_session`).
+        batch_size: Size of a symbolic/unknown first dimension.
+        dim_overrides: Sizes of symbolic dimensions by name, e.g. ``{"sequence": 128}``.
+        seed: Seed of the random generator.
+        model_name: Used in error messages.
+
+    Returns:
+        The input dict and the number of samples per run: ``batch_size`` when some input has a dynamic
+        first dimension, else the first dimension of the first input (1 for scalars).
+
+    Raises:
+        ValueError: An input has a type that cannot be generated (strings, bfloat16, sequences, maps).
+    """
+    overrides = dict(dim_overrides or {})
+    rng = np.random.default_rng(seed)
+    inputs: dict[str, np.ndarray] = {}
+    any_dynamic = False
+    samples: int | None = None
+    for spec in specs:
+        dtype = spec.dtype
+        if dtype is None:
+            raise ValueError(
+                f"{model_name}: cannot generate input {spec.name!r} of type {spec.ort_type}; "
+                "pass the inputs explicitly"
+            )
+        shape, dynamic = _resolve_shape(spec, batch_size, overrides)
+        any_dynamic = any_dynamic or dynamic
+        if samples is None:
+            samples = shape[0] if shape else 1
+        if dtype.kind == "f":
+            arr = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind in "iu":
+            if "mask" in spec.name.lower():
+                arr = np.ones(shape, dtype=dtype)
+            else:
+                arr = rng.integers(0, 100, size=shape).astype(dtype)
+        else:  # bool
+            arr = np.ones(shape, dtype=np.bool_)
+        inputs[spec.name] = np.ascontiguousarray(arr)
+    return inputs, (batch_size if any_dynamic else (samples or 1))
+
+
+def feeds_for(
+    model_name: str, specs: Sequence[InputSpec], inputs: Mapping[str, np.ndarray]
+) -> dict[str, Any]:
+    """Select and check the arrays of ``inputs`` that feed one model.
+
+    Args:
+        model_name: Used in error messages.
+        specs: The model's input signature.
+        inputs: The shared input dict (it may hold inputs of other models too).
+
+    Returns:
+        The feed dict for ``session.run`` (only the model's own inputs).
+
+    Raises:
+        ValueError: An input is missing, or its dtype, rank or a fixed dimension does not match.
+    """
+    feeds: dict[str, Any] = {}
+    for spec in specs:
+        if spec.name not in inputs:
+            raise ValueError(
+                f"{model_name}: input {spec.name!r} ({spec.ort_type}, shape {list(spec.shape)}) is not in "
+                f"the input dict (which has {sorted(inputs)}); the models do not take compatible inputs"
+            )
+        arr = np.asarray(inputs[spec.name])
+        want = spec.dtype
+        if want is not None and arr.dtype != want:
+            raise ValueError(
+                f"{model_name}: input {spec.name!r} expects {spec.ort_type} but got an array of {arr.dtype}"
+            )
+        if spec.shape and len(spec.shape) != arr.ndim:
+            raise ValueError(
+                f"{model_name}: input {spec.name!r} expects rank {len(spec.shape)} "
+                f"(shape {list(spec.shape)}) but got shape {list(arr.shape)}"
+            )
+        for axis, (d, got) in enumerate(zip(spec.shape, arr.shape, strict=False)):
+            if isinstance(d, int) and d >= 0 and d != got:
+                raise ValueError(
+                    f"{model_name}: input {spec.name!r} expects size {d} on axis {axis} "
+                    f"(shape {list(spec.shape)}) but got shape {list(arr.shape)}"
+                )
+        feeds[spec.name] = np.ascontiguousarray(arr)
+    return feeds

@@ -1,0 +1,551 @@
+"""Dynamic-range int8 quantization: int8 weights, float activations quantized (or not) at run time.
+
+Decide, then apply. :func:`plan_dynamic_quant` looks at every weight (:func:`find_weights`) and decides,
+as plain data (:class:`WeightPlan`), its scales and zero points and, for each consuming node, the form
+of the rewrite. :class:`DynamicQuantPass` then applies the plan. The rewrites, before -> after:
+
+* integer kernel, MatMul / Gemm (activations quantized at run time; ONNX Runtime fuses the chain into
+  ``DynamicQuantizeMatMul``)::
+
+      MatMul(A, W)  ->  DynamicQuantizeLinear(A) -> MatMulInteger(a_q, W_q, a_zp, w_zp)
+                        -> Cast -> Mul(a_s * w_s)
+
+* integer kernel, Conv: ``DynamicQuantizeLinear -> ConvInteger -> Cast -> Mul [-> Add bias]``
+  (weights stored as uint8 with one zero point, as ONNX Runtime's ConvInteger requires);
+* weight-only, any op: ``Op(X, W)  ->  Op(X, DequantizeLinear(W_q, s, zp, axis))``, or with the
+  ``cast`` encoding ``Op(X, Mul(Cast(W_q), s))``, which ONNX Runtime folds once at load time (float
+  speed, small file);
+* embeddings: ``Gather(E, ids)  ->  Mul(Cast(Gather(E_q, ids)), Gather(s, ids))``: only the gathered
+  rows are dequantized.
+
+The default form (``auto``) picks, per op, what is fast on ONNX Runtime's CPU kernels: integer kernels
+for MatMul/Gemm, load-time dequantization for Conv-like ops and recurrent weights (ONNX Runtime's
+ConvInteger is slower than its float Conv), gather-then-dequantize for embeddings.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+import numpy as np
+import onnx
+from onnx import TensorProto
+
+from tensorslim.algorithms.fidelity import sqnr_db
+from tensorslim.algorithms.quantize import (
+    QuantParams,
+    QuantScheme,
+    RangeMethod,
+    choose_qparams,
+    dequantize,
+    quantize,
+)
+from tensorslim.backends.onnx.editor import GraphEditor, opset_version
+from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse, find_weights
+from tensorslim.passes.base import Pass, PassResult, WeightRecord
+
+__all__ = [
+    "SUPPORTED_OPS",
+    "DynamicQuantConfig",
+    "DynamicQuantPass",
+    "Granularity",
+    "QuantForm",
+    "UseForm",
+    "WeightEncoding",
+    "WeightPlan",
+    "plan_dynamic_quant",
+]
+
+log = logging.getLogger(__name__)
+
+SUPPORTED_OPS: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "LSTM", "GRU", "RNN")
+
+
+class QuantForm(StrEnum):
+    """What the quantized model computes with."""
+
+    AUTO = "auto"  # per op, the form that is fast on ONNX Runtime's CPU kernels
+    INTEGER = "integer"  # integer kernels wherever one exists (activations quantized at run time)
+    WEIGHT_ONLY = "weight_only"  # int8 weights dequantized in front of the float op
+
+
+class Granularity(StrEnum):
+    """One scale per tensor, or one per output channel."""
+
+    PER_CHANNEL = "per_channel"
+    PER_TENSOR = "per_tensor"
+
+
+class WeightEncoding(StrEnum):
+    """How weight-only uses turn int8 codes back into floats."""
+
+    AUTO = "auto"  # DequantizeLinear for MatMul (ONNX Runtime fuses it), load-time cast for the rest
+    DEQUANTIZE_LINEAR = "dequantize_linear"  # standard DequantizeLinear node, evaluated at run time
+    CAST = "cast"  # Cast + Sub + Mul on constants, folded by ONNX Runtime once at session load
+
+
+class UseForm(StrEnum):
+    """The rewrite chosen for one consuming node."""
+
+    INTEGER_MATMUL = "integer_matmul"
+    INTEGER_CONV = "integer_conv"
+    GATHER = "gather_dequantize"
+    DEQUANTIZE_LINEAR = "dequantize_linear"
+    CAST = "load_time_cast"
+
+
+@dataclass(frozen=True)
+class DynamicQuantConfig:
+    """Configuration of dynamic-range quantization.
+
+    Attributes:
+        form: ``auto`` (default), ``integer`` or ``weight_only``; see :class:`QuantForm`.
+        scheme: ``symmetric`` int8 codes (zero point 0) or ``asymmetric`` uint8 codes over [0, 255].
+        granularity: ``per_channel`` (one scale per output channel, axis-aware per op) or ``per_tensor``.
+        range_method: ``mse`` (per-channel MSE-optimal clipping search) or ``minmax``.
+        op_types: op types whose weights are quantized.
+        exclude: regular expressions; a node whose name matches any of them keeps float weights.
+        min_size: weights with fewer elements stay float.
+        weight_encoding: how weight-only uses dequantize; see :class:`WeightEncoding`.
+    """
+
+    form: QuantForm | str = QuantForm.AUTO
+    scheme: QuantScheme | str = QuantScheme.SYMMETRIC
+    granularity: Granularity | str = Granularity.PER_CHANNEL
+    range_method: RangeMethod | str = RangeMethod.MSE
+    op_types: tuple[str, ...] = SUPPORTED_OPS
+    exclude: tuple[str, ...] = ()
+    min_size: int = 256
+    weight_encoding: WeightEncoding | str = WeightEncoding.AUTO
+
+    def __post_init__(self) -> None:
+        for fname, enum in (
+            ("form", QuantForm),
+            ("scheme", QuantScheme),
+            ("granularity", Granularity),
+            ("range_method", RangeMethod),
+            ("weight_encoding", WeightEncoding),
+        ):
+            value = getattr(self, fname)
+            try:
+                object.__setattr__(self, fname, enum(value))
+            except ValueError:
+                allowed = ", ".join(e.value for e in enum)
+                raise ValueError(f"{fname}: {value!r} is not one of {allowed}") from None
+        ops = tuple(self.op_types)
+        unknown = [o for o in ops if o not in SUPPORTED_OPS]
+        if unknown:
+            raise ValueError(
+                f"op_types: unknown op {', '.join(map(repr, unknown))}; allowed: {', '.join(SUPPORTED_OPS)}"
+            )
+        if not ops:
+            raise ValueError(f"op_types: empty; give at least one of {', '.join(SUPPORTED_OPS)}")
+        object.__setattr__(self, "op_types", ops)
+        patterns = tuple(self.exclude)
+        for p in patterns:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"exclude: {p!r} is not a valid regular expression ({e})") from None
+        object.__setattr__(self, "exclude", patterns)
+        if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 0:
+            raise ValueError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
+
+
+@dataclass
+class WeightPlan:
+    """The decision for one weight: parameters, codes and the form of each use, or why it is skipped."""
+
+    weight: WeightInfo
+    params: QuantParams | None = None
+    codes: np.ndarray | None = None
+    forms: list[tuple[WeightUse, UseForm]] = field(default_factory=list)
+    skip_reason: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def skipped(self) -> bool:
+        """Whether the weight stays as it is."""
+        return self.params is None
+
+
+def _granularity_label(qp: QuantParams | None) -> str:
+    if qp is None:
+        return ""
+    return "per_tensor" if qp.axis is None else f"per_channel(axis={qp.axis})"
+
+
+def _integer_ok(use: WeightUse, cfg: DynamicQuantConfig, opset: int, qp_axis: int | None) -> UseForm | None:
+    """The integer rewrite usable for ``use``, or ``None``."""
+    if opset < 11:
+        return None
+    node = use.node
+    if use.role is WeightRole.MATMUL and use.channel_axis == 1 and qp_axis in (None, 1):
+        return UseForm.INTEGER_MATMUL
+    if use.role is WeightRole.GEMM and qp_axis in (None, use.channel_axis):
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if int(attrs.get("transA", 0)) == 0:
+            return UseForm.INTEGER_MATMUL
+    if use.role is WeightRole.CONV and cfg.form is QuantForm.INTEGER and qp_axis in (None, 0):
+        return UseForm.INTEGER_CONV
+    return None
+
+
+def plan_dynamic_quant(model: onnx.ModelProto, config: DynamicQuantConfig) -> list[WeightPlan]:
+    """Decide, for every weight of ``model``, whether and how to quantize it."""
+    opset = opset_version(model)
+    patterns = [re.compile(p) for p in config.exclude]
+    plans: list[WeightPlan] = []
+    for w in find_weights(model):
+        plan = WeightPlan(w)
+        plans.append(plan)
+        role_uses = w.weight_uses
+        if not role_uses:
+            plan.skip_reason = (
+                f"consumed only by {', '.join(sorted({u.op_type for u in w.uses}))} (no weight role)"
+            )
+            continue
+        if not w.is_float:
+            plan.skip_reason = f"{w.array.dtype} tensor, not float (already quantized?)"
+            continue
+        if w.array.dtype != np.float32:
+            plan.skip_reason = f"{w.array.dtype} weights; dynamic int8 quantization takes float32 models"
+            continue
+        if w.graph_input and model.ir_version >= 4:
+            plan.skip_reason = "initializer is also a graph input (it can be overridden at run time)"
+            continue
+        blocked = [u for u in role_uses if u.op_type not in config.op_types]
+        if blocked:
+            plan.skip_reason = f"op {blocked[0].op_type} not in the op list ({', '.join(config.op_types)})"
+            continue
+        excluded = [u for u in w.uses if any(p.search(u.node_name) for p in patterns)]
+        if excluded:
+            plan.skip_reason = f"node {excluded[0].node_name!r} matches an exclude pattern"
+            continue
+        if w.size < config.min_size:
+            plan.skip_reason = f"{w.size} elements < min size {config.min_size}"
+            continue
+        if not np.all(np.isfinite(w.array)):
+            plan.skip_reason = "holds NaN or infinite values"
+            continue
+        primary = role_uses[0]
+        axis = primary.channel_axis if config.granularity is Granularity.PER_CHANNEL else None
+        if w.array.ndim == 0:
+            axis = None
+        integer_forms = {u.node.name: _integer_ok(u, config, opset, axis) for u in role_uses}
+        conv_integer = any(f is UseForm.INTEGER_CONV for f in integer_forms.values())
+        scheme = QuantScheme(config.scheme)
+        qp = choose_qparams(w.array, bits=8, scheme=scheme, axis=axis, method=config.range_method)
+        if conv_integer and scheme is QuantScheme.ASYMMETRIC and axis is not None:
+            # ConvInteger takes one weight zero point: asymmetric per-channel cannot use it
+            integer_forms = {k: (None if v is UseForm.INTEGER_CONV else v) for k, v in integer_forms.items()}
+            plan.notes.append("ConvInteger takes one weight zero point: Conv uses weight-only")
+        plan.params = qp
+        plan.codes = quantize(w.array, qp)
+        for use in w.uses:
+            plan.forms.append((use, _use_form(use, config, opset, axis, integer_forms.get(use.node.name))))
+    return plans
+
+
+def _use_form(
+    use: WeightUse, cfg: DynamicQuantConfig, opset: int, axis: int | None, integer: UseForm | None
+) -> UseForm:
+    if use.role is WeightRole.EMBEDDING and axis in (None, use.channel_axis):
+        return UseForm.GATHER
+    if (
+        integer is not None
+        and cfg.form is not QuantForm.WEIGHT_ONLY
+        and (cfg.form is QuantForm.INTEGER or integer is UseForm.INTEGER_MATMUL)
+    ):
+        return integer
+    dq_possible = opset >= 13 or (opset >= 10 and axis is None)
+    enc = WeightEncoding(cfg.weight_encoding)
+    if enc is WeightEncoding.AUTO:
+        if cfg.form is QuantForm.WEIGHT_ONLY or use.role is WeightRole.MATMUL:
+            enc = WeightEncoding.DEQUANTIZE_LINEAR
+        else:
+            enc = WeightEncoding.CAST
+    if enc is WeightEncoding.DEQUANTIZE_LINEAR and dq_possible:
+        return UseForm.DEQUANTIZE_LINEAR
+    return UseForm.CAST
+
+
+class DynamicQuantPass(Pass):
+    """Apply dynamic-range int8 quantization to every eligible weight."""
+
+    name = "dynamic_quant"
+
+    def __init__(self, config: DynamicQuantConfig | None = None) -> None:
+        self.config = config or DynamicQuantConfig()
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        """Plan, then rewrite ``model`` in place (the base class hands us a copy)."""
+        plans = plan_dynamic_quant(model, self.config)
+        editor = GraphEditor(model)
+        records = [_apply_weight(editor, p) for p in plans]
+        editor.apply()
+        modified = any(not r.skipped for r in records)
+        return PassResult(model, modified, records)
+
+
+def _record(plan: WeightPlan, action: str, bytes_after: int, details: str) -> WeightRecord:
+    w = plan.weight
+    err = None
+    if plan.params is not None and plan.codes is not None:
+        err = round(sqnr_db(w.array, dequantize(plan.codes, plan.params)), 2)
+    return WeightRecord(
+        name=w.name,
+        ops=",".join(dict.fromkeys(u.op_type for u in w.uses)),
+        nodes=",".join(dict.fromkeys(u.node_name for u in w.uses)),
+        shape=tuple(int(d) for d in w.array.shape),
+        action=action,
+        reason=details,
+        bytes_before=w.nbytes,
+        bytes_after=bytes_after,
+        granularity=_granularity_label(plan.params),
+        sqnr_db=err,
+    )
+
+
+class _Stored:
+    """Tensors of one weight, created lazily and shared by all its uses."""
+
+    def __init__(self, editor: GraphEditor, plan: WeightPlan) -> None:
+        self.editor = editor
+        self.plan = plan
+        self.cache: dict[str, str] = {}
+        self.nbytes = 0
+        self.dq_outputs: dict[str, str] = {}
+
+    def tensor(self, key: str, array: np.ndarray) -> str:
+        if key not in self.cache:
+            w = self.plan.weight
+            self.cache[key] = self.editor.add_tensor(
+                w.scope, f"{w.name}_{key}", array, as_constant=w.source == "constant"
+            )
+            self.nbytes += int(np.asarray(array).nbytes)
+        return self.cache[key]
+
+
+def _apply_weight(editor: GraphEditor, plan: WeightPlan) -> WeightRecord:
+    w = plan.weight
+    if plan.skipped or plan.params is None or plan.codes is None:
+        return _record(plan, "skipped", w.nbytes, plan.skip_reason)
+    qp, codes = plan.params, plan.codes
+    store = _Stored(editor, plan)
+    used_forms: list[str] = []
+    for use, form in plan.forms:
+        if form is UseForm.INTEGER_MATMUL:
+            _rewrite_integer_matmul(editor, store, use, qp, codes)
+        elif form is UseForm.INTEGER_CONV:
+            _rewrite_integer_conv(editor, store, use, qp, codes)
+        elif form is UseForm.GATHER:
+            _rewrite_gather(editor, store, use, qp, codes)
+        else:
+            _rewrite_weight_only(editor, store, use, qp, codes, form)
+        used_forms.append(f"{use.op_type}:{form.value}")
+    if w.source == "initializer":
+        editor.drop_initializer(w.scope, w.name)
+    else:
+        for n in w.scope.graph.node:
+            if n.op_type == "Constant" and list(n.output) == [w.name]:
+                editor.drop_node(n)
+    forms = sorted({f.value for _, f in plan.forms})
+    action = "int8 " + "+".join(forms)
+    details = "; ".join([*plan.notes, ", ".join(dict.fromkeys(used_forms))])
+    return _record(plan, action, store.nbytes, details)
+
+
+def _scale_zp_shaped(qp: QuantParams, ndim: int) -> tuple[np.ndarray, np.ndarray]:
+    s, z = qp.broadcast(ndim)
+    return np.asarray(s, np.float32), np.asarray(z)
+
+
+def _rewrite_weight_only(
+    editor: GraphEditor, store: _Stored, use: WeightUse, qp: QuantParams, codes: np.ndarray, form: UseForm
+) -> None:
+    key = f"{use.scope.path}|{form.value}"
+    out = store.dq_outputs.get(key)
+    if out is None:
+        w = store.plan.weight
+        out = editor.names(f"{w.name}_dequantized")
+        q = store.tensor("quantized", codes)
+        if form is UseForm.DEQUANTIZE_LINEAR:
+            s = store.tensor("scale", qp.scale if qp.axis is not None else qp.scale.reshape(()))
+            z = store.tensor(
+                "zero_point", qp.zero_point if qp.axis is not None else qp.zero_point.reshape(())
+            )
+            attrs = {"axis": qp.axis} if qp.axis is not None else {}
+            nodes = [editor.node("DequantizeLinear", [q, s, z], [out], f"{w.name}_DequantizeLinear", **attrs)]
+        else:
+            s_b, z_b = _scale_zp_shaped(qp, codes.ndim)
+            qf = editor.names(f"{w.name}_codes_float")
+            nodes = [editor.node("Cast", [q], [qf], f"{w.name}_Cast", to=TensorProto.FLOAT)]
+            if np.any(z_b != 0):
+                zf = store.tensor("zero_point_float", z_b.astype(np.float32))
+                centered = editor.names(f"{w.name}_centered")
+                nodes.append(editor.node("Sub", [qf, zf], [centered], f"{w.name}_Sub"))
+                qf = centered
+            s = store.tensor("scale_bcast", s_b)
+            nodes.append(editor.node("Mul", [qf, s], [out], f"{w.name}_Mul"))
+        editor.insert_before(use.node, nodes)
+        store.dq_outputs[key] = out
+    use.node.input[use.input_index] = out
+
+
+def _gemm_attrs(node: onnx.NodeProto) -> dict[str, float]:
+    return {a.name: float(onnx.helper.get_attribute_value(a)) for a in node.attribute}
+
+
+def _rewrite_integer_matmul(
+    editor: GraphEditor, store: _Stored, use: WeightUse, qp: QuantParams, codes: np.ndarray
+) -> None:
+    node = use.node
+    base = node.name or node.output[0]
+    alpha, beta, bias = 1.0, 1.0, None
+    if use.role is WeightRole.GEMM:
+        attrs = _gemm_attrs(node)
+        alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
+        if int(attrs.get("transB", 0)):
+            codes_kn = np.ascontiguousarray(codes.T)
+            q = store.tensor("quantized_t", codes_kn)
+        else:
+            q = store.tensor("quantized", codes)
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    else:
+        q = store.tensor("quantized", codes)
+    n_cols = codes.shape[0] if (use.role is WeightRole.GEMM and qp.axis == 0) else codes.shape[-1]
+    scale = qp.scale.reshape(-1) * np.float32(alpha)
+    zp = qp.zero_point.reshape(-1)
+    if qp.axis is None:
+        scale, zp = scale.reshape(()), zp.reshape(())
+    else:
+        assert scale.shape == (n_cols,)
+    s = store.tensor(f"scale_a{alpha:g}", scale.astype(np.float32))
+    z = store.tensor("zero_point", zp)
+    a_q, a_s, a_z = (
+        editor.names(f"{base}_{x}") for x in ("input_quantized", "input_scale", "input_zero_point")
+    )
+    y_int, y_f, ss = (editor.names(f"{base}_{x}") for x in ("output_int32", "output_float", "scale"))
+    y = node.output[0]
+    out = editor.names(f"{base}_unbiased") if bias else y
+    nodes = [
+        editor.node(
+            "DynamicQuantizeLinear", [node.input[0]], [a_q, a_s, a_z], f"{base}_DynamicQuantizeLinear"
+        ),
+        editor.node("MatMulInteger", [a_q, q, a_z, z], [y_int], f"{base}_MatMulInteger"),
+        editor.node("Cast", [y_int], [y_f], f"{base}_Cast", to=TensorProto.FLOAT),
+        editor.node("Mul", [a_s, s], [ss], f"{base}_ScaleMul"),
+        editor.node("Mul", [y_f, ss], [out], f"{base}_OutputMul"),
+    ]
+    if bias:
+        b = bias
+        if beta != 1.0:
+            b = editor.names(f"{base}_bias_scaled")
+            beta_t = store.tensor(f"beta_{beta:g}", np.array(beta, np.float32))
+            nodes.append(editor.node("Mul", [bias, beta_t], [b], f"{base}_BetaMul"))
+        nodes.append(editor.node("Add", [out, b], [y], f"{base}_BiasAdd"))
+    editor.replace(node, nodes)
+
+
+def _rewrite_integer_conv(
+    editor: GraphEditor, store: _Stored, use: WeightUse, qp: QuantParams, codes: np.ndarray
+) -> None:
+    node = use.node
+    base = node.name or node.output[0]
+    if qp.scheme is QuantScheme.SYMMETRIC:
+        codes_u8 = (codes.astype(np.int16) + 128).astype(np.uint8)
+        zp = np.array(128, np.uint8)
+    else:
+        codes_u8 = codes.astype(np.uint8)
+        zp = np.asarray(qp.zero_point.reshape(-1)[0], np.uint8)
+    q = store.tensor("quantized_u8", codes_u8)
+    z = store.tensor("zero_point_u8", zp)
+    spatial = codes.ndim - 2
+    scale = qp.scale.reshape(-1, *([1] * spatial)) if qp.axis is not None else qp.scale.reshape(())
+    s = store.tensor("scale_conv", scale.astype(np.float32))
+    x_q, x_s, x_z = (
+        editor.names(f"{base}_{x}") for x in ("input_quantized", "input_scale", "input_zero_point")
+    )
+    y_int, y_f, ss = (editor.names(f"{base}_{x}") for x in ("output_int32", "output_float", "scale"))
+    bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    y = node.output[0]
+    out = editor.names(f"{base}_unbiased") if bias else y
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    nodes = [
+        editor.node(
+            "DynamicQuantizeLinear", [node.input[0]], [x_q, x_s, x_z], f"{base}_DynamicQuantizeLinear"
+        ),
+        editor.node("ConvInteger", [x_q, q, x_z, z], [y_int], f"{base}_ConvInteger", **attrs),
+        editor.node("Cast", [y_int], [y_f], f"{base}_Cast", to=TensorProto.FLOAT),
+        editor.node("Mul", [x_s, s], [ss], f"{base}_ScaleMul"),
+        editor.node("Mul", [y_f, ss], [out], f"{base}_OutputMul"),
+    ]
+    if bias:
+        shape = store.tensor("bias_shape", np.array([-1, *([1] * spatial)], np.int64))
+        b = editor.names(f"{base}_bias_reshaped")
+        nodes.append(editor.node("Reshape", [bias, shape], [b], f"{base}_BiasReshape"))
+        nodes.append(editor.node("Add", [out, b], [y], f"{base}_BiasAdd"))
+    editor.replace(node, nodes)
+
+
+def _rewrite_gather(
+    editor: GraphEditor, store: _Stored, use: WeightUse, qp: QuantParams, codes: np.ndarray
+) -> None:
+    node = use.node
+    base = node.name or node.output[0]
+    gather_axis = use.channel_axis if use.channel_axis is not None else 0
+    q = store.tensor("quantized", codes)
+    rows_q, rows_f = editor.names(f"{base}_rows_quantized"), editor.names(f"{base}_rows_float")
+    nodes = [
+        editor.node("Gather", [q, node.input[1]], [rows_q], f"{base}_GatherQuantized", axis=gather_axis),
+        editor.node("Cast", [rows_q], [rows_f], f"{base}_Cast", to=TensorProto.FLOAT),
+    ]
+    s_b, z_b = _scale_zp_shaped(qp, codes.ndim)
+    has_zp = bool(np.any(z_b != 0))
+    z_name = ""
+    if qp.axis is None:
+        s_name = store.tensor("scale_scalar", qp.scale.reshape(()))
+        if has_zp:
+            z_name = store.tensor("zero_point_scalar_float", qp.zero_point.reshape(()).astype(np.float32))
+    else:
+        s_name = editor.names(f"{base}_rows_scale")
+        s_table = store.tensor("scale_bcast", s_b)
+        nodes.append(
+            editor.node("Gather", [s_table, node.input[1]], [s_name], f"{base}_GatherScale", axis=gather_axis)
+        )
+        if has_zp:
+            z_name = editor.names(f"{base}_rows_zero_point")
+            z_table = store.tensor("zero_point_float", z_b.astype(np.float32))
+            nodes.append(
+                editor.node(
+                    "Gather", [z_table, node.input[1]], [z_name], f"{base}_GatherZeroPoint", axis=gather_axis
+                )
+            )
+    centered = rows_f
+    if z_name:
+        centered = editor.names(f"{base}_rows_centered")
+        nodes.append(editor.node("Sub", [rows_f, z_name], [centered], f"{base}_Sub"))
+    nodes.append(editor.node("Mul", [centered, s_name], [node.output[0]], f"{base}_Mul"))
+    editor.replace(node, nodes)
+
+
+def quantize_model(model: onnx.ModelProto, config: DynamicQuantConfig | None = None) -> PassResult:
+    """Convenience: run :class:`DynamicQuantPass` on a copy of ``model``."""
+    return DynamicQuantPass(config)(model)
+
+
+def summarize(records: Sequence[WeightRecord]) -> dict[str, int]:
+    """Counts and byte totals of a pass's records."""
+    done = [r for r in records if not r.skipped]
+    return {
+        "weights": len(records),
+        "quantized": len(done),
+        "skipped": len(records) - len(done),
+        "bytes_before": sum(r.bytes_before for r in done),
+        "bytes_after": sum(r.bytes_after for r in done),
+    }
