@@ -1,0 +1,483 @@
+"""The ``tensorslim`` command line.
+
+Exit codes: 0 success; 1 the job ran but a requested target was not reached; 2 bad input (missing or
+corrupt file, bad option, bad data), with a one-line message naming the problem and the fix; 3 an
+internal error (a tensorslim bug: rerun with ``--debug`` for the traceback and report it).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from tensorslim.errors import InputError, TargetNotMetError
+
+__all__ = ["app", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="tensorslim",
+    help="Make trained neural networks smaller and faster for deployment, and prove it with measurements.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+)
+# pipes and CI logs get a wide table instead of rich's 80-column default
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+
+EXIT_OK, EXIT_TARGET, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+_DEBUG = {"on": False}
+
+
+def _fail(code: int, message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _run(fn: Callable[[], int | None]) -> None:
+    """Run a command body, mapping errors to exit codes and one-line messages."""
+    try:
+        code = fn()
+    except (InputError, ValueError) as e:
+        if _DEBUG["on"]:
+            raise
+        raise _fail(EXIT_INPUT, str(e)) from None
+    except TargetNotMetError as e:
+        raise _fail(EXIT_TARGET, str(e)) from None
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        if _DEBUG["on"]:
+            raise
+        raise _fail(
+            EXIT_INTERNAL, f"internal error: {type(e).__name__}: {e} (rerun with --debug and report it)"
+        ) from None
+    if code:
+        raise typer.Exit(code)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each pass does.")] = False,
+) -> None:
+    """tensorslim: quantize, evaluate, benchmark and inspect ONNX models.
+
+    Exit codes: 0 ok, 1 a requested target was not reached, 2 bad input, 3 internal error.
+    """
+    _DEBUG["on"] = debug
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _write_json(target: str | None, payload: dict[str, Any]) -> None:
+    if target is None:
+        return
+    text = json.dumps(payload, indent=2, default=str)
+    if target == "-":
+        sys.stdout.write(text + "\n")
+        return
+    path = Path(target)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text + "\n")
+    os.replace(tmp, path)
+
+
+def _mb(n: float) -> str:
+    return f"{n / 1e6:.2f}"
+
+
+def _weights_table(records: list[Any], limit: int) -> Table:
+    table = Table(title="weights", title_justify="left", show_lines=False)
+    for col in (
+        "weight",
+        "op",
+        "shape",
+        "action",
+        "granularity",
+        "SQNR dB",
+        "bytes before",
+        "bytes after",
+        "note",
+    ):
+        table.add_column(col, overflow="fold")
+    rows = sorted(records, key=lambda r: (r.skipped, -r.bytes_before))
+    shown = rows[:limit] if limit > 0 else rows
+    for r in shown:
+        table.add_row(
+            r.name,
+            r.ops,
+            "x".join(map(str, r.shape)),
+            r.action,
+            r.granularity,
+            "" if r.sqnr_db is None else f"{r.sqnr_db:.1f}",
+            f"{r.bytes_before:,}",
+            f"{r.bytes_after:,}",
+            r.reason if r.skipped else "",
+        )
+    if len(rows) > len(shown):
+        table.caption = f"{len(rows) - len(shown)} more weight(s) not shown (--show-all lists every weight)"
+    return table
+
+
+def _split_ops(ops: str | None) -> tuple[str, ...] | None:
+    if ops is None:
+        return None
+    return tuple(o.strip() for o in ops.split(",") if o.strip())
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "    tensorslim quantize model.onnx -o model.int8.onnx\n\n"
+    "    tensorslim quantize model.onnx -o model.int8.onnx --form weight_only --granularity per_tensor\n\n"
+    "    tensorslim quantize model.onnx -o q.onnx --ops MatMul,Gemm --exclude 'classifier' --json report.json\n\n"
+    "Exit codes: 0 ok, 2 bad input, 3 internal error."
+)
+def quantize(
+    model: Annotated[Path, typer.Argument(help="Float ONNX model to quantize (never modified).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the quantized model.")],
+    mode: Annotated[
+        str, typer.Option(help="Quantization mode: dynamic (weights int8, no data needed).")
+    ] = "dynamic",
+    form: Annotated[
+        str,
+        typer.Option(help="auto (fastest per op), integer (integer kernels), weight_only (float compute)."),
+    ] = "auto",
+    scheme: Annotated[
+        str, typer.Option(help="symmetric (int8, zero point 0) or asymmetric (uint8).")
+    ] = "symmetric",
+    granularity: Annotated[str, typer.Option(help="per_channel or per_tensor scales.")] = "per_channel",
+    range_method: Annotated[
+        str, typer.Option("--range", help="mse (MSE-optimal clipping per channel) or minmax.")
+    ] = "mse",
+    ops: Annotated[
+        str | None, typer.Option(help="Comma-separated op types to quantize, e.g. MatMul,Gemm,Conv.")
+    ] = None,
+    exclude: Annotated[
+        list[str] | None, typer.Option(help="Regex on node names to keep in float (repeatable).")
+    ] = None,
+    min_size: Annotated[int, typer.Option(help="Weights with fewer elements stay float.")] = 256,
+    weight_encoding: Annotated[
+        str,
+        typer.Option(help="Weight-only dequantization: auto, cast (folded at load) or dequantize_linear."),
+    ] = "auto",
+    json_out: Annotated[
+        str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")
+    ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--show-all", help="List every weight, not the 25 largest.")
+    ] = False,
+    check_speed: Annotated[
+        bool, typer.Option(help="Time the result against the input and warn if it is slower.")
+    ] = True,
+) -> None:
+    """Quantize a float ONNX model (dynamic-range int8: ~4x smaller weights, no calibration data)."""
+
+    def body() -> int:
+        from tensorslim.api import quantize as run_quantize
+        from tensorslim.passes.dynamic_quant import SUPPORTED_OPS, DynamicQuantConfig
+
+        if mode != "dynamic":
+            raise InputError(f"--mode: {mode!r} is not available; use --mode dynamic")
+        kwargs: dict[str, Any] = {}
+        op_list = _split_ops(ops)
+        if op_list is not None:
+            unknown = [o for o in op_list if o not in SUPPORTED_OPS]
+            if unknown or not op_list:
+                raise InputError(
+                    f"--ops: unknown op {', '.join(map(repr, unknown)) or '(empty)'}; "
+                    f"allowed: {', '.join(SUPPORTED_OPS)}"
+                )
+            kwargs["op_types"] = op_list
+        try:
+            cfg = DynamicQuantConfig(
+                form=form,
+                scheme=scheme,
+                granularity=granularity,
+                range_method=range_method,
+                exclude=tuple(exclude or ()),
+                min_size=min_size,
+                weight_encoding=weight_encoding,
+                **kwargs,
+            )
+        except ValueError as e:
+            raise InputError(
+                f"--{str(e).replace('_', '-', 1) if str(e).startswith('range') else e}"
+            ) from None
+        result = run_quantize(model, output, config=cfg)
+        quiet = json_out == "-"
+        if not quiet:
+            console.print(_weights_table(result.records, 0 if show_all else 25))
+            s = result.summary()
+            console.print(
+                f"quantized {s['quantized']} of {s['weights']} weights: {_mb(s['bytes_before'])} MB -> "
+                f"{_mb(s['bytes_after'])} MB; model {_mb(result.input_bytes)} MB -> {_mb(result.output_bytes)} MB "
+                f"({result.size_ratio:.3f}x) in {result.seconds:.1f} s"
+            )
+            console.print(f"wrote {result.output_path}")
+        payload = result.to_dict()
+        if check_speed:
+            payload["speed_check"] = _speed_check(model, output, quiet=quiet)
+        _write_json(json_out, payload)
+        return EXIT_OK
+
+    _run(body)
+
+
+def _speed_check(reference: Path, candidate: Path, *, quiet: bool) -> dict[str, Any]:
+    """A short side-by-side timing; warns when the candidate is slower than the reference."""
+    from tensorslim.benchmark import benchmark_models
+
+    try:
+        rep = benchmark_models(
+            [reference, candidate], threads=0, max_time_s=1.5, min_runs=10, measure_memory=False
+        )
+    except ValueError as e:
+        return {"error": str(e)}
+    ref, cand = rep.models[0], rep.models[1]
+    ratio = cand.p50_ms / ref.p50_ms if ref.p50_ms else 1.0
+    slower = cand.p50_ci_low_ms > ref.p50_ci_high_ms
+    if not quiet:
+        if slower:
+            err_console.print(
+                f"[bold yellow]warning:[/] on this CPU the quantized model is slower than the input "
+                f"(p50 {cand.p50_ms:.3f} ms vs {ref.p50_ms:.3f} ms, {ratio:.2f}x, batch 1, generated inputs). "
+                "Try --form weight_only (float speed, same size) or check with tensorslim bench."
+            )
+        else:
+            console.print(
+                f"speed check: p50 {ref.p50_ms:.3f} ms -> {cand.p50_ms:.3f} ms ({ratio:.2f}x, batch 1)"
+            )
+    return {"reference_p50_ms": ref.p50_ms, "candidate_p50_ms": cand.p50_ms, "ratio": ratio, "slower": slower}
+
+
+@app.command(
+    name="eval",
+    epilog="Examples:\n\n"
+    "    tensorslim eval model.onnx model.int8.onnx --data test.npz\n\n"
+    "    tensorslim eval model.onnx model.int8.onnx --json -\n\n"
+    "The .npz holds one array per model input, named after it, samples along the first axis; an optional "
+    "'label' array adds task accuracy. Exit codes: 0 ok, 2 bad input, 3 internal error.",
+)
+def eval_cmd(
+    reference: Annotated[Path, typer.Argument(help="The original model.")],
+    candidate: Annotated[Path, typer.Argument(help="The optimized model.")],
+    data: Annotated[Path | None, typer.Option(help=".npz with arrays named after the model inputs.")] = None,
+    batch_size: Annotated[int, typer.Option(help="Samples per inference call.")] = 32,
+    max_samples: Annotated[int | None, typer.Option(help="Use at most this many samples.")] = None,
+    json_out: Annotated[
+        str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")
+    ] = None,
+) -> None:
+    """Compare a candidate model's outputs with a reference model's on the same inputs."""
+
+    def body() -> int:
+        from tensorslim.evaluate import evaluate
+
+        if batch_size < 1:
+            raise InputError("--batch-size: must be at least 1")
+        report = evaluate(reference, candidate, data, batch_size=batch_size, max_samples=max_samples)
+        if json_out != "-":
+            console.print(_eval_table(report))
+            for note in report.notes:
+                console.print(f"note: {note}")
+        _write_json(json_out, report.to_dict())
+        return EXIT_OK
+
+    _run(body)
+
+
+def _eval_table(report: Any) -> Table:
+    t = Table(
+        title=f"{report.candidate} vs {report.reference} on {report.num_samples} samples ({report.data_source})"
+    )
+    for col in (
+        "output",
+        "cosine mean",
+        "cosine min",
+        "SQNR dB",
+        "max abs err",
+        "top-1 agree",
+        "accuracy ref -> cand",
+    ):
+        t.add_column(col)
+    for o in report.outputs:
+        acc = (
+            f"{100 * o.reference_accuracy:.2f}% -> {100 * o.candidate_accuracy:.2f}%"
+            if o.reference_accuracy is not None and o.candidate_accuracy is not None
+            else "-"
+        )
+        t.add_row(
+            o.name,
+            f"{o.cosine_mean:.6f}",
+            f"{o.cosine_min:.6f}",
+            f"{o.sqnr_db:.2f}",
+            f"{o.max_abs_error:.4g}",
+            "-" if o.top1_agreement is None else f"{100 * o.top1_agreement:.2f}%",
+            acc,
+        )
+    return t
+
+
+def _parse_dims(dims: list[str] | None) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for d in dims or []:
+        name, sep, value = d.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise InputError(f"--dim: {d!r} is not NAME=SIZE (e.g. --dim sequence=128)")
+        out[name.strip()] = int(value)
+    return out
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "    tensorslim bench model.onnx model.int8.onnx\n\n"
+    "    tensorslim bench model.onnx q.onnx --batch-size 32 --dim sequence=128 --threads 2 --json bench.json\n\n"
+    "Ratios are against the first model. Exit codes: 0 ok, 2 bad input, 3 internal error.",
+)
+def bench(
+    models: Annotated[list[Path], typer.Argument(help="ONNX models; the first is the baseline.")],
+    threads: Annotated[int, typer.Option(help="Intra-op threads (0: ONNX Runtime default).")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Batch size for dynamic first dimensions.")] = 1,
+    dim: Annotated[list[str] | None, typer.Option(help="Size of a named dynamic dim, NAME=SIZE.")] = None,
+    seconds: Annotated[float, typer.Option(help="Time budget per model for the timed runs.")] = 5.0,
+    memory: Annotated[bool, typer.Option(help="Measure peak memory in a fresh process per model.")] = True,
+    json_out: Annotated[
+        str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")
+    ] = None,
+) -> None:
+    """Measure size, load time, latency percentiles, throughput and peak memory side by side."""
+
+    def body() -> int:
+        from tensorslim.benchmark import benchmark_models, render_bench_table
+
+        if batch_size < 1:
+            raise InputError("--batch-size: must be at least 1")
+        report = benchmark_models(
+            models,
+            threads=threads,
+            batch_size=batch_size,
+            dim_overrides=_parse_dims(dim),
+            max_time_s=seconds,
+            measure_memory=memory,
+        )
+        if json_out != "-":
+            console.print(render_bench_table(report))
+        _write_json(json_out, report.to_dict())
+        return EXIT_OK
+
+    _run(body)
+
+
+@app.command(
+    epilog="Examples:\n\n    tensorslim inspect model.onnx\n\n    tensorslim inspect model.onnx --json stats.json\n\n"
+    "Exit codes: 0 ok, 2 bad input, 3 internal error.",
+)
+def inspect(
+    model: Annotated[Path, typer.Argument(help="ONNX model to inspect.")],
+    top: Annotated[
+        int, typer.Option(help="Show the N weights with the worst per-tensor SQNR (0: all).")
+    ] = 20,
+    json_out: Annotated[
+        str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")
+    ] = None,
+) -> None:
+    """Per-weight statistics that predict quantization trouble, and recommended settings."""
+
+    def body() -> int:
+        from tensorslim.analysis.inspect import inspect_model
+        from tensorslim.backends.onnx.io import load_model
+
+        report = inspect_model(load_model(model), name=str(model))
+        if json_out != "-":
+            t = Table(title=f"{model}: {len(report.weights)} weights (worst per-tensor SQNR first)")
+            for col in (
+                "weight", "op", "shape", "min", "max", "outliers >6σ", "max/p99.9", "ch. spread",
+                "SQNR tensor", "SQNR channel", "SQNR ch.+mse",
+            ):  # fmt: skip
+                t.add_column(col, overflow="fold")
+            rows = sorted(report.weights, key=lambda w: w.sqnr_per_tensor_db)
+            for w in rows[:top] if top > 0 else rows:
+                t.add_row(
+                    w.name, w.op_type, "x".join(map(str, w.shape)), f"{w.min:.3g}", f"{w.max:.3g}",
+                    f"{100 * w.outlier_ratio:.3f}%", f"{w.peak_to_p999:.2f}", f"{w.channel_range_spread:.2f}",
+                    f"{w.sqnr_per_tensor_db:.1f}",
+                    "-" if w.sqnr_per_channel_db is None else f"{w.sqnr_per_channel_db:.1f}",
+                    "-" if w.sqnr_per_channel_mse_db is None else f"{w.sqnr_per_channel_mse_db:.1f}",
+                )  # fmt: skip
+            console.print(t)
+            console.print("[bold]recommendations[/]")
+            for r in report.recommendations:
+                console.print(f"  - {r}")
+        _write_json(json_out, report.to_dict())
+        return EXIT_OK
+
+    _run(body)
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "    tensorslim optimize                 # the bundled digits CNN and its real test split\n\n"
+    "    tensorslim optimize model.onnx --eval-data test.npz -o out/\n\n"
+    "Exit codes: 0 ok, 2 bad input, 3 internal error.",
+)
+def optimize(
+    model: Annotated[
+        Path | None, typer.Argument(help="ONNX model; the bundled example when omitted.")
+    ] = None,
+    eval_data: Annotated[
+        Path | None, typer.Option(help=".npz to measure accuracy/fidelity on (the example's test split).")
+    ] = None,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", "-o", help="Folder for the optimized models.")
+    ] = Path("tensorslim-out"),
+    threads: Annotated[int, typer.Option(help="Intra-op threads for the benchmark.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Batch size for the benchmark.")] = 1,
+    seconds: Annotated[float, typer.Option(help="Time budget per model for the benchmark.")] = 3.0,
+    json_out: Annotated[
+        str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")
+    ] = None,
+) -> None:
+    """Apply every available technique and compare size, latency and accuracy with the float model."""
+
+    def body() -> int:
+        from tensorslim.optimize import render_optimize_table, run_optimize
+
+        result = run_optimize(
+            model,
+            eval_data=eval_data,
+            output_dir=output_dir,
+            threads=threads,
+            batch_size=batch_size,
+            seconds=seconds,
+            progress=json_out != "-",
+        )
+        if json_out != "-":
+            console.print(render_optimize_table(result))
+            for note in result.notes:
+                console.print(f"note: {note}")
+        _write_json(json_out, result.to_dict())
+        return EXIT_OK
+
+    _run(body)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

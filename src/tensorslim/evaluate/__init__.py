@@ -1,0 +1,14 @@
+"""Compare optimized models with their float original: fidelity and task accuracy."""
+
+from tensorslim.evaluate.compare import EvalReport, OutputFidelity, evaluate, run_dataset
+from tensorslim.evaluate.data import Dataset, generate_inputs, load_npz
+
+__all__ = [
+    "Dataset",
+    "EvalReport",
+    "OutputFidelity",
+    "evaluate",
+    "generate_inputs",
+    "load_npz",
+    "run_dataset",
+]

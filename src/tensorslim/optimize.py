@@ -1,0 +1,229 @@
+"""``tensorslim optimize``: apply each available technique and compare it with the float model.
+
+Every technique writes its model to the output folder; all models are then evaluated on the same data
+(task accuracy when the data has labels, fidelity otherwise) and benchmarked side by side in one run.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from tensorslim.errors import InputError
+
+__all__ = [
+    "OptimizeResult",
+    "Technique",
+    "TechniqueResult",
+    "default_techniques",
+    "render_optimize_table",
+    "run_optimize",
+]
+
+
+@dataclass(frozen=True)
+class Technique:
+    """A named way to optimize a model: ``apply(src, dst)`` writes the optimized model."""
+
+    name: str
+    description: str
+    apply: Callable[[Path, Path], Any]
+
+
+@dataclass
+class TechniqueResult:
+    """Measurements of one model of the comparison."""
+
+    name: str
+    description: str
+    path: Path
+    file_bytes: int = 0
+    p50_ms: float | None = None
+    p50_ci: tuple[float, float] | None = None
+    peak_mb: float | None = None
+    accuracy: float | None = None
+    cosine_mean: float | None = None
+    sqnr_db: float | None = None
+    error: str = ""
+
+
+@dataclass
+class OptimizeResult:
+    """The comparison table's data."""
+
+    model: Path
+    data_source: str
+    rows: list[TechniqueResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    env: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        from dataclasses import asdict
+
+        rows = []
+        for r in self.rows:
+            d = asdict(r)
+            d["path"] = str(r.path)
+            rows.append(d)
+        return {
+            "model": str(self.model),
+            "data": self.data_source,
+            "rows": rows,
+            "notes": self.notes,
+            "env": self.env,
+        }
+
+
+def _dynamic(**kwargs: Any) -> Callable[[Path, Path], Any]:
+    def apply(src: Path, dst: Path) -> Any:
+        from tensorslim.api import quantize
+        from tensorslim.passes.dynamic_quant import DynamicQuantConfig
+
+        return quantize(src, dst, config=DynamicQuantConfig(**kwargs))
+
+    return apply
+
+
+def default_techniques() -> list[Technique]:
+    """The techniques available so far, in table order."""
+    return [
+        Technique("dynamic-int8", "int8 weights, default form (auto, per channel, MSE ranges)", _dynamic()),
+        Technique(
+            "dynamic-int8-integer",
+            "int8 weights, integer kernels wherever one exists (ConvInteger included)",
+            _dynamic(form="integer"),
+        ),
+        Technique(
+            "dynamic-int8-weight-only",
+            "int8 weights dequantized for float compute (DequantizeLinear)",
+            _dynamic(form="weight_only", weight_encoding="dequantize_linear"),
+        ),
+        Technique(
+            "dynamic-int8-per-tensor",
+            "int8 weights, one scale per tensor, min/max range (the textbook recipe)",
+            _dynamic(granularity="per_tensor", range_method="minmax"),
+        ),
+    ]
+
+
+def run_optimize(
+    model: str | os.PathLike[str] | None = None,
+    *,
+    eval_data: str | os.PathLike[str] | None = None,
+    output_dir: str | os.PathLike[str] = "tensorslim-out",
+    techniques: list[Technique] | None = None,
+    threads: int = 1,
+    batch_size: int = 1,
+    seconds: float = 3.0,
+    progress: bool = False,
+) -> OptimizeResult:
+    """Optimize ``model`` (the bundled digits CNN when ``None``) with each technique and compare."""
+    from rich.progress import Progress
+
+    from tensorslim.backends.onnx.io import load_model
+    from tensorslim.benchmark import benchmark_models
+    from tensorslim.evaluate import evaluate, load_npz
+    from tensorslim.examples import example_model_path, example_test_data_path
+    from tensorslim.runtime.ort import OrtRuntime
+
+    notes: list[str] = []
+    if model is None:
+        src = example_model_path()
+        data_path: Path | None = Path(eval_data) if eval_data else example_test_data_path()
+        notes.append(f"bundled example: {src.name}, test split {data_path.name if data_path else '-'}")
+    else:
+        src = Path(model)
+        data_path = Path(eval_data) if eval_data else None
+    load_model(src)  # clear errors for a bad model before any work
+    out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out}: exists and is not a folder; choose another --output-dir")
+    out.mkdir(parents=True, exist_ok=True)
+    if not os.access(out, os.W_OK):
+        raise InputError(f"{out}: the folder is not writable; choose another --output-dir")
+    ref_rt = OrtRuntime(src, threads=threads)
+    dataset = load_npz(data_path, ref_rt.inputs) if data_path else None
+    if dataset is None:
+        notes.append("no --eval-data: fidelity is measured on generated inputs")
+    techs = techniques if techniques is not None else default_techniques()
+    rows = [TechniqueResult("float", "the input model", src)]
+    with Progress(transient=True, disable=not progress) as bar:
+        task = bar.add_task("optimizing", total=len(techs) + 2)
+        for t in techs:
+            bar.update(task, description=f"applying {t.name}")
+            dst = out / f"{src.stem}.{t.name}.onnx"
+            row = TechniqueResult(t.name, t.description, dst)
+            try:
+                t.apply(src, dst)
+            except InputError as e:
+                row.error = str(e)
+            rows.append(row)
+            bar.advance(task)
+        bar.update(task, description="evaluating")
+        for row in rows:
+            if row.error:
+                continue
+            rep = evaluate(ref_rt, OrtRuntime(row.path, threads=threads), dataset, batch_size=64)
+            o = rep.outputs[0]
+            row.cosine_mean, row.sqnr_db = o.cosine_mean, o.sqnr_db
+            row.accuracy = o.candidate_accuracy
+        bar.advance(task)
+        bar.update(task, description="benchmarking")
+        ok = [r for r in rows if not r.error]
+        bench = benchmark_models(
+            [r.path for r in ok], threads=threads, batch_size=batch_size, max_time_s=seconds, min_runs=20
+        )
+        for r, b in zip(ok, bench.models, strict=True):
+            r.file_bytes = b.file_bytes
+            r.p50_ms = b.p50_ms
+            r.p50_ci = (b.p50_ci_low_ms, b.p50_ci_high_ms)
+            r.peak_mb = b.memory.session_rss_bytes / 2**20 if b.memory else None
+        bar.advance(task)
+    res = OptimizeResult(src, str(data_path) if data_path else "generated", rows, notes, bench.env.to_dict())
+    return res
+
+
+def render_optimize_table(result: OptimizeResult) -> Table:
+    """The comparison table: one row per technique, ratios against the float model."""
+    t = Table(title=f"tensorslim optimize: {result.model.name} (data: {Path(result.data_source).name})")
+    for col in ("technique", "size MB", "size x", "p50 ms (95% CI)", "p50 x", "session MB", "accuracy", "Δ acc",
+                "cosine", "SQNR dB"):  # fmt: skip
+        t.add_column(col)
+    base = result.rows[0]
+    for r in result.rows:
+        if r.error:
+            t.add_row(r.name, "-", "-", "-", "-", "-", "-", "-", "-", r.error[:60])
+            continue
+        size_x = r.file_bytes / base.file_bytes if base.file_bytes else None
+        p50_x = r.p50_ms / base.p50_ms if (r.p50_ms and base.p50_ms) else None
+        ci = f"{r.p50_ms:.3f} ({r.p50_ci[0]:.3f}-{r.p50_ci[1]:.3f})" if r.p50_ms and r.p50_ci else "-"
+        acc = f"{100 * r.accuracy:.2f}%" if r.accuracy is not None else "-"
+        dacc = (
+            f"{100 * (r.accuracy - base.accuracy):+.2f}"
+            if r.accuracy is not None and base.accuracy is not None
+            else "-"
+        )
+        t.add_row(
+            r.name,
+            f"{r.file_bytes / 1e6:.2f}",
+            "-" if size_x is None else f"{size_x:.3f}x",
+            ci,
+            "-" if p50_x is None else f"{p50_x:.2f}x",
+            "-" if r.peak_mb is None else f"{r.peak_mb:.1f}",
+            acc,
+            dacc,
+            "-" if r.cosine_mean is None else f"{r.cosine_mean:.5f}",
+            "-" if r.sqnr_db is None else ("inf" if r.sqnr_db == float("inf") else f"{r.sqnr_db:.1f}"),
+        )
+    env = result.env
+    t.caption = (
+        f"latency: batch 1, {env.get('threads', '?')} thread(s), onnxruntime {env.get('onnxruntime_version', '?')}, "
+        f"{env.get('cpu_model', '?')}"
+    )
+    return t

@@ -1,0 +1,65 @@
+"""The runtime interface shared by the ONNX Runtime and LiteRT backends."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["Runtime", "TensorSpec", "open_runtime"]
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, element type and shape of a model input or output; unknown dims are strings or ``None``."""
+
+    name: str
+    dtype: np.dtype
+    shape: tuple[int | str | None, ...]
+
+    @property
+    def is_float(self) -> bool:
+        """Whether the tensor holds floating-point values."""
+        return bool(np.issubdtype(self.dtype, np.floating))
+
+
+class Runtime(Protocol):
+    """A loaded model that can run inference."""
+
+    path: Path | None
+
+    @property
+    def inputs(self) -> list[TensorSpec]:
+        """The model's inputs."""
+        ...
+
+    @property
+    def outputs(self) -> list[TensorSpec]:
+        """The model's outputs."""
+        ...
+
+    def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+        """Run the model on one batch; outputs in the order of :attr:`outputs`."""
+        ...
+
+
+def open_runtime(path: str | os.PathLike[str], *, threads: int = 0) -> Runtime:
+    """Open ``path`` with the runtime its format needs.
+
+    Raises:
+        InputError: unknown format, or the runtime cannot load the file.
+    """
+    from tensorslim.errors import InputError
+    from tensorslim.runtime.ort import OrtRuntime
+
+    p = Path(path)
+    suffix = p.suffix.lower()
+    if suffix == ".onnx":
+        return OrtRuntime(p, threads=threads)
+    raise InputError(
+        f"{p}: unknown model format {suffix or '(no extension)'!r}; tensorslim reads .onnx files"
+    )
