@@ -82,9 +82,7 @@ def load_data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     up = F.interpolate(images, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
     x = ((up - MEAN) / STD).numpy().astype(np.float32)
     y = digits.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=TEST_FRACTION, stratify=y, random_state=seed
-    )
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=TEST_FRACTION, stratify=y, random_state=seed)
     return (
         np.ascontiguousarray(x_train),
         np.ascontiguousarray(y_train),
@@ -152,9 +150,7 @@ def random_shift(batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     background = (0.0 - MEAN) / STD
     padded = F.pad(batch, (MAX_SHIFT,) * 4, value=background)
     offsets = torch.randint(0, 2 * MAX_SHIFT + 1, (batch.shape[0], 2), generator=gen).tolist()
-    return torch.stack(
-        [padded[i, :, dy : dy + IMAGE_SIZE, dx : dx + IMAGE_SIZE] for i, (dy, dx) in enumerate(offsets)]
-    )
+    return torch.stack([padded[i, :, dy : dy + IMAGE_SIZE, dx : dx + IMAGE_SIZE] for i, (dy, dx) in enumerate(offsets)])
 
 
 @torch.no_grad()
@@ -172,9 +168,7 @@ def train(model: nn.Module, x_train: np.ndarray, y_train: np.ndarray, seed: int)
     yt = torch.from_numpy(y_train)
     steps_per_epoch = (len(xt) + BATCH_SIZE - 1) // BATCH_SIZE
     opt = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
-    sched = torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=LR, total_steps=EPOCHS * steps_per_epoch, pct_start=0.25
-    )
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=EPOCHS * steps_per_epoch, pct_start=0.25)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=0.05)
     for epoch in range(EPOCHS):
         model.train()

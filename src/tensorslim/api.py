@@ -64,9 +64,7 @@ class QuantizeResult:
             "output_bytes": self.output_bytes,
             "size_ratio": self.size_ratio,
             "seconds": self.seconds,
-            "config": {
-                k: (list(v) if isinstance(v, tuple) else str(v)) for k, v in asdict(self.config).items()
-            },
+            "config": {k: (list(v) if isinstance(v, tuple) else str(v)) for k, v in asdict(self.config).items()},
             "summary": self.summary(),
             "weights": [r.to_dict() for r in self.records],
             "notes": list(self.notes),
@@ -118,9 +116,7 @@ def quantize(
         try:
             OrtRuntime(result.model)
         except InputError as e:  # pragma: no cover - would be a tensorslim bug
-            raise InputError(
-                f"the quantized model does not load in ONNX Runtime: {e}; please report this"
-            ) from e
+            raise InputError(f"the quantized model does not load in ONNX Runtime: {e}; please report this") from e
     out_path = save_model(result.model, output) if output is not None else None
     return QuantizeResult(
         model=result.model,

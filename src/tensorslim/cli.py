@@ -148,16 +148,12 @@ def _split_ops(ops: str | None) -> tuple[str, ...] | None:
 def quantize(
     model: Annotated[Path, typer.Argument(help="Float ONNX model to quantize (never modified).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the quantized model.")],
-    mode: Annotated[
-        str, typer.Option(help="Quantization mode: dynamic (weights int8, no data needed).")
-    ] = "dynamic",
+    mode: Annotated[str, typer.Option(help="Quantization mode: dynamic (weights int8, no data needed).")] = "dynamic",
     form: Annotated[
         str,
         typer.Option(help="auto (fastest per op), integer (integer kernels), weight_only (float compute)."),
     ] = "auto",
-    scheme: Annotated[
-        str, typer.Option(help="symmetric (int8, zero point 0) or asymmetric (uint8).")
-    ] = "symmetric",
+    scheme: Annotated[str, typer.Option(help="symmetric (int8, zero point 0) or asymmetric (uint8).")] = "symmetric",
     granularity: Annotated[str, typer.Option(help="per_channel or per_tensor scales.")] = "per_channel",
     range_method: Annotated[
         str, typer.Option("--range", help="mse (MSE-optimal clipping per channel) or minmax.")
@@ -173,12 +169,8 @@ def quantize(
         str,
         typer.Option(help="Weight-only dequantization: auto, cast (folded at load) or dequantize_linear."),
     ] = "auto",
-    json_out: Annotated[
-        str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")
-    ] = None,
-    show_all: Annotated[
-        bool, typer.Option("--show-all", help="List every weight, not the 25 largest.")
-    ] = False,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
+    show_all: Annotated[bool, typer.Option("--show-all", help="List every weight, not the 25 largest.")] = False,
     check_speed: Annotated[
         bool, typer.Option(help="Time the result against the input and warn if it is slower.")
     ] = True,
@@ -213,9 +205,7 @@ def quantize(
                 **kwargs,
             )
         except ValueError as e:
-            raise InputError(
-                f"--{str(e).replace('_', '-', 1) if str(e).startswith('range') else e}"
-            ) from None
+            raise InputError(f"--{str(e).replace('_', '-', 1) if str(e).startswith('range') else e}") from None
         result = run_quantize(model, output, config=cfg)
         quiet = json_out == "-"
         if not quiet:
@@ -241,9 +231,7 @@ def _speed_check(reference: Path, candidate: Path, *, quiet: bool) -> dict[str, 
     from tensorslim.benchmark import benchmark_models
 
     try:
-        rep = benchmark_models(
-            [reference, candidate], threads=0, max_time_s=1.5, min_runs=10, measure_memory=False
-        )
+        rep = benchmark_models([reference, candidate], threads=0, max_time_s=1.5, min_runs=10, measure_memory=False)
     except ValueError as e:
         return {"error": str(e)}
     ref, cand = rep.models[0], rep.models[1]
@@ -257,9 +245,7 @@ def _speed_check(reference: Path, candidate: Path, *, quiet: bool) -> dict[str, 
                 "Try --form weight_only (float speed, same size) or check with tensorslim bench."
             )
         else:
-            console.print(
-                f"speed check: p50 {ref.p50_ms:.3f} ms -> {cand.p50_ms:.3f} ms ({ratio:.2f}x, batch 1)"
-            )
+            console.print(f"speed check: p50 {ref.p50_ms:.3f} ms -> {cand.p50_ms:.3f} ms ({ratio:.2f}x, batch 1)")
     return {"reference_p50_ms": ref.p50_ms, "candidate_p50_ms": cand.p50_ms, "ratio": ratio, "slower": slower}
 
 
@@ -277,9 +263,7 @@ def eval_cmd(
     data: Annotated[Path | None, typer.Option(help=".npz with arrays named after the model inputs.")] = None,
     batch_size: Annotated[int, typer.Option(help="Samples per inference call.")] = 32,
     max_samples: Annotated[int | None, typer.Option(help="Use at most this many samples.")] = None,
-    json_out: Annotated[
-        str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")
-    ] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
 ) -> None:
     """Compare a candidate model's outputs with a reference model's on the same inputs."""
 
@@ -300,9 +284,7 @@ def eval_cmd(
 
 
 def _eval_table(report: Any) -> Table:
-    t = Table(
-        title=f"{report.candidate} vs {report.reference} on {report.num_samples} samples ({report.data_source})"
-    )
+    t = Table(title=f"{report.candidate} vs {report.reference} on {report.num_samples} samples ({report.data_source})")
     for col in (
         "output",
         "cosine mean",
@@ -354,9 +336,7 @@ def bench(
     dim: Annotated[list[str] | None, typer.Option(help="Size of a named dynamic dim, NAME=SIZE.")] = None,
     seconds: Annotated[float, typer.Option(help="Time budget per model for the timed runs.")] = 5.0,
     memory: Annotated[bool, typer.Option(help="Measure peak memory in a fresh process per model.")] = True,
-    json_out: Annotated[
-        str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")
-    ] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
 ) -> None:
     """Measure size, load time, latency percentiles, throughput and peak memory side by side."""
 
@@ -387,12 +367,8 @@ def bench(
 )
 def inspect(
     model: Annotated[Path, typer.Argument(help="ONNX model to inspect.")],
-    top: Annotated[
-        int, typer.Option(help="Show the N weights with the worst per-tensor SQNR (0: all).")
-    ] = 20,
-    json_out: Annotated[
-        str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")
-    ] = None,
+    top: Annotated[int, typer.Option(help="Show the N weights with the worst per-tensor SQNR (0: all).")] = 20,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
 ) -> None:
     """Per-weight statistics that predict quantization trouble, and recommended settings."""
 
@@ -434,21 +410,17 @@ def inspect(
     "Exit codes: 0 ok, 2 bad input, 3 internal error.",
 )
 def optimize(
-    model: Annotated[
-        Path | None, typer.Argument(help="ONNX model; the bundled example when omitted.")
-    ] = None,
+    model: Annotated[Path | None, typer.Argument(help="ONNX model; the bundled example when omitted.")] = None,
     eval_data: Annotated[
         Path | None, typer.Option(help=".npz to measure accuracy/fidelity on (the example's test split).")
     ] = None,
-    output_dir: Annotated[
-        Path, typer.Option("--output-dir", "-o", help="Folder for the optimized models.")
-    ] = Path("tensorslim-out"),
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the optimized models.")] = Path(
+        "tensorslim-out"
+    ),
     threads: Annotated[int, typer.Option(help="Intra-op threads for the benchmark.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Batch size for the benchmark.")] = 1,
     seconds: Annotated[float, typer.Option(help="Time budget per model for the benchmark.")] = 3.0,
-    json_out: Annotated[
-        str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")
-    ] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
 ) -> None:
     """Apply every available technique and compare size, latency and accuracy with the float model."""
 

@@ -29,8 +29,6 @@ __all__ = [
     "quantize_dequantize",
 ]
 
-_TINY = np.float32(1e-12)
-
 
 class QuantScheme(StrEnum):
     """How the integer grid is laid over the real range."""
@@ -121,7 +119,7 @@ def _params_from_range(
         scale = (hi - lo) / float(qmax - qmin)
         safe = np.where(scale > 0, scale, 1.0)
         zero_point = np.clip(np.round(qmin - lo / safe), qmin, qmax)
-    scale = np.where(np.isfinite(scale) & (scale > _TINY), scale, 1.0).astype(np.float32)
+    scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0).astype(np.float32)
     # after the float32 cast a tiny scale could still underflow; keep it strictly positive
     scale = np.maximum(scale, np.float32(np.finfo(np.float32).tiny))
     qp = QuantParams(scale=scale, zero_point=zero_point.astype(np.int64), axis=axis, bits=bits, scheme=scheme)

@@ -84,9 +84,7 @@ def _stats(name: str, arr: np.ndarray, op: str, role: str, axis: int | None) -> 
     spread = 1.0
     if sampled_axis is not None and s.ndim > 1 and s.shape[sampled_axis] > 1:
         per_c = sqnr_db(s, quantize_dequantize(s, choose_qparams(s, axis=sampled_axis)))
-        per_c_mse = sqnr_db(
-            s, quantize_dequantize(s, choose_qparams(s, axis=sampled_axis, method="mse", grid=20))
-        )
+        per_c_mse = sqnr_db(s, quantize_dequantize(s, choose_qparams(s, axis=sampled_axis, method="mse", grid=20)))
         ch = np.moveaxis(absval, sampled_axis, 0).reshape(s.shape[sampled_axis], -1).max(axis=1)
         med = float(np.median(ch))
         spread = float(ch.max() / med) if med > 0 else float("inf")
@@ -139,9 +137,7 @@ def _recommend(stats: list[WeightStats]) -> list[str]:
         if s.sqnr_per_channel_mse_db is not None and s.sqnr_per_channel_db is not None
     ]
     if mse_gain and float(np.mean(mse_gain)) > 0.5:
-        recs.append(
-            f"MSE-optimal clipping (--range mse, the default) adds {np.mean(mse_gain):.1f} dB on average"
-        )
+        recs.append(f"MSE-optimal clipping (--range mse, the default) adds {np.mean(mse_gain):.1f} dB on average")
     outliers = sorted((s for s in stats if s.peak_to_p999 > 4.0), key=lambda s: -s.peak_to_p999)
     if outliers:
         names = ", ".join(s.name for s in outliers[:5])
@@ -157,7 +153,5 @@ def _recommend(stats: list[WeightStats]) -> list[str]:
             "for float fallback if accuracy drops"
         )
     else:
-        recs.append(
-            "every weight keeps >= 30 dB SQNR in int8 with the recommended settings: int8 weights are safe"
-        )
+        recs.append("every weight keeps >= 30 dB SQNR in int8 with the recommended settings: int8 weights are safe")
     return recs

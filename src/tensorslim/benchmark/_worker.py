@@ -24,9 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the measurement; return the exit status."""
     ap = argparse.ArgumentParser(prog="python -m tensorslim.benchmark._worker")
     ap.add_argument("--model", required=True)
-    ap.add_argument(
-        "--inputs", required=True, help="npz with arrays arr_0, arr_1, ...; names.json next to it"
-    )
+    ap.add_argument("--inputs", required=True, help="npz with arrays arr_0, arr_1, ...; names.json next to it")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args(argv)

@@ -65,9 +65,7 @@ def specs_from_session(session: Any) -> list[InputSpec]:
     return out
 
 
-def _resolve_shape(
-    spec: InputSpec, batch_size: int, dim_overrides: Mapping[str, int]
-) -> tuple[tuple[int, ...], bool]:
+def _resolve_shape(spec: InputSpec, batch_size: int, dim_overrides: Mapping[str, int]) -> tuple[tuple[int, ...], bool]:
     dims: list[int] = []
     dynamic_batch = False
     for i, d in enumerate(spec.shape):
@@ -116,8 +114,7 @@ def make_inputs(
         dtype = spec.dtype
         if dtype is None:
             raise ValueError(
-                f"{model_name}: cannot generate input {spec.name!r} of type {spec.ort_type}; "
-                "pass the inputs explicitly"
+                f"{model_name}: cannot generate input {spec.name!r} of type {spec.ort_type}; pass the inputs explicitly"
             )
         shape, dynamic = _resolve_shape(spec, batch_size, overrides)
         any_dynamic = any_dynamic or dynamic
@@ -136,9 +133,7 @@ def make_inputs(
     return inputs, (batch_size if any_dynamic else (samples or 1))
 
 
-def feeds_for(
-    model_name: str, specs: Sequence[InputSpec], inputs: Mapping[str, np.ndarray]
-) -> dict[str, Any]:
+def feeds_for(model_name: str, specs: Sequence[InputSpec], inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """Select and check the arrays of ``inputs`` that feed one model.
 
     Args:

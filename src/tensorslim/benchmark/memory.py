@@ -128,9 +128,7 @@ def measure_memory(
             str(runs),
         ]
         try:
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, timeout=timeout_s, env=env, check=False
-            )
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env, check=False)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"memory worker for {model_path} timed out after {timeout_s:.0f} s") from None
     result = None

@@ -171,16 +171,12 @@ def benchmark_models(
     if measure_memory:
         for i, p in enumerate(model_paths):
             try:
-                memory[i] = _measure_memory(
-                    p, feeds[i], threads=threads, runs=memory_runs, timeout_s=memory_timeout_s
-                )
+                memory[i] = _measure_memory(p, feeds[i], threads=threads, runs=memory_runs, timeout_s=memory_timeout_s)
             except RuntimeError as exc:
                 log.warning("%s", exc)
                 memory_errors[i] = str(exc)
 
-    warmups = [
-        1 + warm_up(fn, runs=warmup, time_budget_s=0.3 * max_time_s) for fn in fns
-    ]  # 1 = the check run above
+    warmups = [1 + warm_up(fn, runs=warmup, time_budget_s=0.3 * max_time_s) for fn in fns]  # 1 = the check run above
     if len(fns) > 1:  # one untimed interleaved round re-warms caches after the other models' warm-up
         interleaved_runs(fns, min_runs=1, max_time_s=0.0, round_size=round_size, round_warmup=round_warmup)
         warmups = [w + round_size + round_warmup for w in warmups]

@@ -47,9 +47,7 @@ _COLUMNS: tuple[str, ...] = (
 _COMPACT_DROP = frozenset({"weights MB", "p90 ms", "session MB"})
 
 
-def render_bench_table(
-    report: BenchReport, *, title: str | None = "tensorslim bench", compact: bool = False
-) -> Table:
+def render_bench_table(report: BenchReport, *, title: str | None = "tensorslim bench", compact: bool = False) -> Table:
     """Build a table with one row per model.
 
     Columns: model, file MB, weights MB, load ms, p50 ms (± half-width of the 95 % bootstrap CI), p90 ms,

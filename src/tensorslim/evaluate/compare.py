@@ -92,16 +92,8 @@ def evaluate(
     Raises:
         InputError: unreadable models or data, or models whose inputs or outputs do not match.
     """
-    ref = (
-        reference
-        if not isinstance(reference, str | os.PathLike)
-        else open_runtime(reference, threads=threads)
-    )
-    cand = (
-        candidate
-        if not isinstance(candidate, str | os.PathLike)
-        else open_runtime(candidate, threads=threads)
-    )
+    ref = reference if not isinstance(reference, str | os.PathLike) else open_runtime(reference, threads=threads)
+    cand = candidate if not isinstance(candidate, str | os.PathLike) else open_runtime(candidate, threads=threads)
     ref_names = [i.name for i in ref.inputs]
     cand_names = [i.name for i in cand.inputs]
     if sorted(ref_names) != sorted(cand_names):
@@ -110,9 +102,7 @@ def evaluate(
             "compare a model with its own optimized version"
         )
     if len(ref.outputs) != len(cand.outputs):
-        raise InputError(
-            "the models have different numbers of outputs; compare a model with its optimized version"
-        )
+        raise InputError("the models have different numbers of outputs; compare a model with its optimized version")
     if data is None:
         ds = generate_inputs(ref.inputs, num_samples=max_samples or 16, seed=seed)
     elif isinstance(data, Dataset):
@@ -130,9 +120,7 @@ def evaluate(
     )
     for spec, a, b in zip(ref.outputs, ref_out, cand_out, strict=True):
         if a.shape != b.shape:
-            raise InputError(
-                f"output {spec.name!r} has shape {list(a.shape)} vs {list(b.shape)}; models differ"
-            )
+            raise InputError(f"output {spec.name!r} has shape {list(a.shape)} vs {list(b.shape)}; models differ")
         if not np.issubdtype(a.dtype, np.number) or a.size == 0:
             continue
         if np.issubdtype(b.dtype, np.floating) and not np.all(np.isfinite(b)):

@@ -61,9 +61,7 @@ def _fixed_batch(spec: TensorSpec) -> int | None:
     return None
 
 
-def load_npz(
-    path: str | os.PathLike[str], specs: Sequence[TensorSpec], *, max_samples: int | None = None
-) -> Dataset:
+def load_npz(path: str | os.PathLike[str], specs: Sequence[TensorSpec], *, max_samples: int | None = None) -> Dataset:
     """Load ``path`` and check it against the model inputs ``specs``.
 
     Raises:
@@ -117,9 +115,7 @@ def load_npz(
     if labels is not None:
         labels = np.asarray(labels).reshape(labels.shape[0], -1)[:, 0] if labels.ndim > 1 else labels
         if labels.shape[0] != next(iter(counts.values())):
-            raise InputError(
-                f"{p}: 'label' has {labels.shape[0]} entries for {next(iter(counts.values()))} samples"
-            )
+            raise InputError(f"{p}: 'label' has {labels.shape[0]} entries for {next(iter(counts.values()))} samples")
     ds = Dataset(inputs, labels, source=str(p), notes=notes)
     if max_samples is not None and ds.num_samples > max_samples:
         ds.inputs = {k: v[:max_samples] for k, v in ds.inputs.items()}

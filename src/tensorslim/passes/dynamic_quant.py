@@ -206,9 +206,7 @@ def plan_dynamic_quant(model: onnx.ModelProto, config: DynamicQuantConfig) -> li
         plans.append(plan)
         role_uses = w.weight_uses
         if not role_uses:
-            plan.skip_reason = (
-                f"consumed only by {', '.join(sorted({u.op_type for u in w.uses}))} (no weight role)"
-            )
+            plan.skip_reason = f"consumed only by {', '.join(sorted({u.op_type for u in w.uses}))} (no weight role)"
             continue
         if not w.is_float:
             plan.skip_reason = f"{w.array.dtype} tensor, not float (already quantized?)"
@@ -374,9 +372,7 @@ def _rewrite_weight_only(
         q = store.tensor("quantized", codes)
         if form is UseForm.DEQUANTIZE_LINEAR:
             s = store.tensor("scale", qp.scale if qp.axis is not None else qp.scale.reshape(()))
-            z = store.tensor(
-                "zero_point", qp.zero_point if qp.axis is not None else qp.zero_point.reshape(())
-            )
+            z = store.tensor("zero_point", qp.zero_point if qp.axis is not None else qp.zero_point.reshape(()))
             attrs = {"axis": qp.axis} if qp.axis is not None else {}
             nodes = [editor.node("DequantizeLinear", [q, s, z], [out], f"{w.name}_DequantizeLinear", **attrs)]
         else:
@@ -417,24 +413,20 @@ def _rewrite_integer_matmul(
     else:
         q = store.tensor("quantized", codes)
     n_cols = codes.shape[0] if (use.role is WeightRole.GEMM and qp.axis == 0) else codes.shape[-1]
-    scale = qp.scale.reshape(-1) * np.float32(alpha)
-    zp = qp.zero_point.reshape(-1)
+    scale: np.ndarray = qp.scale.reshape(-1) * np.float32(alpha)
+    zp: np.ndarray = qp.zero_point.reshape(-1)
     if qp.axis is None:
         scale, zp = scale.reshape(()), zp.reshape(())
-    else:
-        assert scale.shape == (n_cols,)
+    elif scale.shape != (n_cols,):  # pragma: no cover - guarded by _integer_ok
+        raise RuntimeError(f"{use.node_name}: per-channel scales do not match the {n_cols} output columns")
     s = store.tensor(f"scale_a{alpha:g}", scale.astype(np.float32))
     z = store.tensor("zero_point", zp)
-    a_q, a_s, a_z = (
-        editor.names(f"{base}_{x}") for x in ("input_quantized", "input_scale", "input_zero_point")
-    )
+    a_q, a_s, a_z = (editor.names(f"{base}_{x}") for x in ("input_quantized", "input_scale", "input_zero_point"))
     y_int, y_f, ss = (editor.names(f"{base}_{x}") for x in ("output_int32", "output_float", "scale"))
     y = node.output[0]
     out = editor.names(f"{base}_unbiased") if bias else y
     nodes = [
-        editor.node(
-            "DynamicQuantizeLinear", [node.input[0]], [a_q, a_s, a_z], f"{base}_DynamicQuantizeLinear"
-        ),
+        editor.node("DynamicQuantizeLinear", [node.input[0]], [a_q, a_s, a_z], f"{base}_DynamicQuantizeLinear"),
         editor.node("MatMulInteger", [a_q, q, a_z, z], [y_int], f"{base}_MatMulInteger"),
         editor.node("Cast", [y_int], [y_f], f"{base}_Cast", to=TensorProto.FLOAT),
         editor.node("Mul", [a_s, s], [ss], f"{base}_ScaleMul"),
@@ -466,18 +458,14 @@ def _rewrite_integer_conv(
     spatial = codes.ndim - 2
     scale = qp.scale.reshape(-1, *([1] * spatial)) if qp.axis is not None else qp.scale.reshape(())
     s = store.tensor("scale_conv", scale.astype(np.float32))
-    x_q, x_s, x_z = (
-        editor.names(f"{base}_{x}") for x in ("input_quantized", "input_scale", "input_zero_point")
-    )
+    x_q, x_s, x_z = (editor.names(f"{base}_{x}") for x in ("input_quantized", "input_scale", "input_zero_point"))
     y_int, y_f, ss = (editor.names(f"{base}_{x}") for x in ("output_int32", "output_float", "scale"))
     bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     y = node.output[0]
     out = editor.names(f"{base}_unbiased") if bias else y
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
     nodes = [
-        editor.node(
-            "DynamicQuantizeLinear", [node.input[0]], [x_q, x_s, x_z], f"{base}_DynamicQuantizeLinear"
-        ),
+        editor.node("DynamicQuantizeLinear", [node.input[0]], [x_q, x_s, x_z], f"{base}_DynamicQuantizeLinear"),
         editor.node("ConvInteger", [x_q, q, x_z, z], [y_int], f"{base}_ConvInteger", **attrs),
         editor.node("Cast", [y_int], [y_f], f"{base}_Cast", to=TensorProto.FLOAT),
         editor.node("Mul", [x_s, s], [ss], f"{base}_ScaleMul"),
@@ -491,9 +479,7 @@ def _rewrite_integer_conv(
     editor.replace(node, nodes)
 
 
-def _rewrite_gather(
-    editor: GraphEditor, store: _Stored, use: WeightUse, qp: QuantParams, codes: np.ndarray
-) -> None:
+def _rewrite_gather(editor: GraphEditor, store: _Stored, use: WeightUse, qp: QuantParams, codes: np.ndarray) -> None:
     node = use.node
     base = node.name or node.output[0]
     gather_axis = use.channel_axis if use.channel_axis is not None else 0
@@ -513,16 +499,12 @@ def _rewrite_gather(
     else:
         s_name = editor.names(f"{base}_rows_scale")
         s_table = store.tensor("scale_bcast", s_b)
-        nodes.append(
-            editor.node("Gather", [s_table, node.input[1]], [s_name], f"{base}_GatherScale", axis=gather_axis)
-        )
+        nodes.append(editor.node("Gather", [s_table, node.input[1]], [s_name], f"{base}_GatherScale", axis=gather_axis))
         if has_zp:
             z_name = editor.names(f"{base}_rows_zero_point")
             z_table = store.tensor("zero_point_float", z_b.astype(np.float32))
             nodes.append(
-                editor.node(
-                    "Gather", [z_table, node.input[1]], [z_name], f"{base}_GatherZeroPoint", axis=gather_axis
-                )
+                editor.node("Gather", [z_table, node.input[1]], [z_name], f"{base}_GatherZeroPoint", axis=gather_axis)
             )
     centered = rows_f
     if z_name:

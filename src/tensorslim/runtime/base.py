@@ -60,6 +60,4 @@ def open_runtime(path: str | os.PathLike[str], *, threads: int = 0) -> Runtime:
     suffix = p.suffix.lower()
     if suffix == ".onnx":
         return OrtRuntime(p, threads=threads)
-    raise InputError(
-        f"{p}: unknown model format {suffix or '(no extension)'!r}; tensorslim reads .onnx files"
-    )
+    raise InputError(f"{p}: unknown model format {suffix or '(no extension)'!r}; tensorslim reads .onnx files")

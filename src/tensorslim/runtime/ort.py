@@ -81,12 +81,8 @@ class OrtRuntime:
         except Exception as e:  # ORT raises several private exception types
             msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise InputError(f"{label}: ONNX Runtime cannot load the model ({msg})") from e
-        self._inputs = [
-            TensorSpec(i.name, ort_dtype(i.type), tuple(i.shape)) for i in self.session.get_inputs()
-        ]
-        self._outputs = [
-            TensorSpec(o.name, ort_dtype(o.type), tuple(o.shape)) for o in self.session.get_outputs()
-        ]
+        self._inputs = [TensorSpec(i.name, ort_dtype(i.type), tuple(i.shape)) for i in self.session.get_inputs()]
+        self._outputs = [TensorSpec(o.name, ort_dtype(o.type), tuple(o.shape)) for o in self.session.get_outputs()]
 
     @property
     def inputs(self) -> list[TensorSpec]:

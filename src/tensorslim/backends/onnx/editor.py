@@ -99,13 +99,16 @@ class GraphEditor:
         self._scopes[scope.path] = scope
         self._drop_initializers[scope.path].add(name)
 
-    def node(
-        self, op_type: str, inputs: list[str], outputs: list[str], base: str, **attrs: object
-    ) -> onnx.NodeProto:
+    def node(self, op_type: str, inputs: list[str], outputs: list[str], base: str, **attrs: object) -> onnx.NodeProto:
         """Build a node with a fresh name; ``domain`` may be passed among the attributes."""
         domain = str(attrs.pop("domain", ""))
         return helper.make_node(
-            op_type, inputs, outputs, name=self.names(base), domain=domain or None, **attrs
+            op_type,
+            inputs,
+            outputs,
+            name=self.names(base),
+            domain=domain or None,
+            **attrs,  # type: ignore[arg-type]
         )
 
     def apply(self) -> None:

@@ -93,9 +93,7 @@ def load_model(path: str | os.PathLike[str], *, check: bool = True) -> onnx.Mode
                 "a broken exporter"
             ) from e
     for tensor in _all_tensors(model):
-        if (
-            tensor.data_location == onnx.TensorProto.EXTERNAL
-        ):  # pragma: no cover - load_external_data resets it
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:  # pragma: no cover - load_external_data resets it
             raise InputError(f"{p}: tensor {tensor.name!r} kept its external data; this is a bug")
     return model
 
@@ -133,9 +131,7 @@ def check_output_path(output: str | os.PathLike[str], *inputs: str | os.PathLike
     return out
 
 
-def save_model(
-    model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None
-) -> Path:
+def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None) -> Path:
     """Write ``model`` to ``path`` atomically.
 
     Args:
@@ -150,7 +146,10 @@ def save_model(
     out = Path(path)
     parent = out.parent if str(out.parent) else Path(".")
     use_external = model_size_bytes(model) >= _TWO_GB - 2**24 if external_data is None else external_data
-    tmpdir = Path(tempfile.mkdtemp(prefix=".tslim-", dir=parent))
+    try:
+        tmpdir = Path(tempfile.mkdtemp(prefix=".tslim-", dir=parent))
+    except OSError as e:
+        raise InputError(f"{out}: cannot write to the folder {parent} ({e.strerror}); choose another output") from e
     try:
         if use_external:
             data_name = out.name + ".data"
@@ -170,6 +169,8 @@ def save_model(
             with open(tmpdir / out.name, "wb") as f:
                 f.write(model.SerializeToString())
         os.replace(tmpdir / out.name, out)
+    except OSError as e:
+        raise InputError(f"{out}: writing failed ({e.strerror or e}); check free space and permissions") from e
     finally:
         for leftover in tmpdir.iterdir():
             leftover.unlink()

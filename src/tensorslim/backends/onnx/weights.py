@@ -200,9 +200,7 @@ def find_weights(model: onnx.ModelProto) -> list[WeightInfo]:
         for node in scope.graph.node:
             tensor = _constant_tensor(node)
             if tensor is not None and node.output[0] not in weights:
-                weights[node.output[0]] = WeightInfo(
-                    node.output[0], "constant", scope, numpy_helper.to_array(tensor)
-                )
+                weights[node.output[0]] = WeightInfo(node.output[0], "constant", scope, numpy_helper.to_array(tensor))
                 order.append(node.output[0])
     for scope in scopes:
         for node in scope.graph.node:

@@ -1,0 +1,332 @@
+"""Tests of tensorslim.benchmark on tiny MatMul models built inline."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from rich.console import Console
+
+from tensorslim.benchmark import (
+    BenchReport,
+    InputSpec,
+    benchmark_models,
+    bootstrap_median_ci,
+    file_bytes,
+    load_model_proto,
+    make_inputs,
+    render_bench_table,
+    weight_bytes,
+)
+from tensorslim.benchmark.latency import interleaved_runs, latency_stats, warm_up
+from tensorslim.benchmark.memory import current_rss, measure_memory
+from tensorslim.benchmark.sysinfo import _parse_cpuinfo
+
+OPSET = [helper.make_opsetid("", 17)]
+
+
+def _save(model: onnx.ModelProto, path: Path) -> Path:
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _matmul_chain(path: Path, dims: list[int], *, input_name: str = "x", seed: int = 0) -> Path:
+    """x[N, dims[0]] @ W0[dims[0], dims[1]] @ W1 ... -> y."""
+    rng = np.random.default_rng(seed)
+    nodes, inits = [], []
+    cur = input_name
+    for i, (a, b) in enumerate(itertools.pairwise(dims)):
+        w = (rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        out = "y" if i == len(dims) - 2 else f"h{i}"
+        nodes.append(helper.make_node("MatMul", [cur, f"w{i}"], [out]))
+        cur = out
+    graph = helper.make_graph(
+        nodes,
+        "chain",
+        [helper.make_tensor_value_info(input_name, TensorProto.FLOAT, ["N", dims[0]])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", dims[-1]])],
+        inits,
+    )
+    return _save(helper.make_model(graph, opset_imports=OPSET), path)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("bench")
+    return {
+        "small": _matmul_chain(d / "small.onnx", [256, 256]),
+        "big": _matmul_chain(d / "big.onnx", [256, 1024, 1024, 1024, 1024]),
+    }
+
+
+@pytest.fixture(scope="module")
+def report(models: dict[str, Path]) -> BenchReport:
+    return benchmark_models([models["small"], models["big"]], max_time_s=0.4, min_runs=30, warmup=None, round_size=3)
+
+
+# --------------------------------------------------------------------------- sizes
+
+
+def test_sizes_match_disk_and_weights(report: BenchReport, models: dict[str, Path]) -> None:
+    small, big = report.models
+    assert small.file_bytes == os.path.getsize(models["small"])
+    assert big.file_bytes == os.path.getsize(models["big"])
+    assert small.weight_bytes == 256 * 256 * 4
+    assert big.weight_bytes == (256 * 1024 + 3 * 1024 * 1024) * 4
+    assert small.name == "small.onnx" and small.path == str(models["small"])
+
+
+def test_external_data_counted(tmp_path: Path) -> None:
+    src = _matmul_chain(tmp_path / "src.onnx", [256, 512])
+    model = onnx.load(str(src))
+    ext = tmp_path / "ext.onnx"
+    onnx.save(model, str(ext), save_as_external_data=True, location="ext.data", size_threshold=0)
+    proto = load_model_proto(ext)
+    assert proto.graph.initializer[0].data_location == TensorProto.EXTERNAL
+    assert weight_bytes(proto) == 256 * 512 * 4
+    assert file_bytes(proto, ext) == os.path.getsize(ext) + os.path.getsize(tmp_path / "ext.data")
+    (tmp_path / "ext.data").unlink()
+    with pytest.raises(ValueError, match=r"ext\.data"):
+        file_bytes(proto, ext)
+
+
+def test_constants_and_subgraphs_counted(tmp_path: Path) -> None:
+    c_main = numpy_helper.from_array(np.ones((10, 10), np.float32), "c")
+    c_then = numpy_helper.from_array(np.ones((7,), np.int64), "t")
+    c_else = numpy_helper.from_array(np.ones((7,), np.int64), "e")
+
+    def branch(name: str, tensor: TensorProto) -> onnx.GraphProto:
+        return helper.make_graph(
+            [helper.make_node("Constant", [], [name], value=tensor)],
+            name,
+            [],
+            [helper.make_tensor_value_info(name, TensorProto.INT64, [7])],
+        )
+
+    nodes = [
+        helper.make_node("Constant", [], ["c"], value=c_main),
+        helper.make_node("If", ["cond"], ["r"], then_branch=branch("tb", c_then), else_branch=branch("eb", c_else)),
+        helper.make_node("Constant", [], ["f"], value_floats=[1.0, 2.0, 3.0]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+        [
+            helper.make_tensor_value_info("r", TensorProto.INT64, [7]),
+            helper.make_tensor_value_info("c", TensorProto.FLOAT, [10, 10]),
+            helper.make_tensor_value_info("f", TensorProto.FLOAT, [3]),
+        ],
+    )
+    path = _save(helper.make_model(graph, opset_imports=OPSET), tmp_path / "if.onnx")
+    assert weight_bytes(load_model_proto(path)) == 400 + 2 * 56 + 12
+
+
+# --------------------------------------------------------------------------- latency
+
+
+def test_latency_statistics(report: BenchReport) -> None:
+    for m in report.models:
+        assert m.runs >= 30 and m.runs == len(m.latencies_ms)
+        assert m.warmup_runs >= 2
+        assert 0 < m.min_ms <= m.p50_ms <= m.p90_ms <= m.p99_ms
+        assert m.p50_ci_low_ms <= m.p50_ms <= m.p50_ci_high_ms
+        assert m.p50_ms == pytest.approx(float(np.median(m.latencies_ms)))
+        assert m.throughput == pytest.approx(m.batch_size / (m.mean_ms / 1e3))
+        assert m.load_ms > 0 and len(m.load_ms_runs) == 3
+
+
+def test_bigger_model_is_slower(report: BenchReport) -> None:
+    small, big = report.models
+    assert big.p50_ms > small.p50_ms
+    assert report.ratio("p50_ms")[1] > 1.0  # type: ignore[operator]
+
+
+def test_interleaving_gives_equal_run_counts(report: BenchReport) -> None:
+    assert report.settings["interleaved"] is True
+    assert report.models[0].runs == report.models[1].runs
+
+
+def test_interleaved_runs_order() -> None:
+    log: list[str] = []
+    fns = [lambda n=n: log.append(n) for n in "abc"]
+    samples = interleaved_runs(fns, min_runs=4, max_time_s=0.0, round_size=2, round_warmup=0)
+    assert [len(s) for s in samples] == [4, 4, 4]
+    assert "".join(log) == "aabbcc" + "bbccaa"  # the first model rotates every round
+    log.clear()
+    samples = interleaved_runs(fns, min_runs=2, max_time_s=0.0, round_size=2, round_warmup=1)
+    assert [len(s) for s in samples] == [2, 2, 2]
+    assert "".join(log) == "aaabbbccc"  # one untimed run after every model switch
+    log.clear()
+    assert [len(s) for s in interleaved_runs(fns[:1], min_runs=3, max_time_s=0.0, round_size=3)] == [3]
+    assert "".join(log) == "aaa"  # a single model has no switches
+
+
+def test_warm_up_fixed_and_auto() -> None:
+    calls: list[int] = []
+    assert warm_up(lambda: calls.append(1), runs=7, time_budget_s=10) == 7
+    assert len(calls) == 7
+    n = warm_up(lambda: sum(range(2000)), runs=None, time_budget_s=1.0)
+    assert 10 <= n <= 200
+
+
+def test_bootstrap_ci_is_reproducible_and_contains_median() -> None:
+    x = np.random.default_rng(1).lognormal(size=300)
+    lo, hi = bootstrap_median_ci(x, seed=3)
+    assert (lo, hi) == bootstrap_median_ci(x, seed=3)
+    assert lo <= np.median(x) <= hi
+    st = latency_stats([5.0])
+    assert st.ci_low == st.ci_high == st.p50 == 5.0
+
+
+# --------------------------------------------------------------------------- memory
+
+
+def test_memory_measured_in_subprocess(report: BenchReport) -> None:
+    small, big = report.models
+    assert small.memory is not None and big.memory is not None, (small.memory_error, big.memory_error)
+    for mem in (small.memory, big.memory):
+        assert mem.baseline_rss_bytes > 0
+        assert mem.peak_rss_inference_bytes >= mem.peak_rss_session_bytes > 0
+        assert mem.peak_rss_bytes > mem.baseline_rss_bytes
+        if sys.platform.startswith("linux"):
+            assert mem.source == "VmHWM"
+    # big holds ~13 MB of weights more than small.
+    assert big.memory.session_rss_bytes > small.memory.session_rss_bytes
+    assert big.memory.session_rss_bytes - small.memory.session_rss_bytes > 8 * 1024 * 1024
+
+
+def test_worker_peak_not_inherited_from_parent(models: dict[str, Path]) -> None:
+    """A child's ru_maxrss starts at the parent's peak on Linux; the worker must not report that."""
+    ballast = np.ones(256 * 1024 * 1024 // 8)  # touch 256 MB in this (parent) process
+    parent_rss = current_rss()
+    mem = measure_memory(models["small"], {"x": np.ones((1, 256), np.float32)})
+    assert mem.peak_rss_bytes < parent_rss
+    del ballast
+
+
+# --------------------------------------------------------------------------- report, table
+
+
+def test_ratios_and_to_dict(report: BenchReport) -> None:
+    small, big = report.models
+    assert report.ratio("p50_ms")[0] == 1.0
+    assert report.ratio("file_bytes") == (1.0, big.file_bytes / small.file_bytes)
+    assert report.size_ratios()[0] == 1.0
+    assert report.speedups()[1] == pytest.approx(small.p50_ms / big.p50_ms)
+    with pytest.raises(KeyError):
+        report.ratio("nope")
+    d = json.loads(json.dumps(report.to_dict()))
+    assert d["ratios"]["weight_bytes"][0] == 1.0
+    assert d["models"][0]["latency_ms"]["p50"] == small.p50_ms
+    assert "latencies_ms" not in d["models"][0]
+    assert len(report.to_dict(include_samples=True)["models"][1]["latencies_ms"]) == big.runs
+    env = d["env"]
+    assert env["execution_provider"] == "CPUExecutionProvider" and env["threads"] == 1
+    assert env["onnxruntime_version"] and env["machine"] and isinstance(env["cpu_flags"], list)
+
+
+def test_render_table(report: BenchReport) -> None:
+    console = Console(record=True, width=250)
+    console.print(render_bench_table(report))
+    text = console.export_text()
+    for needle in ("small.onnx", "big.onnx", "file MB", "p50 ms", "size x", "1.00x", "CPUExecutionProvider"):
+        assert needle in text
+    assert f"{report.ratio('file_bytes')[1]:.2f}x" in text
+    compact = render_bench_table(report, compact=True)
+    assert len(compact.columns) == len(render_bench_table(report).columns) - 3
+
+
+def test_parse_cpuinfo() -> None:
+    x86 = "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu avx2 avx512f avx512_vnni amx_int8 sse\n"
+    assert _parse_cpuinfo(x86) == ("Some CPU", ("amx_int8", "avx2", "avx512_vnni", "avx512f"))
+    arm = "processor\t: 0\nFeatures\t: fp asimd asimddp i8mm fphp\nCPU part\t: 0xd0c\n"
+    assert _parse_cpuinfo(arm)[1] == ("asimd", "asimddp", "fphp", "i8mm")
+
+
+# --------------------------------------------------------------------------- inputs and errors
+
+
+def test_make_inputs_rules() -> None:
+    specs = [
+        InputSpec("ids", ("batch", "sequence"), "tensor(int64)"),
+        InputSpec("attention_mask", ("batch", "sequence"), "tensor(int64)"),
+        InputSpec("pix", (None, 3, "h"), "tensor(float)"),
+        InputSpec("flag", (), "tensor(bool)"),
+    ]
+    arrays, samples = make_inputs(specs, batch_size=4, dim_overrides={"sequence": 16}, seed=0)
+    assert samples == 4
+    assert arrays["ids"].shape == (4, 16) and arrays["ids"].dtype == np.int64
+    assert arrays["ids"].min() >= 0 and arrays["ids"].max() <= 99
+    assert np.all(arrays["attention_mask"] == 1)
+    assert arrays["pix"].shape == (4, 3, 1) and arrays["pix"].dtype == np.float32
+    assert arrays["flag"].dtype == np.bool_ and bool(arrays["flag"])
+    again, _ = make_inputs(specs, batch_size=4, dim_overrides={"sequence": 16}, seed=0)
+    assert np.array_equal(again["pix"], arrays["pix"])
+    with pytest.raises(ValueError, match="txt"):
+        make_inputs([InputSpec("txt", (1,), "tensor(string)")])
+
+
+def test_user_inputs_and_batch(models: dict[str, Path]) -> None:
+    x = np.ones((8, 256), np.float32)
+    rep = benchmark_models(
+        [models["small"]],
+        inputs={"x": x},
+        batch_size=8,
+        max_time_s=0.05,
+        min_runs=5,
+        warmup=2,
+        measure_memory=False,
+    )
+    m = rep.models[0]
+    assert m.memory is None and m.memory_error is None
+    assert m.batch_size == 8 and m.warmup_runs == 3
+    assert rep.settings["input_shapes"] == {"x": [8, 256]}
+    assert rep.ratio("p50_ms") == (1.0,) and rep.ratio("peak_rss_bytes") == (None,)
+
+
+def test_incompatible_inputs(models: dict[str, Path], tmp_path: Path) -> None:
+    other = _matmul_chain(tmp_path / "other.onnx", [256, 256], input_name="z")
+    with pytest.raises(ValueError, match=r"other\.onnx.*'z'"):
+        benchmark_models([models["small"], other], max_time_s=0.05, measure_memory=False)
+    wide = _matmul_chain(tmp_path / "wide.onnx", [128, 256])
+    with pytest.raises(ValueError, match=r"wide\.onnx.*'x'.*128"):
+        benchmark_models([models["small"], wide], max_time_s=0.05, measure_memory=False)
+    with pytest.raises(ValueError, match="float"):
+        benchmark_models([models["small"]], inputs={"x": np.ones((1, 256), np.int64)}, measure_memory=False)
+    with pytest.raises(ValueError, match="typo"):
+        benchmark_models(
+            [models["small"]],
+            inputs={"x": np.ones((1, 256), np.float32), "typo": np.ones(1)},
+            measure_memory=False,
+        )
+
+
+@pytest.mark.parametrize("content", [None, b"", b"definitely not a protobuf \xff\xfe", b"\x08\x07"])
+def test_bad_file_raises_value_error(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "bad.onnx"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ValueError) as info:
+        benchmark_models([path], max_time_s=0.05, measure_memory=False)
+    assert str(path) in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_bad_arguments(models: dict[str, Path]) -> None:
+    with pytest.raises(ValueError, match="no model"):
+        benchmark_models([])
+    with pytest.raises(ValueError, match="threads"):
+        benchmark_models([models["small"]], threads=-1)
+    with pytest.raises(ValueError, match="sequence"):
+        benchmark_models(str(models["small"]))

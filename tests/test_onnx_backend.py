@@ -1,0 +1,126 @@
+"""The ONNX backend: loading with clear errors, atomic saving, external data, weight enumeration."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from models import F, conv_model, make, matmul_model, run
+from tensorslim.backends.onnx import WeightRole, find_weights, load_model, save_model
+from tensorslim.errors import InputError
+
+
+def test_load_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="no such file"):
+        load_model(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("this is not a model at all " * 10)
+    with pytest.raises(InputError, match="not a readable ONNX model|holds no graph nodes"):
+        load_model(junk)
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    with pytest.raises(InputError, match="empty"):
+        load_model(empty)
+    with pytest.raises(InputError, match="is a folder"):
+        load_model(tmp_path)
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.6, 0.95])
+def test_truncated_model_is_rejected(tmp_path: Path, fraction: float) -> None:
+    model, _ = conv_model()
+    data = model.SerializeToString()
+    p = tmp_path / "trunc.onnx"
+    p.write_bytes(data[: int(len(data) * fraction)])
+    with pytest.raises(InputError, match=str(p.name)):
+        load_model(p)
+
+
+def test_checker_failure_is_an_input_error(tmp_path: Path) -> None:
+    model, _ = conv_model()
+    model.graph.node[0].input[0] = "not_defined_anywhere"
+    p = tmp_path / "bad.onnx"
+    onnx.save(model, str(p))
+    with pytest.raises(InputError, match="checker"):
+        load_model(p)
+
+
+def test_save_is_atomic_and_round_trips(tmp_path: Path) -> None:
+    model, feeds = matmul_model()
+    out = save_model(model, tmp_path / "m.onnx")
+    assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary left behind
+    np.testing.assert_array_equal(run(out, feeds)[0], run(model, feeds)[0])
+
+
+def test_external_data_save_and_load(tmp_path: Path) -> None:
+    model, feeds = matmul_model(k=256, n=256)
+    out = save_model(model, tmp_path / "ext.onnx", external_data=True)
+    assert (tmp_path / "ext.onnx.data").stat().st_size == 256 * 256 * 4
+    assert out.stat().st_size < 10_000
+    loaded = load_model(out)
+    np.testing.assert_array_equal(
+        numpy_helper.to_array(loaded.graph.initializer[0]), numpy_helper.to_array(model.graph.initializer[0])
+    )
+    np.testing.assert_array_equal(run(out, feeds)[0], run(model, feeds)[0])
+    (tmp_path / "ext.onnx.data").unlink()
+    with pytest.raises(InputError, match="external data file"):
+        load_model(out)
+
+
+def test_unwritable_output_folder(tmp_path: Path) -> None:
+    model, _ = matmul_model()
+    with pytest.raises(InputError, match="cannot write|writing failed"):
+        save_model(model, Path("/proc/tensorslim-test.onnx"))
+
+
+def test_find_weights_roles_and_axes() -> None:
+    r = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "Wc"], ["c"], name="conv"),
+        helper.make_node("Flatten", ["c"], ["f"], name="flat"),
+        helper.make_node("Gemm", ["f", "Wg"], ["g"], name="gemm", transB=1),
+        helper.make_node("MatMul", ["g", "Wm"], ["m"], name="mm"),
+        helper.make_node("Gather", ["E", "ids"], ["e"], name="gather"),
+        helper.make_node(
+            "Constant",
+            [],
+            ["Wk"],
+            name="k",
+            value=numpy_helper.from_array(r.standard_normal((8, 4)).astype(np.float32)),
+        ),
+        helper.make_node("MatMul", ["m", "Wk"], ["y"], name="mm2"),
+    ]
+    inits = {
+        "Wc": r.standard_normal((4, 3, 3, 3)).astype(np.float32),
+        "Wg": r.standard_normal((6, 4 * 6 * 6)).astype(np.float32),
+        "Wm": r.standard_normal((6, 8)).astype(np.float32),
+        "E": r.standard_normal((10, 5)).astype(np.float32),
+    }
+    model = make(nodes, [("x", F, [1, 3, 8, 8]), ("ids", onnx.TensorProto.INT64, [2])],
+                 [("y", F, [1, 4]), ("e", F, [2, 5])], inits)  # fmt: skip
+    got = {w.name: (w.source, w.primary.role, w.primary.channel_axis) for w in find_weights(model)}
+    assert got == {
+        "Wc": ("initializer", WeightRole.CONV, 0),
+        "Wg": ("initializer", WeightRole.GEMM, 0),
+        "Wm": ("initializer", WeightRole.MATMUL, 1),
+        "E": ("initializer", WeightRole.EMBEDDING, 0),
+        "Wk": ("constant", WeightRole.MATMUL, 1),
+    }
+
+
+def test_quantize_never_touches_the_input_file(tmp_path: Path) -> None:
+    from tensorslim import quantize
+
+    model, _ = matmul_model(k=128, n=128)
+    src = save_model(model, tmp_path / "in.onnx")
+    digest = hashlib.sha256(src.read_bytes()).hexdigest()
+    quantize(src, tmp_path / "out.onnx")
+    quantize(src, tmp_path / "out2.onnx")
+    assert hashlib.sha256(src.read_bytes()).hexdigest() == digest
+    assert (tmp_path / "out.onnx").read_bytes() == (tmp_path / "out2.onnx").read_bytes()
+    with pytest.raises(InputError, match="output path is the input"):
+        quantize(src, src)
