@@ -111,13 +111,17 @@ def quantize(
         raise UnsupportedModelError(
             f"{src or 'model'}: no weight could be quantized{detail}; check --ops, --exclude and --min-size"
         )
-    onnx.checker.check_model(result.model, full_check=False)
-    if verify and model_size_bytes(result.model) < 2**31 - 2**24:
+    small = model_size_bytes(result.model) < 2**31 - 2**24
+    if small:  # models past protobuf's 2 GB limit are checked from the saved file instead
+        onnx.checker.check_model(result.model, full_check=False)
+    if verify and small:
         try:
             OrtRuntime(result.model)
         except InputError as e:  # pragma: no cover - would be a tensorslim bug
             raise InputError(f"the quantized model does not load in ONNX Runtime: {e}; please report this") from e
     out_path = save_model(result.model, output) if output is not None else None
+    if out_path is not None and not small:
+        onnx.checker.check_model(str(out_path))
     return QuantizeResult(
         model=result.model,
         output_path=out_path,

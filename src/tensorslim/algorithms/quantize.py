@@ -172,15 +172,41 @@ def choose_qparams(
     best = _params_from_range(lo, hi, bits, scheme, axis, narrow)
     if method is RangeMethod.MINMAX:
         return best
-    best_err = _channel_sq_error(arr, best)
+    # the error of each candidate range is measured on a deterministic subsample: large tensors cost
+    # O(grid x sample) instead of O(grid x size); the range itself always comes from the full tensor
+    sample = _subsample(arr, axis, max_per_channel=_MSE_SAMPLES_PER_CHANNEL)
+    best_err = _channel_sq_error(sample, _channels_first(best))
     for shrink in np.linspace(min_shrink, 1.0, grid, endpoint=False):
         cand = _params_from_range(lo * shrink, hi * shrink, bits, scheme, axis, narrow)
-        err = _channel_sq_error(arr, cand)
+        err = _channel_sq_error(sample, _channels_first(cand))
         better = err < best_err
         if np.any(better):
             best = _merge(best, cand, better)
             best_err = np.where(better, err, best_err)
     return best
+
+
+_MSE_SAMPLES_PER_CHANNEL = 8192
+_MSE_SAMPLES_TOTAL = 4_000_000
+
+
+def _subsample(x: np.ndarray, axis: int | None, *, max_per_channel: int) -> np.ndarray:
+    """Channels-first 2-D view ``[C, n]`` (flat 1-D per tensor) of at most ``max_per_channel`` evenly
+    strided elements per channel (per tensor: 64 times that)."""
+    if axis is None:
+        flat = x.reshape(-1)
+        limit = max_per_channel * 64
+        return flat if flat.size <= limit else flat[:: -(-flat.size // limit)]
+    moved = np.moveaxis(x, axis, 0).reshape(x.shape[axis], -1)
+    # bound the whole sample too: tensors with many channels get fewer samples per channel
+    max_per_channel = min(max_per_channel, max(256, _MSE_SAMPLES_TOTAL // moved.shape[0]))
+    if moved.shape[1] <= max_per_channel:
+        return moved
+    return moved[:, :: -(-moved.shape[1] // max_per_channel)]
+
+
+def _channels_first(qp: QuantParams) -> QuantParams:
+    return qp if qp.axis is None else QuantParams(qp.scale, qp.zero_point, 0, qp.bits, qp.scheme)
 
 
 def _merge(a: QuantParams, b: QuantParams, take_b: np.ndarray) -> QuantParams:
@@ -190,10 +216,20 @@ def _merge(a: QuantParams, b: QuantParams, take_b: np.ndarray) -> QuantParams:
 
 
 def _channel_sq_error(x: np.ndarray, qp: QuantParams) -> np.ndarray:
-    err = np.square(quantize_dequantize(x, qp) - x, dtype=np.float64)
+    """Squared reconstruction error per channel (``x`` channels-first when per channel)."""
+    scale, zp = qp.broadcast(x.ndim)
+    qmin, qmax = integer_range(qp.bits, qp.scheme, narrow=True)
+    zpf = zp.astype(np.float32)
+    q = np.round(x / scale)
+    q += zpf
+    np.clip(q, qmin, qmax, out=q)
+    q -= zpf
+    q *= scale
+    q -= x
+    np.square(q, out=q)
     if qp.axis is None:
-        return np.asarray(err.sum())
-    return np.moveaxis(err, qp.axis, 0).reshape(x.shape[qp.axis], -1).sum(axis=1)
+        return np.asarray(q.sum(dtype=np.float64))
+    return q.reshape(x.shape[0], -1).sum(axis=1, dtype=np.float64)
 
 
 def quantize(x: npt.ArrayLike, qp: QuantParams, *, narrow: bool = True) -> np.ndarray:

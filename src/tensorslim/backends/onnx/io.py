@@ -99,8 +99,16 @@ def load_model(path: str | os.PathLike[str], *, check: bool = True) -> onnx.Mode
 
 
 def model_size_bytes(model: onnx.ModelProto) -> int:
-    """Serialized size of the model, without building the serialization (works past 2 GB)."""
-    return int(model.ByteSize())
+    """Serialized size of the model, without building the serialization.
+
+    Past protobuf's 2 GB limit ``ByteSize`` refuses; the size is then summed part by part.
+    """
+    try:
+        return int(model.ByteSize())
+    except Exception:  # protobuf raises EncodeError/ValueError past 2 GB
+        g = model.graph
+        parts = [*g.initializer, *g.sparse_initializer, *g.node, *g.input, *g.output, *g.value_info]
+        return sum(int(p.ByteSize()) for p in parts)
 
 
 def check_output_path(output: str | os.PathLike[str], *inputs: str | os.PathLike[str]) -> Path:
