@@ -44,9 +44,10 @@ DEFAULT_CACHE = Path(__file__).resolve().parent / ".cache"
 TENSORSLIM_VARIANTS: list[tuple[str, dict[str, Any] | None]] = [
     ("tensorslim default", None),
     ("tensorslim weight_only", {"form": "weight_only"}),
-    ("tensorslim integer per_channel", {"form": "integer", "granularity": "per_channel"}),
+    ("tensorslim integer, no rotation", {"form": "integer", "rotation": "none"}),
     ("tensorslim integer per_tensor", {"form": "integer", "granularity": "per_tensor"}),
-    ("tensorslim mixed", {"form": "mixed"}),
+    ("tensorslim rotation block 16", {"rotation_block": 16}),
+    ("tensorslim weight-only DequantizeLinear", {"form": "weight_only", "weight_encoding": "dequantize_linear"}),
 ]
 
 
@@ -135,7 +136,7 @@ def run_tensorslim(src: Path, dst: Path, kwargs: dict[str, Any] | None, name: st
     summary = _summarise_records(getattr(res, "records", None))
     var.details["records"] = summary
     if summary["actions"]:
-        var.notes.append(" ".join(f"{k}={v}" for k, v in sorted(summary["actions"].items())))
+        var.notes.append(", ".join(f"{k}={v}" for k, v in sorted(summary["actions"].items())))
     return var
 
 
@@ -153,7 +154,7 @@ def run_ort(src: Path, dst: Path, per_channel: bool, name: str) -> Variant:
     var.size_bytes = res["size_bytes"]
     ops = res.get("integer_ops", {})
     if ops:
-        var.notes.append(" ".join(f"{k}={v}" for k, v in sorted(ops.items())))
+        var.notes.append(", ".join(f"{k}={v}" for k, v in sorted(ops.items())))
     if res.get("constant_weights_quantized_at_run_time"):
         n_const = res["constant_weights_quantized_at_run_time"]
         var.notes.append(f"{n_const} Constant weights re-quantized per run")
@@ -175,6 +176,22 @@ def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for r in rows:
         print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |")
+
+
+def _note_identical_files(variants: Sequence[Variant]) -> None:
+    """Note variants whose model file is byte-identical to an earlier one (their timings show noise)."""
+    import hashlib
+
+    first: dict[str, str] = {}
+    for var in variants:
+        if var.path is None or not var.path.is_file():
+            continue
+        digest = hashlib.sha256(var.path.read_bytes()).hexdigest()
+        var.details["sha256"] = digest
+        if digest in first:
+            var.notes.append(f"same file as '{first[digest]}'")
+        else:
+            first[digest] = var.name
 
 
 # --------------------------------------------------------------------------------------------
@@ -202,6 +219,7 @@ def bench_minilm(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
         fname = label.replace(" ", "_") + ".onnx"
         variants.append(run_tensorslim(float_path, work / fname, kwargs, label))
 
+    _note_identical_files(variants)
     tokenizer = rm.minilm_tokenizer()
     sentences = rm.load_sentences(args.sentences)
     rm.log(f"[minilm] embeddings on {len(sentences)} sentences ...")
@@ -227,7 +245,7 @@ def bench_minilm(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
             setattr(var, attr, st)
 
     headers = [
-        "variant", "size MB", "size x", "b1 ms", "b1 x", "b32 ms", "b32 x",
+        "variant", "size MB", "size x", "b1 ms", "b1 x", "b1 min x", "b32 ms", "b32 x", "b32 min x",
         "cos mean", "cos min", "tool s", "notes",
     ]  # fmt: skip
     rows = []
@@ -243,8 +261,13 @@ def bench_minilm(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
                 _fmt(_ratio(v.size_bytes, base.size_bytes), ".3f"),
                 _fmt(b1, ".2f"),
                 _fmt(_ratio(b1, base.latency_b1["median_ms"]), ".2f"),
+                _fmt(_ratio(v.latency_b1["min_ms"], base.latency_b1["min_ms"]) if v.latency_b1 else None, ".2f"),
                 _fmt(b32, ".1f"),
                 _fmt(_ratio(b32, base.latency_b32["median_ms"]), ".2f"),
+                _fmt(
+                    _ratio(v.latency_b32["min_ms"], base.latency_b32["min_ms"]) if v.latency_b32 else None,
+                    ".2f",
+                ),
                 _fmt(v.cosine["mean"] if v.cosine else None, ".5f"),
                 _fmt(v.cosine["min"] if v.cosine else None, ".5f"),
                 _fmt(v.tool_seconds, ".2f"),
@@ -257,6 +280,14 @@ def bench_minilm(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
         f"{args.threads} threads | x = ratio to float\n"
     )
     print_table(headers, rows)
+    spread = {k: getattr(base, k) for k in ("latency_b1", "latency_b32")}
+    print(
+        "\nms = median; 'x' = median ratio, 'min x' = ratio of the fastest runs (less sensitive to load on a "
+        "shared machine). Float spread min/median/p90: "
+        + ", ".join(
+            f"b{k[9:]} {v['min_ms']:.0f}/{v['median_ms']:.0f}/{v['p90_ms']:.0f} ms" for k, v in spread.items() if v
+        )
+    )
     return {
         "float_model": str(float_path),
         "parity": json.loads(float_path.with_suffix(".parity.json").read_text())
@@ -397,6 +428,8 @@ def bench_rapidocr(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
                     out = _run_output(var.path, feed, args.threads)
                     var.details["runs_in_ort"] = True
                     var.cosine = rm.cosine_stats(ref.reshape(1, -1), out.reshape(1, -1))
+                    var.details["max_abs_diff"] = float(np.abs(out - ref).max())
+                    var.details["ref_max_abs"] = float(np.abs(ref).max())
                 except Exception as exc:
                     var.details["runs_in_ort"] = False
                     var.error = f"does not run in ORT: {_short_error(exc)}"
@@ -409,6 +442,7 @@ def bench_rapidocr(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
                     _fmt(_ratio(var.size_bytes, float_size), ".3f"),
                     {True: "yes", False: "NO"}.get(var.details.get("runs_in_ort"), "-"),
                     _fmt(var.cosine["mean"] if var.cosine else None, ".5f"),
+                    _fmt(var.details.get("max_abs_diff"), ".2g"),
                     _fmt(var.tool_seconds, ".2f"),
                     "ERROR: " + var.error if var.error else "; ".join(var.notes),
                 ]
@@ -420,12 +454,42 @@ def bench_rapidocr(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
             "variants": [v.as_dict() for v in entries],
         }
     print("\nRapidOCR (weights in Constant nodes) dynamic int8 | random uniform[-1,1] input | x = ratio to float\n")
-    headers = ["model", "float MB", "input", "variant", "size x", "runs", "out cos", "tool s", "notes"]
+    headers = [
+        "model",
+        "float MB",
+        "input",
+        "variant",
+        "size x",
+        "runs",
+        "out cos",
+        "max|diff|",
+        "tool s",
+        "notes",
+    ]
     print_table(headers, rows)
     return results
 
 
 # --------------------------------------------------------------------------------------------
+
+
+def _tensorslim_fingerprint() -> dict[str, Any]:
+    """Version, location and a hash of the tensorslim sources, so results can be tied to the code."""
+    import hashlib
+    import importlib.util
+
+    spec = importlib.util.find_spec("tensorslim")
+    if spec is None or not spec.submodule_search_locations:
+        return {"installed": False}
+    root = Path(next(iter(spec.submodule_search_locations)))
+    digest = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        digest.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes())
+    try:
+        from tensorslim import __version__ as version
+    except Exception:
+        version = None
+    return {"installed": True, "version": version, "path": str(root), "src_sha256": digest.hexdigest()[:16]}
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -467,8 +531,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "processor": platform.processor(),
             "onnxruntime": onnxruntime.__version__,
             "sentence_pool": rm.sentence_pool_size(),
+            "tensorslim": _tensorslim_fingerprint(),
         },
     }
+    rm.log(f"tensorslim: {report['environment']['tensorslim']}")
     report["minilm"] = bench_minilm(args, cache)
     if args.per_matmul:
         report["per_matmul"] = bench_per_matmul(args, cache)

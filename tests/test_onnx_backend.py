@@ -107,7 +107,7 @@ def test_find_weights_roles_and_axes() -> None:
         "Wc": ("initializer", WeightRole.CONV, 0),
         "Wg": ("initializer", WeightRole.GEMM, 0),
         "Wm": ("initializer", WeightRole.MATMUL, 1),
-        "E": ("initializer", WeightRole.EMBEDDING, 0),
+        "E": ("initializer", WeightRole.EMBEDDING, 1),  # per feature
         "Wk": ("constant", WeightRole.MATMUL, 1),
     }
 

@@ -45,6 +45,7 @@ from tensorslim.algorithms.quantize import (
     dequantize,
     quantize,
 )
+from tensorslim.algorithms.rotation import hadamard, rotate_input_channels
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse, find_weights
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
@@ -55,6 +56,7 @@ __all__ = [
     "DynamicQuantPass",
     "Granularity",
     "QuantForm",
+    "Rotation",
     "UseForm",
     "WeightEncoding",
     "WeightPlan",
@@ -89,6 +91,13 @@ class WeightEncoding(StrEnum):
     CAST = "cast"  # Cast + Sub + Mul on constants, folded by ONNX Runtime once at session load
 
 
+class Rotation(StrEnum):
+    """Rotation of the activations of integer MatMul/Gemm kernels (see :mod:`tensorslim.algorithms.rotation`)."""
+
+    HADAMARD = "hadamard"  # block-Hadamard: spreads outlier channels, no data needed
+    NONE = "none"
+
+
 class UseForm(StrEnum):
     """The rewrite chosen for one consuming node."""
 
@@ -112,6 +121,13 @@ class DynamicQuantConfig:
         exclude: regular expressions; a node whose name matches any of them keeps float weights.
         min_size: weights with fewer elements stay float.
         weight_encoding: how weight-only uses dequantize; see :class:`WeightEncoding`.
+        float_compute: regular expressions; a matching node keeps int8 weights but computes in float
+            (weight-only), for layers whose activations do not survive run-time quantization.
+        rotation: ``hadamard`` (default) rotates the input channels of integer MatMul/Gemm layers with a
+            block-Hadamard matrix (weights offline, activations at run time) so that outlier channels stop
+            dictating the run-time quantization step; ``none`` turns it off.
+        rotation_block: size of the Hadamard blocks (a power of two); layers whose input channels are
+            not a multiple of it are not rotated.
     """
 
     form: QuantForm | str = QuantForm.AUTO
@@ -122,6 +138,9 @@ class DynamicQuantConfig:
     exclude: tuple[str, ...] = ()
     min_size: int = 256
     weight_encoding: WeightEncoding | str = WeightEncoding.AUTO
+    float_compute: tuple[str, ...] = ()
+    rotation: Rotation | str = Rotation.HADAMARD
+    rotation_block: int = 32
 
     def __post_init__(self) -> None:
         for fname, enum in (
@@ -130,6 +149,7 @@ class DynamicQuantConfig:
             ("granularity", Granularity),
             ("range_method", RangeMethod),
             ("weight_encoding", WeightEncoding),
+            ("rotation", Rotation),
         ):
             value = getattr(self, fname)
             try:
@@ -146,15 +166,19 @@ class DynamicQuantConfig:
         if not ops:
             raise ValueError(f"op_types: empty; give at least one of {', '.join(SUPPORTED_OPS)}")
         object.__setattr__(self, "op_types", ops)
-        patterns = tuple(self.exclude)
-        for p in patterns:
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise ValueError(f"exclude: {p!r} is not a valid regular expression ({e})") from None
-        object.__setattr__(self, "exclude", patterns)
+        for fname in ("exclude", "float_compute"):
+            patterns = tuple(getattr(self, fname))
+            for p in patterns:
+                try:
+                    re.compile(p)
+                except re.error as e:
+                    raise ValueError(f"{fname}: {p!r} is not a valid regular expression ({e})") from None
+            object.__setattr__(self, fname, patterns)
         if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 0:
             raise ValueError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
+        b = self.rotation_block
+        if isinstance(b, bool) or not isinstance(b, int) or b < 2 or b & (b - 1) or b > 1024:
+            raise ValueError(f"rotation_block: must be a power of two between 2 and 1024, got {b!r}")
 
 
 @dataclass
@@ -167,6 +191,8 @@ class WeightPlan:
     forms: list[tuple[WeightUse, UseForm]] = field(default_factory=list)
     skip_reason: str = ""
     notes: list[str] = field(default_factory=list)
+    rotation_block: int = 0  # > 0: the weight was rotated along its input channels (Hadamard blocks)
+    target: np.ndarray | None = None  # the values the codes represent (the rotated weight when rotated)
 
     @property
     def skipped(self) -> bool:
@@ -200,6 +226,7 @@ def plan_dynamic_quant(model: onnx.ModelProto, config: DynamicQuantConfig) -> li
     """Decide, for every weight of ``model``, whether and how to quantize it."""
     opset = opset_version(model)
     patterns = [re.compile(p) for p in config.exclude]
+    float_patterns = [re.compile(p) for p in config.float_compute]
     plans: list[WeightPlan] = []
     for w in find_weights(model):
         plan = WeightPlan(w)
@@ -235,19 +262,53 @@ def plan_dynamic_quant(model: onnx.ModelProto, config: DynamicQuantConfig) -> li
         axis = primary.channel_axis if config.granularity is Granularity.PER_CHANNEL else None
         if w.array.ndim == 0:
             axis = None
-        integer_forms = {u.node.name: _integer_ok(u, config, opset, axis) for u in role_uses}
+        integer_forms = {
+            id(u.node): (
+                None if any(p.search(u.node_name) for p in float_patterns) else _integer_ok(u, config, opset, axis)
+            )
+            for u in role_uses
+        }
         conv_integer = any(f is UseForm.INTEGER_CONV for f in integer_forms.values())
         scheme = QuantScheme(config.scheme)
-        qp = choose_qparams(w.array, bits=8, scheme=scheme, axis=axis, method=config.range_method)
+        # embeddings are looked up, not multiplied: their outliers carry meaning, so their range is never clipped
+        method = RangeMethod.MINMAX if primary.role is WeightRole.EMBEDDING else RangeMethod(config.range_method)
+        values = w.array
+        block = _rotation_block(w, role_uses, integer_forms, config)
+        if block:
+            k_axis = 1 if primary.role is WeightRole.GEMM and primary.channel_axis == 0 else 0
+            values = rotate_input_channels(w.array, block, k_axis)
+            plan.rotation_block = block
+            plan.notes.append(f"input channels rotated (Hadamard blocks of {block})")
+        qp = choose_qparams(values, bits=8, scheme=scheme, axis=axis, method=method)
         if conv_integer and scheme is QuantScheme.ASYMMETRIC and axis is not None:
             # ConvInteger takes one weight zero point: asymmetric per-channel cannot use it
             integer_forms = {k: (None if v is UseForm.INTEGER_CONV else v) for k, v in integer_forms.items()}
             plan.notes.append("ConvInteger takes one weight zero point: Conv uses weight-only")
         plan.params = qp
-        plan.codes = quantize(w.array, qp)
+        plan.codes = quantize(values, qp)
+        plan.target = values
         for use in w.uses:
-            plan.forms.append((use, _use_form(use, config, opset, axis, integer_forms.get(use.node.name))))
+            plan.forms.append((use, _use_form(use, config, opset, axis, integer_forms.get(id(use.node)))))
     return plans
+
+
+def _rotation_block(
+    w: WeightInfo, role_uses: list[WeightUse], integer_forms: dict[int, UseForm | None], cfg: DynamicQuantConfig
+) -> int:
+    """The Hadamard block size for ``w``, or 0 when its uses cannot all take rotated inputs."""
+    if Rotation(cfg.rotation) is Rotation.NONE or cfg.form is QuantForm.WEIGHT_ONLY or w.array.ndim != 2:
+        return 0
+    if len(role_uses) != len(w.uses):
+        return 0
+    if any(integer_forms.get(id(u.node)) is not UseForm.INTEGER_MATMUL for u in role_uses):
+        return 0
+    k_axis = 1 if role_uses[0].role is WeightRole.GEMM and role_uses[0].channel_axis == 0 else 0
+    if any((1 if u.role is WeightRole.GEMM and u.channel_axis == 0 else 0) != k_axis for u in role_uses):
+        return 0
+    block = cfg.rotation_block
+    if w.size < 16 * block * block:  # the run-time rotation would cost more than it can save on a tiny layer
+        return 0
+    return block if w.array.shape[k_axis] % block == 0 else 0
 
 
 def _use_form(
@@ -282,7 +343,8 @@ class DynamicQuantPass(Pass):
         """Plan, then rewrite ``model`` in place (the base class hands us a copy)."""
         plans = plan_dynamic_quant(model, self.config)
         editor = GraphEditor(model)
-        records = [_apply_weight(editor, p) for p in plans]
+        rotated = _insert_rotations(editor, plans)
+        records = [_apply_weight(editor, p, rotated) for p in plans]
         editor.apply()
         modified = any(not r.skipped for r in records)
         return PassResult(model, modified, records)
@@ -292,7 +354,8 @@ def _record(plan: WeightPlan, action: str, bytes_after: int, details: str) -> We
     w = plan.weight
     err = None
     if plan.params is not None and plan.codes is not None:
-        err = round(sqnr_db(w.array, dequantize(plan.codes, plan.params)), 2)
+        target = plan.target if plan.target is not None else w.array
+        err = round(sqnr_db(target, dequantize(plan.codes, plan.params)), 2)
     return WeightRecord(
         name=w.name,
         ops=",".join(dict.fromkeys(u.op_type for u in w.uses)),
@@ -327,7 +390,48 @@ class _Stored:
         return self.cache[key]
 
 
-def _apply_weight(editor: GraphEditor, plan: WeightPlan) -> WeightRecord:
+def _insert_rotations(editor: GraphEditor, plans: list[WeightPlan]) -> dict[tuple[str, str], str]:
+    """Insert one run-time rotation per rotated activation, before its first consumer.
+
+    ``X  ->  Reshape(MatMul(Reshape(X, [-1, K/b, b]), H_b), Shape(X))``. Returns
+    ``{(graph path, activation name): rotated activation name}``.
+    """
+    groups: dict[tuple[str, str], tuple[WeightUse, int, int]] = {}
+    positions: dict[str, dict[int, int]] = {}
+    for plan in plans:
+        if not plan.rotation_block:
+            continue
+        for use, form in plan.forms:
+            if form is not UseForm.INTEGER_MATMUL:
+                continue
+            pos = positions.setdefault(use.scope.path, {id(n): i for i, n in enumerate(use.scope.graph.node)})
+            k = plan.weight.array.shape[1 if use.role is WeightRole.GEMM and use.channel_axis == 0 else 0]
+            key = (use.scope.path, use.node.input[0])
+            if key not in groups or pos[id(use.node)] < pos[id(groups[key][0].node)]:
+                groups[key] = (use, plan.rotation_block, k)
+    names: dict[tuple[str, str], str] = {}
+    hadamards: dict[tuple[str, int], str] = {}
+    for (path, act), (use, block, k) in sorted(groups.items()):
+        h_key = (path, block)
+        if h_key not in hadamards:
+            hadamards[h_key] = editor.add_tensor(use.scope, f"hadamard_{block}", hadamard(block), as_constant=False)
+        blocks = editor.add_tensor(use.scope, f"{act}_hadamard_blocks", np.array([-1, k // block, block], np.int64),
+                                   as_constant=False)  # fmt: skip
+        shape, flat, rot, out = (editor.names(f"{act}_{x}") for x in ("shape", "blocked", "blocked_rotated", "rotated"))
+        editor.insert_before(
+            use.node,
+            [
+                editor.node("Shape", [act], [shape], f"{act}_Shape"),
+                editor.node("Reshape", [act, blocks], [flat], f"{act}_ReshapeBlocks"),
+                editor.node("MatMul", [flat, hadamards[h_key]], [rot], f"{act}_Hadamard"),
+                editor.node("Reshape", [rot, shape], [out], f"{act}_ReshapeBack"),
+            ],
+        )
+        names[(path, act)] = out
+    return names
+
+
+def _apply_weight(editor: GraphEditor, plan: WeightPlan, rotated: dict[tuple[str, str], str]) -> WeightRecord:
     w = plan.weight
     if plan.skipped or plan.params is None or plan.codes is None:
         return _record(plan, "skipped", w.nbytes, plan.skip_reason)
@@ -336,7 +440,8 @@ def _apply_weight(editor: GraphEditor, plan: WeightPlan) -> WeightRecord:
     used_forms: list[str] = []
     for use, form in plan.forms:
         if form is UseForm.INTEGER_MATMUL:
-            _rewrite_integer_matmul(editor, store, use, qp, codes)
+            x = rotated.get((use.scope.path, use.node.input[0])) if plan.rotation_block else None
+            _rewrite_integer_matmul(editor, store, use, qp, codes, x)
         elif form is UseForm.INTEGER_CONV:
             _rewrite_integer_conv(editor, store, use, qp, codes)
         elif form is UseForm.GATHER:
@@ -396,7 +501,7 @@ def _gemm_attrs(node: onnx.NodeProto) -> dict[str, float]:
 
 
 def _rewrite_integer_matmul(
-    editor: GraphEditor, store: _Stored, use: WeightUse, qp: QuantParams, codes: np.ndarray
+    editor: GraphEditor, store: _Stored, use: WeightUse, qp: QuantParams, codes: np.ndarray, x: str | None = None
 ) -> None:
     node = use.node
     base = node.name or node.output[0]
@@ -420,13 +525,15 @@ def _rewrite_integer_matmul(
     elif scale.shape != (n_cols,):  # pragma: no cover - guarded by _integer_ok
         raise RuntimeError(f"{use.node_name}: per-channel scales do not match the {n_cols} output columns")
     s = store.tensor(f"scale_a{alpha:g}", scale.astype(np.float32))
-    z = store.tensor("zero_point", zp)
+    if not np.any(zp):  # symmetric: one zero point serves every column (scales are applied afterwards)
+        zp = zp.reshape(-1)[:1].reshape(())
+    z = store.tensor("zero_point" if zp.ndim else "zero_point_scalar", zp)
     a_q, a_s, a_z = (editor.names(f"{base}_{x}") for x in ("input_quantized", "input_scale", "input_zero_point"))
     y_int, y_f, ss = (editor.names(f"{base}_{x}") for x in ("output_int32", "output_float", "scale"))
     y = node.output[0]
     out = editor.names(f"{base}_unbiased") if bias else y
     nodes = [
-        editor.node("DynamicQuantizeLinear", [node.input[0]], [a_q, a_s, a_z], f"{base}_DynamicQuantizeLinear"),
+        editor.node("DynamicQuantizeLinear", [x or node.input[0]], [a_q, a_s, a_z], f"{base}_DynamicQuantizeLinear"),
         editor.node("MatMulInteger", [a_q, q, a_z, z], [y_int], f"{base}_MatMulInteger"),
         editor.node("Cast", [y_int], [y_f], f"{base}_Cast", to=TensorProto.FLOAT),
         editor.node("Mul", [a_s, s], [ss], f"{base}_ScaleMul"),
@@ -480,34 +587,22 @@ def _rewrite_integer_conv(
 
 
 def _rewrite_gather(editor: GraphEditor, store: _Stored, use: WeightUse, qp: QuantParams, codes: np.ndarray) -> None:
+    """``Gather(E, ids)  ->  Mul(Sub(Cast(Gather(E_q, ids)), zp), s)``, scales per feature (last axis)."""
     node = use.node
     base = node.name or node.output[0]
-    gather_axis = use.channel_axis if use.channel_axis is not None else 0
+    gather_axis = next((int(onnx.helper.get_attribute_value(a)) for a in node.attribute if a.name == "axis"), 0)
     q = store.tensor("quantized", codes)
     rows_q, rows_f = editor.names(f"{base}_rows_quantized"), editor.names(f"{base}_rows_float")
     nodes = [
         editor.node("Gather", [q, node.input[1]], [rows_q], f"{base}_GatherQuantized", axis=gather_axis),
         editor.node("Cast", [rows_q], [rows_f], f"{base}_Cast", to=TensorProto.FLOAT),
     ]
-    s_b, z_b = _scale_zp_shaped(qp, codes.ndim)
-    has_zp = bool(np.any(z_b != 0))
-    z_name = ""
-    if qp.axis is None:
-        s_name = store.tensor("scale_scalar", qp.scale.reshape(()))
-        if has_zp:
-            z_name = store.tensor("zero_point_scalar_float", qp.zero_point.reshape(()).astype(np.float32))
-    else:
-        s_name = editor.names(f"{base}_rows_scale")
-        s_table = store.tensor("scale_bcast", s_b)
-        nodes.append(editor.node("Gather", [s_table, node.input[1]], [s_name], f"{base}_GatherScale", axis=gather_axis))
-        if has_zp:
-            z_name = editor.names(f"{base}_rows_zero_point")
-            z_table = store.tensor("zero_point_float", z_b.astype(np.float32))
-            nodes.append(
-                editor.node("Gather", [z_table, node.input[1]], [z_name], f"{base}_GatherZeroPoint", axis=gather_axis)
-            )
+    # per tensor: scalars; per channel (the last axis): 1-D vectors that broadcast over the gathered rows
+    s_name = store.tensor("scale_features", qp.scale.reshape(-1) if qp.axis is not None else qp.scale.reshape(()))
     centered = rows_f
-    if z_name:
+    if np.any(qp.zero_point != 0):
+        zp = qp.zero_point.astype(np.float32)
+        z_name = store.tensor("zero_point_features", zp.reshape(-1) if qp.axis is not None else zp.reshape(()))
         centered = editor.names(f"{base}_rows_centered")
         nodes.append(editor.node("Sub", [rows_f, z_name], [centered], f"{base}_Sub"))
     nodes.append(editor.node("Mul", [centered, s_name], [node.output[0]], f"{base}_Mul"))

@@ -147,7 +147,8 @@ def classify_use(node: onnx.NodeProto, index: int, ndim: int) -> tuple[WeightRol
         if index == 0:
             return WeightRole.MATMUL_LHS, ndim - 2
     if op == "Gather" and index == 0 and ndim >= 2:
-        return WeightRole.EMBEDDING, _attr(node, "axis", 0) % ndim
+        # an embedding table: its channels are the features (last axis) when rows are gathered
+        return WeightRole.EMBEDDING, (ndim - 1 if _attr(node, "axis", 0) % ndim == 0 else None)
     if op in ("LSTM", "GRU", "RNN") and ndim == 3:
         if index == 1:
             return WeightRole.RNN_W, 1
