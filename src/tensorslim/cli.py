@@ -7,92 +7,23 @@ internal error (a tensorslim bug: rerun with ``--debug`` for the traceback and r
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from tensorslim.errors import InputError, TargetNotMetError
+from tensorslim.clikit import (
+    EXIT_OK,
+    app,
+    console,
+    err_console,
+    run_command,
+    write_json,
+)
+from tensorslim.errors import InputError
 
 __all__ = ["app", "main"]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-app = typer.Typer(
-    name="tensorslim",
-    help="Make trained neural networks smaller and faster for deployment, and prove it with measurements.",
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode="markdown",
-    pretty_exceptions_enable=False,
-)
-# pipes and CI logs get a wide table instead of rich's 80-column default
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
-
-EXIT_OK, EXIT_TARGET, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
-_DEBUG = {"on": False}
-
-
-def _fail(code: int, message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
-    return typer.Exit(code)
-
-
-def _run(fn: Callable[[], int | None]) -> None:
-    """Run a command body, mapping errors to exit codes and one-line messages."""
-    try:
-        code = fn()
-    except (InputError, ValueError) as e:
-        if _DEBUG["on"]:
-            raise
-        raise _fail(EXIT_INPUT, str(e)) from None
-    except TargetNotMetError as e:
-        raise _fail(EXIT_TARGET, str(e)) from None
-    except (typer.Exit, typer.Abort, KeyboardInterrupt):
-        raise
-    except Exception as e:
-        if _DEBUG["on"]:
-            raise
-        raise _fail(
-            EXIT_INTERNAL, f"internal error: {type(e).__name__}: {e} (rerun with --debug and report it)"
-        ) from None
-    if code:
-        raise typer.Exit(code)
-
-
-@app.callback()
-def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each pass does.")] = False,
-) -> None:
-    """tensorslim: quantize, evaluate, benchmark and inspect ONNX models.
-
-    Exit codes: 0 ok, 1 a requested target was not reached, 2 bad input, 3 internal error.
-    """
-    _DEBUG["on"] = debug
-    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-
-
-def _write_json(target: str | None, payload: dict[str, Any]) -> None:
-    if target is None:
-        return
-    text = json.dumps(payload, indent=2, default=str)
-    if target == "-":
-        sys.stdout.write(text + "\n")
-        return
-    path = Path(target)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
 
 
 def _mb(n: float) -> str:
@@ -220,10 +151,10 @@ def quantize(
         payload = result.to_dict()
         if check_speed:
             payload["speed_check"] = _speed_check(model, output, quiet=quiet)
-        _write_json(json_out, payload)
+        write_json(json_out, payload)
         return EXIT_OK
 
-    _run(body)
+    run_command(body)
 
 
 def _speed_check(reference: Path, candidate: Path, *, quiet: bool) -> dict[str, Any]:
@@ -277,10 +208,10 @@ def eval_cmd(
             console.print(_eval_table(report))
             for note in report.notes:
                 console.print(f"note: {note}")
-        _write_json(json_out, report.to_dict())
+        write_json(json_out, report.to_dict())
         return EXIT_OK
 
-    _run(body)
+    run_command(body)
 
 
 def _eval_table(report: Any) -> Table:
@@ -355,10 +286,10 @@ def bench(
         )
         if json_out != "-":
             console.print(render_bench_table(report))
-        _write_json(json_out, report.to_dict())
+        write_json(json_out, report.to_dict())
         return EXIT_OK
 
-    _run(body)
+    run_command(body)
 
 
 @app.command(
@@ -397,10 +328,10 @@ def inspect(
             console.print("[bold]recommendations[/]")
             for r in report.recommendations:
                 console.print(f"  - {r}")
-        _write_json(json_out, report.to_dict())
+        write_json(json_out, report.to_dict())
         return EXIT_OK
 
-    _run(body)
+    run_command(body)
 
 
 @app.command(
@@ -440,10 +371,25 @@ def optimize(
             console.print(render_optimize_table(result))
             for note in result.notes:
                 console.print(f"note: {note}")
-        _write_json(json_out, result.to_dict())
+        write_json(json_out, result.to_dict())
         return EXIT_OK
 
-    _run(body)
+    run_command(body)
+
+
+def _register_plugins() -> None:
+    """Import every module of ``tensorslim.commands``; each registers its commands on the app."""
+    import importlib
+    import pkgutil
+
+    import tensorslim.commands as commands
+
+    for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"tensorslim.commands.{info.name}")
+
+
+_register_plugins()
 
 
 def main() -> None:

@@ -1,0 +1,103 @@
+"""Shared pieces of the command line: the Typer app, consoles, exit codes, error mapping, JSON output.
+
+Command modules (``tensorslim.cli`` and every module in ``tensorslim.commands``) register their commands on
+:data:`app` and wrap their bodies in :func:`run_command`, which turns :class:`~tensorslim.errors.InputError`
+into exit code 2 with a one-line message, :class:`~tensorslim.errors.TargetNotMetError` into exit code 1,
+and anything unexpected into exit code 3.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from tensorslim.errors import InputError, TargetNotMetError
+
+__all__ = [
+    "EXIT_INPUT",
+    "EXIT_INTERNAL",
+    "EXIT_OK",
+    "EXIT_TARGET",
+    "app",
+    "console",
+    "err_console",
+    "run_command",
+    "write_json",
+]
+
+app = typer.Typer(
+    name="tensorslim",
+    help="Make trained neural networks smaller and faster for deployment, and prove it with measurements.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+)
+# pipes and CI logs get a wide table instead of rich's 80-column default
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+
+EXIT_OK, EXIT_TARGET, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
+_DEBUG = {"on": False}
+
+
+def _fail(code: int, message: str) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    return typer.Exit(code)
+
+
+def run_command(fn: Callable[[], int | None]) -> None:
+    """Run a command body, mapping errors to exit codes and one-line messages."""
+    try:
+        code = fn()
+    except (InputError, ValueError) as e:
+        if _DEBUG["on"]:
+            raise
+        raise _fail(EXIT_INPUT, str(e)) from None
+    except TargetNotMetError as e:
+        raise _fail(EXIT_TARGET, str(e)) from None
+    except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        raise
+    except Exception as e:
+        if _DEBUG["on"]:
+            raise
+        raise _fail(
+            EXIT_INTERNAL, f"internal error: {type(e).__name__}: {e} (rerun with --debug and report it)"
+        ) from None
+    if code:
+        raise typer.Exit(code)
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each pass does.")] = False,
+) -> None:
+    """tensorslim: quantize, evaluate, benchmark and inspect ONNX models.
+
+    Exit codes: 0 ok, 1 a requested target was not reached, 2 bad input, 3 internal error.
+    """
+    _DEBUG["on"] = debug
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def write_json(target: str | None, payload: dict[str, Any]) -> None:
+    if target is None:
+        return
+    text = json.dumps(payload, indent=2, default=str)
+    if target == "-":
+        sys.stdout.write(text + "\n")
+        return
+    path = Path(target)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text + "\n")
+    os.replace(tmp, path)
