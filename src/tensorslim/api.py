@@ -13,8 +13,11 @@ import onnx
 
 from tensorslim.backends.onnx.io import check_output_path, load_model, model_size_bytes, save_model
 from tensorslim.errors import InputError, UnsupportedModelError
-from tensorslim.passes.base import WeightRecord
+from tensorslim.evaluate.data import Dataset, generate_inputs
+from tensorslim.passes.base import PassResult, WeightRecord
+from tensorslim.passes.blockwise_quant import BlockQuantConfig, BlockQuantPass
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass, summarize
+from tensorslim.passes.float16 import Float16Config, Float16Pass, find_overflows
 from tensorslim.runtime.ort import OrtRuntime
 
 __all__ = ["QuantizeResult", "quantize"]
@@ -39,7 +42,7 @@ class QuantizeResult:
     model: onnx.ModelProto
     output_path: Path | None
     records: list[WeightRecord]
-    config: DynamicQuantConfig
+    config: QuantConfig
     input_bytes: int
     output_bytes: int
     seconds: float
@@ -71,6 +74,41 @@ class QuantizeResult:
         }
 
 
+QuantConfig = DynamicQuantConfig | BlockQuantConfig | Float16Config
+
+
+def load_calibration(
+    data: str | os.PathLike[str] | Dataset, model: onnx.ModelProto, *, max_samples: int | None = None
+) -> Dataset:
+    """Calibration data for ``model``: a :class:`Dataset`, an ``.npz`` file, or a folder of ``.npz`` files.
+
+    Raises:
+        InputError: unreadable data, names or shapes that do not match the model's inputs, NaN/Inf, no samples.
+    """
+    import numpy as np
+
+    from tensorslim.evaluate.data import load_npz
+
+    if isinstance(data, Dataset):
+        return data
+    specs = OrtRuntime(model).inputs if model_size_bytes(model) < 2**31 - 2**24 else []
+    path = Path(data)
+    if path.is_dir():
+        files = sorted(path.glob("*.npz"))
+        if not files:
+            raise InputError(f"{path}: the folder holds no .npz files; give an .npz file or a folder of them")
+        parts = [load_npz(f, specs) for f in files]
+        try:
+            inputs = {k: np.concatenate([p.inputs[k] for p in parts]) for k in parts[0].inputs}
+        except ValueError as e:
+            raise InputError(f"{path}: the .npz files have different shapes per sample ({e}); pad them alike") from e
+        ds = Dataset(inputs, source=str(path))
+        if max_samples is not None:
+            ds.inputs = {k: v[:max_samples] for k, v in ds.inputs.items()}
+        return ds
+    return load_npz(path, specs, max_samples=max_samples)
+
+
 def _as_model(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
     if isinstance(model, onnx.ModelProto):
         return model, None
@@ -84,15 +122,24 @@ def quantize(
     model: str | os.PathLike[str] | onnx.ModelProto,
     output: str | os.PathLike[str] | None = None,
     *,
-    config: DynamicQuantConfig | None = None,
+    config: QuantConfig | None = None,
+    data: str | os.PathLike[str] | Dataset | None = None,
+    max_samples: int | None = None,
     verify: bool = True,
 ) -> QuantizeResult:
-    """Dynamic-range int8 quantization of an ONNX model.
+    """Quantize an ONNX model; the config's type picks the technique.
+
+    * :class:`DynamicQuantConfig` (default): dynamic-range int8, no data needed.
+    * :class:`BlockQuantConfig`: block-wise weight-only int4/int8 for MatMul and Gather (GPTQ with ``data``).
+    * :class:`Float16Config`: float16 weights and compute; ``data`` (or generated inputs) checks for
+      overflow, and overflowing nodes fall back to float32.
 
     Args:
         model: a path to an ``.onnx`` file or a ``ModelProto`` (never modified).
         output: where to write the result (atomically); ``None`` keeps it in memory only.
-        config: the options; the defaults are chosen for fidelity and speed on ONNX Runtime.
+        config: the technique and its options.
+        data: calibration data (``.npz``, folder of ``.npz``, or a :class:`Dataset`).
+        max_samples: use at most this many calibration samples.
         verify: load the result in ONNX Runtime before writing it.
 
     Raises:
@@ -104,7 +151,9 @@ def quantize(
         inputs = [model] if isinstance(model, str | os.PathLike) else []
         check_output_path(output, *inputs)
     proto, src = _as_model(model)
-    result = DynamicQuantPass(cfg)(proto)
+    dataset = load_calibration(data, proto, max_samples=max_samples) if data is not None else None
+    notes: list[str] = []
+    result = _run_pass(proto, cfg, dataset, notes)
     if not result.modified:
         reasons = sorted({r.reason for r in result.records if r.skipped})
         detail = f" ({'; '.join(reasons[:3])})" if reasons else " (the model has no constant weights)"
@@ -130,4 +179,35 @@ def quantize(
         input_bytes=model_size_bytes(proto),
         output_bytes=model_size_bytes(result.model),
         seconds=time.perf_counter() - start,
+        notes=notes,
     )
+
+
+def _run_pass(proto: onnx.ModelProto, cfg: QuantConfig, dataset: Dataset | None, notes: list[str]) -> PassResult:
+    if isinstance(cfg, BlockQuantConfig):
+        return BlockQuantPass(cfg, data=dataset)(proto)
+    if isinstance(cfg, Float16Config):
+        return _float16_with_fallback(proto, cfg, dataset, notes)
+    return DynamicQuantPass(cfg)(proto)
+
+
+def _float16_with_fallback(
+    proto: onnx.ModelProto, cfg: Float16Config, dataset: Dataset | None, notes: list[str]
+) -> PassResult:
+    """Convert to float16; nodes that overflow on the data fall back to float32 (three rounds at most)."""
+    import dataclasses
+    import re
+
+    if dataset is None:
+        dataset = generate_inputs(OrtRuntime(proto).inputs, num_samples=4)
+        notes.append("float16 overflow check ran on generated inputs; pass --data for a real check")
+    feeds = [batch for batch, _ in dataset.batches(8)][:8]
+    result = Float16Pass(cfg)(proto)
+    for _ in range(3):
+        culprits = find_overflows(result.model, feeds)
+        if not culprits:
+            break
+        notes.append(f"float32 fallback for node(s) that overflow in float16: {', '.join(culprits)}")
+        cfg = dataclasses.replace(cfg, block_nodes=(*cfg.block_nodes, *(f"^{re.escape(c)}$" for c in culprits)))
+        result = Float16Pass(cfg)(proto)
+    return result

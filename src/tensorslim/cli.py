@@ -74,32 +74,60 @@ def _split_ops(ops: str | None) -> tuple[str, ...] | None:
     "    tensorslim quantize model.onnx -o model.int8.onnx\n\n"
     "    tensorslim quantize model.onnx -o model.int8.onnx --form weight_only --granularity per_tensor\n\n"
     "    tensorslim quantize model.onnx -o q.onnx --ops MatMul,Gemm --exclude 'classifier' --json report.json\n\n"
+    "    tensorslim quantize model.tflite -o model.int8.tflite [--mode dynamic|fp16|static --data calib.npz]\n\n"
     "Exit codes: 0 ok, 2 bad input, 3 internal error."
 )
 def quantize(
-    model: Annotated[Path, typer.Argument(help="Float ONNX model to quantize (never modified).")],
+    model: Annotated[Path, typer.Argument(help="Float ONNX or TFLite model to quantize (never modified).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the quantized model.")],
-    mode: Annotated[str, typer.Option(help="Quantization mode: dynamic (weights int8, no data needed).")] = "dynamic",
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="dynamic (int8 weights, no data), int4 or blockwise (block-wise weight-only for MatMul/Gather, "
+            "GPTQ with --data), fp16; for .tflite: dynamic, fp16, static (needs --data)."
+        ),
+    ] = "dynamic",
     form: Annotated[
         str,
         typer.Option(help="auto (fastest per op), integer (integer kernels), weight_only (float compute)."),
     ] = "auto",
-    scheme: Annotated[str, typer.Option(help="symmetric (int8, zero point 0) or asymmetric (uint8).")] = "symmetric",
+    scheme: Annotated[
+        str | None,
+        typer.Option(help="symmetric or asymmetric [default: symmetric; int4/blockwise: asymmetric]."),
+    ] = None,
     granularity: Annotated[str, typer.Option(help="per_channel or per_tensor scales.")] = "per_channel",
     range_method: Annotated[
-        str, typer.Option("--range", help="mse (MSE-optimal clipping per channel) or minmax.")
-    ] = "mse",
+        str | None,
+        typer.Option(
+            "--range", help="mse (MSE-optimal clipping per channel) or minmax [default: mse; .tflite: minmax]."
+        ),
+    ] = None,
     ops: Annotated[
         str | None, typer.Option(help="Comma-separated op types to quantize, e.g. MatMul,Gemm,Conv.")
     ] = None,
     exclude: Annotated[
         list[str] | None, typer.Option(help="Regex on node names to keep in float (repeatable).")
     ] = None,
-    min_size: Annotated[int, typer.Option(help="Weights with fewer elements stay float.")] = 256,
+    min_size: Annotated[
+        int | None, typer.Option(help="Weights with fewer elements stay float [default: 256; .tflite: 1024].")
+    ] = None,
     weight_encoding: Annotated[
         str,
         typer.Option(help="Weight-only dequantization: auto, cast (folded at load) or dequantize_linear."),
     ] = "auto",
+    data: Annotated[
+        Path | None, typer.Option(help="Calibration .npz (or folder of .npz): int4 GPTQ, fp16 overflow check, static.")
+    ] = None,
+    max_samples: Annotated[int | None, typer.Option(help="Use at most this many calibration samples.")] = None,
+    bits: Annotated[int, typer.Option(help="blockwise: 4 or 8 bits.")] = 4,
+    block_size: Annotated[int, typer.Option(help="int4/blockwise: values per block (16-256, power of two).")] = 32,
+    method: Annotated[
+        str, typer.Option(help="int4/blockwise: auto (gptq with --data, else mse), gptq, mse or minmax.")
+    ] = "auto",
+    accuracy_level: Annotated[
+        int, typer.Option(help="int4/blockwise: MatMulNBits accuracy_level (4 = int8 compute, fast on CPU).")
+    ] = 4,
+    io: Annotated[str, typer.Option(help=".tflite static: float (QUANTIZE/DEQUANTIZE edges) or int8 I/O.")] = "float",
     json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
     show_all: Annotated[bool, typer.Option("--show-all", help="List every weight, not the 25 largest.")] = False,
     check_speed: Annotated[
@@ -110,34 +138,24 @@ def quantize(
 
     def body() -> int:
         from tensorslim.api import quantize as run_quantize
-        from tensorslim.passes.dynamic_quant import SUPPORTED_OPS, DynamicQuantConfig
+        from tensorslim.backends.tflite.io import is_tflite
 
-        if mode != "dynamic":
-            raise InputError(f"--mode: {mode!r} is not available; use --mode dynamic")
-        kwargs: dict[str, Any] = {}
-        op_list = _split_ops(ops)
-        if op_list is not None:
-            unknown = [o for o in op_list if o not in SUPPORTED_OPS]
-            if unknown or not op_list:
-                raise InputError(
-                    f"--ops: unknown op {', '.join(map(repr, unknown)) or '(empty)'}; "
-                    f"allowed: {', '.join(SUPPORTED_OPS)}"
-                )
-            kwargs["op_types"] = op_list
-        try:
-            cfg = DynamicQuantConfig(
-                form=form,
-                scheme=scheme,
-                granularity=granularity,
-                range_method=range_method,
-                exclude=tuple(exclude or ()),
-                min_size=min_size,
-                weight_encoding=weight_encoding,
-                **kwargs,
-            )
-        except ValueError as e:
-            raise InputError(f"--{str(e).replace('_', '-', 1) if str(e).startswith('range') else e}") from None
-        result = run_quantize(model, output, config=cfg)
+        if is_tflite(model):
+            from tensorslim.backends.tflite.cli import quantize_tflite_command
+
+            if (form, scheme or "symmetric", weight_encoding) != ("auto", "symmetric", "auto"):
+                raise InputError("--form, --scheme and --weight-encoding apply to ONNX models; drop them for .tflite")
+            return quantize_tflite_command(
+                model, output, mode=mode, data=data, granularity=granularity, range_method=range_method,
+                exclude=exclude or (), min_size=min_size, ops=_split_ops(ops), io=io, json_out=json_out,
+                show_all=show_all, check_speed=check_speed, table=_weights_table,
+            )  # fmt: skip
+        cfg = _onnx_config(
+            mode, form=form, scheme=scheme, granularity=granularity, range_method=range_method, ops=_split_ops(ops),
+            exclude=tuple(exclude or ()), min_size=min_size, weight_encoding=weight_encoding, bits=bits,
+            block_size=block_size, method=method, accuracy_level=accuracy_level, data=data,
+        )  # fmt: skip
+        result = run_quantize(model, output, config=cfg, data=data, max_samples=max_samples)
         quiet = json_out == "-"
         if not quiet:
             console.print(_weights_table(result.records, 0 if show_all else 25))
@@ -147,6 +165,8 @@ def quantize(
                 f"{_mb(s['bytes_after'])} MB; model {_mb(result.input_bytes)} MB -> {_mb(result.output_bytes)} MB "
                 f"({result.size_ratio:.3f}x) in {result.seconds:.1f} s"
             )
+            for note in result.notes:
+                console.print(f"note: {note}")
             console.print(f"wrote {result.output_path}")
         payload = result.to_dict()
         if check_speed:
@@ -155,6 +175,62 @@ def quantize(
         return EXIT_OK
 
     run_command(body)
+
+
+def _onnx_config(
+    mode: str,
+    *,
+    form: str,
+    scheme: str | None,
+    granularity: str,
+    range_method: str | None,
+    ops: tuple[str, ...] | None,
+    exclude: tuple[str, ...],
+    min_size: int | None,
+    weight_encoding: str,
+    bits: int,
+    block_size: int,
+    method: str,
+    accuracy_level: int,
+    data: Path | None,
+) -> Any:
+    """The pass config for an ONNX ``--mode``, with option errors turned into one-line input errors."""
+    from tensorslim.passes.blockwise_quant import BlockQuantConfig
+    from tensorslim.passes.dynamic_quant import SUPPORTED_OPS, DynamicQuantConfig
+    from tensorslim.passes.float16 import Float16Config
+
+    modes = ("dynamic", "int4", "blockwise", "fp16")
+    if mode == "static":
+        raise InputError("--mode static is available for .tflite models; for ONNX use dynamic, int4, blockwise or fp16")
+    if mode not in modes:
+        raise InputError(f"--mode: {mode!r} is not one of {', '.join(modes)}")
+    try:
+        if mode == "dynamic":
+            if data is not None:
+                raise InputError("--data: dynamic mode needs no calibration data; drop --data or use --mode int4")
+            if ops is not None:
+                unknown = [o for o in ops if o not in SUPPORTED_OPS]
+                if unknown or not ops:
+                    raise InputError(
+                        f"--ops: unknown op {', '.join(map(repr, unknown)) or '(empty)'}; "
+                        f"allowed: {', '.join(SUPPORTED_OPS)}"
+                    )
+            return DynamicQuantConfig(
+                form=form, scheme=scheme or "symmetric", granularity=granularity, range_method=range_method or "mse",
+                exclude=exclude, min_size=256 if min_size is None else min_size, weight_encoding=weight_encoding,
+                **({"op_types": ops} if ops is not None else {}),  # type: ignore[arg-type]
+            )  # fmt: skip
+        if mode in ("int4", "blockwise"):
+            return BlockQuantConfig(
+                bits=4 if mode == "int4" else bits, block_size=block_size, scheme=scheme or "asymmetric",
+                method=method, accuracy_level=accuracy_level, exclude=exclude,
+                min_size=1024 if min_size is None else min_size, **({"op_types": ops} if ops is not None else {}),
+            )  # fmt: skip
+        return Float16Config(block_ops=ops or (), block_nodes=exclude)
+    except ValueError as e:
+        if isinstance(e, InputError):
+            raise
+        raise InputError(f"--{str(e).replace('_', '-', 1)}") from None
 
 
 def _speed_check(reference: Path, candidate: Path, *, quiet: bool) -> dict[str, Any]:
@@ -261,7 +337,7 @@ def _parse_dims(dims: list[str] | None) -> dict[str, int]:
     "Ratios are against the first model. Exit codes: 0 ok, 2 bad input, 3 internal error.",
 )
 def bench(
-    models: Annotated[list[Path], typer.Argument(help="ONNX models; the first is the baseline.")],
+    models: Annotated[list[Path], typer.Argument(help="ONNX (or .tflite) models; the first is the baseline.")],
     threads: Annotated[int, typer.Option(help="Intra-op threads (0: ONNX Runtime default).")] = 1,
     batch_size: Annotated[int, typer.Option(help="Batch size for dynamic first dimensions.")] = 1,
     dim: Annotated[list[str] | None, typer.Option(help="Size of a named dynamic dim, NAME=SIZE.")] = None,
@@ -276,6 +352,15 @@ def bench(
 
         if batch_size < 1:
             raise InputError("--batch-size: must be at least 1")
+        from tensorslim.backends.tflite.io import is_tflite
+
+        if any(is_tflite(m) for m in models):
+            from tensorslim.backends.tflite.cli import bench_tflite_command
+
+            return bench_tflite_command(
+                models, threads=threads, batch_size=batch_size, seconds=seconds, json_out=json_out,
+                table=render_bench_table,
+            )  # fmt: skip
         report = benchmark_models(
             models,
             threads=threads,
@@ -297,7 +382,7 @@ def bench(
     "Exit codes: 0 ok, 2 bad input, 3 internal error.",
 )
 def inspect(
-    model: Annotated[Path, typer.Argument(help="ONNX model to inspect.")],
+    model: Annotated[Path, typer.Argument(help="ONNX or TFLite model to inspect.")],
     top: Annotated[int, typer.Option(help="Show the N weights with the worst per-tensor SQNR (0: all).")] = 20,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
 ) -> None:
@@ -306,8 +391,15 @@ def inspect(
     def body() -> int:
         from tensorslim.analysis.inspect import inspect_model
         from tensorslim.backends.onnx.io import load_model
+        from tensorslim.backends.tflite.io import is_tflite
 
-        report = inspect_model(load_model(model), name=str(model))
+        if is_tflite(model):
+            from tensorslim.backends.tflite.inspect import inspect_tflite
+            from tensorslim.backends.tflite.io import load_model as load_tflite
+
+            report = inspect_tflite(load_tflite(model), name=str(model))
+        else:
+            report = inspect_model(load_model(model), name=str(model))
         if json_out != "-":
             t = Table(title=f"{model}: {len(report.weights)} weights (worst per-tensor SQNR first)")
             for col in (

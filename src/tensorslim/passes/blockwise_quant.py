@@ -1,0 +1,247 @@
+"""Block-wise weight-only int4/int8 for MatMul and Gather, on ONNX Runtime's contrib kernels.
+
+Before -> after::
+
+    MatMul(A, W[K, N])       ->  com.microsoft.MatMulNBits(A, B_packed[N, K/bs, bs*bits/8], scales, [zp])
+    Gather(E[V, D], ids)     ->  com.microsoft.GatherBlockQuantized(E_packed, ids, scales, [zp])
+
+Weights are cut into blocks of ``block_size`` values along the reduction axis (``K`` for MatMul, the
+feature axis for embeddings), each with its own scale (and zero point when asymmetric). ``accuracy_level``
+4 lets MatMulNBits run int8 kernels on activations quantized per block, which is what makes it fast on CPU.
+Scale choice: round-to-nearest over the block's min/max, or MSE-optimal clipping per block.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from tensorslim.algorithms.blockwise import dequantize_blocks, pack_nibbles, quantize_blocks
+from tensorslim.algorithms.fidelity import sqnr_db
+from tensorslim.algorithms.gptq import gptq_blocks
+from tensorslim.algorithms.quantize import QuantScheme
+from tensorslim.backends.onnx.editor import GraphEditor
+from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse, find_weights
+from tensorslim.errors import InputError
+from tensorslim.evaluate.data import Dataset
+from tensorslim.passes.base import Pass, PassResult, WeightRecord
+from tensorslim.passes.calib_stats import LayerInput, gram_matrices
+
+__all__ = ["BlockQuantConfig", "BlockQuantPass"]
+
+_OPS = ("MatMul", "Gemm", "Gather")
+_METHODS = ("auto", "mse", "minmax", "gptq")
+
+
+@dataclass(frozen=True)
+class BlockQuantConfig:
+    """Configuration of block-wise weight-only quantization.
+
+    Attributes:
+        bits: 4 or 8.
+        block_size: values per block, a power of two from 16 to 256.
+        scheme: ``symmetric`` (no zero points stored) or ``asymmetric``.
+        method: ``mse`` (MSE-optimal clipping per block), ``minmax`` (round to nearest over the full range),
+            ``gptq`` (MatMul weights: GPTQ error compensation on calibration data; embeddings: ``mse``), or
+            ``auto`` (the default: ``gptq`` when calibration data is given, ``mse`` otherwise).
+        accuracy_level: MatMulNBits ``accuracy_level`` (4: int8 compute, the fast CPU path; 0: float).
+        op_types: ``MatMul`` and/or ``Gather``.
+        exclude: regular expressions on node names that stay float.
+        min_size: weights with fewer elements stay float.
+    """
+
+    bits: int = 4
+    block_size: int = 32
+    scheme: QuantScheme | str = QuantScheme.ASYMMETRIC
+    method: str = "auto"
+    accuracy_level: int = 4
+    op_types: tuple[str, ...] = _OPS
+    exclude: tuple[str, ...] = ()
+    min_size: int = 1024
+
+    def __post_init__(self) -> None:
+        if self.bits not in (4, 8):
+            raise ValueError(f"bits: {self.bits!r} is not one of 4, 8")
+        bs = self.block_size
+        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 16 or bs > 256 or bs & (bs - 1):
+            raise ValueError(f"block_size: must be a power of two from 16 to 256, got {bs!r}")
+        try:
+            object.__setattr__(self, "scheme", QuantScheme(self.scheme))
+        except ValueError:
+            raise ValueError(f"scheme: {self.scheme!r} is not one of symmetric, asymmetric") from None
+        if self.method not in _METHODS:
+            raise ValueError(f"method: {self.method!r} is not one of {', '.join(_METHODS)}")
+        if self.accuracy_level not in (0, 1, 2, 3, 4):
+            raise ValueError(f"accuracy_level: {self.accuracy_level!r} is not one of 0, 1, 2, 3, 4")
+        ops = tuple(self.op_types)
+        if not ops or any(o not in _OPS for o in ops):
+            raise ValueError(f"op_types: {ops!r}; allowed: {', '.join(_OPS)}")
+        object.__setattr__(self, "op_types", ops)
+        for p in self.exclude:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"exclude: {p!r} is not a valid regular expression ({e})") from None
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+
+
+def _ensure_ms_domain(model: onnx.ModelProto) -> None:
+    if not any(o.domain == "com.microsoft" for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+
+
+class BlockQuantPass(Pass):
+    """Replace MatMul and embedding Gather weights by block-quantized int4/int8 contrib kernels."""
+
+    name = "blockwise_quant"
+
+    def __init__(self, config: BlockQuantConfig | None = None, *, data: Dataset | None = None) -> None:
+        cfg = config or BlockQuantConfig()
+        if cfg.method == "auto":
+            cfg = dataclasses.replace(cfg, method="gptq" if data is not None else "mse")
+        self.config = cfg
+        if self.config.method == "gptq" and data is None:
+            raise InputError("method gptq needs calibration data: pass --data CALIB.npz (or use --method mse)")
+        self.data = data
+
+    def _hessians(self, model: onnx.ModelProto, weights: list[WeightInfo]) -> dict[str, np.ndarray]:
+        """``X^T X`` of the input of every MatMul to be quantized, streamed over the calibration data."""
+        if self.config.method != "gptq" or self.data is None:
+            return {}
+        layers = {w.name: LayerInput(activation=w.weight_uses[0].node.input[0]) for w in weights}
+        return gram_matrices(model, layers, self.data, batch_size=8) if layers else {}
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        """Quantize every eligible weight of ``model`` in place (the base class hands us a copy)."""
+        cfg = self.config
+        patterns = [re.compile(p) for p in cfg.exclude]
+        editor = GraphEditor(model)
+        records: list[WeightRecord] = []
+        weights = find_weights(model)
+        todo = [
+            w for w in weights
+            if not self._skip_reason(w, w.weight_uses, patterns)
+            and w.weight_uses[0].role in (WeightRole.MATMUL, WeightRole.GEMM)
+        ]  # fmt: skip
+        hessians = self._hessians(model, todo)
+        for w in weights:
+            uses = w.weight_uses
+            base: dict[str, Any] = {
+                "name": w.name,
+                "ops": ",".join(dict.fromkeys(u.op_type for u in w.uses)),
+                "nodes": ",".join(dict.fromkeys(u.node_name for u in w.uses)),
+                "shape": tuple(int(d) for d in w.array.shape),
+                "bytes_before": w.nbytes,
+            }
+            reason = self._skip_reason(w, uses, patterns)
+            if reason:
+                records.append(WeightRecord(**base, action="skipped", reason=reason, bytes_after=w.nbytes))
+                continue
+            use = uses[0]
+            matmul = use.role in (WeightRole.MATMUL, WeightRole.GEMM)
+            # MatMulNBits wants one row per output channel: W^T for MatMul, W itself for Gemm(transB=1)
+            rows_first = use.role is WeightRole.EMBEDDING or use.channel_axis == 0
+            rows = np.ascontiguousarray(w.array if rows_first else w.array.T).astype(np.float32)
+            if w.name in hessians and rows.shape[1] % cfg.block_size == 0:
+                bq = gptq_blocks(rows, hessians[w.name], bits=cfg.bits, block=cfg.block_size, scheme=cfg.scheme)
+                method = "gptq"
+            else:
+                method = "mse" if cfg.method == "gptq" else cfg.method
+                bq = quantize_blocks(rows, bits=cfg.bits, block=cfg.block_size, scheme=cfg.scheme, method=method)
+            n_rows = rows.shape[0]
+            codes = bq.codes.reshape(n_rows, bq.blocks, cfg.block_size)
+            data = pack_nibbles(codes) if cfg.bits == 4 else codes
+            as_const = w.source == "constant"
+            symmetric = cfg.scheme is QuantScheme.SYMMETRIC
+            zp_name = ""
+            if not symmetric:
+                zps = pack_nibbles(bq.zero_points) if cfg.bits == 4 else bq.zero_points
+            node = use.node
+            if matmul:
+                d = editor.add_tensor(w.scope, f"{w.name}_nbits", data, as_constant=as_const)
+                s = editor.add_tensor(w.scope, f"{w.name}_scales", bq.scales.reshape(-1), as_constant=as_const)
+                if not symmetric:
+                    zp_name = editor.add_tensor(w.scope, f"{w.name}_zero_points", zps.reshape(-1), as_constant=as_const)
+                n, k = rows.shape
+                bias = node.input[2] if use.role is WeightRole.GEMM and len(node.input) > 2 else ""
+                extra = [zp_name, "", bias] if bias else ([zp_name] if zp_name else [])
+                new = editor.node(
+                    "MatMulNBits", [node.input[0], d, s, *extra], list(node.output),
+                    node.name or f"{w.name}_MatMulNBits", domain="com.microsoft", K=k, N=n, bits=cfg.bits,
+                    block_size=cfg.block_size, accuracy_level=cfg.accuracy_level,
+                )  # fmt: skip
+            else:
+                d = editor.add_tensor(w.scope, f"{w.name}_blockq", data.reshape(n_rows, -1), as_constant=as_const)
+                # float16 scales halve their share of the table; only the gathered rows are cast back
+                s = editor.add_tensor(w.scope, f"{w.name}_scales", bq.scales.astype(np.float16), as_constant=as_const)
+                if not symmetric:
+                    zp_name = editor.add_tensor(w.scope, f"{w.name}_zero_points", zps, as_constant=as_const)
+                half = editor.names(f"{node.output[0]}_float16")
+                new = editor.node(
+                    "GatherBlockQuantized", [d, node.input[1], s, *([zp_name] if zp_name else [])],
+                    [half], node.name or f"{w.name}_GatherBlockQuantized", domain="com.microsoft",
+                    gather_axis=0, quantize_axis=1, block_size=cfg.block_size, bits=cfg.bits,
+                )  # fmt: skip
+                cast = editor.node("Cast", [half], [node.output[0]], f"{w.name}_CastFloat", to=onnx.TensorProto.FLOAT)
+            editor.replace(node, [new] if matmul else [new, cast])
+            if w.source == "initializer":
+                editor.drop_initializer(w.scope, w.name)
+            else:
+                for n in w.scope.graph.node:
+                    if n.op_type == "Constant" and list(n.output) == [w.name]:
+                        editor.drop_node(n)
+            scale_bytes = bq.scales.nbytes if matmul else bq.scales.nbytes // 2
+            after = int(data.nbytes + scale_bytes + (0 if symmetric else zps.nbytes))
+            restored = dequantize_blocks(bq)
+            records.append(
+                WeightRecord(
+                    **base,
+                    action=f"int{cfg.bits} block-wise ({'MatMulNBits' if matmul else 'GatherBlockQuantized'})",
+                    reason=f"block {cfg.block_size}, {cfg.scheme}, {method}",
+                    bytes_after=after,
+                    granularity=f"per_block({cfg.block_size})",
+                    sqnr_db=round(sqnr_db(rows, restored), 2),
+                )
+            )
+        editor.apply()
+        modified = any(not r.skipped for r in records)
+        if modified:
+            _ensure_ms_domain(model)
+        return PassResult(model, modified, records)
+
+    def _skip_reason(self, w: WeightInfo, uses: list[WeightUse], patterns: list[re.Pattern[str]]) -> str:
+        cfg = self.config
+        if not uses:
+            return f"consumed only by {', '.join(sorted({u.op_type for u in w.uses}))} (no weight role)"
+        if w.array.dtype != np.float32:
+            return f"{w.array.dtype} tensor; block-wise quantization takes float32 weights"
+        if len(uses) != len(w.uses) or len(uses) != 1:
+            return "shared by several nodes; block-wise kernels take a weight of their own"
+        use = uses[0]
+        if use.op_type not in cfg.op_types or use.role not in (
+            WeightRole.MATMUL,
+            WeightRole.GEMM,
+            WeightRole.EMBEDDING,
+        ):
+            return f"{use.op_type} ({use.role.value}): block-wise int{cfg.bits} covers MatMul, Gemm and Gather weights"
+        if use.role is WeightRole.GEMM:
+            attrs = {a.name: helper.get_attribute_value(a) for a in use.node.attribute}
+            if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:
+                return "Gemm with transA, alpha or beta: block-wise kernels take a plain product"
+        if w.array.ndim != 2:
+            return f"{w.array.ndim}-D weight; block-wise kernels take 2-D weights"
+        if use.role is WeightRole.EMBEDDING and (use.channel_axis != 1 or w.array.shape[1] % cfg.block_size):
+            return f"embedding width {w.array.shape[1]} is not a multiple of the block size {cfg.block_size}"
+        if any(p.search(use.node_name) for p in patterns):
+            return f"node {use.node_name!r} matches an exclude pattern"
+        if w.size < cfg.min_size:
+            return f"{w.size} elements < min size {cfg.min_size}"
+        if not np.all(np.isfinite(w.array)):
+            return "holds NaN or infinite values"
+        return ""

@@ -1,0 +1,144 @@
+"""Activation statistics for data-aware pruning: run ONNX Runtime with intermediate tensors exposed.
+
+Statistics are accumulated batch by batch (memory bounded by one batch plus the statistics):
+
+* :func:`feature_sq_sums`: per input feature, the sum of squared activations (Wanda's ``||X_j||^2``);
+* :func:`gram_matrices`: ``A^T A`` (and optionally ``A^T B``) of a layer's input rows ``A``, where a row is
+  a token (MatMul/Gemm) or an im2col patch (Conv, positions subsampled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from tensorslim.evaluate.data import Dataset
+
+__all__ = ["ConvGeometry", "LayerInput", "feature_sq_sums", "gram_matrices", "im2col", "run_with_outputs"]
+
+
+@dataclass(frozen=True)
+class ConvGeometry:
+    """Kernel, strides, pads and dilations of a 2-D convolution (group 1)."""
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilations: tuple[int, int] = (1, 1)
+
+    @classmethod
+    def from_node(cls, node: onnx.NodeProto, weight_shape: Sequence[int]) -> ConvGeometry:
+        """Geometry of a Conv node (``auto_pad`` other than NOTSET is not supported)."""
+        a = {x.name: onnx.helper.get_attribute_value(x) for x in node.attribute}
+        auto = a.get("auto_pad", b"NOTSET")
+        if (auto.decode() if isinstance(auto, bytes) else str(auto)) not in ("NOTSET", ""):
+            raise ValueError(f"{node.name}: auto_pad is not supported for calibration statistics")
+        kh, kw = int(weight_shape[2]), int(weight_shape[3])
+        return cls(
+            (kh, kw),
+            tuple(a.get("strides", (1, 1))),  # type: ignore[arg-type]
+            tuple(a.get("pads", (0, 0, 0, 0))),  # type: ignore[arg-type]
+            tuple(a.get("dilations", (1, 1))),  # type: ignore[arg-type]
+        )
+
+
+def im2col(x: np.ndarray, geo: ConvGeometry, *, max_positions: int | None = None, seed: int = 0) -> np.ndarray:
+    """Patches of an ``N x C x H x W`` input as rows ``(n, oh, ow) x (C * kh * kw)`` (weight column order)."""
+    n, c, _, _ = x.shape
+    t, lft, b, r = geo.pads
+    xp = np.pad(x, ((0, 0), (0, 0), (t, b), (lft, r)))
+    kh, kw = geo.kernel
+    dh, dw = geo.dilations
+    sh, sw = geo.strides
+    eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    win = np.lib.stride_tricks.sliding_window_view(xp, (eh, ew), axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
+    oh, ow = win.shape[2], win.shape[3]
+    rows = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
+    if max_positions is not None and rows.shape[0] > max_positions:
+        idx = np.sort(np.random.default_rng(seed).choice(rows.shape[0], max_positions, replace=False))
+        rows = rows[idx]
+    return np.ascontiguousarray(rows, np.float64)
+
+
+def run_with_outputs(
+    model: onnx.ModelProto, names: Sequence[str], data: Dataset, *, batch_size: int = 32
+) -> Iterator[dict[str, np.ndarray]]:
+    """Run ``model`` on ``data`` batch by batch and yield the values of the tensors ``names``."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    present = {o.name for o in m.graph.output}
+    graph_inputs = {i.name for i in m.graph.input}
+    for name in dict.fromkeys(names):
+        if name not in present and name not in graph_inputs:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    wanted = [n for n in dict.fromkeys(names) if n not in graph_inputs]
+    feed_names = {i.name for i in sess.get_inputs()}
+    for feeds, _ in data.batches(batch_size):
+        run_feeds = {k: v for k, v in feeds.items() if k in feed_names}
+        outs = sess.run(wanted, run_feeds) if wanted else []
+        got = {k: np.asarray(v) for k, v in zip(wanted, outs, strict=True)}
+        got.update({k: np.asarray(run_feeds[k]) for k in names if k in graph_inputs})
+        yield got
+
+
+@dataclass(frozen=True)
+class LayerInput:
+    """How to read the input rows of one layer from its input activation.
+
+    Attributes:
+        activation: the name of the layer's input tensor.
+        conv: the convolution geometry, for Conv layers; ``None`` for MatMul/Gemm (features on the last axis).
+    """
+
+    activation: str
+    conv: ConvGeometry | None = None
+
+    def rows(self, x: np.ndarray, *, max_positions: int | None = None) -> np.ndarray:
+        """The layer's input rows from one batch of its input activation."""
+        if self.conv is not None:
+            return im2col(x, self.conv, max_positions=max_positions)
+        return np.asarray(x, np.float64).reshape(-1, x.shape[-1])
+
+
+def feature_sq_sums(
+    model: onnx.ModelProto, activations: dict[str, int], data: Dataset, *, batch_size: int = 32
+) -> dict[str, np.ndarray]:
+    """Per feature of each activation (``name -> feature axis``), the sum of squares over the data."""
+    sums: dict[str, np.ndarray] = {}
+    for batch in run_with_outputs(model, list(activations), data, batch_size=batch_size):
+        for name, axis in activations.items():
+            x = np.asarray(batch[name], np.float64)
+            ax = axis % x.ndim
+            s = np.sum(x * x, axis=tuple(i for i in range(x.ndim) if i != ax))
+            sums[name] = sums[name] + s if name in sums else s
+    return sums
+
+
+def gram_matrices(
+    model: onnx.ModelProto,
+    layers: dict[str, LayerInput],
+    data: Dataset,
+    *,
+    batch_size: int = 32,
+    max_positions: int = 4096,
+    transform: Callable[[str, np.ndarray], np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """``A^T A`` of each layer's input rows, keyed like ``layers``; ``transform`` may edit rows first."""
+    grams: dict[str, np.ndarray] = {}
+    names = [li.activation for li in layers.values()]
+    for batch in run_with_outputs(model, names, data, batch_size=batch_size):
+        for key, li in layers.items():
+            a = li.rows(batch[li.activation], max_positions=max_positions)
+            if transform is not None:
+                a = transform(key, a)
+            g = a.T @ a
+            grams[key] = grams[key] + g if key in grams else g
+    return grams

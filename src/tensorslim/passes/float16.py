@@ -1,0 +1,236 @@
+"""float16: weights and compute in float16, float32 model inputs and outputs kept.
+
+Before -> after::
+
+    x(f32) -> MatMul(W f32) -> LayerNorm -> y(f32)
+    x(f32) -> Cast(f16) -> MatMul(W f16) -> LayerNorm(f16) -> Cast(f32) -> y(f32)
+
+Nodes whose op is on an allow list of float16-safe ops (and not on the user's block list) run in float16;
+every other node keeps float32, with a ``Cast`` on each edge between the two regions (one Cast per tensor,
+shared by its consumers). Float initializers and Constant tensors used only by float16 nodes are stored
+as float16. :func:`find_overflows` runs the converted model on data and names the nodes that produce NaN or
+infinity, so the caller can block them and convert again.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from tensorslim.backends.onnx.editor import NameGenerator
+from tensorslim.passes.base import Pass, PassResult, WeightRecord
+
+__all__ = ["FLOAT16_OPS", "Float16Config", "Float16Pass", "find_overflows"]
+
+FLOAT16_OPS: tuple[str, ...] = (
+    "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv", "ConvTranspose", "Div", "Erf",
+    "Expand", "Flatten", "Gather", "Gelu", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid",
+    "HardSwish", "Identity", "LayerNormalization", "LeakyRelu", "MatMul", "MaxPool", "Mul", "Neg", "Pow",
+    "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape", "Sigmoid", "Slice", "Softmax",
+    "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Tile", "Transpose", "Unsqueeze", "Where",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Float16Config:
+    """Configuration of the float16 conversion.
+
+    Attributes:
+        block_ops: op types that stay float32 (added to those not on the float16 allow list).
+        block_nodes: regular expressions on node names that stay float32 (e.g. nodes that overflow).
+    """
+
+    block_ops: tuple[str, ...] = ()
+    block_nodes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "block_ops", tuple(self.block_ops))
+        object.__setattr__(self, "block_nodes", tuple(self.block_nodes))
+        for p in self.block_nodes:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"block_nodes: {p!r} is not a valid regular expression ({e})") from None
+
+
+def _float_values(model: onnx.ModelProto) -> set[str]:
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    g = inferred.graph
+    names = {v.name for v in [*g.input, *g.output, *g.value_info] if v.type.tensor_type.elem_type == TensorProto.FLOAT}
+    names |= {t.name for t in g.initializer if t.data_type == TensorProto.FLOAT}
+    for n in g.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value" and a.t.data_type == TensorProto.FLOAT:
+                    names.add(n.output[0])
+    return names
+
+
+class Float16Pass(Pass):
+    """Convert the main graph's float32 compute to float16 where it is safe."""
+
+    name = "float16"
+
+    def __init__(self, config: Float16Config | None = None) -> None:
+        self.config = config or Float16Config()
+
+    def _is_f16(self, node: onnx.NodeProto, patterns: list[re.Pattern[str]]) -> bool:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in FLOAT16_OPS:
+            return False
+        if node.op_type in self.config.block_ops:
+            return False
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+            return False
+        return not any(p.search(node.name or "") for p in patterns)
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        """Convert ``model`` in place (the base class hands us a copy)."""
+        patterns = [re.compile(p) for p in self.config.block_nodes]
+        floats = _float_values(model)
+        g = model.graph
+        names = NameGenerator(model)
+        nodes = list(g.node)  # one list of wrappers: node identities stay valid below
+        f16_nodes = {id(n) for n in nodes if self._is_f16(n, patterns)}
+        consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        for n in nodes:
+            for i in n.input:
+                consumers[i].append(n)
+        graph_outputs = {o.name for o in g.output}
+        inits = {t.name: t for t in g.initializer}
+        const_nodes = {n.output[0]: n for n in nodes if n.op_type == "Constant" and n.output}
+        records: list[WeightRecord] = []
+        # tensors stored in float16: float constants whose every consumer runs in float16
+        stored_f16: set[str] = set()
+        for name in [*inits, *const_nodes]:
+            if name not in floats or name in graph_outputs:
+                continue
+            users = consumers.get(name, [])
+            if users and all(id(u) in f16_nodes for u in users):
+                stored_f16.add(name)
+        for name in sorted(stored_f16):
+            if name in inits:
+                t = inits[name]
+                arr = numpy_helper.to_array(t)
+                t.CopyFrom(numpy_helper.from_array(_to_f16(arr), name))
+                src_kind = "initializer"
+            else:
+                attr = next(a for a in const_nodes[name].attribute if a.name == "value")
+                arr = numpy_helper.to_array(attr.t)
+                attr.t.CopyFrom(numpy_helper.from_array(_to_f16(arr), name))
+                src_kind = "constant"
+            if arr.size >= 16:
+                records.append(WeightRecord(
+                    name=name, ops=",".join(dict.fromkeys(u.op_type for u in consumers[name])),
+                    nodes=",".join(dict.fromkeys(u.name for u in consumers[name])), shape=tuple(arr.shape),
+                    action="float16", reason=src_kind, bytes_before=int(arr.nbytes), bytes_after=int(arr.nbytes // 2),
+                ))  # fmt: skip
+        # every float value produced by a float16 node (or stored in float16) is float16
+        f16_values = set(stored_f16)
+        for n in nodes:
+            if id(n) in f16_nodes:
+                f16_values.update(o for o in n.output if o in floats)
+        new_nodes: list[onnx.NodeProto] = []
+        casts: dict[tuple[str, int], str] = {}
+
+        def cast(value: str, to: int) -> str:
+            key = (value, to)
+            if key not in casts:
+                out = names(f"{value}_to_{'f16' if to == TensorProto.FLOAT16 else 'f32'}")
+                new_nodes.append(helper.make_node("Cast", [value], [out], name=names(f"{value}_Cast"), to=to))
+                casts[key] = out
+            return casts[key]
+
+        for n in nodes:
+            is16 = id(n) in f16_nodes
+            for idx, inp in enumerate(n.input):
+                if not inp or inp not in floats:
+                    continue
+                if is16 and inp not in f16_values:
+                    n.input[idx] = cast(inp, TensorProto.FLOAT16)
+                elif not is16 and inp in f16_values:
+                    n.input[idx] = cast(inp, TensorProto.FLOAT)
+            new_nodes.append(n)
+        # graph outputs stay float32: rename the float16 producer's output and cast back under the old name
+        for o in g.output:
+            if o.name in f16_values:
+                tmp = names(f"{o.name}_f16")
+                for n in new_nodes:
+                    for i, out in enumerate(n.output):
+                        if out == o.name:
+                            n.output[i] = tmp
+                    for i, inp in enumerate(n.input):
+                        if inp == o.name:
+                            n.input[i] = tmp
+                new_nodes.append(helper.make_node("Cast", [tmp], [o.name], name=names(f"{o.name}_CastOut"),
+                                                  to=TensorProto.FLOAT))  # fmt: skip
+        copies = []
+        for n in new_nodes:
+            c = onnx.NodeProto()
+            c.CopyFrom(n)
+            copies.append(c)
+        del g.node[:]
+        g.node.extend(_topological(copies, {i.name for i in g.input} | set(inits)))
+        del g.value_info[:]  # stale float32 types; ONNX Runtime infers them again
+        return PassResult(model, bool(f16_nodes), records)
+
+
+def _to_f16(arr: np.ndarray) -> np.ndarray:
+    """float16 copy; values beyond float16's range saturate to +-65504 instead of becoming infinite."""
+    f16max = float(np.finfo(np.float16).max)
+    return np.clip(arr, -f16max, f16max).astype(np.float16)
+
+
+def find_overflows(model: onnx.ModelProto, feeds_list: list[dict[str, np.ndarray]]) -> list[str]:
+    """Names of float16 nodes whose outputs hold NaN or infinity on ``feeds_list`` while their inputs do not."""
+    import onnxruntime as ort
+
+    m = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+    types = {v.name: v.type.tensor_type.elem_type for v in m.graph.value_info}
+    present = {o.name for o in m.graph.output}
+    for n in m.graph.node:
+        for o in n.output:
+            if o and o not in present and types.get(o) in (TensorProto.FLOAT, TensorProto.FLOAT16):
+                m.graph.output.append(helper.make_tensor_value_info(o, types[o], None))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    bad_values: set[str] = set()
+    for feeds in feeds_list:
+        for name, value in zip(names, sess.run(None, feeds), strict=True):
+            arr = np.asarray(value)
+            if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+                bad_values.add(name)
+    culprits = []
+    for n in model.graph.node:
+        if any(o in bad_values for o in n.output) and not any(i in bad_values for i in n.input):
+            culprits.append(n.name)
+    return culprits
+
+
+def _topological(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    """Nodes in an order where every input is produced before use (stable for already-sorted parts)."""
+    produced = set(available) | {""}
+    pending = list(nodes)
+    ordered: list[onnx.NodeProto] = []
+    while pending:
+        rest = []
+        progressed = False
+        for n in pending:
+            if all(i in produced for i in n.input):
+                ordered.append(n)
+                produced.update(n.output)
+                progressed = True
+            else:
+                rest.append(n)
+        if not progressed:  # inputs from outer scopes or unknown: keep the remaining order
+            ordered.extend(rest)
+            break
+        pending = rest
+    return ordered
