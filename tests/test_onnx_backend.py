@@ -124,3 +124,28 @@ def test_quantize_never_touches_the_input_file(tmp_path: Path) -> None:
     assert (tmp_path / "out.onnx").read_bytes() == (tmp_path / "out2.onnx").read_bytes()
     with pytest.raises(InputError, match="output path is the input"):
         quantize(src, src)
+
+
+def test_batchnorm_folds_into_conv_exactly() -> None:
+    from tensorslim.passes.fold_batchnorm import FoldBatchNormPass
+
+    r = np.random.default_rng(0)
+    c = 8
+    nodes = [
+        helper.make_node("Conv", ["x", "W", "b"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "g", "beta", "mu", "var"], ["y"], name="bn", epsilon=1e-3),
+    ]
+    inits = {
+        "W": r.standard_normal((c, 3, 3, 3)).astype(np.float32),
+        "b": r.standard_normal(c).astype(np.float32),
+        "g": r.uniform(0.5, 2, c).astype(np.float32),
+        "beta": r.standard_normal(c).astype(np.float32),
+        "mu": r.standard_normal(c).astype(np.float32),
+        "var": r.uniform(0.1, 3, c).astype(np.float32),
+    }
+    model = make(nodes, [("x", F, [2, 3, 6, 6])], [("y", F, [2, c, 6, 6])], inits)
+    res = FoldBatchNormPass()(model)
+    assert [n.op_type for n in res.model.graph.node] == ["Conv"]
+    assert {t.name for t in res.model.graph.initializer}.isdisjoint({"g", "beta", "mu", "var", "W", "b"})
+    feeds = {"x": r.standard_normal((2, 3, 6, 6)).astype(np.float32)}
+    np.testing.assert_allclose(run(res.model, feeds)[0], run(model, feeds)[0], rtol=1e-4, atol=1e-4)

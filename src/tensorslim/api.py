@@ -18,6 +18,7 @@ from tensorslim.passes.base import PassResult, WeightRecord
 from tensorslim.passes.blockwise_quant import BlockQuantConfig, BlockQuantPass
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass, summarize
 from tensorslim.passes.float16 import Float16Config, Float16Pass, find_overflows
+from tensorslim.passes.fold_batchnorm import FoldBatchNormPass
 from tensorslim.runtime.ort import OrtRuntime
 
 __all__ = ["QuantizeResult", "quantize"]
@@ -184,6 +185,10 @@ def quantize(
 
 
 def _run_pass(proto: onnx.ModelProto, cfg: QuantConfig, dataset: Dataset | None, notes: list[str]) -> PassResult:
+    folded = FoldBatchNormPass()(proto)
+    if folded.modified:
+        notes.append("BatchNormalization folded into the preceding Conv layers")
+        proto = folded.model
     if isinstance(cfg, BlockQuantConfig):
         return BlockQuantPass(cfg, data=dataset)(proto)
     if isinstance(cfg, Float16Config):

@@ -473,8 +473,8 @@ def _rewrite_weight_only(
     out = store.dq_outputs.get(key)
     if out is None:
         w = store.plan.weight
-        out = editor.names(f"{w.name}_dequantized")
-        q = store.tensor("quantized", codes)
+        out = editor.names(f"{w.name}_dq")
+        q = store.tensor("q", codes)
         if form is UseForm.DEQUANTIZE_LINEAR:
             s = store.tensor("scale", qp.scale if qp.axis is not None else qp.scale.reshape(()))
             z = store.tensor("zero_point", qp.zero_point if qp.axis is not None else qp.zero_point.reshape(()))
@@ -482,14 +482,14 @@ def _rewrite_weight_only(
             nodes = [editor.node("DequantizeLinear", [q, s, z], [out], f"{w.name}_DequantizeLinear", **attrs)]
         else:
             s_b, z_b = _scale_zp_shaped(qp, codes.ndim)
-            qf = editor.names(f"{w.name}_codes_float")
+            qf = editor.names(f"{w.name}_qf")
             nodes = [editor.node("Cast", [q], [qf], f"{w.name}_Cast", to=TensorProto.FLOAT)]
             if np.any(z_b != 0):
                 zf = store.tensor("zero_point_float", z_b.astype(np.float32))
                 centered = editor.names(f"{w.name}_centered")
                 nodes.append(editor.node("Sub", [qf, zf], [centered], f"{w.name}_Sub"))
                 qf = centered
-            s = store.tensor("scale_bcast", s_b)
+            s = store.tensor("s", s_b)
             nodes.append(editor.node("Mul", [qf, s], [out], f"{w.name}_Mul"))
         editor.insert_before(use.node, nodes)
         store.dq_outputs[key] = out
@@ -513,10 +513,10 @@ def _rewrite_integer_matmul(
             codes_kn = np.ascontiguousarray(codes.T)
             q = store.tensor("quantized_t", codes_kn)
         else:
-            q = store.tensor("quantized", codes)
+            q = store.tensor("q", codes)
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     else:
-        q = store.tensor("quantized", codes)
+        q = store.tensor("q", codes)
     n_cols = codes.shape[0] if (use.role is WeightRole.GEMM and qp.axis == 0) else codes.shape[-1]
     scale: np.ndarray = qp.scale.reshape(-1) * np.float32(alpha)
     zp: np.ndarray = qp.zero_point.reshape(-1)
@@ -591,7 +591,7 @@ def _rewrite_gather(editor: GraphEditor, store: _Stored, use: WeightUse, qp: Qua
     node = use.node
     base = node.name or node.output[0]
     gather_axis = next((int(onnx.helper.get_attribute_value(a)) for a in node.attribute if a.name == "axis"), 0)
-    q = store.tensor("quantized", codes)
+    q = store.tensor("q", codes)
     rows_q, rows_f = editor.names(f"{base}_rows_quantized"), editor.names(f"{base}_rows_float")
     nodes = [
         editor.node("Gather", [q, node.input[1]], [rows_q], f"{base}_GatherQuantized", axis=gather_axis),

@@ -60,4 +60,19 @@ def open_runtime(path: str | os.PathLike[str], *, threads: int = 0) -> Runtime:
     suffix = p.suffix.lower()
     if suffix == ".onnx":
         return OrtRuntime(p, threads=threads)
-    raise InputError(f"{p}: unknown model format {suffix or '(no extension)'!r}; tensorslim reads .onnx files")
+    if suffix == ".tflite" or _has_tflite_identifier(p):
+        from tensorslim.runtime.litert import LiteRTRuntime
+
+        return LiteRTRuntime(p, threads=threads)
+    raise InputError(
+        f"{p}: unknown model format {suffix or '(no extension)'!r}; tensorslim reads .onnx and .tflite files"
+    )
+
+
+def _has_tflite_identifier(path: Path) -> bool:
+    """Whether ``path`` starts like a TFLite flatbuffer (file identifier ``TFL3`` at bytes 4..8)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(8)[4:8] == b"TFL3"
+    except OSError:
+        return False

@@ -70,13 +70,14 @@ class GraphEditor:
     def add_tensor(self, scope: GraphScope, base: str, array: np.ndarray, *, as_constant: bool) -> str:
         """Store ``array`` in ``scope`` under a fresh name and return the name."""
         name = self.names(base)
-        tensor = numpy_helper.from_array(np.ascontiguousarray(array), name)
         self._scopes[scope.path] = scope
         if as_constant:
-            node = helper.make_node("Constant", [], [name], name=self.names(name + "_const"), value=tensor)
+            # the node's output names the tensor; the tensor itself and the node need no name of their own
+            tensor = numpy_helper.from_array(np.ascontiguousarray(array))
+            node = helper.make_node("Constant", [], [name], value=tensor)
             self._new_constants[scope.path].append(node)
         else:
-            self._new_tensors[scope.path].append(tensor)
+            self._new_tensors[scope.path].append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
     def insert_before(self, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> None:

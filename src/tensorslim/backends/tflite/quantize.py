@@ -1,0 +1,173 @@
+"""``quantize_tflite``: one call per job for ``.tflite`` files, what ``tensorslim quantize model.tflite`` runs.
+
+Load (never modifying the input) -> calibrate through LiteRT (static mode only) -> pass -> load the result in
+LiteRT to verify it -> write atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from tensorslim.backends.tflite.calibrate import ActivationRange, calibrate, load_calibration_data
+from tensorslim.backends.tflite.dynamic import TfliteDynamicConfig, TfliteDynamicPass, TflitePassResult
+from tensorslim.backends.tflite.fp16 import TfliteFloat16Config, TfliteFloat16Pass, widen_float16
+from tensorslim.backends.tflite.graph import Graph
+from tensorslim.backends.tflite.io import check_output_path, load_model, save_model, serialize
+from tensorslim.backends.tflite.schema import type_name
+from tensorslim.backends.tflite.static import TfliteStaticConfig, TfliteStaticPass
+from tensorslim.errors import InputError, UnsupportedModelError
+from tensorslim.evaluate.data import Dataset
+from tensorslim.passes.base import WeightRecord
+from tensorslim.passes.dynamic_quant import summarize
+from tensorslim.runtime.litert import make_interpreter
+
+__all__ = ["TfliteMode", "TfliteQuantizeResult", "quantize_tflite"]
+
+
+class TfliteMode(StrEnum):
+    """What ``quantize`` does to a ``.tflite`` model."""
+
+    DYNAMIC = "dynamic"  # int8 weights, hybrid kernels
+    FP16 = "fp16"  # float16 weights
+    STATIC = "static"  # int8 weights and activations, calibrated
+
+
+@dataclass
+class TfliteQuantizeResult:
+    """What :func:`quantize_tflite` did (the same report as the ONNX path)."""
+
+    model: Any
+    output_path: Path | None
+    records: list[WeightRecord]
+    mode: TfliteMode
+    config: Any
+    input_bytes: int
+    output_bytes: int
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def size_ratio(self) -> float:
+        """Output size over input size."""
+        return self.output_bytes / self.input_bytes if self.input_bytes else 1.0
+
+    def summary(self) -> dict[str, int]:
+        """Counts of quantized and skipped weights and their bytes."""
+        return summarize(self.records)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        from dataclasses import asdict
+
+        cfg = {k: (list(v) if isinstance(v, tuple) else v if isinstance(v, bool | int) else str(v))
+               for k, v in asdict(self.config).items()}  # fmt: skip
+        return {
+            "format": "tflite",
+            "mode": str(self.mode),
+            "output_path": str(self.output_path) if self.output_path else None,
+            "input_bytes": self.input_bytes,
+            "output_bytes": self.output_bytes,
+            "size_ratio": self.size_ratio,
+            "seconds": self.seconds,
+            "config": cfg,
+            "summary": self.summary(),
+            "weights": [r.to_dict() for r in self.records],
+            "notes": list(self.notes),
+        }
+
+
+def _calibration_tensors(model: Any) -> list[int]:
+    g = Graph(model)
+    out: dict[int, None] = {}
+    for op in g.sg.operators:
+        for t in [*op.inputs, *op.outputs]:
+            t = int(t)
+            if t >= 0 and not g.is_constant(t) and type_name(g.sg.tensors[t].type) == "FLOAT32":
+                out[t] = None
+    return list(out)
+
+
+def quantize_tflite(
+    model: str | os.PathLike[str] | Any,
+    output: str | os.PathLike[str] | None = None,
+    *,
+    mode: TfliteMode | str = TfliteMode.DYNAMIC,
+    config: TfliteDynamicConfig | TfliteFloat16Config | TfliteStaticConfig | None = None,
+    data: str | os.PathLike[str] | Dataset | None = None,
+    activation_range: ActivationRange | str = ActivationRange.MINMAX,
+    max_samples: int | None = 1000,
+    verify: bool = True,
+) -> TfliteQuantizeResult:
+    """Quantize a ``.tflite`` model.
+
+    Args:
+        model: a path or a ``ModelT`` (never modified).
+        output: where to write the result (atomically); ``None`` keeps it in memory only.
+        mode: ``dynamic``, ``fp16`` or ``static``.
+        config: the mode's options (defaults: the converter's choices).
+        data: calibration ``.npz`` (static mode), arrays named after the model inputs.
+        activation_range: ``minmax`` or ``percentile`` activation ranges (static mode).
+        max_samples: calibrate on at most this many samples.
+        verify: load the result in LiteRT before writing it.
+
+    Raises:
+        InputError: unreadable model or data, bad output path, missing data for static mode, or nothing
+            to quantize.
+    """
+    start = time.perf_counter()
+    try:
+        mode = TfliteMode(mode)
+    except ValueError:
+        raise InputError(f"--mode: {mode!r} is not available for .tflite; use dynamic, fp16 or static") from None
+    if output is not None:
+        check_output_path(output, *([model] if isinstance(model, str | os.PathLike) else []))
+    src = Path(model) if isinstance(model, str | os.PathLike) else None
+    m = load_model(model) if src is not None else model
+    input_bytes = len(serialize(m))
+    result: TflitePassResult
+    if mode is TfliteMode.DYNAMIC:
+        cfg: Any = config if isinstance(config, TfliteDynamicConfig) else TfliteDynamicConfig()
+        result = TfliteDynamicPass(cfg)(m)
+    elif mode is TfliteMode.FP16:
+        cfg = config if isinstance(config, TfliteFloat16Config) else TfliteFloat16Config()
+        result = TfliteFloat16Pass(cfg)(m)
+    else:
+        cfg = config if isinstance(config, TfliteStaticConfig) else TfliteStaticConfig()
+        if data is None:
+            raise InputError(
+                "--mode static needs calibration data: pass --data CALIB.npz (arrays named after the inputs)"
+            )
+        float_model = widen_float16(m)
+        ds = load_calibration_data(float_model, data, max_samples=max_samples)
+        ranges = calibrate(float_model, ds, _calibration_tensors(float_model), method=activation_range)
+        result = TfliteStaticPass(cfg, ranges)(float_model)
+        result.notes.insert(0, f"calibrated on {ds.num_samples} samples from {ds.source} ({activation_range} ranges)")
+    if not result.modified:
+        reasons = sorted({r.reason for r in result.records if r.skipped})
+        detail = f" ({'; '.join(reasons[:3])})" if reasons else " (the model has no constant float weights)"
+        raise UnsupportedModelError(
+            f"{src or 'model'}: nothing could be quantized{detail}; check --min-size and --exclude"
+        )
+    payload = serialize(result.model)
+    if verify:
+        try:
+            make_interpreter(payload)
+        except InputError as e:  # pragma: no cover - would be a tensorslim bug
+            raise InputError(f"the quantized model does not load in LiteRT: {e}; please report this") from e
+    out_path = save_model(result.model, output) if output is not None else None
+    return TfliteQuantizeResult(
+        model=result.model,
+        output_path=out_path,
+        records=result.records,
+        mode=mode,
+        config=cfg,
+        input_bytes=input_bytes,
+        output_bytes=len(payload),
+        seconds=time.perf_counter() - start,
+        notes=result.notes,
+    )
