@@ -19,7 +19,7 @@ from tensorslim.algorithms.fidelity import sqnr_db
 from tensorslim.algorithms.quantize import choose_qparams, quantize_dequantize
 from tensorslim.backends.onnx.weights import find_weights
 
-__all__ = ["InspectReport", "WeightStats", "inspect_model"]
+__all__ = ["InspectReport", "WeightStats", "inspect_model", "recommend", "weight_stats"]
 
 _MAX_SAMPLE = 1 << 20  # statistics of huge tensors are computed on a deterministic sample of rows
 
@@ -71,7 +71,7 @@ def _sample(arr: np.ndarray, axis: int | None) -> np.ndarray:
     return out if axis is None else np.moveaxis(out, -1, 1 if out.ndim > 1 else 0)
 
 
-def _stats(name: str, arr: np.ndarray, op: str, role: str, axis: int | None) -> WeightStats:
+def weight_stats(name: str, arr: np.ndarray, op: str, role: str, axis: int | None) -> WeightStats:
     a = arr.astype(np.float32)
     sampled_axis = None if axis is None else (1 if arr.size > _MAX_SAMPLE else axis)
     s = _sample(a, axis)
@@ -113,12 +113,12 @@ def inspect_model(model: onnx.ModelProto, *, name: str = "model", min_size: int 
         use = w.primary
         if use is None or not w.is_float or w.size < min_size or not np.all(np.isfinite(w.array)):
             continue
-        report.weights.append(_stats(w.name, w.array, use.op_type, use.role.value, use.channel_axis))
-    report.recommendations = _recommend(report.weights)
+        report.weights.append(weight_stats(w.name, w.array, use.op_type, use.role.value, use.channel_axis))
+    report.recommendations = recommend(report.weights)
     return report
 
 
-def _recommend(stats: list[WeightStats]) -> list[str]:
+def recommend(stats: list[WeightStats]) -> list[str]:
     if not stats:
         return ["no float weights with a weight role: nothing to quantize"]
     recs: list[str] = []

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from tensorslim.analysis.inspect import InspectReport, _recommend, _stats
+from tensorslim.analysis.inspect import InspectReport, recommend, weight_stats
 from tensorslim.backends.tflite.weights import find_weights
 
 __all__ = ["inspect_tflite"]
@@ -23,6 +23,6 @@ def inspect_tflite(model: Any, *, name: str = "model", min_size: int = 256) -> I
         if not uses or w.size < min_size or not np.all(np.isfinite(w.array)):
             continue
         use = uses[0]
-        report.weights.append(_stats(w.name, w.array, use.op_type, "weight", use.channel_axis))
-    report.recommendations = _recommend(report.weights)
+        report.weights.append(weight_stats(w.name, w.array, use.op_type, "weight", use.channel_axis))
+    report.recommendations = recommend(report.weights)
     return report
