@@ -19,6 +19,7 @@ from tensorslim.passes.blockwise_quant import BlockQuantConfig, BlockQuantPass
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass, summarize
 from tensorslim.passes.float16 import Float16Config, Float16Pass, find_overflows
 from tensorslim.passes.fold_batchnorm import FoldBatchNormPass
+from tensorslim.passes.static_quant import StaticQuantConfig, StaticQuantPass
 from tensorslim.runtime.ort import OrtRuntime
 
 __all__ = ["QuantizeResult", "quantize"]
@@ -75,7 +76,7 @@ class QuantizeResult:
         }
 
 
-QuantConfig = DynamicQuantConfig | BlockQuantConfig | Float16Config
+QuantConfig = DynamicQuantConfig | BlockQuantConfig | Float16Config | StaticQuantConfig
 
 
 def load_calibration(
@@ -134,6 +135,7 @@ def quantize(
     * :class:`BlockQuantConfig`: block-wise weight-only int4/int8 for MatMul and Gather (GPTQ with ``data``).
     * :class:`Float16Config`: float16 weights and compute; ``data`` (or generated inputs) checks for
       overflow, and overflowing nodes fall back to float32.
+    * :class:`StaticQuantConfig`: full-integer static int8 (QDQ) calibrated on ``data`` (required).
 
     Args:
         model: a path to an ``.onnx`` file or a ``ModelProto`` (never modified).
@@ -191,6 +193,10 @@ def _run_pass(proto: onnx.ModelProto, cfg: QuantConfig, dataset: Dataset | None,
         proto = folded.model
     if isinstance(cfg, BlockQuantConfig):
         return BlockQuantPass(cfg, data=dataset)(proto)
+    if isinstance(cfg, StaticQuantConfig):
+        if dataset is not None and cfg.max_samples is not None and dataset.num_samples > cfg.max_samples:
+            dataset = Dataset({k: v[: cfg.max_samples] for k, v in dataset.inputs.items()}, source=dataset.source)
+        return StaticQuantPass(cfg, data=dataset)(proto)
     if isinstance(cfg, Float16Config):
         return _float16_with_fallback(proto, cfg, dataset, notes)
     return DynamicQuantPass(cfg)(proto)

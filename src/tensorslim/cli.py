@@ -75,6 +75,8 @@ def _split_ops(ops: str | None) -> tuple[str, ...] | None:
     "    tensorslim quantize model.onnx -o model.int8.onnx --form weight_only --granularity per_tensor\n\n"
     "    tensorslim quantize model.onnx -o q.onnx --ops MatMul,Gemm --exclude 'classifier' --json report.json\n\n"
     "    tensorslim quantize model.tflite -o model.int8.tflite [--mode dynamic|fp16|static --data calib.npz]\n\n"
+    "    tensorslim quantize model.pt -o model.int8.onnx --input-shape x=1x3x32x32   # TorchScript or torch.export\n\n"
+    "    tensorslim quantize hf_model_dir/ -o q.onnx --mode int4 --data sentences.txt  # Hugging Face folder\n\n"
     "Exit codes: 0 ok, 2 bad input, 3 internal error."
 )
 def quantize(
@@ -99,7 +101,9 @@ def quantize(
     range_method: Annotated[
         str | None,
         typer.Option(
-            "--range", help="mse (MSE-optimal clipping per channel) or minmax [default: mse; .tflite: minmax]."
+            "--range",
+            help="dynamic: mse (MSE-optimal clipping per channel) or minmax [default: mse; .tflite: minmax]; "
+            "static: minmax or percentile.",
         ),
     ] = None,
     ops: Annotated[
@@ -128,6 +132,12 @@ def quantize(
         int, typer.Option(help="int4/blockwise: MatMulNBits accuracy_level (4 = int8 compute, fast on CPU).")
     ] = 4,
     io: Annotated[str, typer.Option(help=".tflite static: float (QUANTIZE/DEQUANTIZE edges) or int8 I/O.")] = "float",
+    input_shape: Annotated[
+        list[str] | None, typer.Option(help="PyTorch file: example input NAME=1x3x32x32[:dtype] (repeatable).")
+    ] = None,
+    tokenizer: Annotated[
+        Path | None, typer.Option(help="Hugging Face tokenizer folder: --data sentences.txt becomes token feeds.")
+    ] = None,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
     show_all: Annotated[bool, typer.Option("--show-all", help="List every weight, not the 25 largest.")] = False,
     check_speed: Annotated[
@@ -139,7 +149,9 @@ def quantize(
     def body() -> int:
         from tensorslim.api import quantize as run_quantize
         from tensorslim.backends.tflite.io import is_tflite
+        from tensorslim.frontends.inputs import resolve_cli_input
 
+        model_in, data_in, front_notes = resolve_cli_input(model, output, data, tokenizer, input_shape or [], mode)
         if is_tflite(model):
             from tensorslim.backends.tflite.cli import quantize_tflite_command
 
@@ -153,9 +165,9 @@ def quantize(
         cfg = _onnx_config(
             mode, form=form, scheme=scheme, granularity=granularity, range_method=range_method, ops=_split_ops(ops),
             exclude=tuple(exclude or ()), min_size=min_size, weight_encoding=weight_encoding, bits=bits,
-            block_size=block_size, method=method, accuracy_level=accuracy_level, data=data,
+            block_size=block_size, method=method, accuracy_level=accuracy_level, data=None if data_in is None else data,
         )  # fmt: skip
-        result = run_quantize(model, output, config=cfg, data=data, max_samples=max_samples)
+        result = run_quantize(model_in, output, config=cfg, data=data_in, max_samples=max_samples)
         quiet = json_out == "-"
         if not quiet:
             console.print(_weights_table(result.records, 0 if show_all else 25))
@@ -165,12 +177,12 @@ def quantize(
                 f"{_mb(s['bytes_after'])} MB; model {_mb(result.input_bytes)} MB -> {_mb(result.output_bytes)} MB "
                 f"({result.size_ratio:.3f}x) in {result.seconds:.1f} s"
             )
-            for note in result.notes:
+            for note in [*front_notes, *result.notes]:
                 console.print(f"note: {note}")
             console.print(f"wrote {result.output_path}")
         payload = result.to_dict()
         if check_speed:
-            payload["speed_check"] = _speed_check(model, output, quiet=quiet)
+            payload["speed_check"] = _speed_check(model_in, output, quiet=quiet)
         write_json(json_out, payload)
         return EXIT_OK
 
@@ -198,10 +210,9 @@ def _onnx_config(
     from tensorslim.passes.blockwise_quant import BlockQuantConfig
     from tensorslim.passes.dynamic_quant import SUPPORTED_OPS, DynamicQuantConfig
     from tensorslim.passes.float16 import Float16Config
+    from tensorslim.passes.static_quant import StaticQuantConfig
 
-    modes = ("dynamic", "int4", "blockwise", "fp16")
-    if mode == "static":
-        raise InputError("--mode static is available for .tflite models; for ONNX use dynamic, int4, blockwise or fp16")
+    modes = ("dynamic", "static", "int4", "blockwise", "fp16")
     if mode not in modes:
         raise InputError(f"--mode: {mode!r} is not one of {', '.join(modes)}")
     try:
@@ -225,6 +236,14 @@ def _onnx_config(
                 bits=4 if mode == "int4" else bits, block_size=block_size, scheme=scheme or "asymmetric",
                 method=method, accuracy_level=accuracy_level, exclude=exclude,
                 min_size=1024 if min_size is None else min_size, **({"op_types": ops} if ops is not None else {}),
+            )  # fmt: skip
+        if mode == "static":
+            if data is None:
+                raise InputError("--mode static needs calibration data: pass --data CALIB.npz (a few hundred samples)")
+            return StaticQuantConfig(
+                activation_scheme=scheme or "asymmetric", granularity=granularity,
+                calibration="percentile" if range_method == "percentile" else "minmax", exclude=exclude,
+                **({"op_types": ops} if ops is not None else {}),  # type: ignore[arg-type]
             )  # fmt: skip
         return Float16Config(block_ops=ops or (), block_nodes=exclude)
     except ValueError as e:

@@ -25,7 +25,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tensorslim.backends.onnx.editor import NameGenerator
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 
-__all__ = ["FLOAT16_OPS", "Float16Config", "Float16Pass", "find_overflows"]
+__all__ = ["FLOAT16_OPS", "Float16Config", "Float16Pass", "find_overflows", "float_values"]
 
 FLOAT16_OPS: tuple[str, ...] = (
     "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv", "ConvTranspose", "Div", "Erf",
@@ -58,7 +58,8 @@ class Float16Config:
                 raise ValueError(f"block_nodes: {p!r} is not a valid regular expression ({e})") from None
 
 
-def _float_values(model: onnx.ModelProto) -> set[str]:
+def float_values(model: onnx.ModelProto) -> set[str]:
+    """Names of the float32 tensors of the main graph (after ONNX shape inference)."""
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     g = inferred.graph
     names = {v.name for v in [*g.input, *g.output, *g.value_info] if v.type.tensor_type.elem_type == TensorProto.FLOAT}
@@ -91,7 +92,7 @@ class Float16Pass(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         """Convert ``model`` in place (the base class hands us a copy)."""
         patterns = [re.compile(p) for p in self.config.block_nodes]
-        floats = _float_values(model)
+        floats = float_values(model)
         g = model.graph
         names = NameGenerator(model)
         nodes = list(g.node)  # one list of wrappers: node identities stay valid below

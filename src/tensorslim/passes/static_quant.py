@@ -1,0 +1,334 @@
+"""Full-integer static quantization in QDQ form, calibrated on data, laid out so ONNX Runtime fuses it.
+
+Decide, then apply. :func:`calibrate_ranges` streams the calibration data through the float model once and
+keeps one observer per candidate activation (min/max, or a histogram for percentile ranges: memory is
+bounded by the observers, never by the number of samples). :func:`plan_static_quant` turns ranges into
+scales and zero points (inspectable data); :class:`StaticQuantPass` applies the plan::
+
+    X -> Conv(W, b) -> Relu -> Y       becomes
+    X -> Q -> DQ -> Conv(DQ(W_q), DQ(b_q int32)) -> Q -> DQ -> Relu -> Q -> DQ -> Y
+
+which ONNX Runtime fuses into ``QLinearConv`` (Relu folded into the output range), ``QGemm``,
+``QLinearMatMul``, ``QLinearAdd``, ``QLinearGlobalAveragePool``, ... Only activations that sit between
+quantizable ops get Q/DQ pairs, so no pair is left where no integer kernel can consume it; graph outputs
+stay float.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+
+from tensorslim.algorithms.observers import HistogramObserver, MinMaxObserver
+from tensorslim.algorithms.quantize import QuantScheme, choose_qparams, quantize
+from tensorslim.backends.onnx.editor import GraphEditor
+from tensorslim.backends.onnx.weights import GraphScope, WeightRole, find_weights
+from tensorslim.errors import InputError
+from tensorslim.evaluate.data import Dataset
+from tensorslim.passes.base import Pass, PassResult, WeightRecord
+from tensorslim.passes.calib_stats import run_with_outputs
+from tensorslim.passes.float16 import float_values
+
+__all__ = ["ActivationParams", "StaticQuantConfig", "StaticQuantPass", "calibrate_ranges", "plan_static_quant"]
+
+COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
+# ops with integer kernels (or pure data movement) in ONNX Runtime's QDQ fusion: their tensors stay int8
+PASSTHROUGH_OPS = (
+    "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "Add", "Flatten", "Reshape", "Transpose",
+    "Concat", "Squeeze", "Unsqueeze",
+)  # fmt: skip
+# which inputs of each op carry activations to quantize
+_DATA_INPUTS = {"Conv": (0,), "Gemm": (0,), "MatMul": (0,), "Add": (0, 1), "Concat": None}
+
+
+@dataclass(frozen=True)
+class StaticQuantConfig:
+    """Configuration of static int8 quantization.
+
+    Attributes:
+        activation_scheme: ``asymmetric`` (uint8 activations) or ``symmetric`` (int8, zero point 0).
+        granularity: weights ``per_channel`` (default) or ``per_tensor`` (int8 symmetric either way).
+        calibration: ``minmax`` or ``percentile`` (histogram; ``percentile`` keeps that share of values).
+        percentile: share of values the percentile range keeps.
+        op_types: compute ops to quantize (Conv, Gemm, MatMul); pass-through ops between them follow.
+        exclude: regular expressions on node names that stay float.
+        max_samples: calibration samples used at most.
+    """
+
+    activation_scheme: str = "asymmetric"
+    granularity: str = "per_channel"
+    calibration: str = "minmax"
+    percentile: float = 99.999
+    op_types: tuple[str, ...] = COMPUTE_OPS
+    exclude: tuple[str, ...] = ()
+    max_samples: int | None = 512
+
+    def __post_init__(self) -> None:
+        for fname, allowed in (
+            ("activation_scheme", ("asymmetric", "symmetric")),
+            ("granularity", ("per_channel", "per_tensor")),
+            ("calibration", ("minmax", "percentile")),
+        ):
+            if getattr(self, fname) not in allowed:
+                raise ValueError(f"{fname}: {getattr(self, fname)!r} is not one of {', '.join(allowed)}")
+        if not 50.0 < self.percentile <= 100.0:
+            raise ValueError(f"percentile: must be in (50, 100], got {self.percentile}")
+        ops = tuple(self.op_types)
+        if not ops or any(o not in COMPUTE_OPS for o in ops):
+            raise ValueError(f"op_types: {ops!r}; allowed: {', '.join(COMPUTE_OPS)}")
+        object.__setattr__(self, "op_types", ops)
+        for p in self.exclude:
+            try:
+                re.compile(p)
+            except re.error as e:
+                raise ValueError(f"exclude: {p!r} is not a valid regular expression ({e})") from None
+        object.__setattr__(self, "exclude", tuple(self.exclude))
+
+
+@dataclass(frozen=True)
+class ActivationParams:
+    """Scale and zero point chosen for one activation tensor."""
+
+    name: str
+    scale: float
+    zero_point: int
+    dtype: str  # "uint8" or "int8"
+    range: tuple[float, float]
+
+
+@dataclass
+class StaticPlan:
+    """What static quantization will do: quantized nodes, activation parameters, notes."""
+
+    nodes: list[onnx.NodeProto] = field(default_factory=list)
+    activations: dict[str, ActivationParams] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _quantizable_nodes(model: onnx.ModelProto, cfg: StaticQuantConfig) -> list[onnx.NodeProto]:
+    patterns = [re.compile(p) for p in cfg.exclude]
+    # nodes are keyed by their first output (unique in a valid model): protobuf wrappers are not stable objects
+    const_weights = {
+        u.node.output[0] for w in find_weights(model) if w.is_float for u in w.weight_uses
+        if u.role in (WeightRole.CONV, WeightRole.GEMM, WeightRole.MATMUL) and u.input_index == 1
+    }  # fmt: skip
+    chosen = []
+    for n in model.graph.node:
+        if n.domain not in ("", "ai.onnx") or any(p.search(n.name or "") for p in patterns):
+            continue
+        if n.op_type in cfg.op_types and n.output and n.output[0] in const_weights:
+            if n.op_type == "Gemm" and any(a.name == "transA" and a.i for a in n.attribute):
+                continue
+            chosen.append(n)
+        elif n.op_type in PASSTHROUGH_OPS:
+            chosen.append(n)
+    return chosen
+
+
+def _data_inputs(node: onnx.NodeProto) -> list[str]:
+    idx = _DATA_INPUTS.get(node.op_type, (0,))
+    if idx is None:
+        return [i for i in node.input if i]
+    return [node.input[i] for i in idx if i < len(node.input) and node.input[i]]
+
+
+def _candidates(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> list[str]:
+    """Activation tensors between quantized nodes (graph outputs and constants excluded)."""
+    g = model.graph
+    constants = {t.name for t in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant"}
+    outputs = {o.name for o in g.output}
+    consumed: set[str] = set()
+    for n in nodes:
+        consumed.update(i for i in _data_inputs(n) if i not in constants)
+    produced = {n.output[0] for n in nodes if n.output}
+    has_compute = {i for n in nodes if n.op_type in COMPUTE_OPS for i in _data_inputs(n)}
+    compute_out = {n.output[0] for n in nodes if n.op_type in COMPUTE_OPS}
+    floats = float_values(model)  # shape computations (int64 Reshape/Concat inputs) are never quantized
+    names = [
+        t for t in dict.fromkeys([*consumed, *produced]) if t not in outputs and t not in constants and t in floats
+    ]
+    # keep tensors that touch a compute op, or link two quantized ops: pure pass-through islands stay float
+    return [t for t in names if t in has_compute or t in compute_out or (t in consumed and t in produced)]
+
+
+def calibrate_ranges(
+    model: onnx.ModelProto, tensors: list[str], data: Dataset, cfg: StaticQuantConfig
+) -> dict[str, tuple[float, float]]:
+    """Stream ``data`` through ``model`` once; the observed range of each tensor in ``tensors``."""
+    observers: dict[str, MinMaxObserver | HistogramObserver] = {
+        t: HistogramObserver() if cfg.calibration == "percentile" else MinMaxObserver() for t in tensors
+    }
+    if data.num_samples == 0:
+        raise InputError("calibration data holds zero samples; give at least one sample")
+    for batch in run_with_outputs(model, tensors, data, batch_size=8):
+        for t in tensors:
+            observers[t].update(batch[t])
+    ranges: dict[str, tuple[float, float]] = {}
+    for t, obs in observers.items():
+        if isinstance(obs, HistogramObserver):
+            if obs.count:
+                ranges[t] = obs.range(cfg.percentile)
+        elif not obs.empty:
+            ranges[t] = obs.range()
+    return ranges
+
+
+def plan_static_quant(model: onnx.ModelProto, data: Dataset, cfg: StaticQuantConfig) -> StaticPlan:
+    """Decide the quantized nodes and every activation's scale and zero point."""
+    plan = StaticPlan(nodes=_quantizable_nodes(model, cfg))
+    if not any(n.op_type in COMPUTE_OPS for n in plan.nodes):
+        return plan
+    tensors = _candidates(model, plan.nodes)
+    ranges = calibrate_ranges(model, tensors, data, cfg)
+    symmetric = cfg.activation_scheme == "symmetric"
+    for t in tensors:
+        if t not in ranges:
+            plan.notes.append(f"{t}: no finite value in the calibration data, left float")
+            continue
+        lo, hi = ranges[t]
+        qp = choose_qparams(
+            np.array([lo, hi], np.float32),
+            scheme=QuantScheme.SYMMETRIC if symmetric else QuantScheme.ASYMMETRIC,
+            narrow=False,
+        )
+        plan.activations[t] = ActivationParams(
+            t, float(qp.scale), int(qp.zero_point), "int8" if symmetric else "uint8", (lo, hi)
+        )
+    return plan
+
+
+class StaticQuantPass(Pass):
+    """Static int8 QDQ quantization calibrated on ``data``."""
+
+    name = "static_quant"
+
+    def __init__(self, config: StaticQuantConfig | None = None, *, data: Dataset | None = None) -> None:
+        self.config = config or StaticQuantConfig()
+        if data is None:
+            raise InputError("static quantization needs calibration data: pass --data CALIB.npz")
+        self.data = data
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        """Plan on the calibration data, then insert Q/DQ pairs and quantized weights."""
+        cfg = self.config
+        plan = plan_static_quant(model, self.data, cfg)
+        editor = GraphEditor(model)
+        scope = GraphScope(model.graph, "")
+        nodes = list(model.graph.node)
+        position = {id(n): i for i, n in enumerate(nodes)}
+        quantized_keys = {n.output[0] for n in plan.nodes if n.output}
+        quantized = {id(n) for n in nodes if n.output and n.output[0] in quantized_keys}
+        dq_name: dict[str, str] = {}
+        consumers: dict[str, list[onnx.NodeProto]] = {}
+        for n in nodes:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+        for t, ap in sorted(plan.activations.items()):
+            users = [u for u in consumers.get(t, []) if id(u) in quantized and t in _data_inputs(u)]
+            if not users:
+                users = consumers.get(t, [])
+            if not users:
+                continue
+            first = min(users, key=lambda u: position[id(u)])
+            np_dtype = np.uint8 if ap.dtype == "uint8" else np.int8
+            s = editor.add_tensor(scope, f"{t}_scale", np.array(ap.scale, np.float32), as_constant=False)
+            z = editor.add_tensor(scope, f"{t}_zero_point", np.array(ap.zero_point, np_dtype), as_constant=False)
+            q, dq = editor.names(f"{t}_quantized"), editor.names(f"{t}_dequantized")
+            editor.insert_before(first, [
+                editor.node("QuantizeLinear", [t, s, z], [q], f"{t}_QuantizeLinear"),
+                editor.node("DequantizeLinear", [q, s, z], [dq], f"{t}_DequantizeLinear"),
+            ])  # fmt: skip
+            dq_name[t] = dq
+            for u in users:
+                for i, name in enumerate(u.input):
+                    if name == t and (id(u) in quantized):
+                        u.input[i] = dq
+        records = self._weights(model, editor, plan, dq_name)
+        editor.apply()
+        from tensorslim.passes.fold_batchnorm import remove_unused_constants
+
+        remove_unused_constants(model.graph)
+        return PassResult(model, any(not r.skipped for r in records), records)
+
+    def _weights(
+        self, model: onnx.ModelProto, editor: GraphEditor, plan: StaticPlan, dq_name: dict[str, str]
+    ) -> list[WeightRecord]:
+        records: list[WeightRecord] = []
+        compute = {n.output[0] for n in plan.nodes if n.op_type in COMPUTE_OPS and n.output}
+        for w in find_weights(model):
+            uses = [u for u in w.weight_uses if u.node.output[0] in compute and u.input_index == 1]
+            base = dict(name=w.name, ops=",".join(dict.fromkeys(u.op_type for u in w.uses)),
+                        nodes=",".join(dict.fromkeys(u.node_name for u in w.uses)),
+                        shape=tuple(int(d) for d in w.array.shape), bytes_before=w.nbytes)  # fmt: skip
+            if not uses or len(uses) != len(w.uses) or not w.is_float or w.array.dtype != np.float32:
+                records.append(WeightRecord(**base, action="skipped", bytes_after=w.nbytes,  # type: ignore[arg-type]
+                                            reason="not the weight of a quantized Conv/Gemm/MatMul"))  # fmt: skip
+                continue
+            use = uses[0]
+            source = {v: k for k, v in dq_name.items()}
+            x = source.get(use.node.input[0], "")
+            if not x:
+                records.append(WeightRecord(**base, action="skipped", bytes_after=w.nbytes,  # type: ignore[arg-type]
+                                            reason="its input activation stays float"))  # fmt: skip
+                continue
+            axis = use.channel_axis if self.config.granularity == "per_channel" else None
+            qp = choose_qparams(w.array, scheme=QuantScheme.SYMMETRIC, axis=axis)
+            codes = quantize(w.array, qp)
+            as_const = w.source == "constant"
+            qn = editor.add_tensor(w.scope, f"{w.name}_quantized", codes, as_constant=as_const)
+            sn = editor.add_tensor(w.scope, f"{w.name}_scale", qp.scale if axis is not None else qp.scale.reshape(()),
+                                   as_constant=as_const)  # fmt: skip
+            zn = editor.add_tensor(
+                w.scope,
+                f"{w.name}_zero_point",
+                np.zeros(qp.scale.shape if axis is not None else (), np.int8),
+                as_constant=as_const,
+            )
+            dq = editor.names(f"{w.name}_dequantized")
+            attrs = {"axis": axis} if axis is not None else {}
+            nodes = [editor.node("DequantizeLinear", [qn, sn, zn], [dq], f"{w.name}_DequantizeLinear", **attrs)]
+            nbytes = codes.nbytes + qp.scale.nbytes
+            bias_name = use.node.input[2] if len(use.node.input) > 2 and use.node.input[2] else ""
+            x_scale = plan.activations[x].scale
+            if bias_name and use.op_type in ("Conv", "Gemm"):
+                bias = next((b for b in find_bias(model, bias_name)), None)
+                if (bias is not None and bias.ndim == 1 and bias.shape[0] == qp.scale.size) or (
+                    bias is not None and axis is None
+                ):
+                    bscale = (qp.scale.astype(np.float64) * x_scale).astype(np.float32)
+                    bq = np.clip(np.round(bias / bscale), -(2**31), 2**31 - 1).astype(np.int32)
+                    bqn = editor.add_tensor(w.scope, f"{bias_name}_quantized", bq, as_constant=as_const)
+                    bsn = editor.add_tensor(w.scope, f"{bias_name}_scale", bscale.reshape(-1) if axis is not None
+                                            else bscale.reshape(()), as_constant=as_const)  # fmt: skip
+                    bzn = editor.add_tensor(w.scope, f"{bias_name}_zero_point",
+                                            np.zeros(bscale.shape if axis is not None else (), np.int32),
+                                            as_constant=as_const)  # fmt: skip
+                    bdq = editor.names(f"{bias_name}_dequantized")
+                    battrs = {"axis": 0} if axis is not None else {}
+                    nodes.append(editor.node("DequantizeLinear", [bqn, bsn, bzn], [bdq],
+                                             f"{bias_name}_DequantizeLinear", **battrs))  # fmt: skip
+                    use.node.input[2] = bdq
+            editor.insert_before(use.node, nodes)
+            use.node.input[1] = dq
+            records.append(WeightRecord(**base, action="int8 static (QDQ)", bytes_after=int(nbytes),  # type: ignore[arg-type]
+                                        granularity="per_tensor" if axis is None else f"per_channel(axis={axis})",
+                                        reason=f"input scale {x_scale:.3g}"))  # fmt: skip
+        return records
+
+
+def find_bias(model: onnx.ModelProto, name: str) -> list[np.ndarray]:
+    """The values of constant ``name`` (initializer or Constant node), as a one-item list, or empty."""
+    from onnx import numpy_helper
+
+    for t in model.graph.initializer:
+        if t.name == name:
+            return [numpy_helper.to_array(t).astype(np.float32)]
+    for n in model.graph.node:
+        if n.op_type == "Constant" and n.output and n.output[0] == name:
+            for a in n.attribute:
+                if a.name == "value":
+                    return [numpy_helper.to_array(a.t).astype(np.float32)]
+    return []
