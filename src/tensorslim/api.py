@@ -157,6 +157,7 @@ def quantize(
     dataset = load_calibration(data, proto, max_samples=max_samples) if data is not None else None
     notes: list[str] = []
     result = _run_pass(proto, cfg, dataset, notes)
+    notes.extend(result.notes)
     if not result.modified:
         reasons = sorted({r.reason for r in result.records if r.skipped})
         detail = f" ({'; '.join(reasons[:3])})" if reasons else " (the model has no constant weights)"
@@ -196,7 +197,13 @@ def _run_pass(proto: onnx.ModelProto, cfg: QuantConfig, dataset: Dataset | None,
     if isinstance(cfg, StaticQuantConfig):
         if dataset is not None and cfg.max_samples is not None and dataset.num_samples > cfg.max_samples:
             dataset = Dataset({k: v[: cfg.max_samples] for k, v in dataset.inputs.items()}, source=dataset.source)
-        return StaticQuantPass(cfg, data=dataset)(proto)
+        static = StaticQuantPass(cfg, data=dataset)(proto)
+        # weights left float (embeddings, layers that fell back) still get int8 storage, computed in float
+        rest = DynamicQuantPass(DynamicQuantConfig(form="weight_only"))(static.model)
+        done = {r.name: r for r in rest.records if not r.skipped}
+        records = [done.get(r.name, r) if r.skipped else r for r in static.records]
+        records += [r for r in rest.records if r.name not in {x.name for x in static.records}]
+        return PassResult(rest.model, static.modified or rest.modified, records, static.notes)
     if isinstance(cfg, Float16Config):
         return _float16_with_fallback(proto, cfg, dataset, notes)
     return DynamicQuantPass(cfg)(proto)

@@ -68,6 +68,7 @@ class PassResult:
     model: onnx.ModelProto
     modified: bool
     records: list[WeightRecord] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 class Pass(ABC):
@@ -97,6 +98,7 @@ class Pipeline(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         """Run each pass on the previous pass's output."""
         records: list[WeightRecord] = []
+        notes: list[str] = []
         modified = False
         for p in self.passes:
             log.info("running pass %s", p.name)
@@ -104,4 +106,5 @@ class Pipeline(Pass):
             model = result.model
             modified = modified or result.modified
             records.extend(result.records)
-        return PassResult(model, modified, records)
+            notes.extend(result.notes)
+        return PassResult(model, modified, records, notes)

@@ -56,6 +56,9 @@ class StaticQuantConfig:
         op_types: compute ops to quantize (Conv, Gemm, MatMul); pass-through ops between them follow.
         exclude: regular expressions on node names that stay float.
         max_samples: calibration samples used at most.
+        fallback_sqnr_db: activations whose int8 quantization SQNR on the calibration data is below this
+            stay float (their consumers run float kernels); 0 turns the automatic fallback off.
+        max_fallback: at most this share of the candidate activations falls back (the worst first).
     """
 
     activation_scheme: str = "asymmetric"
@@ -65,6 +68,8 @@ class StaticQuantConfig:
     op_types: tuple[str, ...] = COMPUTE_OPS
     exclude: tuple[str, ...] = ()
     max_samples: int | None = 512
+    fallback_sqnr_db: float = 20.0
+    max_fallback: float = 0.25
 
     def __post_init__(self) -> None:
         for fname, allowed in (
@@ -74,6 +79,8 @@ class StaticQuantConfig:
         ):
             if getattr(self, fname) not in allowed:
                 raise ValueError(f"{fname}: {getattr(self, fname)!r} is not one of {', '.join(allowed)}")
+        if not 0.0 <= self.max_fallback <= 1.0:
+            raise ValueError(f"max_fallback: must be in [0, 1], got {self.max_fallback}")
         if not 50.0 < self.percentile <= 100.0:
             raise ValueError(f"percentile: must be in (50, 100], got {self.percentile}")
         ops = tuple(self.op_types)
@@ -106,10 +113,14 @@ class StaticPlan:
     nodes: list[onnx.NodeProto] = field(default_factory=list)
     activations: dict[str, ActivationParams] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    sensitivity: dict[str, float] = field(default_factory=dict)  # activation -> int8 SQNR dB (ranked fallback)
+    fallback: list[str] = field(default_factory=list)  # activations left float, worst first
 
 
 def _quantizable_nodes(model: onnx.ModelProto, cfg: StaticQuantConfig) -> list[onnx.NodeProto]:
     patterns = [re.compile(p) for p in cfg.exclude]
+    g = model.graph
+    constants = {t.name for t in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant"}
     # nodes are keyed by their first output (unique in a valid model): protobuf wrappers are not stable objects
     const_weights = {
         u.node.output[0] for w in find_weights(model) if w.is_float for u in w.weight_uses
@@ -124,6 +135,9 @@ def _quantizable_nodes(model: onnx.ModelProto, cfg: StaticQuantConfig) -> list[o
                 continue
             chosen.append(n)
         elif n.op_type in PASSTHROUGH_OPS:
+            # a bias Add (one constant input) has no integer kernel of its own: it stays float
+            if n.op_type == "Add" and any(i in constants for i in n.input):
+                continue
             chosen.append(n)
     return chosen
 
@@ -150,8 +164,10 @@ def _candidates(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> list[str
     names = [
         t for t in dict.fromkeys([*consumed, *produced]) if t not in outputs and t not in constants and t in floats
     ]
-    # keep tensors that touch a compute op, or link two quantized ops: pure pass-through islands stay float
-    return [t for t in names if t in has_compute or t in compute_out or (t in consumed and t in produced)]
+    # keep tensors that feed a compute op, or link two quantized ops; a compute op's output that flows into
+    # float ops stays float (ONNX Runtime then runs the op as MatMulIntegerToFloat / float-output kernels)
+    del compute_out
+    return [t for t in names if t in has_compute or (t in consumed and t in produced)]
 
 
 def calibrate_ranges(
@@ -197,7 +213,34 @@ def plan_static_quant(model: onnx.ModelProto, data: Dataset, cfg: StaticQuantCon
         plan.activations[t] = ActivationParams(
             t, float(qp.scale), int(qp.zero_point), "int8" if symmetric else "uint8", (lo, hi)
         )
+    if cfg.fallback_sqnr_db > 0 and plan.activations:
+        plan.sensitivity = activation_sqnr(model, plan.activations, data)
+        ranked = sorted(plan.sensitivity, key=plan.sensitivity.__getitem__)
+        budget = int(cfg.max_fallback * len(ranked))
+        plan.fallback = [t for t in ranked if plan.sensitivity[t] < cfg.fallback_sqnr_db][:budget]
+        for t in plan.fallback:
+            del plan.activations[t]
+        if plan.fallback:
+            plan.notes.append(
+                f"{len(plan.fallback)} activation(s) left float (int8 SQNR < {cfg.fallback_sqnr_db:g} dB on the "
+                f"calibration data): " + ", ".join(f"{t} ({plan.sensitivity[t]:.1f} dB)" for t in plan.fallback)
+            )
     return plan
+
+
+def activation_sqnr(model: onnx.ModelProto, params: dict[str, ActivationParams], data: Dataset) -> dict[str, float]:
+    """SQNR (dB) of quantizing each activation with its chosen parameters, streamed over ``data``."""
+    signal = dict.fromkeys(params, 0.0)
+    noise = dict.fromkeys(params, 0.0)
+    for batch in run_with_outputs(model, list(params), data, batch_size=8):
+        for t, ap in params.items():
+            x = np.asarray(batch[t], np.float32)
+            lo, hi = (0, 255) if ap.dtype == "uint8" else (-128, 127)
+            q = np.clip(np.round(x / ap.scale) + ap.zero_point, lo, hi)
+            err = (q - ap.zero_point) * ap.scale - x
+            signal[t] += float(np.sum(np.square(x, dtype=np.float64)))
+            noise[t] += float(np.sum(np.square(err, dtype=np.float64)))
+    return {t: (10 * float(np.log10(signal[t] / noise[t])) if noise[t] > 0 else float("inf")) for t in params}
 
 
 class StaticQuantPass(Pass):
@@ -251,7 +294,7 @@ class StaticQuantPass(Pass):
         from tensorslim.passes.fold_batchnorm import remove_unused_constants
 
         remove_unused_constants(model.graph)
-        return PassResult(model, any(not r.skipped for r in records), records)
+        return PassResult(model, any(not r.skipped for r in records), records, list(plan.notes))
 
     def _weights(
         self, model: onnx.ModelProto, editor: GraphEditor, plan: StaticPlan, dq_name: dict[str, str]
