@@ -143,6 +143,9 @@ def quantize(
     check_speed: Annotated[
         bool, typer.Option(help="Time the result against the input and warn if it is slower.")
     ] = True,
+    report_html: Annotated[
+        Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")
+    ] = None,
 ) -> None:
     """Quantize a float ONNX model (dynamic-range int8: ~4x smaller weights, no calibration data)."""
 
@@ -183,6 +186,17 @@ def quantize(
         payload = result.to_dict()
         if check_speed:
             payload["speed_check"] = _speed_check(model_in, output, quiet=quiet)
+        if report_html is not None:
+            from tensorslim.report import write_report
+
+            write_report(
+                report_html,
+                quantize=result,
+                quantize_input=model_in,
+                speed_check=payload.get("speed_check"),
+                layers_of=(model_in, output, None),
+                title=f"tensorslim quantize {Path(model_in).name}",
+            )
         write_json(json_out, payload)
         return EXIT_OK
 
@@ -263,6 +277,7 @@ def _speed_check(reference: Path, candidate: Path, *, quiet: bool) -> dict[str, 
     ref, cand = rep.models[0], rep.models[1]
     ratio = cand.p50_ms / ref.p50_ms if ref.p50_ms else 1.0
     slower = cand.p50_ci_low_ms > ref.p50_ci_high_ms
+    findings = _doctor_findings(candidate) if slower else []
     if not quiet:
         if slower:
             err_console.print(
@@ -270,9 +285,22 @@ def _speed_check(reference: Path, candidate: Path, *, quiet: bool) -> dict[str, 
                 f"(p50 {cand.p50_ms:.3f} ms vs {ref.p50_ms:.3f} ms, {ratio:.2f}x, batch 1, generated inputs). "
                 "Try --form weight_only (float speed, same size) or check with tensorslim bench."
             )
+            for f in findings:
+                err_console.print(f"  doctor: {f['code']}: {f['message']}\n    fix: {f['fix']}", soft_wrap=True)
         else:
             console.print(f"speed check: p50 {ref.p50_ms:.3f} ms -> {cand.p50_ms:.3f} ms ({ratio:.2f}x, batch 1)")
-    return {"reference_p50_ms": ref.p50_ms, "candidate_p50_ms": cand.p50_ms, "ratio": ratio, "slower": slower}
+    return {"reference_p50_ms": ref.p50_ms, "candidate_p50_ms": cand.p50_ms, "ratio": ratio, "slower": slower,
+            "doctor": findings}  # fmt: skip
+
+
+def _doctor_findings(candidate: Path) -> list[dict[str, Any]]:
+    """The doctor's static warnings (one session creation, no timing) for a model found slower."""
+    from tensorslim.diagnostics.doctor import doctor
+
+    try:
+        return [{"code": f.code, "message": f.message, "fix": f.fix} for f in doctor(candidate, measure=False).warnings]
+    except Exception:  # the pre-flight is advice; the speed check stands without it
+        return []
 
 
 @app.command(
@@ -290,6 +318,9 @@ def eval_cmd(
     batch_size: Annotated[int, typer.Option(help="Samples per inference call.")] = 32,
     max_samples: Annotated[int | None, typer.Option(help="Use at most this many samples.")] = None,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
+    report_html: Annotated[
+        Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")
+    ] = None,
 ) -> None:
     """Compare a candidate model's outputs with a reference model's on the same inputs."""
 
@@ -303,6 +334,15 @@ def eval_cmd(
             console.print(_eval_table(report))
             for note in report.notes:
                 console.print(f"note: {note}")
+        if report_html is not None:
+            from tensorslim.report import write_report
+
+            write_report(
+                report_html,
+                evaluation=report,
+                layers_of=(reference, candidate, data),
+                title=f"tensorslim eval {candidate.name}",
+            )
         write_json(json_out, report.to_dict())
         return EXIT_OK
 
@@ -363,6 +403,9 @@ def bench(
     seconds: Annotated[float, typer.Option(help="Time budget per model for the timed runs.")] = 5.0,
     memory: Annotated[bool, typer.Option(help="Measure peak memory in a fresh process per model.")] = True,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
+    report_html: Annotated[
+        Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")
+    ] = None,
 ) -> None:
     """Measure size, load time, latency percentiles, throughput and peak memory side by side."""
 
@@ -390,6 +433,11 @@ def bench(
         )
         if json_out != "-":
             console.print(render_bench_table(report))
+        if report_html is not None:
+            from tensorslim.report import write_report
+
+            pair = (models[0], models[1], None) if len(models) == 2 else None
+            write_report(report_html, bench=report, title="tensorslim bench", layers_of=pair)
         write_json(json_out, report.to_dict())
         return EXIT_OK
 
@@ -463,6 +511,9 @@ def optimize(
     batch_size: Annotated[int, typer.Option(help="Batch size for the benchmark.")] = 1,
     seconds: Annotated[float, typer.Option(help="Time budget per model for the benchmark.")] = 3.0,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
+    report_html: Annotated[
+        Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")
+    ] = None,
 ) -> None:
     """Apply every available technique and compare size, latency and accuracy with the float model."""
 
@@ -482,6 +533,10 @@ def optimize(
             console.print(render_optimize_table(result))
             for note in result.notes:
                 console.print(f"note: {note}")
+        if report_html is not None:
+            from tensorslim.report import write_report
+
+            write_report(report_html, optimize=result, title=f"tensorslim optimize {result.model.name}")
         write_json(json_out, result.to_dict())
         return EXIT_OK
 

@@ -1,7 +1,8 @@
 """Subprocess entry point of the memory measurement: ``python -m tensorslim.benchmark._worker``.
 
-Loads the inputs, records the baseline RSS, creates the session (same options as the timing session),
-records the peak RSS, runs inference a few times, records the peak again, and prints one line
+Loads the inputs, records the baseline RSS, creates the session (same options as the timing session; its
+creation time is the cold load time: the first session of a fresh process), records the peak RSS, runs
+inference a few times, records the peak again, and prints one line
 ``TENSORSLIM_MEMORY_RESULT {json}`` on stdout. Errors go to stderr with a non-zero exit status.
 """
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     reset_peak_rss()
     baseline = current_rss()
     try:
-        sess, _ = create_session(args.model, args.threads)
+        sess, cold_load_ms = create_session(args.model, args.threads)
     except ValueError as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -54,6 +55,7 @@ def main(argv: list[str] | None = None) -> int:
         "peak_rss_session_bytes": peak_session,
         "peak_rss_inference_bytes": max(peak_inference, peak_session),
         "source": source,
+        "cold_load_ms": cold_load_ms,
     }
     print(RESULT_MARKER + json.dumps(result), flush=True)
     return 0

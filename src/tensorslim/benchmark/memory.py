@@ -144,4 +144,5 @@ def measure_memory(
         peak_rss_session_bytes=int(result["peak_rss_session_bytes"]),
         peak_rss_inference_bytes=int(result["peak_rss_inference_bytes"]),
         source=str(result["source"]),
+        cold_load_ms=None if result.get("cold_load_ms") is None else float(result["cold_load_ms"]),
     )

@@ -75,12 +75,15 @@ class MemoryStats:
         peak_rss_inference_bytes: Peak RSS up to the end of the inference runs (>= the previous value).
         source: How the peak was read: ``"VmHWM"`` (Linux ``/proc/self/status``, exact for the process)
             or ``"ru_maxrss"`` (fallback).
+        cold_load_ms: Creation time of the worker's session, the first one in a fresh process (cold load;
+            ``load_ms`` of :class:`ModelBench` is the warm figure).
     """
 
     baseline_rss_bytes: int
     peak_rss_session_bytes: int
     peak_rss_inference_bytes: int
     source: str
+    cold_load_ms: float | None = None
 
     @property
     def peak_rss_bytes(self) -> int:
@@ -101,6 +104,7 @@ class MemoryStats:
             "peak_rss_bytes": self.peak_rss_bytes,
             "session_rss_bytes": self.session_rss_bytes,
             "source": self.source,
+            "cold_load_ms": self.cold_load_ms,
         }
 
 

@@ -60,12 +60,16 @@ def open_runtime(path: str | os.PathLike[str], *, threads: int = 0) -> Runtime:
     suffix = p.suffix.lower()
     if suffix == ".onnx":
         return OrtRuntime(p, threads=threads)
+    if suffix == ".tslim":  # a packed model: unpacked in memory, weights bit-exact
+        from tensorslim.pack import unpack_model
+
+        return OrtRuntime(unpack_model(p), threads=threads)
     if suffix == ".tflite" or _has_tflite_identifier(p):
         from tensorslim.runtime.litert import LiteRTRuntime
 
         return LiteRTRuntime(p, threads=threads)
     raise InputError(
-        f"{p}: unknown model format {suffix or '(no extension)'!r}; tensorslim reads .onnx and .tflite files"
+        f"{p}: unknown model format {suffix or '(no extension)'!r}; tensorslim reads .onnx, .tslim and .tflite files"
     )
 
 

@@ -1,0 +1,42 @@
+"""``tensorslim doctor MODEL``: pre-flight check of whether a (quantized) model will be fast on this CPU."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from tensorslim.clikit import EXIT_OK, app, console, run_command, write_json
+
+
+@app.command(
+    epilog="Examples:\n\n"
+    "    tensorslim doctor model.int8.onnx\n\n"
+    "    tensorslim doctor model.qdq.onnx --baseline model.onnx --json doctor.json\n\n"
+    "    tensorslim doctor model.int8.onnx --no-measure      # static checks only (one session creation)\n\n"
+    "Exit codes: 0 ok (findings are not errors), 2 bad input, 3 internal error.",
+)
+def doctor(
+    model: Annotated[Path, typer.Argument(help="ONNX model to check (usually the quantized one).")],
+    baseline: Annotated[
+        Path | None, typer.Option(help="The float model it came from: time and profile both side by side.")
+    ] = None,
+    measure: Annotated[bool, typer.Option(help="Run the measured checks (timings, profile, ConvInteger).")] = True,
+    threads: Annotated[int, typer.Option(help="Intra-op threads for the timings.")] = 1,
+    seconds: Annotated[float, typer.Option(help="Timing budget per model.")] = 1.5,
+    json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
+) -> None:
+    """Integer instructions of this CPU, unfused Q/DQ pairs, int4/fp16/ConvInteger/S8S8 pitfalls, each with its fix."""
+
+    def body() -> int:
+        from tensorslim.diagnostics.doctor import doctor as run_doctor
+        from tensorslim.diagnostics.doctor import render_doctor
+
+        rep = run_doctor(model, baseline=baseline, measure=measure, threads=threads, seconds=seconds)
+        if json_out != "-":
+            render_doctor(rep, console)
+        write_json(json_out, rep.to_dict())
+        return EXIT_OK
+
+    run_command(body)
