@@ -90,6 +90,38 @@ def _dynamic(**kwargs: Any) -> Callable[[Path, Path], Any]:
     return apply
 
 
+def _bundled_calib(src: Path) -> Path | None:
+    """The bundled calibration split when ``src`` is the bundled example (data-aware techniques)."""
+    from tensorslim.examples import example_calib_data_path, example_model_path
+
+    return example_calib_data_path() if Path(src).resolve() == example_model_path().resolve() else None
+
+
+def _channel_prune(ratio: float) -> Callable[[Path, Path], Any]:
+    def apply(src: Path, dst: Path) -> Any:
+        from tensorslim.compression import prune_channels
+        from tensorslim.passes.channel_prune import ChannelPruneConfig
+
+        return prune_channels(src, dst, config=ChannelPruneConfig(ratio=ratio), data=_bundled_calib(src))
+
+    return apply
+
+
+def _prune_cluster(sparsity: float, clusters: int) -> Callable[[Path, Path], Any]:
+    def apply(src: Path, dst: Path) -> Any:
+        from tensorslim.compression import cluster, prune
+        from tensorslim.passes.cluster import ClusterConfig
+        from tensorslim.passes.prune import PruneConfig
+
+        data = _bundled_calib(src)
+        pruned = prune(src, config=PruneConfig(sparsity=sparsity, method="sparsegpt" if data else "magnitude"),
+                       data=data).model  # fmt: skip
+        cfg = ClusterConfig(clusters=clusters, granularity="per_channel", codebook_dtype="float16")
+        return cluster(pruned, dst, config=cfg, data=data)
+
+    return apply
+
+
 def default_techniques() -> list[Technique]:
     """The techniques available so far, in table order."""
     return [
@@ -108,6 +140,16 @@ def default_techniques() -> list[Technique]:
             "dynamic-int8-per-tensor",
             "int8 weights, one scale per tensor, min/max range (the textbook recipe)",
             _dynamic(granularity="per_tensor", range_method="minmax"),
+        ),
+        Technique(
+            "channel-prune-50",
+            "half the output channels removed, consumers refitted by least squares on calibration data",
+            _channel_prune(0.5),
+        ),
+        Technique(
+            "prune30-cluster16",
+            "30% sparsity (OBS update), then 16 centroids per channel (indices + codebook; .tslim packs it)",
+            _prune_cluster(0.3, 16),
         ),
     ]
 

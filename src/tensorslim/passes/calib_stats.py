@@ -40,9 +40,9 @@ class ConvGeometry:
         kh, kw = int(weight_shape[2]), int(weight_shape[3])
         return cls(
             (kh, kw),
-            tuple(a.get("strides", (1, 1))),  # type: ignore[arg-type]
-            tuple(a.get("pads", (0, 0, 0, 0))),  # type: ignore[arg-type]
-            tuple(a.get("dilations", (1, 1))),  # type: ignore[arg-type]
+            tuple(a.get("strides", (1, 1))),
+            tuple(a.get("pads", (0, 0, 0, 0))),
+            tuple(a.get("dilations", (1, 1))),
         )
 
 

@@ -1,0 +1,267 @@
+"""The packed artifact ``.tslim``: the smallest file to ship, unpacked to a runnable ONNX model bit-exactly.
+
+Typical use::
+
+    from tensorslim.pack import pack_model, unpack_model
+
+    report = pack_model("model.clustered.onnx", "model.tslim")   # bytes per part, bits per weight
+    model = unpack_model("model.tslim", "model.onnx")           # weights bit-exact to the packed model
+
+The graph (every tensor's data removed) and each tensor are stored as separate streams; see
+:mod:`tensorslim.pack.tensors` for the encodings and :mod:`tensorslim.pack.format` for the container.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from google.protobuf.message import DecodeError as ProtoDecodeError
+from onnx import TensorProto
+
+from tensorslim.algorithms.entropy import encode
+from tensorslim.errors import InputError
+from tensorslim.pack.format import FORMAT_VERSION, read_container, write_container
+from tensorslim.pack.tensors import (
+    decode_tensor,
+    encode_tensor,
+    fill_tensor,
+    iter_tensors,
+    stream_size,
+    strip_tensor,
+    tensor_decoder,
+)
+
+__all__ = ["FORMAT_VERSION", "PackConfig", "PackReport", "is_pack", "pack_model", "unpack_model", "unpack_to_temp"]
+
+_PACKABLE = {
+    TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16, TensorProto.INT8,
+    TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16, TensorProto.INT32, TensorProto.UINT32,
+    TensorProto.INT64, TensorProto.UINT64, TensorProto.BOOL,
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class PackConfig:
+    """Options of :func:`pack_model`.
+
+    Attributes:
+        level: zstd level for every stream (1-22); streams are also tried with lzma when small.
+        codecs: coders that compete for each stream (the smallest output wins).
+        compare: also compress the plain ONNX file with gzip and zstd for the report.
+    """
+
+    level: int = 9
+    codecs: tuple[str, ...] = ("zstd", "lzma")
+    compare: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.level, bool) or not isinstance(self.level, int) or not 1 <= self.level <= 22:
+            raise ValueError(f"level: must be an integer from 1 to 22, got {self.level!r}")
+        bad = [c for c in self.codecs if c not in ("zstd", "lzma")]
+        if bad or not self.codecs:
+            raise ValueError(f"codecs: {list(self.codecs)!r}; allowed: zstd, lzma")
+        object.__setattr__(self, "codecs", tuple(self.codecs))
+
+
+@dataclass
+class PackReport:
+    """What :func:`pack_model` wrote.
+
+    Attributes:
+        output_path: the ``.tslim`` file.
+        file_bytes: its size.
+        onnx_bytes: the serialized size of the packed ONNX model.
+        parts: compressed bytes per part (``graph``, ``symbols``, ``palette``, ``mask``, ``values``, ``data``...).
+        weights: number of weight elements (for bits per weight).
+        codecs: streams per coder.
+        baselines: ``gzip`` and ``zstd`` (level 19) of the plain ONNX bytes, when compared.
+        seconds: wall time.
+    """
+
+    output_path: Path
+    file_bytes: int
+    onnx_bytes: int
+    parts: dict[str, int] = field(default_factory=dict)
+    weights: int = 0
+    codecs: dict[str, int] = field(default_factory=dict)
+    baselines: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def bits_per_weight(self) -> float:
+        """File bits per weight element, everything included."""
+        return 8.0 * self.file_bytes / self.weights if self.weights else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "output_path": str(self.output_path),
+            "file_bytes": self.file_bytes,
+            "onnx_bytes": self.onnx_bytes,
+            "parts": dict(self.parts),
+            "weights": self.weights,
+            "bits_per_weight": self.bits_per_weight,
+            "codecs": dict(self.codecs),
+            "baselines": dict(self.baselines),
+            "seconds": self.seconds,
+        }
+
+
+def is_pack(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a ``.tslim`` file (by extension)."""
+    return Path(path).suffix.lower() == ".tslim"
+
+
+def _weight_count(model: onnx.ModelProto) -> int:
+    """Weight elements: every stored tensor except integer helpers and flat codebooks read by Gather."""
+    gathered_1d = {n.input[0] for g in _graphs(model.graph) for n in g.node if n.op_type == "Gather"}
+    total = 0
+    for t in iter_tensors(model):
+        count = int(np.prod(t.dims)) if len(t.dims) else 1
+        if t.data_type in (TensorProto.INT64, TensorProto.INT32):
+            continue
+        if len(t.dims) == 1 and t.name in gathered_1d:
+            continue
+        total += count
+    return total
+
+
+def _graphs(g: onnx.GraphProto) -> list[onnx.GraphProto]:
+    out = [g]
+    for n in g.node:
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                out.extend(_graphs(a.g))
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for s in a.graphs:
+                    out.extend(_graphs(s))
+    return out
+
+
+def pack_model(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    output: str | os.PathLike[str],
+    *,
+    config: PackConfig | None = None,
+) -> PackReport:
+    """Pack an ONNX model into one ``.tslim`` file (written atomically; the input is never modified).
+
+    Raises:
+        InputError: unreadable model or bad output path.
+    """
+    from tensorslim.backends.onnx.io import check_output_path, load_model
+
+    start = time.perf_counter()
+    cfg = config or PackConfig()
+    if isinstance(model, onnx.ModelProto):
+        src = onnx.ModelProto()
+        src.CopyFrom(model)
+        check_output_path(output)
+    else:
+        check_output_path(output, model)
+        src = load_model(model, check=False)
+    onnx_bytes = src.SerializeToString()
+    weights = _weight_count(src)
+    body = bytearray()
+    parts: dict[str, int] = {}
+    codecs: dict[str, int] = {}
+    entries = []
+
+    def add(role: str, codec: str, raw: int, payload: bytes) -> dict[str, Any]:
+        s = {"role": role, "codec": codec, "offset": len(body), "length": len(payload), "size": raw}
+        body.extend(payload)
+        parts[role] = parts.get(role, 0) + len(payload)
+        codecs[codec] = codecs.get(codec, 0) + 1
+        return s
+
+    for t in iter_tensors(src):
+        if t.data_type not in _PACKABLE or t.data_location == TensorProto.EXTERNAL:
+            continue
+        enc = encode_tensor(t, level=cfg.level, codecs=cfg.codecs)
+        enc.entry["streams"] = [add(*s) for s in enc.streams]
+        entries.append(enc.entry)
+        strip_tensor(t)
+    graph = src.SerializeToString()
+    g_codec, g_payload = encode(graph, codecs=cfg.codecs, zstd_level=max(cfg.level, 19))
+    graph_stream = add("graph", g_codec, len(graph), g_payload)
+    manifest = {"format": "tensorslim-pack", "graph": graph_stream, "tensors": entries, "weights": weights}
+    size = write_container(output, manifest, bytes(body))
+    report = PackReport(Path(output), size, len(onnx_bytes), parts, weights, codecs)
+    report.parts["manifest+header"] = size - len(body)
+    if cfg.compare:
+        import zstandard
+
+        report.baselines["gzip"] = len(gzip.compress(onnx_bytes, compresslevel=9))
+        report.baselines["zstd-19"] = len(zstandard.ZstdCompressor(level=19).compress(onnx_bytes))
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def unpack_model(
+    path: str | os.PathLike[str], output: str | os.PathLike[str] | None = None, *, max_expansion: float = 4096.0
+) -> onnx.ModelProto:
+    """Read a ``.tslim`` file back into an ONNX model (and write it atomically when ``output`` is given).
+
+    Raises:
+        InputError: missing, truncated, tampered (checksum mismatch), newer-version or hostile files;
+            nothing is written then.
+    """
+    from tensorslim.backends.onnx.io import check_output_path, save_model
+
+    if output is not None:
+        check_output_path(output, path)
+    c = read_container(path, max_expansion=max_expansion)
+    m = c.manifest
+    if m.get("format") != "tensorslim-pack" or not isinstance(m.get("tensors"), list):
+        raise InputError(f"{c.path}: the manifest is not a tensorslim pack manifest; the file is corrupt")
+    graph_bytes = c.stream(m.get("graph", {}))
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(graph_bytes)
+    except ProtoDecodeError as e:
+        raise InputError(f"{c.path}: the packed graph does not parse; the file is corrupt") from e
+    targets = [t for t in iter_tensors(model) if t.data_type in _PACKABLE]
+    entries = m["tensors"]
+    if len(entries) != len(targets):
+        raise InputError(f"{c.path}: the manifest lists {len(entries)} tensors, the graph {len(targets)}; corrupt file")
+    total = 0
+    for t, entry in zip(targets, entries, strict=True):
+        if not isinstance(entry, dict) or entry.get("name") != t.name or list(entry.get("dims", [])) != list(t.dims):
+            raise InputError(f"{c.path}: tensor {t.name!r} does not match its manifest entry; the file is corrupt")
+        count = int(np.prod(t.dims)) if len(t.dims) else 1
+        total += count * 8
+        if total > c.max_bytes:
+            raise InputError(f"{c.path}: the tensors declare more data than the file can hold; refusing to unpack it")
+        read = tensor_decoder(entry, _stream_reader(c, entry, count))
+        try:
+            arr = decode_tensor(entry, read, count)
+        except ValueError as err:
+            raise InputError(f"{c.path}: {err}; the file is corrupt") from err
+        fill_tensor(t, arr)
+    if output is not None:
+        save_model(model, output)
+    return model
+
+
+def _stream_reader(c: Any, entry: dict[str, Any], count: int) -> Any:
+    def read(s: dict[str, Any]) -> bytes:
+        return bytes(c.stream(s, stream_size(entry, str(s.get("role")), count)))
+
+    return read
+
+
+def unpack_to_temp(path: str | os.PathLike[str]) -> tuple[Path, Any]:
+    """Unpack ``path`` into a temporary ``.onnx`` file; returns the path and the TemporaryDirectory to keep alive."""
+    import tempfile
+
+    tmp = tempfile.TemporaryDirectory(prefix="tslim-")
+    out = Path(tmp.name) / (Path(path).stem + ".onnx")
+    unpack_model(path, out)
+    return out, tmp

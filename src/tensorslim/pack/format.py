@@ -1,0 +1,156 @@
+"""The ``.tslim`` container: a versioned header, a JSON manifest, compressed streams and a SHA-256.
+
+Layout (little endian)::
+
+    magic        8 bytes   b"TSLIM\\x00\\r\\n"   (the CR LF catches text-mode transfers)
+    version      u16       format version (this module writes and reads FORMAT_VERSION)
+    flags        u16       0
+    manifest_len u32       bytes of the UTF-8 JSON manifest
+    body_len     u64       bytes of the streams
+    sha256       32 bytes  of manifest + body
+    manifest, body
+
+The manifest lists the graph stream (the ONNX model with every tensor's data removed) and one entry per
+tensor with its encoding and streams (``role``, ``codec``, ``offset``, ``length``, ``size``). Reading checks,
+in order: magic, version, lengths against the file size, the checksum, the manifest, and every declared
+size against a bound (``max_expansion`` times the file size), before any stream is decompressed; each
+stream decompresses into exactly its declared size, never more.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tensorslim.algorithms.entropy import DecodeError, decode
+from tensorslim.errors import InputError
+
+__all__ = ["FORMAT_VERSION", "MAGIC", "Container", "read_container", "write_container"]
+
+MAGIC = b"TSLIM\x00\r\n"
+FORMAT_VERSION = 1
+_HEADER = struct.Struct("<8sHHIQ32s")
+_MAX_MANIFEST = 64 << 20
+
+
+@dataclass
+class Container:
+    """A parsed container: its manifest and body, checked."""
+
+    path: Path
+    version: int
+    manifest: dict[str, Any]
+    body: bytes
+    file_bytes: int
+    max_bytes: int
+
+    def stream(self, s: dict[str, Any], expected: int | None = None) -> bytes:
+        """Decompress one stream (a manifest dict) after checking its bounds."""
+        try:
+            off, length, size, codec = int(s["offset"]), int(s["length"]), int(s["size"]), str(s["codec"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"{self.path}: malformed stream entry in the manifest; the file is corrupt") from e
+        if off < 0 or length < 0 or off + length > len(self.body):
+            raise InputError(f"{self.path}: a stream lies outside the file; the file is corrupt or truncated")
+        if expected is not None and size != expected:
+            raise InputError(f"{self.path}: a stream declares {size} bytes where {expected} are needed; corrupt file")
+        if size < 0 or size > self.max_bytes:
+            raise InputError(
+                f"{self.path}: a stream declares {size:,} bytes, far beyond what a {self.file_bytes:,}-byte file "
+                "can hold (a decompression bomb or a corrupt file); refusing to unpack it"
+            )
+        try:
+            return decode(codec, self.body[off : off + length], size)
+        except DecodeError as e:
+            raise InputError(f"{self.path}: {e}; the file is corrupt") from e
+
+
+def write_container(path: str | os.PathLike[str], manifest: dict[str, Any], body: bytes) -> int:
+    """Write the container atomically (temporary file in the same folder, then rename); return its size."""
+    out = Path(path)
+    mbytes = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+    digest = hashlib.sha256(mbytes + body).digest()
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(mbytes), len(body), digest)
+    parent = out.parent if str(out.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
+    except OSError as e:
+        raise InputError(f"{out}: cannot write to the folder {parent} ({e.strerror}); choose another output") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header)
+            f.write(mbytes)
+            f.write(body)
+        os.replace(tmp, out)
+    except OSError as e:
+        raise InputError(f"{out}: writing failed ({e.strerror or e}); check free space and permissions") from e
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return _HEADER.size + len(mbytes) + len(body)
+
+
+def read_container(path: str | os.PathLike[str], *, max_expansion: float = 4096.0) -> Container:
+    """Read and check a container.
+
+    Args:
+        path: the ``.tslim`` file.
+        max_expansion: no stream, and no sum of streams, may declare more than this many times the file
+            size (plus 1 MiB): the guard against decompression bombs.
+
+    Raises:
+        InputError: missing file, not a .tslim file, newer format version, truncated, checksum mismatch,
+            malformed manifest.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file; check the path")
+    size = p.stat().st_size
+    with open(p, "rb") as f:
+        head = f.read(_HEADER.size)
+        if len(head) < _HEADER.size or not head.startswith(MAGIC[:5]):
+            raise InputError(f"{p}: not a tensorslim pack (.tslim) file, or truncated before its header")
+        magic, version, _flags, mlen, blen, digest = _HEADER.unpack(head)
+        if magic != MAGIC:
+            raise InputError(f"{p}: damaged header (line endings converted?); copy the file in binary mode")
+        if version > FORMAT_VERSION:
+            raise InputError(
+                f"{p}: written in .tslim format version {version}, newer than this tensorslim reads "
+                f"(up to {FORMAT_VERSION}); upgrade tensorslim"
+            )
+        if version < 1:
+            raise InputError(f"{p}: bad format version {version}; the file is corrupt")
+        if mlen > _MAX_MANIFEST or _HEADER.size + mlen + blen != size:
+            raise InputError(
+                f"{p}: the header declares {_HEADER.size + mlen + blen:,} bytes but the file has {size:,} "
+                "(truncated or corrupt); re-create or re-download it"
+            )
+        mbytes = f.read(mlen)
+        body = f.read(blen)
+    if hashlib.sha256(mbytes + body).digest() != digest:
+        raise InputError(f"{p}: checksum mismatch (the file is corrupt or was modified); re-create or re-download it")
+    try:
+        manifest = json.loads(mbytes)
+        if not isinstance(manifest, dict):
+            raise ValueError("not an object")
+    except ValueError as e:
+        raise InputError(f"{p}: unreadable manifest ({e}); the file is corrupt") from e
+    max_bytes = int(max_expansion * size) + (1 << 20)
+    declared = 0
+    for s in [manifest.get("graph", {}), *(st for t in manifest.get("tensors", []) for st in t.get("streams", []))]:
+        try:
+            declared += int(s.get("size", 0))
+        except (TypeError, ValueError, AttributeError) as e:
+            raise InputError(f"{p}: malformed manifest; the file is corrupt") from e
+    if declared > max_bytes:
+        raise InputError(
+            f"{p}: the manifest declares {declared:,} bytes of content, far beyond what a {size:,}-byte file can "
+            f"hold (more than {max_expansion:g}x): a decompression bomb or a corrupt file; refusing to unpack it"
+        )
+    return Container(p, version, manifest, body, size, max_bytes)
