@@ -97,6 +97,29 @@ def _bundled_calib(src: Path) -> Path | None:
     return example_calib_data_path() if Path(src).resolve() == example_model_path().resolve() else None
 
 
+def _static() -> Callable[[Path, Path], Any]:
+    def apply(src: Path, dst: Path) -> Any:
+        from tensorslim.api import quantize
+        from tensorslim.passes.static_quant import StaticQuantConfig
+
+        data = _bundled_calib(src)
+        if data is None:
+            raise InputError("needs calibration data: tensorslim quantize MODEL --mode static --data CALIB.npz")
+        return quantize(src, dst, config=StaticQuantConfig(), data=data)
+
+    return apply
+
+
+def _fp16() -> Callable[[Path, Path], Any]:
+    def apply(src: Path, dst: Path) -> Any:
+        from tensorslim.api import quantize
+        from tensorslim.passes.float16 import Float16Config
+
+        return quantize(src, dst, config=Float16Config(), data=_bundled_calib(src))
+
+    return apply
+
+
 def _channel_prune(ratio: float) -> Callable[[Path, Path], Any]:
     def apply(src: Path, dst: Path) -> Any:
         from tensorslim.compression import prune_channels
@@ -141,6 +164,12 @@ def default_techniques() -> list[Technique]:
             "int8 weights, one scale per tensor, min/max range (the textbook recipe)",
             _dynamic(granularity="per_tensor", range_method="minmax"),
         ),
+        Technique(
+            "static-int8",
+            "int8 activations and weights (QDQ fused into QLinearConv/QGemm), calibrated on data",
+            _static(),
+        ),
+        Technique("fp16", "float16 weights and compute, float32 inputs/outputs", _fp16()),
         Technique(
             "channel-prune-50",
             "half the output channels removed, consumers refitted by least squares on calibration data",
