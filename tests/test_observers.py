@@ -58,3 +58,34 @@ def test_observer_errors() -> None:
     assert h.range(99.0) == (0.0, 0.0)
     with pytest.raises(ValueError, match="percentile"):
         h.range(0.0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    x=arrays(np.float64, st.integers(200, 2000), elements=st.floats(-50, 50, allow_nan=False)),
+    split=st.integers(1, 199),
+)
+def test_mse_entropy_and_moving_average_ranges_stay_inside_min_max(x: np.ndarray, split: int) -> None:
+    from tensorslim.algorithms.observers import MovingAverageMinMaxObserver, entropy_range, mse_range
+
+    h = HistogramObserver(bins=512)
+    ma = MovingAverageMinMaxObserver()
+    for part in (x[:split], x[split:]):
+        h.update(part)
+        ma.update(part)
+    lo, hi = float(x.min()), float(x.max())
+    for r_lo, r_hi in (mse_range(h), entropy_range(h), ma.range()):
+        assert lo - 1e-9 <= r_lo <= r_hi <= hi + 1e-9
+
+
+def test_entropy_and_mse_clip_a_heavy_tail_but_not_a_uniform_range() -> None:
+    from tensorslim.algorithms.observers import entropy_range, mse_range
+
+    r = np.random.default_rng(0)
+    heavy = HistogramObserver()
+    heavy.update(r.laplace(size=100_000) * 0.01)
+    heavy.update(np.array([1.0]))  # one extreme value
+    assert entropy_range(heavy)[1] < 0.5 and mse_range(heavy)[1] <= 1.0
+    uniform = HistogramObserver()
+    uniform.update(r.uniform(-1, 1, 100_000))
+    assert mse_range(uniform)[1] > 0.9 and entropy_range(uniform)[1] > 0.8

@@ -103,7 +103,7 @@ def quantize(
         typer.Option(
             "--range",
             help="dynamic: mse (MSE-optimal clipping per channel) or minmax [default: mse; .tflite: minmax]; "
-            "static: minmax or percentile.",
+            "static: minmax, moving_average, percentile, mse or entropy.",
         ),
     ] = None,
     ops: Annotated[
@@ -256,7 +256,7 @@ def _onnx_config(
                 raise InputError("--mode static needs calibration data: pass --data CALIB.npz (a few hundred samples)")
             return StaticQuantConfig(
                 activation_scheme=scheme or "asymmetric", granularity=granularity,
-                calibration="percentile" if range_method == "percentile" else "minmax", exclude=exclude,
+                calibration=range_method or "minmax", exclude=exclude,
                 **({"op_types": ops} if ops is not None else {}),  # type: ignore[arg-type]
             )  # fmt: skip
         return Float16Config(block_ops=ops or (), block_nodes=exclude)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["HistogramObserver", "MinMaxObserver"]
+__all__ = ["HistogramObserver", "MinMaxObserver", "MovingAverageMinMaxObserver", "entropy_range", "mse_range"]
 
 
 @dataclass
@@ -128,3 +128,125 @@ class HistogramObserver:
         lo = -self.limit + lo_bin * width
         hi = -self.limit + (hi_bin + 1) * width
         return max(lo_obs, min(lo, hi_obs)), min(hi_obs, max(hi, lo_obs))
+
+
+@dataclass
+class MovingAverageMinMaxObserver:
+    """Exponential moving average of each batch's minimum and maximum (``momentum`` weights the past).
+
+    Less sensitive than :class:`MinMaxObserver` to a single extreme batch.
+    """
+
+    momentum: float = 0.9
+    min: float = 0.0
+    max: float = 0.0
+    batches: int = 0
+    minmax: MinMaxObserver = field(default_factory=MinMaxObserver)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum: must be in [0, 1), got {self.momentum}")
+
+    @property
+    def empty(self) -> bool:
+        """Whether no finite value has been seen."""
+        return self.batches == 0
+
+    def update(self, x: npt.ArrayLike) -> None:
+        """Fold one batch into the averages."""
+        arr = np.asarray(x, dtype=np.float64).reshape(-1)
+        arr = arr[np.isfinite(arr)]
+        if arr.size == 0:
+            return
+        self.minmax.update(arr)
+        lo, hi = float(arr.min()), float(arr.max())
+        if self.batches == 0:
+            self.min, self.max = lo, hi
+        else:
+            self.min = self.momentum * self.min + (1 - self.momentum) * lo
+            self.max = self.momentum * self.max + (1 - self.momentum) * hi
+        self.batches += 1
+
+    def range(self) -> tuple[float, float]:
+        """The averaged ``(min, max)``.
+
+        Raises:
+            ValueError: nothing was observed.
+        """
+        if self.empty:
+            raise ValueError("no finite value was observed")
+        return self.min, self.max
+
+
+def _folded(h: HistogramObserver) -> tuple[np.ndarray, float]:
+    """Counts of ``|x|`` over ``[0, limit]`` (``bins / 2`` bins) and the bin width."""
+    half = h.bins // 2
+    counts = h.counts[half:].astype(np.float64) + h.counts[:half][::-1].astype(np.float64)
+    return counts, h.limit / half
+
+
+def _clamped(h: HistogramObserver, threshold: float) -> tuple[float, float]:
+    lo, hi = h.minmax.range()
+    return max(lo, -threshold), min(hi, threshold)
+
+
+def mse_range(h: HistogramObserver, *, bits: int = 8) -> tuple[float, float]:
+    """The clipping threshold that minimizes the expected squared error of ``bits``-bit quantization.
+
+    For each candidate threshold ``t`` (a bin edge of the ``|x|`` histogram), the error is the clipping
+    error of the values beyond ``t`` plus the rounding noise ``step^2 / 12`` of the values inside.
+    """
+    counts, width = _folded(h)
+    if h.limit == 0.0 or counts.sum() == 0:
+        return h.minmax.range()
+    centers = (np.arange(counts.size) + 0.5) * width
+    levels = 2**bits - 1
+    best_t, best_err = centers[-1] + width / 2, np.inf
+    cum_count = np.cumsum(counts)
+    total = counts.sum()
+    # sum over bins beyond t of count * (center - t)^2, vectorized through prefix sums of count, c*x, c*x^2
+    cx = np.cumsum(counts * centers)
+    cx2 = np.cumsum(counts * centers**2)
+    for i in range(max(1, counts.size // 64), counts.size):
+        t = (i + 1) * width
+        beyond_n = total - cum_count[i]
+        beyond_x = cx[-1] - cx[i]
+        beyond_x2 = cx2[-1] - cx2[i]
+        clip = beyond_x2 - 2 * t * beyond_x + t * t * beyond_n
+        step = 2 * t / levels
+        err = clip + cum_count[i] * step * step / 12.0
+        if err < best_err:
+            best_t, best_err = t, err
+    return _clamped(h, best_t)
+
+
+def entropy_range(h: HistogramObserver, *, bits: int = 8, stride: int = 8) -> tuple[float, float]:
+    """The KL-divergence calibration threshold (as in TensorRT's entropy calibrator).
+
+    For candidate thresholds ``t``, the ``|x|`` distribution clipped at ``t`` (the tail folded into the last
+    bin) is compared with its ``2^(bits-1)``-level quantized version; the ``t`` with the smallest KL
+    divergence wins.
+    """
+    counts, width = _folded(h)
+    levels = 2 ** (bits - 1)
+    if h.limit == 0.0 or counts.sum() == 0 or counts.size < levels:
+        return h.minmax.range()
+    best_i, best_kl = counts.size, np.inf
+    for i in range(levels, counts.size + 1, stride):
+        p = counts[:i].copy()
+        p[-1] += counts[i:].sum()
+        # quantize the first i bins into `levels` groups, spreading each group's mass over its non-empty bins
+        groups = np.array_split(np.arange(i), levels)
+        q = np.zeros(i)
+        for g in groups:  # Q is built from the clipped range only: the folded tail is what it cannot represent
+            seg = counts[g]
+            nonzero = seg > 0
+            if nonzero.any():
+                q[g[nonzero]] = seg.sum() / nonzero.sum()
+        mask = p > 0
+        ps, qs = p / p.sum(), q / max(q.sum(), 1e-12)
+        qs = np.where(mask & (qs == 0), 1e-8, qs)  # smoothing: a bin Q cannot represent costs, not infinitely
+        kl = float(np.sum(ps[mask] * np.log(ps[mask] / qs[mask])))
+        if kl < best_kl:
+            best_i, best_kl = i, kl
+    return _clamped(h, best_i * width)

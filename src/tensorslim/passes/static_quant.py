@@ -22,7 +22,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx
 
-from tensorslim.algorithms.observers import HistogramObserver, MinMaxObserver
+from tensorslim.algorithms.observers import (
+    HistogramObserver,
+    MinMaxObserver,
+    MovingAverageMinMaxObserver,
+    entropy_range,
+    mse_range,
+)
 from tensorslim.algorithms.quantize import QuantScheme, choose_qparams, quantize
 from tensorslim.backends.onnx.editor import GraphEditor
 from tensorslim.backends.onnx.weights import GraphScope, WeightRole, find_weights
@@ -35,6 +41,7 @@ from tensorslim.passes.float16 import float_values
 __all__ = ["ActivationParams", "StaticQuantConfig", "StaticQuantPass", "calibrate_ranges", "plan_static_quant"]
 
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
+CALIBRATION_METHODS = ("minmax", "moving_average", "percentile", "mse", "entropy")
 # ops with integer kernels (or pure data movement) in ONNX Runtime's QDQ fusion: their tensors stay int8
 PASSTHROUGH_OPS = (
     "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "Add", "Flatten", "Reshape", "Transpose",
@@ -51,7 +58,9 @@ class StaticQuantConfig:
     Attributes:
         activation_scheme: ``asymmetric`` (uint8 activations) or ``symmetric`` (int8, zero point 0).
         granularity: weights ``per_channel`` (default) or ``per_tensor`` (int8 symmetric either way).
-        calibration: ``minmax`` or ``percentile`` (histogram; ``percentile`` keeps that share of values).
+        calibration: ``minmax``, ``moving_average`` (EMA of per-batch min/max), or from a streamed histogram:
+            ``percentile`` (keeps that share of values), ``mse`` (minimal expected squared error) or
+            ``entropy`` (minimal KL divergence, TensorRT-style).
         percentile: share of values the percentile range keeps.
         op_types: compute ops to quantize (Conv, Gemm, MatMul); pass-through ops between them follow.
         exclude: regular expressions on node names that stay float.
@@ -75,7 +84,7 @@ class StaticQuantConfig:
         for fname, allowed in (
             ("activation_scheme", ("asymmetric", "symmetric")),
             ("granularity", ("per_channel", "per_tensor")),
-            ("calibration", ("minmax", "percentile")),
+            ("calibration", CALIBRATION_METHODS),
         ):
             if getattr(self, fname) not in allowed:
                 raise ValueError(f"{fname}: {getattr(self, fname)!r} is not one of {', '.join(allowed)}")
@@ -174,9 +183,13 @@ def calibrate_ranges(
     model: onnx.ModelProto, tensors: list[str], data: Dataset, cfg: StaticQuantConfig
 ) -> dict[str, tuple[float, float]]:
     """Stream ``data`` through ``model`` once; the observed range of each tensor in ``tensors``."""
-    observers: dict[str, MinMaxObserver | HistogramObserver] = {
-        t: HistogramObserver() if cfg.calibration == "percentile" else MinMaxObserver() for t in tensors
-    }
+
+    def make() -> MinMaxObserver | HistogramObserver | MovingAverageMinMaxObserver:
+        if cfg.calibration in ("percentile", "mse", "entropy"):
+            return HistogramObserver()
+        return MovingAverageMinMaxObserver() if cfg.calibration == "moving_average" else MinMaxObserver()
+
+    observers = {t: make() for t in tensors}
     if data.num_samples == 0:
         raise InputError("calibration data holds zero samples; give at least one sample")
     for batch in run_with_outputs(model, tensors, data, batch_size=8):
@@ -186,7 +199,12 @@ def calibrate_ranges(
     for t, obs in observers.items():
         if isinstance(obs, HistogramObserver):
             if obs.count:
-                ranges[t] = obs.range(cfg.percentile)
+                if cfg.calibration == "mse":
+                    ranges[t] = mse_range(obs)
+                elif cfg.calibration == "entropy":
+                    ranges[t] = entropy_range(obs)
+                else:
+                    ranges[t] = obs.range(cfg.percentile)
         elif not obs.empty:
             ranges[t] = obs.range()
     return ranges
