@@ -133,7 +133,21 @@ def test_inspect_recommends(tmp_path: Path) -> None:
 
 
 def test_help_lists_examples_and_exit_codes() -> None:
-    for cmd in ("quantize", "eval", "bench", "inspect", "optimize"):
+    for cmd in (
+        "quantize",
+        "eval",
+        "bench",
+        "inspect",
+        "optimize",
+        "prune",
+        "cluster",
+        "pack",
+        "unpack",
+        "compress",
+        "doctor",
+        "diagnose",
+        "profile",
+    ):
         r = cli(cmd, "--help")
         assert r.returncode == 0
         assert "Example" in r.stdout and "Exit codes" in r.stdout, cmd
