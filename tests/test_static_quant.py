@@ -95,3 +95,13 @@ def test_static_on_the_bundled_example_keeps_accuracy(tmp_path: Path) -> None:
     (o,) = rep.outputs
     assert o.candidate_accuracy >= o.reference_accuracy - 0.005
     assert Counter(optimized_op_types(onnx.load(str(out)), tmp_path))["QLinearConv"] >= 8
+
+
+def test_static_raises_an_old_opset_to_13_for_per_channel_qdq(tmp_path: Path) -> None:
+    model, data = small_cnn()
+    model.opset_import[0].version = 11
+    onnx.checker.check_model(model)
+    res = StaticQuantPass(StaticQuantConfig(), data=data)(model)
+    assert res.model.opset_import[0].version == 13
+    assert any("opset 11" in n for n in res.notes)
+    assert Counter(optimized_op_types(res.model, tmp_path))["QLinearConv"] == 2

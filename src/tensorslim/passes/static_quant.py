@@ -16,11 +16,13 @@ stay float.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+import onnx.version_converter
 
 from tensorslim.algorithms.observers import (
     HistogramObserver,
@@ -30,7 +32,7 @@ from tensorslim.algorithms.observers import (
     mse_range,
 )
 from tensorslim.algorithms.quantize import QuantScheme, choose_qparams, quantize
-from tensorslim.backends.onnx.editor import GraphEditor
+from tensorslim.backends.onnx.editor import GraphEditor, opset_version
 from tensorslim.backends.onnx.weights import GraphScope, WeightRole, find_weights
 from tensorslim.errors import InputError
 from tensorslim.evaluate.data import Dataset
@@ -275,7 +277,28 @@ class StaticQuantPass(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         """Plan on the calibration data, then insert Q/DQ pairs and quantized weights."""
         cfg = self.config
+        upgrade_note = ""
+        if opset_version(model) < 13:
+            # per-channel DequantizeLinear (the axis attribute) needs opset 13
+            try:
+                upgraded = onnx.version_converter.convert_version(model, 13)
+                onnx.checker.check_model(upgraded)
+            except Exception as e:  # the converter raises several types
+                if opset_version(model) < 10 or cfg.granularity == "per_channel":
+                    cfg = dataclasses.replace(cfg, granularity="per_tensor")
+                upgrade_note = (
+                    f"opset {opset_version(model)} could not be raised to 13 ({type(e).__name__}): per-tensor weights"
+                )
+                if opset_version(model) < 10:
+                    raise InputError(
+                        f"opset {opset_version(model)} has no QuantizeLinear; re-export the model with opset >= 13"
+                    ) from e
+            else:
+                upgrade_note = f"model converted from opset {opset_version(model)} to 13 for per-channel QDQ"
+                model.CopyFrom(upgraded)
         plan = plan_static_quant(model, self.data, cfg)
+        if upgrade_note:
+            plan.notes.insert(0, upgrade_note)
         editor = GraphEditor(model)
         scope = GraphScope(model.graph, "")
         nodes = list(model.graph.node)
@@ -307,7 +330,7 @@ class StaticQuantPass(Pass):
                 for i, name in enumerate(u.input):
                     if name == t and (id(u) in quantized):
                         u.input[i] = dq
-        records = self._weights(model, editor, plan, dq_name)
+        records = self._weights(model, editor, plan, dq_name, cfg)
         editor.apply()
         from tensorslim.passes.fold_batchnorm import remove_unused_constants
 
@@ -315,7 +338,12 @@ class StaticQuantPass(Pass):
         return PassResult(model, any(not r.skipped for r in records), records, list(plan.notes))
 
     def _weights(
-        self, model: onnx.ModelProto, editor: GraphEditor, plan: StaticPlan, dq_name: dict[str, str]
+        self,
+        model: onnx.ModelProto,
+        editor: GraphEditor,
+        plan: StaticPlan,
+        dq_name: dict[str, str],
+        cfg: StaticQuantConfig,
     ) -> list[WeightRecord]:
         records: list[WeightRecord] = []
         compute = {n.output[0] for n in plan.nodes if n.op_type in COMPUTE_OPS and n.output}
@@ -335,7 +363,7 @@ class StaticQuantPass(Pass):
                 records.append(WeightRecord(**base, action="skipped", bytes_after=w.nbytes,  # type: ignore[arg-type]
                                             reason="its input activation stays float"))  # fmt: skip
                 continue
-            axis = use.channel_axis if self.config.granularity == "per_channel" else None
+            axis = use.channel_axis if cfg.granularity == "per_channel" else None
             qp = choose_qparams(w.array, scheme=QuantScheme.SYMMETRIC, axis=axis)
             codes = quantize(w.array, qp)
             as_const = w.source == "constant"
