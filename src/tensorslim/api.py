@@ -168,6 +168,8 @@ def quantize(
     if small:  # models past protobuf's 2 GB limit are checked from the saved file instead
         onnx.checker.check_model(result.model, full_check=False)
     if verify and small:
+        if isinstance(cfg, Float16Config):
+            _load_in_subprocess(result.model)  # an ONNX Runtime crash on a float16 graph must not take us down
         try:
             OrtRuntime(result.model)
         except InputError as e:  # pragma: no cover - would be a tensorslim bug
@@ -185,6 +187,27 @@ def quantize(
         seconds=time.perf_counter() - start,
         notes=notes,
     )
+
+
+def _load_in_subprocess(model: onnx.ModelProto) -> None:
+    """Create an ONNX Runtime session for ``model`` in a child process; a crash there becomes an InputError."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tensorslim-verify-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        path.write_bytes(model.SerializeToString())
+        code = (
+            "import sys, onnxruntime as ort; so = ort.SessionOptions(); so.log_severity_level = 3; "
+            "ort.InferenceSession(sys.argv[1], so, providers=['CPUExecutionProvider'])"
+        )
+        proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=600)
+    if proc.returncode < 0:
+        raise InputError(
+            f"ONNX Runtime crashed (signal {-proc.returncode}) loading the converted model; keep the op types it "
+            "trips on in float32 with --ops (block list), e.g. --ops LayerNormalization,Softmax"
+        )
 
 
 def _run_pass(proto: onnx.ModelProto, cfg: QuantConfig, dataset: Dataset | None, notes: list[str]) -> PassResult:

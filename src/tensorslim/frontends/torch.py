@@ -165,7 +165,13 @@ def _export(
 
     with tempfile.TemporaryDirectory(prefix="tensorslim-export-") as tmp:
         path = Path(tmp) / "model.onnx"
+        # nn.MultiheadAttention / TransformerEncoderLayer take a fused "fast path" in eval mode that has no ONNX
+        # export; the regular path computes the same thing
+        mha = getattr(torch.backends, "mha", None)
+        fastpath = mha.get_fastpath_enabled() if mha is not None else None
         try:
+            if mha is not None:
+                mha.set_fastpath_enabled(False)
             with torch.no_grad(), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
@@ -188,6 +194,9 @@ def _export(
         except Exception as e:
             msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise InputError(f"torch.onnx.export failed: {msg}; check the example inputs and opset {opset}") from e
+        finally:
+            if mha is not None and fastpath is not None:
+                mha.set_fastpath_enabled(fastpath)
         return onnx.load(str(path), load_external_data=True)
 
 

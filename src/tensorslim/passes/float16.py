@@ -8,8 +8,10 @@ Before -> after::
 Nodes whose op is on an allow list of float16-safe ops (and not on the user's block list) run in float16;
 every other node keeps float32, with a ``Cast`` on each edge between the two regions (one Cast per tensor,
 shared by its consumers). Float initializers and Constant tensors used only by float16 nodes are stored
-as float16. :func:`find_overflows` runs the converted model on data and names the nodes that produce NaN or
-infinity, so the caller can block them and convert again.
+as float16; large weights of float32 nodes are stored as float16 too, behind a Cast that ONNX Runtime folds
+once at load. Gemm is not on the allow list: ONNX Runtime 1.32's CPU graph optimizer crashes on some float16
+Gemm patterns, and its CPU Gemm has no float16 kernel anyway. :func:`find_overflows` runs the converted
+model on data and names the nodes that produce NaN or infinity, so the caller can block them and convert again.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ __all__ = ["FLOAT16_OPS", "Float16Config", "Float16Pass", "find_overflows", "flo
 
 FLOAT16_OPS: tuple[str, ...] = (
     "Add", "AveragePool", "BatchNormalization", "Clip", "Concat", "Conv", "ConvTranspose", "Div", "Erf",
-    "Expand", "Flatten", "Gather", "Gelu", "Gemm", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid",
+    "Expand", "Flatten", "Gather", "Gelu", "GlobalAveragePool", "GlobalMaxPool", "HardSigmoid",
     "HardSwish", "Identity", "LayerNormalization", "LeakyRelu", "MatMul", "MaxPool", "Mul", "Neg", "Pow",
     "ReduceMax", "ReduceMean", "ReduceMin", "ReduceSum", "Relu", "Reshape", "Sigmoid", "Slice", "Softmax",
     "Split", "Sqrt", "Squeeze", "Sub", "Tanh", "Tile", "Transpose", "Unsqueeze", "Where",
@@ -130,12 +132,39 @@ class Float16Pass(Pass):
                     nodes=",".join(dict.fromkeys(u.name for u in consumers[name])), shape=tuple(arr.shape),
                     action="float16", reason=src_kind, bytes_before=int(arr.nbytes), bytes_after=int(arr.nbytes // 2),
                 ))  # fmt: skip
+        # large weights of float32 nodes: float16 storage, Cast back to float32 (folded at session load)
+        new_casts: list[onnx.NodeProto] = []
+        for name in sorted(inits):
+            users = consumers.get(name, [])
+            t = inits[name]
+            if name in stored_f16 or name not in floats or name in graph_outputs or not users:
+                continue
+            if any(id(u) in f16_nodes for u in users) or t.data_type != TensorProto.FLOAT:
+                continue
+            arr = numpy_helper.to_array(t)
+            if arr.size < 1024 or np.any(np.abs(arr) > float(np.finfo(np.float16).max)):
+                continue
+            stored = names(f"{name}_f16")
+            g.initializer.append(numpy_helper.from_array(_to_f16(arr), stored))
+            new_casts.append(helper.make_node("Cast", [stored], [name], name=names(f"{name}_CastStored"),
+                                              to=TensorProto.FLOAT))  # fmt: skip
+            records.append(WeightRecord(
+                name=name, ops=",".join(dict.fromkeys(u.op_type for u in users)),
+                nodes=",".join(dict.fromkeys(u.name for u in users)), shape=tuple(arr.shape),
+                action="float16 storage", reason="float32 compute (Cast folded at load)",
+                bytes_before=int(arr.nbytes), bytes_after=int(arr.nbytes // 2),
+            ))  # fmt: skip
+        if new_casts:
+            cast_names = {c.output[0] for c in new_casts}
+            keep = [t for t in g.initializer if t.name not in cast_names]
+            del g.initializer[:]
+            g.initializer.extend(keep)
         # every float value produced by a float16 node (or stored in float16) is float16
         f16_values = set(stored_f16)
         for n in nodes:
             if id(n) in f16_nodes:
                 f16_values.update(o for o in n.output if o in floats)
-        new_nodes: list[onnx.NodeProto] = []
+        new_nodes: list[onnx.NodeProto] = list(new_casts)
         casts: dict[tuple[str, int], str] = {}
 
         def cast(value: str, to: int) -> str:
@@ -175,7 +204,7 @@ class Float16Pass(Pass):
             c.CopyFrom(n)
             copies.append(c)
         del g.node[:]
-        g.node.extend(_topological(copies, {i.name for i in g.input} | set(inits)))
+        g.node.extend(_topological(copies, {i.name for i in g.input} | {t.name for t in g.initializer}))
         del g.value_info[:]  # stale float32 types; ONNX Runtime infers them again
         return PassResult(model, bool(f16_nodes), records)
 
