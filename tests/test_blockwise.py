@@ -103,7 +103,7 @@ def test_float16_keeps_float32_io_and_halves_weights() -> None:
     types = {i.name: i.data_type for i in g.initializer}
     # Gemm computes in float32 (see FLOAT16_OPS); its large weights are stored in float16 behind a Cast
     assert types["W1_f16"] == onnx.TensorProto.FLOAT16  # W2 (640 values) is below the 1024-value floor
-    assert sum(i.ByteSize() for i in g.initializer) < 0.6 * sum(i.ByteSize() for i in model.graph.initializer)
+    assert sum(i.ByteSize() for i in g.initializer) < 0.7 * sum(i.ByteSize() for i in model.graph.initializer)
     assert g.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     (out,) = run(res.model, feeds)
     assert out.dtype == np.float32
