@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -65,6 +65,7 @@ def test_observer_errors() -> None:
     x=arrays(np.float64, st.integers(200, 2000), elements=st.floats(-50, 50, allow_nan=False)),
     split=st.integers(1, 199),
 )
+@example(x=np.ones(200), split=1)  # constant data: the threshold falls below every value
 def test_mse_entropy_and_moving_average_ranges_stay_inside_min_max(x: np.ndarray, split: int) -> None:
     from tensorslim.algorithms.observers import MovingAverageMinMaxObserver, entropy_range, mse_range
 

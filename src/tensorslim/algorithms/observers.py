@@ -186,8 +186,10 @@ def _folded(h: HistogramObserver) -> tuple[np.ndarray, float]:
 
 
 def _clamped(h: HistogramObserver, threshold: float) -> tuple[float, float]:
+    """``[-threshold, threshold]`` intersected with the observed range (the observed range when disjoint)."""
     lo, hi = h.minmax.range()
-    return max(lo, -threshold), min(hi, threshold)
+    r_lo, r_hi = max(lo, -threshold), min(hi, threshold)
+    return (r_lo, r_hi) if r_lo <= r_hi else (lo, hi)
 
 
 def mse_range(h: HistogramObserver, *, bits: int = 8) -> tuple[float, float]:
