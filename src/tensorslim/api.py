@@ -6,6 +6,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
@@ -69,11 +70,20 @@ class QuantizeResult:
             "output_bytes": self.output_bytes,
             "size_ratio": self.size_ratio,
             "seconds": self.seconds,
-            "config": {k: (list(v) if isinstance(v, tuple) else str(v)) for k, v in asdict(self.config).items()},
+            "config": {k: _json_value(v) for k, v in asdict(self.config).items()},
             "summary": self.summary(),
             "weights": [r.to_dict() for r in self.records],
             "notes": list(self.notes),
         }
+
+
+def _json_value(v: Any) -> Any:
+    """A config field as JSON: numbers and booleans as they are, tuples as lists, enums and the rest as text."""
+    if isinstance(v, tuple):
+        return list(v)
+    if isinstance(v, bool | int | float) and not isinstance(v, Enum):
+        return v
+    return None if v is None else str(v)
 
 
 QuantConfig = DynamicQuantConfig | BlockQuantConfig | Float16Config | StaticQuantConfig
@@ -170,10 +180,11 @@ def quantize(
     if verify and small:
         if isinstance(cfg, Float16Config):
             _load_in_subprocess(result.model)  # an ONNX Runtime crash on a float16 graph must not take us down
-        try:
-            OrtRuntime(result.model)
-        except InputError as e:  # pragma: no cover - would be a tensorslim bug
-            raise InputError(f"the quantized model does not load in ONNX Runtime: {e}; please report this") from e
+        else:
+            try:
+                OrtRuntime(result.model)
+            except InputError as e:  # pragma: no cover - would be a tensorslim bug
+                raise InputError(f"the quantized model does not load in ONNX Runtime: {e}; please report this") from e
     out_path = save_model(result.model, output) if output is not None else None
     if out_path is not None and not small:
         onnx.checker.check_model(str(out_path))
@@ -208,6 +219,9 @@ def _load_in_subprocess(model: onnx.ModelProto) -> None:
             f"ONNX Runtime crashed (signal {-proc.returncode}) loading the converted model; keep the op types it "
             "trips on in float32 with --ops (block list), e.g. --ops LayerNormalization,Softmax"
         )
+    if proc.returncode:  # pragma: no cover - would be a tensorslim bug
+        last = proc.stderr.strip().splitlines()[-1][:300] if proc.stderr.strip() else f"exit {proc.returncode}"
+        raise InputError(f"the converted model does not load in ONNX Runtime: {last}; please report this")
 
 
 def _run_pass(proto: onnx.ModelProto, cfg: QuantConfig, dataset: Dataset | None, notes: list[str]) -> PassResult:

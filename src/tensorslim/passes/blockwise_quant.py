@@ -30,6 +30,7 @@ from tensorslim.backends.onnx.editor import GraphEditor
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse, find_weights
 from tensorslim.errors import InputError
 from tensorslim.evaluate.data import Dataset
+from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import LayerInput, gram_matrices
 
@@ -83,12 +84,7 @@ class BlockQuantConfig:
         if not ops or any(o not in _OPS for o in ops):
             raise ValueError(f"op_types: {ops!r}; allowed: {', '.join(_OPS)}")
         object.__setattr__(self, "op_types", ops)
-        for p in self.exclude:
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise ValueError(f"exclude: {p!r} is not a valid regular expression ({e})") from None
-        object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
 
 
 def _ensure_ms_domain(model: onnx.ModelProto) -> None:
@@ -190,12 +186,7 @@ class BlockQuantPass(Pass):
                 )  # fmt: skip
                 cast = editor.node("Cast", [half], [node.output[0]], f"{w.name}_CastFloat", to=onnx.TensorProto.FLOAT)
             editor.replace(node, [new] if matmul else [new, cast])
-            if w.source == "initializer":
-                editor.drop_initializer(w.scope, w.name)
-            else:
-                for n in w.scope.graph.node:
-                    if n.op_type == "Constant" and list(n.output) == [w.name]:
-                        editor.drop_node(n)
+            editor.drop_weight(w.scope, w.name, w.source)
             scale_bytes = bq.scales.nbytes if matmul else bq.scales.nbytes // 2
             after = int(data.nbytes + scale_bytes + (0 if symmetric else zps.nbytes))
             restored = dequantize_blocks(bq)

@@ -33,6 +33,7 @@ from onnx import numpy_helper
 from tensorslim.algorithms.pruning import lstsq_refit
 from tensorslim.errors import InputError, UnsupportedModelError
 from tensorslim.evaluate.data import Dataset
+from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import ConvGeometry, LayerInput, feature_sq_sums, run_with_outputs
 
@@ -73,12 +74,7 @@ class ChannelPruneConfig:
         r = self.ratio
         if isinstance(r, bool) or not isinstance(r, int | float) or not 0.0 <= r < 1.0:
             raise ValueError(f"ratio: must be in [0, 1), got {r!r}")
-        for p in self.exclude:
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise ValueError(f"exclude: {p!r} is not a valid regular expression ({e})") from None
-        object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         for fname in ("min_channels", "round_to", "max_positions"):
             v = getattr(self, fname)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:

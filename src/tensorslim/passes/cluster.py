@@ -31,6 +31,7 @@ from tensorslim.backends.onnx.editor import GraphEditor
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, find_weights
 from tensorslim.errors import UnsupportedModelError
 from tensorslim.evaluate.data import Dataset
+from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import LayerInput, gram_matrices
 
@@ -95,12 +96,7 @@ class ClusterConfig:
         if unknown or not self.op_types:
             raise ValueError(f"op_types: {list(self.op_types)!r}; allowed: {', '.join(CLUSTER_OPS)}")
         object.__setattr__(self, "op_types", tuple(self.op_types))
-        for p in self.exclude:
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise ValueError(f"exclude: {p!r} is not a valid regular expression ({e})") from None
-        object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         for fname in ("min_size", "max_iter", "seed"):
             v = getattr(self, fname)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
@@ -259,12 +255,7 @@ def _apply(editor: GraphEditor, plan: ClusterPlan) -> int:
         nodes.append(editor.node("Gather", [cb, idx64], [w.name], f"{w.name}_CodebookGather", axis=0))
     # the expansion produces the weight under its own name at the top of the graph that holds it
     editor.insert_before(w.scope.graph.node[0], nodes)
-    if w.source == "initializer":
-        editor.drop_initializer(w.scope, w.name)
-    else:
-        for n in w.scope.graph.node:
-            if n.op_type == "Constant" and list(n.output) == [w.name]:
-                editor.drop_node(n)
+    editor.drop_weight(w.scope, w.name, w.source)
     return nbytes
 
 

@@ -48,6 +48,7 @@ from tensorslim.algorithms.quantize import (
 from tensorslim.algorithms.rotation import hadamard, rotate_input_channels
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse, find_weights
+from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 
 __all__ = [
@@ -167,13 +168,7 @@ class DynamicQuantConfig:
             raise ValueError(f"op_types: empty; give at least one of {', '.join(SUPPORTED_OPS)}")
         object.__setattr__(self, "op_types", ops)
         for fname in ("exclude", "float_compute"):
-            patterns = tuple(getattr(self, fname))
-            for p in patterns:
-                try:
-                    re.compile(p)
-                except re.error as e:
-                    raise ValueError(f"{fname}: {p!r} is not a valid regular expression ({e})") from None
-            object.__setattr__(self, fname, patterns)
+            object.__setattr__(self, fname, regex_tuple(fname, getattr(self, fname)))
         if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 0:
             raise ValueError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
         b = self.rotation_block
@@ -449,12 +444,7 @@ def _apply_weight(editor: GraphEditor, plan: WeightPlan, rotated: dict[tuple[str
         else:
             _rewrite_weight_only(editor, store, use, qp, codes, form)
         used_forms.append(f"{use.op_type}:{form.value}")
-    if w.source == "initializer":
-        editor.drop_initializer(w.scope, w.name)
-    else:
-        for n in w.scope.graph.node:
-            if n.op_type == "Constant" and list(n.output) == [w.name]:
-                editor.drop_node(n)
+    editor.drop_weight(w.scope, w.name, w.source)
     forms = sorted({f.value for _, f in plan.forms})
     action = "int8 " + "+".join(forms)
     details = "; ".join([*plan.notes, ", ".join(dict.fromkeys(used_forms))])

@@ -25,6 +25,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from tensorslim.backends.onnx.editor import NameGenerator
+from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 
 __all__ = ["FLOAT16_OPS", "Float16Config", "Float16Pass", "find_overflows", "float_values"]
@@ -52,12 +53,7 @@ class Float16Config:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "block_ops", tuple(self.block_ops))
-        object.__setattr__(self, "block_nodes", tuple(self.block_nodes))
-        for p in self.block_nodes:
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise ValueError(f"block_nodes: {p!r} is not a valid regular expression ({e})") from None
+        object.__setattr__(self, "block_nodes", regex_tuple("block_nodes", self.block_nodes))
 
 
 def float_values(model: onnx.ModelProto) -> set[str]:

@@ -32,6 +32,7 @@ from tensorslim.algorithms.pruning import global_thresholds, magnitude_mask, nm_
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, find_weights
 from tensorslim.errors import InputError, UnsupportedModelError
 from tensorslim.evaluate.data import Dataset
+from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import ConvGeometry, LayerInput, feature_sq_sums, gram_matrices
 
@@ -124,12 +125,7 @@ class PruneConfig:
         if unknown or not self.op_types:
             raise ValueError(f"op_types: {list(self.op_types)!r}; allowed: {', '.join(PRUNABLE_OPS)}")
         object.__setattr__(self, "op_types", tuple(self.op_types))
-        for p in self.exclude:
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise ValueError(f"exclude: {p!r} is not a valid regular expression ({e})") from None
-        object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 0:
             raise ValueError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
         if not self.damp > 0:

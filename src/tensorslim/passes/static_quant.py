@@ -36,6 +36,7 @@ from tensorslim.backends.onnx.editor import GraphEditor, opset_version
 from tensorslim.backends.onnx.weights import GraphScope, WeightRole, find_weights
 from tensorslim.errors import InputError
 from tensorslim.evaluate.data import Dataset
+from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import run_with_outputs
 from tensorslim.passes.float16 import float_values
@@ -98,12 +99,7 @@ class StaticQuantConfig:
         if not ops or any(o not in COMPUTE_OPS for o in ops):
             raise ValueError(f"op_types: {ops!r}; allowed: {', '.join(COMPUTE_OPS)}")
         object.__setattr__(self, "op_types", ops)
-        for p in self.exclude:
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise ValueError(f"exclude: {p!r} is not a valid regular expression ({e})") from None
-        object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
 
 
 @dataclass(frozen=True)

@@ -100,6 +100,15 @@ class GraphEditor:
         self._scopes[scope.path] = scope
         self._drop_initializers[scope.path].add(name)
 
+    def drop_weight(self, scope: GraphScope, name: str, source: str) -> None:
+        """Remove the stored tensor ``name`` of ``scope``: an initializer, or the Constant node that makes it."""
+        if source == "initializer":
+            self.drop_initializer(scope, name)
+            return
+        for n in scope.graph.node:
+            if n.op_type == "Constant" and list(n.output) == [name]:
+                self.drop_node(n)
+
     def node(self, op_type: str, inputs: list[str], outputs: list[str], base: str, **attrs: object) -> onnx.NodeProto:
         """Build a node with a fresh name; ``domain`` may be passed among the attributes."""
         domain = str(attrs.pop("domain", ""))

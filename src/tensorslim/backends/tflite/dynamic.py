@@ -40,6 +40,7 @@ from tensorslim.algorithms.fidelity import sqnr_db
 from tensorslim.algorithms.quantize import QuantParams, RangeMethod, choose_qparams, dequantize, quantize
 from tensorslim.backends.tflite.graph import Graph, compact, quant_params, tensor_name
 from tensorslim.backends.tflite.weights import TfliteWeight, find_weights
+from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import WeightRecord
 from tensorslim.passes.dynamic_quant import Granularity
 
@@ -111,12 +112,7 @@ class TfliteDynamicConfig:
                 f"op_types: unknown op {', '.join(map(repr, unknown)) or '(empty)'}; allowed: {', '.join(DYNAMIC_OPS)}"
             )
         object.__setattr__(self, "op_types", ops)
-        for p in self.exclude:
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise ValueError(f"exclude: {p!r} is not a valid regular expression ({e})") from None
-        object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 0:
             raise ValueError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
 

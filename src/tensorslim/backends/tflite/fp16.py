@@ -25,6 +25,7 @@ from tensorslim.backends.tflite.dynamic import TflitePassResult
 from tensorslim.backends.tflite.graph import Graph, compact
 from tensorslim.backends.tflite.schema import schema
 from tensorslim.backends.tflite.weights import find_weights
+from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import WeightRecord
 
 __all__ = ["TfliteFloat16Config", "TfliteFloat16Pass"]
@@ -45,12 +46,7 @@ class TfliteFloat16Config:
     min_size: int = 0
 
     def __post_init__(self) -> None:
-        for p in self.exclude:
-            try:
-                re.compile(p)
-            except re.error as e:
-                raise ValueError(f"exclude: {p!r} is not a valid regular expression ({e})") from None
-        object.__setattr__(self, "exclude", tuple(self.exclude))
+        object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 0:
             raise ValueError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
 

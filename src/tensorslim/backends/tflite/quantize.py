@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from tensorslim.api import QuantizeResult
 from tensorslim.backends.tflite.calibrate import ActivationRange, calibrate, load_calibration_data
 from tensorslim.backends.tflite.dynamic import TfliteDynamicConfig, TfliteDynamicPass, TflitePassResult
 from tensorslim.backends.tflite.fp16 import TfliteFloat16Config, TfliteFloat16Pass, widen_float16
@@ -22,8 +23,6 @@ from tensorslim.backends.tflite.schema import type_name
 from tensorslim.backends.tflite.static import TfliteStaticConfig, TfliteStaticPass
 from tensorslim.errors import InputError, UnsupportedModelError
 from tensorslim.evaluate.data import Dataset
-from tensorslim.passes.base import WeightRecord
-from tensorslim.passes.dynamic_quant import summarize
 from tensorslim.runtime.litert import make_interpreter
 
 __all__ = ["TfliteMode", "TfliteQuantizeResult", "quantize_tflite"]
@@ -38,47 +37,14 @@ class TfliteMode(StrEnum):
 
 
 @dataclass
-class TfliteQuantizeResult:
-    """What :func:`quantize_tflite` did (the same report as the ONNX path)."""
+class TfliteQuantizeResult(QuantizeResult):
+    """What :func:`quantize_tflite` did: the ONNX path's report, plus the TFLite mode."""
 
-    model: Any
-    output_path: Path | None
-    records: list[WeightRecord]
-    mode: TfliteMode
-    config: Any
-    input_bytes: int
-    output_bytes: int
-    seconds: float
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def size_ratio(self) -> float:
-        """Output size over input size."""
-        return self.output_bytes / self.input_bytes if self.input_bytes else 1.0
-
-    def summary(self) -> dict[str, int]:
-        """Counts of quantized and skipped weights and their bytes."""
-        return summarize(self.records)
+    mode: TfliteMode = TfliteMode.DYNAMIC
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict."""
-        from dataclasses import asdict
-
-        cfg = {k: (list(v) if isinstance(v, tuple) else v if isinstance(v, bool | int) else str(v))
-               for k, v in asdict(self.config).items()}  # fmt: skip
-        return {
-            "format": "tflite",
-            "mode": str(self.mode),
-            "output_path": str(self.output_path) if self.output_path else None,
-            "input_bytes": self.input_bytes,
-            "output_bytes": self.output_bytes,
-            "size_ratio": self.size_ratio,
-            "seconds": self.seconds,
-            "config": cfg,
-            "summary": self.summary(),
-            "weights": [r.to_dict() for r in self.records],
-            "notes": list(self.notes),
-        }
+        """JSON-ready dict: :meth:`QuantizeResult.to_dict` with ``format`` and ``mode``."""
+        return {"format": "tflite", "mode": str(self.mode), **super().to_dict()}
 
 
 def _calibration_tensors(model: Any) -> list[int]:
