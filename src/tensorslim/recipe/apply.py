@@ -1,0 +1,276 @@
+"""Apply a recipe: its passes in order, in one process, through the same code paths as the CLI commands.
+
+Quantization passes go through :func:`tensorslim.api._run_pass` (BatchNormalization folding, the static
+pass's weight-only follow-up, float16's NaN/Inf fallback), pruning, clustering and packing through
+:mod:`tensorslim.compression`. Per-layer rules become each pass's ``exclude`` patterns (see
+:mod:`tensorslim.recipe.rules`). The input model is never modified; the output is written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from tensorslim.errors import InputError, UnsupportedModelError
+from tensorslim.evaluate.data import Dataset
+from tensorslim.passes.base import PassResult, WeightRecord
+from tensorslim.recipe.rules import EXCLUDE_FIELD, exclude_regex, only_regex, plan_rules
+from tensorslim.recipe.schema import PassSpec, Recipe, RecipeError, build_config
+
+__all__ = ["RecipeResult", "StepResult", "apply_recipe", "needs_data"]
+
+_QUANT_KINDS = ("dynamic_quant", "static_quant", "blockwise_quant", "float16")
+_COMPRESSION_SAMPLES = 256  # calibration samples of prune/cluster/channel_prune, as their commands use
+
+
+@dataclass
+class StepResult:
+    """What one pass of the recipe did."""
+
+    index: int
+    kind: str
+    modified: bool
+    seconds: float
+    runs: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class RecipeResult:
+    """What :func:`apply_recipe` did.
+
+    Attributes:
+        output_path: the written ``.onnx`` (or ``.tslim``) file.
+        input_bytes: serialized size of the input model.
+        output_bytes: size of the output file.
+        records: one record per weight and pass: what was done or why it was skipped.
+        notes: what the passes reported (fallbacks, rules that matched nothing, ...).
+        seconds: wall time.
+        steps: one entry per pass.
+        recipe: the recipe's name.
+    """
+
+    output_path: Path
+    input_bytes: int
+    output_bytes: int
+    records: list[WeightRecord]
+    notes: list[str]
+    seconds: float
+    steps: list[StepResult] = field(default_factory=list)
+    recipe: str = ""
+
+    @property
+    def size_ratio(self) -> float:
+        """Output size over input size."""
+        return self.output_bytes / self.input_bytes if self.input_bytes else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "recipe": self.recipe,
+            "output_path": str(self.output_path),
+            "input_bytes": self.input_bytes,
+            "output_bytes": self.output_bytes,
+            "size_ratio": self.size_ratio,
+            "seconds": self.seconds,
+            "steps": [s.to_dict() for s in self.steps],
+            "weights": [r.to_dict() for r in self.records],
+            "notes": list(self.notes),
+        }
+
+
+def needs_data(spec: PassSpec) -> bool:
+    """Whether the pass cannot run without calibration data (static_quant; GPTQ, Wanda, SparseGPT methods)."""
+    configs = [dict(spec.config)] + [{**spec.config, **r.config} for r in spec.rules if r.config]
+    if spec.kind == "static_quant":
+        return True
+    if spec.kind == "blockwise_quant":
+        return any(c.get("method") == "gptq" for c in configs)
+    if spec.kind == "prune":
+        return any(c.get("method") in ("wanda", "sparsegpt") for c in configs)
+    return False
+
+
+def _with_seed(spec: PassSpec, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
+    """``cfg`` with ``seed`` filled in where the pass has a seed field the recipe leaves unset."""
+    from tensorslim.recipe.schema import config_class
+
+    names = {f.name for f in dataclasses.fields(config_class(spec.kind))}
+    return {**cfg, "seed": seed} if "seed" in names and "seed" not in cfg else cfg
+
+
+def _run_once(kind: str, cfg: Any, model: onnx.ModelProto, data: Dataset | None, notes: list[str]) -> PassResult:
+    """One run of one pass, through the code path its command uses."""
+    from tensorslim import api, compression
+    from tensorslim.passes.fold_batchnorm import FoldBatchNormPass
+
+    if kind == "fold_batchnorm":
+        return FoldBatchNormPass()(model)
+    if kind in _QUANT_KINDS:
+        return api._run_pass(model, cfg, data, notes)
+    small = data
+    if data is not None and data.num_samples > _COMPRESSION_SAMPLES:
+        small = Dataset({k: v[:_COMPRESSION_SAMPLES] for k, v in data.inputs.items()}, source=data.source)
+    if kind == "prune":
+        return compression.prune(model, config=cfg, data=small)
+    if kind == "channel_prune":
+        return compression.prune_channels(model, config=cfg, data=small)
+    if kind == "cluster":
+        return compression.cluster(model, config=cfg, data=small)
+    raise AssertionError(kind)  # pragma: no cover - the schema admits no other kind here
+
+
+def _merge_records(runs: list[list[WeightRecord]]) -> list[WeightRecord]:
+    """One record per weight of the first run: the later run that changed it, else the first run's.
+
+    Later runs also see the tensors earlier runs created (codes, scales); those get no record of their own.
+    """
+    if not runs:
+        return []
+    out: dict[str, WeightRecord] = {r.name: r for r in runs[0]}
+    for records in runs[1:]:
+        for r in records:
+            if r.name in out and out[r.name].skipped and not r.skipped:
+                out[r.name] = r
+    return list(out.values())
+
+
+def _run_step(
+    index: int, spec: PassSpec, model: onnx.ModelProto, data: Dataset | None, seed: int
+) -> tuple[PassResult, StepResult]:
+    path = f"passes[{index}]"
+    t0 = time.perf_counter()
+    notes: list[str] = []
+    base = _with_seed(spec, dict(spec.config), seed)
+    plan = plan_rules(spec, model, path)
+    for i in plan.unmatched:
+        notes.append(f"{path}.rules[{i}] matched no node")
+    excl_field = EXCLUDE_FIELD.get(spec.kind, "")
+    user_excl = tuple(base.get(excl_field, ()))
+    runs: list[tuple[dict[str, Any], bool]] = []  # (config, tolerate "nothing to do")
+    if spec.kind == "static_quant":
+        cfg = dict(base)
+        if plan.skip:
+            cfg["exclude"] = (*user_excl, exclude_regex(plan.skip))
+        wide = [n for over, names in plan.groups if over.get("activation_bits") == 16 for n in names]
+        if wide:
+            cfg["int16_nodes"] = (*tuple(cfg.get("int16_nodes", ())), exclude_regex(wide))
+        runs.append((cfg, False))
+    else:
+        others = plan.skip + plan.grouped
+        cfg = dict(base)
+        if others:
+            cfg[excl_field] = (*user_excl, exclude_regex(others))
+        runs.append((cfg, bool(plan.groups)))
+        for over, names in plan.groups:  # after the base run: new nodes it made are outside every group
+            runs.append(({**base, **over, excl_field: (*user_excl, only_regex(names))}, True))
+    model_cur, modified, all_records = model, False, []
+    for cfg_dict, tolerate in runs:
+        cfg = build_config(spec.kind, cfg_dict, f"{path}.config")
+        try:
+            res = _run_once(spec.kind, cfg, model_cur, data, notes)
+        except UnsupportedModelError as e:
+            if not tolerate:
+                raise type(e)(f"{path} ({spec.kind}): {e}") from e
+            notes.append(f"{path} ({spec.kind}): a rule group had nothing to do ({e})")
+            continue
+        except InputError as e:
+            raise type(e)(f"{path} ({spec.kind}): {e}") from e
+        model_cur, modified = res.model, modified or res.modified
+        all_records.append(res.records)
+        notes.extend(res.notes)
+    if not modified:
+        notes.append(f"{path} ({spec.kind}) changed nothing")
+    step = StepResult(index, spec.kind, modified, time.perf_counter() - t0, len(runs), notes)
+    return PassResult(model_cur, modified, _merge_records(all_records), notes), step
+
+
+def _check_output(recipe: Recipe, output: Path) -> None:
+    packed = recipe.passes[-1].kind == "pack"
+    want = ".tslim" if packed else ".onnx"
+    if output.suffix.lower() != want:
+        why = "the last pass is pack" if packed else "the recipe has no pack pass (add pass: pack for .tslim)"
+        raise RecipeError(f"{output}: name the output *{want} ({why})")
+
+
+def apply_recipe(
+    recipe: Recipe,
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    output: str | os.PathLike[str],
+    *,
+    data: str | os.PathLike[str] | Dataset | None = None,
+    seed: int = 0,
+    progress: bool | None = None,
+) -> RecipeResult:
+    """Run ``recipe``'s passes on ``model`` in order and write the result to ``output``.
+
+    Args:
+        recipe: a validated recipe (:func:`~tensorslim.recipe.load_recipe`).
+        model: a path to an ``.onnx`` file or a ``ModelProto`` (never modified).
+        output: an ``.onnx`` file, or a ``.tslim`` file when the last pass is ``pack``; written atomically.
+        data: calibration data (``.npz``, a folder of ``.npz``, or a :class:`Dataset`), shared by every pass.
+        seed: fills the ``seed`` field of passes that have one (clustering) where the recipe leaves it unset.
+        progress: draw a progress bar (default: when stderr is a terminal).
+
+    Raises:
+        RecipeError: the output name does not fit the recipe, or a pass needs data and none was given.
+        InputError: unreadable model or data, or a pass cannot run (the message names the pass).
+    """
+    from tensorslim import api
+    from tensorslim.backends.onnx.io import check_output_path, model_size_bytes, save_model
+    from tensorslim.pack import pack_model
+    from tensorslim.progress import progress_bar
+    from tensorslim.runtime.ort import OrtRuntime
+
+    start = time.perf_counter()
+    out = Path(output)
+    _check_output(recipe, out)
+    check_output_path(out, *([model] if isinstance(model, str | os.PathLike) else []))
+    if data is None:
+        for i, spec in enumerate(recipe.passes):
+            if needs_data(spec):
+                raise RecipeError(f"{recipe.name}: passes[{i}] ({spec.kind}) needs calibration data; "
+                                  "pass --data CALIB.npz (data= in Python)")  # fmt: skip
+    proto, _ = api._as_model(model)
+    input_bytes = model_size_bytes(proto)
+    dataset = api.load_calibration(data, proto) if data is not None else None
+    cur, records, notes, steps = proto, [], [], []
+    body = [s for s in recipe.passes if s.kind != "pack"]
+    with progress_bar(f"recipe {recipe.name}", total=len(recipe.passes), enabled=progress) as bar:
+        for i, spec in enumerate(body):
+            bar.describe(f"{recipe.name}: {spec.kind}")
+            res, step = _run_step(i, spec, cur, dataset, seed)
+            cur = res.model
+            records.extend(res.records)
+            notes.extend(res.notes)
+            steps.append(step)
+            bar.advance()
+        small = model_size_bytes(cur) < 2**31 - 2**24
+        if small:
+            onnx.checker.check_model(cur, full_check=False)
+            if any(s.kind == "float16" for s in body):
+                api._load_in_subprocess(cur)  # an ONNX Runtime crash on a float16 graph must not take us down
+            else:
+                OrtRuntime(cur)
+        if recipe.passes[-1].kind == "pack":
+            t = time.perf_counter()
+            bar.describe(f"{recipe.name}: pack")
+            rep = pack_model(cur, out, config=recipe.passes[-1].build())
+            steps.append(StepResult(len(body), "pack", True, time.perf_counter() - t,
+                                    notes=[f"{rep.bits_per_weight:.3f} bits per weight"]))  # fmt: skip
+            bar.advance()
+            output_bytes = rep.file_bytes
+        else:
+            save_model(cur, out)
+            output_bytes = out.stat().st_size
+    return RecipeResult(out, input_bytes, output_bytes, records, notes, time.perf_counter() - start, steps, recipe.name)
