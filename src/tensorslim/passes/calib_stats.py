@@ -3,6 +3,8 @@
 Statistics are accumulated batch by batch (memory bounded by one batch plus the statistics):
 
 * :func:`feature_sq_sums`: per input feature, the sum of squared activations (Wanda's ``||X_j||^2``);
+* :func:`channel_stats`: per channel of each activation, the mean and the largest magnitude (bias
+  correction's ``E[x]``, SmoothQuant's ``max |X_j|``);
 * :func:`gram_matrices`: ``A^T A`` (and optionally ``A^T B``) of a layer's input rows ``A``, where a row is
   a token (MatMul/Gemm) or an im2col patch (Conv, positions subsampled).
 """
@@ -18,7 +20,9 @@ import onnxruntime as ort
 
 from tensorslim.evaluate.data import Dataset
 
-__all__ = ["ConvGeometry", "LayerInput", "feature_sq_sums", "gram_matrices", "im2col", "run_with_outputs"]
+__all__ = [
+    "ConvGeometry", "LayerInput", "channel_stats", "feature_sq_sums", "gram_matrices", "im2col", "run_with_outputs",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -120,6 +124,30 @@ def feature_sq_sums(
             s = np.sum(x * x, axis=tuple(i for i in range(x.ndim) if i != ax))
             sums[name] = sums[name] + s if name in sums else s
     return sums
+
+
+def channel_stats(
+    model: onnx.ModelProto, activations: dict[str, int], data: Dataset, *, batch_size: int = 8
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per channel of each activation (``name -> channel axis``): ``(mean, max |x|)`` over the data.
+
+    Streamed batch by batch: memory is one batch plus two vectors per activation. Non-finite values count
+    as zero.
+    """
+    sums: dict[str, np.ndarray] = {}
+    peaks: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for batch in run_with_outputs(model, list(activations), data, batch_size=batch_size):
+        for name, axis in activations.items():
+            x = np.asarray(batch[name], np.float64)
+            x = np.where(np.isfinite(x), x, 0.0)
+            ax = axis % x.ndim
+            rest = tuple(i for i in range(x.ndim) if i != ax)
+            s, p = np.sum(x, axis=rest), np.max(np.abs(x), axis=rest)
+            sums[name] = sums[name] + s if name in sums else s
+            peaks[name] = np.maximum(peaks[name], p) if name in peaks else p
+            counts[name] = counts.get(name, 0) + x.size // x.shape[ax]
+    return {n: (sums[n] / max(counts[n], 1), peaks[n]) for n in sums}
 
 
 def gram_matrices(

@@ -31,7 +31,7 @@ from tensorslim.algorithms.observers import (
     entropy_range,
     mse_range,
 )
-from tensorslim.algorithms.quantize import QuantScheme, choose_qparams, quantize
+from tensorslim.algorithms.quantize import QuantScheme, choose_qparams, dequantize, quantize
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
 from tensorslim.backends.onnx.weights import GraphScope, WeightRole, find_weights
 from tensorslim.errors import InputError
@@ -40,6 +40,7 @@ from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import run_with_outputs
 from tensorslim.passes.float16 import float_values
+from tensorslim.progress import progress_bar
 
 __all__ = ["ActivationParams", "StaticQuantConfig", "StaticQuantPass", "calibrate_ranges", "plan_static_quant"]
 
@@ -50,6 +51,7 @@ PASSTHROUGH_OPS = (
     "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "Add", "Flatten", "Reshape", "Transpose",
     "Concat", "Squeeze", "Unsqueeze",
 )  # fmt: skip
+IO_DTYPES = ("float", "uint8", "int8")
 # which inputs of each op carry activations to quantize
 _DATA_INPUTS = {"Conv": (0,), "Gemm": (0,), "MatMul": (0,), "Add": (0, 1), "Concat": None}
 
@@ -71,6 +73,20 @@ class StaticQuantConfig:
         fallback_sqnr_db: activations whose int8 quantization SQNR on the calibration data is below this
             stay float (their consumers run float kernels); 0 turns the automatic fallback off.
         max_fallback: at most this share of the candidate activations falls back (the worst first).
+        activation_bits: 8, or 16 for every activation (A16W8: weights stay int8, ONNX Runtime runs the 16-bit
+            Q/DQ pairs with float kernels in between; 16-bit QuantizeLinear is the ONNX domain's from opset 21,
+            ``com.microsoft``'s below).
+        int16_nodes: regular expressions on node names whose input and output activations get 16 bits.
+        io_dtype: ``float`` (default), or ``uint8``/``int8``: graph inputs and outputs become the quantized
+            tensors (the first QuantizeLinear and last DequantizeLinear removed); their scales and zero points
+            are in the model's ``metadata_props`` (``tensorslim.io_quantization``). Must match the activation
+            type (``uint8``: asymmetric, ``int8``: symmetric).
+        smooth_quant: SmoothQuant migration strength alpha in (0, 1) (e.g. 0.5) for MatMul/Gemm inputs with
+            channel outliers; ``None`` turns it off.
+        bias_correction: subtract the expected output error of the int8 weights, ``(W_q - W) E[x]``, from the
+            bias of each quantized layer (E[x] from the calibration data).
+        equalize: run data-free cross-layer equalization (:class:`~tensorslim.passes.equalize.EqualizePass`)
+            on Conv pairs first.
     """
 
     activation_scheme: str = "asymmetric"
@@ -82,15 +98,23 @@ class StaticQuantConfig:
     max_samples: int | None = 512
     fallback_sqnr_db: float = 20.0
     max_fallback: float = 0.25
+    activation_bits: int = 8
+    int16_nodes: tuple[str, ...] = ()
+    io_dtype: str = "float"
+    smooth_quant: float | None = None
+    bias_correction: bool = False
+    equalize: bool = False
 
     def __post_init__(self) -> None:
         for fname, allowed in (
             ("activation_scheme", ("asymmetric", "symmetric")),
             ("granularity", ("per_channel", "per_tensor")),
             ("calibration", CALIBRATION_METHODS),
+            ("activation_bits", (8, 16)),
+            ("io_dtype", IO_DTYPES),
         ):
             if getattr(self, fname) not in allowed:
-                raise ValueError(f"{fname}: {getattr(self, fname)!r} is not one of {', '.join(allowed)}")
+                raise ValueError(f"{fname}: {getattr(self, fname)!r} is not one of {', '.join(map(str, allowed))}")
         if not 0.0 <= self.max_fallback <= 1.0:
             raise ValueError(f"max_fallback: must be in [0, 1], got {self.max_fallback}")
         if not 50.0 < self.percentile <= 100.0:
@@ -100,6 +124,14 @@ class StaticQuantConfig:
             raise ValueError(f"op_types: {ops!r}; allowed: {', '.join(COMPUTE_OPS)}")
         object.__setattr__(self, "op_types", ops)
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
+        object.__setattr__(self, "int16_nodes", regex_tuple("int16_nodes", self.int16_nodes))
+        if self.io_dtype != "float" and self.io_dtype != _dtype(self.activation_scheme, 8):
+            raise ValueError(
+                f"io_dtype: {self.io_dtype!r} needs activation_scheme="
+                f"{'asymmetric' if self.io_dtype == 'uint8' else 'symmetric'} (the activations' own type)"
+            )
+        if self.smooth_quant is not None and not 0.0 < self.smooth_quant < 1.0:
+            raise ValueError(f"smooth_quant: alpha must be in (0, 1), got {self.smooth_quant}")
 
 
 @dataclass(frozen=True)
@@ -109,8 +141,28 @@ class ActivationParams:
     name: str
     scale: float
     zero_point: int
-    dtype: str  # "uint8" or "int8"
+    dtype: str  # "uint8", "int8", "uint16" or "int16"
     range: tuple[float, float]
+
+    @property
+    def bits(self) -> int:
+        """Code width: 8 or 16."""
+        return 16 if self.dtype.endswith("16") else 8
+
+    @property
+    def qrange(self) -> tuple[int, int]:
+        """Smallest and largest code."""
+        return code_range(self.dtype)
+
+
+def _dtype(scheme: str, bits: int) -> str:
+    return ("int" if scheme == "symmetric" else "uint") + str(bits)
+
+
+def code_range(dtype: str) -> tuple[int, int]:
+    """Smallest and largest code of an integer type name (``uint8``, ``int16``...)."""
+    info = np.iinfo(np.dtype(dtype))
+    return int(info.min), int(info.max)
 
 
 @dataclass
@@ -122,6 +174,7 @@ class StaticPlan:
     notes: list[str] = field(default_factory=list)
     sensitivity: dict[str, float] = field(default_factory=dict)  # activation -> int8 SQNR dB (ranked fallback)
     fallback: list[str] = field(default_factory=list)  # activations left float, worst first
+    io: dict[str, ActivationParams] = field(default_factory=dict)  # graph inputs/outputs given integer types
 
 
 def _quantizable_nodes(model: onnx.ModelProto, cfg: StaticQuantConfig) -> list[onnx.NodeProto]:
@@ -178,9 +231,16 @@ def _candidates(model: onnx.ModelProto, nodes: list[onnx.NodeProto]) -> list[str
 
 
 def calibrate_ranges(
-    model: onnx.ModelProto, tensors: list[str], data: Dataset, cfg: StaticQuantConfig
+    model: onnx.ModelProto,
+    tensors: list[str],
+    data: Dataset,
+    cfg: StaticQuantConfig,
+    bits: dict[str, int] | None = None,
 ) -> dict[str, tuple[float, float]]:
-    """Stream ``data`` through ``model`` once; the observed range of each tensor in ``tensors``."""
+    """Stream ``data`` through ``model`` once; the observed range of each tensor in ``tensors``.
+
+    ``bits`` gives the code width each range is chosen for (``mse``/``entropy``; 8 when absent).
+    """
 
     def make() -> MinMaxObserver | HistogramObserver | MovingAverageMinMaxObserver:
         if cfg.calibration in ("percentile", "mse", "entropy"):
@@ -190,22 +250,60 @@ def calibrate_ranges(
     observers = {t: make() for t in tensors}
     if data.num_samples == 0:
         raise InputError("calibration data holds zero samples; give at least one sample")
-    for batch in run_with_outputs(model, tensors, data, batch_size=8):
-        for t in tensors:
-            observers[t].update(batch[t])
+    with progress_bar("calibrating", total=-(-data.num_samples // 8)) as bar:
+        for batch in run_with_outputs(model, tensors, data, batch_size=8):
+            for t in tensors:
+                observers[t].update(batch[t])
+            bar.advance()
     ranges: dict[str, tuple[float, float]] = {}
     for t, obs in observers.items():
+        b = (bits or {}).get(t, 8)
         if isinstance(obs, HistogramObserver):
             if obs.count:
                 if cfg.calibration == "mse":
-                    ranges[t] = mse_range(obs)
+                    ranges[t] = mse_range(obs, bits=b)
                 elif cfg.calibration == "entropy":
-                    ranges[t] = entropy_range(obs)
+                    ranges[t] = entropy_range(obs, bits=b)
                 else:
                     ranges[t] = obs.range(cfg.percentile)
         elif not obs.empty:
             ranges[t] = obs.range()
     return ranges
+
+
+def _activation_bits(model: onnx.ModelProto, tensors: list[str], cfg: StaticQuantConfig) -> dict[str, int]:
+    """16 for every tensor with ``activation_bits=16``, or read or written by an ``int16_nodes`` node."""
+    if cfg.activation_bits == 16:
+        return dict.fromkeys(tensors, 16)
+    patterns = [re.compile(p) for p in cfg.int16_nodes]
+    wide: set[str] = set()
+    for n in model.graph.node:
+        if patterns and any(p.search(n.name or "") for p in patterns):
+            wide.update(n.input)
+            wide.update(n.output)
+    return {t: 16 if t in wide else 8 for t in tensors}
+
+
+def _io_tensors(model: onnx.ModelProto, cfg: StaticQuantConfig) -> list[str]:
+    """Float graph inputs and outputs that ``io_dtype`` turns into integer tensors."""
+    if cfg.io_dtype == "float":
+        return []
+    g = model.graph
+    inits = {t.name for t in g.initializer}
+    return [v.name for v in [*g.input, *g.output]
+            if v.name not in inits and v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]  # fmt: skip
+
+
+def _params(t: str, lo: float, hi: float, dtype: str) -> ActivationParams:
+    symmetric = dtype.startswith("int")
+    qp = choose_qparams(
+        np.array([lo, hi], np.float32),
+        bits=16 if dtype.endswith("16") else 8,
+        scheme=QuantScheme.SYMMETRIC if symmetric else QuantScheme.ASYMMETRIC,
+        narrow=False,
+    )
+    scale, zero_point = float(np.asarray(qp.scale).reshape(-1)[0]), int(np.asarray(qp.zero_point).reshape(-1)[0])
+    return ActivationParams(t, scale, zero_point, dtype, (lo, hi))
 
 
 def plan_static_quant(model: onnx.ModelProto, data: Dataset, cfg: StaticQuantConfig) -> StaticPlan:
@@ -214,21 +312,22 @@ def plan_static_quant(model: onnx.ModelProto, data: Dataset, cfg: StaticQuantCon
     if not any(n.op_type in COMPUTE_OPS for n in plan.nodes):
         return plan
     tensors = _candidates(model, plan.nodes)
-    ranges = calibrate_ranges(model, tensors, data, cfg)
-    symmetric = cfg.activation_scheme == "symmetric"
+    io = _io_tensors(model, cfg)
+    bits = _activation_bits(model, tensors, cfg)
+    bits.update(dict.fromkeys(io, 8))  # integer model inputs/outputs are 8-bit
+    ranges = calibrate_ranges(model, list(dict.fromkeys([*tensors, *io])), data, cfg, bits)
     for t in tensors:
         if t not in ranges:
             plan.notes.append(f"{t}: no finite value in the calibration data, left float")
             continue
-        lo, hi = ranges[t]
-        qp = choose_qparams(
-            np.array([lo, hi], np.float32),
-            scheme=QuantScheme.SYMMETRIC if symmetric else QuantScheme.ASYMMETRIC,
-            narrow=False,
-        )
-        plan.activations[t] = ActivationParams(
-            t, float(qp.scale), int(qp.zero_point), "int8" if symmetric else "uint8", (lo, hi)
-        )
+        plan.activations[t] = _params(t, *ranges[t], _dtype(cfg.activation_scheme, bits[t]))
+    for t in io:
+        lo, hi = ranges.get(t, (0.0, 0.0))
+        plan.io[t] = plan.activations.get(t) or _params(t, lo, hi, cfg.io_dtype)
+    wide = sorted(t for t, ap in plan.activations.items() if ap.bits == 16)
+    if wide:
+        plan.notes.append(f"{len(wide)} activation(s) quantized to 16 bits (A16W8): " + ", ".join(wide[:20])
+                          + (" ..." if len(wide) > 20 else ""))  # fmt: skip
     if cfg.fallback_sqnr_db > 0 and plan.activations:
         plan.sensitivity = activation_sqnr(model, plan.activations, data)
         ranked = sorted(plan.sensitivity, key=plan.sensitivity.__getitem__)
@@ -251,7 +350,7 @@ def activation_sqnr(model: onnx.ModelProto, params: dict[str, ActivationParams],
     for batch in run_with_outputs(model, list(params), data, batch_size=8):
         for t, ap in params.items():
             x = np.asarray(batch[t], np.float32)
-            lo, hi = (0, 255) if ap.dtype == "uint8" else (-128, 127)
+            lo, hi = ap.qrange
             q = np.clip(np.round(x / ap.scale) + ap.zero_point, lo, hi)
             err = (q - ap.zero_point) * ap.scale - x
             signal[t] += float(np.sum(np.square(x, dtype=np.float64)))
@@ -292,9 +391,25 @@ class StaticQuantPass(Pass):
             else:
                 upgrade_note = f"model converted from opset {opset_version(model)} to 13 for per-channel QDQ"
                 model.CopyFrom(upgraded)
+        pre_notes: list[str] = [upgrade_note] if upgrade_note else []
+        if cfg.equalize:
+            from tensorslim.passes.equalize import EqualizePass
+
+            eq = EqualizePass().call(model)
+            model = eq.model
+            pre_notes.extend(eq.notes)
+        if cfg.smooth_quant is not None:
+            from tensorslim.passes.smooth_quant import smooth_model
+
+            pre_notes.extend(smooth_model(model, self.data, cfg.smooth_quant, _quantizable_nodes(model, cfg)))
         plan = plan_static_quant(model, self.data, cfg)
-        if upgrade_note:
-            plan.notes.insert(0, upgrade_note)
+        plan.notes[:0] = pre_notes
+        means: dict[str, np.ndarray] = {}
+        if cfg.bias_correction:
+            from tensorslim.passes.bias_correction import input_means
+
+            means = input_means(model, [n for n in plan.nodes if n.op_type in COMPUTE_OPS], plan.activations,
+                                self.data)  # fmt: skip
         editor = GraphEditor(model)
         scope = GraphScope(model.graph, "")
         nodes = list(model.graph.node)
@@ -306,6 +421,7 @@ class StaticQuantPass(Pass):
         for n in nodes:
             for i in n.input:
                 consumers.setdefault(i, []).append(n)
+        wide_domain = "" if opset_version(model) >= 21 else "com.microsoft"
         for t, ap in sorted(plan.activations.items()):
             users = [u for u in consumers.get(t, []) if id(u) in quantized and t in _data_inputs(u)]
             if not users:
@@ -313,24 +429,31 @@ class StaticQuantPass(Pass):
             if not users:
                 continue
             first = min(users, key=lambda u: position[id(u)])
-            np_dtype = np.uint8 if ap.dtype == "uint8" else np.int8
+            domain = wide_domain if ap.bits == 16 else ""
             s = editor.add_tensor(scope, f"{t}_scale", np.array(ap.scale, np.float32), as_constant=False)
-            z = editor.add_tensor(scope, f"{t}_zero_point", np.array(ap.zero_point, np_dtype), as_constant=False)
+            z = editor.add_tensor(scope, f"{t}_zero_point", np.array(ap.zero_point, ap.dtype), as_constant=False)
             q, dq = editor.names(f"{t}_quantized"), editor.names(f"{t}_dequantized")
             editor.insert_before(first, [
-                editor.node("QuantizeLinear", [t, s, z], [q], f"{t}_QuantizeLinear"),
-                editor.node("DequantizeLinear", [q, s, z], [dq], f"{t}_DequantizeLinear"),
+                editor.node("QuantizeLinear", [t, s, z], [q], f"{t}_QuantizeLinear", domain=domain),
+                editor.node("DequantizeLinear", [q, s, z], [dq], f"{t}_DequantizeLinear", domain=domain),
             ])  # fmt: skip
             dq_name[t] = dq
             for u in users:
                 for i, name in enumerate(u.input):
                     if name == t and (id(u) in quantized):
                         u.input[i] = dq
-        records = self._weights(model, editor, plan, dq_name, cfg)
+        wide = any(ap.bits == 16 for ap in plan.activations.values())
+        if wide and wide_domain and not any(o.domain == wide_domain for o in model.opset_import):
+            model.opset_import.append(onnx.helper.make_opsetid(wide_domain, 1))
+        records = self._weights(model, editor, plan, dq_name, cfg, means)
         editor.apply()
         from tensorslim.passes.fold_batchnorm import remove_unused_constants
 
         remove_unused_constants(model.graph)
+        if plan.io:
+            from tensorslim.passes.static_io import integer_io
+
+            plan.notes.append(integer_io(model, plan.io))
         return PassResult(model, any(not r.skipped for r in records), records, list(plan.notes))
 
     def _weights(
@@ -340,8 +463,12 @@ class StaticQuantPass(Pass):
         plan: StaticPlan,
         dq_name: dict[str, str],
         cfg: StaticQuantConfig,
+        means: dict[str, np.ndarray],
     ) -> list[WeightRecord]:
+        from tensorslim.passes.bias_correction import BiasCorrector
+
         records: list[WeightRecord] = []
+        corrector = BiasCorrector(model, means, editor.names)
         compute = {n.output[0] for n in plan.nodes if n.op_type in COMPUTE_OPS and n.output}
         for w in find_weights(model):
             uses = [u for u in w.weight_uses if u.node.output[0] in compute and u.input_index == 1]
@@ -376,10 +503,14 @@ class StaticQuantPass(Pass):
             attrs = {"axis": axis} if axis is not None else {}
             nodes = [editor.node("DequantizeLinear", [qn, sn, zn], [dq], f"{w.name}_DequantizeLinear", **attrs)]
             nbytes = codes.nbytes + qp.scale.nbytes
+            detail = ""
+            if x in means:
+                detail = corrector.correct(use.node, dequantize(codes, qp) - w.array, means[x])
             bias_name = use.node.input[2] if len(use.node.input) > 2 and use.node.input[2] else ""
-            x_scale = plan.activations[x].scale
-            if bias_name and use.op_type in ("Conv", "Gemm"):
-                bias = next((b for b in find_bias(model, bias_name)), None)
+            ap = plan.activations[x]
+            x_scale = ap.scale
+            if bias_name and use.op_type in ("Conv", "Gemm") and ap.bits == 8:
+                bias = corrector.bias(bias_name)
                 if (bias is not None and bias.ndim == 1 and bias.shape[0] == qp.scale.size) or (
                     bias is not None and axis is None
                 ):
@@ -398,22 +529,12 @@ class StaticQuantPass(Pass):
                     use.node.input[2] = bdq
             editor.insert_before(use.node, nodes)
             use.node.input[1] = dq
-            records.append(WeightRecord(**base, action="int8 static (QDQ)", bytes_after=int(nbytes),  # type: ignore[arg-type]
+            action = "int8 static (QDQ)" if ap.bits == 8 else "int8 static (QDQ, A16W8)"
+            records.append(WeightRecord(**base, action=action, bytes_after=int(nbytes),  # type: ignore[arg-type]
                                         granularity="per_tensor" if axis is None else f"per_channel(axis={axis})",
-                                        reason=f"input scale {x_scale:.3g}"))  # fmt: skip
+                                        reason=f"input scale {x_scale:.3g} ({ap.dtype}){detail}"))  # fmt: skip
+        corrector.write()
+        if corrector.corrected:
+            plan.notes.append(f"bias correction: {corrector.corrected} layer(s) corrected ({corrector.added} "
+                              "bias(es) added) for the expected output error of their int8 weights")  # fmt: skip
         return records
-
-
-def find_bias(model: onnx.ModelProto, name: str) -> list[np.ndarray]:
-    """The values of constant ``name`` (initializer or Constant node), as a one-item list, or empty."""
-    from onnx import numpy_helper
-
-    for t in model.graph.initializer:
-        if t.name == name:
-            return [numpy_helper.to_array(t).astype(np.float32)]
-    for n in model.graph.node:
-        if n.op_type == "Constant" and n.output and n.output[0] == name:
-            for a in n.attribute:
-                if a.name == "value":
-                    return [numpy_helper.to_array(a.t).astype(np.float32)]
-    return []

@@ -1,10 +1,17 @@
-"""ONNX Runtime sessions behind the :class:`~tensorslim.runtime.base.Runtime` interface."""
+"""ONNX Runtime sessions behind the :class:`~tensorslim.runtime.base.Runtime` interface.
+
+Models with integer inputs/outputs from static quantization (``io_dtype``) carry their scales and zero points
+in ``metadata_props``; :class:`OrtRuntime` then quantizes float feeds of those inputs and, when it did,
+dequantizes the integer outputs, so such a model compares with its float original on the same float data.
+"""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -12,6 +19,8 @@ import onnxruntime as ort
 
 from tensorslim.errors import InputError
 from tensorslim.runtime.base import TensorSpec
+
+IO_METADATA_KEY = "tensorslim.io_quantization"  # written by tensorslim.passes.static_io
 
 __all__ = ["OrtRuntime", "ort_dtype", "session_options"]
 
@@ -55,6 +64,9 @@ class OrtRuntime:
         model: a path, serialized bytes, or a ``ModelProto``.
         threads: intra-op threads (0: ONNX Runtime's default).
         optimized_path: where ONNX Runtime writes its optimized graph, for diagnostics.
+        convert_io: quantize float feeds of integer inputs and dequantize integer outputs, with the parameters
+            recorded by static quantization (``tensorslim.io_quantization``); integer feeds pass through and
+            then the outputs stay integer.
     """
 
     def __init__(
@@ -63,6 +75,7 @@ class OrtRuntime:
         *,
         threads: int = 0,
         optimized_path: str | None = None,
+        convert_io: bool = True,
     ) -> None:
         so = session_options(threads, optimized_path=optimized_path)
         self.path: Path | None = None
@@ -75,6 +88,7 @@ class OrtRuntime:
             if not self.path.is_file():
                 raise InputError(f"{self.path}: no such file; check the path")
             source = str(self.path)
+        self.io_quantization: dict[str, dict[str, dict[str, Any]]] = {}
         label = str(self.path) if self.path else "model"
         try:
             self.session = ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
@@ -83,6 +97,13 @@ class OrtRuntime:
             raise InputError(f"{label}: ONNX Runtime cannot load the model ({msg})") from e
         self._inputs = [TensorSpec(i.name, ort_dtype(i.type), tuple(i.shape)) for i in self.session.get_inputs()]
         self._outputs = [TensorSpec(o.name, ort_dtype(o.type), tuple(o.shape)) for o in self.session.get_outputs()]
+        if convert_io:
+            meta = self.session.get_modelmeta().custom_metadata_map.get(IO_METADATA_KEY)
+            if meta:
+                try:
+                    self.io_quantization = dict(json.loads(meta))
+                except ValueError as e:
+                    raise InputError(f"{label}: unreadable {IO_METADATA_KEY} metadata ({e})") from e
 
     @property
     def inputs(self) -> list[TensorSpec]:
@@ -100,10 +121,27 @@ class OrtRuntime:
         Raises:
             InputError: ONNX Runtime rejects the inputs (wrong shape, type, or a missing input).
         """
+        feeds = dict(feeds)
+        qin = self.io_quantization.get("inputs", {})
+        converted = False
+        for name, p in qin.items():
+            arr = feeds.get(name)
+            if arr is not None and np.issubdtype(np.asarray(arr).dtype, np.floating):
+                lo, hi = np.iinfo(np.dtype(p["dtype"])).min, np.iinfo(np.dtype(p["dtype"])).max
+                q = np.round(np.asarray(arr, np.float32) / np.float32(p["scale"])) + p["zero_point"]
+                feeds[name] = np.clip(q, lo, hi).astype(p["dtype"])
+                converted = True
         try:
-            return [np.asarray(o) for o in self.session.run(None, dict(feeds))]
+            outs = [np.asarray(o) for o in self.session.run(None, feeds)]
         except Exception as e:
             msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             label = str(self.path) if self.path else "model"
             shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feeds.items())
             raise InputError(f"{label}: inference failed on inputs {shapes} ({msg})") from e
+        qout = self.io_quantization.get("outputs", {})
+        if qout and (converted or not qin):
+            for i, spec in enumerate(self._outputs):
+                po = qout.get(spec.name)
+                if po is not None:
+                    outs[i] = (outs[i].astype(np.float32) - np.float32(po["zero_point"])) * np.float32(po["scale"])
+        return outs
