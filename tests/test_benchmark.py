@@ -11,6 +11,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from hypothesis import given, settings
+from hypothesis.strategies import floats as st_floats
+from hypothesis.strategies import integers as st_integers
+from hypothesis.strategies import lists as st_lists
 from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
@@ -25,7 +29,14 @@ from tensorslim.benchmark import (
     render_bench_table,
     weight_bytes,
 )
-from tensorslim.benchmark.latency import interleaved_runs, latency_stats, warm_up
+from tensorslim.benchmark.latency import (
+    block_bounds,
+    block_median_ci,
+    interleaved_runs,
+    latency_stats,
+    paired_ratio_ci,
+    warm_up,
+)
 from tensorslim.benchmark.memory import current_rss, measure_memory
 from tensorslim.benchmark.sysinfo import _parse_cpuinfo
 
@@ -330,3 +341,88 @@ def test_bad_arguments(models: dict[str, Path]) -> None:
         benchmark_models([models["small"]], threads=-1)
     with pytest.raises(ValueError, match="sequence"):
         benchmark_models(str(models["small"]))
+
+
+# --------------------------------------------------------------------------- confidence intervals
+
+
+def test_ratio_ci_present_and_brackets_the_ratio(report: BenchReport) -> None:
+    small, big = report.models
+    assert small.p50_ratio is None and small.p50_ratio_ci is None
+    assert big.p50_ratio == pytest.approx(big.p50_ms / small.p50_ms)
+    assert big.p50_ratio_ci is not None
+    lo, hi = big.p50_ratio_ci
+    assert lo <= big.p50_ratio <= hi
+    assert report.latency_ratio_cis() == (None, big.p50_ratio_ci)
+    assert big.ci_blocks >= 3  # enough runs for the batch-means interval
+
+
+def test_json_schema_keys(report: BenchReport) -> None:
+    d = json.loads(json.dumps(report.to_dict()))
+    assert set(d) == {"env", "settings", "models", "ratios", "ratio_ci95"}
+    assert d["ratio_ci95"]["p50_ms"][0] is None
+    lo, hi = d["ratio_ci95"]["p50_ms"][1]
+    assert lo <= d["ratios"]["p50_ms"][1] <= hi
+    first, second = d["models"]
+    assert first["p50_ratio"] is None
+    assert set(second["p50_ratio"]) == {"value", "ci95"} and second["p50_ratio"]["ci95"] == [lo, hi]
+    assert set(second["latency_ms"]) == {"p50", "p90", "p99", "mean", "min", "p50_ci95", "ci_blocks"}
+    assert "ci" in d["settings"]
+    assert set(d["settings"]["contention"]) == {"load_avg_1m", "cpus", "preemptions_per_run", "busy"}
+
+
+def test_table_shows_ratio_ci(report: BenchReport) -> None:
+    console = Console(record=True, width=250)
+    console.print(render_bench_table(report))
+    text = console.export_text()
+    lo, hi = report.models[1].p50_ratio_ci  # type: ignore[misc]
+    assert "p50 x (95% CI)" in text and f"({lo:.2f}-{hi:.2f})" in text
+
+
+def test_block_ci_widens_under_drift_and_pairing_cancels_it() -> None:
+    r = np.random.default_rng(0)
+    n = 800
+    noise = r.lognormal(0, 0.05, size=n)
+    steady = 1.0 * noise
+    drift = np.linspace(1.0, 1.3, n)  # the machine slows down by 30 % during the run
+    ref = drift * noise
+    cand = 0.5 * drift * r.lognormal(0, 0.05, size=n)
+    boot = bootstrap_median_ci(ref)
+    block = block_median_ci(ref, round_size=5)
+    assert block is not None and block[1] - block[0] > 3 * (boot[1] - boot[0])
+    st = latency_stats(ref, round_size=5)
+    assert st.ci_low <= block[0] and st.ci_high >= block[1] and st.ci_blocks == 16
+    # steady data: the batch-means interval is about as wide as the bootstrap
+    steady_block, steady_boot = block_median_ci(steady, round_size=5), bootstrap_median_ci(steady)
+    assert steady_block is not None
+    assert steady_block[1] - steady_block[0] < 3 * (steady_boot[1] - steady_boot[0])
+    # the ratio of two models that drift together is known tightly
+    lo, hi = paired_ratio_ci(ref, cand, round_size=5)  # type: ignore[misc]
+    assert lo <= float(np.median(cand) / np.median(ref)) <= hi and hi - lo < 0.05
+    assert lo < 0.5 < hi
+    assert block_median_ci([1.0, 2.0, 3.0]) is None  # too few runs: bootstrap only
+    assert latency_stats([1.0, 2.0, 3.0]).ci_blocks == 0
+
+
+def test_block_bounds_hold_whole_rounds() -> None:
+    bounds = block_bounds(100, round_size=5, max_blocks=16)
+    assert len(bounds) == 16 and bounds[0][0] == 0 and bounds[-1][1] == 100
+    assert all(a % 5 == 0 for a, _ in bounds) and all(b > a for a, b in bounds)
+    assert block_bounds(10, round_size=5) == []  # 2 rounds: no batch means
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st_lists(st_floats(0.1, 100.0), min_size=2, max_size=120),
+    st_floats(0.05, 20.0),
+    st_integers(1, 7),
+)
+def test_paired_ratio_ci_brackets_the_ratio(xs: list[float], factor: float, round_size: int) -> None:
+    ref = np.asarray(xs)
+    cand = ref[::-1] * factor
+    ci = paired_ratio_ci(ref, cand, round_size=round_size)
+    assert ci is not None
+    point = float(np.median(cand) / np.median(ref))
+    assert ci[0] <= point * (1 + 1e-9) and point <= ci[1] * (1 + 1e-9)
+    stats = latency_stats(xs, round_size=round_size)
+    assert stats.ci_low <= stats.p50 <= stats.ci_high

@@ -3,6 +3,19 @@
 Timed runs of several models are interleaved round robin (``round_size`` runs of one model, then the
 next, with the starting model rotating every round) so that clock-frequency changes, thermal drift and
 noisy neighbours hit every model alike.
+
+Confidence intervals. Run times on a shared machine are not independent draws: the speed of the
+machine drifts over seconds and minutes (other tenants, clock frequency), so a bootstrap that resamples
+single runs gives an interval of a fraction of a percent that a second run of the same command misses
+by several percent. The stated 95 % interval of a median is therefore the wider of two intervals:
+
+* the percentile bootstrap over single runs (:func:`bootstrap_median_ci`), right for a quiet machine;
+* a batch-means interval (:func:`block_median_ci`): the runs are cut into up to :data:`CI_BLOCKS`
+  consecutive blocks of whole rounds, and the spread of the block medians (Student t, blocks - 1
+  degrees of freedom) gives the half-width around the overall median. Drift during the run widens it.
+
+Ratios between models (:func:`paired_ratio_ci`) use the same blocks *paired*: in each block both models
+ran interleaved in the same seconds, so drift common to both cancels in the block's ratio.
 """
 
 from __future__ import annotations
@@ -17,11 +30,16 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "CI_BLOCKS",
     "LatencyStats",
+    "block_bounds",
+    "block_median_ci",
     "bootstrap_median_ci",
     "create_session",
     "interleaved_runs",
     "latency_stats",
+    "paired_ratio_ci",
+    "ratio_ci",
     "session_options",
     "warm_up",
 ]
@@ -36,6 +54,16 @@ STABLE_TOL = 0.05
 MAX_AUTO_WARMUP_RUNS = 200
 #: Hard cap on timed runs per model, bounding memory for very fast models.
 MAX_RUNS = 200_000
+#: Batch-means confidence intervals cut the timed runs into at most this many consecutive blocks.
+CI_BLOCKS = 16
+#: ... and each block holds at least this many runs (fewer blocks for short runs).
+MIN_BLOCK_RUNS = 3
+#: Two-sided 97.5 % quantiles of Student's t for 1..30 degrees of freedom (index = df - 1).
+_T975 = (
+    12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,
+    2.201, 2.179, 2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086,
+    2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+)  # fmt: skip
 
 
 def session_options(threads: int = 1, *, allow_spinning: bool = True) -> Any:
@@ -132,6 +160,7 @@ def interleaved_runs(
     max_time_s: float,
     round_size: int = 5,
     round_warmup: int = 1,
+    on_round: Callable[[float], None] | None = None,
 ) -> list[list[float]]:
     """Time every function in interleaved rounds until the time budget is spent.
 
@@ -149,6 +178,7 @@ def interleaved_runs(
         max_time_s: Time budget for all functions together, in s.
         round_size: Timed runs per function per round.
         round_warmup: Untimed runs at the start of each function's turn when there are several.
+        on_round: Called after every round with the seconds elapsed so far (for a progress bar).
 
     Returns:
         The latencies in ms, one list per function, in measurement order.
@@ -180,6 +210,8 @@ def interleaved_runs(
                     fn()
                     out.append((time.perf_counter_ns() - t0) / 1e6)
             rnd += 1
+            if on_round is not None:
+                on_round(time.perf_counter() - start)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -222,6 +254,115 @@ def bootstrap_median_ci(
     return (float(low), float(high))
 
 
+def ratio_ci(
+    ref: Sequence[float] | np.ndarray,
+    cand: Sequence[float] | np.ndarray,
+    *,
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """Percentile-bootstrap interval of ``median(cand) / median(ref)``, each sample resampled independently.
+
+    Returns:
+        ``(low, high)``, or ``None`` when either sample has fewer than 2 values.
+    """
+    a, b = np.asarray(ref, dtype=np.float64), np.asarray(cand, dtype=np.float64)
+    if a.size < 2 or b.size < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    ratios = np.empty(n_boot, dtype=np.float64)
+    chunk = max(1, min(n_boot, 4_000_000 // max(a.size, b.size)))  # bound the index matrices to ~32 MB each
+    for lo in range(0, n_boot, chunk):
+        hi = min(n_boot, lo + chunk)
+        ma = np.median(a[rng.integers(0, a.size, (hi - lo, a.size))], axis=1)
+        mb = np.median(b[rng.integers(0, b.size, (hi - lo, b.size))], axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios[lo:hi] = mb / ma
+    alpha = (1.0 - confidence) / 2.0
+    low, high = np.quantile(ratios, [alpha, 1.0 - alpha])
+    return float(low), float(high)
+
+
+def _t975(df: int) -> float:
+    """Two-sided 95 % quantile of Student's t with ``df`` degrees of freedom."""
+    return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.5 / df
+
+
+def block_bounds(n: int, round_size: int = 1, max_blocks: int = CI_BLOCKS) -> list[tuple[int, int]]:
+    """Cut ``n`` runs measured in rounds of ``round_size`` into consecutive blocks of whole rounds.
+
+    Returns:
+        ``[(start, stop), ...]`` sample index ranges; empty when fewer than 3 blocks of at least
+        :data:`MIN_BLOCK_RUNS` runs fit (too few runs for a batch-means interval).
+    """
+    round_size = max(1, round_size)
+    rounds = -(-n // round_size)
+    b = min(max_blocks, rounds, n // MIN_BLOCK_RUNS)
+    if b < 3:
+        return []
+    edges = [min(n, round(i * rounds / b) * round_size) for i in range(b + 1)]
+    edges[-1] = n
+    return [(edges[i], edges[i + 1]) for i in range(b) if edges[i + 1] > edges[i]]
+
+
+def block_median_ci(
+    samples: Sequence[float] | np.ndarray, *, round_size: int = 1, max_blocks: int = CI_BLOCKS
+) -> tuple[float, float] | None:
+    """Batch-means 95 % interval of the median of runs measured in order.
+
+    The runs are cut into consecutive blocks (:func:`block_bounds`); the half-width is Student's t times
+    the standard deviation of the block medians over the square root of the number of blocks, centred on
+    the median of all runs. On a steady machine it matches the bootstrap; drift during the run widens it.
+
+    Returns:
+        ``(low, high)``, or ``None`` when there are too few runs for 3 blocks.
+    """
+    x = np.asarray(samples, dtype=np.float64)
+    bounds = block_bounds(x.size, round_size, max_blocks)
+    if len(bounds) < 3:
+        return None
+    meds = np.array([np.median(x[a:b]) for a, b in bounds])
+    half = _t975(meds.size - 1) * float(meds.std(ddof=1)) / np.sqrt(meds.size)
+    centre = float(np.median(x))
+    return centre - half, centre + half
+
+
+def paired_ratio_ci(
+    ref: Sequence[float] | np.ndarray,
+    cand: Sequence[float] | np.ndarray,
+    *,
+    round_size: int = 1,
+    max_blocks: int = CI_BLOCKS,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float] | None:
+    """95 % interval of ``median(cand) / median(ref)`` for two models timed in the same interleaved rounds.
+
+    The wider of the independent bootstrap (:func:`ratio_ci`) and a paired batch-means interval: the
+    log of the ratio of block medians, block by block (both models ran in the same seconds), Student t
+    over the blocks, centred on the log of the overall ratio. Drift that slows both models alike cancels.
+
+    Returns:
+        ``(low, high)`` around the ratio of the medians, or ``None`` when either model has fewer than 2 runs.
+    """
+    a, b = np.asarray(ref, dtype=np.float64), np.asarray(cand, dtype=np.float64)
+    iid = ratio_ci(a, b, n_boot=n_boot, seed=seed)
+    if iid is None:
+        return None
+    ma, mb = float(np.median(a)), float(np.median(b))
+    bounds = block_bounds(min(a.size, b.size), round_size, max_blocks)
+    if ma <= 0 or mb <= 0 or len(bounds) < 3:
+        return iid
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logs = np.array([np.log(np.median(b[s:e]) / np.median(a[s:e])) for s, e in bounds])
+    if not np.all(np.isfinite(logs)):
+        return iid
+    half = _t975(logs.size - 1) * float(logs.std(ddof=1)) / np.sqrt(logs.size)
+    point = mb / ma
+    return min(iid[0], point * float(np.exp(-half))), max(iid[1], point * float(np.exp(half)))
+
+
 @dataclass(frozen=True)
 class LatencyStats:
     """Summary of one model's timed runs, in ms."""
@@ -234,10 +375,29 @@ class LatencyStats:
     ci_low: float
     ci_high: float
     runs: int
+    ci_blocks: int = 0
 
 
-def latency_stats(samples_ms: Sequence[float], *, seed: int = 0, n_boot: int = 1000) -> LatencyStats:
-    """Percentiles (linear interpolation), mean, min and the bootstrap CI of the median.
+def latency_stats(
+    samples_ms: Sequence[float],
+    *,
+    seed: int = 0,
+    n_boot: int = 1000,
+    round_size: int = 1,
+    max_blocks: int = CI_BLOCKS,
+) -> LatencyStats:
+    """Percentiles (linear interpolation), mean, min and the 95 % CI of the median.
+
+    The CI is the union of the bootstrap over single runs and the batch-means interval over consecutive
+    blocks of rounds (see the module docstring); ``ci_blocks`` is the number of blocks (0: too few runs,
+    bootstrap only).
+
+    Args:
+        samples_ms: Latencies in measurement order.
+        seed: Seed of the bootstrap.
+        n_boot: Bootstrap resamples.
+        round_size: Runs per interleaving round (blocks hold whole rounds).
+        max_blocks: Most blocks of the batch-means interval; 0 turns it off.
 
     Raises:
         ValueError: ``samples_ms`` is empty.
@@ -247,6 +407,10 @@ def latency_stats(samples_ms: Sequence[float], *, seed: int = 0, n_boot: int = 1
         raise ValueError("no latency samples")
     p50, p90, p99 = (float(v) for v in np.percentile(x, [50, 90, 99]))
     lo, hi = bootstrap_median_ci(x, n_boot=n_boot, seed=seed)
+    blocks = block_bounds(x.size, round_size, max_blocks) if max_blocks >= 3 else []
+    batch = block_median_ci(x, round_size=round_size, max_blocks=max_blocks) if blocks else None
+    if batch is not None:
+        lo, hi = min(lo, batch[0]), max(hi, batch[1])
     return LatencyStats(
         p50=p50,
         p90=p90,
@@ -256,4 +420,5 @@ def latency_stats(samples_ms: Sequence[float], *, seed: int = 0, n_boot: int = 1
         ci_low=lo,
         ci_high=hi,
         runs=int(x.size),
+        ci_blocks=len(blocks) if batch is not None else 0,
     )

@@ -101,7 +101,7 @@ def benchmark_litert(
     env = _env(threads)
     results = []
     for i, p in enumerate(model_paths):
-        st = latency_stats(samples_ms[i], seed=seed)
+        st = latency_stats(samples_ms[i], seed=seed, round_size=round_size)
         results.append(
             ModelBench(
                 name=names[i], path=str(p), file_bytes=p.stat().st_size, weight_bytes=_weight_bytes(p),
@@ -110,6 +110,7 @@ def benchmark_litert(
                 runs=st.runs, warmup_runs=warmups[i], batch_size=batch_size,
                 throughput=batch_size / (st.mean / 1e3) if st.mean > 0 else float("inf"), memory=None,
                 memory_error="not measured for LiteRT models", env=env, latencies_ms=tuple(samples_ms[i]),
+                ci_blocks=st.ci_blocks,
             )
         )  # fmt: skip
     settings: dict[str, Any] = {
@@ -123,4 +124,7 @@ def benchmark_litert(
         "interleaved": len(fns) > 1,
         "input_shapes": {k: list(v.shape) for k, v in data.inputs.items()},
     }
+    from tensorslim.benchmark.runner import with_ratio_cis
+
+    results = with_ratio_cis(results, round_size=round_size, seed=seed)
     return BenchReport(models=tuple(results), env=env, settings=settings)

@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from tensorslim.progress import track
+
 from .inputs import feeds_for, make_inputs, specs_from_session
 from .latency import session_options
 
@@ -235,7 +237,7 @@ def profile_model(
         feeds = feeds_for(p.name, specs, shared)
         out_names = [o.name for o in sess.get_outputs()]
         try:
-            for _ in range(warmup + runs):
+            for _ in track(range(warmup + runs), f"profiling {p.name}"):
                 sess.run(out_names, feeds)
         except Exception as exc:
             msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__

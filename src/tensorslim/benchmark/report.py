@@ -125,7 +125,9 @@ class ModelBench:
         p99_ms: 99th percentile latency, in ms.
         mean_ms: Mean latency, in ms.
         min_ms: Fastest run, in ms.
-        p50_ci_low_ms: Lower end of the bootstrap 95 % confidence interval of the median.
+        p50_ci_low_ms: Lower end of the 95 % confidence interval of the median: the wider of the bootstrap
+            over single runs and the batch-means interval over ``ci_blocks`` consecutive blocks of rounds
+            (see :mod:`tensorslim.benchmark.latency`).
         p50_ci_high_ms: Upper end of that interval.
         runs: Number of timed runs.
         warmup_runs: Number of untimed warm-up runs before them.
@@ -135,6 +137,10 @@ class ModelBench:
         memory_error: Why ``memory`` is ``None`` although it was requested, else ``None``.
         env: Environment the model was measured in.
         latencies_ms: Every timed run in ms, in the order measured.
+        ci_blocks: Blocks of the batch-means interval (0: too few runs, bootstrap over single runs only).
+        p50_ratio: ``p50_ms / first model's p50_ms`` (``None`` for the first model).
+        p50_ratio_ci: 95 % interval of that ratio (paired by interleaving block, see
+            :func:`~tensorslim.benchmark.latency.paired_ratio_ci`); ``None`` for the first model.
     """
 
     name: str
@@ -158,6 +164,9 @@ class ModelBench:
     env: EnvInfo
     memory_error: str | None = None
     latencies_ms: tuple[float, ...] = field(default=(), repr=False)
+    ci_blocks: int = 0
+    p50_ratio: float | None = None
+    p50_ratio_ci: tuple[float, float] | None = None
 
     def metric(self, name: str) -> float | None:
         """Return one metric by name (see :data:`METRICS`); memory metrics are ``None`` without memory.
@@ -175,7 +184,8 @@ class ModelBench:
         """Return a JSON-ready dict.
 
         Keys: ``name``, ``path``, ``file_bytes``, ``weight_bytes``, ``load_ms``, ``load_ms_runs``,
-        ``latency_ms`` (a dict with ``p50``, ``p90``, ``p99``, ``mean``, ``min``, ``p50_ci95`` = [low, high]),
+        ``latency_ms`` (a dict with ``p50``, ``p90``, ``p99``, ``mean``, ``min``, ``p50_ci95`` = [low, high],
+        ``ci_blocks``), ``p50_ratio`` (``None`` for the first model, else ``{"value", "ci95": [low, high]}``),
         ``runs``, ``warmup_runs``, ``batch_size``, ``throughput`` (samples/s), ``memory``
         (:meth:`MemoryStats.to_dict` or ``None``), ``memory_error``, ``env`` (:meth:`EnvInfo.to_dict`), and
         ``latencies_ms`` (list of every run) only when ``include_samples`` is true.
@@ -194,7 +204,11 @@ class ModelBench:
                 "mean": self.mean_ms,
                 "min": self.min_ms,
                 "p50_ci95": [self.p50_ci_low_ms, self.p50_ci_high_ms],
+                "ci_blocks": self.ci_blocks,
             },
+            "p50_ratio": None
+            if self.p50_ratio is None
+            else {"value": self.p50_ratio, "ci95": None if self.p50_ratio_ci is None else list(self.p50_ratio_ci)},
             "runs": self.runs,
             "warmup_runs": self.warmup_runs,
             "batch_size": self.batch_size,
@@ -256,6 +270,10 @@ class BenchReport:
         """Median latency of each model relative to the first one (< 1 means faster)."""
         return self.ratio("p50_ms")
 
+    def latency_ratio_cis(self) -> tuple[tuple[float, float] | None, ...]:
+        """95 % interval of each model's median-latency ratio to the first model (``None`` for the first)."""
+        return tuple(None if i == 0 else m.p50_ratio_ci for i, m in enumerate(self.models))
+
     def speedups(self) -> tuple[float | None, ...]:
         """How many times faster than the first model each model is (first p50 / p50)."""
         return tuple(None if r is None or r == 0 else 1.0 / r for r in self.latency_ratios())
@@ -265,11 +283,14 @@ class BenchReport:
 
         Keys: ``env`` (:meth:`EnvInfo.to_dict`), ``settings`` (see the class attributes), ``models``
         (list of :meth:`ModelBench.to_dict`), and ``ratios``: a dict from each name in :data:`METRICS` to
-        the list of per-model ratios against the first model (``None`` where undefined).
+        the list of per-model ratios against the first model (``None`` where undefined), and
+        ``ratio_ci95``: ``{"p50_ms": [null, [low, high], ...]}``, the 95 % interval of each median-latency
+        ratio (``None`` for the first model and where undefined).
         """
         return {
             "env": self.env.to_dict(),
             "settings": dict(self.settings),
             "models": [m.to_dict(include_samples=include_samples) for m in self.models],
             "ratios": {name: list(self.ratio(name)) for name in METRICS},
+            "ratio_ci95": {"p50_ms": [None if ci is None else list(ci) for ci in self.latency_ratio_cis()]},
         }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -9,14 +10,16 @@ from typing import Any
 
 import numpy as np
 
+from tensorslim.progress import progress_bar
+
 from .inputs import InputSpec, feeds_for, make_inputs, specs_from_session
-from .latency import create_session, interleaved_runs, latency_stats, warm_up
+from .latency import create_session, interleaved_runs, latency_stats, paired_ratio_ci, warm_up
 from .memory import measure_memory as _measure_memory
 from .model_info import file_bytes, load_model_proto, weight_bytes
 from .report import BenchReport, MemoryStats, ModelBench
 from .sysinfo import env_info
 
-__all__ = ["benchmark_models"]
+__all__ = ["benchmark_models", "with_ratio_cis"]
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,48 @@ def _unpack_packed(model_paths: list[Path]) -> tuple[dict[int, int], list[Any]]:
             model_paths[i], tmp = unpack_to_temp(p)
             keep.append(tmp)
     return sizes, keep
+
+
+def with_ratio_cis(models: Sequence[ModelBench], *, round_size: int, seed: int = 0) -> list[ModelBench]:
+    """Fill ``p50_ratio`` and ``p50_ratio_ci`` of every model after the first from the timed runs."""
+    if not models:
+        return []
+    ref = models[0]
+    out = [ref]
+    for m in models[1:]:
+        ratio = m.p50_ms / ref.p50_ms if ref.p50_ms > 0 else None
+        ci = paired_ratio_ci(ref.latencies_ms, m.latencies_ms, round_size=round_size, seed=seed) if ratio else None
+        out.append(dataclasses.replace(m, p50_ratio=ratio, p50_ratio_ci=ci))
+    return out
+
+
+def _busy() -> tuple[float | None, int]:
+    """The 1-minute load average (``None`` where unknown) and this process's involuntary context switches."""
+    import os
+    import resource
+
+    try:
+        load: float | None = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = None
+    return load, int(resource.getrusage(resource.RUSAGE_SELF).ru_nivcsw)
+
+
+def _contention(before: tuple[float | None, int], after: tuple[float | None, int], runs: int) -> dict[str, Any]:
+    """How busy the machine was while timing: load average and preemptions of this process per timed run.
+
+    Medians and intervals describe the machine as it was during the run; when other processes compete for
+    the CPU (load above the core count, frequent preemption) a run at another moment can differ by more
+    than the interval, which only covers the variation seen within the run.
+    """
+    import os
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    loads = [x for x in (before[0], after[0]) if x is not None]
+    load = max(loads) if loads else None
+    per_run = (after[1] - before[1]) / runs if runs else 0.0
+    busy = (load is not None and load > cpus - 0.5) or per_run > 0.05
+    return {"load_avg_1m": load, "cpus": cpus, "preemptions_per_run": per_run, "busy": bool(busy)}
 
 
 def _check_args(
@@ -166,11 +211,13 @@ def benchmark_models(
     create_session(str(model_paths[0]), threads, allow_spinning=spinning)
     sessions: list[Any] = [None] * len(model_paths)
     load_ms: list[list[float]] = [[] for _ in model_paths]
-    for _ in range(max(1, load_repeats)):
-        for i, p in enumerate(model_paths):
-            sessions[i] = None  # release the previous session before creating the next one
-            sessions[i], ms = create_session(str(p), threads, allow_spinning=spinning)
-            load_ms[i].append(ms)
+    with progress_bar("loading sessions", total=max(1, load_repeats) * len(model_paths)) as bar:
+        for _ in range(max(1, load_repeats)):
+            for i, p in enumerate(model_paths):
+                sessions[i] = None  # release the previous session before creating the next one
+                sessions[i], ms = create_session(str(p), threads, allow_spinning=spinning)
+                load_ms[i].append(ms)
+                bar.advance()
     env = env_info(threads, sessions[0].get_providers()[0])
 
     specs = [specs_from_session(s) for s in sessions]
@@ -186,29 +233,52 @@ def benchmark_models(
     memory: list[MemoryStats | None] = [None] * len(model_paths)
     memory_errors: list[str | None] = [None] * len(model_paths)
     if measure_memory:
-        for i, p in enumerate(model_paths):
-            try:
-                memory[i] = _measure_memory(p, feeds[i], threads=threads, runs=memory_runs, timeout_s=memory_timeout_s)
-            except RuntimeError as exc:
-                log.warning("%s", exc)
-                memory_errors[i] = str(exc)
+        with progress_bar("memory (fresh process per model)", total=len(model_paths)) as bar:
+            for i, p in enumerate(model_paths):
+                bar.describe(f"memory: {names[i]}")
+                try:
+                    memory[i] = _measure_memory(
+                        p, feeds[i], threads=threads, runs=memory_runs, timeout_s=memory_timeout_s
+                    )
+                except RuntimeError as exc:
+                    log.warning("%s", exc)
+                    memory_errors[i] = str(exc)
+                bar.advance()
 
-    warmups = [1 + warm_up(fn, runs=warmup, time_budget_s=0.3 * max_time_s) for fn in fns]  # 1 = the check run above
+    warmups = []
+    with progress_bar("warm-up", total=len(fns)) as bar:
+        for name, fn in zip(names, fns, strict=True):
+            bar.describe(f"warm-up: {name}")
+            warmups.append(1 + warm_up(fn, runs=warmup, time_budget_s=0.3 * max_time_s))  # 1 = the check run
+            bar.advance()
     if len(fns) > 1:  # one untimed interleaved round re-warms caches after the other models' warm-up
         interleaved_runs(fns, min_runs=1, max_time_s=0.0, round_size=round_size, round_warmup=round_warmup)
         warmups = [w + round_size + round_warmup for w in warmups]
     log.info("timing %d model(s) interleaved for ~%.1f s", len(fns), max_time_s * len(fns))
-    samples_ms = interleaved_runs(
-        fns,
-        min_runs=min_runs,
-        max_time_s=max_time_s * len(fns),
-        round_size=round_size,
-        round_warmup=round_warmup,
-    )
+    budget = max_time_s * len(fns)
+    busy_before = _busy()
+    with progress_bar(f"timing {len(fns)} model(s) interleaved (s)", total=round(budget, 1)) as bar:
+        shown = [0.0]
+
+        def on_round(elapsed: float) -> None:
+            step = min(elapsed, budget) - shown[0]
+            if step >= 0.1:
+                bar.advance(step)
+                shown[0] += step
+
+        samples_ms = interleaved_runs(
+            fns,
+            min_runs=min_runs,
+            max_time_s=budget,
+            round_size=round_size,
+            round_warmup=round_warmup,
+            on_round=on_round,
+        )
+    contention = _contention(busy_before, _busy(), sum(len(s) for s in samples_ms))
 
     results = []
     for i in range(len(model_paths)):
-        st = latency_stats(samples_ms[i], seed=seed)
+        st = latency_stats(samples_ms[i], seed=seed, round_size=round_size)
         results.append(
             ModelBench(
                 name=names[i],
@@ -232,6 +302,7 @@ def benchmark_models(
                 memory_error=memory_errors[i],
                 env=env,
                 latencies_ms=tuple(samples_ms[i]),
+                ci_blocks=st.ci_blocks,
             )
         )
     settings: dict[str, Any] = {
@@ -246,5 +317,8 @@ def benchmark_models(
         "interleaved": len(fns) > 1,
         "allow_spinning": spinning,
         "input_shapes": {k: list(v.shape) for k, v in shared.items()},
+        "ci": "95%: wider of bootstrap over runs and batch means over <= 16 blocks of rounds; ratios paired by block",
+        "contention": contention,
     }
+    results = with_ratio_cis(results, round_size=round_size, seed=seed)
     return BenchReport(models=tuple(results), env=env, settings=settings)

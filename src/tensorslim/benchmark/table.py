@@ -6,7 +6,7 @@ from rich.table import Table
 
 from .report import BenchReport
 
-__all__ = ["render_bench_table"]
+__all__ = ["busy_note", "render_bench_table"]
 
 _MB = 1024 * 1024
 
@@ -27,8 +27,27 @@ def _ratio(r: float | None) -> str:
     return "-" if r is None else f"{r:.2f}x"
 
 
+def _ratio_ci(r: float | None, ci: tuple[float, float] | None) -> str:
+    if r is None or ci is None:
+        return _ratio(r)
+    return f"{r:.2f}x ({ci[0]:.2f}-{ci[1]:.2f})"
+
+
 def _throughput(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def busy_note(report: BenchReport) -> str:
+    """A warning when other processes competed for the CPU while timing, else ``""``."""
+    c = report.settings.get("contention") or {}
+    if not c.get("busy"):
+        return ""
+    load = c.get("load_avg_1m")
+    load_txt = f"load {load:.1f} on {c.get('cpus')} CPU(s), " if load is not None else ""
+    return (
+        f"machine busy while timing ({load_txt}{c.get('preemptions_per_run', 0):.2f} preemptions per run): the "
+        "intervals cover this run's conditions only; compare ratios, or rerun on a quiet machine"
+    )
 
 
 _COLUMNS: tuple[str, ...] = (
@@ -42,7 +61,7 @@ _COLUMNS: tuple[str, ...] = (
     "peak MB",
     "session MB",
     "size x",
-    "p50 x",
+    "p50 x (95% CI)",
 )
 _COMPACT_DROP = frozenset({"weights MB", "p90 ms", "session MB"})
 
@@ -52,7 +71,8 @@ def render_bench_table(report: BenchReport, *, title: str | None = "tensorslim b
 
     Columns: model, file MB, weights MB, load ms, p50 ms (± half-width of the 95 % bootstrap CI), p90 ms,
     p99 ms, throughput (samples/s), peak MB (peak RSS of the worker), session MB (peak minus the
-    interpreter baseline), and ratios against the first model: size x (file bytes) and p50 x.
+    interpreter baseline), and ratios against the first model: size x (file bytes) and p50 x with the 95 %
+    confidence interval of the ratio (paired over interleaving blocks).
     The caption names onnxruntime version, provider, threads, batch, CPU and its relevant ISA flags.
     The full table needs about 130 columns; ``compact`` drops weights MB, p90 and session MB (~100).
 
@@ -87,7 +107,7 @@ def render_bench_table(report: BenchReport, *, title: str | None = "tensorslim b
             "peak MB": _mb(None if mem is None else mem.peak_rss_bytes),
             "session MB": _mb(None if mem is None else mem.session_rss_bytes),
             "size x": _ratio(size_ratios[i]),
-            "p50 x": _ratio(p50_ratios[i]),
+            "p50 x (95% CI)": _ratio_ci(p50_ratios[i], m.p50_ratio_ci if i else None),
         }
         table.add_row(m.name, *(cells[c] for c in columns), style="bold" if i == 0 else None)
 
@@ -100,4 +120,7 @@ def render_bench_table(report: BenchReport, *, title: str | None = "tensorslim b
         f"{env.cpu_model} ({env.machine}) · flags: {flags}\n"
         f"ratios vs {report.baseline.name}; runs interleaved: {settings.get('interleaved', False)}"
     )
+    busy = busy_note(report)
+    if busy:
+        table.caption += f"\n{busy}"
     return table

@@ -16,6 +16,7 @@ import numpy as np
 from tensorslim.algorithms.fidelity import cosine_rows, max_abs_error, sqnr_db, top1_agreement
 from tensorslim.errors import InputError
 from tensorslim.evaluate.data import Dataset, batch_size_for, generate_inputs, load_npz
+from tensorslim.progress import track
 from tensorslim.runtime.base import Runtime, open_runtime
 
 __all__ = ["EvalReport", "OutputFidelity", "evaluate", "run_dataset"]
@@ -70,7 +71,9 @@ def _looks_like_scores(arr: np.ndarray) -> bool:
 def run_dataset(rt: Runtime, data: Dataset, batch_size: int) -> list[np.ndarray]:
     """Run ``rt`` over ``data`` in batches and concatenate each output along the first axis."""
     chunks: list[list[np.ndarray]] = [[] for _ in rt.outputs]
-    for feeds, _ in data.batches(batch_size_for(rt.inputs, batch_size)):
+    bs = batch_size_for(rt.inputs, batch_size)
+    name = os.path.basename(str(getattr(rt, "path", "") or "model"))
+    for feeds, _ in track(data.batches(bs), f"running {name}", total=data.num_batches(bs)):
         for i, out in enumerate(rt.run(feeds)):
             chunks[i].append(out if out.ndim else out.reshape(1))
     return [np.concatenate(c, axis=0) if c else np.empty(0) for c in chunks]

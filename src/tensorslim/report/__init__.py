@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from tensorslim.benchmark.latency import ratio_ci
 
 from .html import ModelRow, ReportData, render_html, versions
 
@@ -24,23 +24,11 @@ __all__ = ["ModelRow", "ReportData", "ratio_ci", "render_html", "report_data", "
 log = logging.getLogger(__name__)
 
 
-def ratio_ci(ref: Any, cand: Any, *, n_boot: int = 1000, seed: int = 0) -> tuple[float, float] | None:
-    """95 % bootstrap interval of ``median(cand) / median(ref)`` (each sample resampled independently)."""
-    a, b = np.asarray(ref, dtype=np.float64), np.asarray(cand, dtype=np.float64)
-    if a.size < 2 or b.size < 2:
-        return None
-    rng = np.random.default_rng(seed)
-    ma = np.median(a[rng.integers(0, a.size, (n_boot, a.size))], axis=1)
-    mb = np.median(b[rng.integers(0, b.size, (n_boot, b.size))], axis=1)
-    lo, hi = np.quantile(mb / ma, [0.025, 0.975])
-    return float(lo), float(hi)
-
-
 def _bench_rows(bench: Any) -> tuple[list[ModelRow], dict[str, list[float]]]:
     rows, lat = [], {}
     base = bench.models[0].latencies_ms
     for m in bench.models:
-        rc = ratio_ci(base, m.latencies_ms) if m is not bench.models[0] else None
+        rc = (m.p50_ratio_ci or ratio_ci(base, m.latencies_ms)) if m is not bench.models[0] else None
         rows.append(
             ModelRow(
                 name=m.name,
