@@ -380,8 +380,16 @@ def _weight_scale_size(model: onnx.ModelProto, node_name: str) -> int:
     mul = producer[node.input[1]]
     assert mul.op_type == "Mul"
     scale = mul.input[1]
-    while scale not in inits:  # a float16-stored scale is cast back to float32 at load time
-        scale = producer[scale].input[0]
+    while scale not in inits:  # float16-stored scales: Cast back to float32 at load time, packed ones Split
+        node = producer[scale]
+        if node.op_type == "Split":  # the packed float16 tensors: this output's rows are the scales
+            sizes = numpy_helper.to_array(inits[node.input[1]])
+            packed = node.input[0]
+            while packed not in inits:
+                packed = producer[packed].input[0]
+            row = numpy_helper.to_array(inits[packed]).size // int(sizes.sum())
+            return int(sizes[list(node.output).index(scale)]) * row
+        scale = node.input[0]
     return int(numpy_helper.to_array(inits[scale]).size)
 
 

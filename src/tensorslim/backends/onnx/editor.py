@@ -4,15 +4,21 @@ A :class:`GraphEditor` collects edits (nodes to insert before or in place of a n
 remove) and applies them in one go, so passes can decide first and rewrite once. New tensors are stored the
 way the original weight was stored: as initializers, or as ``Constant`` nodes for models that keep their
 weights in Constant nodes. Every name it creates is unique across the model and its subgraphs.
+
+Float tensors can also be stored as float16 behind a ``Cast`` back to float (:meth:`GraphEditor.add_float16`),
+which ONNX Runtime folds once at session load. Those of one graph whose shapes differ only in their first
+dimension are packed into one float16 initializer, one ``Cast`` and one ``Split``: a few bytes per tensor
+instead of a node and an initializer each, which matters for models with many small tensors.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
 from tensorslim.backends.onnx.weights import GraphScope, iter_graphs
 
@@ -51,6 +57,17 @@ class NameGenerator:
         return name
 
 
+@dataclass(frozen=True)
+class _Half:
+    """A float16 tensor waiting to be stored: the float value it must provide, and where it is first needed."""
+
+    scope: GraphScope
+    array: np.ndarray
+    output: str
+    base: str
+    before: onnx.NodeProto
+
+
 class GraphEditor:
     """Collects edits for every graph of one model, then applies them."""
 
@@ -64,6 +81,7 @@ class GraphEditor:
         self._new_constants: dict[str, list[onnx.NodeProto]] = defaultdict(list)
         self._drop_initializers: dict[str, set[str]] = defaultdict(set)
         self._scopes: dict[str, GraphScope] = {}
+        self._halves: list[_Half] = []
         # node wrappers are keyed by id(); keep them alive so the ids stay valid until apply()
         self._keep: list[onnx.NodeProto] = []
 
@@ -79,6 +97,56 @@ class GraphEditor:
         else:
             self._new_tensors[scope.path].append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
+
+    def add_float16(
+        self, scope: GraphScope, output: str, array: np.ndarray, before: onnx.NodeProto, base: str = ""
+    ) -> None:
+        """Provide the float32 value ``output`` from ``array`` stored as float16, before ``before`` runs.
+
+        ``output`` must be a fresh name (or the name of a tensor being removed); ``base`` names what is
+        stored. Tensors of one graph with the same shape past the first dimension share one packed
+        initializer, ``Cast`` and ``Split`` (see the module docstring); a lone one gets its own ``Cast``.
+        """
+        half = np.ascontiguousarray(np.asarray(array).astype(np.float16))
+        self._scopes[scope.path] = scope
+        self._keep.append(before)
+        self._halves.append(_Half(scope, half, output, base or f"{output}_float16", before))
+
+    def _emit_float16(self) -> None:
+        groups: dict[tuple[str, tuple[int, ...]], list[_Half]] = defaultdict(list)
+        for h in self._halves:
+            key = (h.scope.path, tuple(h.array.shape[1:])) if h.array.ndim else (h.scope.path, (-1, id(h)))
+            groups[key].append(h)
+        opset = opset_version(self.model)
+        for (path, _), members in groups.items():
+            scope = self._scopes[path]
+            if len(members) == 1:
+                h = members[0]
+                stored = self.add_tensor(scope, h.base, h.array, as_constant=False)
+                cast = self.node("Cast", [stored], [h.output], f"{h.base}_Cast", to=TensorProto.FLOAT)
+                self._prepend(h.before, [cast])
+                continue
+            packed = self.add_tensor(
+                scope, "float16_pack", np.concatenate([h.array for h in members]), as_constant=False
+            )
+            as_float = self.names(f"{packed}_float")
+            sizes = np.array([h.array.shape[0] for h in members], np.int64)
+            if opset >= 13:
+                split_in = [as_float, self.add_tensor(scope, f"{packed}_split", sizes, as_constant=False)]
+                attrs: dict[str, object] = {"axis": 0}
+            else:
+                split_in, attrs = [as_float], {"axis": 0, "split": [int(x) for x in sizes]}
+            nodes = [
+                self.node("Cast", [packed], [as_float], f"{packed}_Cast", to=TensorProto.FLOAT),
+                self.node("Split", split_in, [h.output for h in members], f"{packed}_Split", **attrs),
+            ]
+            # the packed values feed nodes all over the graph: provide them before its first node
+            self._prepend(scope.graph.node[0], nodes)
+
+    def _prepend(self, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> None:
+        """Insert ``nodes`` before ``node`` and before anything already inserted there (which may use them)."""
+        self._keep.append(node)
+        self._before[id(node)][0:0] = nodes
 
     def insert_before(self, node: onnx.NodeProto, nodes: list[onnx.NodeProto]) -> None:
         """Insert ``nodes`` right before ``node`` in its graph."""
@@ -124,6 +192,8 @@ class GraphEditor:
     def apply(self) -> None:
         """Apply every collected edit to the model in place."""
         ir_version = self.model.ir_version
+        self._emit_float16()
+        self._halves = []
         # deepest graphs first: a parent graph copies its nodes, and with them its already-edited subgraphs
         for scope in reversed(list(iter_graphs(self.model.graph))):
             g = scope.graph
