@@ -130,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, cfg, data in [
         ("tensorslim static int8", StaticQuantConfig(), calib),
         ("tensorslim static int8 (percentile)", StaticQuantConfig(calibration="percentile"), calib),
+        ("tensorslim static int8 (SmoothQuant 0.5)", StaticQuantConfig(smooth_quant=0.5), calib),
         ("tensorslim int4 block 32 (GPTQ)", BlockQuantConfig(), calib),
         ("tensorslim int4 block 32 (no data)", BlockQuantConfig(), None),
         ("tensorslim fp16", Float16Config(), calib),

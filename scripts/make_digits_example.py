@@ -51,6 +51,7 @@ MEAN = 0.305
 STD = 0.325
 TEST_FRACTION = 0.2
 CALIB_SAMPLES = 256
+VAL_SAMPLES = 360  # selection split of `tensorslim optimize`: training images outside the calibration set
 MAX_SHIFT = 3  # random shift of up to +-3 pixels (at 32x32) in each direction
 EPOCHS = 12
 BATCH_SIZE = 64
@@ -238,6 +239,27 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def calib_and_val_indices(n_train: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the calibration images and of the selection (validation) images in the training split.
+
+    The selection images are drawn from the training images that are not calibration images, with their own
+    seeded generator, so adding this split leaves the calibration file's bytes unchanged.
+    """
+    calib_idx = np.sort(np.random.default_rng(SEED).choice(n_train, CALIB_SAMPLES, replace=False))
+    rest = np.setdiff1d(np.arange(n_train), calib_idx)
+    val_idx = np.sort(np.random.default_rng(SEED + 1).choice(rest, VAL_SAMPLES, replace=False))
+    return calib_idx, val_idx
+
+
+def write_val_split(out_dir: Path) -> Path:
+    """Write ``digits_val.npz`` (no training needed: the split only depends on the data and the seeds)."""
+    x_train, y_train, _, _ = load_data(SEED)
+    _, val_idx = calib_and_val_indices(len(x_train))
+    path = out_dir / "digits_val.npz"
+    save_npz_deterministic(path, input=x_train[val_idx], label=y_train[val_idx])
+    return path
+
+
 def write_readme(path: Path, n_params: int, n_train: int, n_test: int, acc: float, onnx_bytes: int) -> None:
     text = f"""# Bundled example: digits CNN
 
@@ -261,6 +283,9 @@ int64 `N`):
 - `digits_test.npz`: the held-out test split ({n_test} images).
 - `digits_calib.npz`: {CALIB_SAMPLES} images drawn from the training split, for calibration (e.g. static
   quantization); disjoint from the test split.
+- `digits_val.npz`: {VAL_SAMPLES} other images of the training split (disjoint from the calibration images), the
+  selection split of `tensorslim optimize`'s search; `scripts/make_digits_example.py --val-only` writes it
+  without retraining.
 
 ## Regenerate
 
@@ -278,9 +303,14 @@ Training is seeded, single-threaded and uses deterministic algorithms; it takes 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="output folder")
+    parser.add_argument("--val-only", action="store_true", help="only write digits_val.npz (no training)")
     args = parser.parse_args()
     out_dir: Path = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.val_only:
+        path = write_val_split(out_dir)
+        print(f"  sha256 {sha256(path)}  {path.name}")
+        return
 
     t_start = time.perf_counter()
     set_determinism(SEED)
@@ -315,14 +345,15 @@ def main() -> None:
     if ort_acc != acc:
         raise SystemExit("ONNX Runtime accuracy differs from torch")
 
-    calib_idx = np.sort(np.random.default_rng(SEED).choice(len(x_train), CALIB_SAMPLES, replace=False))
+    calib_idx, val_idx = calib_and_val_indices(len(x_train))
     save_npz_deterministic(out_dir / "digits_test.npz", input=x_test, label=y_test)
     save_npz_deterministic(out_dir / "digits_calib.npz", input=x_train[calib_idx], label=y_train[calib_idx])
+    save_npz_deterministic(out_dir / "digits_val.npz", input=x_train[val_idx], label=y_train[val_idx])
     onnx_bytes = onnx_path.stat().st_size
     write_readme(out_dir / "README.md", n_params, len(x_train), len(x_test), acc, onnx_bytes)
 
     print(f"ONNX file: {onnx_path} ({onnx_bytes / 1e6:.2f} MB)")
-    for name in ("digits_cnn.onnx", "digits_test.npz", "digits_calib.npz", "README.md"):
+    for name in ("digits_cnn.onnx", "digits_test.npz", "digits_calib.npz", "digits_val.npz", "README.md"):
         print(f"  sha256 {sha256(out_dir / name)}  {name}")
     print(f"done in {time.perf_counter() - t_start:.0f}s")
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 
@@ -22,6 +23,9 @@ from tensorslim.passes.float16 import Float16Config, Float16Pass, find_overflows
 from tensorslim.passes.fold_batchnorm import FoldBatchNormPass
 from tensorslim.passes.static_quant import StaticQuantConfig, StaticQuantPass
 from tensorslim.runtime.ort import OrtRuntime
+
+if TYPE_CHECKING:
+    from tensorslim.evaluate.images import ImagePreprocess
 
 __all__ = ["QuantizeResult", "quantize"]
 
@@ -89,36 +93,35 @@ def _json_value(v: Any) -> Any:
 QuantConfig = DynamicQuantConfig | BlockQuantConfig | Float16Config | StaticQuantConfig
 
 
+#: What calibration ``data`` may be: a path (``.npz``, folder of ``.npz``, folder of images), a :class:`Dataset`,
+#: one feed dict ``{input_name: array}``, or an iterable of feed dicts (one sample or a batch each).
+CalibrationData = str | os.PathLike[str] | Dataset | Mapping[str, Any] | Iterable[Mapping[str, Any]]
+
+
 def load_calibration(
-    data: str | os.PathLike[str] | Dataset, model: onnx.ModelProto, *, max_samples: int | None = None
+    data: CalibrationData,
+    model: onnx.ModelProto,
+    *,
+    max_samples: int | None = None,
+    images: ImagePreprocess | None = None,
 ) -> Dataset:
-    """Calibration data for ``model``: a :class:`Dataset`, an ``.npz`` file, or a folder of ``.npz`` files.
+    """Calibration data for ``model``, checked against its inputs (see :func:`tensorslim.evaluate.data.load_data`).
+
+    Args:
+        data: an ``.npz`` file, a folder of ``.npz`` files (per-sample shapes may differ, e.g. sequence
+            length), a folder of images (with ``images``), a :class:`Dataset`, one feed dict, or an iterable
+            of feed dicts ``{input_name: array}`` (one sample or a batch each; consumed up to ``max_samples``).
+        model: the model the data feeds.
+        max_samples: use at most this many samples.
+        images: the preprocessing of a folder of images (size, layout, colour, scale, mean/std, dtype).
 
     Raises:
         InputError: unreadable data, names or shapes that do not match the model's inputs, NaN/Inf, no samples.
     """
-    import numpy as np
+    from tensorslim.evaluate.data import load_data
 
-    from tensorslim.evaluate.data import load_npz
-
-    if isinstance(data, Dataset):
-        return data
     specs = OrtRuntime(model).inputs if model_size_bytes(model) < 2**31 - 2**24 else []
-    path = Path(data)
-    if path.is_dir():
-        files = sorted(path.glob("*.npz"))
-        if not files:
-            raise InputError(f"{path}: the folder holds no .npz files; give an .npz file or a folder of them")
-        parts = [load_npz(f, specs) for f in files]
-        try:
-            inputs = {k: np.concatenate([p.inputs[k] for p in parts]) for k in parts[0].inputs}
-        except ValueError as e:
-            raise InputError(f"{path}: the .npz files have different shapes per sample ({e}); pad them alike") from e
-        ds = Dataset(inputs, source=str(path))
-        if max_samples is not None:
-            ds.inputs = {k: v[:max_samples] for k, v in ds.inputs.items()}
-        return ds
-    return load_npz(path, specs, max_samples=max_samples)
+    return load_data(data, specs, max_samples=max_samples, images=images)
 
 
 def _as_model(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
@@ -135,7 +138,7 @@ def quantize(
     output: str | os.PathLike[str] | None = None,
     *,
     config: QuantConfig | None = None,
-    data: str | os.PathLike[str] | Dataset | None = None,
+    data: CalibrationData | None = None,
     max_samples: int | None = None,
     verify: bool = True,
 ) -> QuantizeResult:
@@ -151,7 +154,8 @@ def quantize(
         model: a path to an ``.onnx`` file or a ``ModelProto`` (never modified).
         output: where to write the result (atomically); ``None`` keeps it in memory only.
         config: the technique and its options.
-        data: calibration data (``.npz``, folder of ``.npz``, or a :class:`Dataset`).
+        data: calibration data: ``.npz``, folder of ``.npz``, a :class:`Dataset`, or feed dicts (see
+            :func:`load_calibration`; for a folder of images, load it with ``load_calibration(..., images=)``).
         max_samples: use at most this many calibration samples.
         verify: load the result in ONNX Runtime before writing it.
 
@@ -233,10 +237,10 @@ def _run_pass(proto: onnx.ModelProto, cfg: QuantConfig, dataset: Dataset | None,
         return BlockQuantPass(cfg, data=dataset)(proto)
     if isinstance(cfg, StaticQuantConfig):
         if dataset is not None and cfg.max_samples is not None and dataset.num_samples > cfg.max_samples:
-            dataset = Dataset({k: v[: cfg.max_samples] for k, v in dataset.inputs.items()}, source=dataset.source)
+            dataset = dataset.head(cfg.max_samples)
         static = StaticQuantPass(cfg, data=dataset)(proto)
         # weights left float (embeddings, layers that fell back) still get int8 storage, computed in float
-        rest = DynamicQuantPass(DynamicQuantConfig(form="weight_only"))(static.model)
+        rest = DynamicQuantPass(DynamicQuantConfig(form="weight_only", exclude=cfg.exclude))(static.model)
         done = {r.name: r for r in rest.records if not r.skipped}
         records = [done.get(r.name, r) if r.skipped else r for r in static.records]
         records += [r for r in rest.records if r.name not in {x.name for x in static.records}]

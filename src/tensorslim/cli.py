@@ -63,6 +63,47 @@ def _weights_table(records: list[Any], limit: int) -> Table:
     return table
 
 
+def _floats(flag: str, text: str | None) -> tuple[float, ...]:
+    if text is None:
+        return ()
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"{flag}: {text!r} is not a comma-separated list of numbers, e.g. 0.485,0.456,0.406") from None
+
+
+def _image_preprocess(
+    size: str | None, *, layout: str, color: str, resize: str, scale: float, mean: str | None, std: str | None
+) -> Any:
+    """The ``ImagePreprocess`` the image flags declare, or ``None`` when ``--image-size`` is not given."""
+    if size is None:
+        if mean is not None or std is not None:
+            raise InputError("--mean/--std describe image data: add --image-size SIZE and --data IMAGE_FOLDER")
+        return None
+    from tensorslim.evaluate.images import ImagePreprocess
+
+    h, sep, w = size.lower().partition("x")
+    if not (h.strip().isdigit() and (not sep or w.strip().isdigit())):
+        raise InputError(f"--image-size: {size!r} is not SIZE or HxW, e.g. 224 or 224x256")
+    try:
+        return ImagePreprocess(
+            size=(int(h), int(w) if sep else int(h)), resize=resize, layout=layout.upper(), color=color.upper(),
+            scale=scale, mean=_floats("--mean", mean), std=_floats("--std", std),
+        )  # fmt: skip
+    except ValueError as e:
+        raise InputError(f"--{e}") from None
+
+
+def _image_data(model_in: Path, data_in: Any, images: Any, max_samples: int | None) -> Any:
+    """The image folder ``--data`` names, preprocessed into a dataset for the model."""
+    from tensorslim.api import load_calibration
+    from tensorslim.backends.onnx.io import load_model
+
+    if data_in is None or not Path(data_in).is_dir():
+        raise InputError("--image-size: give the image folder with --data FOLDER")
+    return load_calibration(data_in, load_model(model_in), max_samples=max_samples, images=images)
+
+
 def _split_ops(ops: str | None) -> tuple[str, ...] | None:
     if ops is None:
         return None
@@ -120,9 +161,26 @@ def quantize(
         typer.Option(help="Weight-only dequantization: auto, cast (folded at load) or dequantize_linear."),
     ] = "auto",
     data: Annotated[
-        Path | None, typer.Option(help="Calibration .npz (or folder of .npz): int4 GPTQ, fp16 overflow check, static.")
+        Path | None,
+        typer.Option(
+            help="Calibration .npz, folder of .npz (lengths may differ) or of images (with --image-size): int4 GPTQ, "
+            "fp16 overflow check, static."
+        ),
     ] = None,
     max_samples: Annotated[int | None, typer.Option(help="Use at most this many calibration samples.")] = None,
+    image_size: Annotated[
+        str | None, typer.Option(help="--data is a folder of images: resize to SIZE or HxW (e.g. 224 or 224x256).")
+    ] = None,
+    layout: Annotated[str, typer.Option(help="Images: NCHW (channels first) or NHWC (channels last).")] = "NCHW",
+    color: Annotated[str, typer.Option(help="Images: RGB, BGR or L (grey).")] = "RGB",
+    resize: Annotated[str, typer.Option(help="Images: stretch, or center_crop (keep aspect ratio).")] = "stretch",
+    scale: Annotated[float, typer.Option(help="Images: pixel values (0-255) are multiplied by this first.")] = 1 / 255,
+    mean: Annotated[
+        str | None, typer.Option(help="Images: per-channel mean subtracted after --scale, e.g. 0.485,0.456,0.406.")
+    ] = None,
+    std: Annotated[
+        str | None, typer.Option(help="Images: per-channel std divided by after --mean, e.g. 0.229,0.224,0.225.")
+    ] = None,
     bits: Annotated[int, typer.Option(help="blockwise: 4 or 8 bits.")] = 4,
     block_size: Annotated[int, typer.Option(help="int4/blockwise: values per block (16-256, power of two).")] = 32,
     method: Annotated[
@@ -131,7 +189,26 @@ def quantize(
     accuracy_level: Annotated[
         int, typer.Option(help="int4/blockwise: MatMulNBits accuracy_level (4 = int8 compute, fast on CPU).")
     ] = 4,
-    io: Annotated[str, typer.Option(help=".tflite static: float (QUANTIZE/DEQUANTIZE edges) or int8 I/O.")] = "float",
+    io: Annotated[
+        str,
+        typer.Option(help="static: float model inputs/outputs, or integer ones: int8 (.tflite; ONNX with --scheme "
+                     "symmetric) or uint8 (ONNX, asymmetric); scales in the model metadata."),
+    ] = "float",
+    activation_bits: Annotated[
+        int, typer.Option(help="ONNX static: 8, or 16 for every activation (A16W8: int8 weights).")
+    ] = 8,
+    int16_nodes: Annotated[
+        list[str] | None, typer.Option(help="ONNX static: regex on node names whose activations get 16 bits.")
+    ] = None,
+    smooth_quant: Annotated[
+        float | None, typer.Option(help="ONNX static: SmoothQuant alpha in (0, 1), e.g. 0.5, for MatMul/Gemm.")
+    ] = None,
+    bias_correction: Annotated[
+        bool, typer.Option(help="ONNX static: fold the expected int8 weight error into the biases.")
+    ] = False,
+    equalize: Annotated[
+        bool, typer.Option(help="ONNX static: cross-layer equalization of Conv pairs first (CNNs).")
+    ] = False,
     input_shape: Annotated[
         list[str] | None, typer.Option(help="PyTorch file: example input NAME=1x3x32x32[:dtype] (repeatable).")
     ] = None,
@@ -155,11 +232,23 @@ def quantize(
         from tensorslim.frontends.inputs import resolve_cli_input
 
         model_in, data_in, front_notes = resolve_cli_input(model, output, data, tokenizer, input_shape or [], mode)
+        images = _image_preprocess(
+            image_size, layout=layout, color=color, resize=resize, scale=scale, mean=mean, std=std
+        )
+        if images is not None:
+            if is_tflite(model):
+                raise InputError("--image-size: image folders calibrate ONNX models; save them as .npz for .tflite")
+            data_in = _image_data(model_in, data_in, images, max_samples)
         if is_tflite(model):
             from tensorslim.backends.tflite.cli import quantize_tflite_command
 
             if (form, scheme or "symmetric", weight_encoding) != ("auto", "symmetric", "auto"):
                 raise InputError("--form, --scheme and --weight-encoding apply to ONNX models; drop them for .tflite")
+            if (activation_bits, int16_nodes, smooth_quant, bias_correction, equalize) != (8, None, None, False, False):
+                raise InputError(
+                    "--activation-bits, --int16-nodes, --smooth-quant, --bias-correction and --equalize apply to "
+                    "ONNX models; drop them for .tflite"
+                )
             return quantize_tflite_command(
                 model, output, mode=mode, data=data, granularity=granularity, range_method=range_method,
                 exclude=exclude or (), min_size=min_size, ops=_split_ops(ops), io=io, json_out=json_out,
@@ -169,6 +258,8 @@ def quantize(
             mode, form=form, scheme=scheme, granularity=granularity, range_method=range_method, ops=_split_ops(ops),
             exclude=tuple(exclude or ()), min_size=min_size, weight_encoding=weight_encoding, bits=bits,
             block_size=block_size, method=method, accuracy_level=accuracy_level, data=None if data_in is None else data,
+            static_options={"io_dtype": io, "activation_bits": activation_bits, "int16_nodes": tuple(int16_nodes or ()),
+                            "smooth_quant": smooth_quant, "bias_correction": bias_correction, "equalize": equalize},
         )  # fmt: skip
         result = run_quantize(model_in, output, config=cfg, data=data_in, max_samples=max_samples)
         quiet = json_out == "-"
@@ -219,6 +310,7 @@ def _onnx_config(
     method: str,
     accuracy_level: int,
     data: Path | None,
+    static_options: dict[str, Any] | None = None,
 ) -> Any:
     """The pass config for an ONNX ``--mode``, with option errors turned into one-line input errors."""
     from tensorslim.passes.blockwise_quant import BlockQuantConfig
@@ -229,6 +321,14 @@ def _onnx_config(
     modes = ("dynamic", "static", "int4", "blockwise", "fp16")
     if mode not in modes:
         raise InputError(f"--mode: {mode!r} is not one of {', '.join(modes)}")
+    static_opts = dict(static_options or {})
+    if mode != "static":
+        defaults = {"io_dtype": "float", "activation_bits": 8, "int16_nodes": (), "smooth_quant": None,
+                    "bias_correction": False, "equalize": False}  # fmt: skip
+        extra = [k for k, v in static_opts.items() if defaults.get(k, v) != v]
+        if extra:
+            flags = ", ".join("--" + {"io_dtype": "io"}.get(k, k).replace("_", "-") for k in extra)
+            raise InputError(f"{flags}: only for --mode static; drop them or use --mode static")
     try:
         if mode == "dynamic":
             if data is not None:
@@ -256,14 +356,16 @@ def _onnx_config(
                 raise InputError("--mode static needs calibration data: pass --data CALIB.npz (a few hundred samples)")
             return StaticQuantConfig(
                 activation_scheme=scheme or "asymmetric", granularity=granularity,
-                calibration=range_method or "minmax", exclude=exclude,
+                calibration=range_method or "minmax", exclude=exclude, **static_opts,
                 **({"op_types": ops} if ops is not None else {}),  # type: ignore[arg-type]
             )  # fmt: skip
         return Float16Config(block_ops=ops or (), block_nodes=exclude)
     except ValueError as e:
         if isinstance(e, InputError):
             raise
-        raise InputError(f"--{str(e).replace('_', '-', 1)}") from None
+        flag_of = {"io_dtype": "io", "activation_scheme": "scheme", "calibration": "range", "range_method": "range"}
+        field, sep, rest = str(e).partition(":")  # name the command-line flag, not the config field
+        raise InputError(f"--{flag_of.get(field, field).replace('_', '-')}{sep}{rest}") from None
 
 
 def _speed_check(reference: Path, candidate: Path, *, quiet: bool) -> dict[str, Any]:
@@ -433,6 +535,10 @@ def bench(
         )
         if json_out != "-":
             console.print(render_bench_table(report))
+        from tensorslim.benchmark.table import busy_note
+
+        if busy_note(report):
+            err_console.print(f"[bold yellow]warning:[/] {busy_note(report)}", soft_wrap=True)
         if report_html is not None:
             from tensorslim.report import write_report
 
@@ -495,49 +601,105 @@ def inspect(
 
 @app.command(
     epilog="Examples:\n\n"
-    "    tensorslim optimize                 # the bundled digits CNN and its real test split\n\n"
-    "    tensorslim optimize model.onnx --eval-data test.npz -o out/\n\n"
-    "Exit codes: 0 ok, 2 bad input, 3 internal error.",
+    "    tensorslim optimize                 # the bundled digits CNN: calibration, selection and test splits\n\n"
+    "    tensorslim optimize model.onnx --data calib.npz --eval-data val.npz --test-data test.npz "
+    "--max-drop 1% --objective size --budget 40 --workers 2\n\n"
+    "    tensorslim optimize model.onnx --data calib.npz --eval-data val.npz --metric cosine --max-drop 0.01 "
+    "--ray auto\n\n"
+    "    tensorslim optimize model.onnx --eval-data val.npz --metric python:mymetrics:f1 -o out/ --resume\n\n"
+    "Exit codes: 0 ok, 1 no candidate met the accuracy budget, 2 bad input, 3 internal error.",
 )
 def optimize(
     model: Annotated[Path | None, typer.Argument(help="ONNX model; the bundled example when omitted.")] = None,
-    eval_data: Annotated[
-        Path | None, typer.Option(help=".npz to measure accuracy/fidelity on (the example's test split).")
+    data: Annotated[Path | None, typer.Option(help="Calibration .npz given to the passes.")] = None,
+    eval_data: Annotated[Path | None, typer.Option(help=".npz the candidates are scored on (selection).")] = None,
+    test_data: Annotated[
+        Path | None, typer.Option(help="Held-out .npz: the chosen model's drop is measured on it.")
     ] = None,
-    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the optimized models.")] = Path(
+    metric: Annotated[
+        str, typer.Option(help="top1, cosine, sqnr, embedding-cosine, python:module:function; auto: top1 if labels.")
+    ] = "auto",
+    max_drop: Annotated[str, typer.Option(help="Allowed drop from the float score: 1% or 0.01.")] = "1%",
+    min_score: Annotated[float | None, typer.Option(help="Or an absolute floor of the metric (e.g. SQNR dB).")] = None,
+    objective: Annotated[str, typer.Option(help="What to minimize: size, latency or both.")] = "size",
+    budget: Annotated[int, typer.Option(help="Search trials (the built-in recipes come on top).")] = 16,
+    workers: Annotated[int, typer.Option(help="Candidates evaluated in parallel (processes or Ray tasks).")] = 2,
+    ray: Annotated[
+        str | None, typer.Option(help="Run the evaluations as Ray tasks: auto (existing cluster) or an ADDRESS.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the sampler and the passes.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue the study stored in --output-dir.")] = False,
+    sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe, nsga2 or random.")] = "tpe",
+    builtins: Annotated[bool, typer.Option(help="Evaluate the built-in recipes too (the comparison).")] = True,
+    fallback_layers: Annotated[
+        int, typer.Option(help="Most sensitive layers offered as float/int16 fallbacks (0: none).")
+    ] = 4,
+    output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the study, cache, best.*.")] = Path(
         "tensorslim-out"
     ),
-    threads: Annotated[int, typer.Option(help="Intra-op threads for the benchmark.")] = 1,
-    batch_size: Annotated[int, typer.Option(help="Batch size for the benchmark.")] = 1,
-    seconds: Annotated[float, typer.Option(help="Time budget per model for the benchmark.")] = 3.0,
+    threads: Annotated[int, typer.Option(help="Intra-op threads for the final benchmark.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Batch size for the final benchmark.")] = 1,
+    seconds: Annotated[
+        float, typer.Option(help="Time per model of the final float-vs-chosen benchmark (0: skip).")
+    ] = 2.0,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
     report_html: Annotated[
         Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")
     ] = None,
 ) -> None:
-    """Apply every available technique and compare size, latency and accuracy with the float model."""
+    """Search for the smallest (or fastest) model whose accuracy stays within --max-drop of the float model.
+
+    Evaluates the built-in recipes and an Optuna search over quantization, pruning, clustering and packing
+    (with per-layer fallbacks for the most sensitive layers), prints the comparison and the Pareto front, and
+    writes the chosen model to OUTPUT_DIR/best.onnx (or .tslim) with its recipe in OUTPUT_DIR/best.yaml.
+    """
 
     def body() -> int:
-        from tensorslim.optimize import render_optimize_table, run_optimize
+        from tensorslim.errors import TargetNotMetError
+        from tensorslim.evaluate.metrics import parse_max_drop
+        from tensorslim.optimize import optimize_search, render_search_tables
+        from tensorslim.search import SearchConfig
 
-        result = run_optimize(
-            model,
-            eval_data=eval_data,
-            output_dir=output_dir,
-            threads=threads,
-            batch_size=batch_size,
-            seconds=seconds,
-            progress=json_out != "-",
-        )
+        cfg = SearchConfig(metric=metric, max_drop=parse_max_drop(max_drop), min_score=min_score,
+                           objective=objective, budget=budget, workers=workers, ray=ray, seed=seed, resume=resume,
+                           sampler=sampler, builtins=builtins, fallback_layers=fallback_layers)  # fmt: skip
+        result = optimize_search(
+            model, data=data, eval_data=eval_data, test_data=test_data, output_dir=output_dir, config=cfg,
+            threads=threads, batch_size=batch_size, seconds=seconds, progress=None if json_out != "-" else False,
+        )  # fmt: skip
+        res = result.search
         if json_out != "-":
-            console.print(render_optimize_table(result))
-            for note in result.notes:
+            for table in render_search_tables(result):
+                console.print(table)
+            if res.chosen is not None:
+                console.print(f"chosen: {res.chosen.name} -> {res.chosen_path} (recipe: {output_dir / 'best.yaml'})")
+                if res.test is not None:
+                    t = res.test
+                    console.print(
+                        f"held-out test ({t['num_samples']} samples): {res.metric} {t['float_score']:.4f} -> "
+                        f"{t['chosen_score']:.4f} (drop {t['drop']:.4f}, "
+                        f"{'within' if t['within_budget'] else 'OUTSIDE'} the budget)"
+                    )
+                beats = res.beats_builtins()
+                console.print(f"better than every built-in recipe that meets the budget: {'yes' if beats else 'no'}")
+            for note in result.comparison.notes:
                 console.print(f"note: {note}")
         if report_html is not None:
             from tensorslim.report import write_report
 
-            write_report(report_html, optimize=result, title=f"tensorslim optimize {result.model.name}")
+            layers = None
+            if res.chosen_path is not None and res.chosen_path.suffix == ".onnx":
+                layers = (res.model, res.chosen_path, str(eval_data) if eval_data else None)
+            write_report(report_html, optimize=result.comparison, search=res, layers_of=layers,
+                         title=f"tensorslim optimize {res.model.name}")  # fmt: skip
         write_json(json_out, result.to_dict())
+        if res.chosen is None:
+            best = max((c for c in res.candidates if c.ok), key=lambda c: c.score or 0.0, default=None)
+            raise TargetNotMetError(
+                f"no candidate reached {res.metric} >= {res.threshold:.4f} (float {res.reference_score:.4f}"
+                + (f", best {best.score:.4f} by {best.name}" if best is not None else ", every candidate failed")
+                + "); allow a larger --max-drop or try a larger --budget"
+            )
         return EXIT_OK
 
     run_command(body)

@@ -1,7 +1,9 @@
-"""``tensorslim optimize``: apply each available technique and compare it with the float model.
+"""``tensorslim optimize``: find the smallest (or fastest) model that keeps accuracy within a budget.
 
-Every technique writes its model to the output folder; all models are then evaluated on the same data
-(task accuracy when the data has labels, fidelity otherwise) and benchmarked side by side in one run.
+:func:`optimize_search` runs the accuracy-aware search (:mod:`tensorslim.search`): the built-in recipes and
+an Optuna study over recipes, each candidate scored on the evaluation data; the chosen model is written to the
+output folder, re-measured on the test data and, with ``seconds > 0``, benchmarked against the float model
+(interleaved, 95 % CI). :func:`run_optimize` is the older side-by-side comparison of fixed techniques.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from rich.table import Table
@@ -18,10 +21,13 @@ from tensorslim.errors import InputError
 
 __all__ = [
     "OptimizeResult",
+    "OptimizeSearchResult",
     "Technique",
     "TechniqueResult",
     "default_techniques",
+    "optimize_search",
     "render_optimize_table",
+    "render_search_tables",
     "run_optimize",
 ]
 
@@ -298,3 +304,134 @@ def render_optimize_table(result: OptimizeResult) -> Table:
         f"{env.get('cpu_model', '?')}"
     )
     return t
+
+
+@dataclass
+class OptimizeSearchResult:
+    """The search's result and its comparison table (float, chosen model, built-in recipes)."""
+
+    search: Any  # tensorslim.search.SearchResult
+    comparison: OptimizeResult
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict: the comparison's keys plus ``search``."""
+        d = self.comparison.to_dict()
+        d["search"] = self.search.to_dict()
+        return d
+
+
+def _row(name: str, description: str, path: Path, c: Any, metric: str) -> TechniqueResult:
+    row = TechniqueResult(name, description, path, file_bytes=c.size_bytes or 0, p50_ms=c.latency_ms, error=c.error)
+    if metric == "top1":
+        row.accuracy = c.score
+    elif metric in ("cosine", "embedding-cosine"):
+        row.cosine_mean = c.score
+    elif metric == "sqnr":
+        row.sqnr_db = c.score
+    return row
+
+
+def optimize_search(
+    model: str | os.PathLike[str] | None = None,
+    *,
+    data: str | os.PathLike[str] | None = None,
+    eval_data: str | os.PathLike[str] | None = None,
+    test_data: str | os.PathLike[str] | None = None,
+    output_dir: str | os.PathLike[str] = "tensorslim-out",
+    config: Any = None,
+    threads: int = 1,
+    batch_size: int = 1,
+    seconds: float = 0.0,
+    progress: bool | None = None,
+) -> OptimizeSearchResult:
+    """Run the accuracy-aware search on ``model`` (the bundled digits CNN when ``None``).
+
+    With no model, the bundled example's splits are used: ``digits_calib.npz`` for calibration,
+    ``digits_val.npz`` for selection and ``digits_test.npz`` (held out) for the final check.
+
+    Args:
+        model: The float ONNX model.
+        data: Calibration ``.npz``.
+        eval_data: Selection ``.npz`` (candidates are scored on it).
+        test_data: Held-out ``.npz`` (the chosen model is scored on it once).
+        output_dir: Folder for the study, the cache and ``best.*``.
+        config: A :class:`~tensorslim.search.SearchConfig`.
+        threads: Intra-op threads of the final benchmark.
+        batch_size: Batch size of the final benchmark.
+        seconds: Time per model of the final benchmark of float vs chosen (0: skip it; the table then shows
+            the search's single-thread latency).
+        progress: Progress bar over trials.
+    """
+    from tensorslim.examples import (
+        example_calib_data_path,
+        example_model_path,
+        example_test_data_path,
+        example_val_data_path,
+    )
+    from tensorslim.search import SearchConfig, run_search
+
+    notes: list[str] = []
+    if model is None:
+        src = example_model_path()
+        data = data if data is not None else example_calib_data_path()
+        eval_data = eval_data if eval_data is not None else example_val_data_path()
+        test_data = test_data if test_data is not None else example_test_data_path()
+        notes.append(
+            f"bundled example {src.name}: calibration {Path(data).name}, selection {Path(eval_data).name}, "
+            f"held-out test {Path(test_data).name}"
+        )
+    else:
+        src = Path(model)
+    cfg = config if config is not None else SearchConfig()
+    res = run_search(src, output_dir, data=data, eval_data=eval_data, test_data=test_data, config=cfg,
+                     progress=progress)  # fmt: skip
+    fc = SimpleNamespace(size_bytes=res.float_size_bytes, latency_ms=res.float_latency_ms,
+                         score=res.reference_score, error="")  # fmt: skip
+    float_row = _row("float", "the input model", src, fc, res.metric)
+    rows = [float_row]
+    if res.chosen is not None and res.chosen_path is not None:
+        rows.append(_row(f"search: {res.chosen.name}", "chosen by the search (smallest/fastest within budget)",
+                         res.chosen_path, res.chosen, res.metric))  # fmt: skip
+    for c in res.candidates:
+        if c.source == "builtin":
+            desc = ("meets the budget" if c.feasible else "misses the budget") if c.ok else "failed"
+            rows.append(_row(c.name, f"built-in recipe ({desc})", Path(""), c, res.metric))
+    env: dict[str, Any] = {"threads": 1}
+    if seconds > 0 and res.chosen_path is not None:
+        from tensorslim.benchmark import benchmark_models
+
+        bench = benchmark_models([src, res.chosen_path], threads=threads, batch_size=batch_size, max_time_s=seconds,
+                                 min_runs=20)  # fmt: skip
+        fb, cb = bench.models
+        for r, b in zip(rows[:2], bench.models, strict=True):
+            r.peak_mb = b.memory.session_rss_bytes / 2**20 if b.memory else None
+        env = bench.env.to_dict()
+        notes.append(
+            f"interleaved benchmark ({threads} thread(s), batch {batch_size}): float p50 {fb.p50_ms:.3f} ms "
+            f"({fb.p50_ci_low_ms:.3f}-{fb.p50_ci_high_ms:.3f}), chosen {cb.p50_ms:.3f} ms "
+            f"({cb.p50_ci_low_ms:.3f}-{cb.p50_ci_high_ms:.3f}), {cb.p50_ms / fb.p50_ms:.2f}x"
+        )
+    notes.append("p50 column: the search's batch-1 single-thread median of each candidate")
+    comp = OptimizeResult(src, str(eval_data) if eval_data else "generated", rows, notes + res.notes, env)
+    return OptimizeSearchResult(res, comp)
+
+
+def render_search_tables(result: OptimizeSearchResult) -> list[Table]:
+    """The comparison table (float, chosen, built-in recipes) and the Pareto front of the search."""
+    res = result.search
+    first = render_optimize_table(result.comparison)
+    first.title = (
+        f"tensorslim optimize: {res.model.name} ({res.metric} >= {res.threshold:.4f}, float {res.reference_score:.4f})"
+    )
+    front = Table(title=f"Pareto front ({res.metric} vs {res.objective}) of {len(res.candidates)} candidates")
+    for col in ("candidate", "source", res.metric, "size MB", "p50 ms", "meets budget"):
+        front.add_column(col)
+    for c in sorted(res.front, key=lambda c: c.size_bytes or 0):
+        mark = " (chosen)" if res.chosen is not None and c.recipe_hash == res.chosen.recipe_hash else ""
+        front.add_row(c.name + mark, c.source if c.trial is None else f"trial {c.trial}", f"{c.score:.4f}",
+                      f"{(c.size_bytes or 0) / 1e6:.3f}", "-" if c.latency_ms is None else f"{c.latency_ms:.3f}",
+                      "yes" if c.feasible else "no")  # fmt: skip
+    front.caption = (
+        f"{res.trials} trial(s), {res.evaluated} evaluated, {res.cache_hits} from the cache, {res.retries} retried"
+    )
+    return [first, front]

@@ -71,6 +71,7 @@ def report_data(
     diagnose: Any = None,
     layers_of: tuple[Any, Any, Any] | None = None,
     doctor: Any = None,
+    search: Any = None,
     title: str | None = None,
     command: str = "",
 ) -> ReportData:
@@ -88,6 +89,7 @@ def report_data(
             (with ``optimize`` and no ``layers_of``, the first technique against the float model); a failure
             becomes a note on the page.
         doctor: A :class:`~tensorslim.diagnostics.doctor.DoctorReport`.
+        search: A :class:`~tensorslim.search.SearchResult` (every candidate, the Pareto front, the choice).
         title: Page title.
         command: The command line to show (default: this process's arguments).
     """
@@ -187,6 +189,12 @@ def report_data(
             )
         )
         data.notes.extend(evaluation.notes)
+    if search is not None:
+        from .search import search_section
+
+        html, table = search_section(search)
+        data.sections.append(html)
+        data.tables.append(table)
     if not data.env:
         try:
             from tensorslim.benchmark.sysinfo import env_info

@@ -81,6 +81,7 @@ class ReportData:
     doctor: Any = None  # tensorslim.diagnostics.doctor.DoctorReport
     tables: list[tuple[str, list[str], list[list[str]]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    sections: list[str] = field(default_factory=list)  # ready-made HTML blocks (e.g. the search's plots)
 
 
 def versions() -> dict[str, str]:
@@ -301,6 +302,7 @@ def render_html(data: ReportData) -> str:
             + "</div><p class='note'>Box: p25–p75; whiskers: p1–p99; black bar: median; strip: density of "
             "all timed runs.</p>"
         )
+    parts.extend(data.sections)
     parts.append(_doctor(data.doctor))
     parts.append(_layers(data.layers))
     for title, headers, rows in data.tables:

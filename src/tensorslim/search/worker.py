@@ -1,0 +1,192 @@
+"""What one worker does with one candidate: apply the recipe, score it, measure its size and latency.
+
+The same function runs in a local process pool (:mod:`tensorslim.search.executor`) and as a Ray task. The
+model, the calibration file and the evaluation data travel once per worker as a :class:`Payload` (pool
+initializer, or one Ray object-store entry) and are set up once per process; each candidate is then only its
+recipe. Workers are single-threaded: ONNX Runtime with one intra-op thread, and the pool sets
+``OMP_NUM_THREADS=1`` (and friends) for NumPy's BLAS.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Outcome", "Payload", "Task", "evaluate_task", "init_worker", "pool_evaluate"]
+
+SINGLE_THREAD_ENV = {
+    "OMP_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "NUMEXPR_NUM_THREADS": "1",
+    "VECLIB_MAXIMUM_THREADS": "1",
+}
+
+
+@dataclass(frozen=True)
+class Payload:
+    """Everything a worker needs besides the candidate's recipe (shipped once per worker).
+
+    Attributes:
+        key: The measurement setting's hash (a worker sets itself up once per key).
+        model_bytes: The float ONNX model.
+        calib_bytes: The calibration ``.npz`` file's bytes, or ``None``.
+        eval_inputs: Evaluation inputs, one array per model input, samples first.
+        eval_labels: Labels of the evaluation samples, or ``None``.
+        eval_source: Where the evaluation data came from (for messages).
+        reference: The float model's outputs on the evaluation data.
+        metric: The metric spec (:func:`~tensorslim.evaluate.metrics.resolve_metric`).
+        seed: Seed for passes that take one.
+        latency_runs: Timed runs per candidate (batch 1, one thread); 0 skips the latency measurement.
+        latency_warmup: Untimed runs before them.
+    """
+
+    key: str
+    model_bytes: bytes
+    calib_bytes: bytes | None
+    eval_inputs: dict[str, np.ndarray]
+    eval_labels: np.ndarray | None
+    eval_source: str
+    reference: list[np.ndarray]
+    metric: str
+    seed: int = 0
+    latency_runs: int = 20
+    latency_warmup: int = 3
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class Task:
+    """One candidate: its recipe as plain data and the output suffix (``.onnx`` or ``.tslim``)."""
+
+    recipe: dict[str, Any]
+    suffix: str = ".onnx"
+
+
+@dataclass
+class Outcome:
+    """The measurements of one candidate (``error`` set when it failed)."""
+
+    score: float | None = None
+    size_bytes: int | None = None
+    latency_ms: float | None = None
+    apply_s: float = 0.0
+    eval_s: float = 0.0
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Outcome:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class _State:
+    key: str
+    folder: Path
+    model: Path
+    calib: Path | None
+    dataset: Any
+    count: int = 0
+
+
+_STATE: dict[str, Any] = {"payload": None, "state": None}
+
+
+def init_worker(payload: Payload) -> None:
+    """Process-pool initializer: keep the payload for the tasks of this process."""
+    for k, v in SINGLE_THREAD_ENV.items():
+        os.environ.setdefault(k, v)
+    _STATE["payload"] = payload
+
+
+def pool_evaluate(task: Task) -> Outcome:
+    """Evaluate ``task`` with the payload given to :func:`init_worker`."""
+    payload = _STATE["payload"]
+    if payload is None:  # pragma: no cover - a wiring bug
+        raise RuntimeError("worker not initialized")
+    return evaluate_task(payload, task)
+
+
+def _state(payload: Payload) -> _State:
+    st: _State | None = _STATE["state"]
+    if st is not None and st.key == payload.key:
+        return st
+    from tensorslim.evaluate.data import Dataset
+
+    folder = Path(tempfile.mkdtemp(prefix="tensorslim-search-"))
+    model = folder / "model.onnx"
+    model.write_bytes(payload.model_bytes)
+    calib = None
+    if payload.calib_bytes is not None:
+        calib = folder / "calib.npz"
+        calib.write_bytes(payload.calib_bytes)
+    ds = Dataset(dict(payload.eval_inputs), payload.eval_labels, source=payload.eval_source)
+    st = _State(payload.key, folder, model, calib, ds)
+    _STATE["state"] = st
+    return st
+
+
+def _latency_ms(rt: Any, dataset: Any, runs: int, warmup: int) -> float:
+    feeds = {k: v[:1] for k, v in dataset.inputs.items()}
+    for _ in range(warmup):
+        rt.run(feeds)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter_ns()
+        rt.run(feeds)
+        times.append((time.perf_counter_ns() - t0) / 1e6)
+    from tensorslim.benchmark.latency import latency_stats
+
+    return float(latency_stats(times).p50)
+
+
+def evaluate_task(payload: Payload, task: Task) -> Outcome:
+    """Apply ``task``'s recipe to the payload's model, then measure score, size on disk and latency.
+
+    A candidate that cannot be built or scored comes back with ``error`` set (the search goes on); only a
+    crash of the process itself escapes (the executor retries it once).
+    """
+    from tensorslim.errors import InputError
+    from tensorslim.evaluate.compare import run_dataset
+    from tensorslim.evaluate.metrics import resolve_metric
+    from tensorslim.recipe import apply_recipe, recipe_from_dict
+    from tensorslim.runtime.base import open_runtime
+
+    st = _state(payload)
+    st.count += 1
+    out = st.folder / f"candidate-{os.getpid()}-{st.count}{task.suffix}"
+    res = Outcome()
+    t0 = time.perf_counter()
+    try:
+        recipe = recipe_from_dict(task.recipe)
+        applied = apply_recipe(recipe, st.model, out, data=st.calib, seed=payload.seed, progress=False)
+        res.notes = list(applied.notes)[:5]
+        res.apply_s = time.perf_counter() - t0
+        res.size_bytes = out.stat().st_size
+        t1 = time.perf_counter()
+        rt = open_runtime(out, threads=1)
+        outputs = run_dataset(rt, st.dataset, payload.batch_size)
+        metric = resolve_metric(payload.metric, batch_size=payload.batch_size)
+        res.score = float(metric.score(outputs, st.dataset, payload.reference))
+        res.eval_s = time.perf_counter() - t1
+        if payload.latency_runs > 0:
+            res.latency_ms = _latency_ms(rt, st.dataset, payload.latency_runs, payload.latency_warmup)
+    except InputError as e:
+        res.error = str(e)
+    except Exception as e:  # a pass bug must not end the search; the candidate is recorded as failed
+        res.error = f"internal error: {type(e).__name__}: {e}"
+    finally:
+        out.unlink(missing_ok=True)
+    return res
