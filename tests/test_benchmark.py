@@ -426,3 +426,51 @@ def test_paired_ratio_ci_brackets_the_ratio(xs: list[float], factor: float, roun
     assert ci[0] <= point * (1 + 1e-9) and point <= ci[1] * (1 + 1e-9)
     stats = latency_stats(xs, round_size=round_size)
     assert stats.ci_low <= stats.p50 <= stats.ci_high
+
+
+def test_bench_feeds_an_integer_input_model_the_same_data_quantized(tmp_path: Path) -> None:
+    """A static model with ``--io uint8`` takes uint8 inputs: the benchmark quantizes the shared float feeds."""
+    import subprocess
+
+    import onnxruntime as ort
+
+    from tensorslim.benchmark.inputs import feeds_for, specs_from_session
+    from tensorslim.passes.static_io import read_io_quantization
+
+    fp = _matmul_chain(tmp_path / "f.onnx", [32, 64, 16])
+    np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32))
+    q = tmp_path / "q.onnx"
+    done = subprocess.run(
+        [sys.executable, "-m", "tensorslim.cli", "quantize", str(fp), "-o", str(q), "--mode", "static",
+         "--io", "uint8", "--data", str(tmp_path / "calib.npz"), "--no-check-speed"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    bad = subprocess.run(
+        [sys.executable, "-m", "tensorslim.cli", "quantize", str(fp), "-o", str(tmp_path / "bad.onnx"), "--mode",
+         "static", "--io", "uint16", "--data", str(tmp_path / "calib.npz")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--io: 'uint16' is not one of float, uint8, int8" in bad.stderr, bad.stderr
+    q_sess, f_sess = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (q, fp))
+    assert q_sess.get_inputs()[0].type == "tensor(uint8)"
+    (spec,) = specs_from_session(q_sess)
+    assert spec.quantization is not None and specs_from_session(f_sess)[0].quantization is None
+    scale, zero_point = spec.quantization
+    # both orders: the inputs are generated from the first model's signature
+    for paths in ([fp, q], [q, fp]):
+        rep = benchmark_models(paths, max_time_s=0.05, min_runs=3, warmup=1, measure_memory=False, batch_size=4)
+        assert [m.p50_ms > 0 for m in rep.models] == [True, True]
+    x = np.random.default_rng(1).standard_normal((4, 32)).astype(np.float32)
+    feeds = feeds_for("q.onnx", [spec], {"x": x})
+    expect = np.clip(np.round(x / np.float32(scale)) + zero_point, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(feeds["x"], expect)
+    # the integer model computes on the same data: its output, dequantized, is the float model's within int8 error
+    (y_q,) = q_sess.run(None, feeds)
+    (y_f,) = f_sess.run(None, feeds_for("f.onnx", specs_from_session(f_sess), {"x": x}))
+    out = read_io_quantization(onnx.load(str(q)))["outputs"]["y"]
+    assert y_q.dtype == np.uint8
+    y = (y_q.astype(np.float32) - out["zero_point"]) * np.float32(out["scale"])
+    assert np.abs(y - y_f).max() < 0.1 * np.abs(y_f).max()
+    with pytest.raises(ValueError, match="expects tensor\\(uint8\\) but got an array of int64"):
+        feeds_for("q.onnx", [spec], {"x": x.astype(np.int64)})

@@ -6,18 +6,27 @@ Rules for generated inputs:
   name is there, else ``batch_size`` when it is the first dimension, else 1;
 * ``float``/``float16``/``double`` -> standard normal values from ``numpy.random.default_rng(seed)``;
 * integer types -> values in 0..99, or all ones when the input name contains ``"mask"``;
-* ``bool`` -> ``True``.
+* ``bool`` -> ``True``;
+* an integer input of a statically quantized model (``tensorslim quantize --mode static --io uint8``: its scale
+  and zero point in the model's ``tensorslim.io_quantization`` metadata) stands for float data: it is
+  generated like a float input, and :func:`feeds_for` quantizes float arrays for it with the model's own
+  parameters (as :class:`~tensorslim.runtime.ort.OrtRuntime` does), so a float model and its integer-I/O
+  quantized version see the same data.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["InputSpec", "feeds_for", "make_inputs", "specs_from_session"]
+from tensorslim.passes.static_io import IO_METADATA_KEY
+
+__all__ = ["InputSpec", "feeds_for", "make_inputs", "quantize_feed", "specs_from_session"]
 
 _ORT_TO_NUMPY: dict[str, type[np.generic]] = {
     "tensor(float)": np.float32,
@@ -43,11 +52,14 @@ class InputSpec:
         name: Input name.
         shape: Dimensions: an int for a fixed size, a str for a symbolic one, ``None`` for unknown.
         ort_type: onnxruntime type string, e.g. ``"tensor(float)"``.
+        quantization: ``(scale, zero_point)`` when the input is the quantized form of float data (integer
+            model inputs of static quantization), else ``None``.
     """
 
     name: str
     shape: tuple[int | str | None, ...]
     ort_type: str
+    quantization: tuple[float, int] | None = None
 
     @property
     def dtype(self) -> np.dtype[Any] | None:
@@ -57,12 +69,46 @@ class InputSpec:
 
 
 def specs_from_session(session: Any) -> list[InputSpec]:
-    """Read the input signature of an ``onnxruntime.InferenceSession``."""
+    """Read the input signature of an ``onnxruntime.InferenceSession`` (with its integer inputs' quantization).
+
+    Raises:
+        ValueError: the model's ``tensorslim.io_quantization`` metadata is not readable.
+    """
+    qin = _io_quantization(session)
     out = []
     for arg in session.get_inputs():
         shape = tuple(d if isinstance(d, int | str) or d is None else None for d in (arg.shape or ()))
-        out.append(InputSpec(name=arg.name, shape=shape, ort_type=arg.type))
+        spec = InputSpec(name=arg.name, shape=shape, ort_type=arg.type)
+        p = qin.get(arg.name)
+        if p is not None and spec.dtype is not None and spec.dtype.kind in "iu":
+            spec = dataclasses.replace(spec, quantization=(float(p["scale"]), int(p["zero_point"])))
+        out.append(spec)
     return out
+
+
+def _io_quantization(session: Any) -> dict[str, dict[str, Any]]:
+    """``{input name: {scale, zero_point, dtype}}`` from the model metadata static quantization writes."""
+    try:
+        meta = session.get_modelmeta().custom_metadata_map.get(IO_METADATA_KEY)
+    except AttributeError:  # not an onnxruntime session
+        return {}
+    if not meta:
+        return {}
+    try:
+        inputs = json.loads(meta).get("inputs", {})
+        return {str(k): {"scale": float(v["scale"]), "zero_point": int(v["zero_point"])} for k, v in inputs.items()}
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ValueError(f"unreadable {IO_METADATA_KEY} model metadata ({e}); re-run tensorslim quantize") from None
+
+
+def quantize_feed(arr: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Float data quantized for an integer input with its ``(scale, zero_point)`` (round half to even, clip)."""
+    if spec.quantization is None or spec.dtype is None:
+        raise ValueError(f"input {spec.name!r} carries no quantization parameters")
+    scale, zero_point = spec.quantization
+    info = np.iinfo(spec.dtype)
+    q = np.round(np.asarray(arr, np.float32) / np.float32(scale)) + zero_point
+    return np.clip(q, info.min, info.max).astype(spec.dtype)
 
 
 def _resolve_shape(spec: InputSpec, batch_size: int, dim_overrides: Mapping[str, int]) -> tuple[tuple[int, ...], bool]:
@@ -120,8 +166,8 @@ def make_inputs(
         any_dynamic = any_dynamic or dynamic
         if samples is None:
             samples = shape[0] if shape else 1
-        if dtype.kind == "f":
-            arr = rng.standard_normal(shape).astype(dtype)
+        if dtype.kind == "f" or spec.quantization is not None:  # quantized inputs get the float data they stand for
+            arr = rng.standard_normal(shape).astype(dtype if dtype.kind == "f" else np.float32)
         elif dtype.kind in "iu":
             if "mask" in spec.name.lower():
                 arr = np.ones(shape, dtype=dtype)
@@ -142,7 +188,8 @@ def feeds_for(model_name: str, specs: Sequence[InputSpec], inputs: Mapping[str, 
         inputs: The shared input dict (it may hold inputs of other models too).
 
     Returns:
-        The feed dict for ``session.run`` (only the model's own inputs).
+        The feed dict for ``session.run`` (only the model's own inputs); float arrays for an integer input
+        with quantization parameters (see :class:`InputSpec`) are quantized with them.
 
     Raises:
         ValueError: An input is missing, or its dtype, rank or a fixed dimension does not match.
@@ -156,6 +203,8 @@ def feeds_for(model_name: str, specs: Sequence[InputSpec], inputs: Mapping[str, 
             )
         arr = np.asarray(inputs[spec.name])
         want = spec.dtype
+        if spec.quantization is not None and arr.dtype.kind == "f":
+            arr = quantize_feed(arr, spec)
         if want is not None and arr.dtype != want:
             raise ValueError(
                 f"{model_name}: input {spec.name!r} expects {spec.ort_type} but got an array of {arr.dtype}"

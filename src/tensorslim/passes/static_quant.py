@@ -251,7 +251,7 @@ def calibrate_ranges(
     if data.num_samples == 0:
         raise InputError("calibration data holds zero samples; give at least one sample")
     with progress_bar("calibrating", total=-(-data.num_samples // 8)) as bar:
-        for batch in run_with_outputs(model, tensors, data, batch_size=8):
+        for batch in run_with_outputs(model, tensors, data, batch_size=8, prefetch=True):
             for t in tensors:
                 observers[t].update(batch[t])
             bar.advance()
