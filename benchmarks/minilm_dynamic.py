@@ -140,6 +140,20 @@ def run_tensorslim(src: Path, dst: Path, kwargs: dict[str, Any] | None, name: st
     return var
 
 
+def _merge_parallel_matmuls(src: Path, dst: Path) -> Path | str:
+    """Write ``src`` with its parallel MatMuls (Q/K/V) merged (``MergeMatMulPass``), or return an error."""
+    try:
+        import onnx
+
+        from tensorslim.passes.merge_matmul import MergeMatMulPass
+
+        result = MergeMatMulPass()(onnx.load(str(src)))
+        onnx.save(result.model, str(dst))
+    except Exception as exc:
+        return f"merge failed ({_short_error(exc)})"
+    return dst
+
+
 def run_ort(src: Path, dst: Path, per_channel: bool, name: str) -> Variant:
     """Quantize ``src`` with ONNX Runtime's ``quantize_dynamic`` (QInt8), recording what it did."""
     var = Variant(name)
@@ -218,6 +232,13 @@ def bench_minilm(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
         rm.log(f"[minilm] {label} ...")
         fname = label.replace(" ", "_") + ".onnx"
         variants.append(run_tensorslim(float_path, work / fname, kwargs, label))
+    label = "tensorslim default, Q/K/V merged"
+    rm.log(f"[minilm] {label} ...")
+    merged = _merge_parallel_matmuls(float_path, work / "float_qkv_merged.onnx")
+    if isinstance(merged, str):
+        variants.append(Variant(label, error=merged))
+    else:
+        variants.append(run_tensorslim(merged, work / "tensorslim_default_qkv_merged.onnx", None, label))
 
     _note_identical_files(variants)
     tokenizer = rm.minilm_tokenizer()
