@@ -261,7 +261,9 @@ def bench_minilm(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
     for batch, runs, attr in ((1, args.runs_b1, "latency_b1"), (32, args.runs_b32, "latency_b32")):
         feeds = rm.padded_feeds(tokenizer, timing_sents[:batch], seq_len=128)
         rm.log(f"[minilm] timing batch {batch} x 128, {runs} interleaved runs x {len(timed)} models ...")
-        stats = rm.time_sessions([v.path for v in timed], feeds, threads=args.threads, runs=runs)
+        stats = rm.time_sessions(
+            [v.path for v in timed], feeds, threads=args.threads, runs=runs, denormal_as_zero=args.denormal_as_zero
+        )
         for var, st in zip(timed, stats, strict=True):
             setattr(var, attr, st)
 
@@ -298,7 +300,7 @@ def bench_minilm(args: argparse.Namespace, cache: Path) -> dict[str, Any]:
     print(
         f"\nMiniLM (all-MiniLM-L6-v2) dynamic int8 | {len(sentences)} sentences | "
         f"latency: median of interleaved runs ({args.runs_b1} at b1, {args.runs_b32} at b32), seq 128, "
-        f"{args.threads} threads | x = ratio to float\n"
+        f"{args.threads} threads{', denormals flushed to zero' if args.denormal_as_zero else ''} | x = ratio to float\n"
     )
     print_table(headers, rows)
     spread = {k: getattr(base, k) for k in ("latency_b1", "latency_b32")}
@@ -521,6 +523,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs-b1", type=int, help="interleaved timing runs at batch 1 (default 60, quick 10)")
     p.add_argument("--runs-b32", type=int, help="interleaved timing runs at batch 32 (default 12, quick 2)")
     p.add_argument("--threads", type=int, default=2, help="ONNX Runtime intra-op threads (default 2)")
+    p.add_argument(
+        "--denormal-as-zero",
+        action="store_true",
+        help="flush denormals to zero in every timed session (session.set_denormal_as_zero), float included",
+    )
     p.add_argument("--cache-dir", type=Path, default=DEFAULT_CACHE, help="where exports/quantized models go")
     p.add_argument("--skip-rapidocr", action="store_true", help="MiniLM only")
     p.add_argument("--per-matmul", action="store_true", help="also rank MatMuls by cosine damage (ORT)")

@@ -284,8 +284,12 @@ def cosine_stats(ref: np.ndarray, cand: np.ndarray) -> dict[str, float]:
     return {"mean": float(cos.mean()), "min": float(cos.min()), "p01": float(np.percentile(cos, 1))}
 
 
-def make_session(path: str | os.PathLike[str], threads: int = 2) -> Any:
-    """Create a CPU ONNX Runtime session with ``threads`` intra-op threads and sequential execution."""
+def make_session(path: str | os.PathLike[str], threads: int = 2, *, denormal_as_zero: bool = False) -> Any:
+    """Create a CPU ONNX Runtime session with ``threads`` intra-op threads and sequential execution.
+
+    ``denormal_as_zero`` sets ONNX Runtime's ``session.set_denormal_as_zero`` (Softmax over masked attention
+    scores produces denormals, several-fold slower on x86); comparisons set it for every model alike.
+    """
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -293,6 +297,8 @@ def make_session(path: str | os.PathLike[str], threads: int = 2) -> Any:
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
+    if denormal_as_zero:
+        opts.add_session_config_entry("session.set_denormal_as_zero", "1")
     return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
 
 
@@ -313,6 +319,7 @@ def time_sessions(
     threads: int = 2,
     runs: int = 20,
     warmup: int = 2,
+    denormal_as_zero: bool = False,
 ) -> list[dict[str, float]]:
     """Time several models on the same ``feeds``, interleaved round robin.
 
@@ -320,7 +327,7 @@ def time_sessions(
     (thermal, other load) hits all models alike. ``feeds`` keys that a model does not take are
     dropped for that model. Returns one ``{"median_ms", "p90_ms", "min_ms", "runs"}`` per path.
     """
-    sessions = [make_session(p, threads) for p in paths]
+    sessions = [make_session(p, threads, denormal_as_zero=denormal_as_zero) for p in paths]
     model_feeds = [{i.name: feeds[i.name] for i in s.get_inputs()} for s in sessions]
     for s, f in zip(sessions, model_feeds, strict=True):
         for _ in range(warmup):

@@ -474,3 +474,14 @@ def test_bench_feeds_an_integer_input_model_the_same_data_quantized(tmp_path: Pa
     assert np.abs(y - y_f).max() < 0.1 * np.abs(y_f).max()
     with pytest.raises(ValueError, match="expects tensor\\(uint8\\) but got an array of int64"):
         feeds_for("q.onnx", [spec], {"x": x.astype(np.int64)})
+
+
+def test_denormal_flush_is_applied_and_recorded(models: dict[str, Path]) -> None:
+    from tensorslim.benchmark.latency import session_options
+
+    assert session_options(1, denormal_as_zero=True).get_session_config_entry("session.set_denormal_as_zero") == "1"
+    rep = benchmark_models(
+        [models["small"]], max_time_s=0.05, min_runs=5, warmup=2, measure_memory=False, denormal_as_zero=True
+    )
+    assert rep.settings["denormal_as_zero"] is True
+    assert rep.models[0].p50_ms > 0

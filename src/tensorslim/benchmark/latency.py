@@ -66,7 +66,7 @@ _T975 = (
 )  # fmt: skip
 
 
-def session_options(threads: int = 1, *, allow_spinning: bool = True) -> Any:
+def session_options(threads: int = 1, *, allow_spinning: bool = True, denormal_as_zero: bool = False) -> Any:
     """Build the ``onnxruntime.SessionOptions`` every benchmark uses.
 
     Graph optimisation level ``ORT_ENABLE_ALL``, ``intra_op_num_threads = threads`` (0 = onnxruntime
@@ -76,6 +76,9 @@ def session_options(threads: int = 1, *, allow_spinning: bool = True) -> Any:
         threads: Intra-op threads; 0 lets onnxruntime choose.
         allow_spinning: Whether idle intra-op threads busy-wait (onnxruntime's default). Turning it off
             keeps one session's spinning pool from stealing cores from the next one when interleaving.
+        denormal_as_zero: Flush denormal floats to zero (``session.set_denormal_as_zero``). Softmax over
+            masked attention scores produces denormals that slow x86 float units several-fold; a deployment
+            can set this option, and a comparison must set it for every model alike.
     """
     import onnxruntime as ort
 
@@ -87,10 +90,14 @@ def session_options(threads: int = 1, *, allow_spinning: bool = True) -> Any:
     so.log_severity_level = 3
     if not allow_spinning:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if denormal_as_zero:
+        so.add_session_config_entry("session.set_denormal_as_zero", "1")
     return so
 
 
-def create_session(path: str, threads: int = 1, *, allow_spinning: bool = True) -> tuple[Any, float]:
+def create_session(
+    path: str, threads: int = 1, *, allow_spinning: bool = True, denormal_as_zero: bool = False
+) -> tuple[Any, float]:
     """Create a CPU ``InferenceSession`` and time it.
 
     Returns:
@@ -101,7 +108,7 @@ def create_session(path: str, threads: int = 1, *, allow_spinning: bool = True) 
     """
     import onnxruntime as ort
 
-    so = session_options(threads, allow_spinning=allow_spinning)
+    so = session_options(threads, allow_spinning=allow_spinning, denormal_as_zero=denormal_as_zero)
     t0 = time.perf_counter()
     try:
         sess = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])

@@ -157,6 +157,7 @@ def benchmark_models(
     allow_spinning: bool | None = None,
     memory_runs: int = 5,
     memory_timeout_s: float = 600.0,
+    denormal_as_zero: bool = False,
 ) -> BenchReport:
     """Measure size, load time, latency, throughput and memory of ONNX models, side by side.
 
@@ -184,6 +185,8 @@ def benchmark_models(
             are interleaved with ``threads != 1`` (spinning pools would steal cores from the next model).
         memory_runs: Inference runs in the memory worker.
         memory_timeout_s: Time limit of one memory worker.
+        denormal_as_zero: Flush denormal floats to zero in every session (ONNX Runtime's
+            ``session.set_denormal_as_zero``); recorded in the settings.
 
     Returns:
         The :class:`BenchReport`.
@@ -208,14 +211,16 @@ def benchmark_models(
 
     # Session creation, interleaved across models after one untimed creation that pays the
     # process-wide onnxruntime start-up cost.
-    create_session(str(model_paths[0]), threads, allow_spinning=spinning)
+    create_session(str(model_paths[0]), threads, allow_spinning=spinning, denormal_as_zero=denormal_as_zero)
     sessions: list[Any] = [None] * len(model_paths)
     load_ms: list[list[float]] = [[] for _ in model_paths]
     with progress_bar("loading sessions", total=max(1, load_repeats) * len(model_paths)) as bar:
         for _ in range(max(1, load_repeats)):
             for i, p in enumerate(model_paths):
                 sessions[i] = None  # release the previous session before creating the next one
-                sessions[i], ms = create_session(str(p), threads, allow_spinning=spinning)
+                sessions[i], ms = create_session(
+                    str(p), threads, allow_spinning=spinning, denormal_as_zero=denormal_as_zero
+                )
                 load_ms[i].append(ms)
                 bar.advance()
     env = env_info(threads, sessions[0].get_providers()[0])
@@ -316,6 +321,7 @@ def benchmark_models(
         "seed": seed,
         "interleaved": len(fns) > 1,
         "allow_spinning": spinning,
+        "denormal_as_zero": denormal_as_zero,
         "input_shapes": {k: list(v.shape) for k, v in shared.items()},
         "ci": "95%: wider of bootstrap over runs and batch means over <= 16 blocks of rounds; ratios paired by block",
         "contention": contention,

@@ -22,6 +22,7 @@ import onnxruntime as ort
 import psutil
 
 from tensorslim.evaluate.data import Dataset
+from tensorslim.runtime.ort import thread_budget
 
 __all__ = [
     "ConvGeometry", "LayerInput", "channel_stats", "feature_sq_sums", "gram_matrices", "im2col", "run_with_outputs",
@@ -97,8 +98,10 @@ def run_with_outputs(
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    cores = thread_budget() or _cores()
+    prefetch = prefetch and cores > 1  # with one core to use, a second thread would take another core
+    so.intra_op_num_threads = cores - 1 if prefetch else cores
     if prefetch:  # leave the caller's thread a core: fewer ORT threads, and idle ones do not spin
-        so.intra_op_num_threads = _cores() - 1 or 1
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
     wanted = [n for n in dict.fromkeys(names) if n not in graph_inputs]

@@ -27,6 +27,7 @@ from onnx import TensorProto, helper, numpy_helper
 from tensorslim.backends.onnx.editor import NameGenerator
 from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
+from tensorslim.runtime.ort import thread_budget
 
 __all__ = ["FLOAT16_OPS", "Float16Config", "Float16Pass", "find_overflows", "float_values"]
 
@@ -225,6 +226,7 @@ def find_overflows(model: onnx.ModelProto, feeds_list: list[dict[str, np.ndarray
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    so.intra_op_num_threads = thread_budget()
     sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
     names = [o.name for o in sess.get_outputs()]
     bad_values: set[str] = set()

@@ -43,8 +43,35 @@ def ort_dtype(type_str: str) -> np.dtype:
     return np.dtype(_ORT_TYPES.get(type_str, np.float32))
 
 
+#: Environment variable: intra-op threads of every session whose caller leaves the count to tensorslim (e.g. the
+#: calibration and evaluation sessions of a search worker, which sets it to 1 so workers do not share cores).
+THREADS_ENV = "TENSORSLIM_THREADS"
+
+
+def thread_budget() -> int:
+    """Intra-op threads for sessions whose caller did not choose: ``$TENSORSLIM_THREADS``, else 0 (ORT's default).
+
+    Raises:
+        InputError: the variable is set but is not a non-negative integer.
+    """
+    raw = os.environ.get(THREADS_ENV, "").strip()
+    if not raw:
+        return 0
+    try:
+        value = int(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise InputError(f"{THREADS_ENV}={raw!r}: must be a non-negative integer (0 = ONNX Runtime's default)")
+    return value
+
+
 def session_options(threads: int = 0, *, optimized_path: str | None = None) -> ort.SessionOptions:
-    """Session options used everywhere: full graph optimization, ``threads`` intra-op threads, quiet logs."""
+    """Session options used everywhere: full graph optimization, ``threads`` intra-op threads, quiet logs.
+
+    ``threads`` 0 means :func:`thread_budget` (``$TENSORSLIM_THREADS``, else ONNX Runtime's default).
+    """
+    threads = threads if threads > 0 else thread_budget()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.log_severity_level = 3

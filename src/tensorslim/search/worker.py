@@ -26,6 +26,7 @@ SINGLE_THREAD_ENV = {
     "OPENBLAS_NUM_THREADS": "1",
     "NUMEXPR_NUM_THREADS": "1",
     "VECLIB_MAXIMUM_THREADS": "1",
+    "TENSORSLIM_THREADS": "1",  # every ONNX Runtime session tensorslim creates without an explicit thread count
 }
 
 
