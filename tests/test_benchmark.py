@@ -485,3 +485,38 @@ def test_denormal_flush_is_applied_and_recorded(models: dict[str, Path]) -> None
     )
     assert rep.settings["denormal_as_zero"] is True
     assert rep.models[0].p50_ms > 0
+
+
+def test_generated_indices_stay_inside_gathered_tables(tmp_path: Path) -> None:
+    from tensorslim.backends.onnx.indices import index_bounds
+
+    table = np.arange(2 * 4, dtype=np.float32).reshape(2, 4)  # e.g. token type embeddings: 2 rows
+    words = np.ones((500, 4), np.float32)
+    nodes = [
+        helper.make_node("Cast", ["types"], ["types64"], to=TensorProto.INT64),
+        helper.make_node("Gather", ["T", "types64"], ["a"]),
+        helper.make_node("Gather", ["W", "ids"], ["b"]),
+        helper.make_node("Add", ["a", "b"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("types", TensorProto.INT32, ["b", 8]),
+         helper.make_tensor_value_info("ids", TensorProto.INT64, ["b", 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(table, "T"), numpy_helper.from_array(words, "W")],
+    )  # fmt: skip
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, tmp_path / "emb.onnx")
+    assert index_bounds(m) == {"types": 2, "ids": 500}
+    rep = benchmark_models([tmp_path / "emb.onnx"], batch_size=4, max_time_s=0.05, min_runs=5, warmup=2,
+                           measure_memory=False)  # fmt: skip
+    assert rep.models[0].p50_ms > 0  # without the bound, values up to 99 index a 2-row table and ORT fails
+    from tensorslim.evaluate.data import generate_inputs
+    from tensorslim.runtime.ort import OrtRuntime
+
+    rt = OrtRuntime(tmp_path / "emb.onnx")
+    assert {s.name: s.index_bound for s in rt.inputs} == {"types": 2, "ids": 500}
+    ds = generate_inputs(rt.inputs, num_samples=64)
+    assert ds.inputs["types"].max() <= 1 and ds.inputs["ids"].max() >= 2
+    rt.run(ds.inputs)

@@ -5,7 +5,9 @@ Rules for generated inputs:
 * dimensions: a fixed size is kept; a symbolic or unknown dimension takes ``dim_overrides[name]`` when its
   name is there, else ``batch_size`` when it is the first dimension, else 1;
 * ``float``/``float16``/``double`` -> standard normal values from ``numpy.random.default_rng(seed)``;
-* integer types -> values in 0..99, or all ones when the input name contains ``"mask"``;
+* integer types -> values in 0..99, or all ones when the input name contains ``"mask"``; an integer input that
+  indexes a constant table through ``Gather`` (token ids, token type ids, positions: see :func:`index_bounds`)
+  stays below the table's size;
 * ``bool`` -> ``True``;
 * an integer input of a statically quantized model (``tensorslim quantize --mode static --io uint8``: its scale
   and zero point in the model's ``tensorslim.io_quantization`` metadata) stands for float data: it is
@@ -134,6 +136,7 @@ def make_inputs(
     dim_overrides: Mapping[str, int] | None = None,
     seed: int = 0,
     model_name: str = "model",
+    bounds: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, np.ndarray], int]:
     """Generate one array per input spec.
 
@@ -143,6 +146,7 @@ def make_inputs(
         dim_overrides: Sizes of symbolic dimensions by name, e.g. ``{"sequence": 128}``.
         seed: Seed of the random generator.
         model_name: Used in error messages.
+        bounds: Exclusive upper bounds of generated integers by input name (see :func:`index_bounds`).
 
     Returns:
         The input dict and the number of samples per run: ``batch_size`` when some input has a dynamic
@@ -172,7 +176,8 @@ def make_inputs(
             if "mask" in spec.name.lower():
                 arr = np.ones(shape, dtype=dtype)
             else:
-                arr = rng.integers(0, 100, size=shape).astype(dtype)
+                high = max(1, min(100, (bounds or {}).get(spec.name, 100)))
+                arr = rng.integers(0, high, size=shape).astype(dtype)
         else:  # bool
             arr = np.ones(shape, dtype=np.bool_)
         inputs[spec.name] = np.ascontiguousarray(arr)

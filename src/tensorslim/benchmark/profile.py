@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from tensorslim.backends.onnx.indices import index_bounds
 from tensorslim.progress import track
 
 from .inputs import feeds_for, make_inputs, specs_from_session
@@ -229,8 +230,11 @@ def profile_model(
             raise ValueError(f"{p}: onnxruntime cannot load the model ({msg})") from None
         specs = specs_from_session(sess)
         if inputs is None:
+            import onnx
+
+            bounds = index_bounds(onnx.load(str(p), load_external_data=False))
             shared, _ = make_inputs(
-                specs, batch_size=batch_size, dim_overrides=dim_overrides, seed=seed, model_name=p.name
+                specs, batch_size=batch_size, dim_overrides=dim_overrides, seed=seed, model_name=p.name, bounds=bounds
             )
         else:
             shared = {k: np.asarray(v) for k, v in inputs.items()}

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from tensorslim.backends.onnx.indices import index_bounds
 from tensorslim.progress import progress_bar
 
 from .inputs import InputSpec, feeds_for, make_inputs, specs_from_session
@@ -123,10 +124,11 @@ def _resolve_inputs(
     batch_size: int,
     dim_overrides: Mapping[str, int] | None,
     seed: int,
+    bounds: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, np.ndarray], int, list[dict[str, Any]]]:
     if inputs is None:
         shared, samples = make_inputs(
-            specs[0], batch_size=batch_size, dim_overrides=dim_overrides, seed=seed, model_name=names[0]
+            specs[0], batch_size=batch_size, dim_overrides=dim_overrides, seed=seed, model_name=names[0], bounds=bounds
         )
     else:
         shared = {k: np.asarray(v) for k, v in inputs.items()}
@@ -204,9 +206,12 @@ def benchmark_models(
 
     # Static facts; fails fast on missing / unparsable files.
     static: list[tuple[int, int]] = []
+    bounds: dict[str, int] = {}  # integer inputs that index constant tables stay below the table size
     for i, p in enumerate(model_paths):
         proto = load_model_proto(p)
         static.append((packed.get(i, 0) or file_bytes(proto, p), weight_bytes(proto)))
+        if i == 0:
+            bounds = index_bounds(proto)
         del proto
 
     # Session creation, interleaved across models after one untimed creation that pays the
@@ -226,7 +231,7 @@ def benchmark_models(
     env = env_info(threads, sessions[0].get_providers()[0])
 
     specs = [specs_from_session(s) for s in sessions]
-    shared, samples, feeds = _resolve_inputs(names, specs, inputs, batch_size, dim_overrides, seed)
+    shared, samples, feeds = _resolve_inputs(names, specs, inputs, batch_size, dim_overrides, seed, bounds)
     fns = [_runner(s, f) for s, f in zip(sessions, feeds, strict=True)]
     for p, fn in zip(model_paths, fns, strict=True):
         try:

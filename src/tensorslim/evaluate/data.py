@@ -424,8 +424,9 @@ def generate_inputs(
             arr = np.ones(shape, dtype=np.bool_)
         elif "mask" in spec.name.lower():
             arr = np.ones(shape, dtype=spec.dtype)
-        else:
-            arr = rng.integers(0, 100, size=shape).astype(spec.dtype)
+        else:  # below the size of the table an index input gathers from (token ids, token types, positions)
+            high = max(1, min(100, spec.index_bound or 100))
+            arr = rng.integers(0, high, size=shape).astype(spec.dtype)
         inputs[spec.name] = arr
     note = (
         "no data given: inputs were generated from the input signature (random normal floats, small "

@@ -20,6 +20,7 @@ class TensorSpec:
     name: str
     dtype: np.dtype
     shape: tuple[int | str | None, ...]
+    index_bound: int | None = None  # integer inputs used as Gather indices: the table size (exclusive bound)
 
     @property
     def is_float(self) -> bool:

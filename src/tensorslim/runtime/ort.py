@@ -84,6 +84,27 @@ def session_options(threads: int = 0, *, optimized_path: str | None = None) -> o
     return so
 
 
+def _with_index_bounds(
+    specs: list[TensorSpec], model: str | os.PathLike[str] | bytes | onnx.ModelProto
+) -> list[TensorSpec]:
+    """``specs`` with the table size of each integer input that indexes a constant table (token ids ...)."""
+    import dataclasses
+
+    from tensorslim.backends.onnx.indices import index_bounds
+
+    try:
+        if isinstance(model, onnx.ModelProto):
+            proto = model
+        elif isinstance(model, bytes):
+            proto = onnx.load_from_string(model)
+        else:
+            proto = onnx.load(str(model), load_external_data=False)
+    except Exception:  # the session loaded it; without bounds, generated integers keep their default range
+        return specs
+    bounds = index_bounds(proto)
+    return [dataclasses.replace(s, index_bound=bounds.get(s.name)) for s in specs]
+
+
 class OrtRuntime:
     """An ONNX Runtime CPU session.
 
@@ -123,6 +144,8 @@ class OrtRuntime:
             msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise InputError(f"{label}: ONNX Runtime cannot load the model ({msg})") from e
         self._inputs = [TensorSpec(i.name, ort_dtype(i.type), tuple(i.shape)) for i in self.session.get_inputs()]
+        if any(np.issubdtype(s.dtype, np.integer) for s in self._inputs):
+            self._inputs = _with_index_bounds(self._inputs, model)
         self._outputs = [TensorSpec(o.name, ort_dtype(o.type), tuple(o.shape)) for o in self.session.get_outputs()]
         if convert_io:
             meta = self.session.get_modelmeta().custom_metadata_map.get(IO_METADATA_KEY)
