@@ -33,12 +33,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 import numpy as np
 import onnx
-from onnx import TensorProto, numpy_helper
+from onnx import TensorProto
 
 from tensorslim.algorithms.fidelity import sqnr_db
 from tensorslim.algorithms.quantize import (
@@ -49,11 +49,14 @@ from tensorslim.algorithms.quantize import (
     dequantize,
     quantize,
 )
-from tensorslim.algorithms.rotation import hadamard, rotate_input_channels
+from tensorslim.algorithms.rotation import rotate_input_channels
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
-from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse, find_weights, iter_graphs
+from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse, find_weights
 from tensorslim.passes._config import regex_tuple
+from tensorslim.passes._dynamic_plan import UseForm, WeightPlan
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
+from tensorslim.passes.dynamic_rotation import fold_rotations, insert_rotations
+from tensorslim.passes.dynamic_storage import float16_scales, plan_float16_storage
 
 __all__ = [
     "SUPPORTED_OPS",
@@ -102,16 +105,6 @@ class Rotation(StrEnum):
 
     HADAMARD = "hadamard"  # block-Hadamard: spreads outlier channels, no data needed
     NONE = "none"
-
-
-class UseForm(StrEnum):
-    """The rewrite chosen for one consuming node."""
-
-    INTEGER_MATMUL = "integer_matmul"
-    INTEGER_CONV = "integer_conv"
-    GATHER = "gather_dequantize"
-    DEQUANTIZE_LINEAR = "dequantize_linear"
-    CAST = "load_time_cast"
 
 
 @dataclass(frozen=True)
@@ -190,32 +183,6 @@ class DynamicQuantConfig:
             raise ValueError(f"rotation_block: must be a power of two between 2 and 1024, got {b!r}")
         if not isinstance(self.compact, bool):
             raise ValueError(f"compact: must be True or False, got {self.compact!r}")
-
-
-@dataclass
-class WeightPlan:
-    """The decision for one weight: parameters, codes and the form of each use, or why it is skipped.
-
-    ``float16`` marks a tensor that is not quantized (``skipped``) but stored as float16 behind a load-time
-    ``Cast`` (``compact`` configs): a weight below ``min_size``, or the bias of a layer whose weight is
-    dequantized at load. ``scale_float16``: the scales are float16 values, stored as float16.
-    """
-
-    weight: WeightInfo
-    params: QuantParams | None = None
-    codes: np.ndarray | None = None
-    forms: list[tuple[WeightUse, UseForm]] = field(default_factory=list)
-    skip_reason: str = ""
-    notes: list[str] = field(default_factory=list)
-    rotation_block: int = 0  # > 0: the weight was rotated along its input channels (Hadamard blocks)
-    target: np.ndarray | None = None  # the values the codes represent (the rotated weight when rotated)
-    float16: bool = False
-    scale_float16: bool = False
-
-    @property
-    def skipped(self) -> bool:
-        """Whether the weight stays as it is."""
-        return self.params is None
 
 
 def _granularity_label(qp: QuantParams | None) -> str:
@@ -307,7 +274,7 @@ def plan_dynamic_quant(model: onnx.ModelProto, config: DynamicQuantConfig) -> li
         for use in w.uses:
             plan.forms.append((use, _use_form(use, config, opset, axis, integer_forms.get(id(use.node)))))
         if config.compact and all(f is UseForm.CAST for _, f in plan.forms):
-            half = _float16_scales(qp, values)
+            half = float16_scales(qp, values)
             if half is not None:
                 qp = half
                 plan.scale_float16 = True
@@ -316,119 +283,8 @@ def plan_dynamic_quant(model: onnx.ModelProto, config: DynamicQuantConfig) -> li
         plan.codes = quantize(values, qp)
         plan.target = values
     if config.compact:
-        _plan_float16_storage(plans, small)
+        plan_float16_storage(plans, small)
     return plans
-
-
-_FLOAT16_MIN_ELEMENTS = 16  # below this a float16 tensor and its Cast node take more bytes than they save
-_FLOAT16_MAX = 65504.0
-_FLOAT16_MIN_NORMAL = 2.0**-14
-_FLOAT16_MIN_SQNR_DB = 60.0  # float16 rounding of a well-scaled tensor: about 70 dB
-_FLOAT16_SCALE_MAX_LOSS_DB = 0.02
-_BIAS_OPS = ("Conv", "ConvTranspose", "Gemm")
-
-
-def _float16_scales(qp: QuantParams, values: np.ndarray) -> QuantParams | None:
-    """``qp`` with its scales rounded to the nearest float16, or ``None`` when that saves nothing or costs fidelity.
-
-    The codes are then computed with the rounded scales, so the float16 tensor stored in the model is
-    exactly the scale the codes were made for. Scales outside float16's normal range, or a rounding that
-    costs the weight more than :data:`_FLOAT16_SCALE_MAX_LOSS_DB` of reconstruction SQNR, keep float32.
-    (Rounding is to the nearest value on purpose: always rounding up, or picking per channel the neighbour
-    with the lower squared error, both measurably lowered the output fidelity of a detection model.)
-    """
-    s = qp.scale
-    if qp.axis is None or s.size < _FLOAT16_MIN_ELEMENTS:
-        return None
-    if float(s.min()) < _FLOAT16_MIN_NORMAL or float(s.max()) > _FLOAT16_MAX / 2:
-        return None
-    half = QuantParams(s.astype(np.float16).astype(np.float32), qp.zero_point, qp.axis, qp.bits, qp.scheme)
-    before = sqnr_db(values, dequantize(quantize(values, qp), qp))
-    after = sqnr_db(values, dequantize(quantize(values, half), half))
-    return half if after >= before - _FLOAT16_SCALE_MAX_LOSS_DB else None
-
-
-def _plan_float16_storage(plans: list[WeightPlan], small: set[int]) -> None:
-    """Mark for float16 storage (behind a load-time ``Cast``) the float tensors that int8 leaves alone:
-
-    * weights below ``min_size`` (ids in ``small``): they stay float, in float16;
-    * the biases of the layers whose weights are dequantized at load time or stored float16: a Conv /
-      ConvTranspose / Gemm bias input, or the constant of an ``Add`` to such a layer's output (directly,
-      or through a ``Reshape`` / ``Unsqueeze``).
-
-    Those layers already compute with int8-rounded (or float16-rounded) weights; float16 adds a relative
-    error of at most 2^-11 per element (a tensor whose rounding costs more, :data:`_FLOAT16_MIN_SQNR_DB`,
-    stays float32), and ONNX Runtime casts it back once at session load. Nothing is done when no weight
-    is quantized to int8.
-    """
-    if all(p.skipped for p in plans):
-        return  # a complement to int8 quantization, never on its own
-    eligible = [
-        p
-        for p in plans
-        if p.skipped
-        and p.weight.array.dtype == np.float32
-        and p.weight.size >= _FLOAT16_MIN_ELEMENTS
-        and not p.weight.graph_input
-        and all(u.scope == p.weight.scope for u in p.weight.uses)
-        and _float16_sqnr(p.weight.array) >= _FLOAT16_MIN_SQNR_DB
-    ]
-    for p in eligible:
-        if id(p) in small:
-            p.float16 = True
-            p.notes.append(f"{p.weight.size} elements < min size: stays float, stored as float16")
-    # nodes that compute with load-time dequantized (or float16) weights
-    layers = {
-        id(u.node)
-        for p in plans
-        for u, f in ([(u, UseForm.CAST) for u in p.weight.uses] if p.float16 else p.forms)
-        if f is UseForm.CAST and u.input_index == 1 and u.op_type in (*_BIAS_OPS, "MatMul")
-    }
-    outputs: dict[str, set[str]] = {}  # scope path -> outputs of those nodes
-    consumers: dict[str, dict[str, list[onnx.NodeProto]]] = {}
-    for p in plans:
-        for u in p.weight.uses:
-            if id(u.node) in layers:
-                outputs.setdefault(u.scope.path, set()).add(u.node.output[0])
-
-    def bias_add(node: onnx.NodeProto, value: str, path: str) -> bool:
-        return (
-            node.op_type == "Add"
-            and not node.domain
-            and any(x != value and x in outputs.get(path, ()) for x in node.input)
-        )
-
-    for p in eligible:
-        w = p.weight
-        if p.float16:
-            continue
-        path = w.scope.path
-        ok = bool(w.uses)
-        for u in w.uses:
-            if u.op_type in _BIAS_OPS and u.input_index == 2 and id(u.node) in layers:
-                continue
-            if bias_add(u.node, w.name, path):
-                continue
-            if u.op_type in ("Reshape", "Unsqueeze") and u.input_index == 0 and not u.node.domain:
-                if path not in consumers:
-                    consumers[path] = {}
-                    for n in w.scope.graph.node:
-                        for x in n.input:
-                            consumers[path].setdefault(x, []).append(n)
-                users = consumers[path].get(u.node.output[0], [])
-                if users and all(bias_add(n, u.node.output[0], path) for n in users):
-                    continue
-            ok = False
-            break
-        if ok:
-            p.float16 = True
-            p.notes.append("bias of a layer with int8 weights dequantized at load: stored as float16")
-
-
-def _float16_sqnr(a: np.ndarray) -> float:
-    if not np.all(np.isfinite(a)) or float(np.abs(a).max()) > _FLOAT16_MAX:
-        return float("-inf")
-    return sqnr_db(a, a.astype(np.float16).astype(np.float32))
 
 
 def _rotation_block(
@@ -487,7 +343,7 @@ class DynamicQuantPass(Pass):
             folded = fold_rotations(model, plan_dynamic_quant(model, replace(cfg, range_method=RangeMethod.MINMAX)))
         plans = plan_dynamic_quant(model, cfg)
         editor = GraphEditor(model)
-        rotated = _insert_rotations(editor, plans, folded)
+        rotated = insert_rotations(editor, plans, folded)
         compact = self.config.compact
         records = [_apply_weight(editor, p, rotated, f"q{i}" if compact else "") for i, p in enumerate(plans)]
         editor.apply()
@@ -557,189 +413,6 @@ class _Stored:
             self.name_reused = True
             return self.plan.weight.name
         return self.name(short, long)
-
-
-def _rotation_groups(plans: list[WeightPlan]) -> dict[tuple[str, str], tuple[WeightUse, int, int, set[int]]]:
-    """``{(graph path, activation): (first consumer, block, K, ids of all rotated consumers)}``."""
-    groups: dict[tuple[str, str], tuple[WeightUse, int, int, set[int]]] = {}
-    positions: dict[str, dict[int, int]] = {}
-    for plan in plans:
-        if not plan.rotation_block:
-            continue
-        for use, form in plan.forms:
-            if form is not UseForm.INTEGER_MATMUL:
-                continue
-            pos = positions.setdefault(use.scope.path, {id(n): i for i, n in enumerate(use.scope.graph.node)})
-            k = plan.weight.array.shape[1 if use.role is WeightRole.GEMM and use.channel_axis == 0 else 0]
-            key = (use.scope.path, use.node.input[0])
-            ids = groups[key][3] if key in groups else set()
-            ids.add(id(use.node))
-            if key not in groups or pos[id(use.node)] < pos[id(groups[key][0].node)]:
-                groups[key] = (use, plan.rotation_block, k, ids)
-    return groups
-
-
-def _insert_rotations(
-    editor: GraphEditor, plans: list[WeightPlan], folded: frozenset[str] = frozenset()
-) -> dict[tuple[str, str], str]:
-    """Insert one run-time rotation per rotated activation, before its first consumer.
-
-    ``X  ->  Reshape(MatMul(Reshape(X, [-1, K/b, b]), H_b), Shape(X))``; an activation in ``folded`` (main
-    graph) already arrives rotated (see :func:`fold_rotations`). Returns ``{(graph path, activation name):
-    rotated activation name}``.
-    """
-    groups = _rotation_groups(plans)
-    names: dict[tuple[str, str], str] = {}
-    hadamards: dict[tuple[str, int], str] = {}
-    for (path, act), (use, block, k, _) in sorted(groups.items()):
-        if not path and act in folded:
-            names[(path, act)] = act
-            continue
-        h_key = (path, block)
-        if h_key not in hadamards:
-            hadamards[h_key] = editor.add_tensor(use.scope, f"hadamard_{block}", hadamard(block), as_constant=False)
-        blocks = editor.add_tensor(use.scope, f"{act}_hadamard_blocks", np.array([-1, k // block, block], np.int64),
-                                   as_constant=False)  # fmt: skip
-        shape, flat, rot, out = (editor.names(f"{act}_{x}") for x in ("shape", "blocked", "blocked_rotated", "rotated"))
-        editor.insert_before(
-            use.node,
-            [
-                editor.node("Shape", [act], [shape], f"{act}_Shape"),
-                editor.node("Reshape", [act, blocks], [flat], f"{act}_ReshapeBlocks"),
-                editor.node("MatMul", [flat, hadamards[h_key]], [rot], f"{act}_Hadamard"),
-                editor.node("Reshape", [rot, shape], [out], f"{act}_ReshapeBack"),
-            ],
-        )
-        names[(path, act)] = out
-    return names
-
-
-_FOLD_MAX_STEPS = 16
-
-
-def fold_rotations(model: onnx.ModelProto, plans: list[WeightPlan]) -> frozenset[str]:
-    """Fold run-time rotations into the constants that produce the rotated activations, where that is exact.
-
-    An activation of the main graph whose value comes from a constant-weight ``MatMul`` through ops that
-    act on each block of ``b`` channels of the last axis alike (``Reshape`` keeping both last dims multiples
-    of ``b``, ``Transpose`` keeping the last axis last, the right operand of a ``MatMul``, ``Add`` of a
-    constant with a full last axis), each intermediate read by nothing else, arrives rotated when those
-    constants are rotated along their last axis: ``P @ (X W + c) H == P @ (X (W H) + c H)``. The attention
-    output projection of a transformer (its input comes from the value projection) is the typical case.
-    Rotates those constants in ``model`` (in place) and returns the activations that need no run-time
-    rotation any more; nothing when shape inference fails.
-    """
-    groups = {act: g for (path, act), g in _rotation_groups(plans).items() if not path}
-    if not groups:
-        return frozenset()
-    graph = model.graph
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    except Exception as exc:  # shape inference is best effort: without it, nothing is folded
-        log.debug("fold_rotations: shape inference failed (%s)", exc)
-        return frozenset()
-    dims: dict[str, list[int | None]] = {}
-    for v in [*inferred.graph.value_info, *inferred.graph.input, *inferred.graph.output]:
-        t = v.type.tensor_type
-        if t.HasField("shape"):
-            dims[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
-    constants = {p.weight.name: p.weight for p in plans if p.weight.scope.path == "" and not p.weight.graph_input}
-    outputs = {o.name for o in graph.output}
-    producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for scope in iter_graphs(graph):
-        for n in scope.graph.node:
-            for x in n.input:
-                consumers.setdefault(x, []).append(n)
-    folded: set[str] = set()
-    changed: dict[str, np.ndarray] = {}
-    for act, (_, block, k, ids) in sorted(groups.items()):
-        if act in outputs or any(id(n) not in ids for n in consumers.get(act, [])):
-            continue
-        targets = _fold_path(act, k, block, producers, consumers, outputs, dims, constants)
-        if targets is None or any(name in changed for name, _ in targets):
-            continue
-        for name, axis in targets:
-            changed[name] = rotate_input_channels(constants[name].array, block, axis)
-        folded.add(act)
-    for name, array in changed.items():
-        w = constants[name]
-        tensor = numpy_helper.from_array(array, name)
-        if w.source == "initializer":
-            next(t for t in graph.initializer if t.name == name).CopyFrom(tensor)
-        else:
-            node = producers[name]
-            value = next(a for a in node.attribute if a.name == "value")
-            tensor.name = value.t.name
-            value.t.CopyFrom(tensor)
-    return frozenset(folded)
-
-
-def _fold_path(
-    act: str,
-    k: int,
-    block: int,
-    producers: dict[str, onnx.NodeProto],
-    consumers: dict[str, list[onnx.NodeProto]],
-    outputs: set[str],
-    dims: dict[str, list[int | None]],
-    constants: dict[str, WeightInfo],
-) -> list[tuple[str, int]] | None:
-    """The constants (name, axis) to rotate so that ``act`` (last dim ``k``) arrives rotated, or ``None``."""
-
-    def last_dim(name: str) -> int | None:
-        d = dims.get(name)
-        return d[-1] if d else None
-
-    def sole_float_use(name: str, node: onnx.NodeProto, last: int) -> bool:
-        w = constants.get(name)
-        return (
-            w is not None
-            and w.array.dtype == np.float32
-            and w.array.ndim >= 1
-            and w.array.shape[-1] == last
-            and len(w.uses) == 1
-            and w.uses[0].node is node
-            and name not in outputs
-        )
-
-    targets: list[tuple[str, int]] = []
-    cur, last = act, k  # the value traced, and the size of its last axis
-    last_known: int | None = k
-    for _ in range(_FOLD_MAX_STEPS):
-        node = producers.get(cur)
-        if node is None or (node.domain or "") not in ("", "ai.onnx") or last_known is None or last_known % block:
-            return None
-        last = last_known
-        if cur != act and (cur in outputs or len(consumers.get(cur, [])) != 1):
-            return None
-        if node.op_type == "Reshape":
-            cur = node.input[0]
-            last_known = last_dim(cur)
-        elif node.op_type == "Transpose":
-            perm = [int(p) for a in node.attribute if a.name == "perm" for p in a.ints]
-            if not perm or perm[-1] != len(perm) - 1:
-                return None
-            cur = node.input[0]
-        elif node.op_type == "Add" and len(node.input) == 2:
-            const = [x for x in node.input if x in constants]
-            if len(const) != 1 or not sole_float_use(const[0], node, last):
-                return None
-            targets.append((const[0], constants[const[0]].array.ndim - 1))
-            cur = node.input[1] if node.input[0] == const[0] else node.input[0]
-        elif node.op_type == "MatMul" and len(node.input) == 2:
-            right = node.input[1]
-            if right in constants:
-                if constants[right].array.ndim < 2 or not sole_float_use(right, node, last):
-                    return None
-                targets.append((right, constants[right].array.ndim - 1))
-                return targets
-            if len(dims.get(right) or []) < 2:  # the product's last axis is the right operand's
-                return None
-            cur = right
-        else:
-            return None
-    return None
 
 
 def _apply_weight(
