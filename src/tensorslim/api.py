@@ -258,7 +258,8 @@ def _float16_with_fallback(
     import re
 
     if dataset is None:
-        dataset = generate_inputs(OrtRuntime(proto).inputs, num_samples=4)
+        rt = OrtRuntime(proto)
+        dataset = generate_inputs(rt.inputs, num_samples=4, bounds=rt.index_bounds())
         notes.append("float16 overflow check ran on generated inputs; pass --data for a real check")
     feeds = [batch for batch, _ in dataset.batches(8)][:8]
     result = Float16Pass(cfg)(proto)

@@ -184,7 +184,7 @@ def diagnose_layers(
     ref = OrtRuntime(_with_outputs(fm, matched))
     cand = OrtRuntime(_with_outputs(qm, matched))
     if data is None:
-        ds = generate_inputs(ref.inputs, num_samples=min(max_samples, 16), seed=0)
+        ds = generate_inputs(ref.inputs, num_samples=min(max_samples, 16), seed=0, bounds=ref.index_bounds())
     else:
         ds = load_npz(data, ref.inputs, max_samples=max_samples)
     r_idx = {s.name: i for i, s in enumerate(ref.outputs)}

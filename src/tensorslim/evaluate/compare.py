@@ -107,7 +107,7 @@ def evaluate(
     if len(ref.outputs) != len(cand.outputs):
         raise InputError("the models have different numbers of outputs; compare a model with its optimized version")
     if data is None:
-        ds = generate_inputs(ref.inputs, num_samples=max_samples or 16, seed=seed)
+        ds = generate_inputs(ref.inputs, num_samples=max_samples or 16, seed=seed, bounds=ref.index_bounds())
     elif isinstance(data, Dataset):
         ds = data
     else:

@@ -404,11 +404,13 @@ def generate_inputs(
     seed: int = 0,
     dim_overrides: Mapping[str, int] | None = None,
     default_dim: int = 1,
+    bounds: Mapping[str, int] | None = None,
 ) -> Dataset:
     """Make up ``num_samples`` inputs from the signature: standard normal floats, small non-negative
     integers (ones for inputs named like a mask), ``True`` for booleans.
 
-    Unknown dims other than the first take ``dim_overrides[name]`` or ``default_dim``.
+    Unknown dims other than the first take ``dim_overrides[name]`` or ``default_dim``; integers stay below
+    ``bounds[name]`` (``Runtime.index_bounds()``: the size of the table an index input gathers from).
     """
     overrides = dict(dim_overrides or {})
     rng = np.random.default_rng(seed)
@@ -425,7 +427,7 @@ def generate_inputs(
         elif "mask" in spec.name.lower():
             arr = np.ones(shape, dtype=spec.dtype)
         else:  # below the size of the table an index input gathers from (token ids, token types, positions)
-            high = max(1, min(100, spec.index_bound or 100))
+            high = max(1, min(100, (bounds or {}).get(spec.name, 100)))
             arr = rng.integers(0, high, size=shape).astype(spec.dtype)
         inputs[spec.name] = arr
     note = (

@@ -20,7 +20,6 @@ class TensorSpec:
     name: str
     dtype: np.dtype
     shape: tuple[int | str | None, ...]
-    index_bound: int | None = None  # integer inputs used as Gather indices: the table size (exclusive bound)
 
     @property
     def is_float(self) -> bool:
@@ -45,6 +44,10 @@ class Runtime(Protocol):
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run the model on one batch; outputs in the order of :attr:`outputs`."""
+        ...
+
+    def index_bounds(self) -> dict[str, int]:
+        """Sizes of the constant tables that integer inputs index (exclusive bounds for generated inputs)."""
         ...
 
 

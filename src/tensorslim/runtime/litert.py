@@ -120,6 +120,10 @@ class LiteRTRuntime:
         """The model's inputs."""
         return self._inputs
 
+    def index_bounds(self) -> dict[str, int]:
+        """Not derived for TFLite models: generated integer inputs keep their default range."""
+        return {}
+
     @property
     def outputs(self) -> list[TensorSpec]:
         """The model's outputs."""

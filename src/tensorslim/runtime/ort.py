@@ -84,27 +84,6 @@ def session_options(threads: int = 0, *, optimized_path: str | None = None) -> o
     return so
 
 
-def _with_index_bounds(
-    specs: list[TensorSpec], model: str | os.PathLike[str] | bytes | onnx.ModelProto
-) -> list[TensorSpec]:
-    """``specs`` with the table size of each integer input that indexes a constant table (token ids ...)."""
-    import dataclasses
-
-    from tensorslim.backends.onnx.indices import index_bounds
-
-    try:
-        if isinstance(model, onnx.ModelProto):
-            proto = model
-        elif isinstance(model, bytes):
-            proto = onnx.load_from_string(model)
-        else:
-            proto = onnx.load(str(model), load_external_data=False)
-    except Exception:  # the session loaded it; without bounds, generated integers keep their default range
-        return specs
-    bounds = index_bounds(proto)
-    return [dataclasses.replace(s, index_bound=bounds.get(s.name)) for s in specs]
-
-
 class OrtRuntime:
     """An ONNX Runtime CPU session.
 
@@ -144,8 +123,8 @@ class OrtRuntime:
             msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise InputError(f"{label}: ONNX Runtime cannot load the model ({msg})") from e
         self._inputs = [TensorSpec(i.name, ort_dtype(i.type), tuple(i.shape)) for i in self.session.get_inputs()]
-        if any(np.issubdtype(s.dtype, np.integer) for s in self._inputs):
-            self._inputs = _with_index_bounds(self._inputs, model)
+        self._model = model  # read again only if index_bounds() is asked for
+        self._index_bounds: dict[str, int] | None = None
         self._outputs = [TensorSpec(o.name, ort_dtype(o.type), tuple(o.shape)) for o in self.session.get_outputs()]
         if convert_io:
             meta = self.session.get_modelmeta().custom_metadata_map.get(IO_METADATA_KEY)
@@ -164,6 +143,30 @@ class OrtRuntime:
     def outputs(self) -> list[TensorSpec]:
         """The model's outputs."""
         return self._outputs
+
+    def index_bounds(self) -> dict[str, int]:
+        """Integer inputs that index constant tables (token ids, token types, positions) and the tables' sizes.
+
+        Computed on first call (the model file is parsed again, without external data) and cached; empty when
+        the model cannot be read.
+        """
+        if self._index_bounds is None:
+            from tensorslim.backends.onnx.indices import index_bounds
+
+            self._index_bounds = {}
+            if any(np.issubdtype(s.dtype, np.integer) for s in self._inputs):
+                model = self._model
+                try:
+                    if isinstance(model, onnx.ModelProto):
+                        proto = model
+                    elif isinstance(model, bytes):
+                        proto = onnx.load_from_string(model)
+                    else:
+                        proto = onnx.load(str(model), load_external_data=False)
+                    self._index_bounds = index_bounds(proto)
+                except Exception:  # the session loaded it: without bounds, generated integers keep their range
+                    pass
+        return self._index_bounds
 
     def run(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         """Run one batch.
