@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from enum import Enum
+from typing import Any
 
-__all__ = ["regex_tuple"]
+__all__ = ["coerce_enums", "regex_tuple"]
 
 
 def regex_tuple(field: str, patterns: Iterable[str]) -> tuple[str, ...]:
@@ -21,3 +23,18 @@ def regex_tuple(field: str, patterns: Iterable[str]) -> tuple[str, ...]:
         except re.error as e:
             raise ValueError(f"{field}: {p!r} is not a valid regular expression ({e})") from None
     return out
+
+
+def coerce_enums(config: Any, fields: Iterable[tuple[str, type[Enum]]]) -> None:
+    """Replace each ``(field, enum)`` value of the frozen dataclass ``config`` by its enum member.
+
+    Raises:
+        ValueError: a value is not a member; the message names the field and the allowed values.
+    """
+    for fname, enum in fields:
+        value = getattr(config, fname)
+        try:
+            object.__setattr__(config, fname, enum(value))
+        except ValueError:
+            allowed = ", ".join(str(e.value) for e in enum)
+            raise ValueError(f"{fname}: {value!r} is not one of {allowed}") from None

@@ -30,7 +30,7 @@ from tensorslim.backends.onnx.editor import GraphEditor
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse, find_weights
 from tensorslim.errors import InputError
 from tensorslim.evaluate.data import Dataset
-from tensorslim.passes._config import regex_tuple
+from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import LayerInput, gram_matrices
 
@@ -72,10 +72,7 @@ class BlockQuantConfig:
         bs = self.block_size
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 16 or bs > 256 or bs & (bs - 1):
             raise ValueError(f"block_size: must be a power of two from 16 to 256, got {bs!r}")
-        try:
-            object.__setattr__(self, "scheme", QuantScheme(self.scheme))
-        except ValueError:
-            raise ValueError(f"scheme: {self.scheme!r} is not one of symmetric, asymmetric") from None
+        coerce_enums(self, (("scheme", QuantScheme),))
         if self.method not in _METHODS:
             raise ValueError(f"method: {self.method!r} is not one of {', '.join(_METHODS)}")
         if self.accuracy_level not in (0, 1, 2, 3, 4):

@@ -31,7 +31,7 @@ from tensorslim.backends.onnx.editor import GraphEditor
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, find_weights
 from tensorslim.errors import UnsupportedModelError
 from tensorslim.evaluate.data import Dataset
-from tensorslim.passes._config import regex_tuple
+from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import LayerInput, gram_matrices
 
@@ -81,12 +81,7 @@ class ClusterConfig:
     damp: float = 0.01
 
     def __post_init__(self) -> None:
-        for fname, enum in (("granularity", ClusterGranularity), ("init", KMeansInit)):
-            value = getattr(self, fname)
-            try:
-                object.__setattr__(self, fname, enum(value))
-            except ValueError:
-                raise ValueError(f"{fname}: {value!r} is not one of {', '.join(e.value for e in enum)}") from None
+        coerce_enums(self, (("granularity", ClusterGranularity), ("init", KMeansInit)))
         k = self.clusters
         if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= 256:
             raise ValueError(f"clusters: must be an integer from 2 to 256, got {k!r}")

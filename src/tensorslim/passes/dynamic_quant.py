@@ -52,7 +52,7 @@ from tensorslim.algorithms.quantize import (
 from tensorslim.algorithms.rotation import rotate_input_channels
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse, find_weights
-from tensorslim.passes._config import regex_tuple
+from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes._dynamic_plan import UseForm, WeightPlan
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.dynamic_rotation import fold_rotations, insert_rotations
@@ -151,20 +151,17 @@ class DynamicQuantConfig:
     compact: bool = True
 
     def __post_init__(self) -> None:
-        for fname, enum in (
-            ("form", QuantForm),
-            ("scheme", QuantScheme),
-            ("granularity", Granularity),
-            ("range_method", RangeMethod),
-            ("weight_encoding", WeightEncoding),
-            ("rotation", Rotation),
-        ):
-            value = getattr(self, fname)
-            try:
-                object.__setattr__(self, fname, enum(value))
-            except ValueError:
-                allowed = ", ".join(e.value for e in enum)
-                raise ValueError(f"{fname}: {value!r} is not one of {allowed}") from None
+        coerce_enums(
+            self,
+            (
+                ("form", QuantForm),
+                ("scheme", QuantScheme),
+                ("granularity", Granularity),
+                ("range_method", RangeMethod),
+                ("weight_encoding", WeightEncoding),
+                ("rotation", Rotation),
+            ),
+        )
         ops = tuple(self.op_types)
         unknown = [o for o in ops if o not in SUPPORTED_OPS]
         if unknown:

@@ -32,7 +32,7 @@ from tensorslim.algorithms.pruning import global_thresholds, magnitude_mask, nm_
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, find_weights
 from tensorslim.errors import InputError, UnsupportedModelError
 from tensorslim.evaluate.data import Dataset
-from tensorslim.passes._config import regex_tuple
+from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import ConvGeometry, LayerInput, feature_sq_sums, gram_matrices
 
@@ -98,12 +98,7 @@ class PruneConfig:
     max_positions: int = 2048
 
     def __post_init__(self) -> None:
-        for fname, enum in (("method", PruneMethod), ("scope", PruneScope)):
-            value = getattr(self, fname)
-            try:
-                object.__setattr__(self, fname, enum(value))
-            except ValueError:
-                raise ValueError(f"{fname}: {value!r} is not one of {', '.join(e.value for e in enum)}") from None
+        coerce_enums(self, (("method", PruneMethod), ("scope", PruneScope)))
         nm = self.nm
         if self.pattern != "unstructured" and nm is None:
             raise ValueError(f"pattern: {self.pattern!r} is not one of unstructured, N:M (e.g. 2:4, 4:8)")

@@ -40,7 +40,7 @@ from tensorslim.algorithms.fidelity import sqnr_db
 from tensorslim.algorithms.quantize import QuantParams, RangeMethod, choose_qparams, dequantize, quantize
 from tensorslim.backends.tflite.graph import Graph, compact, quant_params, tensor_name
 from tensorslim.backends.tflite.weights import TfliteWeight, find_weights
-from tensorslim.passes._config import regex_tuple
+from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes.base import WeightRecord
 from tensorslim.passes.dynamic_quant import Granularity
 
@@ -98,13 +98,7 @@ class TfliteDynamicConfig:
     asymmetric_inputs: bool = True
 
     def __post_init__(self) -> None:
-        for fname, enum in (("granularity", Granularity), ("range_method", RangeMethod)):
-            value = getattr(self, fname)
-            try:
-                object.__setattr__(self, fname, enum(value))
-            except ValueError:
-                allowed = ", ".join(e.value for e in enum)
-                raise ValueError(f"{fname}: {value!r} is not one of {allowed}") from None
+        coerce_enums(self, (("granularity", Granularity), ("range_method", RangeMethod)))
         ops = tuple(self.op_types)
         unknown = [o for o in ops if o not in DYNAMIC_OPS]
         if unknown or not ops:

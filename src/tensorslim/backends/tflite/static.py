@@ -30,6 +30,7 @@ from tensorslim.backends.tflite.dynamic import TflitePassResult
 from tensorslim.backends.tflite.graph import Graph, compact, quant_params, tensor_name
 from tensorslim.backends.tflite.schema import type_name
 from tensorslim.backends.tflite.weights import BIAS_INPUT, WEIGHT_ROLES
+from tensorslim.passes._config import coerce_enums
 from tensorslim.passes.base import WeightRecord
 from tensorslim.passes.dynamic_quant import Granularity
 
@@ -78,13 +79,7 @@ class TfliteStaticConfig:
     float_ops: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for fname, enum in (("io", IoType), ("granularity", Granularity), ("weight_range", RangeMethod)):
-            value = getattr(self, fname)
-            try:
-                object.__setattr__(self, fname, enum(value))
-            except ValueError:
-                allowed = ", ".join(e.value for e in enum)
-                raise ValueError(f"{fname}: {value!r} is not one of {allowed}") from None
+        coerce_enums(self, (("io", IoType), ("granularity", Granularity), ("weight_range", RangeMethod)))
         object.__setattr__(self, "float_ops", tuple(self.float_ops))
 
 
