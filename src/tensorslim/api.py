@@ -178,17 +178,7 @@ def quantize(
         raise UnsupportedModelError(
             f"{src or 'model'}: no weight could be quantized{detail}; check --ops, --exclude and --min-size"
         )
-    small = model_size_bytes(result.model) < 2**31 - 2**24
-    if small:  # models past protobuf's 2 GB limit are checked from the saved file instead
-        onnx.checker.check_model(result.model, full_check=False)
-    if verify and small:
-        if isinstance(cfg, Float16Config):
-            _load_in_subprocess(result.model)  # an ONNX Runtime crash on a float16 graph must not take us down
-        else:
-            try:
-                OrtRuntime(result.model)
-            except InputError as e:  # pragma: no cover - would be a tensorslim bug
-                raise InputError(f"the quantized model does not load in ONNX Runtime: {e}; please report this") from e
+    small = verify_output(result.model, float16=isinstance(cfg, Float16Config), load=verify)
     out_path = save_model(result.model, output) if output is not None else None
     if out_path is not None and not small:
         onnx.checker.check_model(str(out_path))
@@ -202,6 +192,30 @@ def quantize(
         seconds=time.perf_counter() - start,
         notes=notes,
     )
+
+
+def verify_output(model: onnx.ModelProto, *, float16: bool, load: bool = True) -> bool:
+    """Run the ONNX checker on an output model, then (``load``) load it in ONNX Runtime: in a child process
+    when it computes in float16, since an ONNX Runtime crash on such a graph must not take the caller down.
+
+    Returns:
+        Whether the model is under protobuf's 2 GB limit; larger ones are checked from the saved file instead.
+
+    Raises:
+        InputError: ONNX Runtime cannot load the model (a tensorslim bug).
+    """
+    small = model_size_bytes(model) < 2**31 - 2**24
+    if not small:
+        return False
+    onnx.checker.check_model(model, full_check=False)
+    if load and float16:
+        _load_in_subprocess(model)
+    elif load:
+        try:
+            OrtRuntime(model)
+        except InputError as e:  # pragma: no cover - would be a tensorslim bug
+            raise InputError(f"the optimized model does not load in ONNX Runtime: {e}; please report this") from e
+    return True
 
 
 def _load_in_subprocess(model: onnx.ModelProto) -> None:

@@ -230,7 +230,6 @@ def apply_recipe(
     from tensorslim.backends.onnx.io import check_output_path, model_size_bytes, save_model
     from tensorslim.pack import pack_model
     from tensorslim.progress import progress_bar
-    from tensorslim.runtime.ort import OrtRuntime
 
     start = time.perf_counter()
     out = Path(output)
@@ -255,13 +254,7 @@ def apply_recipe(
             notes.extend(res.notes)
             steps.append(step)
             bar.advance()
-        small = model_size_bytes(cur) < 2**31 - 2**24
-        if small:
-            onnx.checker.check_model(cur, full_check=False)
-            if any(s.kind == "float16" for s in body):
-                api._load_in_subprocess(cur)  # an ONNX Runtime crash on a float16 graph must not take us down
-            else:
-                OrtRuntime(cur)
+        api.verify_output(cur, float16=any(s.kind == "float16" for s in body))
         if recipe.passes[-1].kind == "pack":
             t = time.perf_counter()
             bar.describe(f"{recipe.name}: pack")
