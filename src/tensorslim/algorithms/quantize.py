@@ -27,6 +27,7 @@ __all__ = [
     "integer_range",
     "quantize",
     "quantize_dequantize",
+    "tensor_params",
 ]
 
 
@@ -79,6 +80,16 @@ class QuantParams:
         shape = [1] * ndim
         shape[self.axis] = -1
         return self.scale.reshape(shape), self.zero_point.reshape(shape)
+
+
+def tensor_params(scale: float, zero_point: int, dtype: npt.DTypeLike) -> QuantParams:
+    """Per-tensor parameters of values stored as the integer ``dtype`` (signed: symmetric, unsigned: asymmetric),
+    e.g. the quantized inputs and outputs of an integer-I/O model."""
+    dt = np.dtype(dtype)
+    if dt.kind not in "iu":
+        raise ValueError(f"dtype must be an integer type, got {dt}")
+    scheme = QuantScheme.SYMMETRIC if dt.kind == "i" else QuantScheme.ASYMMETRIC
+    return QuantParams(np.array(scale, np.float32), np.array(zero_point, dt), None, dt.itemsize * 8, scheme)
 
 
 def integer_range(bits: int, scheme: QuantScheme | str, *, narrow: bool = False) -> tuple[int, int]:

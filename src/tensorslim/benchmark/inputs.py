@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from tensorslim.algorithms.quantize import quantize, tensor_params
 from tensorslim.passes.static_io import IO_METADATA_KEY
 
 __all__ = ["InputSpec", "feeds_for", "make_inputs", "quantize_feed", "specs_from_session"]
@@ -108,9 +109,7 @@ def quantize_feed(arr: np.ndarray, spec: InputSpec) -> np.ndarray:
     if spec.quantization is None or spec.dtype is None:
         raise ValueError(f"input {spec.name!r} carries no quantization parameters")
     scale, zero_point = spec.quantization
-    info = np.iinfo(spec.dtype)
-    q = np.round(np.asarray(arr, np.float32) / np.float32(scale)) + zero_point
-    return np.clip(q, info.min, info.max).astype(spec.dtype)
+    return quantize(arr, tensor_params(scale, zero_point, spec.dtype), narrow=False)
 
 
 def _resolve_shape(spec: InputSpec, batch_size: int, dim_overrides: Mapping[str, int]) -> tuple[tuple[int, ...], bool]:

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from tensorslim.algorithms.quantize import dequantize, quantize, tensor_params
 from tensorslim.errors import InputError
 from tensorslim.runtime.base import TensorSpec
 
@@ -180,9 +181,7 @@ class OrtRuntime:
         for name, p in qin.items():
             arr = feeds.get(name)
             if arr is not None and np.issubdtype(np.asarray(arr).dtype, np.floating):
-                lo, hi = np.iinfo(np.dtype(p["dtype"])).min, np.iinfo(np.dtype(p["dtype"])).max
-                q = np.round(np.asarray(arr, np.float32) / np.float32(p["scale"])) + p["zero_point"]
-                feeds[name] = np.clip(q, lo, hi).astype(p["dtype"])
+                feeds[name] = quantize(arr, tensor_params(p["scale"], p["zero_point"], p["dtype"]), narrow=False)
                 converted = True
         try:
             outs = [np.asarray(o) for o in self.session.run(None, feeds)]
@@ -196,5 +195,5 @@ class OrtRuntime:
             for i, spec in enumerate(self._outputs):
                 po = qout.get(spec.name)
                 if po is not None:
-                    outs[i] = (outs[i].astype(np.float32) - np.float32(po["zero_point"])) * np.float32(po["scale"])
+                    outs[i] = dequantize(outs[i], tensor_params(po["scale"], po["zero_point"], outs[i].dtype))
         return outs
