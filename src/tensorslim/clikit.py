@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
+from tensorslim._files import write_text_atomic
 from tensorslim.errors import InputError, TargetNotMetError
 
 __all__ = [
@@ -97,7 +96,4 @@ def write_json(target: str | None, payload: dict[str, Any]) -> None:
     if target == "-":
         sys.stdout.write(text + "\n")
         return
-    path = Path(target)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(target, text + "\n")

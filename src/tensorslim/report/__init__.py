@@ -208,8 +208,6 @@ def report_data(
 def write_report(path: str | os.PathLike[str], **kwargs: Any) -> Path:
     """Render :func:`report_data` ``(**kwargs)`` to ``path`` (written atomically); return the path."""
     page = render_html(report_data(**kwargs))
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, p)
-    return p
+    from tensorslim._files import write_text_atomic
+
+    return write_text_atomic(path, page)

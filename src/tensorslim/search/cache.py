@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tensorslim._files import write_text_atomic
 from tensorslim.recipe import Recipe, recipe_hash
 
 __all__ = ["ResultCache", "candidate_key", "file_sha256", "passes_hash"]
@@ -70,10 +71,7 @@ class ResultCache:
     def put(self, key: str, value: dict[str, Any]) -> None:
         """Store ``value`` under ``key`` atomically."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        p = self.folder / f"{key}.json"
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(value, sort_keys=True, default=str))
-        os.replace(tmp, p)
+        write_text_atomic(self.folder / f"{key}.json", json.dumps(value, sort_keys=True, default=str))
 
     def __len__(self) -> int:
         return len(list(self.folder.glob("*.json"))) if self.folder.is_dir() else 0

@@ -9,6 +9,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from tensorslim._files import write_text_atomic
+
 __all__ = ["rank_sensitive_layers"]
 
 log = logging.getLogger(__name__)
@@ -62,5 +64,5 @@ def rank_sensitive_layers(
     note = f"most sensitive layers under {name} (added SQNR): " + ", ".join(nodes) if nodes else "no layer ranked"
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        cache_file.write_text(json.dumps({"nodes": nodes, "note": note}))
+        write_text_atomic(cache_file, json.dumps({"nodes": nodes, "note": note}))
     return tuple(nodes), note

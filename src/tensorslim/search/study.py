@@ -560,6 +560,6 @@ def _measure_test(model: Path, chosen: Path, test: Path, setup: _Setup, cfg: Sea
 
 def write_summary(res: SearchResult, path: Path) -> None:
     """The result as JSON at ``path`` (atomic)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(res.to_dict(), indent=2, default=str))
-    os.replace(tmp, path)
+    from tensorslim._files import write_text_atomic
+
+    write_text_atomic(path, json.dumps(res.to_dict(), indent=2, default=str))
