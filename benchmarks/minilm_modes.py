@@ -137,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         ("tensorslim static A16W8", StaticQuantConfig(activation_bits=16), calib),
         ("tensorslim int4 block 32 (GPTQ)", BlockQuantConfig(), calib),
         ("tensorslim int4 block 32 (no data)", BlockQuantConfig(), None),
+        ("tensorslim int4 block 32 (GPTQ, MatMulNBits)", BlockQuantConfig(kernel="matmulnbits"), calib),
         ("tensorslim fp16", Float16Config(), calib),
     ]:
         dst = CACHE / (name.replace(" ", "_").replace("(", "").replace(")", "") + ".onnx")

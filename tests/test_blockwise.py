@@ -56,7 +56,7 @@ def test_gptq_beats_round_to_nearest_on_correlated_inputs() -> None:
 @pytest.mark.parametrize("scheme", ["symmetric", "asymmetric"])
 def test_matmul_and_gemm_become_matmulnbits(bits: int, scheme: str) -> None:
     for model, feeds in (matmul_model(k=128, n=64), gemm_model(1)):
-        cfg = BlockQuantConfig(bits=bits, scheme=scheme, min_size=0, accuracy_level=0)
+        cfg = BlockQuantConfig(bits=bits, scheme=scheme, min_size=0, accuracy_level=0, kernel="matmulnbits")
         res = BlockQuantPass(cfg)(model)
         onnx.checker.check_model(res.model)
         assert [n.op_type for n in res.model.graph.node] == ["MatMulNBits"]
@@ -77,19 +77,21 @@ def test_embedding_becomes_gather_block_quantized() -> None:
     assert np.linalg.norm(ref - out) / np.linalg.norm(ref) < 0.15
 
 
-def test_gptq_needs_data_and_uses_it() -> None:
+@pytest.mark.parametrize("kernel", ["matmulnbits", "integer"])
+def test_gptq_needs_data_and_uses_it(kernel: str) -> None:
     model, feeds = matmul_model(k=128, n=64)
     with pytest.raises(InputError, match="needs calibration data"):
         BlockQuantPass(BlockQuantConfig(method="gptq"))
     data = Dataset({"x": np.random.default_rng(3).standard_normal((16, 5, 128)).astype(np.float32)})
-    res = BlockQuantPass(BlockQuantConfig(min_size=0), data=data)(model)  # auto -> gptq with data
+    res = BlockQuantPass(BlockQuantConfig(min_size=0, kernel=kernel), data=data)(model)  # auto -> gptq with data
     (rec,) = [r for r in res.records if not r.skipped]
-    assert "gptq" in rec.reason
+    assert "gptq" in rec.reason.lower()
     assert np.linalg.norm(run(model, feeds)[0] - run(res.model, feeds)[0]) / np.linalg.norm(run(model, feeds)[0]) < 0.2
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("bits", 3), ("block_size", 24), ("method", "awq"), ("op_types", ("Conv",))]
+    ("field", "value"),
+    [("bits", 3), ("block_size", 24), ("method", "awq"), ("op_types", ("Conv",)), ("kernel", "gpu")],
 )
 def test_block_config_validation(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):

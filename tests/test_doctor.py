@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -64,10 +65,14 @@ def test_dynamic_int8_matmul_fuses_cleanly(tmp_path: Path) -> None:
 def test_int4_without_accuracy_level_4(tmp_path: Path) -> None:
     model, _ = matmul_model(k=256, n=128)
     src = save_model(model, tmp_path / "f.onnx")
-    quantize(src, tmp_path / "q0.onnx", config=BlockQuantConfig(accuracy_level=0, min_size=16))
-    quantize(src, tmp_path / "q4.onnx", config=BlockQuantConfig(accuracy_level=4, min_size=16))
+    quantize(src, tmp_path / "q0.onnx", config=BlockQuantConfig(accuracy_level=0, min_size=16, kernel="matmulnbits"))
+    quantize(src, tmp_path / "q4.onnx", config=BlockQuantConfig(accuracy_level=4, min_size=16, kernel="matmulnbits"))
     assert "int4-accuracy-level" in codes(doctor(tmp_path / "q0.onnx", measure=False))
     assert "int4-accuracy-level" not in codes(doctor(tmp_path / "q4.onnx", measure=False))
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert "int4-matmulnbits" in codes(doctor(tmp_path / "q4.onnx", measure=False))
+    quantize(src, tmp_path / "qi.onnx", config=BlockQuantConfig(min_size=16))  # the integer kernel
+    assert not {"int4-accuracy-level", "int4-matmulnbits"} & set(codes(doctor(tmp_path / "qi.onnx", measure=False)))
 
 
 def test_fp16_on_a_cpu_without_native_fp16(tmp_path: Path) -> None:

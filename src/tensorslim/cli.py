@@ -187,8 +187,13 @@ def quantize(
         str, typer.Option(help="int4/blockwise: auto (gptq with --data, else mse), gptq, mse or minmax.")
     ] = "auto",
     accuracy_level: Annotated[
-        int, typer.Option(help="int4/blockwise: MatMulNBits accuracy_level (4 = int8 compute, fast on CPU).")
+        int, typer.Option(help="int4/blockwise: MatMulNBits accuracy_level (4 = int8 compute, 0 = float).")
     ] = 4,
+    kernel: Annotated[
+        str,
+        typer.Option(help="int4/blockwise MatMul kernel: integer (4-bit blocks rebuilt as int8 at load, int8 "
+                     "kernels: fast on CPU), matmulnbits (weight-only MatMulNBits), or auto (integer for 4 bits)."),
+    ] = "auto",
     io: Annotated[
         str,
         typer.Option(help="static: float model inputs/outputs, or integer ones: int8 (.tflite; ONNX with --scheme "
@@ -257,7 +262,8 @@ def quantize(
         cfg = _onnx_config(
             mode, form=form, scheme=scheme, granularity=granularity, range_method=range_method, ops=_split_ops(ops),
             exclude=tuple(exclude or ()), min_size=min_size, weight_encoding=weight_encoding, bits=bits,
-            block_size=block_size, method=method, accuracy_level=accuracy_level, data=None if data_in is None else data,
+            block_size=block_size, method=method, accuracy_level=accuracy_level, kernel=kernel,
+            data=None if data_in is None else data,
             static_options={"io_dtype": io, "activation_bits": activation_bits, "int16_nodes": tuple(int16_nodes or ()),
                             "smooth_quant": smooth_quant, "bias_correction": bias_correction, "equalize": equalize},
         )  # fmt: skip
@@ -310,6 +316,7 @@ def _onnx_config(
     method: str,
     accuracy_level: int,
     data: Path | None,
+    kernel: str = "auto",
     static_options: dict[str, Any] | None = None,
 ) -> Any:
     """The pass config for an ONNX ``--mode``, with option errors turned into one-line input errors."""
@@ -348,7 +355,7 @@ def _onnx_config(
         if mode in ("int4", "blockwise"):
             return BlockQuantConfig(
                 bits=4 if mode == "int4" else bits, block_size=block_size, scheme=scheme or "asymmetric",
-                method=method, accuracy_level=accuracy_level, exclude=exclude,
+                method=method, accuracy_level=accuracy_level, kernel=kernel, exclude=exclude,
                 min_size=1024 if min_size is None else min_size, **({"op_types": ops} if ops is not None else {}),
             )  # fmt: skip
         if mode == "static":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tensorslim.algorithms.blockwise import BlockQuantized
+from tensorslim.algorithms.blockwise import LADDER_MAX, BlockQuantized, ladder_block_scales
 from tensorslim.algorithms.quantize import QuantScheme
 
 __all__ = ["gptq_blocks"]
@@ -41,6 +41,8 @@ def gptq_blocks(
     scheme: QuantScheme | str = QuantScheme.SYMMETRIC,
     damp: float = 0.01,
     lazy: int = 128,
+    step: np.ndarray | None = None,
+    max_multiplier: int = LADDER_MAX,
 ) -> BlockQuantized:
     """Quantize ``w`` ``[rows, K]`` block-wise along ``K`` with GPTQ error compensation.
 
@@ -52,6 +54,10 @@ def gptq_blocks(
         scheme: symmetric or asymmetric block parameters.
         damp: fraction of the mean diagonal added to ``H`` for numerical stability.
         lazy: columns updated together (a multiple of ``block``).
+        step: one step per row for ladder blocks (see :func:`~tensorslim.algorithms.blockwise.ladder_steps`):
+            symmetric block scales restricted to ``m * step`` with an integer ``m`` up to ``max_multiplier``,
+            each chosen from the error-compensated block when it is reached.
+        max_multiplier: the largest ladder multiplier.
 
     Raises:
         ValueError: shapes that do not match or ``K`` not a multiple of ``block``.
@@ -61,7 +67,9 @@ def gptq_blocks(
         raise ValueError(f"Hessian shape {hessian.shape} does not match K={k}")
     if k % block:
         raise ValueError(f"K={k} is not a multiple of the block size {block}")
-    symmetric = QuantScheme(scheme) is QuantScheme.SYMMETRIC
+    symmetric = step is not None or QuantScheme(scheme) is QuantScheme.SYMMETRIC
+    if step is not None and np.shape(step) != (rows,):
+        raise ValueError(f"step: one value per row ({rows}) expected, got shape {np.shape(step)}")
     qmin, qmax = (1, 2**bits - 1) if symmetric else (0, 2**bits - 1)
     W = np.array(w, dtype=np.float64)
     H = np.array(hessian, dtype=np.float64)
@@ -88,7 +96,11 @@ def gptq_blocks(
         for i in range(i2 - i1):
             col = i1 + i
             if col % block == 0:
-                scale, zp = _group_params(W1[:, i : i + block], bits, symmetric)
+                if step is None:
+                    scale, zp = _group_params(W1[:, i : i + block], bits, symmetric)
+                else:
+                    scale, _ = ladder_block_scales(W1[:, i : i + block], step, bits=bits, max_multiplier=max_multiplier)
+                    zp = np.full(rows, 2 ** (bits - 1), np.float64)
                 scales[:, col // block], zps[:, col // block] = scale, zp
             x = W1[:, i]
             q = np.clip(np.round(x / scale) + zp, qmin, qmax)

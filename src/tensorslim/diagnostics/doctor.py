@@ -8,6 +8,8 @@ Checks, each a :class:`Finding` with its fix:
   still in ONNX Runtime's *optimized* graph (saved with ``SessionOptions.optimized_model_filepath``), named with
   the op they feed. Each one is a round trip float -> int8 -> float around a float kernel: pure overhead.
 * ``int4-accuracy-level``: ``MatMulNBits`` without ``accuracy_level=4`` (float compute instead of int8).
+* ``int4-matmulnbits``: ``MatMulNBits`` on x86, where ONNX Runtime's kernels ran slower than float MatMul at every
+  ``accuracy_level`` (measured here); tensorslim's ``integer`` int4 kernel keeps the size and runs int8 kernels.
 * ``fp16-casts``: float16 compute on a CPU without native fp16 arithmetic: ONNX Runtime inserts ``Cast`` nodes
   (counted in the optimized graph) and runs float32.
 * ``conv-integer``: ``ConvInteger``, slower than float ``Conv`` on ONNX Runtime's CPU kernels (measured here).
@@ -335,6 +337,18 @@ def _static_findings(
                 "float for every product instead of using int8 compute",
                 "set accuracy_level=4 (tensorslim quantize MODEL -o OUT --mode int4 --accuracy-level 4)",
                 {"nodes": low[:50]},
+            )
+        )
+    if nbits and x86:
+        out.append(
+            Finding(
+                "int4-matmulnbits",
+                "info",
+                f"{len(nbits)} MatMulNBits on x86: ONNX Runtime's block-wise kernels ran slower than float MatMul "
+                "here at every accuracy_level (MiniLM int4: 1.0-1.3x float; benchmarks/int4_levels.py)",
+                "keep the int4 size on int8 kernels: tensorslim quantize MODEL -o OUT --mode int4 --kernel integer "
+                "(measured 0.6x float on MiniLM)",
+                {"nodes": [n.name for n in nbits][:50]},
             )
         )
 

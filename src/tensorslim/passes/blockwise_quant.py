@@ -1,9 +1,16 @@
-"""Block-wise weight-only int4/int8 for MatMul and Gather, on ONNX Runtime's contrib kernels.
+"""Block-wise int4/int8 weights for MatMul and Gather.
 
-Before -> after::
+Before -> after, with ``kernel="matmulnbits"`` (weight-only, ONNX Runtime's contrib kernels)::
 
     MatMul(A, W[K, N])       ->  com.microsoft.MatMulNBits(A, B_packed[N, K/bs, bs*bits/8], scales, [zp])
     Gather(E[V, D], ids)     ->  com.microsoft.GatherBlockQuantized(E_packed, ids, scales, [zp])
+
+With ``kernel="integer"`` (4 bits; the default ``auto`` picks it for 4 bits) MatMul/Gemm weights are stored as
+4-bit *ladder* blocks whose scales are integer multiples of a per-channel int8 step; ONNX Runtime rebuilds the
+int8 weight once at session load and runs its int8 ``DynamicQuantizeMatMul`` kernels on activations quantized
+at run time, behind block-Hadamard rotations (see :mod:`tensorslim.passes.dynamic_quant`, ``weight_bits=4``).
+Same file size, but on x86 CPUs MatMulNBits (every ``accuracy_level``) runs slower than float MatMul while
+the integer kernels run faster (``benchmarks/int4_levels.py``). Embeddings use GatherBlockQuantized either way.
 
 Weights are cut into blocks of ``block_size`` values along the reduction axis (``K`` for MatMul, the
 feature axis for embeddings), each with its own scale (and zero point when asymmetric). ``accuracy_level``
@@ -33,11 +40,13 @@ from tensorslim.evaluate.data import Dataset
 from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import LayerInput, gram_matrices
+from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass
 
 __all__ = ["BlockQuantConfig", "BlockQuantPass"]
 
 _OPS = ("MatMul", "Gemm", "Gather")
 _METHODS = ("auto", "mse", "minmax", "gptq")
+_KERNELS = ("auto", "integer", "matmulnbits")
 
 
 @dataclass(frozen=True)
@@ -51,7 +60,11 @@ class BlockQuantConfig:
         method: ``mse`` (MSE-optimal clipping per block), ``minmax`` (round to nearest over the full range),
             ``gptq`` (MatMul weights: GPTQ error compensation on calibration data; embeddings: ``mse``), or
             ``auto`` (the default: ``gptq`` when calibration data is given, ``mse`` otherwise).
-        accuracy_level: MatMulNBits ``accuracy_level`` (4: int8 compute, the fast CPU path; 0: float).
+        accuracy_level: MatMulNBits ``accuracy_level`` (4: int8 compute; 0: float).
+        kernel: what MatMul/Gemm weights run on: ``integer`` (4-bit ladder blocks rebuilt as int8 at session
+            load, int8 kernels with run-time activation quantization; symmetric blocks, ``scheme`` and
+            ``accuracy_level`` then apply to embeddings only), ``matmulnbits`` (weight-only MatMulNBits), or
+            ``auto`` (the default: ``integer`` for 4 bits, ``matmulnbits`` for 8).
         op_types: ``MatMul`` and/or ``Gather``.
         exclude: regular expressions on node names that stay float.
         min_size: weights with fewer elements stay float.
@@ -62,6 +75,7 @@ class BlockQuantConfig:
     scheme: QuantScheme | str = QuantScheme.ASYMMETRIC
     method: str = "auto"
     accuracy_level: int = 4
+    kernel: str = "auto"
     op_types: tuple[str, ...] = _OPS
     exclude: tuple[str, ...] = ()
     min_size: int = 1024
@@ -77,6 +91,11 @@ class BlockQuantConfig:
             raise ValueError(f"method: {self.method!r} is not one of {', '.join(_METHODS)}")
         if self.accuracy_level not in (0, 1, 2, 3, 4):
             raise ValueError(f"accuracy_level: {self.accuracy_level!r} is not one of 0, 1, 2, 3, 4")
+        if self.kernel not in _KERNELS:
+            raise ValueError(f"kernel: {self.kernel!r} is not one of {', '.join(_KERNELS)}")
+        if self.kernel == "integer" and self.bits != 4:
+            raise ValueError("kernel: 'integer' stores 4-bit blocks (bits 4); 8-bit weights on integer kernels are "
+                             "dynamic quantization (--mode dynamic)")  # fmt: skip
         ops = tuple(self.op_types)
         if not ops or any(o not in _OPS for o in ops):
             raise ValueError(f"op_types: {ops!r}; allowed: {', '.join(_OPS)}")
@@ -110,8 +129,39 @@ class BlockQuantPass(Pass):
         layers = {w.name: LayerInput(activation=w.weight_uses[0].node.input[0]) for w in weights}
         return gram_matrices(model, layers, self.data, batch_size=8) if layers else {}
 
+    @property
+    def kernel(self) -> str:
+        """The MatMul kernel ``auto`` resolves to: ``integer`` for 4 bits, ``matmulnbits`` for 8."""
+        k = self.config.kernel
+        return k if k != "auto" else ("integer" if self.config.bits == 4 else "matmulnbits")
+
     def call(self, model: onnx.ModelProto) -> PassResult:
         """Quantize every eligible weight of ``model`` in place (the base class hands us a copy)."""
+        matmul_ops = tuple(o for o in ("MatMul", "Gemm") if o in self.config.op_types)
+        if self.kernel != "integer" or not matmul_ops:
+            return self._call_nbits(model)
+        cfg = self.config
+        first = DynamicQuantPass(
+            DynamicQuantConfig(
+                op_types=matmul_ops, exclude=cfg.exclude, min_size=cfg.min_size, weight_bits=4,
+                block_size=cfg.block_size, range_method="minmax" if cfg.method == "minmax" else "mse",
+            ),
+            data=self.data if cfg.method == "gptq" else None,
+        ).call(model)  # fmt: skip
+        rest = tuple(o for o in cfg.op_types if o not in matmul_ops)
+        if not rest:
+            return first
+        second = BlockQuantPass(dataclasses.replace(cfg, op_types=rest, kernel="matmulnbits"), data=self.data)
+        res = second._call_nbits(first.model)
+        # one record per original weight: the embeddings' come from the second pass
+        original = {r.name for r in first.records}
+        first_done = {r.name for r in first.records if not r.skipped}
+        second_done = {r.name for r in res.records if not r.skipped and r.name in original - first_done}
+        merged = [r for r in first.records if r.name not in second_done]
+        merged += [r for r in res.records if r.name in second_done]
+        return PassResult(res.model, first.modified or res.modified, merged)
+
+    def _call_nbits(self, model: onnx.ModelProto) -> PassResult:
         cfg = self.config
         patterns = [re.compile(p) for p in cfg.exclude]
         editor = GraphEditor(model)

@@ -19,6 +19,13 @@ of the rewrite. :class:`DynamicQuantPass` then applies the plan. The rewrites, b
 * embeddings: ``Gather(E, ids)  ->  Mul(Cast(Gather(E_q, ids)), Gather(s, ids))``: only the gathered
   rows are dequantized.
 
+``weight_bits=4`` stores the weights of integer MatMul/Gemm kernels as 4-bit *ladder* blocks (see
+:mod:`tensorslim.algorithms.blockwise`): blocks of ``block_size`` values along ``K``, each scale an integer
+multiple of the channel's int8 step, so that the int8 weight is exactly ``q * m``. The file holds the packed
+codes and one multiplier per block; ``Cast -> Div/Mul/Sub -> Concat -> Mul -> Transpose -> Cast``, all on
+constants, rebuild the int8 weight, and ONNX Runtime folds them once at session load: a 4-bit file that runs
+on the int8 ``DynamicQuantizeMatMul`` kernels. With calibration data the codes are chosen by GPTQ.
+
 Rotated activations (``rotation="hadamard"``) are rotated at run time by a block-Hadamard ``MatMul``, one
 per activation, except where :func:`fold_rotations` can rotate the constants that produce the activation
 instead (exact in float; e.g. the value projection in front of a transformer's attention output projection).
@@ -40,7 +47,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from tensorslim.algorithms.blockwise import ladder_steps, ladder_values, pack_nibbles, quantize_blocks_ladder
 from tensorslim.algorithms.fidelity import sqnr_db
+from tensorslim.algorithms.gptq import gptq_blocks
 from tensorslim.algorithms.quantize import (
     QuantParams,
     QuantScheme,
@@ -52,9 +61,11 @@ from tensorslim.algorithms.quantize import (
 from tensorslim.algorithms.rotation import rotate_input_channels
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse, find_weights
+from tensorslim.evaluate.data import Dataset
 from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes._dynamic_plan import UseForm, WeightPlan
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
+from tensorslim.passes.calib_stats import LayerInput, gram_matrices
 from tensorslim.passes.dynamic_rotation import fold_rotations, insert_rotations
 from tensorslim.passes.dynamic_storage import float16_scales, plan_float16_storage
 
@@ -135,6 +146,10 @@ class DynamicQuantConfig:
             tensors are initializers, and the tensors and nodes the pass creates get short names (the
             dequantized weight keeps its original name). ``False``: float32 scales and biases,
             descriptive names, new tensors stored as the model stores its weights.
+        weight_bits: 8 (default), or 4: the weights of integer MatMul/Gemm kernels are stored as 4-bit
+            ladder blocks of ``block_size`` values along ``K`` and rebuilt as int8 at session load (needs the
+            symmetric scheme and per-channel granularity); other weights stay 8-bit.
+        block_size: values per 4-bit block, a power of two from 16 to 256.
     """
 
     form: QuantForm | str = QuantForm.AUTO
@@ -149,6 +164,8 @@ class DynamicQuantConfig:
     rotation: Rotation | str = Rotation.HADAMARD
     rotation_block: int = 32
     compact: bool = True
+    weight_bits: int = 8
+    block_size: int = 32
 
     def __post_init__(self) -> None:
         coerce_enums(
@@ -180,6 +197,15 @@ class DynamicQuantConfig:
             raise ValueError(f"rotation_block: must be a power of two between 2 and 1024, got {b!r}")
         if not isinstance(self.compact, bool):
             raise ValueError(f"compact: must be True or False, got {self.compact!r}")
+        if self.weight_bits not in (4, 8) or isinstance(self.weight_bits, bool):
+            raise ValueError(f"weight_bits: {self.weight_bits!r} is not one of 8, 4")
+        bs = self.block_size
+        if isinstance(bs, bool) or not isinstance(bs, int) or bs < 16 or bs > 256 or bs & (bs - 1):
+            raise ValueError(f"block_size: must be a power of two from 16 to 256, got {bs!r}")
+        if self.weight_bits == 4 and (
+            self.scheme is not QuantScheme.SYMMETRIC or self.granularity is not Granularity.PER_CHANNEL
+        ):
+            raise ValueError("weight_bits: 4-bit ladder blocks need scheme 'symmetric' and granularity 'per_channel'")
 
 
 def _granularity_label(qp: QuantParams | None) -> str:
@@ -204,8 +230,14 @@ def _integer_ok(use: WeightUse, cfg: DynamicQuantConfig, opset: int, qp_axis: in
     return None
 
 
-def plan_dynamic_quant(model: onnx.ModelProto, config: DynamicQuantConfig) -> list[WeightPlan]:
-    """Decide, for every weight of ``model``, whether and how to quantize it."""
+def plan_dynamic_quant(
+    model: onnx.ModelProto, config: DynamicQuantConfig, hessians: dict[str, np.ndarray] | None = None
+) -> list[WeightPlan]:
+    """Decide, for every weight of ``model``, whether and how to quantize it.
+
+    ``hessians``: ``X^T X`` of the (rotated) inputs of weights, by weight name; with ``weight_bits=4`` those
+    weights get GPTQ codes instead of round-to-nearest.
+    """
     opset = opset_version(model)
     patterns = [re.compile(p) for p in config.exclude]
     float_patterns = [re.compile(p) for p in config.float_compute]
@@ -279,9 +311,40 @@ def plan_dynamic_quant(model: onnx.ModelProto, config: DynamicQuantConfig) -> li
         plan.params = qp
         plan.codes = quantize(values, qp)
         plan.target = values
+        if config.weight_bits == 4:
+            _plan_int4(plan, values, config, (hessians or {}).get(w.name))
     if config.compact:
         plan_float16_storage(plans, small)
     return plans
+
+
+def _plan_int4(plan: WeightPlan, values: np.ndarray, cfg: DynamicQuantConfig, hessian: np.ndarray | None) -> None:
+    """Turn the int8 plan of an integer MatMul/Gemm weight into 4-bit ladder blocks (GPTQ with ``hessian``)."""
+    if not plan.forms or any(f is not UseForm.INTEGER_MATMUL for _, f in plan.forms) or values.ndim != 2:
+        plan.notes.append("int8: 4-bit blocks only for weights used by integer MatMul/Gemm kernels alone")
+        return
+    use = plan.forms[0][0]
+    k_axis = 1 if use.role is WeightRole.GEMM and use.channel_axis == 0 else 0
+    rows = np.ascontiguousarray(values if k_axis == 1 else values.T, dtype=np.float32)
+    block = cfg.block_size
+    if rows.shape[1] % block:
+        plan.notes.append(f"int8: K={rows.shape[1]} is not a multiple of the block size {block}")
+        return
+    step = ladder_steps(rows, block=block, method=cfg.range_method)
+    if hessian is not None:
+        bq = gptq_blocks(rows, hessian, bits=4, block=block, step=step)
+    else:
+        bq = quantize_blocks_ladder(rows, step, block=block)
+    ints, multipliers = ladder_values(bq, step)
+    assert plan.params is not None and plan.params.axis is not None  # per channel (validated by the config)
+    plan.params = QuantParams(
+        scale=step.astype(np.float32), zero_point=np.zeros(step.shape, np.int8), axis=plan.params.axis,
+        bits=8, scheme=QuantScheme.SYMMETRIC,
+    )  # fmt: skip
+    plan.codes = ints if k_axis == 1 else np.ascontiguousarray(ints.T)
+    plan.int4 = (pack_nibbles(bq.codes), multipliers)
+    how = "GPTQ" if hessian is not None else str(RangeMethod(cfg.range_method))
+    plan.notes.append(f"int4 blocks of {block} ({how}) on the int8 grid")
 
 
 def _rotation_block(
@@ -328,17 +391,25 @@ class DynamicQuantPass(Pass):
 
     name = "dynamic_quant"
 
-    def __init__(self, config: DynamicQuantConfig | None = None) -> None:
+    def __init__(self, config: DynamicQuantConfig | None = None, *, data: Dataset | None = None) -> None:
+        """``data``: calibration data, used by ``weight_bits=4`` (GPTQ); ignored otherwise."""
         self.config = config or DynamicQuantConfig()
+        self.data = data if self.config.weight_bits == 4 else None
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         """Plan, then rewrite ``model`` in place (the base class hands us a copy)."""
         cfg = self.config
         folded: frozenset[str] = frozenset()
-        if cfg.rotation is Rotation.HADAMARD and cfg.form is not QuantForm.WEIGHT_ONLY:
-            # forms and rotations do not depend on the range method: a quick min-max plan finds them
-            folded = fold_rotations(model, plan_dynamic_quant(model, replace(cfg, range_method=RangeMethod.MINMAX)))
-        plans = plan_dynamic_quant(model, cfg)
+        rotate = cfg.rotation is Rotation.HADAMARD and cfg.form is not QuantForm.WEIGHT_ONLY
+        hessians: dict[str, np.ndarray] = {}
+        if rotate or self.data is not None:
+            # forms and rotations do not depend on the range method or the bits: a quick plan finds them
+            quick = plan_dynamic_quant(model, replace(cfg, range_method=RangeMethod.MINMAX, weight_bits=8))
+            if rotate:
+                folded = fold_rotations(model, quick)
+            if self.data is not None:
+                hessians = _input_hessians(model, cfg, folded, self.data)
+        plans = plan_dynamic_quant(model, cfg, hessians)
         editor = GraphEditor(model)
         rotated = insert_rotations(editor, plans, folded)
         compact = self.config.compact
@@ -346,6 +417,36 @@ class DynamicQuantPass(Pass):
         editor.apply()
         modified = any(not r.skipped for r in records)
         return PassResult(model, modified, records)
+
+
+def _input_hessians(
+    model: onnx.ModelProto, cfg: DynamicQuantConfig, folded: frozenset[str], data: Dataset
+) -> dict[str, np.ndarray]:
+    """``X^T X`` of the inputs of the main graph's integer MatMul weights, read from the int8 version of the model.
+
+    There each layer sees the inputs it will see once the layers before it are quantized, rotated like its
+    weight. GPTQ on these beats GPTQ on the float model's inputs (MiniLM, 4-bit blocks of 32: mean embedding
+    cosine 0.990 against 0.983).
+    """
+    int8 = onnx.ModelProto()
+    int8.CopyFrom(model)
+    plans = plan_dynamic_quant(int8, replace(cfg, weight_bits=8))
+    acts: dict[str, tuple[str, str]] = {}
+    for p in plans:
+        if p.skipped or len(p.forms) != 1 or p.forms[0][1] is not UseForm.INTEGER_MATMUL:
+            continue
+        use = p.forms[0][0]
+        if not use.scope.path and not p.weight.scope.path:
+            acts[p.weight.name] = ("", use.node.input[0])
+    if not acts:
+        return {}
+    editor = GraphEditor(int8)
+    rotated = insert_rotations(editor, plans, folded)
+    for i, p in enumerate(plans):
+        _apply_weight(editor, p, rotated, f"q{i}")
+    editor.apply()
+    layers = {name: LayerInput(activation=rotated.get(key, key[1])) for name, key in acts.items()}
+    return gram_matrices(int8, layers, data, batch_size=8)
 
 
 def _record(
@@ -422,6 +523,7 @@ def _apply_weight(
         return _record(plan, "skipped", w.nbytes, plan.skip_reason)
     qp, codes = plan.params, plan.codes
     store = _Stored(editor, plan, prefix)
+    bits = "int4 ladder " if plan.int4 is not None else "int8 "
     used_forms: list[str] = []
     for use, form in plan.forms:
         if form is UseForm.INTEGER_MATMUL:
@@ -436,7 +538,7 @@ def _apply_weight(
         used_forms.append(f"{use.op_type}:{form.value}")
     editor.drop_weight(w.scope, w.name, w.source)
     forms = sorted({f.value for _, f in plan.forms})
-    action = "int8 " + "+".join(forms)
+    action = bits + "+".join(forms)
     details = "; ".join([*plan.notes, ", ".join(dict.fromkeys(used_forms))])
     return _record(plan, action, store.nbytes, details)
 
@@ -504,12 +606,15 @@ def _rewrite_integer_matmul(
     if use.role is WeightRole.GEMM:
         attrs = _gemm_attrs(node)
         alpha, beta = attrs.get("alpha", 1.0), attrs.get("beta", 1.0)
+        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if store.plan.int4 is not None:
+        q = _expanded_int4(editor, store, use)
+    elif use.role is WeightRole.GEMM:
         if int(attrs.get("transB", 0)):
             codes_kn = np.ascontiguousarray(codes.T)
             q = store.tensor("quantized_t", codes_kn, "t")
         else:
             q = store.tensor("q", codes, "q")
-        bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
     else:
         q = store.tensor("q", codes, "q")
     n_cols = codes.shape[0] if (use.role is WeightRole.GEMM and qp.axis == 0) else codes.shape[-1]
@@ -542,6 +647,52 @@ def _rewrite_integer_matmul(
             nodes.append(editor.node("Mul", [bias, beta_t], [b], f"{base}_BetaMul"))
         nodes.append(editor.node("Add", [out, b], [y], f"{base}_BiasAdd"))
     editor.replace(node, nodes)
+
+
+def _expanded_int4(editor: GraphEditor, store: _Stored, use: WeightUse) -> str:
+    """The int8 ``[K, N]`` weight rebuilt from 4-bit ladder blocks by ops on constants only (ONNX Runtime folds
+    them at session load): ``q = lo/hi nibble - 8`` (``Div``/``Mul``/``Sub`` in int32), ``q * m`` per block,
+    ``[N, K] -> [K, N]``, ``Cast`` to int8."""
+    if "int4" in store.cache:
+        return store.cache["int4"]
+    assert store.plan.int4 is not None
+    packed, multipliers = store.plan.int4
+    n, half = packed.shape
+    k, nb = half * 2, multipliers.shape[1]
+    p = store.tensor("int4_codes", packed, "p")
+    m = store.tensor("int4_multipliers", multipliers.reshape(n, nb, 1), "m")
+    c16 = store.tensor("int4_16", np.array(16, np.int32), "c16")
+    c8 = store.tensor("int4_8", np.array(8, np.int32), "c8")
+    pairs_shape = store.tensor("int4_pairs_shape", np.array([n, half, 1], np.int64), "ps")
+    blocks_shape = store.tensor("int4_blocks_shape", np.array([n, nb, k // nb], np.int64), "bs")
+    rows_shape = store.tensor("int4_rows_shape", np.array([n, k], np.int64), "rs")
+    steps = ("p32", "hi", "hi16", "lo", "lo3", "hi3", "pairs", "blocks", "signed", "m32", "values", "rows", "cols")
+    v = {x: store.name(f"4{x[0]}{i}", f"int4_{x}") for i, x in enumerate(steps)}
+    out = store.name("4q", "int4_expanded")
+    i32 = TensorProto.INT32
+
+    def mk(op: str, ins: list[str], o: str, **attrs: object) -> onnx.NodeProto:
+        return editor.node(op, ins, [o], store.base(f"4{op}", f"int4_{op}"), **attrs)
+
+    nodes = [
+        mk("Cast", [p], v["p32"], to=i32),
+        mk("Div", [v["p32"], c16], v["hi"]),
+        mk("Mul", [v["hi"], c16], v["hi16"]),
+        mk("Sub", [v["p32"], v["hi16"]], v["lo"]),
+        mk("Reshape", [v["lo"], pairs_shape], v["lo3"]),
+        mk("Reshape", [v["hi"], pairs_shape], v["hi3"]),
+        mk("Concat", [v["lo3"], v["hi3"]], v["pairs"], axis=2),
+        mk("Reshape", [v["pairs"], blocks_shape], v["blocks"]),
+        mk("Sub", [v["blocks"], c8], v["signed"]),
+        mk("Cast", [m], v["m32"], to=i32),
+        mk("Mul", [v["signed"], v["m32"]], v["values"]),
+        mk("Reshape", [v["values"], rows_shape], v["rows"]),
+        mk("Transpose", [v["rows"]], v["cols"], perm=[1, 0]),
+        mk("Cast", [v["cols"]], out, to=TensorProto.INT8),
+    ]
+    editor.insert_before(use.node, nodes)
+    store.cache["int4"] = out
+    return out
 
 
 def _rewrite_integer_conv(
