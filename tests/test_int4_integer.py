@@ -199,3 +199,17 @@ def test_cli_int4_kernels(tmp_path: Path) -> None:
         assert op in {n.op_type for n in onnx.load(out).graph.node}
     res = runner.invoke(app, ["quantize", str(src), "-o", str(tmp_path / "x.onnx"), "--mode", "int4", "--kernel", "gpu"])
     assert res.exit_code == 2 and "kernel" in res.output and not (tmp_path / "x.onnx").exists()
+
+
+def test_gptq_int4_writes_the_same_bytes_twice_and_leaves_the_input_alone(tmp_path: Path) -> None:
+    from tensorslim import quantize
+
+    model, feeds = _two_layer()
+    src = tmp_path / "f.onnx"
+    onnx.save(model, src)
+    before = src.read_bytes()
+    data = Dataset({"x": rng(5).standard_normal((64, 128)).astype(np.float32)})
+    for name in ("a", "b"):
+        quantize(src, tmp_path / f"{name}.onnx", config=BlockQuantConfig(min_size=0), data=data)
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    assert src.read_bytes() == before

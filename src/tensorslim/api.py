@@ -145,7 +145,8 @@ def quantize(
     """Quantize an ONNX model; the config's type picks the technique.
 
     * :class:`DynamicQuantConfig` (default): dynamic-range int8, no data needed.
-    * :class:`BlockQuantConfig`: block-wise weight-only int4/int8 for MatMul and Gather (GPTQ with ``data``).
+    * :class:`BlockQuantConfig`: block-wise int4/int8 for MatMul and Gather (4-bit MatMul weights on int8 kernels
+      by default, MatMulNBits with ``kernel="matmulnbits"``; GPTQ with ``data``).
     * :class:`Float16Config`: float16 weights and compute; ``data`` (or generated inputs) checks for
       overflow, and overflowing nodes fall back to float32.
     * :class:`StaticQuantConfig`: full-integer static int8 (QDQ) calibrated on ``data`` (required).

@@ -282,7 +282,7 @@ def quantize(
             console.print(f"wrote {result.output_path}")
         payload = result.to_dict()
         if check_speed:
-            payload["speed_check"] = _speed_check(model_in, output, quiet=quiet)
+            payload["speed_check"] = _speed_check(model_in, output, quiet=quiet, mode=mode)
         if report_html is not None:
             from tensorslim.report import write_report
 
@@ -375,7 +375,14 @@ def _onnx_config(
         raise InputError(f"--{flag_of.get(field, field).replace('_', '-')}{sep}{rest}") from None
 
 
-def _speed_check(reference: Path, candidate: Path, *, quiet: bool) -> dict[str, Any]:
+_SLOW_HINTS = {
+    "dynamic": "Try --form weight_only (float speed, same size) or check with tensorslim bench.",
+    "int4": "On small layers the run-time quantization of activations costs more than the int8 kernel saves; "
+    "try --kernel matmulnbits (weight-only), or check with tensorslim bench.",
+}
+
+
+def _speed_check(reference: Path, candidate: Path, *, quiet: bool, mode: str = "dynamic") -> dict[str, Any]:
     """A short side-by-side timing; warns when the candidate is slower than the reference."""
     from tensorslim.benchmark import benchmark_models
 
@@ -392,7 +399,7 @@ def _speed_check(reference: Path, candidate: Path, *, quiet: bool) -> dict[str, 
             err_console.print(
                 f"[bold yellow]warning:[/] on this CPU the quantized model is slower than the input "
                 f"(p50 {cand.p50_ms:.3f} ms vs {ref.p50_ms:.3f} ms, {ratio:.2f}x, batch 1, generated inputs). "
-                "Try --form weight_only (float speed, same size) or check with tensorslim bench."
+                + _SLOW_HINTS.get(mode, "Check with tensorslim bench.")
             )
             for f in findings:
                 err_console.print(f"  doctor: {f['code']}: {f['message']}\n    fix: {f['fix']}", soft_wrap=True)

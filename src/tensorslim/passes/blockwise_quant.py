@@ -148,6 +148,11 @@ class BlockQuantPass(Pass):
             ),
             data=self.data if cfg.method == "gptq" else None,
         ).call(model)  # fmt: skip
+        if cfg.method != "gptq" and any(r.action.startswith("int4") for r in first.records):
+            first.notes.append(
+                "int4 without calibration data: round-to-nearest blocks on int8 kernels; GPTQ with --data is much "
+                "more accurate (MiniLM mean cosine 0.961 -> 0.989), --kernel matmulnbits is weight-only (0.974)"
+            )
         rest = tuple(o for o in cfg.op_types if o not in matmul_ops)
         if not rest:
             return first
@@ -159,7 +164,7 @@ class BlockQuantPass(Pass):
         second_done = {r.name for r in res.records if not r.skipped and r.name in original - first_done}
         merged = [r for r in first.records if r.name not in second_done]
         merged += [r for r in res.records if r.name in second_done]
-        return PassResult(res.model, first.modified or res.modified, merged)
+        return PassResult(res.model, first.modified or res.modified, merged, [*first.notes, *res.notes])
 
     def _call_nbits(self, model: onnx.ModelProto) -> PassResult:
         cfg = self.config

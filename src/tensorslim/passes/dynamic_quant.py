@@ -468,7 +468,11 @@ def _record(
         reason=details,
         bytes_before=w.nbytes,
         bytes_after=bytes_after,
-        granularity=_granularity_label(plan.params),
+        granularity=(
+            f"per_block({plan.codes.size // plan.int4[1].size}) on per_channel"
+            if plan.int4 is not None and plan.codes is not None
+            else _granularity_label(plan.params)
+        ),
         sqnr_db=err,
     )
 
