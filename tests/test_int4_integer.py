@@ -213,3 +213,15 @@ def test_gptq_int4_writes_the_same_bytes_twice_and_leaves_the_input_alone(tmp_pa
         quantize(src, tmp_path / f"{name}.onnx", config=BlockQuantConfig(min_size=0), data=data)
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
     assert src.read_bytes() == before
+
+
+def test_old_opsets_fall_back_to_matmulnbits_or_say_why() -> None:
+    from tensorslim.errors import InputError
+
+    w = rng(6).standard_normal((64, 32)).astype(np.float32)
+    m = make([helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")], [("x", F, ["b", 64])], [("y", F, ["b", 32])],
+             {"W": w}, opset=10)  # fmt: skip
+    res = BlockQuantPass(BlockQuantConfig(min_size=0))(m)  # auto: no integer MatMul before opset 11
+    assert [n.op_type for n in res.model.graph.node] == ["MatMulNBits"]
+    with pytest.raises(InputError, match="opset >= 11 .* --kernel matmulnbits"):
+        BlockQuantPass(BlockQuantConfig(min_size=0, kernel="integer"))(m)

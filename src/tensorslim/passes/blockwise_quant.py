@@ -33,7 +33,7 @@ from tensorslim.algorithms.blockwise import dequantize_blocks, pack_nibbles, qua
 from tensorslim.algorithms.fidelity import sqnr_db
 from tensorslim.algorithms.gptq import gptq_blocks
 from tensorslim.algorithms.quantize import QuantScheme
-from tensorslim.backends.onnx.editor import GraphEditor
+from tensorslim.backends.onnx.editor import GraphEditor, opset_version
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse, find_weights
 from tensorslim.errors import InputError
 from tensorslim.evaluate.data import Dataset
@@ -139,6 +139,13 @@ class BlockQuantPass(Pass):
         """Quantize every eligible weight of ``model`` in place (the base class hands us a copy)."""
         matmul_ops = tuple(o for o in ("MatMul", "Gemm") if o in self.config.op_types)
         if self.kernel != "integer" or not matmul_ops:
+            return self._call_nbits(model)
+        if opset_version(model) < 11:  # no integer MatMul before opset 11
+            if self.config.kernel == "integer":
+                raise InputError(
+                    f"kernel 'integer' needs ONNX opset >= 11 (this model: {opset_version(model)}); "
+                    "use --kernel matmulnbits, or convert the model to a newer opset"
+                )
             return self._call_nbits(model)
         cfg = self.config
         first = DynamicQuantPass(

@@ -331,6 +331,9 @@ def _plan_int4(plan: WeightPlan, values: np.ndarray, cfg: DynamicQuantConfig, he
         plan.notes.append(f"int8: K={rows.shape[1]} is not a multiple of the block size {block}")
         return
     step = ladder_steps(rows, block=block, method=cfg.range_method)
+    if hessian is not None and hessian.shape != (rows.shape[1], rows.shape[1]):
+        plan.notes.append(f"no GPTQ: input statistics of shape {list(hessian.shape)} do not match K={rows.shape[1]}")
+        hessian = None
     if hessian is not None:
         bq = gptq_blocks(rows, hessian, bits=4, block=block, step=step)
     else:
@@ -344,7 +347,7 @@ def _plan_int4(plan: WeightPlan, values: np.ndarray, cfg: DynamicQuantConfig, he
     plan.codes = ints if k_axis == 1 else np.ascontiguousarray(ints.T)
     plan.int4 = (pack_nibbles(bq.codes), multipliers)
     how = "GPTQ" if hessian is not None else str(RangeMethod(cfg.range_method))
-    plan.notes.append(f"int4 blocks of {block} ({how}) on the int8 grid")
+    plan.notes.append(f"symmetric int4 blocks of {block} ({how}) on the int8 grid")
 
 
 def _rotation_block(
@@ -657,8 +660,9 @@ def _expanded_int4(editor: GraphEditor, store: _Stored, use: WeightUse) -> str:
     """The int8 ``[K, N]`` weight rebuilt from 4-bit ladder blocks by ops on constants only (ONNX Runtime folds
     them at session load): ``q = lo/hi nibble - 8`` (``Div``/``Mul``/``Sub`` in int32), ``q * m`` per block,
     ``[N, K] -> [K, N]``, ``Cast`` to int8."""
-    if "int4" in store.cache:
-        return store.cache["int4"]
+    key = f"int4|{use.scope.path}"  # the rebuilt weight lives in the graph of the use that first needs it
+    if key in store.cache:
+        return store.cache[key]
     assert store.plan.int4 is not None
     packed, multipliers = store.plan.int4
     n, half = packed.shape
@@ -695,7 +699,7 @@ def _expanded_int4(editor: GraphEditor, store: _Stored, use: WeightUse) -> str:
         mk("Cast", [v["cols"]], out, to=TensorProto.INT8),
     ]
     editor.insert_before(use.node, nodes)
-    store.cache["int4"] = out
+    store.cache[key] = out
     return out
 
 
