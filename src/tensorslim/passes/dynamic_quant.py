@@ -472,7 +472,7 @@ def _record(
         bytes_before=w.nbytes,
         bytes_after=bytes_after,
         granularity=(
-            f"per_block({plan.codes.size // plan.int4[1].size}) on per_channel"
+            f"per_block({plan.codes.size // plan.int4[1].size})"
             if plan.int4 is not None and plan.codes is not None
             else _granularity_label(plan.params)
         ),
