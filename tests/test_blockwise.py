@@ -91,7 +91,7 @@ def test_gptq_needs_data_and_uses_it(kernel: str) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("bits", 3), ("block_size", 24), ("method", "awq"), ("op_types", ("Conv",)), ("kernel", "gpu")],
+    [("bits", 3), ("block_size", 24), ("method", "awq"), ("op_types", ("LSTM",)), ("kernel", "gpu")],
 )
 def test_block_config_validation(field: str, value: object) -> None:
     with pytest.raises(ValueError, match=field):

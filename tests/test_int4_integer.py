@@ -225,3 +225,23 @@ def test_old_opsets_fall_back_to_matmulnbits_or_say_why() -> None:
     assert [n.op_type for n in res.model.graph.node] == ["MatMulNBits"]
     with pytest.raises(InputError, match="opset >= 11 .* --kernel matmulnbits"):
         BlockQuantPass(BlockQuantConfig(min_size=0, kernel="integer"))(m)
+
+
+def test_conv_weights_take_4_bit_blocks_and_run_as_float_conv(tmp_path: Path) -> None:
+    from models import conv_model
+
+    model, feeds = conv_model()  # K = 16 * 3 * 3 = 144: a multiple of 16, not of 32
+    res = BlockQuantPass(BlockQuantConfig(min_size=0, block_size=16))(model)
+    (rec,) = [r for r in res.records if r.name == "W"]
+    assert rec.action.startswith("int4 ladder") and rec.granularity == "per_block(16)"
+    assert rec.bytes_after < 0.2 * rec.bytes_before
+    ran = optimized_op_types(res.model, tmp_path)
+    assert "Conv" in ran and not {"Div", "Concat", "ConvInteger"} & set(ran), ran  # folded at load: a float Conv
+    ref, out = run(model, feeds)[0], run(res.model, feeds)[0]
+    assert np.linalg.norm(ref - out) / np.linalg.norm(ref) < 0.15
+    res32 = BlockQuantPass(BlockQuantConfig(min_size=0))(model)  # blocks of 32 do not divide K: int8, and why
+    (rec,) = [r for r in res32.records if r.name == "W"]
+    assert rec.action.startswith("int8") and "K=144 is not a multiple of the block size 32" in rec.reason
+    nbits = BlockQuantPass(BlockQuantConfig(min_size=0, kernel="matmulnbits", op_types=("Conv",)))
+    (rec,) = [r for r in nbits(model).records if r.name == "W"]
+    assert rec.skipped and "MatMulNBits takes MatMul/Gemm weights" in rec.reason

@@ -43,9 +43,10 @@ class WeightPlan:
     target: np.ndarray | None = None  # the values the codes represent (the rotated weight when rotated)
     float16: bool = False
     scale_float16: bool = False
-    # 4-bit ladder blocks (``weight_bits=4``): packed codes [N, K/2] and block multipliers [N, K/block], rows
-    # being output channels; ``codes`` then holds the int8 values they expand to
-    int4: tuple[np.ndarray, np.ndarray] | None = None
+    # 4-bit ladder blocks (``weight_bits=4``): packed codes [C, K/2], block multipliers [C, K/block] (rows being
+    # output channels) and whether the weight is the rows transposed (MatMul [K, C]) rather than reshaped (Conv);
+    # ``codes`` then holds the int8 values they expand to
+    int4: tuple[np.ndarray, np.ndarray, bool] | None = None
 
     @property
     def skipped(self) -> bool:

@@ -44,7 +44,7 @@ from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass
 
 __all__ = ["BlockQuantConfig", "BlockQuantPass"]
 
-_OPS = ("MatMul", "Gemm", "Gather")
+_OPS = ("MatMul", "Gemm", "Gather", "Conv")
 _METHODS = ("auto", "mse", "minmax", "gptq")
 _KERNELS = ("auto", "integer", "matmulnbits")
 
@@ -65,7 +65,9 @@ class BlockQuantConfig:
             load, int8 kernels with run-time activation quantization; symmetric blocks, ``scheme`` and
             ``accuracy_level`` then apply to embeddings only), ``matmulnbits`` (weight-only MatMulNBits), or
             ``auto`` (the default: ``integer`` for 4 bits, ``matmulnbits`` for 8).
-        op_types: ``MatMul`` and/or ``Gather``.
+        op_types: any of ``MatMul``, ``Gemm``, ``Gather``, ``Conv``. Conv weights take 4-bit blocks with the
+            ``integer`` kernel only, dequantized once at session load (float Conv: float speed, 4-bit file; no
+            GPTQ); Conv weights whose ``C_in * kh * kw`` is not a multiple of the block stay int8.
         exclude: regular expressions on node names that stay float.
         min_size: weights with fewer elements stay float.
     """
@@ -137,7 +139,7 @@ class BlockQuantPass(Pass):
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         """Quantize every eligible weight of ``model`` in place (the base class hands us a copy)."""
-        matmul_ops = tuple(o for o in ("MatMul", "Gemm") if o in self.config.op_types)
+        matmul_ops = tuple(o for o in ("MatMul", "Gemm", "Conv") if o in self.config.op_types)
         if self.kernel != "integer" or not matmul_ops:
             return self._call_nbits(model)
         if opset_version(model) < 11:  # no integer MatMul before opset 11
@@ -279,7 +281,9 @@ class BlockQuantPass(Pass):
             WeightRole.GEMM,
             WeightRole.EMBEDDING,
         ):
-            return f"{use.op_type} ({use.role.value}): block-wise int{cfg.bits} covers MatMul, Gemm and Gather weights"
+            if use.op_type in cfg.op_types and use.role is WeightRole.CONV:
+                return f"{use.op_type}: MatMulNBits takes MatMul/Gemm weights; Conv takes 4-bit blocks (kernel integer)"
+            return f"{use.op_type} ({use.role.value}): int{cfg.bits} blocks cover MatMul, Gemm, Gather, Conv weights"
         if use.role is WeightRole.GEMM:
             attrs = {a.name: helper.get_attribute_value(a) for a in use.node.attribute}
             if attrs.get("transA", 0) or attrs.get("alpha", 1.0) != 1.0 or attrs.get("beta", 1.0) != 1.0:

@@ -318,14 +318,35 @@ def plan_dynamic_quant(
     return plans
 
 
+def _int4_rows(plan: WeightPlan, values: np.ndarray) -> tuple[np.ndarray, bool, bool] | str:
+    """The ``[channels, K]`` rows of a weight for 4-bit blocks, or why there are none.
+
+    Also whether the rows are the weight transposed, and whether the rebuilt tensor is the rows transposed
+    (``[K, N]``, what MatMulInteger takes) rather than reshaped to the weight's shape. Integer MatMul/Gemm
+    uses, and load-time dequantized uses whose channels are the first axis (Conv, Gemm with ``transB``) or the
+    last axis of a 2-D weight (MatMul).
+    """
+    forms = {f for _, f in plan.forms}
+    axis = plan.params.axis if plan.params is not None else None
+    if forms == {UseForm.INTEGER_MATMUL} and values.ndim == 2:
+        use = plan.forms[0][0]
+        k_axis = 1 if use.role is WeightRole.GEMM and use.channel_axis == 0 else 0
+        return (values, False, True) if k_axis == 1 else (values.T, True, True)
+    if forms == {UseForm.CAST} and axis == 0 and values.ndim >= 2:
+        return values.reshape(values.shape[0], -1), False, False
+    if forms == {UseForm.CAST} and axis == 1 and values.ndim == 2:
+        return values.T, True, True
+    return "int8: 4-bit blocks take integer MatMul/Gemm weights and load-time dequantized weights with channels first"
+
+
 def _plan_int4(plan: WeightPlan, values: np.ndarray, cfg: DynamicQuantConfig, hessian: np.ndarray | None) -> None:
-    """Turn the int8 plan of an integer MatMul/Gemm weight into 4-bit ladder blocks (GPTQ with ``hessian``)."""
-    if not plan.forms or any(f is not UseForm.INTEGER_MATMUL for _, f in plan.forms) or values.ndim != 2:
-        plan.notes.append("int8: 4-bit blocks only for weights used by integer MatMul/Gemm kernels alone")
+    """Turn the int8 plan of a weight into 4-bit ladder blocks along its input axis (GPTQ with ``hessian``)."""
+    found = _int4_rows(plan, values) if plan.forms else "int8: no use takes 4-bit blocks"
+    if isinstance(found, str):
+        plan.notes.append(found)
         return
-    use = plan.forms[0][0]
-    k_axis = 1 if use.role is WeightRole.GEMM and use.channel_axis == 0 else 0
-    rows = np.ascontiguousarray(values if k_axis == 1 else values.T, dtype=np.float32)
+    rows = np.ascontiguousarray(found[0], dtype=np.float32)
+    _, rows_are_transposed, expand_transposed = found
     block = cfg.block_size
     if rows.shape[1] % block:
         plan.notes.append(f"int8: K={rows.shape[1]} is not a multiple of the block size {block}")
@@ -344,8 +365,11 @@ def _plan_int4(plan: WeightPlan, values: np.ndarray, cfg: DynamicQuantConfig, he
         scale=step.astype(np.float32), zero_point=np.zeros(step.shape, np.int8), axis=plan.params.axis,
         bits=8, scheme=QuantScheme.SYMMETRIC,
     )  # fmt: skip
-    plan.codes = ints if k_axis == 1 else np.ascontiguousarray(ints.T)
-    plan.int4 = (pack_nibbles(bq.codes), multipliers)
+    if plan.scale_float16:  # the steps are new float32 values
+        plan.scale_float16 = False
+        plan.notes = [n for n in plan.notes if n != "float16 scales"]
+    plan.codes = np.ascontiguousarray(ints.T) if rows_are_transposed else ints.reshape(values.shape)
+    plan.int4 = (pack_nibbles(bq.codes), multipliers, expand_transposed)
     how = "GPTQ" if hessian is not None else str(RangeMethod(cfg.range_method))
     plan.notes.append(f"symmetric int4 blocks of {block} ({how}) on the int8 grid")
 
@@ -472,7 +496,7 @@ def _record(
         bytes_before=w.nbytes,
         bytes_after=bytes_after,
         granularity=(
-            f"per_block({plan.codes.size // plan.int4[1].size})"
+            f"per_block({plan.int4[0].shape[1] * 2 // plan.int4[1].shape[1]})"
             if plan.int4 is not None and plan.codes is not None
             else _granularity_label(plan.params)
         ),
@@ -573,7 +597,7 @@ def _rewrite_weight_only(
     out = store.dq_outputs.get(key)
     if out is None:
         out = store.output_name(use, "d", "dq")
-        q = store.tensor("q", codes, "q")
+        q = _expanded_int4(editor, store, use) if store.plan.int4 is not None else store.tensor("q", codes, "q")
         if form is UseForm.DEQUANTIZE_LINEAR:
             s = store.tensor("scale", qp.scale if qp.axis is not None else qp.scale.reshape(()), "s")
             z = store.tensor("zero_point", qp.zero_point if qp.axis is not None else qp.zero_point.reshape(()), "z")
@@ -657,14 +681,14 @@ def _rewrite_integer_matmul(
 
 
 def _expanded_int4(editor: GraphEditor, store: _Stored, use: WeightUse) -> str:
-    """The int8 ``[K, N]`` weight rebuilt from 4-bit ladder blocks by ops on constants only (ONNX Runtime folds
-    them at session load): ``q = lo/hi nibble - 8`` (``Div``/``Mul``/``Sub`` in int32), ``q * m`` per block,
-    ``[N, K] -> [K, N]``, ``Cast`` to int8."""
+    """The int8 weight rebuilt from 4-bit ladder blocks by ops on constants only (ONNX Runtime folds them at
+    session load): ``q = lo/hi nibble - 8`` (``Div``/``Mul``/``Sub`` in int32), ``q * m`` per block, rows to the
+    ``[K, N]`` MatMul layout (``Transpose``) or to the weight's shape (``Reshape``), ``Cast`` to int8."""
     key = f"int4|{use.scope.path}"  # the rebuilt weight lives in the graph of the use that first needs it
     if key in store.cache:
         return store.cache[key]
     assert store.plan.int4 is not None
-    packed, multipliers = store.plan.int4
+    packed, multipliers, transposed = store.plan.int4
     n, half = packed.shape
     k, nb = half * 2, multipliers.shape[1]
     p = store.tensor("int4_codes", packed, "p")
@@ -695,9 +719,13 @@ def _expanded_int4(editor: GraphEditor, store: _Stored, use: WeightUse) -> str:
         mk("Cast", [m], v["m32"], to=i32),
         mk("Mul", [v["signed"], v["m32"]], v["values"]),
         mk("Reshape", [v["values"], rows_shape], v["rows"]),
-        mk("Transpose", [v["rows"]], v["cols"], perm=[1, 0]),
-        mk("Cast", [v["cols"]], out, to=TensorProto.INT8),
     ]
+    if transposed:  # [N, K] -> the [K, N] of MatMul
+        nodes.append(mk("Transpose", [v["rows"]], v["cols"], perm=[1, 0]))
+    else:  # [C, K] -> the weight's own shape (e.g. Conv's [C, C_in, kh, kw])
+        shape = store.tensor("int4_weight_shape", np.array(store.plan.weight.array.shape, np.int64), "ws")
+        nodes.append(mk("Reshape", [v["rows"], shape], v["cols"]))
+    nodes.append(mk("Cast", [v["cols"]], out, to=TensorProto.INT8))
     editor.insert_before(use.node, nodes)
     store.cache[key] = out
     return out
