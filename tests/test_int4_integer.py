@@ -245,3 +245,21 @@ def test_conv_weights_take_4_bit_blocks_and_run_as_float_conv(tmp_path: Path) ->
     nbits = BlockQuantPass(BlockQuantConfig(min_size=0, kernel="matmulnbits", op_types=("Conv",)))
     (rec,) = [r for r in nbits(model).records if r.name == "W"]
     assert rec.skipped and "MatMulNBits takes MatMul/Gemm weights" in rec.reason
+
+
+def test_conv_gptq_reads_im2col_patches_and_helps() -> None:
+    from models import conv_model
+
+    model, _ = conv_model()
+    r = rng(8)
+    mix = r.standard_normal((16, 16))
+    x = lambda n: np.einsum("nchw,cd->ndhw", r.standard_normal((n, 16, 8, 8)), mix).astype(np.float32)  # noqa: E731
+    data, test = Dataset({"x": x(32)}), {"x": x(16)}
+    ref = run(model, test)[0]
+    err = {}
+    for method in ("mse", "gptq"):
+        res = BlockQuantPass(BlockQuantConfig(min_size=0, block_size=16, method=method), data=data)(model)
+        (rec,) = [x for x in res.records if x.name == "W"]
+        assert ("GPTQ" in rec.reason) == (method == "gptq")
+        err[method] = np.linalg.norm(run(res.model, test)[0] - ref) / np.linalg.norm(ref)
+    assert err["gptq"] < err["mse"], err

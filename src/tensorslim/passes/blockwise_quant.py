@@ -66,8 +66,8 @@ class BlockQuantConfig:
             ``accuracy_level`` then apply to embeddings only), ``matmulnbits`` (weight-only MatMulNBits), or
             ``auto`` (the default: ``integer`` for 4 bits, ``matmulnbits`` for 8).
         op_types: any of ``MatMul``, ``Gemm``, ``Gather``, ``Conv``. Conv weights take 4-bit blocks with the
-            ``integer`` kernel only, dequantized once at session load (float Conv: float speed, 4-bit file; no
-            GPTQ); Conv weights whose ``C_in * kh * kw`` is not a multiple of the block stay int8.
+            ``integer`` kernel only, dequantized once at session load (float Conv: float speed, 4-bit file; GPTQ
+            for group-1 Convs); Conv weights whose ``C_in * kh * kw`` is not a multiple of the block stay int8.
         exclude: regular expressions on node names that stay float.
         min_size: weights with fewer elements stay float.
     """
