@@ -263,3 +263,20 @@ def test_conv_gptq_reads_im2col_patches_and_helps() -> None:
         assert ("GPTQ" in rec.reason) == (method == "gptq")
         err[method] = np.linalg.norm(run(res.model, test)[0] - ref) / np.linalg.norm(ref)
     assert err["gptq"] < err["mse"], err
+
+
+def test_lazy_grams_hold_one_group_and_match_the_one_pass_result() -> None:
+    from tensorslim.passes.calib_stats import LayerInput, LazyGrams, gram_groups, gram_matrices
+
+    assert gram_groups({"a": 100, "b": 100, "c": 300}, max_bytes=8 * 100 * 100 * 2) == [["a", "b"], ["c"]]
+    assert gram_groups({"big": 1000, "s": 10}, max_bytes=8) == [["big"], ["s"]]  # over the budget alone: its own
+    model, _ = _two_layer()
+    data = Dataset({"x": rng(9).standard_normal((40, 128)).astype(np.float32)})
+    layers = {"W": LayerInput("x"), "Wt": LayerInput("h")}
+    whole = gram_matrices(model, layers, data, batch_size=8)
+    lazy = LazyGrams(model, layers, data, {"W": 128, "Wt": 96}, max_bytes=8 * 128 * 128)  # one layer per group
+    assert lazy.groups == [["W"], ["Wt"]] and set(lazy) == {"W", "Wt"} and len(lazy) == 2
+    for key in ("W", "Wt", "W"):  # in order, then out of order (recomputed): the same values
+        np.testing.assert_allclose(lazy[key], whole[key], rtol=1e-12)
+        assert len(lazy._cache) == 1  # the other group's matrix was dropped
+    assert lazy.get("nope") is None

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +41,7 @@ from tensorslim.errors import InputError
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
-from tensorslim.passes.calib_stats import LayerInput, gram_matrices
+from tensorslim.passes.calib_stats import LayerInput, LazyGrams
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass
 
 __all__ = ["BlockQuantConfig", "BlockQuantPass"]
@@ -125,12 +126,13 @@ class BlockQuantPass(Pass):
             raise InputError("method gptq needs calibration data: pass --data CALIB.npz (or use --method mse)")
         self.data = data
 
-    def _hessians(self, model: onnx.ModelProto, weights: list[WeightInfo]) -> dict[str, np.ndarray]:
+    def _hessians(self, model: onnx.ModelProto, weights: list[WeightInfo]) -> Mapping[str, np.ndarray]:
         """``X^T X`` of the input of every MatMul to be quantized, streamed over the calibration data."""
         if self.config.method != "gptq" or self.data is None:
             return {}
         layers = {w.name: LayerInput(activation=w.weight_uses[0].node.input[0]) for w in weights}
-        return gram_matrices(model, layers, self.data, batch_size=8) if layers else {}
+        sizes = {w.name: int(w.array.shape[1 if w.weight_uses[0].channel_axis == 0 else 0]) for w in weights}
+        return LazyGrams(model, layers, self.data, sizes) if layers else {}
 
     @property
     def kernel(self) -> str:

@@ -12,7 +12,7 @@ Statistics are accumulated batch by batch (memory bounded by one batch plus the 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -25,7 +25,8 @@ from tensorslim.evaluate.data import Dataset
 from tensorslim.runtime.ort import thread_budget
 
 __all__ = [
-    "ConvGeometry", "LayerInput", "channel_stats", "feature_sq_sums", "gram_matrices", "im2col", "run_with_outputs",
+    "GRAM_BUDGET_BYTES", "ConvGeometry", "LayerInput", "LazyGrams", "channel_stats", "feature_sq_sums", "gram_groups",
+    "gram_matrices", "im2col", "run_with_outputs",
 ]  # fmt: skip
 
 
@@ -189,6 +190,24 @@ def channel_stats(
     return {n: (sums[n] / max(counts[n], 1), peaks[n]) for n in sums}
 
 
+GRAM_BUDGET_BYTES = 1 << 30  # float64 K x K matrices accumulated together in one pass over the data
+
+
+def gram_groups(sizes: dict[str, int], max_bytes: int = GRAM_BUDGET_BYTES) -> list[list[str]]:
+    """Layers (by input width ``K``) in order, cut into groups whose ``K x K`` float64 matrices fit ``max_bytes``
+    together; a layer larger than the budget gets a group of its own."""
+    groups: list[list[str]] = [[]]
+    used = 0
+    for key, k in sizes.items():
+        need = 8 * int(k) * int(k)
+        if groups[-1] and used + need > max_bytes:
+            groups.append([])
+            used = 0
+        groups[-1].append(key)
+        used += need
+    return [g for g in groups if g]
+
+
 def gram_matrices(
     model: onnx.ModelProto,
     layers: dict[str, LayerInput],
@@ -209,3 +228,45 @@ def gram_matrices(
             g = a.T @ a
             grams[key] = grams[key] + g if key in grams else g
     return grams
+
+
+class LazyGrams(Mapping[str, np.ndarray]):
+    """:func:`gram_matrices` one group of layers at a time (see :func:`gram_groups`), on first access.
+
+    Reading the layers in the order of ``sizes`` holds at most one group's matrices (the previous group is
+    dropped before the next is computed): memory bounded by ``max_bytes`` whatever the number of layers, for
+    one pass over the data per group. Reading out of order recomputes groups; the values are the same.
+    """
+
+    def __init__(
+        self,
+        model: onnx.ModelProto,
+        layers: dict[str, LayerInput],
+        data: Dataset,
+        sizes: dict[str, int],
+        *,
+        batch_size: int = 8,
+        max_positions: int = 4096,
+        max_bytes: int = GRAM_BUDGET_BYTES,
+    ) -> None:
+        self._args = (model, layers, data, batch_size, max_positions)
+        self.groups = gram_groups({k: sizes[k] for k in layers}, max_bytes)
+        self._where = {k: i for i, g in enumerate(self.groups) for k in g}
+        self._current = -1
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        i = self._where[key]
+        if i != self._current:
+            model, layers, data, batch_size, max_positions = self._args
+            self._cache = {}
+            self._cache = gram_matrices(model, {k: layers[k] for k in self.groups[i]}, data, batch_size=batch_size,
+                                        max_positions=max_positions)  # fmt: skip
+            self._current = i
+        return self._cache[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)

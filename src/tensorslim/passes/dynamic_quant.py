@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -65,7 +65,7 @@ from tensorslim.evaluate.data import Dataset
 from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes._dynamic_plan import UseForm, WeightPlan
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
-from tensorslim.passes.calib_stats import ConvGeometry, LayerInput, gram_matrices
+from tensorslim.passes.calib_stats import ConvGeometry, LayerInput, LazyGrams
 from tensorslim.passes.dynamic_rotation import fold_rotations, insert_rotations
 from tensorslim.passes.dynamic_storage import float16_scales, plan_float16_storage
 
@@ -231,7 +231,7 @@ def _integer_ok(use: WeightUse, cfg: DynamicQuantConfig, opset: int, qp_axis: in
 
 
 def plan_dynamic_quant(
-    model: onnx.ModelProto, config: DynamicQuantConfig, hessians: dict[str, np.ndarray] | None = None
+    model: onnx.ModelProto, config: DynamicQuantConfig, hessians: Mapping[str, np.ndarray] | None = None
 ) -> list[WeightPlan]:
     """Decide, for every weight of ``model``, whether and how to quantize it.
 
@@ -428,7 +428,7 @@ class DynamicQuantPass(Pass):
         cfg = self.config
         folded: frozenset[str] = frozenset()
         rotate = cfg.rotation is Rotation.HADAMARD and cfg.form is not QuantForm.WEIGHT_ONLY
-        hessians: dict[str, np.ndarray] = {}
+        hessians: Mapping[str, np.ndarray] = {}
         if rotate or self.data is not None:
             # forms and rotations do not depend on the range method or the bits: a quick plan finds them
             quick = plan_dynamic_quant(model, replace(cfg, range_method=RangeMethod.MINMAX, weight_bits=8))
@@ -448,26 +448,31 @@ class DynamicQuantPass(Pass):
 
 def _input_hessians(
     model: onnx.ModelProto, cfg: DynamicQuantConfig, folded: frozenset[str], data: Dataset
-) -> dict[str, np.ndarray]:
+) -> Mapping[str, np.ndarray]:
     """``X^T X`` of the inputs of the main graph's 4-bit candidates, read from the int8 version of the model.
 
     There each layer sees the inputs it will see once the layers before it are quantized, rotated like its
     weight. GPTQ on these beats GPTQ on the float model's inputs (MiniLM, 4-bit blocks of 32: mean embedding
     cosine 0.990 against 0.983). Integer MatMul/Gemm weights, and load-time dequantized 2-D Conv weights
-    (group 1; rows of ``C_in * kh * kw`` input patches).
+    (group 1; rows of ``C_in * kh * kw`` input patches). Computed lazily, a group of layers at a time, in the
+    order the plan reads them (:class:`LazyGrams`: memory bounded whatever the number of layers).
     """
     int8 = onnx.ModelProto()
     int8.CopyFrom(model)
     plans = plan_dynamic_quant(int8, replace(cfg, weight_bits=8))
     acts: dict[str, tuple[tuple[str, str], ConvGeometry | None]] = {}
+    sizes: dict[str, int] = {}
     for p in plans:
         if p.skipped or len(p.forms) != 1 or p.weight.scope.path or p.forms[0][0].scope.path:
             continue
         use, form = p.forms[0]
-        if form is UseForm.INTEGER_MATMUL:
+        shape = p.weight.array.shape
+        if form is UseForm.INTEGER_MATMUL and len(shape) == 2:
             acts[p.weight.name] = (("", use.node.input[0]), None)
+            sizes[p.weight.name] = shape[1 if use.role is WeightRole.GEMM and use.channel_axis == 0 else 0]
         elif form is UseForm.CAST and use.role is WeightRole.CONV and _plain_conv(use.node, p.weight.array):
-            acts[p.weight.name] = (("", use.node.input[0]), ConvGeometry.from_node(use.node, p.weight.array.shape))
+            acts[p.weight.name] = (("", use.node.input[0]), ConvGeometry.from_node(use.node, shape))
+            sizes[p.weight.name] = int(np.prod(shape[1:]))
     if not acts:
         return {}
     editor = GraphEditor(int8)
@@ -476,7 +481,7 @@ def _input_hessians(
         _apply_weight(editor, p, rotated, f"q{i}")
     editor.apply()
     layers = {name: LayerInput(activation=rotated.get(key, key[1]), conv=geo) for name, (key, geo) in acts.items()}
-    return gram_matrices(int8, layers, data, batch_size=8)
+    return LazyGrams(int8, layers, data, sizes)
 
 
 def _plain_conv(node: onnx.NodeProto, w: np.ndarray) -> bool:
