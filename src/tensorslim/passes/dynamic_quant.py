@@ -19,12 +19,13 @@ of the rewrite. :class:`DynamicQuantPass` then applies the plan. The rewrites, b
 * embeddings: ``Gather(E, ids)  ->  Mul(Cast(Gather(E_q, ids)), Gather(s, ids))``: only the gathered
   rows are dequantized.
 
-``weight_bits=4`` stores the weights of integer MatMul/Gemm kernels as 4-bit *ladder* blocks (see
-:mod:`tensorslim.algorithms.blockwise`): blocks of ``block_size`` values along ``K``, each scale an integer
-multiple of the channel's int8 step, so that the int8 weight is exactly ``q * m``. The file holds the packed
-codes and one multiplier per block; ``Cast -> Div/Mul/Sub -> Concat -> Mul -> Transpose -> Cast``, all on
-constants, rebuild the int8 weight, and ONNX Runtime folds them once at session load: a 4-bit file that runs
-on the int8 ``DynamicQuantizeMatMul`` kernels. With calibration data the codes are chosen by GPTQ.
+``weight_bits=4`` stores weights as 4-bit *ladder* blocks (see :mod:`tensorslim.algorithms.blockwise`):
+blocks of ``block_size`` values along the input axis, each scale an integer multiple of the channel's int8
+step, so that the int8 weight is exactly ``q * m``. The file holds the packed codes and one multiplier per
+block; ``Cast -> Div/Mul/Sub -> Concat -> Mul -> Transpose (or Reshape) -> Cast``, all on constants, rebuild
+the int8 weight, and ONNX Runtime folds them once at session load: a 4-bit file that runs on the int8
+``DynamicQuantizeMatMul`` kernels (MatMul/Gemm), or on float kernels for load-time dequantized weights (Conv).
+With calibration data the codes are chosen by GPTQ.
 
 Rotated activations (``rotation="hadamard"``) are rotated at run time by a block-Hadamard ``MatMul``, one
 per activation, except where :func:`fold_rotations` can rotate the constants that produce the activation
@@ -146,9 +147,10 @@ class DynamicQuantConfig:
             tensors are initializers, and the tensors and nodes the pass creates get short names (the
             dequantized weight keeps its original name). ``False``: float32 scales and biases,
             descriptive names, new tensors stored as the model stores its weights.
-        weight_bits: 8 (default), or 4: the weights of integer MatMul/Gemm kernels are stored as 4-bit
-            ladder blocks of ``block_size`` values along ``K`` and rebuilt as int8 at session load (needs the
-            symmetric scheme and per-channel granularity); other weights stay 8-bit.
+        weight_bits: 8 (default), or 4: the weights of integer MatMul/Gemm kernels and the load-time
+            dequantized weights with channels first (Conv) are stored as 4-bit ladder blocks of ``block_size``
+            values along their input axis and rebuilt as int8 at session load (needs the symmetric scheme and
+            per-channel granularity); other weights stay 8-bit.
         block_size: values per 4-bit block, a power of two from 16 to 256.
     """
 
