@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from tensorslim.algorithms.quantize import quantize, tensor_params
+from tensorslim.evaluate.data import random_input
 from tensorslim.passes.static_io import IO_METADATA_KEY
 
 __all__ = ["InputSpec", "feeds_for", "make_inputs", "quantize_feed", "specs_from_session"]
@@ -169,16 +170,9 @@ def make_inputs(
         any_dynamic = any_dynamic or dynamic
         if samples is None:
             samples = shape[0] if shape else 1
-        if dtype.kind == "f" or spec.quantization is not None:  # quantized inputs get the float data they stand for
-            arr = rng.standard_normal(shape).astype(dtype if dtype.kind == "f" else np.float32)
-        elif dtype.kind in "iu":
-            if "mask" in spec.name.lower():
-                arr = np.ones(shape, dtype=dtype)
-            else:
-                high = max(1, min(100, (bounds or {}).get(spec.name, 100)))
-                arr = rng.integers(0, high, size=shape).astype(dtype)
-        else:  # bool
-            arr = np.ones(shape, dtype=np.bool_)
+        # quantized inputs get the float data they stand for
+        kind = np.float32 if spec.quantization is not None and dtype.kind != "f" else dtype
+        arr = random_input(rng, spec.name, kind, shape, (bounds or {}).get(spec.name))
         inputs[spec.name] = np.ascontiguousarray(arr)
     return inputs, (batch_size if any_dynamic else (samples or 1))
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from tensorslim.errors import InputError
 from tensorslim.runtime.base import TensorSpec
@@ -397,6 +398,23 @@ def _dim(d: int | str | None, overrides: Mapping[str, int], default: int) -> int
     return default
 
 
+def random_input(
+    rng: np.random.Generator, name: str, dtype: npt.DTypeLike, shape: tuple[int, ...], bound: int | None = None
+) -> np.ndarray:
+    """One made-up input: standard normal floats, ``True`` booleans, ones for an input named like a mask, else
+    integers in ``[0, min(100, bound))`` (``bound``: the size of the table an index input gathers from, such as
+    token ids, token types or positions)."""
+    dt = np.dtype(dtype)
+    if dt.kind == "f":
+        return rng.standard_normal(shape).astype(dt)
+    if dt.kind == "b":
+        return np.ones(shape, dtype=np.bool_)
+    if "mask" in name.lower():
+        return np.ones(shape, dtype=dt)
+    high = max(1, min(100, 100 if bound is None else bound))
+    return rng.integers(0, high, size=shape).astype(dt)
+
+
 def generate_inputs(
     specs: Sequence[TensorSpec],
     num_samples: int = 8,
@@ -419,17 +437,7 @@ def generate_inputs(
         rest = tuple(_dim(d, overrides, default_dim) for d in spec.shape[1:])
         fixed = _fixed_batch(spec)
         n = num_samples if fixed in (None, 1) else fixed * num_samples
-        shape = (n, *rest)
-        if spec.is_float:
-            arr: np.ndarray = rng.standard_normal(shape).astype(spec.dtype)
-        elif spec.dtype == np.bool_:
-            arr = np.ones(shape, dtype=np.bool_)
-        elif "mask" in spec.name.lower():
-            arr = np.ones(shape, dtype=spec.dtype)
-        else:  # below the size of the table an index input gathers from (token ids, token types, positions)
-            high = max(1, min(100, (bounds or {}).get(spec.name, 100)))
-            arr = rng.integers(0, high, size=shape).astype(spec.dtype)
-        inputs[spec.name] = arr
+        inputs[spec.name] = random_input(rng, spec.name, spec.dtype, (n, *rest), (bounds or {}).get(spec.name))
     note = (
         "no data given: inputs were generated from the input signature (random normal floats, small "
         "integers); pass --data DATA.npz for a meaningful comparison"
