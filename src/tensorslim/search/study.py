@@ -336,15 +336,20 @@ def _open_study(out: Path, cfg: SearchConfig, context: str, directions: list[Any
         journal.unlink()
     storage = JournalStorage(JournalFileBackend(str(journal)))
 
-    if cfg.sampler == "random":
-        sampler: Any = optuna.samplers.RandomSampler(seed=cfg.seed)
-    elif cfg.sampler == "nsga2":
-        sampler = optuna.samplers.NSGAIISampler(seed=cfg.seed, population_size=max(4, min(20, cfg.budget // 2 or 4)))
-    else:
-        sampler = optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=max(2, min(10, cfg.budget // 3)))
+    def make_sampler(seed: int) -> Any:
+        if cfg.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=seed)
+        if cfg.sampler == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, cfg.budget // 2 or 4)))
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, cfg.budget // 3)))
+
     study = optuna.create_study(
-        study_name=STUDY_NAME, storage=storage, sampler=sampler, directions=directions, load_if_exists=True
-    )
+        study_name=STUDY_NAME, storage=storage, sampler=make_sampler(cfg.seed), directions=directions,
+        load_if_exists=True,
+    )  # fmt: skip
+    stored = len(study.get_trials(deepcopy=False))
+    if stored:  # resumed: a sampler seeded as in the first run would ask that run's first points again
+        study.sampler = make_sampler(cfg.seed + stored)
     settings = {"context": context, "objective": cfg.objective, "sampler": cfg.sampler}
     old = study.user_attrs.get("settings")
     if old is None:
