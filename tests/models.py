@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -131,3 +132,20 @@ def mlp_model(seed: int = 0, hidden: int = 64):
     inits = {"W1": w1, "B1": np.zeros(hidden, np.float32), "W2": w2, "B2": np.zeros(10, np.float32)}
     m = make(nodes, [("x", F, ["b", 32])], [("y", F, ["b", 10])], inits)
     return m, {"x": r.standard_normal((16, 32)).astype(np.float32)}
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str) -> Result:
+    """Run the CLI in-process (a subprocess per call costs seconds of start-up)."""
+    from typer.testing import CliRunner
+
+    from tensorslim.cli import app
+
+    r = CliRunner().invoke(app, list(args))
+    return Result(r.exit_code, r.stdout, r.stderr)

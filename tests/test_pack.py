@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
-from models import F, conv_model, make, mlp_model, rng, run
+from models import F, cli, conv_model, make, mlp_model, rng, run
 from tensorslim.algorithms.entropy import decode, encode, pack_symbols, unpack_symbols
 from tensorslim.backends.onnx import save_model
 from tensorslim.errors import InputError
@@ -160,21 +159,6 @@ def test_container_header_fields(packed: Path) -> None:
     assert c.version == 1 and c.manifest["format"] == "tensorslim-pack" and c.file_bytes == packed.stat().st_size
 
 
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def cli(*args: str) -> Result:
-    """Run the CLI in-process (a subprocess per call costs seconds of start-up)."""
-    from typer.testing import CliRunner
-
-    from tensorslim.cli import app
-
-    r = CliRunner().invoke(app, list(args))
-    return Result(r.exit_code, r.stdout, r.stderr)
 
 
 def test_cli_prune_cluster_pack_unpack_and_eval(tmp_path: Path) -> None:

@@ -3,31 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
 
-from models import rng
+from models import cli, rng
 from tensorslim.recipe import builtin_recipes, load_recipe
 from test_recipe import tiny_model
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-def cli(*args: str) -> Result:
-    from typer.testing import CliRunner
-
-    from tensorslim.cli import app
-
-    r = CliRunner().invoke(app, list(args))
-    return Result(r.exit_code, r.stdout, r.stderr)
 
 
 def test_list_names_every_builtin() -> None:
