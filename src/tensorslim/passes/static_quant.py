@@ -32,7 +32,7 @@ from tensorslim.algorithms.observers import (
     entropy_range,
     mse_range,
 )
-from tensorslim.algorithms.quantize import QuantScheme, choose_qparams, dequantize, quantize
+from tensorslim.algorithms.quantize import QuantParams, QuantScheme, choose_qparams, dequantize, quantize
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
 from tensorslim.backends.onnx.weights import GraphScope, WeightRole, find_weights
 from tensorslim.errors import InputError
@@ -921,6 +921,21 @@ def _apply(
     return records
 
 
+def _bias_safe_scales(qp: QuantParams, bias: np.ndarray | None, x_scale: float) -> QuantParams:
+    """Weight scales whose int32 bias codes (scale ``w_scale * x_scale``) neither divide by zero nor overflow:
+    a channel with all-zero weights, or a bias too large for its tiny weight scale, gets a larger scale."""
+    scale = np.asarray(qp.scale, np.float64).copy()
+    floor = np.full(scale.shape, 1e-30)
+    if bias is not None and bias.size in (1, scale.size):
+        b = np.abs(np.asarray(bias, np.float64)).reshape(scale.shape if bias.size == scale.size else ())
+        floor = np.maximum(floor, b / (max(x_scale, 1e-30) * (2**31 - 1)))
+    need = ~(scale > floor)
+    if not np.any(need):
+        return qp
+    scale[need] = np.maximum(floor[need] if floor.shape else floor, np.where(scale[need] > 0, scale[need], 1.0))
+    return dataclasses.replace(qp, scale=scale.astype(np.float32))
+
+
 def _quantize_weights(
     model: onnx.ModelProto,
     editor: GraphEditor,
@@ -954,6 +969,8 @@ def _quantize_weights(
             continue
         axis = use.channel_axis if cfg.granularity == "per_channel" else None
         qp = choose_qparams(w.array, scheme=QuantScheme.SYMMETRIC, axis=axis)
+        bias_in = use.node.input[2] if len(use.node.input) > 2 and use.node.input[2] else ""
+        qp = _bias_safe_scales(qp, corrector.bias(bias_in) if bias_in else None, params[x].scale)
         codes = quantize(w.array, qp)
         as_const = w.source == "constant"
         qn = editor.add_tensor(w.scope, f"{w.name}_quantized", codes, as_constant=as_const)

@@ -153,7 +153,7 @@ def _latency_ms(rt: Any, dataset: Any, runs: int, warmup: int) -> float:
     return float(latency_stats(times).p50)
 
 
-def _without_latency_check(recipe: dict[str, Any]) -> dict[str, Any]:
+def without_latency_check(recipe: dict[str, Any]) -> dict[str, Any]:
     """The recipe with static quantization's own latency check off: the search times candidates itself, and a
     check timed inside a worker would compete with the other workers for the cores."""
     out = dict(recipe)
@@ -185,7 +185,7 @@ def evaluate_task(payload: Payload, task: Task) -> Outcome:
     res = Outcome()
     t0 = time.perf_counter()
     try:
-        recipe = recipe_from_dict(_without_latency_check(task.recipe))
+        recipe = recipe_from_dict(without_latency_check(task.recipe))
         applied = apply_recipe(recipe, st.model, out, data=st.calib, seed=payload.seed, progress=False)
         res.notes = list(applied.notes)[:5]
         res.apply_s = time.perf_counter() - t0
