@@ -66,6 +66,7 @@ COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 # a constant input (an Add's bias, a Mul's scale) stored as per-tensor uint8 must keep this much, or its node stays
 # float: per-channel constants with outliers (SmoothQuant folds, LayerScale) lose their small channels otherwise
 _CONSTANT_MIN_SQNR_DB = 40.0
+_MIN_SCALE = 1e-10
 CALIBRATION_METHODS = ("minmax", "moving_average", "percentile", "mse", "entropy")
 IO_DTYPES = ("float", "uint8", "int8")
 
@@ -209,6 +210,7 @@ class StaticPlan:
     placement: Placement = field(default_factory=lambda: Placement(()))  # which nodes run int8, and why not
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # calibrated range of each activation
     bits: dict[str, int] = field(default_factory=dict)  # code width chosen for each activation
+    node_sensitivity: dict[str, float] = field(default_factory=dict)  # int8 node -> added SQNR dB
 
 
 def _quantizable_nodes(model: onnx.ModelProto, cfg: StaticQuantConfig) -> list[onnx.NodeProto]:
@@ -473,6 +475,8 @@ def _params(t: str, lo: float, hi: float, dtype: str) -> ActivationParams:
         narrow=False,
     )
     scale, zero_point = float(np.asarray(qp.scale).reshape(-1)[0]), int(np.asarray(qp.zero_point).reshape(-1)[0])
+    # a range of (almost) nothing: a scale that small would underflow the int32 bias scales built from it
+    scale = max(scale, _MIN_SCALE) if np.isfinite(scale) else 1.0
     return ActivationParams(t, scale, zero_point, dtype, (lo, hi))
 
 
@@ -634,6 +638,10 @@ def plan_static_quant(
                 f"{len(plan.fallback)} activation(s) left float (int8 SQNR < {cfg.fallback_sqnr_db:g} dB on the "
                 f"calibration data): " + ", ".join(f"{t} ({plan.sensitivity[t]:.1f} dB)" for t in plan.fallback)
             )
+    if cfg.fallback_sqnr_db > 0 and int8:
+        sensitive = _sensitive_nodes(model, index, int8, data, cfg, bits, plan)
+        floats.update(sensitive)
+        int8 -= set(sensitive)
     regions = _no_work_regions(index)(int8)
     floats.update(regions)
     int8 -= set(regions)
@@ -650,6 +658,32 @@ def plan_static_quant(
         plan.notes.append(f"{len(wide)} activation(s) quantized to 16 bits (A16W8): " + ", ".join(wide[:20])
                           + (" ..." if len(wide) > 20 else ""))  # fmt: skip
     return plan
+
+
+def _sensitive_nodes(
+    model: onnx.ModelProto, index: _Index, int8: set[str], data: Dataset, cfg: StaticQuantConfig,
+    bits: dict[str, int], plan: StaticPlan,
+) -> dict[str, str]:  # fmt: skip
+    """Int8 nodes whose output loses more than ``fallback_sqnr_db`` to their own quantization (inputs, weights,
+    kernel), measured through the QDQ graph: the worst go back to float, at most ``max_fallback`` of them."""
+    from tensorslim.passes.static_sensitivity import added_error
+
+    params, _, _ = _group_params(index, int8, plan.ranges, cfg, bits)
+    trial = onnx.ModelProto()
+    trial.CopyFrom(model)
+    _apply(trial, int8, params, cfg, {}, [])
+    added = added_error(model, trial, [n for n in index.nodes if n.name in int8], data, index.activation_inputs)
+    plan.node_sensitivity = added
+    ranked = sorted((n for n in added if added[n] < cfg.fallback_sqnr_db), key=lambda n: (added[n], n))
+    worst = ranked[: int(cfg.max_fallback * len(int8))]
+    if worst:
+        plan.notes.append(
+            f"{len(worst)} node(s) left float (their int8 form adds more than 1/{10 ** (cfg.fallback_sqnr_db / 10):g}"
+            f" of error, < {cfg.fallback_sqnr_db:g} dB, on the calibration data): "
+            + ", ".join(f"{n} ({added[n]:.1f} dB)" for n in worst[:12]) + (" ..." if len(worst) > 12 else "")
+        )
+    return {n: f"sensitive: its int8 form adds error ({added[n]:.1f} dB < {cfg.fallback_sqnr_db:g} dB)"
+            for n in worst}  # fmt: skip
 
 
 def activation_sqnr(model: onnx.ModelProto, params: dict[str, ActivationParams], data: Dataset) -> dict[str, float]:
@@ -998,7 +1032,9 @@ def _quantize_weights(
                 bias is not None and axis is None
             ):
                 bscale = (qp.scale.astype(np.float64) * x_scale).astype(np.float32)
-                bq = np.clip(np.round(bias / bscale), -(2**31), 2**31 - 1).astype(np.int32)
+                ratio = np.divide(bias, bscale, out=np.zeros(np.broadcast(bias, bscale).shape, np.float64),
+                                  where=bscale > 0)  # fmt: skip
+                bq = np.clip(np.round(ratio), -(2**31), 2**31 - 1).astype(np.int32)
                 bqn = editor.add_tensor(w.scope, f"{bias_name}_quantized", bq, as_constant=as_const)
                 bsn = editor.add_tensor(w.scope, f"{bias_name}_scale", bscale.reshape(-1) if axis is not None
                                         else bscale.reshape(()), as_constant=as_const)  # fmt: skip
