@@ -10,8 +10,10 @@ character list there) is copied onto the result, since ``quant_pre_process`` dro
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,18 @@ def copy_metadata(src: Path, dst: Path) -> None:
         onnx.save(model, str(dst))
 
 
+@contextlib.contextmanager
+def _root_log_level(level: int) -> Iterator[None]:
+    """ONNX Runtime's quantizer logs one INFO line per tensor on the root logger; keep warnings only."""
+    root = logging.getLogger()
+    old = root.level
+    root.setLevel(max(old, level))
+    try:
+        yield
+    finally:
+        root.setLevel(old)
+
+
 def quantize_qoperator_u8(src: Path, dst: Path, calib: Feeds) -> str:
     """``quant_pre_process`` then ``quantize_static`` QOperator, per-channel uint8 weights and activations.
 
@@ -57,12 +71,16 @@ def quantize_qoperator_u8(src: Path, dst: Path, calib: Feeds) -> str:
 
     names = [i.name for i in rm.make_session(src).get_inputs()]
     note = ""
-    with tempfile.TemporaryDirectory() as tmp, rm.warnings_quiet():
+    with tempfile.TemporaryDirectory() as tmp, rm.warnings_quiet(), _root_log_level(logging.WARNING):
         pre = Path(tmp) / "pre.onnx"
         try:
             quant_pre_process(str(src), str(pre))
         except Exception as exc:  # ORT's shape inference raises bare AssertionErrors
-            note = f"quant_pre_process: symbolic shape inference failed ({type(exc).__name__}), skip_symbolic_shape"
+            why = (str(exc).strip().splitlines() or [""])[0][:80]
+            note = (
+                f"quant_pre_process: symbolic shape inference failed ({type(exc).__name__}{': ' + why if why else ''})"
+            )
+            note += ", reran with skip_symbolic_shape=True"
             quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         quantize_static(
             str(pre), str(dst), FeedsReader(calib, names), quant_format=QuantFormat.QOperator, per_channel=True,
