@@ -71,10 +71,12 @@ def quantize_qoperator_u8(src: Path, dst: Path, calib: Feeds) -> str:
 
     names = [i.name for i in rm.make_session(src).get_inputs()]
     note = ""
+    src, dst = Path(src).resolve(), Path(dst).resolve()
     with tempfile.TemporaryDirectory() as tmp, rm.warnings_quiet(), _root_log_level(logging.WARNING):
         pre = Path(tmp) / "pre.onnx"
         try:
-            quant_pre_process(str(src), str(pre))
+            with contextlib.chdir(tmp):  # a failed symbolic inference dumps its model into the working directory
+                quant_pre_process(str(src), str(pre))
         except Exception as exc:  # ORT's shape inference raises bare AssertionErrors
             why = (str(exc).strip().splitlines() or [""])[0][:80]
             note = (
