@@ -229,3 +229,15 @@ def test_quantize_api_takes_a_placement_object(tmp_path: Path) -> None:
     b = quantize(model, tmp_path / "b.onnx", config=StaticQuantConfig(placement=placement), data=data)
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
     assert a.notes and b.notes
+
+
+def test_node_fallback_measures_the_error_each_node_adds() -> None:
+    model, data = mobile_block()
+    res = StaticQuantPass(StaticQuantConfig(latency_check=False, node_fallback=True, fallback_sqnr_db=45.0,
+                                            max_fallback=0.5), data=data)(model)  # fmt: skip
+    reasons = dict(load_placement_from(res.model).float)
+    added = [n for n, why in reasons.items() if why.startswith("sensitive: its int8 form adds error")]
+    assert added and all(float(reasons[n].split("(")[1].split(" dB")[0]) < 45.0 for n in added)
+    assert any(n.startswith("node(s) left float") or "node(s) left float" in n for n in res.notes)
+    feeds = {"x": data.inputs["x"][:8]}
+    assert _cosine(run(model, feeds)[0], run(res.model, feeds)[0]) > 0.99

@@ -32,23 +32,27 @@ from tensorslim.algorithms.observers import (
     entropy_range,
     mse_range,
 )
-from tensorslim.algorithms.quantize import QuantParams, QuantScheme, choose_qparams, dequantize, quantize
-from tensorslim.backends.onnx.editor import GraphEditor, opset_version
-from tensorslim.backends.onnx.weights import GraphScope, WeightRole, find_weights
+from tensorslim.backends.onnx.editor import opset_version
+from tensorslim.backends.onnx.weights import WeightRole, find_weights
 from tensorslim.errors import InputError
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes._config import regex_tuple
-from tensorslim.passes.base import Pass, PassResult, WeightRecord
+from tensorslim.passes.base import Pass, PassResult
 from tensorslim.passes.calib_stats import run_with_outputs
-from tensorslim.passes.float16 import float_values
+from tensorslim.passes.static_apply import apply_qdq
+from tensorslim.passes.static_graph import (
+    ActivationParams,
+    StaticGraph,
+    activation_params,
+    code_dtype,
+    code_range,
+    constant_value,
+)
 from tensorslim.passes.static_placement import (
-    CLAMPS,
     MAC_OPS,
     PLACEMENT_METADATA_KEY,
-    VALUE_PRESERVING,
     Placement,
     candidate_nodes,
-    data_inputs,
     decide,
     ensure_node_names,
     int8_components,
@@ -58,7 +62,12 @@ from tensorslim.passes.static_placement import (
 from tensorslim.progress import progress_bar
 
 __all__ = [
-    "ActivationParams", "StaticQuantConfig", "StaticQuantPass", "calibrate_ranges", "decide_placement",
+    "ActivationParams",
+    "StaticQuantConfig",
+    "StaticQuantPass",
+    "calibrate_ranges",
+    "code_range",
+    "decide_placement",
     "plan_static_quant",
 ]  # fmt: skip
 
@@ -66,7 +75,6 @@ COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 # a constant input (an Add's bias, a Mul's scale) stored as per-tensor uint8 must keep this much, or its node stays
 # float: per-channel constants with outliers (SmoothQuant folds, LayerScale) lose their small channels otherwise
 _CONSTANT_MIN_SQNR_DB = 40.0
-_MIN_SCALE = 1e-10
 CALIBRATION_METHODS = ("minmax", "moving_average", "percentile", "mse", "entropy")
 IO_DTYPES = ("float", "uint8", "int8")
 
@@ -111,6 +119,9 @@ class StaticQuantConfig:
         latency_budget_s: seconds the latency check may spend at most.
         preprocess: apply ONNX Runtime's basic, provider-independent graph optimizations first (constant
             folding, Conv+Add/Mul fusion), as ONNX Runtime's ``quant_pre_process`` does.
+        node_fallback: also measure the error each int8 node adds through the QDQ graph
+            (:mod:`~tensorslim.passes.static_sensitivity`) and put the nodes below ``fallback_sqnr_db`` back to
+            float (off by default: on RapidOCR's recognizer it lowered accuracy; see the module).
     """
 
     activation_scheme: str = "asymmetric"
@@ -132,6 +143,7 @@ class StaticQuantConfig:
     latency_check: bool = True
     latency_budget_s: float = 60.0
     preprocess: bool = True
+    node_fallback: bool = False
 
     def __post_init__(self) -> None:
         for fname, allowed in (
@@ -153,7 +165,7 @@ class StaticQuantConfig:
         object.__setattr__(self, "op_types", ops)
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         object.__setattr__(self, "int16_nodes", regex_tuple("int16_nodes", self.int16_nodes))
-        if self.io_dtype != "float" and self.io_dtype != _dtype(self.activation_scheme, 8):
+        if self.io_dtype != "float" and self.io_dtype != code_dtype(self.activation_scheme, 8):
             raise ValueError(
                 f"io_dtype: {self.io_dtype!r} needs activation_scheme="
                 f"{'asymmetric' if self.io_dtype == 'uint8' else 'symmetric'} (the activations' own type)"
@@ -164,37 +176,6 @@ class StaticQuantConfig:
             raise ValueError(f"placement: a file path or a Placement, got {type(self.placement).__name__}")
         if not self.latency_budget_s > 0:
             raise ValueError(f"latency_budget_s: must be > 0, got {self.latency_budget_s}")
-
-
-@dataclass(frozen=True)
-class ActivationParams:
-    """Scale and zero point chosen for one activation tensor."""
-
-    name: str
-    scale: float
-    zero_point: int
-    dtype: str  # "uint8", "int8", "uint16" or "int16"
-    range: tuple[float, float]
-
-    @property
-    def bits(self) -> int:
-        """Code width: 8 or 16."""
-        return 16 if self.dtype.endswith("16") else 8
-
-    @property
-    def qrange(self) -> tuple[int, int]:
-        """Smallest and largest code."""
-        return code_range(self.dtype)
-
-
-def _dtype(scheme: str, bits: int) -> str:
-    return ("int" if scheme == "symmetric" else "uint") + str(bits)
-
-
-def code_range(dtype: str) -> tuple[int, int]:
-    """Smallest and largest code of an integer type name (``uint8``, ``int16``...)."""
-    info = np.iinfo(np.dtype(dtype))
-    return int(info.min), int(info.max)
 
 
 @dataclass
@@ -231,164 +212,7 @@ def _quantizable_nodes(model: onnx.ModelProto, cfg: StaticQuantConfig) -> list[o
     return chosen
 
 
-class _Index:
-    """Producers, consumers, constants and float values of the main graph, for one placement decision."""
-
-    def __init__(self, model: onnx.ModelProto) -> None:
-        g = model.graph
-        self.model = model
-        self.nodes = list(g.node)
-        self.constants = {t.name for t in g.initializer} | {n.output[0] for n in g.node if n.op_type == "Constant"}
-        self.floats = float_values(model)
-        self.outputs = {o.name for o in g.output}
-        self.inputs = {i.name for i in g.input} - self.constants
-        self.producer = {o: n for n in g.node for o in n.output if o}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in g.node:
-            for i in dict.fromkeys(n.input):
-                if i:
-                    self.consumers.setdefault(i, []).append(n)
-        self.weights = {
-            (u.node.name, u.input_index): w.name for w in find_weights(model) if w.is_float for u in w.weight_uses
-            if u.role in (WeightRole.CONV, WeightRole.GEMM, WeightRole.MATMUL) and u.input_index == 1
-        }  # fmt: skip
-
-    def activation_inputs(self, n: onnx.NodeProto) -> list[str]:
-        return [i for i in data_inputs(n) if i in self.floats and i not in self.constants]
-
-    def constant_inputs(self, n: onnx.NodeProto) -> list[int]:
-        """Indices of float constant data inputs that are not a Conv/Gemm/MatMul weight."""
-        out = []
-        for k, i in enumerate(n.input):
-            data = i and i in data_inputs(n) and i in self.constants and i in self.floats
-            if data and (n.name, k) not in self.weights:
-                out.append(k)
-        return out
-
-    def quantized(self, int8: set[str]) -> set[str]:
-        """Activations that get a Q/DQ pair when the nodes ``int8`` run on int8 kernels."""
-        quant: set[str] = set()
-        for n in self.nodes:
-            if n.name not in int8:
-                continue
-            quant.update(self.activation_inputs(n))
-            for o in n.output:
-                if not o or o not in self.floats:
-                    continue
-                if n.op_type in ("MatMul", "Gemm") and not any(
-                    c.name in int8 and o in data_inputs(c) for c in self.consumers.get(o, [])
-                ):
-                    continue  # float-output integer kernels (MatMulIntegerToFloat, QGemm): no Q needed
-                quant.add(o)
-        return quant
-
-    def absorbed(self, int8: set[str], quant: set[str]) -> dict[str, tuple[str, float]]:
-        """``y -> (x, c)`` for int8 ``Mul(x, c)`` with ``c`` a positive scalar constant: ``y`` needs no kernel
-        of its own, it is ``x``'s int8 codes read with ``c`` times ``x``'s scale."""
-        out: dict[str, tuple[str, float]] = {}
-        for n in self.nodes:
-            if n.name not in int8 or n.op_type != "Mul" or len(n.input) != 2 or not n.output:
-                continue
-            if n.output[0] not in quant:
-                continue
-            for x, cn in ((n.input[0], n.input[1]), (n.input[1], n.input[0])):
-                if x in quant and cn in self.constants:
-                    v = _constant_value(self.model, cn)
-                    if v is not None and v.size == 1 and v.dtype == np.float32 and np.isfinite(v).all():
-                        c = float(v.reshape(-1)[0])
-                        if c > 0:
-                            out[n.output[0]] = (x, c)
-                            break
-        return out
-
-    def ties(self, int8: set[str], quant: set[str]) -> tuple[dict[str, tuple[str, float]], set[str]]:
-        """Tensors whose scales are tied: ``t -> (root, m)`` with ``scale(t) = m * scale(root)`` and the root's
-        zero point (value-preserving ops and clamps: m = 1; an absorbed ``Mul`` by ``c``: m = c), and the clamp
-        inputs whose range is their clamp's."""
-        parent = {t: t for t in quant}
-        mult = dict.fromkeys(quant, 1.0)
-
-        def find(a: str) -> tuple[str, float]:
-            m = 1.0
-            path = []
-            while parent[a] != a:
-                path.append(a)
-                m *= mult[a]
-                a = parent[a]
-            acc = m
-            for p in path:  # compress: every node on the path points at the root with its total multiplier
-                here = acc
-                acc /= mult[p]
-                parent[p], mult[p] = a, here
-            return a, m
-
-        def union(a: str, b: str, k: float) -> None:  # scale(b) = k * scale(a)
-            ra, ma = find(a)
-            rb, mb = find(b)
-            if ra == rb:
-                return
-            if ra < rb:
-                parent[rb], mult[rb] = ra, ma * k / mb
-            else:
-                parent[ra], mult[ra] = rb, mb / (ma * k)
-
-        clamped: set[str] = set()
-        for y, (x, c) in sorted(self.absorbed(int8, quant).items()):
-            union(x, y, c)
-        for n in self.nodes:
-            if n.name not in int8 or not n.input or n.input[0] not in quant:
-                continue
-            x = n.input[0]
-            outs = [o for o in n.output if o in quant]
-            if n.op_type in VALUE_PRESERVING:
-                for o in outs:
-                    union(x, o, 1.0)
-            elif (
-                n.op_type in CLAMPS and outs and len(self.consumers.get(x, [])) == 1 and x not in self.outputs
-                and x not in self.inputs
-            ):  # fmt: skip
-                union(x, outs[0], 1.0)
-                clamped.add(x)
-        return {t: find(t) for t in quant}, clamped
-
-    def clamp_range(self, n: onnx.NodeProto) -> tuple[float, float]:
-        if n.op_type == "Relu":
-            return 0.0, 1.0
-        lo, hi = -1.0, 1.0
-        vals = {a.name: a.f for a in n.attribute}
-        if "min" in vals or "max" in vals:
-            lo, hi = vals.get("min", lo), vals.get("max", hi)
-        for k, default in ((1, lo), (2, hi)):
-            if len(n.input) > k and n.input[k]:
-                v = _constant_value(self.model, n.input[k])
-                val = float(v.reshape(-1)[0]) if v is not None and v.size else default
-                lo, hi = (val, hi) if k == 1 else (lo, val)
-        lo, hi = max(lo, -1e4), min(hi, 1e4)
-        return (lo, hi) if hi > lo else (-1.0, 1.0)
-
-    def macs(self, names: set[str]) -> int:
-        """Weight elements of the MAC nodes among ``names`` (a rough measure of the int8 work they hold)."""
-        sizes = {t.name: int(np.prod(t.dims)) for t in self.model.graph.initializer}
-        total = 0
-        for n in self.nodes:
-            if n.name in names and n.op_type in MAC_OPS:
-                total += sizes.get(n.input[1], 1) if len(n.input) > 1 else 1
-        return total
-
-
-def _constant_value(model: onnx.ModelProto, name: str) -> np.ndarray | None:
-    for t in model.graph.initializer:
-        if t.name == name:
-            return onnx.numpy_helper.to_array(t)
-    for n in model.graph.node:
-        if n.op_type == "Constant" and n.output and n.output[0] == name:
-            for a in n.attribute:
-                if a.name == "value":
-                    return onnx.numpy_helper.to_array(a.t)
-    return None
-
-
-def _no_work_regions(index: _Index) -> Callable[[set[str]], dict[str, str]]:
+def _no_work_regions(index: StaticGraph) -> Callable[[set[str]], dict[str, str]]:
     """Int8 regions without a MAC op would only add Q/DQ pairs: they go back to float."""
 
     def check(int8: set[str]) -> dict[str, str]:
@@ -466,22 +290,8 @@ def _io_tensors(model: onnx.ModelProto, cfg: StaticQuantConfig) -> list[str]:
             if v.name not in inits and v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]  # fmt: skip
 
 
-def _params(t: str, lo: float, hi: float, dtype: str) -> ActivationParams:
-    symmetric = dtype.startswith("int")
-    qp = choose_qparams(
-        np.array([lo, hi], np.float32),
-        bits=16 if dtype.endswith("16") else 8,
-        scheme=QuantScheme.SYMMETRIC if symmetric else QuantScheme.ASYMMETRIC,
-        narrow=False,
-    )
-    scale, zero_point = float(np.asarray(qp.scale).reshape(-1)[0]), int(np.asarray(qp.zero_point).reshape(-1)[0])
-    # a range of (almost) nothing: a scale that small would underflow the int32 bias scales built from it
-    scale = max(scale, _MIN_SCALE) if np.isfinite(scale) else 1.0
-    return ActivationParams(t, scale, zero_point, dtype, (lo, hi))
-
-
 def _group_params(
-    index: _Index, int8: set[str], ranges: dict[str, tuple[float, float]], cfg: StaticQuantConfig,
+    index: StaticGraph, int8: set[str], ranges: dict[str, tuple[float, float]], cfg: StaticQuantConfig,
     bits: dict[str, int],
 ) -> tuple[dict[str, ActivationParams], set[str], list[str]]:  # fmt: skip
     """Scale and zero point of every quantized activation; tensors whose scales are tied get the union of their
@@ -503,7 +313,8 @@ def _tied_params(
     cfg: StaticQuantConfig, bits: dict[str, int],
 ) -> dict[str, ActivationParams]:  # fmt: skip
     wide = {root[t][0] for t in quant if bits.get(t, 8) == 16}
-    base = {r: _params(r, *span[r], _dtype(cfg.activation_scheme, 16 if r in wide else 8)) for r in sorted(span)}
+    base = {r: activation_params(r, *span[r], code_dtype(cfg.activation_scheme, 16 if r in wide else 8))
+            for r in sorted(span)}
     params: dict[str, ActivationParams] = {}
     for t in sorted(quant):
         r, m = root[t]
@@ -515,7 +326,7 @@ def _tied_params(
     return params
 
 
-def _adjacent(index: _Index, tensors: set[str], int8: set[str]) -> set[str]:
+def _adjacent(index: StaticGraph, tensors: set[str], int8: set[str]) -> set[str]:
     """Int8 nodes that read or write any of ``tensors``."""
     out = set()
     for n in index.nodes:
@@ -524,7 +335,7 @@ def _adjacent(index: _Index, tensors: set[str], int8: set[str]) -> set[str]:
     return out
 
 
-def _trial_params(index: _Index, int8: set[str], cfg: StaticQuantConfig) -> dict[str, ActivationParams]:
+def _trial_params(index: StaticGraph, int8: set[str], cfg: StaticQuantConfig) -> dict[str, ActivationParams]:
     """Stand-in scales for a placement trial: [-1, 1], or the clamp's range for tensors a clamp folds into."""
     quant = index.quantized(int8)
     root, clamped = index.ties(int8, quant)
@@ -536,16 +347,16 @@ def _trial_params(index: _Index, int8: set[str], cfg: StaticQuantConfig) -> dict
     return _tied_params(quant, root, span, cfg, {})
 
 
-def _constant_sqnr_failures(index: _Index, nodes: list[onnx.NodeProto]) -> dict[str, str]:
+def _constant_sqnr_failures(index: StaticGraph, nodes: list[onnx.NodeProto]) -> dict[str, str]:
     """Nodes whose constant data input would lose too much in per-tensor uint8: they stay float."""
     out = {}
     for n in nodes:
         for k in index.constant_inputs(n):
-            v = _constant_value(index.model, n.input[k])
+            v = constant_value(index.model, n.input[k])
             if v is None or v.dtype != np.float32 or v.size == 0:
                 out[n.name] = f"constant: input {n.input[k]!r} is not a float32 constant"
                 continue
-            ap = _params("c", float(min(v.min(), 0.0)), float(max(v.max(), 0.0)), "uint8")
+            ap = activation_params("c", float(min(v.min(), 0.0)), float(max(v.max(), 0.0)), "uint8")
             q = np.clip(np.round(v / ap.scale) + ap.zero_point, 0, 255)
             err = (q - ap.zero_point) * ap.scale - v
             sig, noise = float(np.sum(np.square(v, dtype=np.float64))), float(np.sum(np.square(err, dtype=np.float64)))
@@ -561,7 +372,7 @@ def decide_placement(
     """Which nodes run int8: every candidate tried, kept where the installed ONNX Runtime fuses it."""
     import onnxruntime as ort
 
-    index = _Index(model)
+    index = StaticGraph(model)
     patterns = [re.compile(p) for p in cfg.exclude]
     nodes, floats = candidate_nodes(model, index.floats, index.constants, patterns)
     keep = []
@@ -579,7 +390,7 @@ def decide_placement(
     def build(int8: set[str]) -> onnx.ModelProto:
         m = onnx.ModelProto()
         m.CopyFrom(model)
-        _apply(m, int8, _trial_params(_Index(m), int8, trial_cfg), trial_cfg, {}, [])
+        apply_qdq(m, int8, _trial_params(StaticGraph(m), int8, trial_cfg), trial_cfg, {}, [])
         return m
 
     int8, reasons, rounds = decide(keep, build, region_ok=_no_work_regions(index))
@@ -593,7 +404,7 @@ def plan_static_quant(
 ) -> StaticPlan:  # fmt: skip
     """Decide the int8 nodes (from ONNX Runtime's fusions, or ``placement``) and every activation's parameters;
     ``keep_float`` names nodes that stay float whatever the runtime fuses (with the reason)."""
-    index = _Index(model)
+    index = StaticGraph(model)
     if placement is None:
         placement = decide_placement(model, cfg, keep_float or {})
     else:
@@ -638,7 +449,7 @@ def plan_static_quant(
                 f"{len(plan.fallback)} activation(s) left float (int8 SQNR < {cfg.fallback_sqnr_db:g} dB on the "
                 f"calibration data): " + ", ".join(f"{t} ({plan.sensitivity[t]:.1f} dB)" for t in plan.fallback)
             )
-    if cfg.fallback_sqnr_db > 0 and int8:
+    if cfg.node_fallback and cfg.fallback_sqnr_db > 0 and int8:
         sensitive = _sensitive_nodes(model, index, int8, data, cfg, bits, plan)
         floats.update(sensitive)
         int8 -= set(sensitive)
@@ -652,7 +463,7 @@ def plan_static_quant(
                                placement.runtime)  # fmt: skip
     for t in io:
         lo, hi = plan.ranges.get(t, (0.0, 0.0))
-        plan.io[t] = plan.activations.get(t) or _params(t, lo, hi, cfg.io_dtype)
+        plan.io[t] = plan.activations.get(t) or activation_params(t, lo, hi, cfg.io_dtype)
     wide = sorted(t for t, ap in plan.activations.items() if ap.bits == 16)
     if wide:
         plan.notes.append(f"{len(wide)} activation(s) quantized to 16 bits (A16W8): " + ", ".join(wide[:20])
@@ -661,7 +472,7 @@ def plan_static_quant(
 
 
 def _sensitive_nodes(
-    model: onnx.ModelProto, index: _Index, int8: set[str], data: Dataset, cfg: StaticQuantConfig,
+    model: onnx.ModelProto, index: StaticGraph, int8: set[str], data: Dataset, cfg: StaticQuantConfig,
     bits: dict[str, int], plan: StaticPlan,
 ) -> dict[str, str]:  # fmt: skip
     """Int8 nodes whose output loses more than ``fallback_sqnr_db`` to their own quantization (inputs, weights,
@@ -671,7 +482,7 @@ def _sensitive_nodes(
     params, _, _ = _group_params(index, int8, plan.ranges, cfg, bits)
     trial = onnx.ModelProto()
     trial.CopyFrom(model)
-    _apply(trial, int8, params, cfg, {}, [])
+    apply_qdq(trial, int8, params, cfg, {}, [])
     added = added_error(model, trial, [n for n in index.nodes if n.name in int8], data, index.activation_inputs)
     plan.node_sensitivity = added
     ranked = sorted((n for n in added if added[n] < cfg.fallback_sqnr_db), key=lambda n: (added[n], n))
@@ -764,13 +575,13 @@ class StaticQuantPass(Pass):
 
             source = onnx.ModelProto()
             source.CopyFrom(model)
-            index = _Index(source)
+            index = StaticGraph(source)
 
             def build(int8: set[str]) -> onnx.ModelProto:
                 m = onnx.ModelProto()
                 m.CopyFrom(source)
                 params, _, _ = _group_params(index, int8, plan.ranges, cfg, plan.bits)
-                _apply(m, int8, params, cfg, {}, [])
+                apply_qdq(m, int8, params, cfg, {}, [])
                 return m
 
             plan.placement, latency_notes = latency_fallback(source, plan.placement, build, self.data, index,
@@ -786,7 +597,7 @@ class StaticQuantPass(Pass):
 
             means = input_means(model, [n for n in plan.nodes if n.op_type in COMPUTE_OPS], plan.activations,
                                 self.data)  # fmt: skip
-        records = _apply(model, set(plan.placement.int8), plan.activations, cfg, means, plan.notes)
+        records = apply_qdq(model, set(plan.placement.int8), plan.activations, cfg, means, plan.notes)
         from tensorslim.passes.fold_batchnorm import remove_unused_constants
 
         remove_unused_constants(model.graph)
@@ -847,213 +658,6 @@ def preprocess(model: onnx.ModelProto) -> list[str]:
             f"{before} -> {after} nodes"] if after != before else []  # fmt: skip
 
 
-def _apply(
-    model: onnx.ModelProto,
-    int8: set[str],
-    params: dict[str, ActivationParams],
-    cfg: StaticQuantConfig,
-    means: dict[str, np.ndarray],
-    notes: list[str],
-) -> list[WeightRecord]:
-    """Insert the Q/DQ pairs of the nodes ``int8`` with ``params``, int8 constants and int8 weights (in place)."""
-    index = _Index(model)
-    quant = {t for t in index.quantized(int8) if t in params}
-    editor = GraphEditor(model)
-    scope = GraphScope(model.graph, "")
-    position = {n.name: i for i, n in enumerate(index.nodes)}
-    wide_domain = "" if opset_version(model) >= 21 else "com.microsoft"
-    shared: dict[tuple[float, int, str], tuple[str, str]] = {}
-    dq_name: dict[str, str] = {}
-    after: dict[str, list[onnx.NodeProto]] = {}
-    producers: dict[str, onnx.NodeProto] = {}
-
-    def qparams(ap: ActivationParams, base: str) -> tuple[str, str]:
-        key = (ap.scale, ap.zero_point, ap.dtype)
-        if key not in shared:
-            shared[key] = (
-                editor.add_tensor(scope, f"{base}_scale", np.array(ap.scale, np.float32), as_constant=False),
-                editor.add_tensor(scope, f"{base}_zero_point", np.array(ap.zero_point, ap.dtype), as_constant=False),
-            )
-        return shared[key]
-
-    absorbed = index.absorbed(int8, quant)
-    qname: dict[str, str] = {}
-    for t in sorted(quant):
-        if t in absorbed:
-            continue
-        ap = params[t]
-        s, z = qparams(ap, t)
-        domain = wide_domain if ap.bits == 16 else ""
-        q, dq = editor.names(f"{t}_quantized"), editor.names(f"{t}_dequantized")
-        qname[t] = q
-        prod = index.producer.get(t)
-        readers = index.consumers.get(t, [])
-        int8_producer = prod is not None and prod.name in int8
-        if int8_producer and t in index.outputs:
-            # the graph output keeps its name: the producer writes a fresh tensor, the DequantizeLinear the output
-            assert prod is not None
-            pre = editor.names(f"{t}_float")
-            for k, o in enumerate(prod.output):
-                if o == t:
-                    prod.output[k] = pre
-            after.setdefault(prod.name, []).extend([
-                editor.node("QuantizeLinear", [pre, s, z], [q], f"{t}_QuantizeLinear", domain=domain),
-                editor.node("DequantizeLinear", [q, s, z], [t], f"{t}_DequantizeLinear", domain=domain),
-            ])  # fmt: skip
-            producers[prod.name] = prod
-            dq_name[t] = t
-            continue
-        users = readers if int8_producer else [u for u in readers if u.name in int8 and t in data_inputs(u)]
-        if not users:
-            continue
-        first = min(users, key=lambda u: position[u.name])
-        readers_of_dq = [u for u in users if not (u.op_type == "Mul" and u.output and u.output[0] in absorbed)]
-        nodes = [editor.node("QuantizeLinear", [t, s, z], [q], f"{t}_QuantizeLinear", domain=domain)]
-        if readers_of_dq:
-            nodes.append(editor.node("DequantizeLinear", [q, s, z], [dq], f"{t}_DequantizeLinear", domain=domain))
-        editor.insert_before(first, nodes)
-        dq_name[t] = dq
-        for u in readers_of_dq:
-            for i, name in enumerate(u.input):
-                if name == t:
-                    u.input[i] = dq
-    for y in sorted(absorbed):
-        # Mul(x, c) -> DequantizeLinear(x's codes, c * x's scale): the same values with no kernel at all
-        src = y
-        while src in absorbed:
-            src = absorbed[src][0]
-        if src not in qname or y not in params:
-            continue
-        ap = params[y]
-        s, z = qparams(ap, y)
-        mul = index.producer[y]
-        editor.replace(mul, [editor.node("DequantizeLinear", [qname[src], s, z], [y], f"{y}_DequantizeLinear")])
-        dq_name[y] = y
-    for name, extra in after.items():
-        editor.replace(producers[name], [producers[name], *extra])
-    for n in index.nodes:
-        if n.name not in int8 or (n.op_type == "Mul" and n.output and n.output[0] in absorbed):
-            continue
-        for k in index.constant_inputs(n):
-            v = _constant_value(model, n.input[k])
-            if v is None:
-                continue
-            ap = _params(n.input[k], float(min(v.min(), 0.0)), float(max(v.max(), 0.0)), "uint8")
-            codes = np.clip(np.round(v / ap.scale) + ap.zero_point, 0, 255).astype(np.uint8)
-            cn = editor.add_tensor(scope, f"{n.input[k]}_quantized", codes, as_constant=False)
-            s, z = qparams(ap, n.input[k])
-            dq = editor.names(f"{n.input[k]}_dequantized")
-            editor.insert_before(n, [editor.node("DequantizeLinear", [cn, s, z], [dq],
-                                                 f"{n.input[k]}_DequantizeLinear")])  # fmt: skip
-            n.input[k] = dq
-    wide = any(params[t].bits == 16 for t in quant)
-    if wide and wide_domain and not any(o.domain == wide_domain for o in model.opset_import):
-        model.opset_import.append(onnx.helper.make_opsetid(wide_domain, 1))
-    compute = {n.output[0] for n in index.nodes if n.name in int8 and n.op_type in COMPUTE_OPS and n.output}
-    records = _quantize_weights(model, editor, compute, params, dq_name, cfg, means, notes)
-    editor.apply()
-    return records
-
-
-def _bias_safe_scales(qp: QuantParams, bias: np.ndarray | None, x_scale: float) -> QuantParams:
-    """Weight scales whose int32 bias codes (scale ``w_scale * x_scale``) neither divide by zero nor overflow:
-    a channel with all-zero weights, or a bias too large for its tiny weight scale, gets a larger scale."""
-    scale = np.asarray(qp.scale, np.float64).copy()
-    floor = np.full(scale.shape, 1e-30)
-    if bias is not None and bias.size in (1, scale.size):
-        b = np.abs(np.asarray(bias, np.float64)).reshape(scale.shape if bias.size == scale.size else ())
-        floor = np.maximum(floor, b / (max(x_scale, 1e-30) * (2**31 - 1)))
-    need = ~(scale > floor)
-    if not np.any(need):
-        return qp
-    scale[need] = np.maximum(floor[need] if floor.shape else floor, np.where(scale[need] > 0, scale[need], 1.0))
-    return dataclasses.replace(qp, scale=scale.astype(np.float32))
-
-
-def _quantize_weights(
-    model: onnx.ModelProto,
-    editor: GraphEditor,
-    compute: set[str],
-    params: dict[str, ActivationParams],
-    dq_name: dict[str, str],
-    cfg: StaticQuantConfig,
-    means: dict[str, np.ndarray],
-    notes: list[str],
-) -> list[WeightRecord]:
-    """Per-channel int8 weights (and int32 biases) of the Conv/Gemm/MatMul nodes whose outputs are ``compute``."""
-    from tensorslim.passes.bias_correction import BiasCorrector
-
-    records: list[WeightRecord] = []
-    corrector = BiasCorrector(model, means, editor.names)
-    for w in find_weights(model):
-        uses = [u for u in w.weight_uses if u.node.output[0] in compute and u.input_index == 1]
-        base = dict(name=w.name, ops=",".join(dict.fromkeys(u.op_type for u in w.uses)),
-                    nodes=",".join(dict.fromkeys(u.node_name for u in w.uses)),
-                    shape=tuple(int(d) for d in w.array.shape), bytes_before=w.nbytes)  # fmt: skip
-        if not uses or len(uses) != len(w.uses) or not w.is_float or w.array.dtype != np.float32:
-            records.append(WeightRecord(**base, action="skipped", bytes_after=w.nbytes,  # type: ignore[arg-type]
-                                        reason="not the weight of a quantized Conv/Gemm/MatMul"))  # fmt: skip
-            continue
-        use = uses[0]
-        source = {v: k for k, v in dq_name.items()}
-        x = source.get(use.node.input[0], "")
-        if not x:
-            records.append(WeightRecord(**base, action="skipped", bytes_after=w.nbytes,  # type: ignore[arg-type]
-                                        reason="its input activation stays float"))  # fmt: skip
-            continue
-        axis = use.channel_axis if cfg.granularity == "per_channel" else None
-        qp = choose_qparams(w.array, scheme=QuantScheme.SYMMETRIC, axis=axis)
-        bias_in = use.node.input[2] if len(use.node.input) > 2 and use.node.input[2] else ""
-        qp = _bias_safe_scales(qp, corrector.bias(bias_in) if bias_in else None, params[x].scale)
-        codes = quantize(w.array, qp)
-        as_const = w.source == "constant"
-        qn = editor.add_tensor(w.scope, f"{w.name}_quantized", codes, as_constant=as_const)
-        sn = editor.add_tensor(w.scope, f"{w.name}_scale", qp.scale if axis is not None else qp.scale.reshape(()),
-                               as_constant=as_const)  # fmt: skip
-        zn = editor.add_tensor(
-            w.scope,
-            f"{w.name}_zero_point",
-            np.zeros(qp.scale.shape if axis is not None else (), np.int8),
-            as_constant=as_const,
-        )
-        dq = editor.names(f"{w.name}_dequantized")
-        attrs = {"axis": axis} if axis is not None else {}
-        nodes = [editor.node("DequantizeLinear", [qn, sn, zn], [dq], f"{w.name}_DequantizeLinear", **attrs)]
-        nbytes = codes.nbytes + qp.scale.nbytes
-        detail = ""
-        if x in means:
-            detail = corrector.correct(use.node, dequantize(codes, qp) - w.array, means[x])
-        bias_name = use.node.input[2] if len(use.node.input) > 2 and use.node.input[2] else ""
-        ap = params[x]
-        x_scale = ap.scale
-        if bias_name and use.op_type in ("Conv", "Gemm") and ap.bits == 8:
-            bias = corrector.bias(bias_name)
-            if (bias is not None and bias.ndim == 1 and bias.shape[0] == qp.scale.size) or (
-                bias is not None and axis is None
-            ):
-                bscale = (qp.scale.astype(np.float64) * x_scale).astype(np.float32)
-                ratio = np.divide(bias, bscale, out=np.zeros(np.broadcast(bias, bscale).shape, np.float64),
-                                  where=bscale > 0)  # fmt: skip
-                bq = np.clip(np.round(ratio), -(2**31), 2**31 - 1).astype(np.int32)
-                bqn = editor.add_tensor(w.scope, f"{bias_name}_quantized", bq, as_constant=as_const)
-                bsn = editor.add_tensor(w.scope, f"{bias_name}_scale", bscale.reshape(-1) if axis is not None
-                                        else bscale.reshape(()), as_constant=as_const)  # fmt: skip
-                bzn = editor.add_tensor(w.scope, f"{bias_name}_zero_point",
-                                        np.zeros(bscale.shape if axis is not None else (), np.int32),
-                                        as_constant=as_const)  # fmt: skip
-                bdq = editor.names(f"{bias_name}_dequantized")
-                battrs = {"axis": 0} if axis is not None else {}
-                nodes.append(editor.node("DequantizeLinear", [bqn, bsn, bzn], [bdq],
-                                         f"{bias_name}_DequantizeLinear", **battrs))  # fmt: skip
-                use.node.input[2] = bdq
-        editor.insert_before(use.node, nodes)
-        use.node.input[1] = dq
-        action = "int8 static (QDQ)" if ap.bits == 8 else "int8 static (QDQ, A16W8)"
-        records.append(WeightRecord(**base, action=action, bytes_after=int(nbytes),  # type: ignore[arg-type]
-                                    granularity="per_tensor" if axis is None else f"per_channel(axis={axis})",
-                                    reason=f"input scale {x_scale:.3g} ({ap.dtype}){detail}"))  # fmt: skip
-    corrector.write()
-    if corrector.corrected:
-        notes.append(f"bias correction: {corrector.corrected} layer(s) corrected ({corrector.added} "
-                          "bias(es) added) for the expected output error of their int8 weights")  # fmt: skip
-    return records
+# names the tests and earlier code import
+_Index = StaticGraph
+_apply = apply_qdq
