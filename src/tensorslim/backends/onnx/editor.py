@@ -91,11 +91,11 @@ class GraphEditor:
         self._scopes[scope.path] = scope
         if as_constant:
             # the node's output names the tensor; the tensor itself and the node need no name of their own
-            tensor = numpy_helper.from_array(np.ascontiguousarray(array))
+            tensor = numpy_helper.from_array(np.asarray(array, order="C"))
             node = helper.make_node("Constant", [], [name], value=tensor)
             self._new_constants[scope.path].append(node)
         else:
-            self._new_tensors[scope.path].append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+            self._new_tensors[scope.path].append(numpy_helper.from_array(np.asarray(array, order="C"), name))
         return name
 
     def add_float16(
@@ -107,7 +107,7 @@ class GraphEditor:
         stored. Tensors of one graph with the same shape past the first dimension share one packed
         initializer, ``Cast`` and ``Split`` (see the module docstring); a lone one gets its own ``Cast``.
         """
-        half = np.ascontiguousarray(np.asarray(array).astype(np.float16))
+        half = np.asarray(np.asarray(array).astype(np.float16), order="C")
         self._scopes[scope.path] = scope
         self._keep.append(before)
         self._halves.append(_Half(scope, half, output, base or f"{output}_float16", before))
