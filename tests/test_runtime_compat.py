@@ -156,9 +156,31 @@ def test_every_mode_loads_and_agrees(tmp_path: Path, release: str, digits: Any) 
     digit_outputs, digits_feeds = digits
     calib = _transformer_feeds(32, 1)
     cases = [(p, digits_feeds) for p in digit_outputs.values()]
-    cases += [(p, _transformer_feeds(2, 2)) for p in _outputs(tmp_path, "transformer", transformer_model(), calib).values()]
+    cases += [
+        (p, _transformer_feeds(2, 2)) for p in _outputs(tmp_path, "transformer", transformer_model(), calib).values()
+    ]
     lstm_calib = {"x": np.random.default_rng(3).standard_normal((16, 6, 24)).astype(np.float32)}
     lstm_feeds = {"x": np.random.default_rng(4).standard_normal((2, 6, 24)).astype(np.float32)}
     cases += [(p, lstm_feeds) for p in _outputs(tmp_path, "lstm", lstm_model(), lstm_calib, _LSTM_FP32).values()]
     problems = [p for p in (_agree(release, path, feeds, tmp_path) for path, feeds in cases) if p]
     assert not problems, problems
+
+
+@pytest.mark.parametrize("scheme", ["symmetric", "asymmetric"])
+def test_4bit_embeddings_take_the_form_older_releases_load(scheme: str) -> None:
+    """GatherBlockQuantized on 4-bit typed tables without ``bits`` (loads in 1.20+; uint8 + bits needs 1.23)."""
+    from models import gather_model, run
+    from tensorslim.passes.blockwise_quant import BlockQuantPass
+
+    model, feeds = gather_model()
+    res = BlockQuantPass(BlockQuantConfig(min_size=0, scheme=scheme))(model)
+    onnx.checker.check_model(res.model)
+    (node,) = [n for n in res.model.graph.node if n.op_type == "GatherBlockQuantized"]
+    assert "bits" not in {a.name for a in node.attribute}
+    inits = {t.name: t for t in res.model.graph.initializer}
+    want = TensorProto.INT4 if scheme == "symmetric" else TensorProto.UINT4
+    assert [inits[i].data_type for i in node.input if i in inits and i != node.input[2]] == (
+        [want] if scheme == "symmetric" else [want, want]
+    )
+    ref, out = run(model, feeds)[0], run(res.model, feeds)[0]
+    assert np.linalg.norm(ref - out) / np.linalg.norm(ref) < 0.15

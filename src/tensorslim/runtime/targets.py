@@ -48,7 +48,7 @@ _CONTRIB_OPS: dict[str, Version] = {
 _GBQ_UINT8: Version = (1, 23)
 #: DequantizeLinear of int4/uint4 tensors: 1.18.1 registers the type but has no kernel; 1.20.1 runs it.
 _INT4_TYPES: Version = (1, 20)
-_IR_FOR_TYPE = {
+_IR_FOR_TYPE: dict[int, int] = {
     onnx.TensorProto.INT4: 10, onnx.TensorProto.UINT4: 10,
     onnx.TensorProto.FLOAT8E4M3FN: 9, onnx.TensorProto.FLOAT8E4M3FNUZ: 9, onnx.TensorProto.FLOAT8E5M2: 9,
     onnx.TensorProto.FLOAT8E5M2FNUZ: 9,
