@@ -96,7 +96,12 @@ def _configs(data: Any, fp16_block: tuple[str, ...] = ()) -> dict[str, tuple[Any
 
 
 def _outputs(
-    tmp: Path, name: str, model: onnx.ModelProto | Path, data: Any, fp16_block: tuple[str, ...] = ()
+    tmp: Path,
+    name: str,
+    model: onnx.ModelProto | Path,
+    data: Any,
+    fp16_block: tuple[str, ...] = (),
+    target: str | None = None,
 ) -> dict[str, Path]:
     src = model if isinstance(model, Path) else tmp / f"{name}.onnx"
     if not isinstance(model, Path):
@@ -104,7 +109,7 @@ def _outputs(
     out = {}
     for mode, (cfg, calib) in _configs(data, fp16_block).items():
         path = tmp / f"{name}.{mode}.onnx"
-        ts.quantize(src, path, config=cfg, data=calib)
+        ts.quantize(src, path, config=cfg, data=calib, target_runtime=target)
         out[mode] = path
     return out
 
@@ -152,16 +157,19 @@ def test_scales_and_zero_points_are_scalars(digits: Any) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("release", RELEASES)
 def test_every_mode_loads_and_agrees(tmp_path: Path, release: str, digits: Any) -> None:
-    """Digits CNN, a small transformer and an LSTM: every mode loads and agrees in each release."""
+    """Digits CNN (default outputs), a small transformer and an LSTM (made with ``--target-runtime`` of the
+    release): every mode loads and agrees in each release."""
+    target = "onnxruntime>=" + ".".join(release.split(".")[:2])
     digit_outputs, digits_feeds = digits
     calib = _transformer_feeds(32, 1)
     cases = [(p, digits_feeds) for p in digit_outputs.values()]
-    cases += [
-        (p, _transformer_feeds(2, 2)) for p in _outputs(tmp_path, "transformer", transformer_model(), calib).values()
-    ]
+    made = _outputs(tmp_path, "transformer", transformer_model(), calib, target=target)
+    cases += [(p, _transformer_feeds(2, 2)) for p in made.values()]
     lstm_calib = {"x": np.random.default_rng(3).standard_normal((16, 6, 24)).astype(np.float32)}
     lstm_feeds = {"x": np.random.default_rng(4).standard_normal((2, 6, 24)).astype(np.float32)}
-    cases += [(p, lstm_feeds) for p in _outputs(tmp_path, "lstm", lstm_model(), lstm_calib, _LSTM_FP32).values()]
+    cases += [
+        (p, lstm_feeds) for p in _outputs(tmp_path, "lstm", lstm_model(), lstm_calib, _LSTM_FP32, target).values()
+    ]
     problems = [p for p in (_agree(release, path, feeds, tmp_path) for path, feeds in cases) if p]
     assert not problems, problems
 
@@ -184,3 +192,61 @@ def test_4bit_embeddings_take_the_form_older_releases_load(scheme: str) -> None:
     )
     ref, out = run(model, feeds)[0], run(res.model, feeds)[0]
     assert np.linalg.norm(ref - out) / np.linalg.norm(ref) < 0.15
+
+
+def test_target_runtime_avoids_or_names_what_the_release_lacks(tmp_path: Path) -> None:
+    """int4 embeddings for onnxruntime 1.17 become int8 Gathers; MatMulNBits for 1.16 is refused by name."""
+    from models import cli
+
+    src = tmp_path / "t.onnx"
+    onnx.save(transformer_model(), str(src))
+    out = tmp_path / "t.int4.onnx"
+    r = cli("quantize", str(src), "-o", str(out), "--mode", "int4", "--min-size", "1", "--no-check-speed",
+            "--target-runtime", "onnxruntime>=1.17")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    ops = {(n.domain, n.op_type) for n in onnx.load(str(out)).graph.node}
+    assert ("com.microsoft", "GatherBlockQuantized") not in ops and ("", "Gather") in ops
+    assert "GatherBlockQuantized (onnxruntime>=1.20)" in r.stdout
+    default = tmp_path / "t.default.onnx"
+    assert (
+        cli(
+            "quantize", str(src), "-o", str(default), "--mode", "int4", "--min-size", "1", "--no-check-speed"
+        ).returncode
+        == 0
+    )
+    assert ("com.microsoft", "GatherBlockQuantized") in {
+        (n.domain, n.op_type) for n in onnx.load(str(default)).graph.node
+    }
+    r = cli("quantize", str(src), "-o", str(tmp_path / "x.onnx"), "--mode", "int4", "--kernel", "matmulnbits",
+            "--min-size", "1", "--no-check-speed", "--target-runtime", "onnxruntime>=1.16")  # fmt: skip
+    assert r.returncode == 2 and "MatMulNBits needs onnxruntime>=1.17" in r.stdout + r.stderr
+    assert not (tmp_path / "x.onnx").exists()
+    for bad in ("litert>=1.2", "onnxruntime 1.17"):
+        r = cli("quantize", str(src), "-o", str(tmp_path / "y.onnx"), "--target-runtime", bad)
+        assert r.returncode == 2 and "--target-runtime" in r.stdout + r.stderr
+
+
+def test_run_and_compress_name_what_the_target_lacks(tmp_path: Path) -> None:
+    from models import cli
+
+    src = str(EXAMPLES / "digits_cnn.onnx")
+    r = cli("run", "dynamic-int8", src, "-o", str(tmp_path / "d.onnx"), "--target-runtime", "onnxruntime>=1.8")
+    assert r.returncode == 2 and "needs onnxruntime>=" in r.stdout + r.stderr, r.stdout + r.stderr
+    r = cli("run", "dynamic-int8", src, "-o", str(tmp_path / "d.onnx"), "--target-runtime", "onnxruntime>=1.17")
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = cli("compress", src, "-o", str(tmp_path / "c.tslim"), "--clusters", "0", "--target-runtime", "ort>=1.5")
+    assert r.returncode == 2 and "needs onnxruntime>=" in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_outputs_are_stamped_with_the_lowest_opset_and_ir(tmp_path: Path) -> None:
+    """A model stamped opset 21 / IR 10 whose ops are unchanged since opset 14 is written as opset 14 / IR 7."""
+    from tensorslim.runtime.targets import lowest_versions
+
+    model = transformer_model()
+    model.opset_import[0].version, model.ir_version = 21, 10
+    assert lowest_versions(model) == (17, 8)  # LayerNormalization: since opset 17
+    dyn = tmp_path / "t.dyn.onnx"
+    ts.quantize(model, dyn, config=DynamicQuantConfig(min_size=1))
+    m = onnx.load(str(dyn))
+    assert (m.opset_import[0].version, m.ir_version) == (17, 8)
+    assert model.opset_import[0].version == 21  # the caller's model is left as it was

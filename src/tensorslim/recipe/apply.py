@@ -211,6 +211,7 @@ def apply_recipe(
     data: str | os.PathLike[str] | Dataset | None = None,
     seed: int = 0,
     progress: bool | None = None,
+    target_runtime: str | None = None,
 ) -> RecipeResult:
     """Run ``recipe``'s passes on ``model`` in order and write the result to ``output``.
 
@@ -220,6 +221,8 @@ def apply_recipe(
         output: an ``.onnx`` file, or a ``.tslim`` file when the last pass is ``pack``; written atomically.
         data: calibration data (``.npz``, a folder of ``.npz``, or a :class:`Dataset`), shared by every pass.
         seed: fills the ``seed`` field of passes that have one (clustering) where the recipe leaves it unset.
+        target_runtime: the oldest ONNX Runtime the output must load in (``onnxruntime>=1.17``); an error
+            names what it lacks.
         progress: draw a progress bar (default: when stderr is a terminal).
 
     Raises:
@@ -230,8 +233,10 @@ def apply_recipe(
     from tensorslim.backends.onnx.io import check_output_path, model_size_bytes, save_model
     from tensorslim.pack import pack_model
     from tensorslim.progress import progress_bar
+    from tensorslim.runtime.targets import check_target, target_for
 
     start = time.perf_counter()
+    target = target_for(target_runtime, model_kind="onnx")
     out = Path(output)
     _check_output(recipe, out)
     check_output_path(out, *([model] if isinstance(model, str | os.PathLike) else []))
@@ -254,6 +259,7 @@ def apply_recipe(
             notes.extend(res.notes)
             steps.append(step)
             bar.advance()
+        check_target(cur, target)
         api.verify_output(cur, float16=any(s.kind == "float16" for s in body))
         if recipe.passes[-1].kind == "pack":
             t = time.perf_counter()

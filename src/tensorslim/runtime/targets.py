@@ -22,9 +22,18 @@ import onnx
 
 from tensorslim.errors import InputError
 
-__all__ = ["RuntimeFeature", "TargetRuntime", "check_target", "lowest_versions", "onnx_features"]
+__all__ = [
+    "RuntimeFeature", "TargetRuntime", "check_target", "gather_block_quantized", "lowest_versions", "onnx_features",
+    "target_for",
+]  # fmt: skip
 
 Version = tuple[int, int]
+
+#: The help text of every command's ``--target-runtime`` option.
+TARGET_HELP = (
+    "Oldest runtime the output must load in, e.g. onnxruntime>=1.17 (ONNX) or litert>=1.2 (.tflite): forms it lacks "
+    "are avoided or the command names the feature that needs a newer one [default: no limit]."
+)
 
 #: The highest ai.onnx opset and IR version each ONNX Runtime release loads (probe models loaded in 1.17.3,
 #: 1.18.1, 1.20.1, 1.21.1, 1.22.1, 1.23.2, 1.24.3; the older rows from ONNX Runtime's compatibility table).
@@ -106,10 +115,31 @@ class TargetRuntime:
         """Whether this runtime loads ``feature`` (LiteRT targets say nothing about ONNX features)."""
         return self.runtime != "onnxruntime" or self.version >= feature.onnxruntime
 
-    @property
-    def gather_block_quantized_uint8(self) -> bool:
-        """Whether block-quantized embeddings may use ``GatherBlockQuantized`` as tensorslim writes it."""
-        return self.runtime != "onnxruntime" or self.version >= _GBQ_UINT8
+
+def target_for(text: str | None, *, model_kind: str) -> TargetRuntime | None:
+    """Parse a ``--target-runtime`` for an output of ``model_kind`` (``onnx`` or ``tflite``).
+
+    Raises:
+        InputError: the text is malformed, or names the other kind's runtime.
+    """
+    if text is None:
+        return None
+    target = TargetRuntime.parse(text)
+    want = "onnxruntime" if model_kind == "onnx" else "litert"
+    if target.runtime != want:
+        raise InputError(
+            f"--target-runtime {text}: the output is a {'.onnx' if model_kind == 'onnx' else '.tflite'} model, run "
+            f"by {want}; give {want}>=VERSION"
+        )
+    return target
+
+
+def gather_block_quantized(bits: int) -> RuntimeFeature:
+    """``GatherBlockQuantized`` as tensorslim writes it for ``bits``-bit embeddings (4: int4/uint4 tables, 1.20;
+    8: uint8 tables with a ``bits`` attribute, 1.23)."""
+    if bits == 4:
+        return RuntimeFeature("com.microsoft.GatherBlockQuantized", _CONTRIB_OPS["GatherBlockQuantized"])
+    return RuntimeFeature("com.microsoft.GatherBlockQuantized on uint8-packed data", _GBQ_UINT8)
 
 
 def _release_for(opset: int, ir: int) -> Version:
@@ -160,11 +190,85 @@ def _default_opset(model: onnx.ModelProto) -> int:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
 
 
+#: Ops whose versions from opset 19 on changed only their type lists (float8, int4, ...), not their meaning.
+_TYPE_ONLY = frozenset(
+    {"Cast", "CastLike", "Constant", "ConstantOfShape", "Flatten", "Identity", "Reshape", "Shape", "Size", "Squeeze",
+     "Transpose", "Unsqueeze", "If", "Loop", "Scan", "Equal", "QuantizeLinear", "DequantizeLinear"}
+)  # fmt: skip
+
+
+class _Types:
+    """Element types (``tensor(float)``) of a model's values, inferred on first use."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        self.model = model
+        self._types: dict[str, str] | None = None
+
+    def get(self, name: str) -> str | None:
+        if self._types is None:
+            self._types = {}
+            try:
+                inferred = onnx.shape_inference.infer_shapes(self.model)
+            except Exception:  # unknown types keep the ops at their stamped versions
+                inferred = self.model
+            for g in _graphs(inferred.graph):
+                for t in g.initializer:
+                    self._types[t.name] = _type_str(t.data_type)
+                for vi in [*g.input, *g.output, *g.value_info]:
+                    if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+                        self._types[vi.name] = _type_str(vi.type.tensor_type.elem_type)
+        return self._types.get(name)
+
+
+def _type_str(dtype: int) -> str:
+    return f"tensor({onnx.TensorProto.DataType.Name(dtype).lower()})"
+
+
+def _fits(node: onnx.NodeProto, schema: Any, types: _Types) -> bool:
+    """Whether ``schema`` (an older version of the node's op) takes the node's attributes, arity and types."""
+    if not {a.name for a in node.attribute} <= set(schema.attributes):
+        return False
+    if not (schema.min_input <= len(node.input) <= schema.max_input):
+        return False
+    if not (schema.min_output <= len(node.output) <= schema.max_output):
+        return False
+    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+    for names, formals in ((node.input, schema.inputs), (node.output, schema.outputs)):
+        for i, name in enumerate(names):
+            if not name:
+                continue
+            formal = formals[min(i, len(formals) - 1)]
+            if formal.type_str.startswith(("seq(", "optional(")):
+                return False
+            t = types.get(name)
+            ok = allowed.get(formal.type_str, {formal.type_str})
+            if t is None or t not in ok:
+                return False
+    return True
+
+
+def _node_since(node: onnx.NodeProto, opset: int, types: _Types) -> int:
+    """The lowest opset whose version of ``node``'s op means the same for it."""
+    schema = onnx.defs.get_schema(node.op_type, opset, "")
+    since = int(schema.since_version)
+    while node.op_type in _TYPE_ONLY and since >= 19:
+        try:
+            prev = onnx.defs.get_schema(node.op_type, since - 1, "")
+        except Exception:
+            break
+        if not _fits(node, prev, types):
+            break
+        since = int(prev.since_version)
+    return since
+
+
 def lowest_versions(model: onnx.ModelProto) -> tuple[int, int]:
     """The lowest ai.onnx opset and IR version that express ``model`` unchanged.
 
     The opset is the newest ``since_version`` among the schemas its ops resolve to at the stamped opset (an op
-    unchanged since opset 13 means the same at 13); the IR version is the lowest that opset, the other domains,
+    unchanged since opset 13 means the same at 13; ops whose newer versions only added tensor types or optional
+    attributes, such as Transpose-21 and Reshape-19, step down while the older schema takes the node's types,
+    attributes and arity); the IR version is the lowest that opset, the other domains,
     the tensor types (int4: 10, float8: 9) and model-local functions (8) allow, never below 7 nor above the
     stamped one. A model with ops ONNX does not know keeps its stamps.
     """
@@ -172,11 +276,12 @@ def lowest_versions(model: onnx.ModelProto) -> tuple[int, int]:
     if not opset:
         return opset, model.ir_version
     need = 1
+    types = _Types(model)
     for n in _nodes(model.graph):
         if n.domain not in ("", "ai.onnx"):
             continue
         try:
-            need = max(need, onnx.defs.get_schema(n.op_type, opset, "").since_version)
+            need = max(need, _node_since(n, opset, types))
         except Exception:  # an op ONNX does not define at this opset: keep the model as stamped
             return opset, model.ir_version
     new_opset = min(opset, max(need, 7))
@@ -191,13 +296,13 @@ def lowest_versions(model: onnx.ModelProto) -> tuple[int, int]:
 
 
 def onnx_features(model: onnx.ModelProto) -> list[RuntimeFeature]:
-    """What loading ``model`` needs from ONNX Runtime, newest requirement first."""
+    """What loading ``model`` (stamped as :func:`lowest_versions` says) needs from ONNX Runtime, newest first."""
     out: list[RuntimeFeature] = []
-    opset = _default_opset(model)
+    opset, ir = lowest_versions(model)  # as save_model stamps the file
     if opset:
         out.append(RuntimeFeature(f"opset {opset}", _release_for(opset, 0)))
-    out.append(RuntimeFeature(f"IR version {model.ir_version}", _release_for(0, model.ir_version)))
-    if model.ir_version >= 10 and {onnx.TensorProto.INT4, onnx.TensorProto.UINT4} & _tensor_types(model):
+    out.append(RuntimeFeature(f"IR version {ir}", _release_for(0, ir)))
+    if ir >= 10 and {onnx.TensorProto.INT4, onnx.TensorProto.UINT4} & _tensor_types(model):
         out.append(RuntimeFeature("int4/uint4 tensors", _INT4_TYPES))
     for n in _nodes(model.graph):
         if n.domain != "com.microsoft":
