@@ -57,7 +57,8 @@ def ort_python(version: str) -> Path:
         base = getattr(sys, "_base_executable", sys.executable)
         steps = [
             [base, "-m", "venv", "--clear", str(env)],
-            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", f"onnxruntime=={version}",
+            [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--retries", "1", "--timeout", "60",
+             f"onnxruntime=={version}",
              "numpy<2"],
         ]  # fmt: skip
         for cmd in steps:
