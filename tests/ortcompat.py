@@ -44,13 +44,48 @@ print(json.dumps({"version": ort.__version__}))
 """
 
 
+_LITERT_RUNNER = r"""
+import json, sys
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+try:
+    it = Interpreter(model_path=sys.argv[1])
+    it.allocate_tensors()
+except Exception as e:
+    print(json.dumps({"error": "load: " + str(e).strip().splitlines()[0][:400]}))
+    sys.exit(0)
+feeds = dict(np.load(sys.argv[2]))
+try:
+    for d in it.get_input_details():
+        x = feeds[d["name"]]
+        if list(d["shape"]) != list(x.shape):
+            it.resize_tensor_input(d["index"], list(x.shape))
+            it.allocate_tensors()
+    for d in it.get_input_details():
+        it.set_tensor(d["index"], feeds[d["name"]].astype(d["dtype"]))
+    it.invoke()
+    outs = [it.get_tensor(d["index"]) for d in it.get_output_details()]
+except Exception as e:
+    print(json.dumps({"error": "run: " + str(e).strip().splitlines()[0][:400]}))
+    sys.exit(0)
+np.savez(sys.argv[3], *outs)
+print(json.dumps({"version": "litert"}))
+"""
+
+
 def ort_python(version: str) -> Path:
     """The interpreter of a virtual environment holding ``onnxruntime==version`` (created on first use)."""
-    env = CACHE / f"ort-{version}"
+    return runtime_python("onnxruntime", version)
+
+
+def runtime_python(package: str, version: str) -> Path:
+    """The interpreter of a virtual environment holding ``package==version`` (``onnxruntime`` or
+    ``ai-edge-litert``), created on first use."""
+    env = CACHE / f"{'ort' if package == 'onnxruntime' else 'litert'}-{version}"
     python = env / "bin" / "python"
     ready = env / ".tensorslim-ready"
     CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / f".ort-{version}.lock", "w") as lock:
+    with open(CACHE / f".{env.name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one creator at a time (parallel test runs share the cache)
         if ready.is_file() and python.exists():
             return python
@@ -58,14 +93,14 @@ def ort_python(version: str) -> Path:
         steps = [
             [base, "-m", "venv", "--clear", str(env)],
             [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--retries", "1", "--timeout", "60",
-             f"onnxruntime=={version}",
+             f"{package}=={version}",
              "numpy<2"],
         ]  # fmt: skip
         for cmd in steps:
             r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
             if r.returncode:
                 last = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
-                pytest.skip(f"onnxruntime=={version} cannot be installed here ({cmd[2]} failed: {last[0][:200]})")
+                pytest.skip(f"{package}=={version} cannot be installed here ({cmd[2]} failed: {last[0][:200]})")
         ready.write_text(version)
     return python
 
@@ -74,7 +109,8 @@ def run_old(python: Path, model: Path, feeds: Mapping[str, np.ndarray], tmp: Pat
     """Outputs of ``model`` on ``feeds`` in the release behind ``python``, or the error text when it fails."""
     feeds_file, outs_file = tmp / "feeds.npz", tmp / f"outs-{python.parent.parent.name}.npz"
     np.savez(feeds_file, **{k: np.asarray(v) for k, v in feeds.items()})
-    r = subprocess.run([str(python), "-c", _RUNNER, str(model), str(feeds_file), str(outs_file)],
+    runner = _LITERT_RUNNER if model.suffix == ".tflite" else _RUNNER
+    r = subprocess.run([str(python), "-c", runner, str(model), str(feeds_file), str(outs_file)],
                        capture_output=True, text=True, timeout=300)  # fmt: skip
     if r.returncode:
         return f"exit {r.returncode}: {r.stderr.strip().splitlines()[-1:] or ''}"
