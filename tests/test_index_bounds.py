@@ -136,3 +136,17 @@ def test_doctor_and_profile_take_data(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stdout
     r = cli("profile", str(path), "--data", str(bad))
     assert r.returncode == 2 and "types" in r.stdout + r.stderr
+
+
+def test_tflite_embedding_inputs_stay_in_range(tmp_path: Path) -> None:
+    """The same for .tflite models: a GATHER on a 7-row table, benchmarked without data."""
+    pytest.importorskip("ai_edge_litert")
+    import tflite_models as tm
+    from models import cli
+    from tensorslim.runtime.litert import LiteRTRuntime
+
+    path = tmp_path / "emb.tflite"
+    path.write_bytes(tm.embeddings(rows=7))
+    assert LiteRTRuntime(path).index_bounds() == {"ids": 7}
+    r = cli("bench", str(path), "--seconds", "0.05")
+    assert r.returncode == 0, r.stdout + r.stderr
