@@ -77,8 +77,12 @@ def minilm_outputs(minilm: tuple[Path, Any], tmp_path_factory: pytest.TempPathFa
 def test_minilm_outputs_load_and_agree(
     release: str, minilm: tuple[Path, Any], minilm_outputs: dict[str, Path], tmp_path: Path
 ) -> None:
-    _, rm = minilm
+    """Each output loads; its result matches the current release's to 2 % of max |y|, or (integer kernels differ
+    between releases: 1.17 to 1.24 give one dynamic-int8 result, 1.32 another) is as close to the float model's
+    (worst token cosine at most 0.002 lower)."""
+    float_path, rm = minilm
     feeds = rm.padded_feeds(rm.minilm_tokenizer(), rm.load_sentences(2, offset=100), seq_len=64)
+    ref = run_current(float_path, feeds)[0]
     int4 = "int4-ort1.17" if release.startswith("1.17") else "int4"
     problems = []
     for mode in ("static", "dynamic", "fp16", int4):
@@ -87,8 +91,14 @@ def test_minilm_outputs_load_and_agree(
         if isinstance(got, str):
             problems.append(f"{mode}: {got}")
             continue
-        want = run_current(path, feeds)
-        err = float(np.abs(got[0].astype(np.float64) - want[0]).max() / np.abs(want[0]).max())
-        if err > 2e-2:
-            problems.append(f"{mode}: max error {err:.2e} of max |y|")
+        want = run_current(path, feeds)[0]
+        err = float(np.abs(got[0].astype(np.float64) - want).max() / np.abs(want).max())
+        if err > 2e-2 and _worst_cosine(got[0], ref) < _worst_cosine(want, ref) - 2e-3:
+            problems.append(f"{mode}: max error {err:.2e} of max |y|, and further from the float model")
     assert not problems, (release, problems)
+
+
+def _worst_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    """The lowest cosine similarity between matching token vectors of two ``[..., hidden]`` outputs."""
+    x, y = a.reshape(-1, a.shape[-1]).astype(np.float64), b.reshape(-1, b.shape[-1]).astype(np.float64)
+    return float(((x * y).sum(1) / np.linalg.norm(x, axis=1) / np.linalg.norm(y, axis=1)).min())
