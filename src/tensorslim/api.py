@@ -23,7 +23,7 @@ from tensorslim.passes.float16 import Float16Config, Float16Pass, find_overflows
 from tensorslim.passes.fold_batchnorm import FoldBatchNormPass
 from tensorslim.passes.static_quant import StaticQuantConfig, StaticQuantPass
 from tensorslim.runtime.ort import OrtRuntime
-from tensorslim.runtime.targets import TargetRuntime, check_target, gather_block_quantized
+from tensorslim.runtime.targets import TargetRuntime, check_target, gather_block_quantized, target_for
 
 if TYPE_CHECKING:
     from tensorslim.evaluate.images import ImagePreprocess
@@ -171,7 +171,7 @@ def quantize(
     """
     start = time.perf_counter()
     cfg = config or DynamicQuantConfig()
-    target = TargetRuntime.parse(target_runtime) if isinstance(target_runtime, str) else target_runtime
+    target = target_for(target_runtime, model_kind="onnx") if isinstance(target_runtime, str) else target_runtime
     if output is not None:
         inputs = [model] if isinstance(model, str | os.PathLike) else []
         check_output_path(output, *inputs)
