@@ -234,6 +234,11 @@ def test_run_and_compress_name_what_the_target_lacks(tmp_path: Path) -> None:
     assert r.returncode == 2 and "needs onnxruntime>=" in r.stdout + r.stderr, r.stdout + r.stderr
     r = cli("run", "dynamic-int8", src, "-o", str(tmp_path / "d.onnx"), "--target-runtime", "onnxruntime>=1.17")
     assert r.returncode == 0, r.stdout + r.stderr
+    tf = tmp_path / "t.onnx"
+    onnx.save(transformer_model(), str(tf))
+    r = cli("run", "int4", str(tf), "-o", str(tmp_path / "t4.onnx"), "--target-runtime", "onnxruntime>=1.17")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "GatherBlockQuantized" not in {n.op_type for n in onnx.load(str(tmp_path / "t4.onnx")).graph.node}
     r = cli("compress", src, "-o", str(tmp_path / "c.tslim"), "--clusters", "0", "--target-runtime", "ort>=1.5")
     assert r.returncode == 2 and "needs onnxruntime>=" in r.stdout + r.stderr, r.stdout + r.stderr
 

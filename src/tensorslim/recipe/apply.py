@@ -109,7 +109,9 @@ def _with_seed(spec: PassSpec, cfg: dict[str, Any], seed: int) -> dict[str, Any]
     return {**cfg, "seed": seed} if "seed" in names and "seed" not in cfg else cfg
 
 
-def _run_once(kind: str, cfg: Any, model: onnx.ModelProto, data: Dataset | None, notes: list[str]) -> PassResult:
+def _run_once(
+    kind: str, cfg: Any, model: onnx.ModelProto, data: Dataset | None, notes: list[str], target: Any = None
+) -> PassResult:
     """One run of one pass, through the code path its command uses."""
     from tensorslim import api, compression
     from tensorslim.passes.fold_batchnorm import FoldBatchNormPass
@@ -117,7 +119,7 @@ def _run_once(kind: str, cfg: Any, model: onnx.ModelProto, data: Dataset | None,
     if kind == "fold_batchnorm":
         return FoldBatchNormPass()(model)
     if kind in _QUANT_KINDS:
-        return api._run_pass(model, cfg, data, notes)
+        return api._run_pass(model, cfg, data, notes, target)
     small = data
     if data is not None and data.num_samples > _COMPRESSION_SAMPLES:
         small = Dataset({k: v[:_COMPRESSION_SAMPLES] for k, v in data.inputs.items()}, source=data.source)
@@ -146,7 +148,7 @@ def _merge_records(runs: list[list[WeightRecord]]) -> list[WeightRecord]:
 
 
 def _run_step(
-    index: int, spec: PassSpec, model: onnx.ModelProto, data: Dataset | None, seed: int
+    index: int, spec: PassSpec, model: onnx.ModelProto, data: Dataset | None, seed: int, target: Any = None
 ) -> tuple[PassResult, StepResult]:
     path = f"passes[{index}]"
     t0 = time.perf_counter()
@@ -178,7 +180,7 @@ def _run_step(
     for cfg_dict, tolerate in runs:
         cfg = build_config(spec.kind, cfg_dict, f"{path}.config")
         try:
-            res = _run_once(spec.kind, cfg, model_cur, data, notes)
+            res = _run_once(spec.kind, cfg, model_cur, data, notes, target)
         except UnsupportedModelError as e:
             if not tolerate:
                 raise type(e)(f"{path} ({spec.kind}): {e}") from e
@@ -253,7 +255,7 @@ def apply_recipe(
     with progress_bar(f"recipe {recipe.name}", total=len(recipe.passes), enabled=progress) as bar:
         for i, spec in enumerate(body):
             bar.describe(f"{recipe.name}: {spec.kind}")
-            res, step = _run_step(i, spec, cur, dataset, seed)
+            res, step = _run_step(i, spec, cur, dataset, seed, target)
             cur = res.model
             records.extend(res.records)
             notes.extend(res.notes)
