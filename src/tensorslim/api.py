@@ -23,6 +23,7 @@ from tensorslim.passes.float16 import Float16Config, Float16Pass, find_overflows
 from tensorslim.passes.fold_batchnorm import FoldBatchNormPass
 from tensorslim.passes.static_quant import StaticQuantConfig, StaticQuantPass
 from tensorslim.runtime.ort import OrtRuntime
+from tensorslim.runtime.targets import TargetRuntime, check_target, gather_block_quantized, target_for
 
 if TYPE_CHECKING:
     from tensorslim.evaluate.images import ImagePreprocess
@@ -141,6 +142,7 @@ def quantize(
     data: CalibrationData | None = None,
     max_samples: int | None = None,
     verify: bool = True,
+    target_runtime: str | TargetRuntime | None = None,
 ) -> QuantizeResult:
     """Quantize an ONNX model; the config's type picks the technique.
 
@@ -159,19 +161,24 @@ def quantize(
             :func:`load_calibration`; for a folder of images, load it with ``load_calibration(..., images=)``).
         max_samples: use at most this many calibration samples.
         verify: load the result in ONNX Runtime before writing it.
+        target_runtime: the oldest runtime the output must load in, e.g. ``"onnxruntime>=1.17"``: constructs it
+            lacks are avoided where another form exists (4-bit embeddings become int8 ones below 1.20), else an
+            error names them (see :mod:`tensorslim.runtime.targets`).
 
     Raises:
-        InputError: unreadable model, bad output path, or nothing to quantize.
+        InputError: unreadable model, bad output path, nothing to quantize, or the output needs a newer
+            runtime than ``target_runtime``.
     """
     start = time.perf_counter()
     cfg = config or DynamicQuantConfig()
+    target = target_for(target_runtime, model_kind="onnx") if isinstance(target_runtime, str) else target_runtime
     if output is not None:
         inputs = [model] if isinstance(model, str | os.PathLike) else []
         check_output_path(output, *inputs)
     proto, src = _as_model(model)
     dataset = load_calibration(data, proto, max_samples=max_samples) if data is not None else None
     notes: list[str] = []
-    result = _run_pass(proto, cfg, dataset, notes)
+    result = _run_pass(proto, cfg, dataset, notes, target)
     notes.extend(result.notes)
     if not result.modified:
         reasons = sorted({r.reason for r in result.records if r.skipped})
@@ -179,6 +186,7 @@ def quantize(
         raise UnsupportedModelError(
             f"{src or 'model'}: no weight could be quantized{detail}; check --ops, --exclude and --min-size"
         )
+    check_target(result.model, target)
     small = verify_output(result.model, float16=isinstance(cfg, Float16Config), load=verify)
     out_path = save_model(result.model, output) if output is not None else None
     if out_path is not None and not small:
@@ -243,12 +251,20 @@ def _load_in_subprocess(model: onnx.ModelProto) -> None:
         raise InputError(f"the converted model does not load in ONNX Runtime: {last}; please report this")
 
 
-def _run_pass(proto: onnx.ModelProto, cfg: QuantConfig, dataset: Dataset | None, notes: list[str]) -> PassResult:
+def _run_pass(
+    proto: onnx.ModelProto,
+    cfg: QuantConfig,
+    dataset: Dataset | None,
+    notes: list[str],
+    target: TargetRuntime | None = None,
+) -> PassResult:
     folded = FoldBatchNormPass()(proto)
     if folded.modified:
         notes.append("BatchNormalization folded into the preceding Conv layers")
         proto = folded.model
     if isinstance(cfg, BlockQuantConfig):
+        if target is not None and "Gather" in cfg.op_types and not target.has(gather_block_quantized(cfg.bits)):
+            return _blocks_without_gbq(proto, cfg, dataset, target)
         return BlockQuantPass(cfg, data=dataset)(proto)
     if isinstance(cfg, StaticQuantConfig):
         if dataset is not None and cfg.max_samples is not None and dataset.num_samples > cfg.max_samples:
@@ -263,6 +279,26 @@ def _run_pass(proto: onnx.ModelProto, cfg: QuantConfig, dataset: Dataset | None,
     if isinstance(cfg, Float16Config):
         return _float16_with_fallback(proto, cfg, dataset, notes)
     return DynamicQuantPass(cfg)(proto)
+
+
+def _blocks_without_gbq(
+    proto: onnx.ModelProto, cfg: BlockQuantConfig, dataset: Dataset | None, target: TargetRuntime
+) -> PassResult:
+    """Block-wise weights for a target without GatherBlockQuantized: embeddings become int8 Gathers instead."""
+    import dataclasses
+
+    rest = tuple(o for o in cfg.op_types if o != "Gather")
+    first = BlockQuantPass(dataclasses.replace(cfg, op_types=rest), data=dataset)(proto) if rest else None
+    embed = DynamicQuantConfig(op_types=("Gather",), form="weight_only", exclude=cfg.exclude, min_size=cfg.min_size)
+    second = DynamicQuantPass(embed)(first.model if first else proto)
+    done = {r.name for r in second.records if not r.skipped}
+    records = [r for r in (first.records if first else []) if r.name not in done]
+    records += [r for r in second.records if not r.skipped or first is None]
+    need = gather_block_quantized(cfg.bits).onnxruntime
+    note = (f"embeddings int8 (Gather on an int8 table): {target} lacks int{cfg.bits} GatherBlockQuantized "
+            f"(onnxruntime>={need[0]}.{need[1]})")  # fmt: skip
+    notes = [*(first.notes if first else []), *second.notes, note]
+    return PassResult(second.model, bool(first and first.modified) or second.modified, records, notes)
 
 
 def _float16_with_fallback(

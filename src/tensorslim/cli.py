@@ -22,6 +22,7 @@ from tensorslim.clikit import (
     write_json,
 )
 from tensorslim.errors import InputError
+from tensorslim.runtime.targets import TARGET_HELP, target_for
 
 __all__ = ["app", "main"]
 
@@ -238,6 +239,7 @@ def quantize(
     report_html: Annotated[
         Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")
     ] = None,
+    target_runtime: Annotated[str | None, typer.Option(help=TARGET_HELP)] = None,
 ) -> None:
     """Quantize a float ONNX model (dynamic-range int8: ~4x smaller weights, no calibration data)."""
 
@@ -254,8 +256,12 @@ def quantize(
             if is_tflite(model):
                 raise InputError("--image-size: image folders calibrate ONNX models; save them as .npz for .tflite")
             data_in = _image_data(model_in, data_in, images, max_samples)
+        target = target_for(target_runtime, model_kind="tflite" if is_tflite(model) else "onnx")
         if is_tflite(model):
             from tensorslim.backends.tflite.cli import quantize_tflite_command
+
+            if target is not None and json_out != "-":
+                console.print(f"note: --target-runtime {target}: LiteRT versions are not checked yet (ONNX only)")
 
             if (form, scheme or "symmetric", weight_encoding) != ("auto", "symmetric", "auto"):
                 raise InputError("--form, --scheme and --weight-encoding apply to ONNX models; drop them for .tflite")
@@ -281,7 +287,9 @@ def quantize(
                             "placement": None if placement is None else str(placement),
                             "latency_check": latency_check},
         )  # fmt: skip
-        result = run_quantize(model_in, output, config=cfg, data=data_in, max_samples=max_samples)
+        result = run_quantize(
+            model_in, output, config=cfg, data=data_in, max_samples=max_samples, target_runtime=target
+        )
         quiet = json_out == "-"
         if not quiet:
             console.print(_weights_table(result.records, 0 if show_all else 25))

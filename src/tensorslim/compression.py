@@ -164,6 +164,7 @@ def compress(
     data: str | os.PathLike[str] | None = None,
     eval_data: str | os.PathLike[str] | None = None,
     max_samples: int | None = 256,
+    target_runtime: str | None = None,
 ) -> CompressReport:
     """Prune -> cluster -> quantize -> pack, measuring each stage's size and fidelity against the input.
 
@@ -178,13 +179,17 @@ def compress(
         data: calibration ``.npz`` (activation-aware pruning and clustering).
         eval_data: ``.npz`` for the fidelity of each stage (``data`` when not given, else generated inputs).
         max_samples: calibration samples used at most.
+        target_runtime: the oldest ONNX Runtime the unpacked model must load in (``onnxruntime>=1.17``); an
+            error names what it lacks.
     """
     from tensorslim.evaluate import evaluate
     from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass
     from tensorslim.runtime.ort import OrtRuntime
+    from tensorslim.runtime.targets import check_target, target_for
 
     if Path(output).suffix.lower() != ".tslim":
         raise InputError(f"{output}: the pipeline writes a packed .tslim file; name the output *.tslim")
+    target = target_for(target_runtime, model_kind="onnx")
     check_output_path(output, model)
     src = load_model(model)
     base_bytes = model_size_bytes(src)
@@ -222,6 +227,7 @@ def compress(
             measure("quantize", cur, time.perf_counter() - t, f"int8 weight-only on {n} remaining float weight(s)")
     with tempfile.TemporaryDirectory(prefix="tslim-") as tmp:
         t = time.perf_counter()
+        check_target(cur, target)
         rep = pack_model(cur, output)
         unpacked = unpack_model(output, Path(tmp) / "unpacked.onnx")
         measure("pack", unpacked, time.perf_counter() - t, f"{rep.bits_per_weight:.2f} bits/weight", rep.file_bytes)

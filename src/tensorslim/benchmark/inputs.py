@@ -22,6 +22,7 @@ import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -30,7 +31,10 @@ from tensorslim.algorithms.quantize import quantize, tensor_params
 from tensorslim.evaluate.data import random_input
 from tensorslim.passes.static_io import IO_METADATA_KEY
 
-__all__ = ["InputSpec", "feeds_for", "make_inputs", "quantize_feed", "specs_from_session"]
+__all__ = ["InputSpec", "feeds_for", "make_inputs", "quantize_feed", "real_inputs", "specs_from_session"]
+
+#: How a command's error tells the user to give real inputs instead of made-up ones.
+PASS_REAL_INPUTS = "pass real inputs: --data DATA.npz (doctor, profile, eval, diagnose) or inputs= in the Python API"
 
 _ORT_TO_NUMPY: dict[str, type[np.generic]] = {
     "tensor(float)": np.float32,
@@ -164,7 +168,7 @@ def make_inputs(
         dtype = spec.dtype
         if dtype is None:
             raise ValueError(
-                f"{model_name}: cannot generate input {spec.name!r} of type {spec.ort_type}; pass the inputs explicitly"
+                f"{model_name}: cannot generate input {spec.name!r} of type {spec.ort_type}; {PASS_REAL_INPUTS}"
             )
         shape, dynamic = _resolve_shape(spec, batch_size, overrides)
         any_dynamic = any_dynamic or dynamic
@@ -220,3 +224,20 @@ def feeds_for(model_name: str, specs: Sequence[InputSpec], inputs: Mapping[str, 
                 )
         feeds[spec.name] = np.ascontiguousarray(arr)
     return feeds
+
+
+def real_inputs(model: str | Path, data: str | Path, *, batch_size: int = 1) -> dict[str, np.ndarray]:
+    """The first batch of ``data`` for the ONNX model at ``model``: ``--data`` of ``doctor`` and ``profile``.
+
+    ``data`` takes the forms of ``quantize --data`` (an ``.npz``, a folder of ``.npz`` files), loaded and
+    checked by :func:`tensorslim.api.load_calibration`; samples go along the first axis.
+
+    Raises:
+        InputError: the data cannot be read or does not fit the model.
+    """
+    from tensorslim.api import load_calibration
+    from tensorslim.backends.onnx.io import load_model
+
+    ds = load_calibration(data, load_model(Path(model)), max_samples=batch_size)
+    batch, _ = next(iter(ds.batches(batch_size)))
+    return {k: np.ascontiguousarray(v) for k, v in batch.items()}

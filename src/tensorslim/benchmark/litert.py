@@ -88,7 +88,11 @@ def benchmark_litert(
             t0 = time.perf_counter()
             runtimes[i] = LiteRTRuntime(p, threads=threads)
             load_ms[i].append((time.perf_counter() - t0) * 1e3)
-    data = generate_inputs(runtimes[0].inputs, num_samples=batch_size, seed=seed)
+    bounds: dict[str, int] = {}
+    for rt in runtimes:  # shared inputs fit every model's tables
+        for name, bound in rt.index_bounds().items():
+            bounds[name] = min(bounds.get(name, bound), bound)
+    data = generate_inputs(runtimes[0].inputs, num_samples=batch_size, seed=seed, bounds=bounds)
     fns: list[Callable[[], object]] = []
     for rt in runtimes:
         arrays = rt.prepare(data.inputs)

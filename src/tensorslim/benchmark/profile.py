@@ -27,7 +27,7 @@ import numpy as np
 from tensorslim.backends.onnx.indices import index_bounds
 from tensorslim.progress import track
 
-from .inputs import feeds_for, make_inputs, specs_from_session
+from .inputs import PASS_REAL_INPUTS, feeds_for, make_inputs, specs_from_session
 from .latency import session_options
 
 __all__ = ["NodeTime", "OpDiffRow", "OpProfile", "ProfileDiff", "diff_profiles", "parse_profile", "profile_model"]
@@ -245,7 +245,9 @@ def profile_model(
                 sess.run(out_names, feeds)
         except Exception as exc:
             msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"{p}: inference fails with the profiling inputs ({msg}); pass real inputs") from None
+            made = "made-up " if inputs is None else ""
+            hint = f"; {PASS_REAL_INPUTS}" if inputs is None else "; check that the data fits the model"
+            raise ValueError(f"{p}: inference fails with the {made}profiling inputs ({msg}){hint}") from None
         prof_file = sess.end_profiling()
         events = json.loads(Path(prof_file).read_text(encoding="utf-8"))
     nodes, run_us, kept = parse_profile(events, skip_runs=warmup)

@@ -210,8 +210,8 @@ def benchmark_models(
     for i, p in enumerate(model_paths):
         proto = load_model_proto(p)
         static.append((packed.get(i, 0) or file_bytes(proto, p), weight_bytes(proto)))
-        if i == 0:
-            bounds = index_bounds(proto)
+        for name, bound in index_bounds(proto).items():  # shared inputs fit every model's tables
+            bounds[name] = min(bounds.get(name, bound), bound)
         del proto
 
     # Session creation, interleaved across models after one untimed creation that pays the

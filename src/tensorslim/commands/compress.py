@@ -10,6 +10,7 @@ from rich.table import Table
 
 from tensorslim.clikit import app, console, run_command, write_json
 from tensorslim.errors import InputError
+from tensorslim.runtime.targets import TARGET_HELP
 
 __all__ = ["cluster_cmd", "compress_cmd", "pack_cmd", "prune_cmd", "unpack_cmd"]
 
@@ -207,6 +208,7 @@ def compress_cmd(
     data: Annotated[Path | None, typer.Option(help="Calibration .npz (activation-aware stages).")] = None,
     eval_data: Annotated[Path | None, typer.Option(help=".npz for each stage's fidelity [default: --data].")] = None,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
+    target_runtime: Annotated[str | None, typer.Option(help=TARGET_HELP)] = None,
 ) -> None:
     """Prune -> cluster -> quantize -> pack, with each stage's size and fidelity against the input."""
 
@@ -217,7 +219,8 @@ def compress_cmd(
         if clusters == 1 or clusters < 0 or clusters > 256:
             raise InputError(f"--clusters {clusters}: must be from 2 to 256 (0 skips clustering)")
         rep = compress(model, output, sparsity=sparsity, pattern=pattern, clusters=clusters or None,
-                       per_channel=per_channel, quantize=quantize, data=data, eval_data=eval_data)  # fmt: skip
+                       per_channel=per_channel, quantize=quantize, data=data, eval_data=eval_data,
+                       target_runtime=target_runtime)  # fmt: skip
         if json_out != "-":
             t = Table(title=f"tensorslim compress {model.name}", title_justify="left")
             for col in ("stage", "bytes", "size x", "cosine", "SQNR dB", "accuracy", "s", "detail"):

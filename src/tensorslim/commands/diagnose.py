@@ -22,7 +22,9 @@ from tensorslim.clikit import EXIT_OK, app, console, run_command, write_json
 def diagnose(
     float_model: Annotated[Path, typer.Argument(help="The float ONNX model.")],
     quant_model: Annotated[Path, typer.Argument(help="Its quantized version.")],
-    data: Annotated[Path | None, typer.Option(help=".npz with one array per model input (real data).")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help=".npz or folder of .npz, one array per model input (made up if absent).")
+    ] = None,
     max_samples: Annotated[int, typer.Option(help="Use at most this many samples.")] = 64,
     batch_size: Annotated[int, typer.Option(help="Samples per inference call.")] = 8,
     top: Annotated[int, typer.Option(help="Worst layers named in the --exclude command.")] = 5,

@@ -14,6 +14,7 @@ from tensorslim.clikit import EXIT_OK, app, console, run_command, write_json
     epilog="Examples:\n\n"
     "    tensorslim doctor model.int8.onnx\n\n"
     "    tensorslim doctor model.qdq.onnx --baseline model.onnx --json doctor.json\n\n"
+    "    tensorslim doctor model.int8.onnx --data inputs.npz    # real inputs for the timings\n\n"
     "    tensorslim doctor model.int8.onnx --no-measure      # static checks only (one session creation)\n\n"
     "Exit codes: 0 ok (findings are not errors), 2 bad input, 3 internal error.",
 )
@@ -21,6 +22,10 @@ def doctor(
     model: Annotated[Path, typer.Argument(help="ONNX model to check (usually the quantized one).")],
     baseline: Annotated[
         Path | None, typer.Option(help="The float model it came from: time and profile both side by side.")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Real inputs for the timings: .npz or folder of .npz (made up if absent)."),
     ] = None,
     measure: Annotated[bool, typer.Option(help="Run the measured checks (timings, profile, ConvInteger).")] = True,
     threads: Annotated[int, typer.Option(help="Intra-op threads for the timings.")] = 1,
@@ -30,10 +35,12 @@ def doctor(
     """Integer instructions of this CPU, unfused Q/DQ pairs, int4/fp16/ConvInteger/S8S8 pitfalls, each with its fix."""
 
     def body() -> int:
+        from tensorslim.benchmark.inputs import real_inputs
         from tensorslim.diagnostics.doctor import doctor as run_doctor
         from tensorslim.diagnostics.doctor import render_doctor
 
-        rep = run_doctor(model, baseline=baseline, measure=measure, threads=threads, seconds=seconds)
+        inputs = None if data is None or not measure else real_inputs(model, data)
+        rep = run_doctor(model, baseline=baseline, inputs=inputs, measure=measure, threads=threads, seconds=seconds)
         if json_out != "-":
             render_doctor(rep, console)
         write_json(json_out, rep.to_dict())

@@ -21,12 +21,17 @@ if TYPE_CHECKING:
     epilog="Examples:\n\n"
     "    tensorslim profile model.onnx\n\n"
     "    tensorslim profile model.onnx model.int8.onnx --runs 50 --json prof.json\n\n"
+    "    tensorslim profile model.onnx --data inputs.npz --batch-size 8   # real inputs, first 8 samples\n\n"
     "Times are medians per run of ONNX Runtime's kernels in its optimized graph (fused ops keep their fused "
     "names). Exit codes: 0 ok, 2 bad input, 3 internal error.",
 )
 def profile_cmd(
     model: Annotated[Path, typer.Argument(help="ONNX model to profile.")],
     other: Annotated[Path | None, typer.Argument(help="A second model: show where the time moved.")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Real inputs: .npz or folder of .npz, first --batch-size samples (made up if absent)."),
+    ] = None,
     runs: Annotated[int, typer.Option(help="Profiled runs (after the warm-up).")] = 30,
     warmup: Annotated[int, typer.Option(help="Runs dropped before the profiled ones.")] = 5,
     threads: Annotated[int, typer.Option(help="Intra-op threads (0: ONNX Runtime default).")] = 1,
@@ -41,10 +46,13 @@ def profile_cmd(
 
         if runs < 1 or warmup < 0 or batch_size < 1:
             raise InputError("--runs and --batch-size must be at least 1, --warmup at least 0")
-        a = profile_model(model, runs=runs, warmup=warmup, threads=threads, batch_size=batch_size)
+        from tensorslim.benchmark.inputs import real_inputs
+
+        feeds = None if data is None else real_inputs(model, data, batch_size=batch_size)
+        a = profile_model(model, runs=runs, warmup=warmup, threads=threads, batch_size=batch_size, inputs=feeds)
         b = None
         if other is not None:
-            b = profile_model(other, runs=runs, warmup=warmup, threads=threads, batch_size=batch_size)
+            b = profile_model(other, runs=runs, warmup=warmup, threads=threads, batch_size=batch_size, inputs=feeds)
         quiet = json_out == "-"
         if b is None:
             if not quiet:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from tensorslim.clikit import EXIT_OK, app, console, run_command, write_json
+from tensorslim.runtime.targets import TARGET_HELP
 
 __all__ = ["recipe_app", "recipe_check_cmd", "recipe_list_cmd", "recipe_show_cmd", "run_cmd"]
 
@@ -130,6 +131,7 @@ def run_cmd(
     report_html: Annotated[
         Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")
     ] = None,
+    target_runtime: Annotated[str | None, typer.Option(help=TARGET_HELP)] = None,
 ) -> None:
     """Apply a recipe to a model, then evaluate the output against the input."""
 
@@ -140,7 +142,7 @@ def run_cmd(
         from tensorslim.runtime.base import open_runtime
 
         r = _resolve(recipe)
-        result = apply_recipe(r, model, output, data=data, seed=seed)
+        result = apply_recipe(r, model, output, data=data, seed=seed, target_runtime=target_runtime)
         quiet = json_out == "-"
         if not quiet:
             console.print(_weights_table(result.records, 0 if show_all else 25))

@@ -163,7 +163,7 @@ def diagnose_layers(
     """
     from rich.progress import Progress
 
-    from tensorslim.evaluate.data import generate_inputs, load_npz
+    from tensorslim.evaluate.data import generate_inputs, load_data
     from tensorslim.runtime.ort import OrtRuntime
 
     fp, qp = Path(float_model), Path(quant_model)
@@ -186,7 +186,7 @@ def diagnose_layers(
     if data is None:
         ds = generate_inputs(ref.inputs, num_samples=min(max_samples, 16), seed=0, bounds=ref.index_bounds())
     else:
-        ds = load_npz(data, ref.inputs, max_samples=max_samples)
+        ds = load_data(data, ref.inputs, max_samples=max_samples)
     r_idx = {s.name: i for i, s in enumerate(ref.outputs)}
     c_idx = {s.name: i for i, s in enumerate(cand.outputs)}
     scales = _static_scales(qm)

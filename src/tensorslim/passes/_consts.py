@@ -51,7 +51,7 @@ class Constants:
         old = self.get(name)
         if old is None:
             raise KeyError(name)
-        arr = np.ascontiguousarray(np.asarray(value).astype(old.dtype))
+        arr = np.asarray(np.asarray(value).astype(old.dtype), order="C")
         if name in self._init:
             self._init[name].CopyFrom(numpy_helper.from_array(arr, name))
             return
@@ -61,7 +61,7 @@ class Constants:
 
     def add(self, name: str, value: np.ndarray) -> str:
         """Add an initializer ``name`` (unique in the graph) holding ``value``."""
-        tensor = numpy_helper.from_array(np.ascontiguousarray(value), name)
+        tensor = numpy_helper.from_array(np.asarray(value, order="C"), name)
         self.graph.initializer.append(tensor)
         self._init[name] = self.graph.initializer[-1]
         return name

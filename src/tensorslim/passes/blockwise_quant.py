@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 import onnx
 from onnx import helper
@@ -105,6 +106,14 @@ class BlockQuantConfig:
             raise ValueError(f"op_types: {ops!r}; allowed: {', '.join(_OPS)}")
         object.__setattr__(self, "op_types", ops)
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
+
+
+def _int4(codes: np.ndarray, signed: bool) -> np.ndarray:
+    """Unsigned 4-bit codes (one per uint8) as ``ml_dtypes.uint4``, or shifted by -8 as ``ml_dtypes.int4`` when
+    ``signed`` (codes of symmetric blocks, zero point 8): ONNX stores either as a packed 4-bit tensor."""
+    if signed:
+        return np.asarray(codes.astype(np.int16) - 8, dtype=ml_dtypes.int4)
+    return np.asarray(codes, dtype=ml_dtypes.uint4)
 
 
 def _ensure_ms_domain(model: onnx.ModelProto) -> None:
@@ -237,16 +246,22 @@ class BlockQuantPass(Pass):
                     block_size=cfg.block_size, accuracy_level=cfg.accuracy_level,
                 )  # fmt: skip
             else:
-                d = editor.add_tensor(w.scope, f"{w.name}_blockq", data.reshape(n_rows, -1), as_constant=as_const)
+                # 4 bits: uint4 tensors and no ``bits`` attribute, the form every release with the op loads (1.20+;
+                # uint8-packed data with ``bits`` needs 1.23); 8 bits exist only in that newer form
+                as4 = cfg.bits == 4
+                # (symmetric: signed int4 codes, whose default zero point is 0; uint4's default is 0 too, not 8)
+                table = _int4(codes.reshape(n_rows, -1), symmetric) if as4 else data.reshape(n_rows, -1)
+                d = editor.add_tensor(w.scope, f"{w.name}_blockq", table, as_constant=as_const)
                 # float16 scales halve their share of the table; only the gathered rows are cast back
                 s = editor.add_tensor(w.scope, f"{w.name}_scales", bq.scales.astype(np.float16), as_constant=as_const)
                 if not symmetric:
-                    zp_name = editor.add_tensor(w.scope, f"{w.name}_zero_points", zps, as_constant=as_const)
+                    zp_table = _int4(bq.zero_points, False) if as4 else zps
+                    zp_name = editor.add_tensor(w.scope, f"{w.name}_zero_points", zp_table, as_constant=as_const)
                 half = editor.names(f"{node.output[0]}_float16")
                 new = editor.node(
                     "GatherBlockQuantized", [d, node.input[1], s, *([zp_name] if zp_name else [])],
                     [half], node.name or f"{w.name}_GatherBlockQuantized", domain="com.microsoft",
-                    gather_axis=0, quantize_axis=1, block_size=cfg.block_size, bits=cfg.bits,
+                    gather_axis=0, quantize_axis=1, block_size=cfg.block_size, **({} if as4 else {"bits": cfg.bits}),
                 )  # fmt: skip
                 cast = editor.node("Cast", [half], [node.output[0]], f"{w.name}_CastFloat", to=onnx.TensorProto.FLOAT)
             editor.replace(node, [new] if matmul else [new, cast])
@@ -268,6 +283,9 @@ class BlockQuantPass(Pass):
         modified = any(not r.skipped for r in records)
         if modified:
             _ensure_ms_domain(model)
+        four = (onnx.TensorProto.UINT4, onnx.TensorProto.INT4)
+        if any(t.data_type in four for t in model.graph.initializer):
+            model.ir_version = max(model.ir_version, 10)  # 4-bit tensors need IR 10
         return PassResult(model, modified, records)
 
     def _skip_reason(self, w: WeightInfo, uses: list[WeightUse], patterns: list[re.Pattern[str]]) -> str:

@@ -134,7 +134,7 @@ class _Graph:
         return None if t is None else numpy_helper.to_array(t)
 
     def set(self, name: str, array: np.ndarray) -> None:
-        self.inits[name].CopyFrom(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        self.inits[name].CopyFrom(numpy_helper.from_array(np.asarray(array, order="C"), name))
 
     def single_use(self, name: str) -> bool:
         return len(self.consumers.get(name, [])) == 1

@@ -311,7 +311,7 @@ def plan_prune(model: onnx.ModelProto, config: PruneConfig, data: Dataset | None
 
 def replace_weight(w: WeightInfo, array: np.ndarray) -> None:
     """Overwrite the stored values of ``w`` (initializer or Constant node) in its graph, same name."""
-    tensor = numpy_helper.from_array(np.ascontiguousarray(array), w.name)
+    tensor = numpy_helper.from_array(np.asarray(array, order="C"), w.name)
     if w.source == "initializer":
         for t in w.scope.graph.initializer:
             if t.name == w.name:

@@ -109,7 +109,9 @@ def _with_seed(spec: PassSpec, cfg: dict[str, Any], seed: int) -> dict[str, Any]
     return {**cfg, "seed": seed} if "seed" in names and "seed" not in cfg else cfg
 
 
-def _run_once(kind: str, cfg: Any, model: onnx.ModelProto, data: Dataset | None, notes: list[str]) -> PassResult:
+def _run_once(
+    kind: str, cfg: Any, model: onnx.ModelProto, data: Dataset | None, notes: list[str], target: Any = None
+) -> PassResult:
     """One run of one pass, through the code path its command uses."""
     from tensorslim import api, compression
     from tensorslim.passes.fold_batchnorm import FoldBatchNormPass
@@ -117,7 +119,7 @@ def _run_once(kind: str, cfg: Any, model: onnx.ModelProto, data: Dataset | None,
     if kind == "fold_batchnorm":
         return FoldBatchNormPass()(model)
     if kind in _QUANT_KINDS:
-        return api._run_pass(model, cfg, data, notes)
+        return api._run_pass(model, cfg, data, notes, target)
     small = data
     if data is not None and data.num_samples > _COMPRESSION_SAMPLES:
         small = Dataset({k: v[:_COMPRESSION_SAMPLES] for k, v in data.inputs.items()}, source=data.source)
@@ -146,7 +148,7 @@ def _merge_records(runs: list[list[WeightRecord]]) -> list[WeightRecord]:
 
 
 def _run_step(
-    index: int, spec: PassSpec, model: onnx.ModelProto, data: Dataset | None, seed: int
+    index: int, spec: PassSpec, model: onnx.ModelProto, data: Dataset | None, seed: int, target: Any = None
 ) -> tuple[PassResult, StepResult]:
     path = f"passes[{index}]"
     t0 = time.perf_counter()
@@ -178,7 +180,7 @@ def _run_step(
     for cfg_dict, tolerate in runs:
         cfg = build_config(spec.kind, cfg_dict, f"{path}.config")
         try:
-            res = _run_once(spec.kind, cfg, model_cur, data, notes)
+            res = _run_once(spec.kind, cfg, model_cur, data, notes, target)
         except UnsupportedModelError as e:
             if not tolerate:
                 raise type(e)(f"{path} ({spec.kind}): {e}") from e
@@ -211,6 +213,7 @@ def apply_recipe(
     data: str | os.PathLike[str] | Dataset | None = None,
     seed: int = 0,
     progress: bool | None = None,
+    target_runtime: str | None = None,
 ) -> RecipeResult:
     """Run ``recipe``'s passes on ``model`` in order and write the result to ``output``.
 
@@ -220,6 +223,8 @@ def apply_recipe(
         output: an ``.onnx`` file, or a ``.tslim`` file when the last pass is ``pack``; written atomically.
         data: calibration data (``.npz``, a folder of ``.npz``, or a :class:`Dataset`), shared by every pass.
         seed: fills the ``seed`` field of passes that have one (clustering) where the recipe leaves it unset.
+        target_runtime: the oldest ONNX Runtime the output must load in (``onnxruntime>=1.17``); an error
+            names what it lacks.
         progress: draw a progress bar (default: when stderr is a terminal).
 
     Raises:
@@ -230,8 +235,10 @@ def apply_recipe(
     from tensorslim.backends.onnx.io import check_output_path, model_size_bytes, save_model
     from tensorslim.pack import pack_model
     from tensorslim.progress import progress_bar
+    from tensorslim.runtime.targets import check_target, target_for
 
     start = time.perf_counter()
+    target = target_for(target_runtime, model_kind="onnx")
     out = Path(output)
     _check_output(recipe, out)
     check_output_path(out, *([model] if isinstance(model, str | os.PathLike) else []))
@@ -248,12 +255,13 @@ def apply_recipe(
     with progress_bar(f"recipe {recipe.name}", total=len(recipe.passes), enabled=progress) as bar:
         for i, spec in enumerate(body):
             bar.describe(f"{recipe.name}: {spec.kind}")
-            res, step = _run_step(i, spec, cur, dataset, seed)
+            res, step = _run_step(i, spec, cur, dataset, seed, target)
             cur = res.model
             records.extend(res.records)
             notes.extend(res.notes)
             steps.append(step)
             bar.advance()
+        check_target(cur, target)
         api.verify_output(cur, float16=any(s.kind == "float16" for s in body))
         if recipe.passes[-1].kind == "pack":
             t = time.perf_counter()

@@ -86,6 +86,7 @@ class LiteRTRuntime:
         preserve_all: bool = False,
     ) -> None:
         self.path: Path | None = None if isinstance(model, bytes) else Path(model)
+        self._source = model
         self.interpreter = make_interpreter(model, threads=threads, preserve_all=preserve_all)
         self.float_io = float_io
         it = self.interpreter
@@ -121,8 +122,42 @@ class LiteRTRuntime:
         return self._inputs
 
     def index_bounds(self) -> dict[str, int]:
-        """Not derived for TFLite models: generated integer inputs keep their default range."""
-        return {}
+        """Integer inputs that index a constant table through ``GATHER`` (possibly behind ``CAST``, ``RESHAPE``,
+        ``SQUEEZE``, ``EXPAND_DIMS``, ``DEQUANTIZE``) and the table's size along the gathered axis; empty when
+        the model cannot be parsed."""
+        from tensorslim.backends.tflite.graph import Graph
+        from tensorslim.backends.tflite.io import load_model, model_from_bytes
+
+        try:
+            g = Graph(model_from_bytes(self._source) if isinstance(self._source, bytes) else load_model(self._source))
+        except Exception:  # the interpreter loaded it: without bounds, generated integers keep their range
+            return {}
+        tensors, producers, consumers = g.tensors, g.producers(), g.consumers()
+
+        def table_dims(t: int) -> list[int] | None:
+            while not g.is_constant(t) and t in producers and g.op_type(g.ops[producers[t]]) == "DEQUANTIZE":
+                t = int(g.ops[producers[t]].inputs[0])
+            return [int(d) for d in tensors[t].shape] if g.is_constant(t) and tensors[t].shape is not None else None
+
+        names = {int(d["index"]): n for d, n in zip(self._in, self._in_names, strict=True)}
+        out: dict[str, int] = {}
+        for start, name in names.items():
+            stack, seen = [start], set()
+            while stack:
+                t = stack.pop()
+                if t in seen:
+                    continue
+                seen.add(t)
+                for oi, pos in consumers.get(t, []):
+                    op = g.ops[oi]
+                    kind = g.op_type(op)
+                    dims = table_dims(int(op.inputs[0])) if kind == "GATHER" and pos == 1 else None
+                    if dims:
+                        axis = int(getattr(op.builtinOptions, "axis", 0) or 0) % len(dims)
+                        out[name] = min(out.get(name, dims[axis]), dims[axis])
+                    elif kind in ("CAST", "RESHAPE", "SQUEEZE", "EXPAND_DIMS") and pos == 0:
+                        stack.extend(int(o) for o in op.outputs)
+        return out
 
     @property
     def outputs(self) -> list[TensorSpec]:

@@ -57,13 +57,6 @@ class NameGenerator:
         return name
 
 
-def _contiguous(array: np.ndarray) -> np.ndarray:
-    """``array`` C-contiguous with its own shape: ``np.ascontiguousarray`` turns a 0-d array (a scalar scale or
-    zero point) into shape ``[1]``, which older ONNX Runtime releases refuse and whose QDQ selectors do not fuse."""
-    a = np.asarray(array)
-    return np.ascontiguousarray(a).reshape(a.shape)
-
-
 @dataclass(frozen=True)
 class _Half:
     """A float16 tensor waiting to be stored: the float value it must provide, and where it is first needed."""
@@ -98,11 +91,11 @@ class GraphEditor:
         self._scopes[scope.path] = scope
         if as_constant:
             # the node's output names the tensor; the tensor itself and the node need no name of their own
-            tensor = numpy_helper.from_array(_contiguous(array))
+            tensor = numpy_helper.from_array(np.asarray(array, order="C"))
             node = helper.make_node("Constant", [], [name], value=tensor)
             self._new_constants[scope.path].append(node)
         else:
-            self._new_tensors[scope.path].append(numpy_helper.from_array(_contiguous(array), name))
+            self._new_tensors[scope.path].append(numpy_helper.from_array(np.asarray(array, order="C"), name))
         return name
 
     def add_float16(
@@ -114,7 +107,7 @@ class GraphEditor:
         stored. Tensors of one graph with the same shape past the first dimension share one packed
         initializer, ``Cast`` and ``Split`` (see the module docstring); a lone one gets its own ``Cast``.
         """
-        half = np.ascontiguousarray(np.asarray(array).astype(np.float16))
+        half = np.asarray(np.asarray(array).astype(np.float16), order="C")
         self._scopes[scope.path] = scope
         self._keep.append(before)
         self._halves.append(_Half(scope, half, output, base or f"{output}_float16", before))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import onnx
@@ -148,9 +149,36 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external
         external_data: force (``True``) or forbid (``False``) external data; by default it is used only
             when the model would pass protobuf's 2 GB limit. The data file is ``<name>.data``.
 
+    The file is stamped with the lowest ai.onnx opset and IR version that express the model
+    (:func:`tensorslim.runtime.targets.lowest_versions`), so it loads in the oldest runtimes that can run it.
+
     Returns:
         The destination path.
     """
+    with _lowest_stamps(model):
+        return _save(model, path, external_data)
+
+
+@contextlib.contextmanager
+def _lowest_stamps(model: onnx.ModelProto) -> Iterator[None]:
+    """Stamp ``model`` with its lowest opset and IR version for the duration of the block, then restore."""
+    from tensorslim.runtime.targets import lowest_versions
+
+    opset, ir = lowest_versions(model)
+    default = next((o for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    saved = (None if default is None else default.version, model.ir_version)
+    if default is not None:
+        default.version = opset
+    model.ir_version = ir
+    try:
+        yield
+    finally:
+        if default is not None and saved[0] is not None:
+            default.version = saved[0]
+        model.ir_version = saved[1]
+
+
+def _save(model: onnx.ModelProto, path: str | os.PathLike[str], external_data: bool | None) -> Path:
     out = Path(path)
     parent = out.parent if str(out.parent) else Path(".")
     use_external = model_size_bytes(model) >= _TWO_GB - 2**24 if external_data is None else external_data
