@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -14,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import onnx
 
 from tensorslim.backends.onnx.io import check_output_path, load_model, model_size_bytes, save_model
+from tensorslim.data import BatchAxes, Dataset, generate_inputs
+from tensorslim.data.load import DataLike
 from tensorslim.errors import InputError, UnsupportedModelError
-from tensorslim.evaluate.data import Dataset, generate_inputs
 from tensorslim.passes.base import PassResult, WeightRecord
 from tensorslim.passes.blockwise_quant import BlockQuantConfig, BlockQuantPass
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass, summarize
@@ -25,7 +25,7 @@ from tensorslim.passes.static_quant import StaticQuantConfig, StaticQuantPass
 from tensorslim.runtime.ort import OrtRuntime
 
 if TYPE_CHECKING:
-    from tensorslim.evaluate.images import ImagePreprocess
+    from tensorslim.data.images import ImagePreprocess
 
 __all__ = ["QuantizeResult", "quantize"]
 
@@ -95,7 +95,7 @@ QuantConfig = DynamicQuantConfig | BlockQuantConfig | Float16Config | StaticQuan
 
 #: What calibration ``data`` may be: a path (``.npz``, folder of ``.npz``, folder of images), a :class:`Dataset`,
 #: one feed dict ``{input_name: array}``, or an iterable of feed dicts (one sample or a batch each).
-CalibrationData = str | os.PathLike[str] | Dataset | Mapping[str, Any] | Iterable[Mapping[str, Any]]
+CalibrationData = DataLike
 
 
 def load_calibration(
@@ -104,24 +104,28 @@ def load_calibration(
     *,
     max_samples: int | None = None,
     images: ImagePreprocess | None = None,
+    batch_axis: BatchAxes | None = None,
 ) -> Dataset:
-    """Calibration data for ``model``, checked against its inputs (see :func:`tensorslim.evaluate.data.load_data`).
+    """Calibration data for ``model``, checked against its inputs (see :func:`tensorslim.data.load_data`).
 
     Args:
-        data: an ``.npz`` file, a folder of ``.npz`` files (per-sample shapes may differ, e.g. sequence
-            length), a folder of images (with ``images``), a :class:`Dataset`, one feed dict, or an iterable
-            of feed dicts ``{input_name: array}`` (one sample or a batch each; consumed up to ``max_samples``).
+        data: an ``.npz`` (or ``.npy``) file, a folder of ``.npz`` files (per-sample shapes may differ, e.g.
+            sequence length), a folder of images (with ``images``), a :class:`Dataset`, one feed dict, or an
+            iterable of feed dicts ``{input_name: array}`` (consumed up to ``max_samples``). Each array holds
+            samples along the model's batch axis, a stack of per-sample feeds, ``[N]`` for a scalar input, or
+            one sample (:mod:`tensorslim.data.layout`).
         model: the model the data feeds.
         max_samples: use at most this many samples.
         images: the preprocessing of a folder of images (size, layout, colour, scale, mean/std, dtype).
+        batch_axis: ``{input_name: axis}`` (``None``: no batch axis) where the input shapes do not tell it.
 
     Raises:
         InputError: unreadable data, names or shapes that do not match the model's inputs, NaN/Inf, no samples.
     """
-    from tensorslim.evaluate.data import load_data
+    from tensorslim.data import load_data
 
     specs = OrtRuntime(model).inputs if model_size_bytes(model) < 2**31 - 2**24 else []
-    return load_data(data, specs, max_samples=max_samples, images=images)
+    return load_data(data, specs, max_samples=max_samples, images=images, batch_axis=batch_axis)
 
 
 def _as_model(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
@@ -141,6 +145,7 @@ def quantize(
     data: CalibrationData | None = None,
     max_samples: int | None = None,
     verify: bool = True,
+    batch_axis: BatchAxes | None = None,
 ) -> QuantizeResult:
     """Quantize an ONNX model; the config's type picks the technique.
 
@@ -159,6 +164,7 @@ def quantize(
             :func:`load_calibration`; for a folder of images, load it with ``load_calibration(..., images=)``).
         max_samples: use at most this many calibration samples.
         verify: load the result in ONNX Runtime before writing it.
+        batch_axis: ``{input_name: axis}`` where the input shapes do not tell the batch axis (e.g. ``{"h0": 1}``).
 
     Raises:
         InputError: unreadable model, bad output path, or nothing to quantize.
@@ -169,7 +175,7 @@ def quantize(
         inputs = [model] if isinstance(model, str | os.PathLike) else []
         check_output_path(output, *inputs)
     proto, src = _as_model(model)
-    dataset = load_calibration(data, proto, max_samples=max_samples) if data is not None else None
+    dataset = None if data is None else load_calibration(data, proto, max_samples=max_samples, batch_axis=batch_axis)
     notes: list[str] = []
     result = _run_pass(proto, cfg, dataset, notes)
     notes.extend(result.notes)

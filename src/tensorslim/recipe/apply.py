@@ -17,8 +17,8 @@ from typing import Any
 
 import onnx
 
+from tensorslim.data import Dataset
 from tensorslim.errors import InputError, UnsupportedModelError
-from tensorslim.evaluate.data import Dataset
 from tensorslim.passes.base import PassResult, WeightRecord
 from tensorslim.recipe.rules import EXCLUDE_FIELD, exclude_regex, only_regex, plan_rules
 from tensorslim.recipe.schema import PassSpec, Recipe, RecipeError, build_config
@@ -120,7 +120,7 @@ def _run_once(kind: str, cfg: Any, model: onnx.ModelProto, data: Dataset | None,
         return api._run_pass(model, cfg, data, notes)
     small = data
     if data is not None and data.num_samples > _COMPRESSION_SAMPLES:
-        small = Dataset({k: v[:_COMPRESSION_SAMPLES] for k, v in data.inputs.items()}, source=data.source)
+        small = data.head(_COMPRESSION_SAMPLES)
     if kind == "prune":
         return compression.prune(model, config=cfg, data=small)
     if kind == "channel_prune":
