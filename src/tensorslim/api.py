@@ -285,7 +285,14 @@ def _float16_with_fallback(
     feeds = [batch for batch, _ in dataset.batches(8)][:8]
     result = Float16Pass(cfg)(proto)
     for _ in range(3):
-        culprits = find_overflows(result.model, feeds)
+        try:
+            culprits = find_overflows(result.model, feeds)
+        except Exception as e:  # ONNX Runtime raises private types: a kernel missing in float16, a shape it rejects
+            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise InputError(
+                f"the float16 model does not run in ONNX Runtime ({msg}); keep the op types it names in float32 "
+                "with --ops (block list), or pass --data with samples the model takes"
+            ) from e
         if not culprits:
             break
         notes.append(f"float32 fallback for node(s) that overflow in float16: {', '.join(culprits)}")

@@ -105,7 +105,7 @@ class Dataset:
         """Sample-major ``samples`` of input ``name`` in the model's layout (batch axis in place)."""
         axis = self.batch_axes.get(name, 0)
         if axis is None:
-            return samples[0]
+            return np.asarray(samples[0])
         return samples if axis == 0 else np.ascontiguousarray(np.moveaxis(samples, 0, axis))
 
     def batches(self, batch_size: int) -> Iterator[tuple[dict[str, np.ndarray], slice]]:
