@@ -368,9 +368,9 @@ def load_data(
     if isinstance(data, Dataset):
         if specs and (not data.batch_axes or batch_axis is not None):  # samples along axis 0: add the model's layout
             lays = resolve_layouts(specs, batch_axis)
-            data = dataclasses.replace(
-                data, batch_axes={k: v.batch_axis for k, v in lays.items()}, fixed_batch=_fixed_batch(lays)
-            )
+            axes, fixed = {k: v.batch_axis for k, v in lays.items()}, _fixed_batch(lays)
+            if any(a != 0 for a in axes.values()) or fixed is not None:
+                data = dataclasses.replace(data, batch_axes=axes, fixed_batch=fixed)
         return data.head(max_samples) if max_samples is not None else data
     if isinstance(data, Mapping):
         return from_feeds([data], specs, max_samples=max_samples, source="feed dict", batch_axis=batch_axis)
