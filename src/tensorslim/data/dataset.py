@@ -86,12 +86,6 @@ class Dataset:
             return _count(self.inputs)
         return sum(_count(g) for g in self.groups)
 
-    @property
-    def one_per_call(self) -> bool:
-        """Whether the model takes one sample per call without a batch axis on any input (scalar inputs)."""
-        names = self.inputs or (self.extra_groups[0] if self.extra_groups else {})
-        return bool(names) and all(self.batch_axes.get(k, 0) is None for k in names)
-
     def call_size(self, batch_size: int) -> int:
         """Samples per model call for a requested ``batch_size``: the model's fixed batch when it has one,
         1 when an input has no batch axis, else ``batch_size``."""

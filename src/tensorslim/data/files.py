@@ -62,7 +62,19 @@ def _check_header(where: str, dtype: np.dtype, shape: tuple[int, ...], available
             f"{where}: the array header declares shape {list(shape)} ({need:,} bytes) but the file holds "
             f"{available:,}; the file is truncated or corrupt, write it again"
         )
+    free = _free_memory()
+    if need > free:
+        raise InputError(
+            f"{where}: the array {list(shape)} needs {need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB of "
+            "free memory; give fewer samples in the file"
+        )
     return count
+
+
+def _free_memory() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().available)
 
 
 def _read_data(stream: IO[bytes], where: str, dtype: np.dtype, shape: tuple[int, ...], fortran: bool) -> np.ndarray:

@@ -126,9 +126,10 @@ def _validate(
         out[name] = arr
     counts = {n: int(a.shape[0]) for n, a in out.items()}
     if len(set(counts.values())) > 1:
+        axes = ", ".join(f"{k} {lays[k].batch_axis}" for k in out if k in lays)
         raise InputError(
-            f"{where}: the arrays hold different sample counts {counts} (read against the model's input shapes); "
-            "give each input the same number of samples"
+            f"{where}: the arrays hold different sample counts {counts} (batch axes read from the model: {axes}); "
+            "give each input the same number of samples, or name an input's batch axis with --batch-axis NAME=AXIS"
         )
     if next(iter(counts.values())) == 0:
         raise InputError(f"{where}: the data holds zero samples; give at least one sample")

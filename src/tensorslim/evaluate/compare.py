@@ -80,6 +80,8 @@ def _looks_like_scores(arr: np.ndarray) -> bool:
 def run_dataset(rt: Runtime, data: Dataset, batch_size: int) -> list[np.ndarray]:
     """Run ``rt`` over ``data`` in batches; each output with its samples along the first axis (moved there from
     the output's batch axis, or stacked when the model takes one sample per call without a batch axis)."""
+    if not data.batch_axes:  # built by hand (samples along axis 0): take the model's layout
+        data = load_data(data, rt.inputs)
     chunks: list[list[np.ndarray]] = [[] for _ in rt.outputs]
     bs = batch_size_for(rt.inputs, batch_size)
     name = os.path.basename(str(getattr(rt, "path", "") or "model"))
