@@ -119,6 +119,36 @@ def test_batch_axes_are_found_from_the_graph() -> None:
     assert lay["state"]["h"].batch_axis == 1 and lay["state"]["x"].batch_axis == 0
 
 
+def test_batch_axis_rules_on_declared_shapes() -> None:
+    from tensorslim.runtime.base import TensorSpec
+
+    def axes(*shapes: tuple) -> list[int | None]:
+        specs = [TensorSpec(f"i{k}", np.dtype(np.float32), s) for k, s in enumerate(shapes)]
+        return [lay.batch_axis for lay in layouts(specs).values()]
+
+    assert axes(("batch", "seq"), (1, "seq")) == [0, 0]  # position ids: seq is no batch
+    assert axes(("batch", "seq", 16), (1, "batch", 64)) == [0, 1]  # an RNN state beside its input
+    assert axes((2, None, 64),) == [1]  # the only dynamic dim, first dim fixed above 1
+    assert axes((1, None),) == [0]  # a fixed batch of 1 with a dynamic length
+    assert axes((4, 3), ()) == [0, None]
+
+
+def test_fixed_batch_above_one_and_hand_built_datasets() -> None:
+    r = rng(5)
+    model = make([helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")], [("x", F, [4, 8])], [("y", F, [4, 3])],
+                 {"W": r.standard_normal((8, 3)).astype(np.float32)})  # fmt: skip
+    ds = load_calibration({"x": r.standard_normal((10, 8)).astype(np.float32)}, model)
+    assert ds.num_samples == 8 and any("last 2 sample(s) left out" in n for n in ds.notes)
+    assert [f["x"].shape for f, _ in ds.batches(32)] == [(4, 8), (4, 8)]
+    with pytest.raises(InputError, match="exactly 4 samples per call"):
+        load_calibration({"x": np.ones((3, 8), np.float32)}, model)
+    # a Dataset built by hand (samples along axis 0) is fed in the model's own layout
+    a = samples("state")
+    by_hand = Dataset({"x": a["x"], "h": np.moveaxis(a["h"], 1, 0)})
+    rep = evaluate(OrtRuntime(state_model()), OrtRuntime(state_model()), by_hand)
+    assert rep.num_samples == N and rep.outputs[0].cosine_min > 0.9999
+
+
 @pytest.mark.parametrize("kind", list(MODELS))
 def test_every_form_gives_the_same_samples(kind: str, tmp_path: Path) -> None:
     model = MODELS[kind]()

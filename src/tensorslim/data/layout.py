@@ -163,7 +163,7 @@ def to_samples(where: str, layout: InputLayout, value: object) -> np.ndarray:
     def refuse(why: str) -> InputError:
         return InputError(
             f"{where}: array {layout.name!r} has shape {list(arr.shape)}{why}, but model input {layout.name!r} is "
-            f"[{', '.join(_dim_text(d) for d in layout.shape)}]; give {layout.accepted()}"
+            f"[{', '.join(_dim_text(d) for d in layout.shape)}] (rank r = {r}); give {layout.accepted()}"
         )
 
     if b is None:
@@ -172,7 +172,7 @@ def to_samples(where: str, layout: InputLayout, value: object) -> np.ndarray:
         elif arr.ndim == r + 1:
             out = arr
         else:
-            raise refuse("")
+            raise refuse(f" (rank {arr.ndim})")
     elif arr.ndim == r:
         out = np.moveaxis(arr, b, 0)
     elif arr.ndim == r + 1:
@@ -184,13 +184,16 @@ def to_samples(where: str, layout: InputLayout, value: object) -> np.ndarray:
     elif arr.ndim == r - 1:
         out = arr[np.newaxis]
     else:
-        raise refuse("")
+        raise refuse(f" (rank {arr.ndim})")
     for i, (want, got) in enumerate(zip(layout.sample_shape, out.shape[1:], strict=True)):
         if _fixed(want) and want != got:
             # the axis of the user's array: model axis (a), one more for a stack (b), i for one sample
             model_axis = i if b is None or i < b else i + 1
             axis = model_axis + (arr.ndim - r) if arr.ndim >= r else i
-            raise refuse(f" (size {got} on axis {axis} where the model wants {want})")
+            read = {r: "", r + 1: "rank r + 1, read as a stack of feeds: "}.get(
+                arr.ndim, "rank r - 1, read as one sample: "
+            )
+            raise refuse(f" ({read}size {got} on axis {axis} where the model wants {want})")
     return out
 
 
