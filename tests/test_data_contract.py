@@ -128,8 +128,8 @@ def test_batch_axis_rules_on_declared_shapes() -> None:
 
     assert axes(("batch", "seq"), (1, "seq")) == [0, 0]  # position ids: seq is no batch
     assert axes(("batch", "seq", 16), (1, "batch", 64)) == [0, 1]  # an RNN state beside its input
-    assert axes((2, None, 64),) == [1]  # the only dynamic dim, first dim fixed above 1
-    assert axes((1, None),) == [0]  # a fixed batch of 1 with a dynamic length
+    assert axes((2, None, 64)) == [1]  # the only dynamic dim, first dim fixed above 1
+    assert axes((1, None)) == [0]  # a fixed batch of 1 with a dynamic length
     assert axes((4, 3), ()) == [0, None]
 
 
