@@ -17,7 +17,8 @@ from typing import Any
 
 import onnx
 
-from tensorslim.data import Dataset
+from tensorslim.data import BatchAxes, Dataset
+from tensorslim.data.load import DataLike
 from tensorslim.errors import InputError, UnsupportedModelError
 from tensorslim.passes.base import PassResult, WeightRecord
 from tensorslim.recipe.rules import EXCLUDE_FIELD, exclude_regex, only_regex, plan_rules
@@ -208,9 +209,10 @@ def apply_recipe(
     model: str | os.PathLike[str] | onnx.ModelProto,
     output: str | os.PathLike[str],
     *,
-    data: str | os.PathLike[str] | Dataset | None = None,
+    data: DataLike | None = None,
     seed: int = 0,
     progress: bool | None = None,
+    batch_axis: BatchAxes | None = None,
 ) -> RecipeResult:
     """Run ``recipe``'s passes on ``model`` in order and write the result to ``output``.
 
@@ -218,9 +220,10 @@ def apply_recipe(
         recipe: a validated recipe (:func:`~tensorslim.recipe.load_recipe`).
         model: a path to an ``.onnx`` file or a ``ModelProto`` (never modified).
         output: an ``.onnx`` file, or a ``.tslim`` file when the last pass is ``pack``; written atomically.
-        data: calibration data (``.npz``, a folder of ``.npz``, or a :class:`Dataset`), shared by every pass.
+        data: calibration data in any form :func:`tensorslim.data.load_data` takes, shared by every pass.
         seed: fills the ``seed`` field of passes that have one (clustering) where the recipe leaves it unset.
         progress: draw a progress bar (default: when stderr is a terminal).
+        batch_axis: ``{input_name: axis}`` where the input shapes do not tell the batch axis.
 
     Raises:
         RecipeError: the output name does not fit the recipe, or a pass needs data and none was given.
@@ -242,7 +245,7 @@ def apply_recipe(
                                   "pass --data CALIB.npz (data= in Python)")  # fmt: skip
     proto, _ = api._as_model(model)
     input_bytes = model_size_bytes(proto)
-    dataset = api.load_calibration(data, proto) if data is not None else None
+    dataset = api.load_calibration(data, proto, batch_axis=batch_axis) if data is not None else None
     cur, records, notes, steps = proto, [], [], []
     body = [s for s in recipe.passes if s.kind != "pack"]
     with progress_bar(f"recipe {recipe.name}", total=len(recipe.passes), enabled=progress) as bar:
