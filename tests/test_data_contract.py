@@ -296,6 +296,28 @@ def test_unused_arrays_are_never_read(tmp_path: Path) -> None:
     assert ds.num_samples == 4 and peak < 16 << 20
 
 
+def test_max_samples_reads_only_the_rows_it_uses(tmp_path: Path) -> None:
+    import tracemalloc
+
+    path = tmp_path / "big.npz"
+    n = 50_000  # 12.8 MB of x, 8 used
+    np.savez(path, x=np.ones((n, 64), np.float32), s=np.arange(n, dtype=np.float32), label=np.arange(n) % 3)
+    tracemalloc.start()
+    ds = load_calibration(path, scalar_model(), max_samples=8)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert ds.num_samples == 8 and peak < 2 << 20
+    np.testing.assert_array_equal(ds.inputs["s"], np.arange(8))
+    np.testing.assert_array_equal(ds.labels, np.arange(8) % 3)  # type: ignore[arg-type]
+    stacked_feeds = tmp_path / "stacked.npz"  # form (b) with feeds of 2 samples each: 5 feeds hold 10 samples
+    np.savez(stacked_feeds, x=np.ones((40, 2, 64), np.float32), s=np.ones(80, np.float32))
+    assert load_calibration(stacked_feeds, scalar_model(), max_samples=9).num_samples == 9
+    bad = tmp_path / "bad.npz"  # sample counts that disagree are refused even when a prefix would hide it
+    np.savez(bad, x=np.ones((100, 64), np.float32), s=np.ones(99, np.float32))
+    with pytest.raises(InputError, match="different sample counts"):
+        load_calibration(bad, scalar_model(), max_samples=8)
+
+
 def test_hostile_headers_and_pickles_exit_2(tmp_path: Path) -> None:
     src = tmp_path / "m.onnx"
     onnx.save(scalar_model(), src)

@@ -62,12 +62,6 @@ def _check_header(where: str, dtype: np.dtype, shape: tuple[int, ...], available
             f"{where}: the array header declares shape {list(shape)} ({need:,} bytes) but the file holds "
             f"{available:,}; the file is truncated or corrupt, write it again"
         )
-    free = _free_memory()
-    if need > free:
-        raise InputError(
-            f"{where}: the array {list(shape)} needs {need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB of "
-            "free memory; give fewer samples in the file"
-        )
     return count
 
 
@@ -139,22 +133,33 @@ class ArrayFile:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def shape(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
-        """The declared shape and dtype of array ``name`` (its header only; checked, nothing allocated)."""
+    def header(self, name: str) -> tuple[tuple[int, ...], np.dtype, bool]:
+        """The declared shape, dtype and Fortran order of array ``name`` (its header only, checked)."""
         with self._open(name) as (stream, where, available):
-            dtype, shape, _ = _header(stream, where)
+            dtype, shape, fortran = _header(stream, where)
             _check_header(where, dtype, shape, available - stream.tell())
-            return shape, dtype
+            return shape, dtype, fortran
 
-    def read(self, name: str) -> np.ndarray:
-        """Array ``name``, its header checked against the real size before the data is allocated.
+    def read(self, name: str, rows: int | None = None) -> np.ndarray:
+        """Array ``name`` (only its first ``rows`` along axis 0 when given and the array is C-ordered), its
+        header checked against the real size, and the bytes to read against free memory, before allocating.
 
         Raises:
-            InputError: a corrupt or truncated array, a header claiming more than the file holds, a pickle.
+            InputError: a corrupt or truncated array, a header claiming more than the file holds, a pickle,
+                an array larger than free memory.
         """
         with self._open(name) as (stream, where, available):
             dtype, shape, fortran = _header(stream, where)
             _check_header(where, dtype, shape, available - stream.tell())
+            if rows is not None and shape and not fortran and 0 <= rows < shape[0]:
+                shape = (rows, *shape[1:])
+            need = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
+            free = _free_memory()
+            if need > free:
+                raise InputError(
+                    f"{where}: the array {list(shape)} needs {need / 2**30:.1f} GiB, more than the "
+                    f"{free / 2**30:.1f} GiB of free memory; give fewer samples (--max-samples) or a smaller file"
+                )
             try:
                 return _read_data(stream, where, dtype, shape, fortran)
             except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:

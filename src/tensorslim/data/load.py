@@ -125,6 +125,9 @@ def _validate(
                 )
         out[name] = arr
     counts = {n: int(a.shape[0]) for n, a in out.items()}
+    if getattr(arrays, "declared", None) is not None:  # prefixes of arrays that agree: cut to the shortest
+        m = min(counts.values())
+        out, counts = {k: v[:m] for k, v in out.items()}, dict.fromkeys(counts, m)
     if len(set(counts.values())) > 1:
         axes = ", ".join(f"{k} {lays[k].batch_axis}" for k in out if k in lays)
         raise InputError(
@@ -157,16 +160,52 @@ def _labels_of(where: str, arrays: Mapping[str, Any], names: Sequence[str], n: i
     return labels.astype(np.int64)
 
 
-class _LazyArrays(Mapping[str, Any]):
-    """The arrays of an :class:`ArrayFile`, each read on first access (unused arrays are never read)."""
+def _declared_samples(lay: InputLayout, shape: tuple[int, ...]) -> int | None:
+    """How many samples an array of ``shape`` holds for ``lay`` (``None``: a rank no form takes)."""
+    r, b = len(lay.shape), lay.batch_axis
+    if len(shape) == r - 1 or (b is None and len(shape) == r):
+        return 1
+    if len(shape) == r + 1:
+        return shape[0] if b is None else shape[0] * shape[b + 1]
+    return shape[b] if len(shape) == r and b is not None else None
 
-    def __init__(self, f: ArrayFile, names: Mapping[str, str]) -> None:
+
+def _prefix_rows(lay: InputLayout, shape: tuple[int, ...], max_samples: int) -> int | None:
+    """Rows along axis 0 that hold the first ``max_samples`` samples, when they are a prefix of the array."""
+    r, b = len(lay.shape), lay.batch_axis
+    if len(shape) == r + 1:
+        per = 1 if b is None else shape[b + 1]
+        return -(-max_samples // per) if per > 0 else None
+    return max_samples if len(shape) == r and b == 0 else None
+
+
+class _LazyArrays(Mapping[str, Any]):
+    """The arrays of an :class:`ArrayFile`, each read on first access (unused arrays are never read).
+
+    With ``max_samples``, an input whose samples run along axis 0 is read only up to the rows that hold them
+    (when every input declares the same sample count; else all is read and the mismatch reported).
+    """
+
+    def __init__(
+        self, f: ArrayFile, names: Mapping[str, str], lays: Mapping[str, InputLayout], max_samples: int | None
+    ) -> None:
         self._f, self._names = f, names
         self._cache: dict[str, np.ndarray] = {}
+        self._rows: dict[str, int | None] = {}
+        self.declared: int | None = None  # the sample count every input declares, when they are prefix-read
+        inputs = [k for k in names if k in lays]
+        if max_samples is None or not inputs or len(inputs) != len(lays):
+            return
+        headers = {k: f.header(names[k]) for k in inputs}
+        counts = {_declared_samples(lays[k], h[0]) for k, h in headers.items()}
+        if len(counts) != 1 or None in counts:
+            return
+        self.declared = counts.pop()
+        self._rows = {k: _prefix_rows(lays[k], h[0], max_samples) for k, h in headers.items()}
 
     def __getitem__(self, key: str) -> np.ndarray:
         if key not in self._cache:
-            self._cache[key] = self._f.read(self._names[key])
+            self._cache[key] = self._f.read(self._names[key], self._rows.get(key))
         return self._cache[key]
 
     def __iter__(self) -> Iterator[str]:
@@ -177,9 +216,10 @@ class _LazyArrays(Mapping[str, Any]):
 
 
 def _read_file(
-    p: Path, specs: Sequence[TensorSpec], lays: Mapping[str, InputLayout]
-) -> tuple[Arrays, np.ndarray | None, list[str]]:
-    """The model's arrays (and labels) of one ``.npz``/``.npy``, reading only the arrays it uses."""
+    p: Path, specs: Sequence[TensorSpec], lays: Mapping[str, InputLayout], max_samples: int | None = None
+) -> tuple[Arrays, np.ndarray | None, list[str], bool]:
+    """The model's arrays (and labels) of one ``.npz``/``.npy``, reading only the arrays (and, with
+    ``max_samples``, the rows) it uses; and whether the file holds more samples than were read."""
     with ArrayFile(p) as f:
         if f.is_npy:
             if len(specs) != 1:
@@ -188,17 +228,19 @@ def _read_file(
                     f"{p}: a .npy holds one array but the model takes {len(specs) or 'unknown'} inputs ({listed}); "
                     f"{SAVE_HINT}"
                 )
-            arrays = _LazyArrays(f, {specs[0].name: ""})
+            arrays = _LazyArrays(f, {specs[0].name: ""}, lays, max_samples)
         else:
-            arrays = _LazyArrays(f, {n: n for n in f.names})
+            arrays = _LazyArrays(f, {n: n for n in f.names}, lays, max_samples)
         inputs, notes = _validate(str(p), arrays, specs, lays)
-        labels = _labels_of(str(p), arrays, list(inputs), _count(inputs))
-    return inputs, labels, notes
+        n = _count(inputs)
+        declared = arrays.declared if arrays.declared is not None and arrays.declared > n else None
+        labels = _labels_of(str(p), arrays, list(inputs), declared or n)
+    return inputs, None if labels is None else labels[:n], notes, bool(declared)
 
 
 def _finish(
     parts: Sequence[tuple[Arrays, np.ndarray | None]], notes: list[str], source: str,
-    lays: Mapping[str, InputLayout], max_samples: int | None,
+    lays: Mapping[str, InputLayout], max_samples: int | None, cut: bool = False,
 ) -> Dataset:  # fmt: skip
     groups, labels = _group(parts)
     ds = Dataset.from_groups(
@@ -208,6 +250,8 @@ def _finish(
     if ds.ragged:
         ds.notes.append(f"samples come in {len(ds.groups)} shapes, batched per shape: {ds.shape_summary()}")
     ds = ds.head(max_samples) if max_samples is not None else ds
+    if cut and not any(n.startswith("using the first") for n in ds.notes):
+        ds.notes.append(f"using the first {ds.num_samples} samples")
     k = ds.fixed_batch or 1
     if k > 1 and any(_count(g) % k for g in ds.groups):
         if ds.ragged or ds.num_samples < k:
@@ -256,8 +300,8 @@ def load_npz(
     if p.is_dir():
         return load_npz_folder(p, specs, max_samples=max_samples, batch_axis=batch_axis)
     lays = resolve_layouts(specs, batch_axis)
-    inputs, labels, notes = _read_file(p, specs, lays)
-    return _finish([(inputs, labels)], notes, str(p), lays, max_samples)
+    inputs, labels, notes, cut = _read_file(p, specs, lays, max_samples)
+    return _finish([(inputs, labels)], notes, str(p), lays, max_samples, cut)
 
 
 def load_npz_folder(
@@ -282,15 +326,18 @@ def load_npz_folder(
     lays = resolve_layouts(specs, batch_axis)
     parts: list[tuple[Arrays, np.ndarray | None]] = []
     notes: list[str] = []
-    total = 0
+    total, cut = 0, False
     for f in files:
         if max_samples is not None and total >= max_samples:
+            cut = True  # files past the limit are not read
             break
-        inputs, labels, file_notes = _read_file(f, specs, lays)
+        left = None if max_samples is None else max_samples - total
+        inputs, labels, file_notes, file_cut = _read_file(f, specs, lays, left)
+        cut = cut or file_cut
         parts.append((inputs, labels))
         notes.extend(n for n in file_notes if n not in notes)
         total += _count(inputs)
-    return _finish(parts, notes, str(folder), lays, max_samples)
+    return _finish(parts, notes, str(folder), lays, max_samples, cut)
 
 
 def from_feeds(
