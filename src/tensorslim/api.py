@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -14,8 +13,9 @@ from typing import TYPE_CHECKING, Any
 import onnx
 
 from tensorslim.backends.onnx.io import check_output_path, load_model, model_size_bytes, save_model
+from tensorslim.data import BatchAxes, Dataset, generate_inputs
+from tensorslim.data.load import DataLike
 from tensorslim.errors import InputError, UnsupportedModelError
-from tensorslim.evaluate.data import Dataset, generate_inputs
 from tensorslim.passes.base import PassResult, WeightRecord
 from tensorslim.passes.blockwise_quant import BlockQuantConfig, BlockQuantPass
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass, summarize
@@ -26,7 +26,7 @@ from tensorslim.runtime.ort import OrtRuntime
 from tensorslim.runtime.targets import TargetRuntime, check_target, gather_block_quantized, target_for
 
 if TYPE_CHECKING:
-    from tensorslim.evaluate.images import ImagePreprocess
+    from tensorslim.data.images import ImagePreprocess
 
 __all__ = ["QuantizeResult", "quantize"]
 
@@ -96,7 +96,7 @@ QuantConfig = DynamicQuantConfig | BlockQuantConfig | Float16Config | StaticQuan
 
 #: What calibration ``data`` may be: a path (``.npz``, folder of ``.npz``, folder of images), a :class:`Dataset`,
 #: one feed dict ``{input_name: array}``, or an iterable of feed dicts (one sample or a batch each).
-CalibrationData = str | os.PathLike[str] | Dataset | Mapping[str, Any] | Iterable[Mapping[str, Any]]
+CalibrationData = DataLike
 
 
 def load_calibration(
@@ -105,24 +105,28 @@ def load_calibration(
     *,
     max_samples: int | None = None,
     images: ImagePreprocess | None = None,
+    batch_axis: BatchAxes | None = None,
 ) -> Dataset:
-    """Calibration data for ``model``, checked against its inputs (see :func:`tensorslim.evaluate.data.load_data`).
+    """Calibration data for ``model``, checked against its inputs (see :func:`tensorslim.data.load_data`).
 
     Args:
-        data: an ``.npz`` file, a folder of ``.npz`` files (per-sample shapes may differ, e.g. sequence
-            length), a folder of images (with ``images``), a :class:`Dataset`, one feed dict, or an iterable
-            of feed dicts ``{input_name: array}`` (one sample or a batch each; consumed up to ``max_samples``).
+        data: an ``.npz`` (or ``.npy``) file, a folder of ``.npz`` files (per-sample shapes may differ, e.g.
+            sequence length), a folder of images (with ``images``), a :class:`Dataset`, one feed dict, or an
+            iterable of feed dicts ``{input_name: array}`` (consumed up to ``max_samples``). Each array holds
+            samples along the model's batch axis, a stack of per-sample feeds, ``[N]`` for a scalar input, or
+            one sample (:mod:`tensorslim.data.layout`).
         model: the model the data feeds.
         max_samples: use at most this many samples.
         images: the preprocessing of a folder of images (size, layout, colour, scale, mean/std, dtype).
+        batch_axis: ``{input_name: axis}`` (``None``: no batch axis) where the input shapes do not tell it.
 
     Raises:
         InputError: unreadable data, names or shapes that do not match the model's inputs, NaN/Inf, no samples.
     """
-    from tensorslim.evaluate.data import load_data
+    from tensorslim.data import load_data
 
     specs = OrtRuntime(model).inputs if model_size_bytes(model) < 2**31 - 2**24 else []
-    return load_data(data, specs, max_samples=max_samples, images=images)
+    return load_data(data, specs, max_samples=max_samples, images=images, batch_axis=batch_axis)
 
 
 def _as_model(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
@@ -143,6 +147,7 @@ def quantize(
     max_samples: int | None = None,
     verify: bool = True,
     target_runtime: str | TargetRuntime | None = None,
+    batch_axis: BatchAxes | None = None,
 ) -> QuantizeResult:
     """Quantize an ONNX model; the config's type picks the technique.
 
@@ -164,6 +169,7 @@ def quantize(
         target_runtime: the oldest runtime the output must load in, e.g. ``"onnxruntime>=1.17"``: constructs it
             lacks are avoided where another form exists (4-bit embeddings become int8 ones below 1.20), else an
             error names them (see :mod:`tensorslim.runtime.targets`).
+        batch_axis: ``{input_name: axis}`` where the input shapes do not tell the batch axis (e.g. ``{"h0": 1}``).
 
     Raises:
         InputError: unreadable model, bad output path, nothing to quantize, or the output needs a newer
@@ -176,7 +182,7 @@ def quantize(
         inputs = [model] if isinstance(model, str | os.PathLike) else []
         check_output_path(output, *inputs)
     proto, src = _as_model(model)
-    dataset = load_calibration(data, proto, max_samples=max_samples) if data is not None else None
+    dataset = None if data is None else load_calibration(data, proto, max_samples=max_samples, batch_axis=batch_axis)
     notes: list[str] = []
     result = _run_pass(proto, cfg, dataset, notes, target)
     notes.extend(result.notes)
@@ -315,7 +321,14 @@ def _float16_with_fallback(
     feeds = [batch for batch, _ in dataset.batches(8)][:8]
     result = Float16Pass(cfg)(proto)
     for _ in range(3):
-        culprits = find_overflows(result.model, feeds)
+        try:
+            culprits = find_overflows(result.model, feeds)
+        except Exception as e:  # ONNX Runtime raises private types: a kernel missing in float16, a shape it rejects
+            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise InputError(
+                f"the float16 model does not run in ONNX Runtime ({msg}); keep the op types it names in float32 "
+                "with --ops (block list), or pass --data with samples the model takes"
+            ) from e
         if not culprits:
             break
         notes.append(f"float32 fallback for node(s) that overflow in float16: {', '.join(culprits)}")

@@ -21,6 +21,7 @@ from tensorslim.clikit import (
     run_command,
     write_json,
 )
+from tensorslim.commands.data_options import DATA_HELP, BatchAxisOption, with_batch_axes
 from tensorslim.errors import InputError
 from tensorslim.runtime.targets import TARGET_HELP, target_for
 
@@ -81,7 +82,7 @@ def _image_preprocess(
         if mean is not None or std is not None:
             raise InputError("--mean/--std describe image data: add --image-size SIZE and --data IMAGE_FOLDER")
         return None
-    from tensorslim.evaluate.images import ImagePreprocess
+    from tensorslim.data.images import ImagePreprocess
 
     h, sep, w = size.lower().partition("x")
     if not (h.strip().isdigit() and (not sep or w.strip().isdigit())):
@@ -164,10 +165,11 @@ def quantize(
     data: Annotated[
         Path | None,
         typer.Option(
-            help="Calibration .npz, folder of .npz (lengths may differ) or of images (with --image-size): int4 GPTQ, "
-            "fp16 overflow check, static."
+            help="Calibration data for int4 GPTQ, the fp16 overflow check and static: " + DATA_HELP + " Also a folder "
+            "of images (with --image-size) or a text file (with --tokenizer)."
         ),
     ] = None,
+    batch_axis: BatchAxisOption = None,
     max_samples: Annotated[int | None, typer.Option(help="Use at most this many calibration samples.")] = None,
     image_size: Annotated[
         str | None, typer.Option(help="--data is a folder of images: resize to SIZE or HxW (e.g. 224 or 224x256).")
@@ -319,7 +321,7 @@ def quantize(
         write_json(json_out, payload)
         return EXIT_OK
 
-    run_command(body)
+    run_command(with_batch_axes(batch_axis, body))
 
 
 def _onnx_config(
@@ -446,13 +448,14 @@ def _doctor_findings(candidate: Path) -> list[dict[str, Any]]:
     epilog="Examples:\n\n"
     "    tensorslim eval model.onnx model.int8.onnx --data test.npz\n\n"
     "    tensorslim eval model.onnx model.int8.onnx --json -\n\n"
-    "The .npz holds one array per model input, named after it, samples along the first axis; an optional "
+    "The .npz holds one array per model input, named after it (see --data); an optional integer "
     "'label' array adds task accuracy. Exit codes: 0 ok, 2 bad input, 3 internal error.",
 )
 def eval_cmd(
     reference: Annotated[Path, typer.Argument(help="The original model.")],
     candidate: Annotated[Path, typer.Argument(help="The optimized model.")],
-    data: Annotated[Path | None, typer.Option(help=".npz with arrays named after the model inputs.")] = None,
+    data: Annotated[Path | None, typer.Option(help=DATA_HELP)] = None,
+    batch_axis: BatchAxisOption = None,
     batch_size: Annotated[int, typer.Option(help="Samples per inference call.")] = 32,
     max_samples: Annotated[int | None, typer.Option(help="Use at most this many samples.")] = None,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
@@ -484,7 +487,7 @@ def eval_cmd(
         write_json(json_out, report.to_dict())
         return EXIT_OK
 
-    run_command(body)
+    run_command(with_batch_axes(batch_axis, body))
 
 
 def _eval_table(report: Any) -> Table:
@@ -656,11 +659,12 @@ def inspect(
 )
 def optimize(
     model: Annotated[Path | None, typer.Argument(help="ONNX model; the bundled example when omitted.")] = None,
-    data: Annotated[Path | None, typer.Option(help="Calibration .npz given to the passes.")] = None,
-    eval_data: Annotated[Path | None, typer.Option(help=".npz the candidates are scored on (selection).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Calibration data given to the passes: " + DATA_HELP)] = None,
+    eval_data: Annotated[Path | None, typer.Option(help="Data the candidates are scored on (as --data).")] = None,
     test_data: Annotated[
-        Path | None, typer.Option(help="Held-out .npz: the chosen model's drop is measured on it.")
+        Path | None, typer.Option(help="Held-out data (as --data): the chosen model's drop is measured on it.")
     ] = None,
+    batch_axis: BatchAxisOption = None,
     metric: Annotated[
         str, typer.Option(help="top1, cosine, sqnr, embedding-cosine, python:module:function; auto: top1 if labels.")
     ] = "auto",
@@ -747,7 +751,7 @@ def optimize(
             )
         return EXIT_OK
 
-    run_command(body)
+    run_command(with_batch_axes(batch_axis, body))
 
 
 def _register_plugins() -> None:

@@ -24,8 +24,9 @@ from typing import Any
 import onnx
 
 from tensorslim.backends.onnx.io import check_output_path, load_model, model_size_bytes, save_model
+from tensorslim.data import BatchAxes, Dataset
+from tensorslim.data.load import DataLike
 from tensorslim.errors import InputError
-from tensorslim.evaluate.data import Dataset
 from tensorslim.pack import PackConfig, PackReport, pack_model, unpack_model
 from tensorslim.passes.base import PassResult
 from tensorslim.passes.channel_prune import ChannelPruneConfig, ChannelPrunePass
@@ -42,14 +43,14 @@ def _model(model: ModelLike) -> onnx.ModelProto:
 
 
 def _data(
-    model: onnx.ModelProto, data: str | os.PathLike[str] | Dataset | None, max_samples: int | None
+    model: onnx.ModelProto, data: DataLike | None, max_samples: int | None, batch_axis: BatchAxes | None = None
 ) -> Dataset | None:
-    if data is None or isinstance(data, Dataset):
-        return data
-    from tensorslim.evaluate.data import load_npz
-    from tensorslim.runtime.ort import OrtRuntime
+    """``data`` in any form :func:`tensorslim.data.load_data` takes, checked against ``model``."""
+    if data is None:
+        return None
+    from tensorslim.api import load_calibration
 
-    return load_npz(data, OrtRuntime(model).inputs, max_samples=max_samples)
+    return load_calibration(data, model, max_samples=max_samples, batch_axis=batch_axis)
 
 
 def _finish(result: PassResult, output: str | os.PathLike[str] | None) -> PassResult:
@@ -72,13 +73,14 @@ def prune(
     output: str | os.PathLike[str] | None = None,
     *,
     config: PruneConfig | None = None,
-    data: str | os.PathLike[str] | Dataset | None = None,
+    data: DataLike | None = None,
     max_samples: int | None = 256,
+    batch_axis: BatchAxes | None = None,
 ) -> PassResult:
     """Unstructured or N:M weight pruning (:class:`PrunePass`); the graph keeps its shape."""
     _check_out(model, output)
     m = _model(model)
-    return _finish(PrunePass(config, _data(m, data, max_samples))(m), output)
+    return _finish(PrunePass(config, _data(m, data, max_samples, batch_axis))(m), output)
 
 
 def prune_channels(
@@ -86,13 +88,14 @@ def prune_channels(
     output: str | os.PathLike[str] | None = None,
     *,
     config: ChannelPruneConfig | None = None,
-    data: str | os.PathLike[str] | Dataset | None = None,
+    data: DataLike | None = None,
     max_samples: int | None = 256,
+    batch_axis: BatchAxes | None = None,
 ) -> PassResult:
     """Channel pruning that shrinks the graph (:class:`ChannelPrunePass`), refitted with ``data``."""
     _check_out(model, output)
     m = _model(model)
-    return _finish(ChannelPrunePass(config, _data(m, data, max_samples))(m), output)
+    return _finish(ChannelPrunePass(config, _data(m, data, max_samples, batch_axis))(m), output)
 
 
 def cluster(
@@ -100,13 +103,14 @@ def cluster(
     output: str | os.PathLike[str] | None = None,
     *,
     config: ClusterConfig | None = None,
-    data: str | os.PathLike[str] | Dataset | None = None,
+    data: DataLike | None = None,
     max_samples: int | None = 256,
+    batch_axis: BatchAxes | None = None,
 ) -> PassResult:
     """Weight clustering (:class:`ClusterPass`); activation-aware for MatMul/Gemm when ``data`` is given."""
     _check_out(model, output)
     m = _model(model)
-    return _finish(ClusterPass(config, _data(m, data, max_samples))(m), output)
+    return _finish(ClusterPass(config, _data(m, data, max_samples, batch_axis))(m), output)
 
 
 def pack(model: ModelLike, output: str | os.PathLike[str], *, config: PackConfig | None = None) -> PackReport:
@@ -161,10 +165,11 @@ def compress(
     clusters: int | None = 16,
     per_channel: bool = True,
     quantize: bool = True,
-    data: str | os.PathLike[str] | None = None,
-    eval_data: str | os.PathLike[str] | None = None,
+    data: DataLike | None = None,
+    eval_data: DataLike | None = None,
     max_samples: int | None = 256,
     target_runtime: str | None = None,
+    batch_axis: BatchAxes | None = None,
 ) -> CompressReport:
     """Prune -> cluster -> quantize -> pack, measuring each stage's size and fidelity against the input.
 
@@ -176,11 +181,13 @@ def compress(
         clusters: centroids per codebook (``None`` skips clustering).
         per_channel: one codebook per output channel.
         quantize: int8 dynamic quantization of the weights that remain float.
-        data: calibration ``.npz`` (activation-aware pruning and clustering).
-        eval_data: ``.npz`` for the fidelity of each stage (``data`` when not given, else generated inputs).
+        data: calibration data in any form :func:`tensorslim.data.load_data` takes (activation-aware pruning
+            and clustering).
+        eval_data: data for the fidelity of each stage (``data`` when not given, else generated inputs).
         max_samples: calibration samples used at most.
         target_runtime: the oldest ONNX Runtime the unpacked model must load in (``onnxruntime>=1.17``); an
             error names what it lacks.
+        batch_axis: ``{input_name: axis}`` where the input shapes do not tell the batch axis.
     """
     from tensorslim.evaluate import evaluate
     from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass
@@ -193,9 +200,9 @@ def compress(
     check_output_path(output, model)
     src = load_model(model)
     base_bytes = model_size_bytes(src)
-    calib = _data(src, data, max_samples)
+    calib = _data(src, data, max_samples, batch_axis)
     ref = OrtRuntime(src)
-    ev = _data(src, eval_data, None) if eval_data is not None else calib
+    ev = _data(src, eval_data, None, batch_axis) if eval_data is not None else calib
     report = CompressReport(Path(output))
 
     def measure(name: str, m: onnx.ModelProto, seconds: float, detail: str, size: int | None = None) -> None:

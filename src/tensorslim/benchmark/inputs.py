@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from tensorslim.algorithms.quantize import quantize, tensor_params
-from tensorslim.evaluate.data import random_input
+from tensorslim.data import random_input
 from tensorslim.passes.static_io import IO_METADATA_KEY
 
 __all__ = ["InputSpec", "feeds_for", "make_inputs", "quantize_feed", "real_inputs", "specs_from_session"]

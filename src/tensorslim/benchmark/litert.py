@@ -19,7 +19,7 @@ import numpy as np
 from tensorslim.benchmark.latency import interleaved_runs, latency_stats, warm_up
 from tensorslim.benchmark.report import BenchReport, EnvInfo, ModelBench
 from tensorslim.benchmark.sysinfo import cpu_info
-from tensorslim.evaluate.data import generate_inputs
+from tensorslim.data import generate_inputs
 from tensorslim.runtime.litert import LiteRTRuntime
 
 __all__ = ["benchmark_litert"]

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from tensorslim.clikit import app, console, run_command, write_json
+from tensorslim.commands.data_options import DATA_HELP, BatchAxisOption, with_batch_axes
 from tensorslim.errors import InputError
 from tensorslim.runtime.targets import TARGET_HELP
 
@@ -55,7 +56,8 @@ def prune_cmd(
     scope: Annotated[str, typer.Option(help="per_layer or global (one magnitude ranking).")] = "per_layer",
     max_layer_sparsity: Annotated[float, typer.Option(help="global scope: cap of any layer's sparsity.")] = 1.0,
     exclude: Annotated[list[str] | None, typer.Option(help="Regex on node names to leave dense (repeatable).")] = None,
-    data: Annotated[Path | None, typer.Option(help="Calibration .npz (activation-aware scores, refit).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Calibration data (activation-aware, refit): " + DATA_HELP)] = None,
+    batch_axis: BatchAxisOption = None,
     max_samples: Annotated[int, typer.Option(help="Calibration samples used at most.")] = 256,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
 ) -> None:
@@ -81,7 +83,7 @@ def prune_cmd(
         write_json(json_out, {"output_path": str(output), "weights": [r.to_dict() for r in res.records]})
         return 0
 
-    run_command(body)
+    run_command(with_batch_axes(batch_axis, body))
 
 
 @app.command(
@@ -104,7 +106,8 @@ def cluster_cmd(
         typer.Option(help="Comma-separated op types to cluster [default: Conv,ConvTranspose,Gemm,MatMul,Gather]."),
     ] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Regex on node names to keep float (repeatable).")] = None,
-    data: Annotated[Path | None, typer.Option(help="Calibration .npz: activation-aware MatMul/Gemm.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Calibration data (activation-aware): " + DATA_HELP)] = None,
+    batch_axis: BatchAxisOption = None,
     max_samples: Annotated[int, typer.Option(help="Calibration samples used at most.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the k-means++ sampling.")] = 0,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
@@ -128,7 +131,7 @@ def cluster_cmd(
         write_json(json_out, {"output_path": str(output), "weights": [r.to_dict() for r in res.records]})
         return 0
 
-    run_command(body)
+    run_command(with_batch_axes(batch_axis, body))
 
 
 def _pack_table(rep: Any) -> Table:
@@ -205,8 +208,9 @@ def compress_cmd(
     clusters: Annotated[int, typer.Option(help="Centroids per codebook (0 skips clustering).")] = 16,
     per_channel: Annotated[bool, typer.Option(help="One codebook per output channel.")] = True,
     quantize: Annotated[bool, typer.Option(help="int8 for the weights that stay float.")] = True,
-    data: Annotated[Path | None, typer.Option(help="Calibration .npz (activation-aware stages).")] = None,
-    eval_data: Annotated[Path | None, typer.Option(help=".npz for each stage's fidelity [default: --data].")] = None,
+    data: Annotated[Path | None, typer.Option(help="Calibration data (activation-aware stages): " + DATA_HELP)] = None,
+    eval_data: Annotated[Path | None, typer.Option(help="Data for each stage's fidelity [default: --data].")] = None,
+    batch_axis: BatchAxisOption = None,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
     target_runtime: Annotated[str | None, typer.Option(help=TARGET_HELP)] = None,
 ) -> None:
@@ -237,4 +241,4 @@ def compress_cmd(
         write_json(json_out, rep.to_dict())
         return 0
 
-    run_command(body)
+    run_command(with_batch_axes(batch_axis, body))

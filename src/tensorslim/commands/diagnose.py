@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from tensorslim.clikit import EXIT_OK, app, console, run_command, write_json
+from tensorslim.commands.data_options import DATA_HELP, BatchAxisOption, with_batch_axes
 
 
 @app.command(
@@ -22,9 +23,8 @@ from tensorslim.clikit import EXIT_OK, app, console, run_command, write_json
 def diagnose(
     float_model: Annotated[Path, typer.Argument(help="The float ONNX model.")],
     quant_model: Annotated[Path, typer.Argument(help="Its quantized version.")],
-    data: Annotated[
-        Path | None, typer.Option(help=".npz or folder of .npz, one array per model input (made up if absent).")
-    ] = None,
+    data: Annotated[Path | None, typer.Option(help="Real data: " + DATA_HELP)] = None,
+    batch_axis: BatchAxisOption = None,
     max_samples: Annotated[int, typer.Option(help="Use at most this many samples.")] = 64,
     batch_size: Annotated[int, typer.Option(help="Samples per inference call.")] = 8,
     top: Annotated[int, typer.Option(help="Worst layers named in the --exclude command.")] = 5,
@@ -79,4 +79,4 @@ def diagnose(
         write_json(json_out, rep.to_dict())
         return EXIT_OK
 
-    run_command(body)
+    run_command(with_batch_axes(batch_axis, body))

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from tensorslim.clikit import EXIT_OK, app, console, run_command, write_json
+from tensorslim.commands.data_options import DATA_HELP, BatchAxisOption, with_batch_axes
 from tensorslim.runtime.targets import TARGET_HELP
 
 __all__ = ["recipe_app", "recipe_check_cmd", "recipe_list_cmd", "recipe_show_cmd", "run_cmd"]
@@ -121,7 +122,8 @@ def run_cmd(
     recipe: Annotated[str, typer.Argument(help="A recipe .yaml file or a built-in name (tensorslim recipe list).")],
     model: Annotated[Path, typer.Argument(help="Float ONNX model (never modified).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output .onnx (.tslim when the recipe packs).")],
-    data: Annotated[Path | None, typer.Option(help="Calibration .npz (or a folder of them) for the passes.")] = None,
+    data: Annotated[Path | None, typer.Option(help="Calibration data for the passes: " + DATA_HELP)] = None,
+    batch_axis: BatchAxisOption = None,
     eval_data: Annotated[
         Path | None, typer.Option(help=".npz to evaluate the output on (labels: accuracy) [default: generated].")
     ] = None,
@@ -170,4 +172,4 @@ def run_cmd(
         write_json(json_out, payload)
         return EXIT_OK
 
-    run_command(body)
+    run_command(with_batch_axes(batch_axis, body))

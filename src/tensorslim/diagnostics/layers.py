@@ -163,7 +163,7 @@ def diagnose_layers(
     """
     from rich.progress import Progress
 
-    from tensorslim.evaluate.data import generate_inputs, load_data
+    from tensorslim.data import generate_inputs, load_data
     from tensorslim.runtime.ort import OrtRuntime
 
     fp, qp = Path(float_model), Path(quant_model)

@@ -1,7 +1,7 @@
 """Compare optimized models with their float original: fidelity and task accuracy."""
 
+from tensorslim.data import Dataset, generate_inputs, load_npz
 from tensorslim.evaluate.compare import EvalReport, OutputFidelity, evaluate, run_dataset
-from tensorslim.evaluate.data import Dataset, generate_inputs, load_npz
 
 __all__ = [
     "Dataset",

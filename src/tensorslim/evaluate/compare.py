@@ -14,8 +14,17 @@ from typing import Any
 import numpy as np
 
 from tensorslim.algorithms.fidelity import cosine_rows, max_abs_error, sqnr_db, top1_agreement
+from tensorslim.data import (
+    BatchAxes,
+    Dataset,
+    InputLayout,
+    batch_size_for,
+    generate_inputs,
+    load_data,
+    output_batch_axes,
+)
+from tensorslim.data.load import DataLike
 from tensorslim.errors import InputError
-from tensorslim.evaluate.data import Dataset, batch_size_for, generate_inputs, load_npz
 from tensorslim.progress import track
 from tensorslim.runtime.base import Runtime, open_runtime
 
@@ -69,28 +78,38 @@ def _looks_like_scores(arr: np.ndarray) -> bool:
 
 
 def run_dataset(rt: Runtime, data: Dataset, batch_size: int) -> list[np.ndarray]:
-    """Run ``rt`` over ``data`` in batches and concatenate each output along the first axis."""
+    """Run ``rt`` over ``data`` in batches; each output with its samples along the first axis (moved there from
+    the output's batch axis, or stacked when the model takes one sample per call without a batch axis)."""
+    if not data.batch_axes:  # built by hand (samples along axis 0): take the model's layout
+        data = load_data(data, rt.inputs)
     chunks: list[list[np.ndarray]] = [[] for _ in rt.outputs]
     bs = batch_size_for(rt.inputs, batch_size)
     name = os.path.basename(str(getattr(rt, "path", "") or "model"))
+    lays = {k: InputLayout(k, s.shape, data.batch_axes.get(k, 0)) for k, s in ((s.name, s) for s in rt.inputs)}
+    axes = output_batch_axes(lays, rt.outputs)
     for feeds, _ in track(data.batches(bs), f"running {name}", total=data.num_batches(bs)):
-        for i, out in enumerate(rt.run(feeds)):
-            chunks[i].append(out if out.ndim else out.reshape(1))
+        for i, (spec, out) in enumerate(zip(rt.outputs, rt.run(feeds), strict=True)):
+            axis = axes.get(spec.name, 0)
+            if axis is None or out.ndim == 0:
+                chunks[i].append(out[np.newaxis])
+            else:
+                chunks[i].append(np.moveaxis(out, axis, 0) if 0 < axis < out.ndim else out)
     return [np.concatenate(c, axis=0) if c else np.empty(0) for c in chunks]
 
 
 def evaluate(
     reference: str | os.PathLike[str] | Runtime,
     candidate: str | os.PathLike[str] | Runtime,
-    data: str | os.PathLike[str] | Dataset | None = None,
+    data: DataLike | None = None,
     *,
     batch_size: int = 32,
     max_samples: int | None = None,
     threads: int = 0,
     seed: int = 0,
+    batch_axis: BatchAxes | None = None,
 ) -> EvalReport:
-    """Compare ``candidate`` with ``reference`` on ``data`` (an ``.npz`` path, a :class:`Dataset`, or
-    ``None`` to generate inputs from the signature).
+    """Compare ``candidate`` with ``reference`` on ``data`` (any form :func:`tensorslim.data.load_data` takes,
+    or ``None`` to generate inputs from the signature; ``batch_axis`` as there).
 
     Raises:
         InputError: unreadable models or data, or models whose inputs or outputs do not match.
@@ -107,11 +126,11 @@ def evaluate(
     if len(ref.outputs) != len(cand.outputs):
         raise InputError("the models have different numbers of outputs; compare a model with its optimized version")
     if data is None:
-        ds = generate_inputs(ref.inputs, num_samples=max_samples or 16, seed=seed, bounds=ref.index_bounds())
-    elif isinstance(data, Dataset):
-        ds = data
+        ds = generate_inputs(
+            ref.inputs, num_samples=max_samples or 16, seed=seed, bounds=ref.index_bounds(), batch_axis=batch_axis
+        )
     else:
-        ds = load_npz(data, ref.inputs, max_samples=max_samples)
+        ds = load_data(data, ref.inputs, max_samples=max_samples, batch_axis=batch_axis)
     ref_out = run_dataset(ref, ds, batch_size)
     cand_out = run_dataset(cand, ds, batch_size)
     report = EvalReport(

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from tensorslim.algorithms.fidelity import cosine_rows, sqnr_db
+from tensorslim.data import Dataset
 from tensorslim.errors import InputError
-from tensorslim.evaluate.data import Dataset
 
 __all__ = ["BUILTIN_METRICS", "Metric", "parse_max_drop", "resolve_metric"]
 

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from tensorslim.data import Dataset
 from tensorslim.errors import InputError
-from tensorslim.evaluate.data import Dataset
 from tensorslim.frontends.torch import from_torch, import_torch
 
 __all__ = [

@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from tensorslim.algorithms.bias_correction import conv_output_error, linear_output_error
-from tensorslim.evaluate.data import Dataset
+from tensorslim.data import Dataset
 from tensorslim.passes._consts import Constants
 from tensorslim.passes.calib_stats import channel_stats
 

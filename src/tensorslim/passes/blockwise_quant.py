@@ -38,8 +38,8 @@ from tensorslim.algorithms.gptq import gptq_blocks
 from tensorslim.algorithms.quantize import QuantScheme
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse, find_weights
+from tensorslim.data import Dataset
 from tensorslim.errors import InputError
-from tensorslim.evaluate.data import Dataset
 from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import LayerInput, LazyGrams

@@ -21,7 +21,7 @@ import onnx
 import onnxruntime as ort
 import psutil
 
-from tensorslim.evaluate.data import Dataset
+from tensorslim.data import Dataset
 from tensorslim.runtime.ort import thread_budget
 
 __all__ = [

@@ -31,8 +31,8 @@ import onnx
 from onnx import numpy_helper
 
 from tensorslim.algorithms.pruning import lstsq_refit
+from tensorslim.data import Dataset
 from tensorslim.errors import InputError, UnsupportedModelError
-from tensorslim.evaluate.data import Dataset
 from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import ConvGeometry, LayerInput, feature_sq_sums, run_with_outputs

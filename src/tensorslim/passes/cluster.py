@@ -29,8 +29,8 @@ from tensorslim.algorithms.kmeans import KMeansInit, assign, error_feedback_assi
 from tensorslim.algorithms.pruning import damped_inverse_cholesky
 from tensorslim.backends.onnx.editor import GraphEditor
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, find_weights
+from tensorslim.data import Dataset
 from tensorslim.errors import UnsupportedModelError
-from tensorslim.evaluate.data import Dataset
 from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import LayerInput, gram_matrices

@@ -203,7 +203,7 @@ class Float16Pass(Pass):
         del g.node[:]
         g.node.extend(_topological(copies, {i.name for i in g.input} | {t.name for t in g.initializer}))
         del g.value_info[:]  # stale float32 types; ONNX Runtime infers them again
-        return PassResult(model, bool(f16_nodes), records)
+        return PassResult(model, bool(f16_nodes or new_casts), records)
 
 
 def _to_f16(arr: np.ndarray) -> np.ndarray:

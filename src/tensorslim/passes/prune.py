@@ -30,8 +30,8 @@ from onnx import numpy_helper
 from tensorslim.algorithms.fidelity import sqnr_db
 from tensorslim.algorithms.pruning import global_thresholds, magnitude_mask, nm_mask, obs_update, wanda_scores
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, find_weights
+from tensorslim.data import Dataset
 from tensorslim.errors import InputError, UnsupportedModelError
-from tensorslim.evaluate.data import Dataset
 from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import ConvGeometry, LayerInput, feature_sq_sums, gram_matrices

@@ -18,7 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from tensorslim.algorithms.smoothing import fold_into_affine, outlier_ratio, scale_weight_rows, smoothing_scales
-from tensorslim.evaluate.data import Dataset
+from tensorslim.data import Dataset
 from tensorslim.passes._consts import Constants
 from tensorslim.passes.calib_stats import channel_stats
 

@@ -649,10 +649,14 @@ def preprocess(model: onnx.ModelProto) -> list[str]:
             return []
     if any(n.domain not in ("", "ai.onnx") for n in out.graph.node) or opset_version(out) != opset_version(model):
         return []
-    metadata = list(model.metadata_props)
+    metadata, opsets, ir_version = list(model.metadata_props), list(model.opset_import), model.ir_version
     model.CopyFrom(out)
+    # ONNX Runtime stamps every domain it knows and its own IR version: keep the model's own
     del model.metadata_props[:]
     model.metadata_props.extend(metadata)
+    del model.opset_import[:]
+    model.opset_import.extend(opsets)
+    model.ir_version = ir_version
     after = len(model.graph.node)
     return [f"graph simplified by ONNX Runtime's basic optimizations (constant folding, Conv+Add/Mul fusion): "
             f"{before} -> {after} nodes"] if after != before else []  # fmt: skip

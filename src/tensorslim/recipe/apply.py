@@ -17,8 +17,9 @@ from typing import Any
 
 import onnx
 
+from tensorslim.data import BatchAxes, Dataset
+from tensorslim.data.load import DataLike
 from tensorslim.errors import InputError, UnsupportedModelError
-from tensorslim.evaluate.data import Dataset
 from tensorslim.passes.base import PassResult, WeightRecord
 from tensorslim.recipe.rules import EXCLUDE_FIELD, exclude_regex, only_regex, plan_rules
 from tensorslim.recipe.schema import PassSpec, Recipe, RecipeError, build_config
@@ -122,7 +123,7 @@ def _run_once(
         return api._run_pass(model, cfg, data, notes, target)
     small = data
     if data is not None and data.num_samples > _COMPRESSION_SAMPLES:
-        small = Dataset({k: v[:_COMPRESSION_SAMPLES] for k, v in data.inputs.items()}, source=data.source)
+        small = data.head(_COMPRESSION_SAMPLES)
     if kind == "prune":
         return compression.prune(model, config=cfg, data=small)
     if kind == "channel_prune":
@@ -210,10 +211,11 @@ def apply_recipe(
     model: str | os.PathLike[str] | onnx.ModelProto,
     output: str | os.PathLike[str],
     *,
-    data: str | os.PathLike[str] | Dataset | None = None,
+    data: DataLike | None = None,
     seed: int = 0,
     progress: bool | None = None,
     target_runtime: str | None = None,
+    batch_axis: BatchAxes | None = None,
 ) -> RecipeResult:
     """Run ``recipe``'s passes on ``model`` in order and write the result to ``output``.
 
@@ -221,11 +223,12 @@ def apply_recipe(
         recipe: a validated recipe (:func:`~tensorslim.recipe.load_recipe`).
         model: a path to an ``.onnx`` file or a ``ModelProto`` (never modified).
         output: an ``.onnx`` file, or a ``.tslim`` file when the last pass is ``pack``; written atomically.
-        data: calibration data (``.npz``, a folder of ``.npz``, or a :class:`Dataset`), shared by every pass.
+        data: calibration data in any form :func:`tensorslim.data.load_data` takes, shared by every pass.
         seed: fills the ``seed`` field of passes that have one (clustering) where the recipe leaves it unset.
         target_runtime: the oldest ONNX Runtime the output must load in (``onnxruntime>=1.17``); an error
             names what it lacks.
         progress: draw a progress bar (default: when stderr is a terminal).
+        batch_axis: ``{input_name: axis}`` where the input shapes do not tell the batch axis.
 
     Raises:
         RecipeError: the output name does not fit the recipe, or a pass needs data and none was given.
@@ -249,7 +252,7 @@ def apply_recipe(
                                   "pass --data CALIB.npz (data= in Python)")  # fmt: skip
     proto, _ = api._as_model(model)
     input_bytes = model_size_bytes(proto)
-    dataset = api.load_calibration(data, proto) if data is not None else None
+    dataset = api.load_calibration(data, proto, batch_axis=batch_axis) if data is not None else None
     cur, records, notes, steps = proto, [], [], []
     body = [s for s in recipe.passes if s.kind != "pack"]
     with progress_bar(f"recipe {recipe.name}", total=len(recipe.passes), enabled=progress) as bar:

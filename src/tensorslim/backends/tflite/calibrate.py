@@ -11,7 +11,7 @@ from typing import Any
 
 from tensorslim.algorithms.observers import HistogramObserver, MinMaxObserver
 from tensorslim.backends.tflite.io import serialize
-from tensorslim.evaluate.data import Dataset, batch_size_for, load_npz
+from tensorslim.data import Dataset, batch_size_for, load_npz
 from tensorslim.runtime.litert import LiteRTRuntime
 
 __all__ = ["ActivationRange", "calibrate", "load_calibration_data"]

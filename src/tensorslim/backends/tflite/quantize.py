@@ -21,8 +21,8 @@ from tensorslim.backends.tflite.graph import Graph
 from tensorslim.backends.tflite.io import check_output_path, load_model, save_model, serialize
 from tensorslim.backends.tflite.schema import type_name
 from tensorslim.backends.tflite.static import TfliteStaticConfig, TfliteStaticPass
+from tensorslim.data import Dataset
 from tensorslim.errors import InputError, UnsupportedModelError
-from tensorslim.evaluate.data import Dataset
 from tensorslim.runtime.litert import make_interpreter
 
 __all__ = ["TfliteMode", "TfliteQuantizeResult", "quantize_tflite"]
