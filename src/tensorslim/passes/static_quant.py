@@ -75,6 +75,8 @@ COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 # a constant input (an Add's bias, a Mul's scale) stored as per-tensor uint8 must keep this much, or its node stays
 # float: per-channel constants with outliers (SmoothQuant folds, LayerScale) lose their small channels otherwise
 _CONSTANT_MIN_SQNR_DB = 40.0
+# an activation most of whose nonzero values round to its zero point in int8 stays float
+_MAX_LOST_SHARE = 0.5
 CALIBRATION_METHODS = ("minmax", "moving_average", "percentile", "mse", "entropy")
 IO_DTYPES = ("float", "uint8", "int8")
 
@@ -122,6 +124,8 @@ class StaticQuantConfig:
         node_fallback: also measure the error each int8 node adds through the QDQ graph
             (:mod:`~tensorslim.passes.static_sensitivity`) and put the nodes below ``fallback_sqnr_db`` back to
             float (off by default: on RapidOCR's recognizer it lowered accuracy; see the module).
+        output_sqnr_db: the int8 model's outputs must keep this SQNR against float on calibration samples; while
+            they do not, the nodes that add the most error go back to float, a tenth at a time (0 turns it off).
     """
 
     activation_scheme: str = "asymmetric"
@@ -144,6 +148,7 @@ class StaticQuantConfig:
     latency_budget_s: float = 60.0
     preprocess: bool = True
     node_fallback: bool = False
+    output_sqnr_db: float = 20.0
 
     def __post_init__(self) -> None:
         for fname, allowed in (
@@ -437,8 +442,19 @@ def plan_static_quant(
     if cfg.fallback_sqnr_db > 0:
         params, clamped, _ = _group_params(index, int8, plan.ranges, cfg, bits)
         scored = {t: ap for t, ap in params.items() if t not in clamped}
-        plan.sensitivity = activation_sqnr(model, scored, data) if scored else {}
-        ranked = sorted(plan.sensitivity, key=plan.sensitivity.__getitem__)
+        lost: dict[str, float] = {}
+        plan.sensitivity = activation_sqnr(model, scored, data, lost) if scored else {}
+        # most of the values wiped out (a mask add, attention probabilities): float whatever the SQNR says
+        flattened = sorted(t for t, share in lost.items() if share > _MAX_LOST_SHARE)
+        if flattened:
+            plan.notes.append(
+                f"{len(flattened)} activation(s) left float (more than {_MAX_LOST_SHARE:.0%} of their nonzero values "
+                "round to zero in int8: masks, fill values, probabilities): " + ", ".join(
+                    f"{t} ({lost[t]:.0%})" for t in flattened[:10]) + (" ..." if len(flattened) > 10 else ""))
+            drop = _adjacent(index, set(flattened), int8)
+            floats.update(dict.fromkeys(drop, "flattened: most values of an activation round to zero in int8"))
+            int8 -= drop
+        ranked = sorted((t for t in plan.sensitivity if t not in flattened), key=plan.sensitivity.__getitem__)
         budget = int(cfg.max_fallback * len(ranked))
         plan.fallback = [t for t in ranked if plan.sensitivity[t] < cfg.fallback_sqnr_db][:budget]
         if plan.fallback:
@@ -453,6 +469,10 @@ def plan_static_quant(
         sensitive = _sensitive_nodes(model, index, int8, data, cfg, bits, plan)
         floats.update(sensitive)
         int8 -= set(sensitive)
+    if cfg.output_sqnr_db > 0 and int8:
+        guarded = _output_guard(model, index, int8, data, cfg, bits, plan)
+        floats.update(guarded)
+        int8 -= set(guarded)
     regions = _no_work_regions(index)(int8)
     floats.update(regions)
     int8 -= set(regions)
@@ -469,6 +489,63 @@ def plan_static_quant(
         plan.notes.append(f"{len(wide)} activation(s) quantized to 16 bits (A16W8): " + ", ".join(wide[:20])
                           + (" ..." if len(wide) > 20 else ""))  # fmt: skip
     return plan
+
+
+def _output_sqnr(model: onnx.ModelProto, trial: onnx.ModelProto, data: Dataset) -> float:
+    """The worst SQNR (dB) over the model's float outputs, ``trial`` against ``model``."""
+    names = [o.name for o in model.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
+    signal = dict.fromkeys(names, 0.0)
+    noise = dict.fromkeys(names, 0.0)
+    for ref, got in zip(run_with_outputs(model, names, data, batch_size=4),
+                        run_with_outputs(trial, names, data, batch_size=4), strict=True):  # fmt: skip
+        for t in names:
+            a, b = np.asarray(ref[t], np.float64), np.asarray(got[t], np.float64)
+            signal[t] += float(np.sum(a * a))
+            noise[t] += float(np.sum((a - b) ** 2))
+    worst = [10 * np.log10(signal[t] / noise[t]) for t in names if noise[t] > 0 and signal[t] > 0]
+    return float(min(worst)) if worst else float("inf")
+
+
+def _output_guard(
+    model: onnx.ModelProto, index: StaticGraph, int8: set[str], data: Dataset, cfg: StaticQuantConfig,
+    bits: dict[str, int], plan: StaticPlan,
+) -> dict[str, str]:  # fmt: skip
+    """While the int8 model's outputs keep less than ``output_sqnr_db`` against float on calibration samples, move
+    the nodes that add the most error (measured through the QDQ graph) back to float, a tenth at a time."""
+    from tensorslim.passes.static_sensitivity import added_error
+
+    sample = data.head(8) if data.num_samples > 8 else data
+    moved: dict[str, str] = {}
+    first = last = float("nan")
+    current = set(int8)
+    for _ in range(6):
+        params, _, _ = _group_params(index, current, plan.ranges, cfg, bits)
+        trial = onnx.ModelProto()
+        trial.CopyFrom(model)
+        apply_qdq(trial, current, params, cfg, {}, [])
+        last = _output_sqnr(model, trial, sample)
+        first = last if first != first else first
+        if last >= cfg.output_sqnr_db or not current:
+            break
+        added = added_error(model, trial, [n for n in index.nodes if n.name in current], sample,
+                            index.activation_inputs)  # fmt: skip
+        ranked = sorted((n for n in added if added[n] < 2 * cfg.output_sqnr_db), key=lambda n: (added[n], n))
+        worst = ranked[: max(1, -(-len(current) // 10))]
+        if not worst:
+            break
+        for n in worst:
+            moved[n] = (f"output-guard: the int8 model's output kept {last:.1f} dB < {cfg.output_sqnr_db:g} dB; "
+                        f"this node adds {added[n]:.1f} dB")  # fmt: skip
+        current -= set(worst)
+        current -= set(_no_work_regions(index)(current))
+    if moved:
+        plan.notes.append(f"output check: int8 output SQNR {first:.1f} dB against float on {sample.num_samples} "
+                          f"calibration samples (< {cfg.output_sqnr_db:g} dB): {len(moved)} node(s) that add the most "
+                          f"error moved back to float -> {last:.1f} dB")  # fmt: skip
+    else:
+        plan.notes.append(f"output check: int8 output SQNR {last:.1f} dB against float on {sample.num_samples} "
+                          "calibration samples")  # fmt: skip
+    return moved
 
 
 def _sensitive_nodes(
@@ -497,10 +574,19 @@ def _sensitive_nodes(
             for n in worst}  # fmt: skip
 
 
-def activation_sqnr(model: onnx.ModelProto, params: dict[str, ActivationParams], data: Dataset) -> dict[str, float]:
-    """SQNR (dB) of quantizing each activation with its chosen parameters, streamed over ``data``."""
+def activation_sqnr(
+    model: onnx.ModelProto, params: dict[str, ActivationParams], data: Dataset, lost: dict[str, float] | None = None
+) -> dict[str, float]:
+    """SQNR (dB) of quantizing each activation with its chosen parameters, streamed over ``data``.
+
+    ``lost``, when given, receives the share of each tensor's nonzero values that round to its zero point (less
+    than half a step): the values int8 wipes out, which an SQNR dominated by a few huge entries (an attention mask
+    of -1e4, a fill value) does not show.
+    """
     signal = dict.fromkeys(params, 0.0)
     noise = dict.fromkeys(params, 0.0)
+    nonzero = dict.fromkeys(params, 0)
+    wiped = dict.fromkeys(params, 0)
     for batch in run_with_outputs(model, list(params), data, batch_size=8):
         for t, ap in params.items():
             x = np.asarray(batch[t], np.float32)
@@ -509,6 +595,11 @@ def activation_sqnr(model: onnx.ModelProto, params: dict[str, ActivationParams],
             err = (q - ap.zero_point) * ap.scale - x
             signal[t] += float(np.sum(np.square(x, dtype=np.float64)))
             noise[t] += float(np.sum(np.square(err, dtype=np.float64)))
+            nz = x != 0
+            nonzero[t] += int(np.count_nonzero(nz))
+            wiped[t] += int(np.count_nonzero(nz & (q == ap.zero_point)))
+    if lost is not None:
+        lost.update({t: wiped[t] / nonzero[t] if nonzero[t] else 0.0 for t in params})
     return {t: (10 * float(np.log10(signal[t] / noise[t])) if noise[t] > 0 else float("inf")) for t in params}
 
 
