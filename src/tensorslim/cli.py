@@ -660,10 +660,12 @@ def optimize(
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the study, cache, best.*.")] = Path(
         "tensorslim-out"
     ),
-    threads: Annotated[int, typer.Option(help="Intra-op threads for the final benchmark.")] = 1,
-    batch_size: Annotated[int, typer.Option(help="Batch size for the final benchmark.")] = 1,
+    threads: Annotated[int, typer.Option(help="Intra-op threads of the latency measurements (as bench).")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Batch size of the latency measurements.")] = 1,
     seconds: Annotated[
-        float, typer.Option(help="Time per model of the final float-vs-chosen benchmark (0: skip).")
+        float,
+        typer.Option(help="Timed seconds per model of each interleaved latency run, taken after the accuracy work "
+                     "with bench's harness (0: no latency)."),
     ] = 2.0,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
     report_html: Annotated[
@@ -681,16 +683,25 @@ def optimize(
         from tensorslim.errors import TargetNotMetError
         from tensorslim.evaluate.metrics import parse_max_drop
         from tensorslim.optimize import optimize_search, render_search_tables
+        from tensorslim.progress import progress_enabled
         from tensorslim.search import SearchConfig
 
         cfg = SearchConfig(metric=metric, max_drop=parse_max_drop(max_drop), min_score=min_score,
                            objective=objective, budget=budget, workers=workers, ray=ray, seed=seed, resume=resume,
                            sampler=sampler, builtins=builtins, fallback_layers=fallback_layers)  # fmt: skip
+        plain = json_out != "-" and not progress_enabled()  # piped: one plain line per step instead of a bar
+
+        def step(line: str) -> None:
+            err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+
         result = optimize_search(
             model, data=data, eval_data=eval_data, test_data=test_data, output_dir=output_dir, config=cfg,
             threads=threads, batch_size=batch_size, seconds=seconds, progress=None if json_out != "-" else False,
+            on_step=step if plain else None,
         )  # fmt: skip
         res = result.search
+        if result.comparison.busy:
+            err_console.print(f"[bold yellow]warning:[/] {result.comparison.busy}", soft_wrap=True)
         if json_out != "-":
             for table in render_search_tables(result):
                 console.print(table)
@@ -699,7 +710,8 @@ def optimize(
                 if res.test is not None:
                     t = res.test
                     console.print(
-                        f"held-out test ({t['num_samples']} samples): {res.metric} {t['float_score']:.4f} -> "
+                        f"held-out test split {Path(t['data']).name} ({t['num_samples']} samples): "
+                        f"{res.metric} {t['float_score']:.4f} -> "
                         f"{t['chosen_score']:.4f} (drop {t['drop']:.4f}, "
                         f"{'within' if t['within_budget'] else 'OUTSIDE'} the budget)"
                     )
