@@ -390,23 +390,25 @@ def _speed_check(reference: Path, candidate: Path, *, quiet: bool, mode: str = "
         rep = benchmark_models([reference, candidate], threads=0, max_time_s=1.5, min_runs=10, measure_memory=False)
     except ValueError as e:
         return {"error": str(e)}
+    from tensorslim.benchmark.verdict import speed_verdict
+
     ref, cand = rep.models[0], rep.models[1]
-    ratio = cand.p50_ms / ref.p50_ms if ref.p50_ms else 1.0
-    slower = cand.p50_ci_low_ms > ref.p50_ci_high_ms
+    v = speed_verdict(rep)
+    ratio, slower = v.ratio, v.kind == "slower"
     findings = _doctor_findings(candidate) if slower else []
     if not quiet:
-        if slower:
+        if v.warn:
+            msg = v.message("on this CPU", ref.p50_ms, cand.p50_ms, f"tensorslim bench {reference} {candidate}")
             err_console.print(
-                f"[bold yellow]warning:[/] on this CPU the quantized model is slower than the input "
-                f"(p50 {cand.p50_ms:.3f} ms vs {ref.p50_ms:.3f} ms, {ratio:.2f}x, batch 1, generated inputs). "
-                + _SLOW_HINTS.get(mode, "Check with tensorslim bench.")
+                f"[bold yellow]warning:[/] {msg}" + (" " + _SLOW_HINTS.get(mode, "") if slower else ""),
+                soft_wrap=True,
             )
             for f in findings:
                 err_console.print(f"  doctor: {f['code']}: {f['message']}\n    fix: {f['fix']}", soft_wrap=True)
         else:
             console.print(f"speed check: p50 {ref.p50_ms:.3f} ms -> {cand.p50_ms:.3f} ms ({ratio:.2f}x, batch 1)")
     return {"reference_p50_ms": ref.p50_ms, "candidate_p50_ms": cand.p50_ms, "ratio": ratio, "slower": slower,
-            "doctor": findings}  # fmt: skip
+            "verdict": v.kind, "busy": v.busy, "doctor": findings}  # fmt: skip
 
 
 def _doctor_findings(candidate: Path) -> list[dict[str, Any]]:
