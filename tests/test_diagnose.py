@@ -18,9 +18,9 @@ from models import F, cli, make, rng
 from tensorslim.api import quantize
 from tensorslim.backends.onnx import save_model
 from tensorslim.diagnostics.layers import diagnose_layers, exclude_regex
+from tensorslim.diagnostics.provenance import infer_quantize
 from tensorslim.errors import InputError
 from tensorslim.evaluate import evaluate
-from tensorslim.diagnostics.provenance import infer_quantize
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig
 from tensorslim.passes.static_quant import StaticQuantConfig
 

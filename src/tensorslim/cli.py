@@ -22,6 +22,7 @@ from tensorslim.clikit import (
     write_json,
 )
 from tensorslim.errors import InputError
+from tensorslim.modes import ONNX_MODES, mode_help
 
 __all__ = ["app", "main"]
 
@@ -123,13 +124,7 @@ def _split_ops(ops: str | None) -> tuple[str, ...] | None:
 def quantize(
     model: Annotated[Path, typer.Argument(help="Float ONNX or TFLite model to quantize (never modified).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the quantized model.")],
-    mode: Annotated[
-        str,
-        typer.Option(
-            help="dynamic (int8 weights, no data), int4 or blockwise (block-wise weight-only for MatMul/Gather, "
-            "GPTQ with --data), fp16; for .tflite: dynamic, fp16, static (needs --data)."
-        ),
-    ] = "dynamic",
+    mode: Annotated[str, typer.Option(help=mode_help())] = "dynamic",
     form: Annotated[
         str,
         typer.Option(help="auto (fastest per op), integer (integer kernels), weight_only (float compute)."),
@@ -267,7 +262,8 @@ def quantize(
             static_options={"io_dtype": io, "activation_bits": activation_bits, "int16_nodes": tuple(int16_nodes or ()),
                             "smooth_quant": smooth_quant, "bias_correction": bias_correction, "equalize": equalize},
         )  # fmt: skip
-        result = run_quantize(model_in, output, config=cfg, data=data_in, max_samples=max_samples)
+        result = _own_weights(run_quantize(model_in, output, config=cfg, data=data_in, max_samples=max_samples),
+                              model_in)  # fmt: skip
         quiet = json_out == "-"
         if not quiet:
             console.print(_weights_table(result.records, 0 if show_all else 25))
@@ -300,6 +296,32 @@ def quantize(
     run_command(body)
 
 
+def _weight_names(graph: Any) -> set[str]:
+    """Names of the constant tensors of ``graph`` and its subgraphs (initializers and ``Constant`` outputs)."""
+    import onnx
+
+    names = {t.name for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant":
+            names.update(n.output)
+        for a in n.attribute:
+            subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+            for g in subs:
+                names |= _weight_names(g)
+    return names
+
+
+def _own_weights(result: Any, model_in: Path) -> Any:
+    """``result`` with records of the input model's own weights only: a static pass also reports the scale and
+    zero-point constants it adds, which are not weights of the model ("quantized N of M weights")."""
+    import dataclasses
+
+    import onnx
+
+    own = _weight_names(onnx.load(str(model_in), load_external_data=False).graph)
+    return dataclasses.replace(result, records=[r for r in result.records if r.name in own])
+
+
 def _onnx_config(
     mode: str,
     *,
@@ -325,9 +347,8 @@ def _onnx_config(
     from tensorslim.passes.float16 import Float16Config
     from tensorslim.passes.static_quant import StaticQuantConfig
 
-    modes = ("dynamic", "static", "int4", "blockwise", "fp16")
-    if mode not in modes:
-        raise InputError(f"--mode: {mode!r} is not one of {', '.join(modes)}")
+    if mode not in ONNX_MODES:
+        raise InputError(f"--mode: {mode!r} is not one of {', '.join(ONNX_MODES)}")
     static_opts = dict(static_options or {})
     if mode != "static":
         defaults = {"io_dtype": "float", "activation_bits": 8, "int16_nodes": (), "smooth_quant": None,
