@@ -171,7 +171,7 @@ def evaluate_task(payload: Payload, task: Task) -> Outcome:
         recipe = recipe_from_dict(task.recipe)
         applied = apply_recipe(recipe, st.model, out, data=st.calib, seed=payload.seed, progress=False)
         res.notes = list(applied.notes)[:5]
-        res.changed = any(s.modified for s in applied.steps if s.kind != "pack")
+        res.changed = any(s.modified for s in applied.steps)  # pack counts: it re-encodes the weights
         res.apply_s = time.perf_counter() - t0
         res.size_bytes = out.stat().st_size
         t1 = time.perf_counter()
