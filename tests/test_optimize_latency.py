@@ -68,6 +68,8 @@ def test_table_has_intervals_on_every_latency_and_no_empty_column(task: dict[str
     assert len(timed) >= len({c.recipe_hash for c in finals})
     assert all({"busy", "load_avg_1m", "cpu_model", "onnxruntime_version", "role"} <= set(t["conditions"])
                for t in timed)  # fmt: skip
+    # every timed row names the file it timed (kept in OUTPUT/candidates), so bench can time the same file
+    assert all(Path(r.path).is_file() for r in res.comparison.rows if not r.error)
     js = json.loads(json.dumps(res.to_dict(), default=str))
     assert js["split"] == "selection split val.npz" and "busy" in js
 

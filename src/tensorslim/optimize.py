@@ -461,7 +461,7 @@ def optimize_search(
     for c in res.candidates:
         if c.source == "builtin":
             desc = ("meets the budget" if c.feasible else "misses the budget") if c.ok else "failed"
-            rows.append(_row(c.name, f"built-in recipe ({desc})", Path(""), c, res.metric))
+            rows.append(_row(c.name, f"built-in recipe ({desc})", Path(c.file or ""), c, res.metric))
     env: dict[str, Any] = {"threads": threads, "batch_size": batch_size}
     cond = ft.get("conditions") or {}
     env.update({k: cond[k] for k in ("onnxruntime_version", "cpu_model") if k in cond})

@@ -134,6 +134,7 @@ class Candidate:
     changed: bool | None = None
     cosine: float | None = None
     sqnr_db: float | None = None
+    file: str | None = None  # the built file that was timed (kept for the finalists in <output>/candidates)
 
     def set_timing(self, t: Timing) -> None:
         """Take latency, its intervals, session memory and the conditions from ``t``."""
@@ -416,9 +417,10 @@ class _Timer:
             entry = self.runner.cache.get(key)
             if entry is not None:
                 self.runner.cache.put(key, {**entry, "timing": t.to_dict()})
-        by_hash = {c.recipe_hash: t for c, t in zip(todo, timings, strict=True)}
+        by_hash = {c.recipe_hash: (t, str(p)) for c, t, p in zip(todo, timings, paths, strict=True)}
         for c in cands:
-            c.set_timing(by_hash[c.recipe_hash])
+            c.set_timing(by_hash[c.recipe_hash][0])
+            c.file = by_hash[c.recipe_hash][1]
 
     def keep_only(self, cands: list[Candidate]) -> None:
         """Delete kept candidate files except those of ``cands`` (the next run's finalists are likely the same)."""
@@ -667,6 +669,7 @@ def _finish(res: SearchResult, *, proto_path: Path, data: Path | None, test: Pat
             if twin is not None and c is not twin and twin.timing is not None:
                 c.latency_ms, c.latency_ci, c.latency_ratio = twin.latency_ms, twin.latency_ci, twin.latency_ratio
                 c.latency_ratio_ci, c.session_bytes, c.timing = twin.latency_ratio_ci, twin.session_bytes, twin.timing
+                c.file = twin.file
         if timer.float is not None:
             res.float_latency_ms, res.float_timing = timer.float.p50_ms, timer.float.to_dict()
         res.busy = timer.busy
