@@ -290,7 +290,8 @@ def _ms(x: float) -> str:
 def _ci_ms(p50: float | None, ci: Any) -> str:
     if p50 is None:
         return "-"
-    return f"{_ms(p50)} ({_ms(ci[0])}-{_ms(ci[1])})" if ci else _ms(p50)
+    # a batch-means interval on a very busy machine can reach below zero; no latency is negative
+    return f"{_ms(p50)} ({_ms(max(0.0, ci[0]))}-{_ms(ci[1])})" if ci else _ms(p50)
 
 
 def _ratio(r: TechniqueResult, base: TechniqueResult) -> str:
