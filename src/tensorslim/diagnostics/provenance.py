@@ -1,12 +1,13 @@
 """How a quantized model was made: recorded in its ``metadata_props`` by ``quantize``, read back by ``diagnose``.
 
-``tensorslim quantize`` (and :func:`tensorslim.quantize`) writes one entry, ``tensorslim.quantize``, a JSON object
-with the ``--mode`` and the options that change what the command produces (``form``, ``bits``, ``kernel``,
-``block_size``, ``method``, ``range``, ``activation_bits``, ``scheme``, ``granularity``, ``min_size``, ``ops``,
-``exclude``) and whether calibration data was used. ``diagnose`` turns it back into the ``tensorslim quantize`` arguments that reproduce the model, so
-its suggested command only adds ``--exclude``. For a model without the entry (made by another tool or an older
-tensorslim) the mode is read from the graph: activation ``QuantizeLinear`` nodes mean static, ``MatMulNBits``
-its ``bits``, float16 compute fp16, else dynamic.
+``tensorslim quantize`` (:func:`tensorslim.quantize`, and ``apply_recipe`` for its last quantization pass)
+writes one entry, ``tensorslim.quantize``, a JSON object with the ``--mode`` and the options that change what
+the command produces (``form``, ``bits``, ``kernel``, ``block_size``, ``method``, ``range``, ``activation_bits``,
+``scheme``, ``granularity``, ``min_size``, ``ops``, ``exclude``) and whether calibration data was used.
+``diagnose`` turns it back into the ``tensorslim quantize`` arguments that reproduce the model, so its suggested
+command only adds ``--exclude``. For a model without the entry (made by another tool or an older tensorslim)
+the mode is read from the graph: activation ``QuantizeLinear`` nodes mean static, ``MatMulNBits`` its
+``bits``, float16 compute fp16, else dynamic.
 """
 
 from __future__ import annotations
