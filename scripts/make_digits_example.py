@@ -4,13 +4,15 @@ The script is reproducible: fixed seeds, deterministic PyTorch algorithms and a 
 
 1. loads ``sklearn.datasets.load_digits`` (1797 8x8 images, bundled, no network), scales pixels to [0, 1],
    upsamples them bilinearly to 32x32 and normalizes them with a fixed mean/std;
-2. splits train/test (stratified, 20% test, fixed seed);
+2. splits the images into four disjoint sets (stratified, fixed seeds): test (20 %), calibration
+   (CALIB_SAMPLES), selection (VAL_SAMPLES) and training (the rest); the model never sees the calibration,
+   selection or test images while it trains;
 3. trains a ~1.9 M-parameter CNN (Conv3x3+BatchNorm+ReLU blocks with 32/64/128/256/384 channels, a residual
    block, a depthwise-separable block, max pooling, global average pooling, a Linear-ReLU-Dropout-Linear head)
    on CPU with random-shift augmentation;
 4. exports it to ONNX (opset 17, input ``input``, output ``logits``, dynamic batch axis), runs the ONNX
    checker and checks that ONNX Runtime matches PyTorch within 1e-4;
-5. writes ``digits_cnn.onnx``, ``digits_test.npz``, ``digits_calib.npz`` and ``README.md`` into
+5. writes ``digits_cnn.onnx``, ``digits_test.npz``, ``digits_calib.npz``, ``digits_val.npz`` and ``README.md`` into
    ``src/tensorslim/examples/``.
 
 Run it from the repository root (needs ``pip install torch==2.13.0``)::
@@ -50,8 +52,8 @@ IMAGE_SIZE = 32
 MEAN = 0.305
 STD = 0.325
 TEST_FRACTION = 0.2
-CALIB_SAMPLES = 256
-VAL_SAMPLES = 360  # selection split of `tensorslim optimize`: training images outside the calibration set
+CALIB_SAMPLES = 200  # calibration split: not trained on
+VAL_SAMPLES = 300  # selection split of `tensorslim optimize`: not trained on, disjoint from calibration
 MAX_SHIFT = 3  # random shift of up to +-3 pixels (at 32x32) in each direction
 EPOCHS = 12
 BATCH_SIZE = 64
@@ -76,20 +78,24 @@ def set_determinism(seed: int) -> None:
     torch.backends.cudnn.deterministic = True
 
 
-def load_data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Return ``(x_train, y_train, x_test, y_test)``; x is float32 N x 1 x 32 x 32 normalized, y int64."""
+def load_data(seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The four disjoint splits ``{"train", "calib", "val", "test"}: (x, y)``; x is float32 N x 1 x 32 x 32
+    normalized, y int64.
+
+    Test is a stratified 20 % split; calibration and selection are stratified draws of CALIB_SAMPLES and
+    VAL_SAMPLES images from the rest (seeds ``seed + 1`` and ``seed + 2``); training is what is left.
+    """
     digits = load_digits()
     images = torch.from_numpy(digits.images.astype(np.float32) / 16.0).unsqueeze(1)  # N x 1 x 8 x 8 in [0, 1]
     up = F.interpolate(images, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
     x = ((up - MEAN) / STD).numpy().astype(np.float32)
     y = digits.target.astype(np.int64)
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=TEST_FRACTION, stratify=y, random_state=seed)
-    return (
-        np.ascontiguousarray(x_train),
-        np.ascontiguousarray(y_train),
-        np.ascontiguousarray(x_test),
-        np.ascontiguousarray(y_test),
-    )
+    idx = np.arange(len(y))
+    rest, test = train_test_split(idx, test_size=TEST_FRACTION, stratify=y, random_state=seed)
+    rest, calib = train_test_split(rest, test_size=CALIB_SAMPLES, stratify=y[rest], random_state=seed + 1)
+    train, val = train_test_split(rest, test_size=VAL_SAMPLES, stratify=y[rest], random_state=seed + 2)
+    return {k: (np.ascontiguousarray(x[np.sort(v)]), np.ascontiguousarray(y[np.sort(v)]))
+            for k, v in (("train", train), ("calib", calib), ("val", val), ("test", test))}  # fmt: skip
 
 
 def conv_bn_relu(c_in: int, c_out: int, groups: int = 1, kernel: int = 3) -> nn.Sequential:
@@ -239,28 +245,8 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def calib_and_val_indices(n_train: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices of the calibration images and of the selection (validation) images in the training split.
-
-    The selection images are drawn from the training images that are not calibration images, with their own
-    seeded generator, so adding this split leaves the calibration file's bytes unchanged.
-    """
-    calib_idx = np.sort(np.random.default_rng(SEED).choice(n_train, CALIB_SAMPLES, replace=False))
-    rest = np.setdiff1d(np.arange(n_train), calib_idx)
-    val_idx = np.sort(np.random.default_rng(SEED + 1).choice(rest, VAL_SAMPLES, replace=False))
-    return calib_idx, val_idx
-
-
-def write_val_split(out_dir: Path) -> Path:
-    """Write ``digits_val.npz`` (no training needed: the split only depends on the data and the seeds)."""
-    x_train, y_train, _, _ = load_data(SEED)
-    _, val_idx = calib_and_val_indices(len(x_train))
-    path = out_dir / "digits_val.npz"
-    save_npz_deterministic(path, input=x_train[val_idx], label=y_train[val_idx])
-    return path
-
-
-def write_readme(path: Path, n_params: int, n_train: int, n_test: int, acc: float, onnx_bytes: int) -> None:
+def write_readme(path: Path, n_params: int, sizes: dict[str, int], acc: float, onnx_bytes: int) -> None:
+    n_train, n_test = sizes["train"], sizes["test"]
     text = f"""# Bundled example: digits CNN
 
 `digits_cnn.onnx` is the model that `tensorslim optimize` (with no arguments) works on. It is a small
@@ -275,17 +261,18 @@ upsampled bilinearly to 32x32.
   Linear(384, 512)-ReLU-Dropout-Linear(512, 10). BatchNorm is folded into the convolutions by the exporter.
 - Parameters: {n_params:,} (float32, {onnx_bytes / 1e6:.2f} MB ONNX file, opset {OPSET}).
 - Float test accuracy: **{acc * 100:.2f}%** on the {n_test} held-out images of `digits_test.npz`
-  (stratified {int(TEST_FRACTION * 100)}% split, seed {SEED}; {n_train} training images).
+  (stratified {int(TEST_FRACTION * 100)}% split, seed {SEED}; trained on {n_train} images).
 
 Data files (NumPy `.npz` with arrays `input`, float32 `N x 1 x 32 x 32` normalized as above, and `label`,
 int64 `N`):
 
 - `digits_test.npz`: the held-out test split ({n_test} images).
-- `digits_calib.npz`: {CALIB_SAMPLES} images drawn from the training split, for calibration (e.g. static
-  quantization); disjoint from the test split.
-- `digits_val.npz`: {VAL_SAMPLES} other images of the training split (disjoint from the calibration images), the
-  selection split of `tensorslim optimize`'s search; `scripts/make_digits_example.py --val-only` writes it
-  without retraining.
+- `digits_calib.npz`: {sizes["calib"]} images for calibration (e.g. static quantization).
+- `digits_val.npz`: {sizes["val"]} images, the selection split of `tensorslim optimize`'s search.
+
+The four sets (training, calibration, selection, test) are disjoint (stratified, seeded draws of distinct
+images): the model was not trained on any image of the three files, so an accuracy on any of them is a
+held-out figure; `tests/test_examples.py` pins the sizes and checks that no image appears in two files.
 
 ## Regenerate
 
@@ -303,19 +290,16 @@ Training is seeded, single-threaded and uses deterministic algorithms; it takes 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="output folder")
-    parser.add_argument("--val-only", action="store_true", help="only write digits_val.npz (no training)")
     args = parser.parse_args()
     out_dir: Path = args.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    if args.val_only:
-        path = write_val_split(out_dir)
-        print(f"  sha256 {sha256(path)}  {path.name}")
-        return
 
     t_start = time.perf_counter()
     set_determinism(SEED)
-    x_train, y_train, x_test, y_test = load_data(SEED)
-    print(f"train {x_train.shape}  test {x_test.shape}")
+    splits = load_data(SEED)
+    x_train, y_train = splits["train"]
+    x_test, y_test = splits["test"]
+    print("  ".join(f"{k} {v[0].shape[0]}" for k, v in splits.items()))
 
     model = DigitsCNN()
     n_params = sum(p.numel() for p in model.parameters())
@@ -345,12 +329,11 @@ def main() -> None:
     if ort_acc != acc:
         raise SystemExit("ONNX Runtime accuracy differs from torch")
 
-    calib_idx, val_idx = calib_and_val_indices(len(x_train))
-    save_npz_deterministic(out_dir / "digits_test.npz", input=x_test, label=y_test)
-    save_npz_deterministic(out_dir / "digits_calib.npz", input=x_train[calib_idx], label=y_train[calib_idx])
-    save_npz_deterministic(out_dir / "digits_val.npz", input=x_train[val_idx], label=y_train[val_idx])
+    for split, name in (("test", "digits_test.npz"), ("calib", "digits_calib.npz"), ("val", "digits_val.npz")):
+        x, y = splits[split]
+        save_npz_deterministic(out_dir / name, input=x, label=y)
     onnx_bytes = onnx_path.stat().st_size
-    write_readme(out_dir / "README.md", n_params, len(x_train), len(x_test), acc, onnx_bytes)
+    write_readme(out_dir / "README.md", n_params, {k: len(v[1]) for k, v in splits.items()}, acc, onnx_bytes)
 
     print(f"ONNX file: {onnx_path} ({onnx_bytes / 1e6:.2f} MB)")
     for name in ("digits_cnn.onnx", "digits_test.npz", "digits_calib.npz", "digits_val.npz", "README.md"):

@@ -14,13 +14,15 @@ import numpy as np
 import pytest
 from onnx import helper
 
-from models import F, make, rng
+from models import F, cli, make, rng
 from tensorslim.api import quantize
 from tensorslim.backends.onnx import save_model
 from tensorslim.diagnostics.layers import diagnose_layers, exclude_regex
+from tensorslim.diagnostics.provenance import infer_quantize
 from tensorslim.errors import InputError
 from tensorslim.evaluate import evaluate
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig
+from tensorslim.passes.static_quant import StaticQuantConfig
 
 
 def chain_model(tmp_path: Path) -> tuple[Path, Path]:
@@ -57,16 +59,17 @@ def test_the_outlier_layer_ranks_worst_and_excluding_it_helps(tmp_path: Path) ->
     assert by["mm1"].sqnr_db < by["mm0"].sqnr_db
     assert by["mm0"].rmse_over_scale is not None and by["mm0"].scale_source == "dynamic"
     assert rep.histograms["mm1"]["counts"] and len(rep.histograms["mm1"]["edges"]) == 41
-    # the printed command works and the model it makes is closer to float
+    # the printed command, run as printed, reproduces the options and keeps mm1 float: closer to float
     args = shlex.split(rep.exclude_command)
     assert args[:3] == ["tensorslim", "quantize", str(src)]
     pattern = args[args.index("--exclude") + 1]
     assert re.search(pattern, "mm1") and not re.search(pattern, "mm0")
-    quantize(
-        src,
-        tmp_path / "keep.onnx",
-        config=DynamicQuantConfig(granularity="per_tensor", range_method="minmax", min_size=16, exclude=(pattern,)),
-    )
+    assert args[args.index("--mode") + 1] == "dynamic" and args[args.index("--granularity") + 1] == "per_tensor"
+    assert "--data" not in args  # dynamic mode takes no data
+    r = cli(*args[1:], "--no-check-speed")
+    assert r.returncode == 0, r.stderr
+    assert Path(args[args.index("-o") + 1]) == tmp_path / "q.keep-float.onnx"
+    (tmp_path / "q.keep-float.onnx").rename(tmp_path / "keep.onnx")
     before = evaluate(src, tmp_path / "q.onnx", data).outputs[0].sqnr_db
     after = evaluate(src, tmp_path / "keep.onnx", data).outputs[0].sqnr_db
     assert after > before + 6, (before, after)
@@ -111,3 +114,35 @@ def test_cli_diagnose(tmp_path: Path) -> None:
     assert "<svg" in (tmp_path / "d.html").read_text()
     r = subprocess.run([*run, "--data", str(tmp_path / "missing.npz")], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_printed_command_reproduces_static_mode_and_data(tmp_path: Path) -> None:
+    src, data = chain_model(tmp_path)
+    quantize(src, tmp_path / "q.onnx", config=StaticQuantConfig(granularity="per_tensor"), data=data)
+    rep = diagnose_layers(src, tmp_path / "q.onnx", data, top=1, batch_size=16)
+    assert rep.worst and all(math.isfinite(x.added_sqnr_db) for x in rep.layers if x.node in rep.worst)
+    args = shlex.split(rep.exclude_command)
+    assert args[args.index("--mode") + 1] == "static" and args[args.index("--data") + 1] == str(data)
+    r = cli(*args[1:], "--no-check-speed")
+    assert r.returncode == 0, r.stderr
+    out = Path(args[args.index("-o") + 1])
+    import onnx
+
+    again = onnx.load(str(out))
+    assert infer_quantize(again)["mode"] == "static"
+    assert any(n.op_type == "QuantizeLinear" for n in again.graph.node)  # still static, not a dynamic model
+    worst = rep.worst[0]
+    after = {x.node: x for x in diagnose_layers(src, out, data, batch_size=16).layers}
+    before = {x.node: x for x in rep.layers}
+    assert after[worst].sqnr_db > before[worst].sqnr_db, (worst, before[worst].sqnr_db, after[worst].sqnr_db)
+
+
+def test_a_model_without_provenance_gets_its_mode_from_the_graph(tmp_path: Path) -> None:
+    import onnx
+
+    src, data = chain_model(tmp_path)
+    quantize(src, tmp_path / "q.onnx", config=StaticQuantConfig(), data=data)
+    m = onnx.load(str(tmp_path / "q.onnx"))
+    del m.metadata_props[:]
+    info = infer_quantize(m)
+    assert info["mode"] == "static" and not info["recorded"]

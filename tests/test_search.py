@@ -33,7 +33,7 @@ def task(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _cfg(**kw: object) -> SearchConfig:
-    base: dict[str, object] = {"budget": 4, "workers": 1, "builtins": False, "latency_runs": 3, "fallback_layers": 2}
+    base: dict[str, object] = {"budget": 4, "workers": 1, "builtins": False, "latency_runs": 0, "fallback_layers": 2}
     base.update(kw)
     return SearchConfig(**base)  # type: ignore[arg-type]
 

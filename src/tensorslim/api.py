@@ -193,6 +193,9 @@ def quantize(
             f"{src or 'model'}: no weight could be quantized{detail}; check --ops, --exclude and --min-size"
         )
     check_target(result.model, target)
+    from tensorslim.diagnostics.provenance import record_quantize
+
+    record_quantize(result.model, cfg, data=dataset is not None)  # what diagnose needs to reproduce it
     small = verify_output(result.model, float16=isinstance(cfg, Float16Config), load=verify)
     out_path = save_model(result.model, output) if output is not None else None
     if out_path is not None and not small:

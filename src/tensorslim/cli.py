@@ -23,6 +23,7 @@ from tensorslim.clikit import (
 )
 from tensorslim.commands.data_options import DATA_HELP, BatchAxisOption, with_batch_axes
 from tensorslim.errors import InputError
+from tensorslim.modes import ONNX_MODES, mode_help
 from tensorslim.runtime.targets import TARGET_HELP, target_for
 
 __all__ = ["app", "main"]
@@ -125,13 +126,7 @@ def _split_ops(ops: str | None) -> tuple[str, ...] | None:
 def quantize(
     model: Annotated[Path, typer.Argument(help="Float ONNX or TFLite model to quantize (never modified).")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the quantized model.")],
-    mode: Annotated[
-        str,
-        typer.Option(
-            help="dynamic (int8 weights, no data), int4 or blockwise (block-wise weight-only for MatMul/Gather, "
-            "GPTQ with --data), fp16; for .tflite: dynamic, fp16, static (needs --data)."
-        ),
-    ] = "dynamic",
+    mode: Annotated[str, typer.Option(help=mode_help())] = "dynamic",
     form: Annotated[
         str,
         typer.Option(help="auto (fastest per op), integer (integer kernels), weight_only (float compute)."),
@@ -289,9 +284,8 @@ def quantize(
                             "placement": None if placement is None else str(placement),
                             "latency_check": latency_check},
         )  # fmt: skip
-        result = run_quantize(
-            model_in, output, config=cfg, data=data_in, max_samples=max_samples, target_runtime=target
-        )
+        result = _own_weights(run_quantize(model_in, output, config=cfg, data=data_in, max_samples=max_samples,
+                                           target_runtime=target), model_in)  # fmt: skip
         quiet = json_out == "-"
         if not quiet:
             console.print(_weights_table(result.records, 0 if show_all else 25))
@@ -324,6 +318,32 @@ def quantize(
     run_command(with_batch_axes(batch_axis, body))
 
 
+def _weight_names(graph: Any) -> set[str]:
+    """Names of the constant tensors of ``graph`` and its subgraphs (initializers and ``Constant`` outputs)."""
+    import onnx
+
+    names = {t.name for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant":
+            names.update(n.output)
+        for a in n.attribute:
+            subs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
+            for g in subs:
+                names |= _weight_names(g)
+    return names
+
+
+def _own_weights(result: Any, model_in: Path) -> Any:
+    """``result`` with records of the input model's own weights only: a static pass also reports the scale and
+    zero-point constants it adds, which are not weights of the model ("quantized N of M weights")."""
+    import dataclasses
+
+    import onnx
+
+    own = _weight_names(onnx.load(str(model_in), load_external_data=False).graph)
+    return dataclasses.replace(result, records=[r for r in result.records if r.name in own])
+
+
 def _onnx_config(
     mode: str,
     *,
@@ -349,9 +369,8 @@ def _onnx_config(
     from tensorslim.passes.float16 import Float16Config
     from tensorslim.passes.static_quant import StaticQuantConfig
 
-    modes = ("dynamic", "static", "int4", "blockwise", "fp16")
-    if mode not in modes:
-        raise InputError(f"--mode: {mode!r} is not one of {', '.join(modes)}")
+    if mode not in ONNX_MODES:
+        raise InputError(f"--mode: {mode!r} is not one of {', '.join(ONNX_MODES)}")
     static_opts = dict(static_options or {})
     if mode != "static":
         defaults = {"io_dtype": "float", "activation_bits": 8, "int16_nodes": (), "smooth_quant": None,
@@ -414,23 +433,25 @@ def _speed_check(reference: Path, candidate: Path, *, quiet: bool, mode: str = "
         rep = benchmark_models([reference, candidate], threads=0, max_time_s=1.5, min_runs=10, measure_memory=False)
     except ValueError as e:
         return {"error": str(e)}
+    from tensorslim.benchmark.verdict import speed_verdict
+
     ref, cand = rep.models[0], rep.models[1]
-    ratio = cand.p50_ms / ref.p50_ms if ref.p50_ms else 1.0
-    slower = cand.p50_ci_low_ms > ref.p50_ci_high_ms
+    v = speed_verdict(rep)
+    ratio, slower = v.ratio, v.kind == "slower"
     findings = _doctor_findings(candidate) if slower else []
     if not quiet:
-        if slower:
+        if v.warn:
+            msg = v.message("on this CPU", ref.p50_ms, cand.p50_ms, f"tensorslim bench {reference} {candidate}")
             err_console.print(
-                f"[bold yellow]warning:[/] on this CPU the quantized model is slower than the input "
-                f"(p50 {cand.p50_ms:.3f} ms vs {ref.p50_ms:.3f} ms, {ratio:.2f}x, batch 1, generated inputs). "
-                + _SLOW_HINTS.get(mode, "Check with tensorslim bench.")
+                f"[bold yellow]warning:[/] {msg}" + (" " + _SLOW_HINTS.get(mode, "") if slower else ""),
+                soft_wrap=True,
             )
             for f in findings:
                 err_console.print(f"  doctor: {f['code']}: {f['message']}\n    fix: {f['fix']}", soft_wrap=True)
         else:
             console.print(f"speed check: p50 {ref.p50_ms:.3f} ms -> {cand.p50_ms:.3f} ms ({ratio:.2f}x, batch 1)")
     return {"reference_p50_ms": ref.p50_ms, "candidate_p50_ms": cand.p50_ms, "ratio": ratio, "slower": slower,
-            "doctor": findings}  # fmt: skip
+            "verdict": v.kind, "busy": v.busy, "doctor": findings}  # fmt: skip
 
 
 def _doctor_findings(candidate: Path) -> list[dict[str, Any]]:
@@ -686,10 +707,12 @@ def optimize(
     output_dir: Annotated[Path, typer.Option("--output-dir", "-o", help="Folder for the study, cache, best.*.")] = Path(
         "tensorslim-out"
     ),
-    threads: Annotated[int, typer.Option(help="Intra-op threads for the final benchmark.")] = 1,
-    batch_size: Annotated[int, typer.Option(help="Batch size for the final benchmark.")] = 1,
+    threads: Annotated[int, typer.Option(help="Intra-op threads of the latency measurements (as bench).")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Batch size of the latency measurements.")] = 1,
     seconds: Annotated[
-        float, typer.Option(help="Time per model of the final float-vs-chosen benchmark (0: skip).")
+        float,
+        typer.Option(help="Timed seconds per model of each interleaved latency run, taken after the accuracy work "
+                     "with bench's harness (0: no latency)."),
     ] = 2.0,
     json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
     report_html: Annotated[
@@ -707,16 +730,25 @@ def optimize(
         from tensorslim.errors import TargetNotMetError
         from tensorslim.evaluate.metrics import parse_max_drop
         from tensorslim.optimize import optimize_search, render_search_tables
+        from tensorslim.progress import progress_enabled
         from tensorslim.search import SearchConfig
 
         cfg = SearchConfig(metric=metric, max_drop=parse_max_drop(max_drop), min_score=min_score,
                            objective=objective, budget=budget, workers=workers, ray=ray, seed=seed, resume=resume,
                            sampler=sampler, builtins=builtins, fallback_layers=fallback_layers)  # fmt: skip
+        plain = json_out != "-" and not progress_enabled()  # piped: one plain line per step instead of a bar
+
+        def step(line: str) -> None:
+            err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+
         result = optimize_search(
             model, data=data, eval_data=eval_data, test_data=test_data, output_dir=output_dir, config=cfg,
             threads=threads, batch_size=batch_size, seconds=seconds, progress=None if json_out != "-" else False,
+            on_step=step if plain else None,
         )  # fmt: skip
         res = result.search
+        if result.comparison.busy:
+            err_console.print(f"[bold yellow]warning:[/] {result.comparison.busy}", soft_wrap=True)
         if json_out != "-":
             for table in render_search_tables(result):
                 console.print(table)
@@ -725,7 +757,8 @@ def optimize(
                 if res.test is not None:
                     t = res.test
                     console.print(
-                        f"held-out test ({t['num_samples']} samples): {res.metric} {t['float_score']:.4f} -> "
+                        f"held-out test split {Path(t['data']).name} ({t['num_samples']} samples): "
+                        f"{res.metric} {t['float_score']:.4f} -> "
                         f"{t['chosen_score']:.4f} (drop {t['drop']:.4f}, "
                         f"{'within' if t['within_budget'] else 'OUTSIDE'} the budget)"
                     )

@@ -75,10 +75,21 @@ def run_command(fn: Callable[[], int | None]) -> None:
         raise typer.Exit(code)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from tensorslim import __version__
+
+        console.print(f"tensorslim {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each pass does.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True)
+    ] = False,
 ) -> None:
     """tensorslim: quantize, evaluate, benchmark and inspect ONNX models.
 

@@ -99,9 +99,13 @@ def benchmark_litert(
         rt.invoke(arrays)  # resizes once, outside the timed runs
         fns.append(_call(rt, arrays))
     warmups = [warm_up(fn, runs=None, time_budget_s=0.3 * max_time_s) for fn in fns]
+    from tensorslim.benchmark.runner import _busy, _contention
+
+    busy_before = _busy()
     samples_ms = interleaved_runs(
         fns, min_runs=min_runs, max_time_s=max_time_s * len(fns), round_size=round_size, round_warmup=round_warmup
     )
+    contention = _contention(busy_before, _busy(), sum(len(s) for s in samples_ms))
     env = _env(threads)
     results = []
     for i, p in enumerate(model_paths):
@@ -127,6 +131,7 @@ def benchmark_litert(
         "seed": seed,
         "interleaved": len(fns) > 1,
         "input_shapes": {k: list(v.shape) for k, v in data.inputs.items()},
+        "contention": contention,
     }
     from tensorslim.benchmark.runner import with_ratio_cis
 

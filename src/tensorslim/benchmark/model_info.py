@@ -65,7 +65,7 @@ def load_model_proto(path: str | os.PathLike[str]) -> ModelProto:
     """
     p = Path(path)
     if not p.exists():
-        raise ValueError(f"{p}: file not found")
+        raise ValueError(f"{p}: no such file; check the path")
     if not p.is_file():
         raise ValueError(f"{p}: not a regular file")
     try:

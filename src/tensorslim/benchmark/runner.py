@@ -49,7 +49,7 @@ def _unpack_packed(model_paths: list[Path]) -> tuple[dict[int, int], list[Any]]:
             from tensorslim.pack import unpack_to_temp
 
             if not p.is_file():
-                raise ValueError(f"{p}: file not found")
+                raise ValueError(f"{p}: no such file; check the path")
             sizes[i] = p.stat().st_size
             model_paths[i], tmp = unpack_to_temp(p)
             keep.append(tmp)

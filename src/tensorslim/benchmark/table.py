@@ -8,7 +8,7 @@ from .report import BenchReport
 
 __all__ = ["busy_note", "render_bench_table"]
 
-_MB = 1024 * 1024
+_MB = 1e6  # MB = 10^6 bytes, as everywhere in tensorslim
 
 
 def _mb(n: float | None) -> str:
@@ -118,7 +118,7 @@ def render_bench_table(report: BenchReport, *, title: str | None = "tensorslim b
         f"onnxruntime {env.onnxruntime_version} · {env.execution_provider} · "
         f"threads {env.threads or 'default'} · batch {settings.get('batch_size', '?')} · "
         f"{env.cpu_model} ({env.machine}) · flags: {flags}\n"
-        f"ratios vs {report.baseline.name}; runs interleaved: {settings.get('interleaved', False)}"
+        f"ratios vs {report.baseline.name}; runs interleaved: {settings.get('interleaved', False)}; MB = 10^6 bytes"
     )
     busy = busy_note(report)
     if busy:

@@ -227,7 +227,12 @@ def compress_cmd(
                        target_runtime=target_runtime)  # fmt: skip
         if json_out != "-":
             t = Table(title=f"tensorslim compress {model.name}", title_justify="left")
-            for col in ("stage", "bytes", "size x", "cosine", "SQNR dB", "accuracy", "s", "detail"):
+            scored = "on generated inputs"  # which data each accuracy is on
+            if eval_data is not None:
+                scored = f"on {eval_data.name}"
+            elif data is not None:
+                scored = f"on the calibration data {data.name}"
+            for col in ("stage", "bytes", "size x", "cosine", "SQNR dB", f"accuracy ({scored})", "s", "detail"):
                 t.add_column(col)
             for s in rep.stages:
                 cos = "-" if s.cosine_mean is None else f"{s.cosine_mean:.5f}"
@@ -235,6 +240,8 @@ def compress_cmd(
                 acc = "-" if s.accuracy is None else f"{100 * s.accuracy:.2f}%"
                 t.add_row(s.stage, f"{s.bytes:,}", f"{s.ratio:.4f}", cos, sq, acc, f"{s.seconds:.1f}", s.detail)
             console.print(t)
+            if eval_data is None and data is not None:
+                console.print("note: fidelity is measured on the calibration data; --eval-data gives a held-out figure")
             if rep.pack is not None:
                 console.print(_pack_table(rep.pack))
             console.print(f"wrote {output}")

@@ -11,7 +11,8 @@ Checks, each a :class:`Finding` with its fix:
 * ``int4-matmulnbits``: ``MatMulNBits`` on x86, where ONNX Runtime's kernels ran slower than float MatMul at every
   ``accuracy_level`` (measured here); tensorslim's ``integer`` int4 kernel keeps the size and runs int8 kernels.
 * ``fp16-casts``: float16 compute on a CPU without native fp16 arithmetic: ONNX Runtime inserts ``Cast`` nodes
-  (counted in the optimized graph) and runs float32.
+  (counted in the optimized graph) and runs float32. Float16 weights that are only cast to float32 (folded at
+  load) are not float16 compute.
 * ``conv-integer``: ``ConvInteger``, slower than float ``Conv`` on ONNX Runtime's CPU kernels (measured here).
 * ``s8s8-qoperator``: QOperator ops (``QLinearConv``/``QLinearMatMul``...) with int8 activations on x86.
 * ``timing``: with a baseline, both models timed side by side and profiled; the time spent in Q/DQ kernels.
@@ -182,17 +183,33 @@ def qdq_analysis(optimized: onnx.ModelProto) -> dict[str, Any]:
     }
 
 
-def _tensor_types(model: onnx.ModelProto) -> set[int]:
+_LAYOUT_OPS = frozenset({"Split", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Identity", "Gather",
+                         "Slice", "Flatten", "Expand", "Tile"})  # fmt: skip
+_NO_COMPUTE = _LAYOUT_OPS | {"Cast", "CastLike", "DequantizeLinear", "Shape", "Size"}
+
+
+def _fp16_compute(model: onnx.ModelProto) -> dict[str, int]:
+    """Nodes per op type computing on float16 tensors (weights, inputs, casts to float16; through layout ops).
+
+    Float16 weights only cast to float32 (dynamic int8's packed float16 scales, ``Split -> Cast``) are not float16
+    compute: ONNX Runtime folds them once at load.
+    """
     g = model.graph
-    types = {t.data_type for t in g.initializer}
-    for vi in (*g.input, *g.output, *g.value_info):
-        types.add(vi.type.tensor_type.elem_type)
-    for n in g.node:
-        if n.op_type == "Cast":
-            types.update(a.i for a in n.attribute if a.name == "to")
-        if n.op_type == "Constant":
-            types.update(a.t.data_type for a in n.attribute if a.name == "value")
-    return types
+    f16 = onnx.TensorProto.FLOAT16
+    half = {t.name for t in g.initializer if t.data_type == f16}
+    half |= {v.name for v in g.input if v.type.tensor_type.elem_type == f16}
+    ops: Counter[str] = Counter()
+    for n in g.node:  # nodes are topologically sorted
+        const = n.op_type == "Constant" and any(a.name == "value" and a.t.data_type == f16 for a in n.attribute)
+        if const or (n.op_type == "Cast" and any(a.name == "to" and a.i == f16 for a in n.attribute)):
+            half.update(n.output)
+        elif any(i in half for i in n.input):
+            if n.op_type in _LAYOUT_OPS:
+                half.update(n.output)
+            elif n.op_type not in _NO_COMPUTE:
+                ops[n.op_type] += 1
+                half.update(n.output)
+    return dict(sorted(ops.items()))
 
 
 def _isa_finding(flags: tuple[str, ...], machine: str, integer_ops: int) -> Finding:
@@ -293,10 +310,13 @@ def _static_findings(
         from_ = ", ".join(f"{op} x{c}" for op, c in qa["pairs_by_producer"].items())
         kept = [op for op in qa["pairs_by_consumer"] if op not in ("QuantizeLinear", "DequantizeLinear")]
         only_shape = set(qa["pairs_by_consumer"]) <= {"Shape"}
+        fused = sum(1 for n in opt.graph.node if n.op_type in _INTEGER_OPS or n.op_type.startswith("QLinear"))
+        few = 4 * qa["pairs"] <= fused  # a few round trips between many fused integer kernels: small overhead
+        qa = {**qa, "fused_integer_kernels": fused}
         out.append(
             Finding(
                 "unfused-qdq",
-                "info" if only_shape else "warning",
+                "info" if only_shape or few else "warning",
                 f"{qa['pairs']} QuantizeLinear->DequantizeLinear pair(s) left unfused in ONNX Runtime's optimized "
                 "graph, "
                 f"feeding {feeds} (quantizing outputs of {from_}): each is a float->int8->float round trip around a "
@@ -304,6 +324,8 @@ def _static_findings(
                 + (
                     " (they only feed Shape: cheap)"
                     if only_shape
+                    else f" (next to {fused} fused integer kernels: a small share of the work)"
+                    if few
                     else ", the usual reason a QDQ model runs slower than float"
                 ),
                 "quantize only the ops ONNX Runtime fuses (MatMul/Gemm/Conv: op_types_to_quantize=['MatMul', 'Gemm', "
@@ -352,21 +374,24 @@ def _static_findings(
             )
         )
 
-    if onnx.TensorProto.FLOAT16 in _tensor_types(model):
+    half_ops = _fp16_compute(model)
+    if half_ops:
         native = (not x86 and bool({"fphp", "asimdhp"} & set(flags))) or (x86 and "avx512_fp16" in flags)
         casts = sum(1 for n in opt.graph.node if n.op_type == "Cast")
         orig_casts = counts["Cast"]
+        # with fp16 arithmetic, a cast pair around one op in ten of the fp16 ops is a small cost: info
+        few = native and 10 * (casts - orig_casts) <= sum(half_ops.values())
         if not native or casts > orig_casts:
             out.append(
                 Finding(
                     "fp16-casts",
-                    "warning",
+                    "info" if few else "warning",
                     f"float16 model on a CPU {'without' if not native else 'with'} native fp16 compute: ONNX Runtime's "
                     f"optimized graph has {casts} Cast nodes ({orig_casts} in the model): it casts to float32 and back "
                     "around kernels it lacks in fp16",
                     "for CPU keep float32 compute with smaller weights: tensorslim quantize MODEL -o OUT "
                     "(int8 weights) or --mode int4; use fp16 on GPUs or ARM CPUs with fp16 arithmetic",
-                    {"optimized_casts": casts, "model_casts": orig_casts, "native_fp16": native},
+                    {"optimized_casts": casts, "model_casts": orig_casts, "native_fp16": native, "fp16_ops": half_ops},
                 )
             )
 
@@ -482,15 +507,14 @@ def _timing_findings(
     ops = prof.by_op_type()
     qdq_us = sum(ops.get(o, 0.0) for o in (*QDQ_OPS, "DynamicQuantizeLinear"))
     details: dict[str, Any] = {"kernel_us": prof.kernel_us, "qdq_us": qdq_us, "by_op_type": ops}
-    if baseline is None:
-        sev = "warning" if qdq_us / total > 0.1 else "info"
+    if baseline is None:  # no float model to compare with: a share of time, not evidence of a slowdown
         return [
             Finding(
                 "timing",
-                sev,
+                "info",
                 f"{100 * qdq_us / total:.1f}% of kernel time is spent in Quantize/"
                 f"DequantizeLinear ({qdq_us:.0f} of {total:.0f} µs per run)",
-                "",
+                "give --baseline FLOAT.onnx to time both and see whether it costs speed" if qdq_us else "",
                 details,
             )
         ]

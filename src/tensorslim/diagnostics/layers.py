@@ -14,7 +14,9 @@ on the same batches and each matched tensor gets:
 * ``peak_to_p999``: activation range outliers, ``max|x| / p99.9(|x|)`` of the float tensor.
 
 The report ends with the ``tensorslim quantize ... --exclude REGEX`` command that keeps the worst layers
-in float.
+in float: the same ``--mode``, options and calibration data as the quantized model (recorded in its metadata
+by ``quantize``, see :mod:`tensorslim.diagnostics.provenance`) plus the exclusions. Only layers that add a
+finite error are ranked.
 """
 
 from __future__ import annotations
@@ -240,7 +242,8 @@ def diagnose_layers(
                 weight=_largest_weight(node, inits),
             )
         )
-    ranked = sorted((x for x in layers if x.weight and x.sqnr_db != math.inf), key=lambda x: x.added_sqnr_db)
+    # only layers that add a finite, positive error are ranked (an exact layer has nothing to keep in float)
+    ranked = sorted((x for x in layers if x.weight and math.isfinite(x.added_sqnr_db)), key=lambda x: x.added_sqnr_db)
     worst = [x.node for x in ranked[:top]]
     rep = LayerReport(
         str(fp),
@@ -252,17 +255,13 @@ def diagnose_layers(
         unmatched=len(f_out) - len(matched),
     )
     if worst:
+        from tensorslim.diagnostics.provenance import infer_quantize, quantize_args
+
+        args = quantize_args(infer_quantize(qm), None if data is None else str(data))
         rep.exclude_command = shlex.join(
-            [
-                "tensorslim",
-                "quantize",
-                str(fp),
-                "-o",
-                str(qp.with_suffix(".keep-float.onnx")),
-                "--exclude",
-                exclude_regex(worst),
-            ]
-        )
+            ["tensorslim", "quantize", str(fp), "-o", str(qp.with_suffix(".keep-float.onnx")), *args,
+             "--exclude", exclude_regex(worst)]
+        )  # fmt: skip
     for x in ranked[:top]:
         if x.weight:
             w = onnx.numpy_helper.to_array(inits[x.weight]).ravel()

@@ -255,6 +255,7 @@ def apply_recipe(
     dataset = api.load_calibration(data, proto, batch_axis=batch_axis) if data is not None else None
     cur, records, notes, steps = proto, [], [], []
     body = [s for s in recipe.passes if s.kind != "pack"]
+    last_quant: PassSpec | None = None
     with progress_bar(f"recipe {recipe.name}", total=len(recipe.passes), enabled=progress) as bar:
         for i, spec in enumerate(body):
             bar.describe(f"{recipe.name}: {spec.kind}")
@@ -263,8 +264,17 @@ def apply_recipe(
             records.extend(res.records)
             notes.extend(res.notes)
             steps.append(step)
+            if step.modified and spec.kind in _QUANT_KINDS:
+                last_quant = spec
             bar.advance()
         check_target(cur, target)
+        if last_quant is not None:  # the quantization mode, as quantize records it (diagnose reproduces it)
+            from tensorslim.diagnostics.provenance import record_quantize
+
+            if cur is proto:  # never write into the caller's model
+                cur = onnx.ModelProto.FromString(proto.SerializeToString())
+            record_quantize(cur, build_config(last_quant.kind, dict(last_quant.config), "config"),
+                            data=dataset is not None)  # fmt: skip
         api.verify_output(cur, float16=any(s.kind == "float16" for s in body))
         if recipe.passes[-1].kind == "pack":
             t = time.perf_counter()

@@ -40,7 +40,7 @@ def _bench_rows(bench: Any) -> tuple[list[ModelRow], dict[str, list[float]]]:
                 p99_ms=m.p99_ms,
                 throughput=m.throughput,
                 load_ms=m.load_ms,
-                peak_mb=None if m.memory is None else m.memory.session_rss_bytes / 2**20,
+                peak_mb=None if m.memory is None else m.memory.session_rss_bytes / 1e6,
                 cold_load_ms=None if m.memory is None else m.memory.cold_load_ms,
                 ratio_ci=rc,
             )

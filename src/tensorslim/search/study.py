@@ -10,12 +10,17 @@ Flow (``run_search``)::
        trial order, so the result does not
        depend on which worker finished first; stored in ``<output>/study.journal`` (``resume=True`` goes on)
     -> every candidate looked up in the content-hash cache (``<output>/cache``) before it is evaluated
+    -> workers only build and score; latency is taken in this process with ``tensorslim bench``'s interleaved
+       harness against the float model while the workers are idle (:mod:`tensorslim.search.timing`): after
+       each batch when the objective needs latency, and again for the finalists (built-in recipes, Pareto
+       front, chosen model) once the accuracy work is done
     -> Pareto front of everything tried, the chosen model (smallest / fastest / best size x latency that meets
        the budget), re-applied to ``<output>/best.onnx|.tslim`` and re-measured on the test data.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -30,6 +35,7 @@ import numpy as np
 from tensorslim.errors import InputError
 from tensorslim.recipe import Recipe, dump_recipe, recipe_from_dict
 from tensorslim.search.cache import ResultCache, candidate_key, file_sha256, passes_hash
+from tensorslim.search.timing import Timing, TimingSettings, conditions_match, time_against_float
 from tensorslim.search.worker import Outcome, Payload, Task
 
 __all__ = ["Candidate", "SearchConfig", "SearchResult", "pareto_indices", "run_search", "write_summary"]
@@ -59,7 +65,8 @@ class SearchConfig:
         sampler: ``tpe``, ``nsga2``, or ``random`` (seeded; the trials do not depend on the results, so any
             number of workers tries the same candidates).
         builtins: Evaluate the built-in recipes too.
-        latency_runs: Timed runs per candidate (batch 1, one thread); 0: no latency.
+        latency_runs: At least this many timed runs per model when candidates are timed (0: no latency).
+        timing: How the parent times candidates (threads, batch, seconds per model, memory, group size).
         fallback_layers: Most sensitive layers offered as per-layer float/int16 fallbacks (0: none).
         max_eval_samples: Use at most this many evaluation samples.
     """
@@ -76,6 +83,7 @@ class SearchConfig:
     sampler: str = "tpe"
     builtins: bool = True
     latency_runs: int = 20
+    timing: TimingSettings = field(default_factory=TimingSettings)
     fallback_layers: int = 4
     max_eval_samples: int | None = None
 
@@ -118,6 +126,21 @@ class Candidate:
     cached: bool = False
     feasible: bool = False
     pareto: bool = False
+    latency_ci: tuple[float, float] | None = None
+    latency_ratio: float | None = None
+    latency_ratio_ci: tuple[float, float] | None = None
+    session_bytes: int | None = None
+    timing: dict[str, Any] | None = None  # the conditions the latency was taken under
+    changed: bool | None = None
+    cosine: float | None = None
+    sqnr_db: float | None = None
+    file: str | None = None  # the built file that was timed (kept for the finalists in <output>/candidates)
+
+    def set_timing(self, t: Timing) -> None:
+        """Take latency, its intervals, session memory and the conditions from ``t``."""
+        self.latency_ms, self.latency_ci = t.p50_ms, t.p50_ci
+        self.latency_ratio, self.latency_ratio_ci = t.ratio, t.ratio_ci
+        self.session_bytes, self.timing = t.session_bytes, dict(t.conditions)
 
     @property
     def ok(self) -> bool:
@@ -141,6 +164,8 @@ class SearchResult:
     threshold: float
     float_size_bytes: int
     float_latency_ms: float | None
+    float_timing: dict[str, Any] | None = None
+    busy: str = ""  # how busy the machine was while timing (tensorslim bench's wording), "" when quiet
     candidates: list[Candidate] = field(default_factory=list)
     chosen: Candidate | None = None
     chosen_path: Path | None = None
@@ -176,6 +201,8 @@ class SearchResult:
             "threshold": self.threshold,
             "float_size_bytes": self.float_size_bytes,
             "float_latency_ms": self.float_latency_ms,
+            "float_timing": self.float_timing,
+            "busy": self.busy,
             "trials": self.trials,
             "evaluated": self.evaluated,
             "cache_hits": self.cache_hits,
@@ -191,26 +218,29 @@ class SearchResult:
 
 
 def _objective_key(objective: str, size0: float, lat0: float | None) -> Callable[[Candidate], tuple[float, ...]]:
+    """Sort key of the choice; latency is the ratio to the float model timed in the same interleaved run."""
+
     def key(c: Candidate) -> tuple[float, ...]:
         size = float(c.size_bytes or np.inf)
-        lat = float(c.latency_ms) if c.latency_ms is not None else np.inf
+        lat = float(c.latency_ratio) if c.latency_ratio is not None else np.inf
         score = -float(c.score if c.score is not None else -np.inf)
         if objective == "size":
             return (size, score, lat)
         if objective == "latency":
             return (lat, score, size)
-        return ((size / size0) * (lat / (lat0 or 1.0)), score, size)
+        return ((size / size0) * lat, score, size)
 
     return key
 
 
 def _objective_values(objective: str, c: Candidate) -> list[float]:
     score = float(c.score) if c.score is not None else float("-inf")
+    lat = float(c.latency_ratio) if c.latency_ratio is not None else float("inf")
     if objective == "size":
         return [score, float(c.size_bytes or 0)]
     if objective == "latency":
-        return [score, float(c.latency_ms or 0.0)]
-    return [score, float(c.size_bytes or 0), float(c.latency_ms or 0.0)]
+        return [score, lat]
+    return [score, float(c.size_bytes or 0), lat]
 
 
 def pareto_indices(values: list[list[float]]) -> list[int]:
@@ -232,7 +262,6 @@ class _Setup:
     threshold: float
     metric: str
     context: str
-    float_latency_ms: float | None
     notes: list[str]
 
 
@@ -241,7 +270,6 @@ def _prepare(model: Path, data: Path | None, eval_data: Path | None, cfg: Search
     from tensorslim.evaluate.data import generate_inputs, load_npz
     from tensorslim.evaluate.metrics import resolve_metric
     from tensorslim.runtime.ort import OrtRuntime
-    from tensorslim.search.worker import _latency_ms
 
     notes: list[str] = []
     rt = OrtRuntime(model, threads=1)
@@ -261,10 +289,10 @@ def _prepare(model: Path, data: Path | None, eval_data: Path | None, cfg: Search
     reference = run_dataset(rt, ds, metric.batch_size)
     ref_score = metric.score(reference, ds, reference)
     threshold = metric.threshold(ref_score, cfg.max_drop, cfg.min_score)
-    lat = _latency_ms(rt, ds, cfg.latency_runs, 3) if cfg.latency_runs else None
+    # version 2: workers no longer time candidates (timings live beside the entry, with their conditions)
     context = ResultCache.context_key(
         model=file_sha256(model), data=file_sha256(data), eval=file_sha256(eval_data) if eval_data else ds.source,
-        n_eval=ds.num_samples, metric=metric_name, seed=cfg.seed, latency_runs=cfg.latency_runs, version=1,
+        n_eval=ds.num_samples, metric=metric_name, seed=cfg.seed, version=2,
     )  # fmt: skip
     payload = Payload(
         key=context,
@@ -276,10 +304,9 @@ def _prepare(model: Path, data: Path | None, eval_data: Path | None, cfg: Search
         reference=reference,
         metric=metric_name,
         seed=cfg.seed,
-        latency_runs=cfg.latency_runs,
         batch_size=metric.batch_size,
     )
-    return _Setup(payload, ds, ref_score, threshold, metric_name, context, lat, notes)
+    return _Setup(payload, ds, ref_score, threshold, metric_name, context, notes)
 
 
 def _suffix(recipe: Recipe) -> str:
@@ -287,22 +314,38 @@ def _suffix(recipe: Recipe) -> str:
 
 
 class _Runner:
-    """Evaluates candidates through the cache and the executor, counting what it really ran."""
+    """Evaluates candidates through the cache and the executor, counting what it really ran.
 
-    def __init__(self, setup: _Setup, cache: ResultCache, executor: Any) -> None:
-        self.setup, self.cache, self.executor = setup, cache, executor
+    A local worker leaves each candidate's file in ``files`` (named by its cache key) for the parent to time;
+    a Ray worker may run on another machine, so the parent builds the file again when it needs it.
+    """
+
+    def __init__(self, setup: _Setup, cache: ResultCache, executor: Any, files: Path) -> None:
+        from tensorslim.search.executor import PoolExecutor
+
+        self.setup, self.cache, self.executor, self.files = setup, cache, executor, files
+        self.local = isinstance(executor, PoolExecutor)
         self.evaluated = 0
         self.hits = 0
 
+    def key(self, recipe: Recipe) -> str:
+        """The cache key of ``recipe``."""
+        return candidate_key(self.setup.context, recipe)
+
+    def file_of(self, recipe: Recipe) -> Path:
+        """Where the candidate's built file is kept."""
+        return self.files / f"{self.key(recipe)[:32]}{_suffix(recipe)}"
+
     def run(self, recipes: list[Recipe]) -> list[tuple[Outcome, bool]]:
         """Outcome of each recipe (and whether it came from the cache); duplicates are evaluated once."""
-        keys = [candidate_key(self.setup.context, r) for r in recipes]
+        keys = [self.key(r) for r in recipes]
         todo: dict[str, Recipe] = {}
         for k, r in zip(keys, recipes, strict=True):
             if k not in todo and self.cache.get(k) is None:
                 todo[k] = r
         if todo:
-            tasks = [Task(r.to_dict(), _suffix(r)) for r in todo.values()]
+            tasks = [Task(r.to_dict(), _suffix(r), str(self.file_of(r)) if self.local else None)
+                     for r in todo.values()]  # fmt: skip
             outs = self.executor.map(tasks)
             self.evaluated += len(tasks)
             for k, o in zip(todo, outs, strict=True):
@@ -316,10 +359,84 @@ class _Runner:
         return out
 
 
+class _Timer:
+    """Times candidates in this process (workers idle) against the float model; timings go to the cache too."""
+
+    def __init__(self, src: Path, data: Path | None, cfg: SearchConfig, runner: _Runner,
+                 say: Callable[[str], None]) -> None:  # fmt: skip
+        from tensorslim.benchmark.sysinfo import env_info
+
+        self.src, self.data, self.cfg, self.runner, self.say = src, data, cfg, runner, say
+        self.settings = dataclasses.replace(cfg.timing, min_runs=max(1, cfg.latency_runs))
+        env = env_info(self.settings.threads)
+        self.here = {"threads": self.settings.threads, "batch_size": self.settings.batch_size,
+                     "onnxruntime_version": env.onnxruntime_version, "cpu_model": env.cpu_model}  # fmt: skip
+        self.float: Timing | None = None
+        self.notes: list[str] = []
+        self.busy = ""
+
+    def _file(self, c: Candidate) -> Path:
+        from tensorslim.recipe.apply import apply_recipe
+
+        from tensorslim.search.worker import without_latency_check
+
+        path = self.runner.file_of(recipe_from_dict(c.recipe))
+        if not path.is_file():  # a cache hit of an earlier run, or a Ray worker's candidate: build it here
+            path.parent.mkdir(parents=True, exist_ok=True)
+            recipe = recipe_from_dict(without_latency_check(c.recipe))  # as the workers build it
+            apply_recipe(recipe, self.src, path, data=self.data, seed=self.cfg.seed, progress=False)
+        return path
+
+    def cached(self, c: Candidate) -> bool:
+        """Take a stored timing of ``c`` taken under the same conditions on a quiet machine (search steps only)."""
+        entry = self.runner.cache.get(self.runner.key(recipe_from_dict(c.recipe))) or {}
+        t = entry.get("timing")
+        if not t or not conditions_match(t.get("conditions") or {}, self.here):
+            return False
+        c.set_timing(Timing.from_dict(t))
+        return True
+
+    def time(self, cands: list[Candidate], role: str) -> None:
+        """Time ``cands`` (each once, by recipe) interleaved with the float model; sets their timing."""
+        uniq: dict[str, Candidate] = {}
+        for c in cands:
+            uniq.setdefault(c.recipe_hash, c)
+        todo = list(uniq.values())
+        if not todo:
+            return
+        paths = [self._file(c) for c in todo]
+        settings = self.settings if role == "final" else dataclasses.replace(self.settings, memory=False)
+        try:
+            ref, timings, notes = time_against_float(self.src, paths, settings=settings, role=role, on_step=self.say)
+        except ValueError as e:  # a model that cannot run on generated inputs: no latency, the search goes on
+            self.notes.append(f"latency not measured: {e}")
+            return
+        if self.float is None or role == "final":
+            self.float = ref
+        self.busy = self.busy or (notes[0] if notes else "")
+        for c, t in zip(todo, timings, strict=True):
+            key = self.runner.key(recipe_from_dict(c.recipe))
+            entry = self.runner.cache.get(key)
+            if entry is not None:
+                self.runner.cache.put(key, {**entry, "timing": t.to_dict()})
+        by_hash = {c.recipe_hash: (t, str(p)) for c, t, p in zip(todo, timings, paths, strict=True)}
+        for c in cands:
+            c.set_timing(by_hash[c.recipe_hash][0])
+            c.file = by_hash[c.recipe_hash][1]
+
+    def keep_only(self, cands: list[Candidate]) -> None:
+        """Delete kept candidate files except those of ``cands`` (the next run's finalists are likely the same)."""
+        keep = {self.runner.file_of(recipe_from_dict(c.recipe)).name for c in cands}
+        if self.runner.files.is_dir():
+            for p in self.runner.files.iterdir():
+                if p.name not in keep:
+                    p.unlink(missing_ok=True)
+
+
 def _candidate(name: str, source: str, trial: int | None, recipe: Recipe, o: Outcome, cached: bool,
                threshold: float) -> Candidate:  # fmt: skip
-    c = Candidate(name, source, trial, recipe.to_dict(), passes_hash(recipe), o.score, o.size_bytes, o.latency_ms,
-                  o.error, cached)  # fmt: skip
+    c = Candidate(name, source, trial, recipe.to_dict(), passes_hash(recipe), o.score, o.size_bytes, None, o.error,
+                  cached, changed=o.changed, cosine=o.cosine, sqnr_db=o.sqnr_db)  # fmt: skip
     c.feasible = c.ok and c.score is not None and c.score >= threshold
     return c
 
@@ -392,6 +509,7 @@ def run_search(
     config: SearchConfig | None = None,
     progress: bool | None = None,
     on_trial: Callable[[Candidate], None] | None = None,
+    on_step: Callable[[str], None] | None = None,
 ) -> SearchResult:
     """Search recipes for ``model`` that keep the metric within budget and minimize size and/or latency.
 
@@ -404,6 +522,8 @@ def run_search(
         config: Search options.
         progress: Draw a progress bar over trials (default: when stderr is a terminal).
         on_trial: Called with each finished search trial's candidate (after it is told to the study).
+        on_step: Called with one plain line per step (each candidate scored, each timing run), for logs and
+            pipes where no bar is drawn.
 
     Returns:
         The :class:`SearchResult`; ``chosen`` is ``None`` when no candidate met the budget.
@@ -432,7 +552,10 @@ def run_search(
     eval_p = Path(eval_data) if eval_data is not None else None
     setup = _prepare(src, data_p, eval_p, cfg)
     res = SearchResult(src, out, setup.metric, cfg.objective, setup.reference_score, setup.threshold,
-                       src.stat().st_size, setup.float_latency_ms, notes=list(setup.notes))  # fmt: skip
+                       src.stat().st_size, None, notes=list(setup.notes))  # fmt: skip
+    say = on_step or (lambda _line: None)
+    say(f"float model: {setup.metric} {setup.reference_score:.4f} on {setup.dataset.num_samples} selection samples "
+        f"({setup.dataset.source or 'generated'}); budget: >= {setup.threshold:.4f}")  # fmt: skip
     sensitive: tuple[str, ...] = ()
     if cfg.fallback_layers > 0:
         sensitive, note = rank_sensitive_layers(
@@ -457,22 +580,41 @@ def run_search(
     if stale:
         res.notes.append(f"resumed: {stale} interrupted trial(s) asked again")
     executor = make_executor(setup.payload, workers=cfg.workers, ray=cfg.ray)
-    runner = _Runner(setup, ResultCache(out / "cache"), executor)
+    runner = _Runner(setup, ResultCache(out / "cache"), executor, out / "candidates")
+    timer = _Timer(src, data_p, cfg, runner, say) if cfg.latency_runs > 0 else None
     done = len(_finished(study))
+    total = len(builtins) + cfg.budget
+    step = [0]
+
+    def report(c: Candidate) -> None:
+        step[0] += 1
+        what = (f"{setup.metric} {c.score:.4f}, {(c.size_bytes or 0) / 1e6:.2f} MB"
+                + ("" if c.changed is not False else ", changed nothing") + (", cached" if c.cached else "")
+                if c.ok else f"failed: {c.error[:80]}")  # fmt: skip
+        say(f"[{step[0]}/{total}] {'built-in' if c.source == 'builtin' else f'trial {c.trial}'} {c.name}: {what}")
+
     try:
-        with progress_bar("searching", total=len(builtins) + cfg.budget, enabled=progress) as bar:
+        with progress_bar("searching", total=total, enabled=progress) as bar:
             for i in range(0, len(builtins), cfg.workers):
                 chunk = builtins[i : i + cfg.workers]
                 for r, (o, hit) in zip(chunk, runner.run(chunk), strict=True):
                     res.candidates.append(_candidate(r.name, "builtin", None, r, o, hit, setup.threshold))
+                    report(res.candidates[-1])
                     bar.advance()
             bar.advance(done)
+            step[0] += done
             while done < cfg.budget:
                 trials = [study.ask() for _ in range(min(cfg.workers, cfg.budget - done))]
                 recipes = [space.suggest(t) for t in trials]
                 outcomes = runner.run(recipes)
-                for t, r, (o, hit) in zip(trials, recipes, outcomes, strict=True):
-                    c = _candidate(r.name, "trial", t.number, r, o, hit, setup.threshold)
+                batch = [_candidate(r.name, "trial", t.number, r, o, hit, setup.threshold)
+                         for t, r, (o, hit) in zip(trials, recipes, outcomes, strict=True)]  # fmt: skip
+                if timer is not None and cfg.objective != "size":  # workers idle: time this batch here
+                    timer.time([c for c in batch if c.ok and not timer.cached(c)], "batch")
+                for t, c in zip(trials, batch, strict=True):
+                    report(c)
+                    if c.ok and cfg.objective != "size" and c.latency_ratio is None:
+                        c.error = "no latency: the model could not be timed"
                     t.set_user_attr("candidate", c.to_dict())
                     if c.ok:
                         t.set_constraint("accuracy", setup.threshold - float(c.score or 0.0))  # <= 0: feasible
@@ -495,13 +637,14 @@ def run_search(
     res.trials = done
     res.evaluated, res.cache_hits = runner.evaluated, cached_count
     res.retries = getattr(executor, "retries", 0)
-    _finish(res, proto_path=src, data=data_p, test=Path(test_data) if test_data else None, cfg=cfg, setup=setup)
+    _finish(res, proto_path=src, data=data_p, test=Path(test_data) if test_data else None, cfg=cfg, setup=setup,
+            timer=timer)  # fmt: skip
     return res
 
 
 def _finish(res: SearchResult, *, proto_path: Path, data: Path | None, test: Path | None, cfg: SearchConfig,
-            setup: _Setup) -> None:  # fmt: skip
-    """Pareto front, choice, the chosen model written and re-measured on the test data."""
+            setup: _Setup, timer: _Timer | None) -> None:  # fmt: skip
+    """Pareto front, finalists timed, choice, the chosen model written and re-measured on the test data."""
     from tensorslim.recipe.apply import apply_recipe
 
     ok = [c for c in res.candidates if c.ok]
@@ -517,9 +660,28 @@ def _finish(res: SearchResult, *, proto_path: Path, data: Path | None, test: Pat
     failed = [c for c in res.candidates if not c.ok]
     if failed:
         res.notes.append(f"{len(failed)} candidate(s) failed; see their error")
+    key = _objective_key(cfg.objective, res.float_size_bytes, res.float_latency_ms)
+    if timer is not None:  # finalists: built-in recipes, the front and the smallest feasible, re-timed together
+        finalists = [c for c in res.candidates if c.ok and (c.source == "builtin" or c.pareto)]
+        if feasible and cfg.objective == "size":
+            finalists.append(min(feasible, key=key))
+        timer.time(finalists, "final")
+        for c in res.candidates:  # duplicates of a finalist (same passes) share its figures
+            twin = next((f for f in finalists if f.recipe_hash == c.recipe_hash), None)
+            if twin is not None and c is not twin and twin.timing is not None:
+                c.latency_ms, c.latency_ci, c.latency_ratio = twin.latency_ms, twin.latency_ci, twin.latency_ratio
+                c.latency_ratio_ci, c.session_bytes, c.timing = twin.latency_ratio_ci, twin.session_bytes, twin.timing
+                c.file = twin.file
+        if timer.float is not None:
+            res.float_latency_ms, res.float_timing = timer.float.p50_ms, timer.float.to_dict()
+        res.busy = timer.busy
+        res.notes.extend(timer.notes)  # models that could not be timed
+        timer.keep_only(finalists)
+        if cfg.objective != "size":  # the choice uses the finalists' own re-taken figures
+            final = {f.recipe_hash for f in finalists}
+            feasible = [c for c in feasible if c.recipe_hash in final]
     if not feasible:
         return
-    key = _objective_key(cfg.objective, res.float_size_bytes, res.float_latency_ms)
     best = min(feasible, key=key)
     res.chosen = best
     from tensorslim.search.worker import without_latency_check

@@ -1,4 +1,9 @@
-"""What one worker does with one candidate: apply the recipe, score it, measure its size and latency.
+"""What one worker does with one candidate: apply the recipe, score it, measure its size.
+
+Workers never time anything: a latency taken while another worker computes on the same cores is off by up to
+several times. The parent process times candidates with ``tensorslim bench``'s interleaved harness when the
+workers are idle (:mod:`tensorslim.search.timing`); a local worker leaves the candidate's file where the task
+says (``Task.keep``) so the parent can time it without building it again.
 
 The same function runs in a local process pool (:mod:`tensorslim.search.executor`) and as a Ray task. The
 model, the calibration file and the evaluation data travel once per worker as a :class:`Payload` (pool
@@ -10,6 +15,7 @@ recipe. Workers are single-threaded: ONNX Runtime with one intra-op thread, and 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -44,8 +50,7 @@ class Payload:
         reference: The float model's outputs on the evaluation data.
         metric: The metric spec (:func:`~tensorslim.evaluate.metrics.resolve_metric`).
         seed: Seed for passes that take one.
-        latency_runs: Timed runs per candidate (batch 1, one thread); 0 skips the latency measurement.
-        latency_warmup: Untimed runs before them.
+        batch_size: Samples per scoring run.
     """
 
     key: str
@@ -57,26 +62,32 @@ class Payload:
     reference: list[np.ndarray]
     metric: str
     seed: int = 0
-    latency_runs: int = 20
-    latency_warmup: int = 3
     batch_size: int = 64
 
 
 @dataclass(frozen=True)
 class Task:
-    """One candidate: its recipe as plain data and the output suffix (``.onnx`` or ``.tslim``)."""
+    """One candidate: its recipe as plain data, the output suffix (``.onnx`` or ``.tslim``), and where to leave
+    the built file for the parent to time (``None``: delete it; a path the worker's machine can write)."""
 
     recipe: dict[str, Any]
     suffix: str = ".onnx"
+    keep: str | None = None
 
 
 @dataclass
 class Outcome:
-    """The measurements of one candidate (``error`` set when it failed)."""
+    """The measurements of one candidate (``error`` set when it failed).
+
+    ``changed`` is ``False`` when no pass of the recipe changed the model (a technique that does not apply to it);
+    ``cosine`` and ``sqnr_db`` compare the candidate's outputs with the float model's on the evaluation data.
+    """
 
     score: float | None = None
     size_bytes: int | None = None
-    latency_ms: float | None = None
+    changed: bool | None = None
+    cosine: float | None = None
+    sqnr_db: float | None = None
     apply_s: float = 0.0
     eval_s: float = 0.0
     error: str = ""
@@ -139,20 +150,6 @@ def _state(payload: Payload) -> _State:
     return st
 
 
-def _latency_ms(rt: Any, dataset: Any, runs: int, warmup: int) -> float:
-    feeds = {k: v[:1] for k, v in dataset.inputs.items()}
-    for _ in range(warmup):
-        rt.run(feeds)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter_ns()
-        rt.run(feeds)
-        times.append((time.perf_counter_ns() - t0) / 1e6)
-    from tensorslim.benchmark.latency import latency_stats
-
-    return float(latency_stats(times).p50)
-
-
 def without_latency_check(recipe: dict[str, Any]) -> dict[str, Any]:
     """The recipe with static quantization's own latency check off: the search times candidates itself, and a
     check timed inside a worker would compete with the other workers for the cores."""
@@ -168,7 +165,7 @@ def without_latency_check(recipe: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_task(payload: Payload, task: Task) -> Outcome:
-    """Apply ``task``'s recipe to the payload's model, then measure score, size on disk and latency.
+    """Apply ``task``'s recipe to the payload's model, then measure score, fidelity and size on disk.
 
     A candidate that cannot be built or scored comes back with ``error`` set (the search goes on); only a
     crash of the process itself escapes (the executor retries it once).
@@ -188,6 +185,7 @@ def evaluate_task(payload: Payload, task: Task) -> Outcome:
         recipe = recipe_from_dict(without_latency_check(task.recipe))
         applied = apply_recipe(recipe, st.model, out, data=st.calib, seed=payload.seed, progress=False)
         res.notes = list(applied.notes)[:5]
+        res.changed = any(s.modified for s in applied.steps)  # pack counts: it re-encodes the weights
         res.apply_s = time.perf_counter() - t0
         res.size_bytes = out.stat().st_size
         t1 = time.perf_counter()
@@ -195,9 +193,11 @@ def evaluate_task(payload: Payload, task: Task) -> Outcome:
         outputs = run_dataset(rt, st.dataset, payload.batch_size)
         metric = resolve_metric(payload.metric, batch_size=payload.batch_size)
         res.score = float(metric.score(outputs, st.dataset, payload.reference))
+        res.cosine, res.sqnr_db = _fidelity(outputs, st.dataset, payload.reference)
         res.eval_s = time.perf_counter() - t1
-        if payload.latency_runs > 0:
-            res.latency_ms = _latency_ms(rt, st.dataset, payload.latency_runs, payload.latency_warmup)
+        if task.keep is not None:
+            Path(task.keep).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(out, task.keep)
     except InputError as e:
         res.error = str(e)
     except Exception as e:  # a pass bug must not end the search; the candidate is recorded as failed
@@ -205,3 +205,17 @@ def evaluate_task(payload: Payload, task: Task) -> Outcome:
     finally:
         out.unlink(missing_ok=True)
     return res
+
+
+def _fidelity(outputs: list[np.ndarray], dataset: Any, reference: list[np.ndarray]) -> tuple[float | None, ...]:
+    """Mean cosine and SQNR (dB) against the float outputs, ``None`` where the outputs have no float tensor."""
+    from tensorslim.errors import InputError
+    from tensorslim.evaluate.metrics import resolve_metric
+
+    vals: list[float | None] = []
+    for name in ("cosine", "sqnr"):
+        try:
+            vals.append(float(resolve_metric(name).score(outputs, dataset, reference)))
+        except InputError:
+            vals.append(None)
+    return tuple(vals)

@@ -92,22 +92,22 @@ def quantize_tflite_command(
 
 def _speed_check(reference: Path, candidate: Path, *, quiet: bool) -> dict[str, Any]:
     from tensorslim.benchmark.litert import benchmark_litert
+    from tensorslim.benchmark.verdict import speed_verdict
 
     rep = benchmark_litert([reference, candidate], threads=1, max_time_s=1.0, min_runs=10, load_repeats=1)
     ref, cand = rep.models
-    ratio = cand.p50_ms / ref.p50_ms if ref.p50_ms else 1.0
-    slower = cand.p50_ci_low_ms > ref.p50_ci_high_ms
+    v = speed_verdict(rep)
     if not quiet:
-        if slower:
-            err_console.print(
-                f"[bold yellow]warning:[/] in LiteRT the quantized model is slower than the input (p50 "
-                f"{cand.p50_ms:.3f} ms vs {ref.p50_ms:.3f} ms, {ratio:.2f}x, batch 1, 1 thread)"
-            )
+        if v.warn:
+            rerun = f"tensorslim bench {reference} {candidate}"
+            err_console.print(f"[bold yellow]warning:[/] {v.message('in LiteRT', ref.p50_ms, cand.p50_ms, rerun)}",
+                              soft_wrap=True)  # fmt: skip
         else:
             console.print(
-                f"speed check (LiteRT): p50 {ref.p50_ms:.3f} ms -> {cand.p50_ms:.3f} ms ({ratio:.2f}x, batch 1)"
+                f"speed check (LiteRT): p50 {ref.p50_ms:.3f} ms -> {cand.p50_ms:.3f} ms ({v.ratio:.2f}x, batch 1)"
             )
-    return {"reference_p50_ms": ref.p50_ms, "candidate_p50_ms": cand.p50_ms, "ratio": ratio, "slower": slower}
+    return {"reference_p50_ms": ref.p50_ms, "candidate_p50_ms": cand.p50_ms, "ratio": v.ratio,
+            "slower": v.kind == "slower", "verdict": v.kind, "busy": v.busy}  # fmt: skip
 
 
 def bench_tflite_command(
