@@ -377,7 +377,6 @@ class _Timer:
 
     def _file(self, c: Candidate) -> Path:
         from tensorslim.recipe.apply import apply_recipe
-
         from tensorslim.search.worker import without_latency_check
 
         path = self.runner.file_of(recipe_from_dict(c.recipe))
