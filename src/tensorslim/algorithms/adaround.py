@@ -217,14 +217,15 @@ def _orders(h: np.ndarray) -> list[np.ndarray]:
 
 
 def _round_chunk(
-    x: np.ndarray, h: np.ndarray, qmin: int, qmax: int, method: str, iterations: int, reg_weight: float,
+    ratio: np.ndarray, x: np.ndarray, h: np.ndarray, qmin: int, qmax: int, method: str, iterations: int, reg_weight: float,
     lr: float, max_sweeps: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
-    """Codes, per-row ``f`` of RTN and of the codes, for rows ``x`` (code units) sharing ``h`` (normalised)."""
-    lo = np.clip(np.floor(x), qmin, qmax)
-    hi = np.clip(np.ceil(x), qmin, qmax)
-    rtn = np.clip(np.round(x), qmin, qmax)
-    x = x.astype(np.float64)
+    """Codes, per-row ``f`` of RTN and of the codes, for rows sharing ``h`` (normalised): the candidates come
+    from ``ratio`` (``w / s`` in float32, as :func:`~tensorslim.algorithms.quantize.quantize` rounds), the
+    objective from ``x`` (the same in float64)."""
+    lo = np.clip(np.floor(ratio), qmin, qmax).astype(np.float64)
+    hi = np.clip(np.ceil(ratio), qmin, qmax).astype(np.float64)
+    rtn = np.clip(np.round(ratio), qmin, qmax).astype(np.float64)
     starts = [rtn]
     if method == "sequential":
         for perm in _orders(h):
@@ -300,7 +301,8 @@ def learned_rounding(
     hs = hs.reshape(1, *hs.shape) if hs.ndim == 2 and groups == 1 else hs
     if hs.shape != (groups, k, k) or not np.all(np.isfinite(hs)):
         raise ValueError(f"hessian: expected finite [{k}, {k}] (or [{groups}, {k}, {k}]), got {list(hs.shape)}")
-    x = w / s[:, None]  # float32 division, exactly as quantize() computes RTN
+    ratio = w / s[:, None]  # float32 division, exactly as quantize() computes RTN
+    x = w.astype(np.float64) / s.astype(np.float64)[:, None]
     codes = np.empty((r, k), np.int8)
     err_rtn = np.zeros(r)
     err = np.zeros(r)
@@ -312,12 +314,12 @@ def learned_rounding(
         for a in range(gi * per, (gi + 1) * per, chunk):
             b = min(a + chunk, (gi + 1) * per)
             if mean_diag <= 0:  # the layer never sees non-zero inputs: any code is exact
-                codes[a:b] = np.clip(np.round(x[a:b]), qmin, qmax)
+                codes[a:b] = np.clip(np.round(ratio[a:b]), qmin, qmax)
                 continue
-            q, f_rtn, f = _round_chunk(x[a:b], h / mean_diag, qmin, qmax, method, iterations, reg_weight, lr,
+            q, f_rtn, f = _round_chunk(ratio[a:b], x[a:b], h / mean_diag, qmin, qmax, method, iterations, reg_weight, lr,
                                        max_sweeps)  # fmt: skip
             codes[a:b] = q
             unit = s[a:b].astype(np.float64) ** 2 * mean_diag
             err_rtn[a:b], err[a:b] = unit * f_rtn, unit * f
-    rtn = np.clip(np.round(x), qmin, qmax)
+    rtn = np.clip(np.round(ratio), qmin, qmax)
     return RoundingResult(codes, int(np.count_nonzero(codes != rtn)), float(err_rtn.sum()), float(err.sum()))
