@@ -9,9 +9,9 @@ import onnx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from models import F, make, run
 from onnx import helper, numpy_helper
 
+from models import F, make, run
 from tensorslim.algorithms.adaround import WeightLayout, from_rows, learned_rounding, to_rows
 from tensorslim.algorithms.quantize import choose_qparams, quantize
 from tensorslim.evaluate.data import Dataset

@@ -217,8 +217,8 @@ def _orders(h: np.ndarray) -> list[np.ndarray]:
 
 
 def _round_chunk(
-    ratio: np.ndarray, x: np.ndarray, h: np.ndarray, qmin: int, qmax: int, method: str, iterations: int, reg_weight: float,
-    lr: float, max_sweeps: int,
+    ratio: np.ndarray, x: np.ndarray, h: np.ndarray, qmin: int, qmax: int, method: str, iterations: int,
+    reg_weight: float, lr: float, max_sweeps: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
     """Codes, per-row ``f`` of RTN and of the codes, for rows sharing ``h`` (normalised): the candidates come
     from ``ratio`` (``w / s`` in float32, as :func:`~tensorslim.algorithms.quantize.quantize` rounds), the
@@ -316,8 +316,8 @@ def learned_rounding(
             if mean_diag <= 0:  # the layer never sees non-zero inputs: any code is exact
                 codes[a:b] = np.clip(np.round(ratio[a:b]), qmin, qmax)
                 continue
-            q, f_rtn, f = _round_chunk(ratio[a:b], x[a:b], h / mean_diag, qmin, qmax, method, iterations, reg_weight, lr,
-                                       max_sweeps)  # fmt: skip
+            q, f_rtn, f = _round_chunk(ratio[a:b], x[a:b], h / mean_diag, qmin, qmax, method, iterations,
+                                       reg_weight, lr, max_sweeps)  # fmt: skip
             codes[a:b] = q
             unit = s[a:b].astype(np.float64) ** 2 * mean_diag
             err_rtn[a:b], err[a:b] = unit * f_rtn, unit * f
