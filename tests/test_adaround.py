@@ -263,3 +263,25 @@ def test_digits_conv_output_error_drops(weight, most) -> None:
     calib_rtn, calib_learned, val_rtn, val_learned = _digits_layer_mse(weight, 64)
     assert calib_learned < most * calib_rtn
     assert val_learned < most * val_rtn  # held-out samples gain as well
+
+
+def test_rows_are_independent_so_chunking_changes_nothing(monkeypatch) -> None:
+    import tensorslim.algorithms.adaround as ada
+
+    w, scale, x = _problem(7, 9, 10, 50, 1.0)
+    whole = learned_rounding(w, scale, x.T @ x)
+    monkeypatch.setattr(ada, "_CHUNK_VALUES", 20)  # two rows per chunk
+    chunked = learned_rounding(w, scale, x.T @ x)
+    assert np.array_equal(whole.codes, chunked.codes) and whole.error == pytest.approx(chunked.error)
+
+
+def test_a_shared_weight_sums_the_statistics_of_its_uses() -> None:
+    rng = np.random.default_rng(4)
+    w = rng.standard_normal((6, 3)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", [x, "W"], [y]) for x, y in (("a", "ya"), ("b", "yb"))]
+    model = make(nodes, [("a", F, ["n", 6]), ("b", F, ["n", 6])], [("ya", F, ["n", 3]), ("yb", F, ["n", 3])],
+                 {"W": w})  # fmt: skip
+    a, b = rng.standard_normal((2, 10, 6)).astype(np.float32)
+    stats = input_grams(model, Dataset({"a": a, "b": b}), [(n, w) for n in nodes])["W"]
+    expect = a.T.astype(np.float64) @ a + b.T.astype(np.float64) @ b
+    assert stats.rows == 20 and np.allclose(stats.gram[0], expect)
