@@ -112,19 +112,29 @@ def _row_error(e: np.ndarray, h: np.ndarray) -> np.ndarray:
     return np.einsum("rk,rk->r", e @ h, e)
 
 
-def _sequential(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, h: np.ndarray, *, block: int = 128) -> np.ndarray:
-    """GPTQ's error-compensated column order, each code restricted to ``[lo, hi]``."""
-    k = h.shape[0]
+def _damped_inverse(h: np.ndarray) -> np.ndarray | None:
+    """``(H + damp I)^-1`` (dead inputs given a unit diagonal), the smallest damping of 1 %, 10 %, 100 % of the
+    mean diagonal (1 here) whose inverse has a Cholesky factor; ``None`` if none has."""
     hd = h.copy()
     dead = np.diag(hd) == 0
     hd[dead, dead] = 1.0
     for damp in (0.01, 0.1, 1.0):
         try:
-            u = np.linalg.cholesky(np.linalg.inv(hd + damp * np.eye(k))).T  # upper triangular, mean diag 1
-            break
+            inv = np.linalg.inv(hd + damp * np.eye(h.shape[0]))
+            np.linalg.cholesky(inv)
+            return inv
         except np.linalg.LinAlgError:
             continue
-    else:  # pragma: no cover - a damped PSD matrix always factors
+    return None  # pragma: no cover - a damped PSD matrix always factors
+
+
+def _sequential(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, hinv: np.ndarray, *, block: int = 128) -> np.ndarray:
+    """GPTQ's error-compensated column order, each code restricted to ``[lo, hi]`` (``hinv``: the damped
+    inverse of ``H`` in the same column order)."""
+    k = hinv.shape[0]
+    try:
+        u = np.linalg.cholesky(hinv).T  # upper triangular
+    except np.linalg.LinAlgError:  # pragma: no cover - a permuted SPD matrix factors as well
         return np.clip(np.round(x), lo, hi)
     w = x.copy()
     q = np.empty_like(x)
@@ -181,8 +191,8 @@ def _descend(
     k = h.shape[0]
     diag = np.diag(h)
     tol = 1e-9 * (1.0 + diag)  # a flip must lower f by more than rounding noise: no cycling
+    g = (x - q) @ h  # kept exact by rank-one and block updates as codes flip
     for _ in range(max_sweeps):
-        g = (x - q) @ h  # exact at each sweep's start
         flips = 0
         for b1 in range(0, k, block):
             b2 = min(b1 + block, k)
@@ -227,12 +237,13 @@ def _round_chunk(
     hi = np.clip(np.ceil(ratio), qmin, qmax).astype(np.float64)
     rtn = np.clip(np.round(ratio), qmin, qmax).astype(np.float64)
     starts = [rtn]
-    if method == "sequential":
-        for perm in _orders(h):
+    hinv = _damped_inverse(h) if method == "sequential" else None
+    if hinv is not None:
+        for perm in _orders(h):  # the inverse of a permuted matrix is the permuted inverse
             q = np.empty_like(x)
-            q[:, perm] = _sequential(x[:, perm], lo[:, perm], hi[:, perm], h[np.ix_(perm, perm)])
+            q[:, perm] = _sequential(x[:, perm], lo[:, perm], hi[:, perm], hinv[np.ix_(perm, perm)])
             starts.append(q)
-    else:
+    elif method == "adaround":
         starts.append(_adaround(x, lo, hi, h, iterations=iterations, reg_weight=reg_weight, lr=lr))
     f_rtn = _row_error(x - rtn, h)
     best, f_best = rtn, f_rtn
