@@ -112,30 +112,25 @@ def _row_error(e: np.ndarray, h: np.ndarray) -> np.ndarray:
     return np.einsum("rk,rk->r", e @ h, e)
 
 
-def _damped_inverse(h: np.ndarray) -> np.ndarray | None:
-    """``(H + damp I)^-1`` (dead inputs given a unit diagonal), the smallest damping of 1 %, 10 %, 100 % of the
-    mean diagonal (1 here) whose inverse has a Cholesky factor; ``None`` if none has."""
+def _damped_inverse(h: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """``(H + damp I)^-1`` (dead inputs given a unit diagonal) and its upper Cholesky factor, for the smallest
+    damping of 1 %, 10 %, 100 % of the mean diagonal (1 here) that factors; ``None`` if none does."""
     hd = h.copy()
     dead = np.diag(hd) == 0
     hd[dead, dead] = 1.0
     for damp in (0.01, 0.1, 1.0):
         try:
             inv = np.linalg.inv(hd + damp * np.eye(h.shape[0]))
-            np.linalg.cholesky(inv)
-            return inv
+            return inv, np.linalg.cholesky(inv).T
         except np.linalg.LinAlgError:
             continue
     return None  # pragma: no cover - a damped PSD matrix always factors
 
 
-def _sequential(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, hinv: np.ndarray, *, block: int = 128) -> np.ndarray:
-    """GPTQ's error-compensated column order, each code restricted to ``[lo, hi]`` (``hinv``: the damped
-    inverse of ``H`` in the same column order)."""
-    k = hinv.shape[0]
-    try:
-        u = np.linalg.cholesky(hinv).T  # upper triangular
-    except np.linalg.LinAlgError:  # pragma: no cover - a permuted SPD matrix factors as well
-        return np.clip(np.round(x), lo, hi)
+def _sequential(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, u: np.ndarray, *, block: int = 128) -> np.ndarray:
+    """GPTQ's error-compensated column order, each code restricted to ``[lo, hi]`` (``u``: the upper Cholesky
+    factor of the damped inverse of ``H`` in the same column order)."""
+    k = u.shape[0]
     w = x.copy()
     q = np.empty_like(x)
     for i1 in range(0, k, block):
@@ -237,11 +232,17 @@ def _round_chunk(
     hi = np.clip(np.ceil(ratio), qmin, qmax).astype(np.float64)
     rtn = np.clip(np.round(ratio), qmin, qmax).astype(np.float64)
     starts = [rtn]
-    hinv = _damped_inverse(h) if method == "sequential" else None
-    if hinv is not None:
-        for perm in _orders(h):  # the inverse of a permuted matrix is the permuted inverse
+    inverse = _damped_inverse(h) if method == "sequential" else None
+    if inverse is not None:
+        hinv, u = inverse
+        for i, perm in enumerate(_orders(h)):
+            if i:  # the inverse of a permuted matrix is the permuted inverse; only its factor is new
+                try:
+                    u = np.linalg.cholesky(hinv[np.ix_(perm, perm)]).T
+                except np.linalg.LinAlgError:  # pragma: no cover - a permuted SPD matrix factors as well
+                    continue
             q = np.empty_like(x)
-            q[:, perm] = _sequential(x[:, perm], lo[:, perm], hi[:, perm], hinv[np.ix_(perm, perm)])
+            q[:, perm] = _sequential(x[:, perm], lo[:, perm], hi[:, perm], u)
             starts.append(q)
     elif method == "adaround":
         starts.append(_adaround(x, lo, hi, h, iterations=iterations, reg_weight=reg_weight, lr=lr))
