@@ -9,6 +9,7 @@ Usage::
     python benchmarks/adaround_compare.py            # every layer (AdaRound at 1000 iterations: long on 2 cores)
     python benchmarks/adaround_compare.py --quick    # layers with K <= 576 and 64 samples
     python benchmarks/adaround_compare.py --layer-time  # seconds of ``sequential`` on a 384 x 2304 (885k) layer
+    python benchmarks/adaround_compare.py --model    # every weight int8 (activations float): logits on val data
 """
 
 from __future__ import annotations
@@ -34,9 +35,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="layers with K <= 576, 64 calibration samples")
     ap.add_argument("--iterations", type=int, default=1000, help="AdaRound Adam steps")
     ap.add_argument("--layer-time", action="store_true", help="time sequential on a synthetic 384 x 2304 layer")
+    ap.add_argument("--model", action="store_true", help="all weights int8 (RTN / learned): logits on val data")
     args = ap.parse_args()
     if args.layer_time:
         layer_time()
+        return
+    if args.model:
+        whole_model()
         return
     model = onnx.load(str(EXAMPLES / "digits_cnn.onnx"))
     inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
@@ -61,6 +66,53 @@ def main() -> None:
         (seq, flips, ts), (ada, _, ta) = out
         print(f"| {spec.weight} | {rows.shape[0]} x {spec.k} ({spec.groups}) | {seq:.4f} | {ada:.4f} | {flips} | "
               f"{ts:.1f} | {ta:.1f} |", flush=True)  # fmt: skip
+
+
+def whole_model() -> None:
+    """Every Conv/Gemm weight of the digits CNN as per-channel int8 (dequantized in place, activations float),
+    round-to-nearest against learned rounding (``adaround_codes`` on the 256 calibration samples): the logits'
+    MSE against the float model's and top-1 agreement and accuracy on the validation data."""
+    import onnxruntime as ort
+
+    from tensorslim.algorithms.quantize import dequantize, quantize
+    from tensorslim.passes.adaround import adaround_codes
+
+    model = onnx.load(str(EXAMPLES / "digits_cnn.onnx"))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    calib = np.load(EXAMPLES / "digits_calib.npz")["input"]
+    val = np.load(EXAMPLES / "digits_val.npz")
+    layers = [(n, inits[n.input[1]]) for n in model.graph.node if n.op_type in ("Conv", "Gemm") and n.input[1] in inits]
+    qps = {}
+    for node, w in layers:
+        spec = layer_input_spec(node, w)
+        qps[spec.weight] = choose_qparams(w, axis=0 if spec.layout.value != "in_out" else 1)
+    t = time.perf_counter()
+    learned = adaround_codes(model, Dataset({"input": calib}), layers, {k: q.scale for k, q in qps.items()})
+    print(f"adaround_codes on {len(layers)} layers: {time.perf_counter() - t:.0f} s")
+
+    def logits(codes: dict[str, np.ndarray] | None) -> np.ndarray:
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        for init in m.graph.initializer:
+            if codes is not None and init.name in codes:
+                init.CopyFrom(numpy_helper.from_array(dequantize(codes[init.name], qps[init.name]), init.name))
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        return np.asarray(sess.run(None, {"input": val["input"]})[0], np.float64)
+
+    ref = logits(None)
+    labels = val["label"]
+    rows = [("float", ref), ("int8 RTN", logits({k: quantize(inits[k], q) for k, q in qps.items()})),
+            ("int8 learned", logits({k: r.codes for k, r in learned.items()}))]  # fmt: skip
+    print("| weights | logits MSE vs float | top-1 agreement | accuracy |")
+    print("|---|---|---|---|")
+    for name, out in rows:
+        acc = f"{np.mean(out.argmax(1) == labels):.4f}"
+        print(f"| {name} | {np.mean((out - ref) ** 2):.3e} | {np.mean(out.argmax(1) == ref.argmax(1)):.4f} | {acc} |")
+    print("per layer output MSE, RTN -> learned:")
+    for name, r in learned.items():
+        print(f"  {name}: {r.mse_rtn:.3e} -> {r.mse:.3e} ({r.flipped} codes flipped)")
 
 
 def layer_time() -> None:
