@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from onnx import helper, numpy_helper
 
 from models import F, make, run
-from tensorslim.algorithms.adaround import WeightLayout, from_rows, learned_rounding, to_rows
+from tensorslim.algorithms.adaround import WeightLayout, from_rows, learned_rounding, output_error, to_rows
 from tensorslim.algorithms.quantize import choose_qparams, quantize
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes.adaround import AdaRoundConfig, adaround_codes, unsupported_reason
@@ -49,11 +49,12 @@ def _error(w: np.ndarray, scale: np.ndarray, codes: np.ndarray, x: np.ndarray) -
     s=st.integers(1, 40),
     shrink=st.sampled_from([1.0, 1.0, 0.6]),
     method=st.sampled_from(["sequential", "adaround"]),
+    orders=st.integers(1, 5),
 )
-def test_codes_are_floor_or_ceil_and_never_worse_than_nearest(seed, r, k, s, shrink, method) -> None:
+def test_codes_are_floor_or_ceil_and_never_worse_than_nearest(seed, r, k, s, shrink, method, orders) -> None:
     w, scale, x = _problem(seed, r, k, s, shrink)
     h = x.T @ x
-    res = learned_rounding(w, scale, h, method=method, iterations=60)
+    res = learned_rounding(w, scale, h, method=method, iterations=60, orders=orders)
     ratio = w / scale[:, None]  # float32, as quantize() divides
     assert res.codes.dtype == np.int8 and res.codes.shape == w.shape
     assert np.all(res.codes >= -127) and np.all(res.codes <= 127)
@@ -65,7 +66,8 @@ def test_codes_are_floor_or_ceil_and_never_worse_than_nearest(seed, r, k, s, shr
     assert e <= e_rtn * (1 + 1e-9) + 1e-12
     assert res.error_rtn == pytest.approx(e_rtn, rel=1e-6, abs=1e-9)
     assert res.error == pytest.approx(e, rel=1e-6, abs=1e-9)
-    again = learned_rounding(w, scale, h, method=method, iterations=60)
+    assert float(output_error(w, scale, res.codes, h).sum()) == pytest.approx(e, rel=1e-6, abs=1e-9)
+    again = learned_rounding(w, scale, h, method=method, iterations=60, orders=orders)
     assert again.codes.tobytes() == res.codes.tobytes() and again.error == res.error
 
 
@@ -94,6 +96,7 @@ def test_groups_read_their_own_hessian() -> None:
         (dict(hessian=np.eye(5)), "hessian"),
         (dict(groups=3), "groups"),
         (dict(method="greedy"), "method"),
+        (dict(orders=0), "orders"),
     ],
 )
 def test_learned_rounding_rejects_bad_arguments(kwargs, match) -> None:
@@ -201,7 +204,7 @@ def test_unsupported_layers_say_why() -> None:
 @pytest.mark.parametrize(
     ("field", "value"),
     [("enabled", 1), ("method", "nearest"), ("iterations", 0), ("reg_weight", -1.0), ("max_sweeps", -1),
-     ("max_positions", 0), ("batch_size", 2.5)],
+     ("orders", 0), ("seed", -1), ("max_positions", 0), ("batch_size", 2.5)],
 )  # fmt: skip
 def test_config_names_the_bad_field(field, value) -> None:
     with pytest.raises(ValueError, match=field):

@@ -43,6 +43,9 @@ class AdaRoundConfig:
         iterations: Adam steps of ``adaround`` per layer (each costs ``Cout * K^2`` multiply-adds).
         reg_weight: ``adaround``'s rounding regulariser weight, relative to the error in code units.
         max_sweeps: coordinate-descent sweeps per layer at most (0: none).
+        orders: column orders ``sequential`` tries per layer (3: the weight's own, act-order, reversed; more add
+            seeded random permutations), each one more ``Cout * K^2`` pass.
+        seed: seed of those extra orders (the Conv positions sampled for ``X^T X`` use a fixed seed).
         max_positions: Conv output positions sampled per calibration batch for ``X^T X``.
         batch_size: calibration samples per ONNX Runtime run.
     """
@@ -52,6 +55,8 @@ class AdaRoundConfig:
     iterations: int = 1000
     reg_weight: float = 1.0
     max_sweeps: int = 8
+    orders: int = 3
+    seed: int = 0
     max_positions: int = 4096
     batch_size: int = 8
 
@@ -60,7 +65,8 @@ class AdaRoundConfig:
             raise ValueError(f"enabled: expected true or false, got {self.enabled!r}")
         if self.method not in METHODS:
             raise ValueError(f"method: {self.method!r} is not one of {', '.join(METHODS)}")
-        for fname, lo in (("iterations", 1), ("max_sweeps", 0), ("max_positions", 1), ("batch_size", 1)):
+        for fname, lo in (("iterations", 1), ("max_sweeps", 0), ("orders", 1), ("seed", 0), ("max_positions", 1),
+                          ("batch_size", 1)):  # fmt: skip
             value = getattr(self, fname)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
                 raise ValueError(f"{fname}: expected an integer >= {lo}, got {value!r}")
@@ -144,7 +150,8 @@ def adaround_codes(
         rows = to_rows(w, spec.layout)
         result = learned_rounding(
             rows, np.asarray(scales[name]), stats.gram, groups=spec.groups, method=cfg.method,
-            iterations=cfg.iterations, reg_weight=cfg.reg_weight, max_sweeps=cfg.max_sweeps,
+            iterations=cfg.iterations, reg_weight=cfg.reg_weight, max_sweeps=cfg.max_sweeps, orders=cfg.orders,
+            seed=cfg.seed,
         )  # fmt: skip
         per_value = max(1, stats.rows) * rows.shape[0]  # output values: rows x output channels
         out[name] = LayerRounding(
