@@ -2,7 +2,12 @@
 
 For each Conv/Gemm layer (per-channel symmetric int8 scales, min/max), the layer's output error
 ``sum_r (w_r - s_r q_r) X^T X (w_r - s_r q_r)^T`` on the calibration data, as a fraction of round-to-nearest's.
-The figures are deterministic (no timings are compared; the times printed are only a guide).
+The figures are deterministic (no timings are compared; the times printed are only a guide). ``--quick``
+(2026-12-04), sequential / adaround (1000 iterations) as a fraction of RTN's error: Conv 1->32 3x3 0.047 / 0.057,
+32->64 0.026 / 0.041, 64->64 0.042 / 0.059 and 0.057 / 0.070, 64->128 0.055 / 0.070, depthwise 128 0.426 / 0.442,
+1x1 128->256 0.285 / 0.278, Gemm 384->512 0.0067 / 0.0175, 512->10 0.0068 / 0.0134. ``--model``: logits MSE
+against float on the 360 validation samples 7.16e-5 with RTN weights, 6.03e-6 with learned rounding (top-1 1.00
+either way; activations float).
 
 Usage::
 

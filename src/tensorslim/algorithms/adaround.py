@@ -26,9 +26,10 @@ Two optimisers of that objective:
   columns not yet rounded through the Cholesky factor of ``(H~ + 0.01 I)^-1`` (see
   :mod:`~tensorslim.algorithms.gptq`), in three column orders (the weight's own, by decreasing ``H_jj`` as
   GPTQ's act-order, and reversed; more orders add seeded random permutations). ``R K^2`` per order. On the
-  bundled digits CNN's layers it ends lower than AdaRound at 1000 iterations on every 3x3 Conv (0.026-0.055
-  of RTN's error against 0.041-0.070) and the depthwise one, and 2.5 % higher on the 1x1 Conv (11 orders
-  close that), for a tenth of the time (``benchmarks/adaround_compare.py``).
+  bundled digits CNN (64 calibration samples) it ends lower than AdaRound at 1000 iterations on all 3x3 Convs
+  (0.026-0.057 of RTN's error against 0.041-0.070), the depthwise Conv (0.43 / 0.44) and both Gemms
+  (0.007 / 0.013-0.018), 2.5 % higher on the 1x1 Conv (0.285 / 0.278; 11 orders close that), in about a
+  tenth of the time (``benchmarks/adaround_compare.py --quick``).
 
 Every candidate (RTN, and the optimiser's result) is then polished by exact coordinate descent: flipping
 code ``j`` of a row by ``d = +-1`` changes ``f`` by ``-2 d g_j + H~_jj`` with ``g = e H~``, so each
