@@ -210,7 +210,9 @@ def _descend(
                     gb[rows] -= np.outer(dd, h[j, b1:b2])
                     flips += rows.size
             touched = np.flatnonzero(np.any(d_blk != 0, axis=1))
-            if touched.size:
+            if 2 * touched.size > g.shape[0]:  # most rows: one product, no gather and scatter
+                g -= d_blk @ h[b1:b2]
+            elif touched.size:
                 g[touched] -= d_blk[touched] @ h[b1:b2]
         if not flips:
             break
