@@ -241,3 +241,18 @@ def test_node_fallback_measures_the_error_each_node_adds() -> None:
     assert any(n.startswith("node(s) left float") or "node(s) left float" in n for n in res.notes)
     feeds = {"x": data.inputs["x"][:8]}
     assert _cosine(run(model, feeds)[0], run(res.model, feeds)[0]) > 0.99
+
+
+def test_learned_rounding_lowers_the_output_error() -> None:
+    model, data = mobile_block()
+    feeds = {"x": data.inputs["x"][:16]}
+    ref = run(model, feeds)[0]
+    errs = {}
+    for learned in (False, True):
+        res = StaticQuantPass(StaticQuantConfig(latency_check=False, learned_rounding=learned, output_sqnr_db=0.0),
+                              data=data)(model)  # fmt: skip
+        errs[learned] = float(np.linalg.norm(run(res.model, feeds)[0] - ref) / np.linalg.norm(ref))
+        if learned:
+            (note,) = [n for n in res.notes if n.startswith("learned rounding:")]
+            assert "weight(s), layer output error" in note
+    assert errs[True] < errs[False], errs

@@ -217,6 +217,11 @@ def quantize(
         typer.Option(help="ONNX static: replay the int8/float placement recorded in a model tensorslim made (or a "
                      "JSON file) instead of deciding it: the same bytes on any machine."),
     ] = None,
+    learned_rounding: Annotated[
+        bool,
+        typer.Option(help="ONNX static: round each weight up or down to minimise its layer's output error on the "
+                     "calibration data (AdaRound's objective) instead of to nearest; slower."),
+    ] = False,
     latency_check: Annotated[
         bool,
         typer.Option(help="ONNX static: time the result against float here and move int8 regions back to float "
@@ -282,7 +287,7 @@ def quantize(
             static_options={"io_dtype": io, "activation_bits": activation_bits, "int16_nodes": tuple(int16_nodes or ()),
                             "smooth_quant": smooth_quant, "bias_correction": bias_correction, "equalize": equalize,
                             "placement": None if placement is None else str(placement),
-                            "latency_check": latency_check},
+                            "latency_check": latency_check, "learned_rounding": learned_rounding},
         )  # fmt: skip
         result = _own_weights(run_quantize(model_in, output, config=cfg, data=data_in, max_samples=max_samples,
                                            target_runtime=target), model_in)  # fmt: skip
@@ -374,7 +379,8 @@ def _onnx_config(
     static_opts = dict(static_options or {})
     if mode != "static":
         defaults = {"io_dtype": "float", "activation_bits": 8, "int16_nodes": (), "smooth_quant": None,
-                    "bias_correction": False, "equalize": False, "placement": None, "latency_check": True}  # fmt: skip
+                    "bias_correction": False, "equalize": False, "placement": None, "latency_check": True,
+                    "learned_rounding": False}  # fmt: skip
         extra = [k for k, v in static_opts.items() if defaults.get(k, v) != v]
         if extra:
             flags = ", ".join("--" + {"io_dtype": "io"}.get(k, k).replace("_", "-") for k in extra)

@@ -40,6 +40,7 @@ def apply_qdq(
     cfg: StaticQuantConfig,
     means: dict[str, np.ndarray],
     notes: list[str],
+    learned: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> list[WeightRecord]:
     """Insert the Q/DQ pairs of the nodes ``int8`` with ``params``, int8 constants and int8 weights (in place)."""
     index = StaticGraph(model)
@@ -136,7 +137,7 @@ def apply_qdq(
     if wide and wide_domain and not any(o.domain == wide_domain for o in model.opset_import):
         model.opset_import.append(onnx.helper.make_opsetid(wide_domain, 1))
     compute = {n.output[0] for n in index.nodes if n.name in int8 and n.op_type in COMPUTE_OPS and n.output}
-    records = quantize_weights(model, editor, compute, params, dq_name, cfg, means, notes)
+    records = quantize_weights(model, editor, compute, params, dq_name, cfg, means, notes, learned or {})
     editor.apply()
     return records
 
@@ -165,6 +166,7 @@ def quantize_weights(
     cfg: StaticQuantConfig,
     means: dict[str, np.ndarray],
     notes: list[str],
+    learned: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> list[WeightRecord]:
     """Per-channel int8 weights (and int32 biases) of the Conv/Gemm/MatMul nodes whose outputs are ``compute``."""
     from tensorslim.passes.bias_correction import BiasCorrector
@@ -192,6 +194,8 @@ def quantize_weights(
         bias_in = use.node.input[2] if len(use.node.input) > 2 and use.node.input[2] else ""
         qp = bias_safe_scales(qp, corrector.bias(bias_in) if bias_in else None, params[x].scale)
         codes = quantize(w.array, qp)
+        if w.name in learned and np.array_equal(learned[w.name][0], np.asarray(qp.scale)):
+            codes = learned[w.name][1].astype(codes.dtype)  # learned rounding, same scales
         as_const = w.source == "constant"
         qn = editor.add_tensor(w.scope, f"{w.name}_quantized", codes, as_constant=as_const)
         sn = editor.add_tensor(w.scope, f"{w.name}_scale", qp.scale if axis is not None else qp.scale.reshape(()),

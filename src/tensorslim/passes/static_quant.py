@@ -32,6 +32,7 @@ from tensorslim.algorithms.observers import (
     entropy_range,
     mse_range,
 )
+from tensorslim.algorithms.quantize import QuantScheme, choose_qparams
 from tensorslim.backends.onnx.editor import opset_version
 from tensorslim.backends.onnx.weights import WeightRole, find_weights
 from tensorslim.errors import InputError
@@ -124,6 +125,9 @@ class StaticQuantConfig:
         node_fallback: also measure the error each int8 node adds through the QDQ graph
             (:mod:`~tensorslim.passes.static_sensitivity`) and put the nodes below ``fallback_sqnr_db`` back to
             float (off by default: on RapidOCR's recognizer it lowered accuracy; see the module).
+        learned_rounding: round each int8 weight up or down to minimise its layer's output error on the
+            calibration data (:mod:`~tensorslim.passes.adaround`: AdaRound's objective, solved by sequential
+            floor/ceil rounding with coordinate descent) instead of to nearest; slower (minutes for large nets).
         output_sqnr_db: the int8 model's outputs must keep this SQNR against float on calibration samples; while
             they do not, the nodes that add the most error go back to float, a tenth at a time (0 turns it off).
     """
@@ -149,6 +153,7 @@ class StaticQuantConfig:
     preprocess: bool = True
     node_fallback: bool = False
     output_sqnr_db: float = 20.0
+    learned_rounding: bool = False
 
     def __post_init__(self) -> None:
         for fname, allowed in (
@@ -688,7 +693,8 @@ class StaticQuantPass(Pass):
 
             means = input_means(model, [n for n in plan.nodes if n.op_type in COMPUTE_OPS], plan.activations,
                                 self.data)  # fmt: skip
-        records = apply_qdq(model, set(plan.placement.int8), plan.activations, cfg, means, plan.notes)
+        learned = _learned_codes(model, set(plan.placement.int8), self.data, cfg, plan) if cfg.learned_rounding else {}
+        records = apply_qdq(model, set(plan.placement.int8), plan.activations, cfg, means, plan.notes, learned)
         from tensorslim.passes.fold_batchnorm import remove_unused_constants
 
         remove_unused_constants(model.graph)
@@ -698,6 +704,33 @@ class StaticQuantPass(Pass):
             plan.notes.append(integer_io(model, plan.io))
         _set_metadata(model, PLACEMENT_METADATA_KEY, plan.placement.to_json())
         return PassResult(model, any(not r.skipped for r in records), records, list(plan.notes))
+
+
+def _learned_codes(
+    model: onnx.ModelProto, int8: set[str], data: Dataset, cfg: StaticQuantConfig, plan: StaticPlan
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Learned-rounding codes (and the scales they were rounded for) of the int8 Conv/Gemm/MatMul weights."""
+    from tensorslim.passes.adaround import AdaRoundConfig, adaround_codes, unsupported_reason
+
+    layers, scales = [], {}
+    for w in find_weights(model):
+        uses = [u for u in w.weight_uses if u.node.name in int8 and u.input_index == 1
+                and u.role in (WeightRole.CONV, WeightRole.GEMM, WeightRole.MATMUL)]  # fmt: skip
+        if len(uses) != 1 or len(w.uses) != 1 or not w.is_float or unsupported_reason(uses[0].node, w.array):
+            continue
+        axis = uses[0].channel_axis if cfg.granularity == "per_channel" else None
+        scales[w.name] = np.asarray(choose_qparams(w.array, scheme=QuantScheme.SYMMETRIC, axis=axis).scale)
+        layers.append((uses[0].node, w.array))
+    if not layers:
+        return {}
+    done = adaround_codes(model, data, layers, scales, AdaRoundConfig())
+    if done:
+        rtn = sum(r.mse_rtn for r in done.values())
+        ratio = sum(r.mse for r in done.values()) / rtn if rtn > 0 else 1.0
+        plan.notes.append(f"learned rounding: {len(done)} weight(s), layer output error {ratio:.2f}x "
+                          f"round-to-nearest's on the calibration data ({sum(r.flipped for r in done.values())} "
+                          "weights rounded the other way)")  # fmt: skip
+    return {name: (scales[name], r.codes) for name, r in done.items()}
 
 
 def _set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
