@@ -21,6 +21,7 @@ from tensorslim.passes.blockwise_quant import BlockQuantConfig, BlockQuantPass
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass, summarize
 from tensorslim.passes.float16 import Float16Config, Float16Pass, find_overflows
 from tensorslim.passes.fold_batchnorm import FoldBatchNormPass
+from tensorslim.passes.fold_weight_chains import FoldWeightChainsPass
 from tensorslim.passes.static_quant import StaticQuantConfig, StaticQuantPass
 from tensorslim.runtime.ort import OrtRuntime
 
@@ -142,7 +143,7 @@ def quantize(
     max_samples: int | None = None,
     verify: bool = True,
 ) -> QuantizeResult:
-    """Quantize an ONNX model; the config's type picks the technique.
+    """Quantize an ONNX or TFLite model; the config's type picks the technique.
 
     * :class:`DynamicQuantConfig` (default): dynamic-range int8, no data needed.
     * :class:`BlockQuantConfig`: block-wise int4/int8 for MatMul and Gather (4-bit MatMul weights on int8 kernels
@@ -151,8 +152,13 @@ def quantize(
       overflow, and overflowing nodes fall back to float32.
     * :class:`StaticQuantConfig`: full-integer static int8 (QDQ) calibrated on ``data`` (required).
 
+    A ``.tflite`` path goes to :func:`tensorslim.backends.tflite.quantize.quantize_tflite`, as the CLI sends it:
+    :class:`DynamicQuantConfig` gives dynamic-range int8 (its ``form``, ``granularity`` and ``exclude`` carry
+    over; ``weight_only`` is int8 weights behind ``DEQUANTIZE``), :class:`Float16Config` float16 weights,
+    :class:`StaticQuantConfig` full integer; the TFLite configs are taken as they are.
+
     Args:
-        model: a path to an ``.onnx`` file or a ``ModelProto`` (never modified).
+        model: a path to an ``.onnx`` or ``.tflite`` file or a ``ModelProto`` (never modified).
         output: where to write the result (atomically); ``None`` keeps it in memory only.
         config: the technique and its options.
         data: calibration data: ``.npz``, folder of ``.npz``, a :class:`Dataset`, or feed dicts (see
@@ -163,6 +169,10 @@ def quantize(
     Raises:
         InputError: unreadable model, bad output path, or nothing to quantize.
     """
+    from tensorslim.backends.tflite.io import is_tflite
+
+    if isinstance(model, str | os.PathLike) and is_tflite(model):
+        return _quantize_tflite(model, output, config, data, max_samples, verify)
     start = time.perf_counter()
     cfg = config or DynamicQuantConfig()
     if output is not None:
@@ -193,6 +203,41 @@ def quantize(
         seconds=time.perf_counter() - start,
         notes=notes,
     )
+
+
+def _quantize_tflite(
+    model: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None,
+    config: Any,
+    data: CalibrationData | None,
+    max_samples: int | None,
+    verify: bool,
+) -> QuantizeResult:
+    """:func:`quantize` for a ``.tflite`` path: the ONNX configs mapped onto the TFLite modes."""
+    from tensorslim.backends.tflite.dynamic import TfliteDynamicConfig
+    from tensorslim.backends.tflite.fp16 import TfliteFloat16Config
+    from tensorslim.backends.tflite.quantize import quantize_tflite
+    from tensorslim.backends.tflite.static import TfliteStaticConfig
+
+    mode, cfg = "dynamic", config
+    if config is None or isinstance(config, DynamicQuantConfig):
+        c = config or DynamicQuantConfig()
+        cfg = TfliteDynamicConfig(form=c.form, granularity=c.granularity, exclude=c.exclude)
+    elif isinstance(config, Float16Config | TfliteFloat16Config):
+        mode = "fp16"
+        cfg = config if isinstance(config, TfliteFloat16Config) else TfliteFloat16Config()
+    elif isinstance(config, StaticQuantConfig | TfliteStaticConfig):
+        mode = "static"
+        cfg = config if isinstance(config, TfliteStaticConfig) else TfliteStaticConfig()
+    elif not isinstance(config, TfliteDynamicConfig):
+        raise InputError(
+            f"{model}: {type(config).__name__} is not available for .tflite models; use DynamicQuantConfig "
+            "(form='weight_only' for float compute), Float16Config or StaticQuantConfig"
+        )
+    if data is not None and mode != "static":
+        raise InputError("data is used by static quantization of .tflite models only; drop it or use StaticQuantConfig")
+    kwargs: dict[str, Any] = {} if max_samples is None else {"max_samples": max_samples}
+    return quantize_tflite(model, output, mode=mode, config=cfg, data=data, verify=verify, **kwargs)
 
 
 def verify_output(model: onnx.ModelProto, *, float16: bool, load: bool = True) -> bool:
@@ -244,6 +289,10 @@ def _load_in_subprocess(model: onnx.ModelProto) -> None:
 
 
 def _run_pass(proto: onnx.ModelProto, cfg: QuantConfig, dataset: Dataset | None, notes: list[str]) -> PassResult:
+    chains = FoldWeightChainsPass()(proto)
+    if chains.modified:
+        notes.extend(chains.notes)
+        proto = chains.model
     folded = FoldBatchNormPass()(proto)
     if folded.modified:
         notes.append("BatchNormalization folded into the preceding Conv layers")

@@ -132,7 +132,9 @@ def quantize(
     ] = "dynamic",
     form: Annotated[
         str,
-        typer.Option(help="auto (fastest per op), integer (integer kernels), weight_only (float compute)."),
+        typer.Option(
+            help="auto (fastest per op), integer (integer kernels; .tflite: hybrid), weight_only (float compute)."
+        ),
     ] = "auto",
     scheme: Annotated[
         str | None,
@@ -247,15 +249,15 @@ def quantize(
         if is_tflite(model):
             from tensorslim.backends.tflite.cli import quantize_tflite_command
 
-            if (form, scheme or "symmetric", weight_encoding) != ("auto", "symmetric", "auto"):
-                raise InputError("--form, --scheme and --weight-encoding apply to ONNX models; drop them for .tflite")
+            if (scheme or "symmetric", weight_encoding) != ("symmetric", "auto"):
+                raise InputError("--scheme and --weight-encoding apply to ONNX models; drop them for .tflite")
             if (activation_bits, int16_nodes, smooth_quant, bias_correction, equalize) != (8, None, None, False, False):
                 raise InputError(
                     "--activation-bits, --int16-nodes, --smooth-quant, --bias-correction and --equalize apply to "
                     "ONNX models; drop them for .tflite"
                 )
             return quantize_tflite_command(
-                model, output, mode=mode, data=data, granularity=granularity, range_method=range_method,
+                model, output, mode=mode, form=form, data=data, granularity=granularity, range_method=range_method,
                 exclude=exclude or (), min_size=min_size, ops=_split_ops(ops), io=io, json_out=json_out,
                 show_all=show_all, check_speed=check_speed, table=_weights_table,
             )  # fmt: skip
