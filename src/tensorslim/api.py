@@ -11,11 +11,12 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import onnx
 
 from tensorslim.backends.onnx.io import check_output_path, load_model, model_size_bytes, save_model
 from tensorslim.errors import InputError, UnsupportedModelError
-from tensorslim.evaluate.data import Dataset, generate_inputs
+from tensorslim.evaluate.data import Dataset, random_input
 from tensorslim.passes.base import PassResult, WeightRecord
 from tensorslim.passes.blockwise_quant import BlockQuantConfig, BlockQuantPass
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass, summarize
@@ -322,10 +323,23 @@ def _float16_with_fallback(
     import re
 
     if dataset is None:
+        # one made-up feed per sample in the model's own shapes (unknown dims 1): a fixed batch, a batch on
+        # another axis (recurrent states) or a scalar input all take it as it is
         rt = OrtRuntime(proto)
-        dataset = generate_inputs(rt.inputs, num_samples=4, bounds=rt.index_bounds())
+        bounds, rng = rt.index_bounds(), np.random.default_rng(0)
+        feeds = [
+            {
+                s.name: random_input(
+                    rng, s.name, s.dtype, tuple(d if isinstance(d, int) and d > 0 else 1 for d in s.shape),
+                    bounds.get(s.name),
+                )
+                for s in rt.inputs
+            }
+            for _ in range(4)
+        ]  # fmt: skip
         notes.append("float16 overflow check ran on generated inputs; pass --data for a real check")
-    feeds = [batch for batch, _ in dataset.batches(8)][:8]
+    else:
+        feeds = [batch for batch, _ in dataset.batches(8)][:8]
     result = Float16Pass(cfg)(proto)
     for _ in range(3):
         culprits = find_overflows(result.model, feeds)
