@@ -172,7 +172,7 @@ def run_mode(v: Variant, mode: str, out_dir: Path) -> Row:
             elif mode == "static":
                 ts.quantize(src, out, config=StaticQuantConfig(), data=_calibration(v))
             elif mode == "int4":
-                ts.quantize(src, out, config=BlockQuantConfig(bits=4), data=_calibration(v, 16))
+                ts.quantize(src, out, config=BlockQuantConfig(bits=4), data=_calibration(v, 8))
             elif mode == "fp16":
                 ts.quantize(src, out, config=Float16Config())
             elif mode == "prune":
@@ -258,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only:
         archs = [a for a in archs if re.search(args.only, a.name)]
     todo = [v for a in archs for v in (variants(a)[:1] if args.quick else variants(a))]
+    out = args.out or (None if args.quick or args.only else Path(__file__).resolve().parent / "ZOO.md")
+    command = "python benchmarks/zoo.py" + (" --quick" if args.quick else "")
     start = time.perf_counter()
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="tensorslim-zoo-") as tmp:
@@ -275,14 +277,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"{v.name:32s} {m:12s} {'pass' if r.ok else 'FAIL'} {cell} {r.error} [{r.seconds:.1f}s]", flush=True
                 )
-    seconds = time.perf_counter() - start
-    out = args.out or (None if args.quick or args.only else Path(__file__).resolve().parent / "ZOO.md")
-    command = "python benchmarks/zoo.py" + (" --quick" if args.quick else "")
+            if out is not None:  # after every model: an interrupted run still leaves its table
+                write_table(rows, out, modes, time.perf_counter() - start, command)
     if out is not None:
-        write_table(rows, out, modes, seconds, command)
         print(f"wrote {out}")
     failed = [r for r in rows if not r.ok]
-    print(f"{len(rows) - len(failed)}/{len(rows)} pass in {seconds:.0f} s")
+    print(f"{len(rows) - len(failed)}/{len(rows)} pass in {time.perf_counter() - start:.0f} s")
     return 1 if failed else 0
 
 

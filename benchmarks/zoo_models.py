@@ -9,6 +9,7 @@ Each :class:`Arch` builds a module that returns a tuple of tensors and makes its
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -99,10 +100,8 @@ def _hf(config_cls: str, model_cls: str, **cfg: Any) -> Callable[[], Any]:
         import transformers
 
         config = getattr(transformers, config_cls)(**cfg)
-        try:
+        with contextlib.suppress(AttributeError):  # older configs
             config._attn_implementation = "eager"
-        except AttributeError:  # pragma: no cover - older configs
-            pass
         return getattr(transformers, model_cls)(config)
 
     return make
@@ -139,7 +138,7 @@ def _transformers() -> list[Arch]:
             n_layers=2,
             n_heads=4,
             hidden_dim=256,
-        ),  # fmt: skip
+        ),
         _text("roberta", "RobertaConfig", "RobertaModel", vocab_size=_V, **_TXT),
         _text("albert", "AlbertConfig", "AlbertModel", vocab_size=_V, embedding_size=64, **_TXT),
         _text("electra", "ElectraConfig", "ElectraModel", vocab_size=_V, embedding_size=64, **_TXT),
@@ -156,7 +155,7 @@ def _transformers() -> list[Arch]:
             ffn_dim=256,
             word_embed_proj_dim=128,
             max_position_embeddings=64,
-        ),  # fmt: skip
+        ),
         _text("llama", "LlamaConfig", "LlamaModel", vocab_size=_V, num_key_value_heads=2, **_TXT),
         _text(
             "t5-encoder",
@@ -168,7 +167,7 @@ def _transformers() -> list[Arch]:
             num_layers=2,
             num_heads=4,
             d_kv=32,
-        ),  # fmt: skip
+        ),
         _text(
             "bart-encoder",
             "BartConfig",
@@ -182,7 +181,7 @@ def _transformers() -> list[Arch]:
             encoder_ffn_dim=256,
             decoder_ffn_dim=256,
             max_position_embeddings=64,
-        ),  # fmt: skip
+        ),
         _text("clip-text", "CLIPTextConfig", "CLIPTextModel", vocab_size=_V, max_position_embeddings=32, **_TXT),
         Arch(
             "whisper-encoder",
@@ -204,7 +203,7 @@ def _transformers() -> list[Arch]:
                 ),
                 ("input_features", "decoder_input_ids"),
                 ("encoder_last_hidden_state", "last_hidden_state"),
-            ),  # fmt: skip
+            ),
             lambda n, rng: {
                 "input_features": rng.standard_normal((n, 40, 100)).astype(np.float32),
                 "decoder_input_ids": rng.integers(3, _V, (n, 4)).astype(np.int64),
@@ -229,7 +228,7 @@ def _transformers() -> list[Arch]:
             ),
             _audio(),
             ("last_hidden_state",),
-        ),  # fmt: skip
+        ),
         Arch(
             "hubert",
             _Wrap.hf(
@@ -248,7 +247,7 @@ def _transformers() -> list[Arch]:
             ),
             _audio(),
             ("last_hidden_state",),
-        ),  # fmt: skip
+        ),
         _vision("vit", "ViTConfig", "ViTModel", image_size=64, patch_size=16, **small_vit),
         _vision("deit", "DeiTConfig", "DeiTModel", image_size=64, patch_size=16, **small_vit),
         _vision(
@@ -261,7 +260,7 @@ def _transformers() -> list[Arch]:
             depths=(2, 2),
             num_heads=(2, 4),
             window_size=4,
-        ),  # fmt: skip
+        ),
         _vision(
             "convnext",
             "ConvNextConfig",
@@ -269,7 +268,7 @@ def _transformers() -> list[Arch]:
             hidden_sizes=(32, 64, 128, 256),
             depths=(1, 1, 2, 1),
             field="pooler_output",
-        ),  # fmt: skip
+        ),
         _vision(
             "mobilevit",
             "MobileViTConfig",
@@ -278,7 +277,7 @@ def _transformers() -> list[Arch]:
             hidden_sizes=(64, 80, 96),
             neck_hidden_sizes=(16, 24, 48, 64, 80, 96, 384),
             field="pooler_output",
-        ),  # fmt: skip
+        ),
         _vision(
             "segformer",
             "SegformerConfig",
@@ -287,7 +286,7 @@ def _transformers() -> list[Arch]:
             num_attention_heads=(1, 2, 4, 4),
             depths=(1, 1, 1, 1),
             decoder_hidden_size=128,
-        ),  # fmt: skip
+        ),
         _vision(
             "clip-vision",
             "CLIPVisionConfig",
@@ -296,7 +295,7 @@ def _transformers() -> list[Arch]:
             patch_size=16,
             field="pooler_output",
             **small_vit,
-        ),  # fmt: skip
+        ),
     ]
 
 
