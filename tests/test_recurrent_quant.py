@@ -260,3 +260,17 @@ def test_static_recurrent_with_batch_first_state(tmp_path: Path) -> None:
     ts.quantize(src, out, config=StaticQuantConfig(), data=data(64))
     assert out.stat().st_size <= 0.30 * src.stat().st_size
     assert min(_cosines(src, out, [data(16)])) >= 0.98
+
+
+def test_fp16_stores_weights_inside_if_bodies_and_takes_state_inputs() -> None:
+    """State inputs with the batch on axis 1 and a fixed first axis: the generated overflow-check feeds take the
+    model's own shapes (they were batched along axis 0, and ONNX Runtime refused them: exit 3)."""
+    from tensorslim.passes.float16 import Float16Config
+
+    model = _if_lstm_model()
+    res = ts.quantize(model, config=Float16Config())
+    assert res.size_ratio <= 0.55
+    assert sum(r.action == "float16 storage" for r in res.records) == 4  # W and R of both branches
+    for flag in (True, False):
+        for a, b in zip(run(model, _feeds(flag)), run(res.model, _feeds(flag)), strict=True):
+            assert cosine_rows(a.reshape(-1, H), b.reshape(-1, H)).min() >= 0.9999

@@ -16,7 +16,7 @@ import onnx
 
 from tensorslim.backends.onnx.io import check_output_path, load_model, model_size_bytes, save_model
 from tensorslim.errors import InputError, UnsupportedModelError
-from tensorslim.evaluate.data import Dataset, random_input
+from tensorslim.evaluate.data import Dataset, batch_size_for, random_input
 from tensorslim.passes.base import PassResult, WeightRecord
 from tensorslim.passes.blockwise_quant import BlockQuantConfig, BlockQuantPass
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass, summarize
@@ -339,7 +339,8 @@ def _float16_with_fallback(
         ]  # fmt: skip
         notes.append("float16 overflow check ran on generated inputs; pass --data for a real check")
     else:
-        feeds = [batch for batch, _ in dataset.batches(8)][:8]
+        size = batch_size_for(OrtRuntime(proto).inputs, 8)  # a model with a fixed batch takes that many a call
+        feeds = [batch for batch, _ in dataset.batches(size)][:8]
     result = Float16Pass(cfg)(proto)
     for _ in range(3):
         culprits = find_overflows(result.model, feeds)
