@@ -274,3 +274,12 @@ def test_fp16_stores_weights_inside_if_bodies_and_takes_state_inputs() -> None:
     for flag in (True, False):
         for a, b in zip(run(model, _feeds(flag)), run(res.model, _feeds(flag)), strict=True):
             assert cosine_rows(a.reshape(-1, H), b.reshape(-1, H)).min() >= 0.9999
+
+
+def test_dynamic_pass_alone_folds_the_chains() -> None:
+    """Recipes and the search call the pass directly, without :func:`ts.quantize`'s preparation."""
+    from tensorslim.passes.dynamic_quant import DynamicQuantPass
+
+    res = DynamicQuantPass()(_if_lstm_model())
+    assert sum(not r.skipped and "LSTM" in r.ops for r in res.records) == 4
+    assert any("folded" in n for n in res.notes)
