@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from models import F, make, rng, run
 from onnx import helper
 
 import tensorslim as ts
+from models import F, make, rng, run
 from tensorslim.algorithms.fidelity import cosine_rows
 from tensorslim.passes.blockwise_quant import BlockQuantConfig
 from tensorslim.passes.static_quant import StaticQuantConfig
