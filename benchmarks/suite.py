@@ -5,12 +5,17 @@ the three RapidOCR models (``rapidocr-onnxruntime``: det, rec, cls) and tensorsl
 Methods, with the same options for every model:
 
 * tensorslim: dynamic int8 (the default ``quantize``), weight-only int8, int4 (``BlockQuantConfig()``, GPTQ on the
-  calibration samples), fp16 (``Float16Config()``, overflow check on the calibration samples);
+  calibration samples), fp16 (``Float16Config()``, overflow check on the calibration samples), static int8
+  (``StaticQuantConfig()`` on the calibration samples: what ``tensorslim quantize --mode static --data`` runs);
 * ONNX Runtime: ``quantize_dynamic`` (per channel, QInt8), ``quantize_static`` (QDQ, MinMax, calibration samples),
-  ``MatMulNBitsQuantizer`` (int4, block 32, symmetric).
+  the old QOperator path (``quant_pre_process``, then ``quantize_static`` QOperator, per channel, uint8 weights and
+  activations, MinMax on the calibration samples; ``ort_qoperator.py``), ``MatMulNBitsQuantizer`` (int4, block 32,
+  symmetric).
 
-Per model a table: size ratio, latency ratio at batch 1 and a larger batch (interleaved round robin, medians
-and the ratio of the fastest runs), a task metric, tool time. Writes ``benchmarks/RESULTS.md``.
+Per model a table: size ratio, latency ratio at batch 1 and a larger batch (tensorslim's own harness,
+``tensorslim.benchmark.benchmark_models``: every variant in one process, interleaved round robin, median ratio
+with its 95 % interval paired by block, and the ratio of the fastest runs), a task metric, tool time. Writes
+``benchmarks/RESULTS.md``.
 
 Usage::
 
@@ -34,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+import ort_qoperator
 import realmodels as rm
 
 HERE = Path(__file__).resolve().parent
@@ -42,15 +48,20 @@ Feeds = dict[str, np.ndarray]
 
 
 # ------------------------------------------------------------------------------------------------
-# methods: (src, dst, calibration samples) -> None; same options for every model
+# methods: (src, dst, calibration samples) -> a note or None; same options for every model
 # ------------------------------------------------------------------------------------------------
 
+Method = Callable[[Path, Path, Feeds], "str | None"]
 
-def _ts(config: Any, with_data: bool) -> Callable[[Path, Path, Feeds], None]:
-    def run(src: Path, dst: Path, calib: Feeds) -> None:
+
+def _ts(config: Any, with_data: bool, notes: bool = False) -> Method:
+    """tensorslim's ``quantize`` API with ``config``; ``notes``: the result's notes go in the row's notes."""
+
+    def run(src: Path, dst: Path, calib: Feeds) -> str | None:
         import tensorslim as ts
 
-        ts.quantize(src, dst, config=config, data=ts.Dataset(calib) if with_data else None)
+        res = ts.quantize(src, dst, config=config, data=ts.Dataset(calib) if with_data else None)
+        return ("; ".join(res.notes)[:400] or None) if notes else None
 
     return run
 
@@ -61,24 +72,13 @@ def _ort_dynamic(src: Path, dst: Path, calib: Feeds) -> None:
         raise RuntimeError(res["error"])
 
 
-class _Reader:
-    """ONNX Runtime calibration reader: one sample at a time."""
-
-    def __init__(self, calib: Feeds, names: Sequence[str]) -> None:
-        n = len(next(iter(calib.values())))
-        self._it = iter([{k: calib[k][i : i + 1] for k in names} for i in range(n)])
-
-    def get_next(self) -> Feeds | None:
-        return next(self._it, None)
-
-
 def _ort_static(src: Path, dst: Path, calib: Feeds) -> None:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
 
     names = [i.name for i in rm.make_session(src).get_inputs()]
     with rm.warnings_quiet():
         quantize_static(
-            str(src), str(dst), _Reader(calib, names), quant_format=QuantFormat.QDQ,
+            str(src), str(dst), ort_qoperator.FeedsReader(calib, names), quant_format=QuantFormat.QDQ,
             calibrate_method=CalibrationMethod.MinMax,
         )  # fmt: skip
 
@@ -93,22 +93,26 @@ def _ort_nbits(src: Path, dst: Path, calib: Feeds) -> None:
     q.model.save_model_to_file(str(dst), use_external_data_format=False)
 
 
-def methods(quick: bool) -> list[tuple[str, Callable[[Path, Path, Feeds], None]]]:
-    """The variants, in table order; ``quick`` drops ``quantize_static`` and runs int4 without GPTQ (the slow parts)."""
+def methods(quick: bool) -> list[tuple[str, Method]]:
+    """The variants, in table order; ``quick`` drops ORT's QDQ ``quantize_static`` and runs int4 without GPTQ."""
     from tensorslim.passes.blockwise_quant import BlockQuantConfig
     from tensorslim.passes.dynamic_quant import DynamicQuantConfig
     from tensorslim.passes.float16 import Float16Config
+    from tensorslim.passes.static_quant import StaticQuantConfig
 
-    out = [
-        ("tensorslim dynamic int8 (default)", _ts(None, False)),
-        ("tensorslim weight-only int8", _ts(DynamicQuantConfig(form="weight_only"), False)),
-        ("tensorslim int4 (no data, quick)" if quick else "tensorslim int4 (GPTQ)", _ts(BlockQuantConfig(), not quick)),
-        ("tensorslim fp16", _ts(Float16Config(), True)),
-        ("ORT quantize_dynamic (per channel)", _ort_dynamic),
-        ("ORT quantize_static (QDQ, MinMax)", _ort_static),
-        ("ORT MatMulNBits int4 (block 32)", _ort_nbits),
-    ]
-    return [m for m in out if not (quick and "static" in m[0])]
+    out: list[tuple[str, Method, bool]] = [  # (label, method, in --quick)
+        ("tensorslim dynamic int8 (default)", _ts(None, False), True),
+        ("tensorslim weight-only int8", _ts(DynamicQuantConfig(form="weight_only"), False), True),
+        ("tensorslim int4 (no data, quick)" if quick else "tensorslim int4 (GPTQ)", _ts(BlockQuantConfig(), not quick),
+         True),
+        ("tensorslim fp16", _ts(Float16Config(), True), True),
+        ("tensorslim static int8 (--mode static)", _ts(StaticQuantConfig(), True, notes=True), True),
+        ("ORT quantize_dynamic (per channel)", _ort_dynamic, True),
+        ("ORT quantize_static (QDQ, MinMax)", _ort_static, False),
+        ("ORT QOperator u8 (per channel)", ort_qoperator.quantize_qoperator_u8, True),
+        ("ORT MatMulNBits int4 (block 32)", _ort_nbits, True),
+    ]  # fmt: skip
+    return [(label, fn) for label, fn, in_quick in out if in_quick or not quick]
 
 
 # ------------------------------------------------------------------------------------------------
@@ -362,10 +366,10 @@ def run_case(case: ModelCase, args: argparse.Namespace, out_dir: Path) -> list[R
         row = Row(label, dst)
         t0 = time.perf_counter()
         try:
-            fn(case.src, dst, case.calib)
+            note = fn(case.src, dst, case.calib)
             row.seconds = time.perf_counter() - t0
             row.size = rm.model_size_bytes(dst)
-            row.notes = _ops_note(dst)
+            row.notes = "; ".join(n for n in (_ops_note(dst), note) if n)
             if rows[0].size and row.size / rows[0].size > 0.99:
                 row.notes = "no smaller than float" + (f"; {row.notes}" if row.notes else "")
             rm.make_session(dst)  # loads in ORT
@@ -382,25 +386,55 @@ def run_case(case: ModelCase, args: argparse.Namespace, out_dir: Path) -> list[R
         r.metrics = case.score(r.path, ref) if r.path is not None else {}
     paths = [r.path for r in ok if r.path is not None]
     for attr, feeds, runs in (("b1", case.timing_b1, args.runs_b1), ("bn", case.timing_bn, args.runs_bn)):
-        # as many rounds as fit in the time budget, at least ``runs``, at most 10x (fast models get more rounds)
-        probe = rm.time_sessions(paths, feeds, threads=args.threads, runs=1, warmup=1)
-        per_round = max(sum(p["median_ms"] for p in probe) / 1e3, 1e-3)
-        rounds = int(min(10 * runs, max(runs, args.budget_s / per_round)))
-        stats = rm.time_sessions(paths, feeds, threads=args.threads, runs=rounds)
-        for r, s in zip(ok, stats, strict=True):
+        for r, s in zip(ok, time_variants(paths, feeds, args, runs), strict=True):
             setattr(r, attr, s)
     return rows
+
+
+def time_variants(paths: Sequence[Path], feeds: Feeds, args: argparse.Namespace, runs: int) -> list[dict[str, Any]]:
+    """Every variant on ``feeds`` with tensorslim's harness, interleaved in this process; the first is the reference.
+
+    Per variant: ``median_ms``, ``min_ms``, ``ci`` (the median's 95 % interval) and, after the first, ``ratio`` and
+    ``ratio_ci`` (median over the first's, paired by interleaving block). At least ``runs`` timed runs each, more
+    while the table's time budget lasts. Slow models (a run over 50 ms) are timed one run per turn without the
+    untimed switch run, fast ones 5 per turn after one untimed run (the harness's cache-cold guard).
+    """
+    from tensorslim.benchmark import benchmark_models
+
+    sess = rm.make_session(paths[0], args.threads)
+    t0 = time.perf_counter()
+    sess.run(None, {i.name: feeds[i.name] for i in sess.get_inputs()})
+    slow = time.perf_counter() - t0 > 0.05
+    del sess
+    rep = benchmark_models(
+        list(paths), threads=args.threads, inputs=feeds, warmup=1 if args.quick else None, min_runs=runs,
+        max_time_s=args.budget_s / len(paths), measure_memory=False, load_repeats=1, round_size=1 if slow else 5,
+        round_warmup=0 if slow else 1,
+    )  # fmt: skip
+    return [
+        {"median_ms": m.p50_ms, "min_ms": m.min_ms, "ci": (m.p50_ci_low_ms, m.p50_ci_high_ms), "runs": m.runs,
+         "ratio": m.p50_ratio, "ratio_ci": m.p50_ratio_ci}
+        for m in rep.models
+    ]  # fmt: skip
 
 
 def _f(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
+def _ratio_ci(r: Row, attr: str) -> str:
+    t = getattr(r, attr)
+    if t is None or t.get("ratio") is None:
+        return "-"
+    ci = t.get("ratio_ci")
+    return f"{t['ratio']:.2f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
 def render(case: ModelCase, rows: list[Row]) -> str:
     base = rows[0]
     bn = len(next(iter(case.timing_bn.values())))
-    head = ["variant", "size MB", "size x", "b1 ms", "b1 x", "b1 min x", f"b{bn} x", f"b{bn} min x", *case.metric_names,
-            "tool s", "notes"]  # fmt: skip
+    head = ["variant", "size MB", "size x", "b1 ms", "b1 x [95% CI]", "b1 min x", f"b{bn} x [95% CI]", f"b{bn} min x",
+            *case.metric_names, "tool s", "notes"]  # fmt: skip
     lines = [f"### {case.name}", "", case.description + ".", "", "| " + " | ".join(head) + " |",
              "|" + "|".join("---" for _ in head) + "|"]  # fmt: skip
 
@@ -409,10 +443,12 @@ def render(case: ModelCase, rows: list[Row]) -> str:
         return "-" if a is None or b is None else f"{a[key] / b[key]:.2f}"
 
     for r in rows:
+        ratio_b1 = "1.00" if r is base and r.b1 else _ratio_ci(r, "b1")
+        ratio_bn = "1.00" if r is base and r.bn else _ratio_ci(r, "bn")
         cells = [
             r.name, _f(r.size / 1e6 if r.size else None, ".2f"), _f(r.size / base.size if r.size and base.size else None,
-            ".3f"), _f(r.b1["median_ms"] if r.b1 else None, ".1f"), ratio(r, "b1", "median_ms"), ratio(r, "b1", "min_ms"),
-            ratio(r, "bn", "median_ms"), ratio(r, "bn", "min_ms"), *(_f(r.metrics.get(m), ".4f") for m in case.metric_names),
+            ".3f"), _f(r.b1["median_ms"] if r.b1 else None, ".1f"), ratio_b1, ratio(r, "b1", "min_ms"),
+            ratio_bn, ratio(r, "bn", "min_ms"), *(_f(r.metrics.get(m), ".4f") for m in case.metric_names),
             _f(r.seconds, ".1f"), f"ERROR: {r.error}" if r.error else r.notes,
         ]  # fmt: skip
         lines.append("| " + " | ".join(c.replace("|", "/") for c in cells) + " |")
@@ -465,14 +501,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
     CACHE.mkdir(parents=True, exist_ok=True)
-    builders: list[Callable[[], list[ModelCase]]] = [
-        lambda: [minilm_case(args)], lambda: ocr_cases(args), lambda: [digits_case(args)]
+    builders: list[tuple[tuple[str, ...], Callable[[], list[ModelCase]]]] = [
+        (("MiniLM",), lambda: [minilm_case(args)]),
+        (("RapidOCR det", "RapidOCR rec", "RapidOCR cls"), lambda: ocr_cases(args)),
+        (("digits CNN",), lambda: [digits_case(args)]),
     ]  # fmt: skip
+
+    def wanted(name: str) -> bool:
+        return not args.only or any(o.lower() in name.lower() for o in args.only)
+
     sections = []
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
-        for build in builders:
+        for names, build in builders:
+            if not any(wanted(n) for n in names):
+                continue  # not even built: MiniLM's export and the rendering take a while
             for case in build():
-                if args.only and not any(o.lower() in case.name.lower() for o in args.only):
+                if not wanted(case.name):
                     continue
                 sections.append(render(case, run_case(case, args, Path(tmp))))
                 print(sections[-1], flush=True)
@@ -482,9 +526,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"# Real-model benchmark suite\n\nGenerated by `{cmd}` in {total / 60:.1f} min on {machine()}; "
         f"ORT sessions with {args.threads} intra-op threads, sequential execution.\n\n"
         "Columns: `size x` is bytes on disk over float. `b1 x` / `bN x`: median latency over float's at batch 1 and "
-        f"a larger batch N, every variant timed in the same process, interleaved round robin (at least {args.runs_b1} "
-        f"and {args.runs_bn} rounds after 2 warm-ups, more for fast models, up to {args.budget_s:.0f} s per table); `min x` is the ratio of the fastest runs, less sensitive to other "
-        "load on a shared machine. Metrics are against the float model or the ground truth, as named. `tool s`: wall "
+        "a larger batch N, every variant timed in the same process by tensorslim's harness (`benchmark_models`), "
+        f"interleaved round robin (at least {args.runs_b1} and {args.runs_bn} runs each, more while the "
+        f"{args.budget_s:.0f} s per table last), with the ratio's 95 % interval in brackets (paired by interleaving "
+        "block, so drift common to both cancels; it cannot cover a change of load between tables); `min x` is the "
+        "ratio of the fastest runs, less sensitive to other load on a shared machine. Metrics are against the float model or the ground truth, as named. `tool s`: wall "
         "time of the quantization call. A failed variant shows its error; nothing is special-cased per model.\n\n"
     )
     args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -64,7 +64,7 @@ def test_bias_correction_reduces_the_mean_output_error() -> None:
         ref = run(model, feeds)[0]
         err = {}
         for bc in (False, True):
-            cfg = StaticQuantConfig(granularity="per_tensor", bias_correction=bc, fallback_sqnr_db=0.0)
+            cfg = StaticQuantConfig(latency_check=False, granularity="per_tensor", bias_correction=bc, fallback_sqnr_db=0.0)
             res = StaticQuantPass(cfg, data=data)(model)
             out = run(res.model, feeds)[0]
             axes = tuple(i for i in range(ref.ndim) if i != 1)
@@ -79,6 +79,6 @@ def test_bias_is_added_to_a_conv_without_one() -> None:
     model, data = biased_model("Conv")
     del model.graph.node[0].input[2]
     del model.graph.initializer[1]
-    res = StaticQuantPass(StaticQuantConfig(granularity="per_tensor", bias_correction=True), data=data)(model)
+    res = StaticQuantPass(StaticQuantConfig(latency_check=False, granularity="per_tensor", bias_correction=True), data=data)(model)
     assert any("(1 bias(es) added)" in n for n in res.notes)
     assert len(next(n for n in res.model.graph.node if n.op_type == "Conv").input) == 3

@@ -43,7 +43,7 @@ def small_cnn(seed: int = 0):
 
 def test_static_qdq_fuses_into_integer_kernels(tmp_path: Path) -> None:
     model, data = small_cnn()
-    res = StaticQuantPass(StaticQuantConfig(), data=data)(model)
+    res = StaticQuantPass(StaticQuantConfig(latency_check=False), data=data)(model)
     onnx.checker.check_model(res.model)
     ops = Counter(n.op_type for n in res.model.graph.node)
     assert ops["QuantizeLinear"] >= 3 and ops["DequantizeLinear"] >= 6
@@ -59,7 +59,7 @@ def test_static_qdq_fuses_into_integer_kernels(tmp_path: Path) -> None:
 
 def test_plan_is_inspectable_data() -> None:
     model, data = small_cnn()
-    plan = plan_static_quant(model, data, StaticQuantConfig())
+    plan = plan_static_quant(model, data, StaticQuantConfig(latency_check=False))
     assert {"x", "r1", "c1"} <= set(plan.activations)
     ap = plan.activations["r1"]
     assert ap.range[0] >= 0.0 and ap.dtype == "uint8" and ap.scale > 0
@@ -69,7 +69,7 @@ def test_plan_is_inspectable_data() -> None:
 def test_static_needs_data_and_rejects_nan(tmp_path: Path) -> None:
     model, data = small_cnn()
     with pytest.raises(InputError, match="needs calibration data"):
-        StaticQuantPass(StaticQuantConfig())
+        StaticQuantPass(StaticQuantConfig(latency_check=False))
     path = tmp_path / "m.onnx"
     onnx.save(model, str(path))
     bad = tmp_path / "nan.npz"
@@ -77,11 +77,11 @@ def test_static_needs_data_and_rejects_nan(tmp_path: Path) -> None:
     x[0, 0, 0, 0] = np.nan
     np.savez(bad, x=x)
     with pytest.raises(InputError, match="NaN"):
-        quantize(path, tmp_path / "q.onnx", config=StaticQuantConfig(), data=bad)
+        quantize(path, tmp_path / "q.onnx", config=StaticQuantConfig(latency_check=False), data=bad)
     wrong = tmp_path / "wrong.npz"
     np.savez(wrong, x=np.zeros((4, 3, 8), np.float32))
     with pytest.raises(InputError, match="rank"):
-        quantize(path, tmp_path / "q.onnx", config=StaticQuantConfig(), data=wrong)
+        quantize(path, tmp_path / "q.onnx", config=StaticQuantConfig(latency_check=False), data=wrong)
     assert not (tmp_path / "q.onnx").exists()
 
 
@@ -90,7 +90,7 @@ def test_static_on_the_bundled_example_keeps_accuracy(tmp_path: Path) -> None:
     from tensorslim.examples import example_calib_data_path, example_model_path, example_test_data_path
 
     out = tmp_path / "static.onnx"
-    quantize(example_model_path(), out, config=StaticQuantConfig(), data=example_calib_data_path())
+    quantize(example_model_path(), out, config=StaticQuantConfig(latency_check=False), data=example_calib_data_path())
     rep = evaluate(example_model_path(), out, example_test_data_path())
     (o,) = rep.outputs
     assert o.candidate_accuracy >= o.reference_accuracy - 0.005
@@ -101,7 +101,7 @@ def test_static_raises_an_old_opset_to_13_for_per_channel_qdq(tmp_path: Path) ->
     model, data = small_cnn()
     model.opset_import[0].version = 11
     onnx.checker.check_model(model)
-    res = StaticQuantPass(StaticQuantConfig(), data=data)(model)
+    res = StaticQuantPass(StaticQuantConfig(latency_check=False), data=data)(model)
     assert res.model.opset_import[0].version == 13
     assert any("opset 11" in n for n in res.notes)
     assert Counter(optimized_op_types(res.model, tmp_path))["QLinearConv"] == 2

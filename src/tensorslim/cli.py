@@ -216,6 +216,16 @@ def quantize(
     equalize: Annotated[
         bool, typer.Option(help="ONNX static: cross-layer equalization of Conv pairs first (CNNs).")
     ] = False,
+    placement: Annotated[
+        Path | None,
+        typer.Option(help="ONNX static: replay the int8/float placement recorded in a model tensorslim made (or a "
+                     "JSON file) instead of deciding it: the same bytes on any machine."),
+    ] = None,
+    latency_check: Annotated[
+        bool,
+        typer.Option(help="ONNX static: time the result against float here and move int8 regions back to float "
+                     "until it is not slower (recorded in the output's metadata)."),
+    ] = True,
     input_shape: Annotated[
         list[str] | None, typer.Option(help="PyTorch file: example input NAME=1x3x32x32[:dtype] (repeatable).")
     ] = None,
@@ -251,10 +261,12 @@ def quantize(
 
             if (scheme or "symmetric", weight_encoding) != ("symmetric", "auto"):
                 raise InputError("--scheme and --weight-encoding apply to ONNX models; drop them for .tflite")
-            if (activation_bits, int16_nodes, smooth_quant, bias_correction, equalize) != (8, None, None, False, False):
+            if (activation_bits, int16_nodes, smooth_quant, bias_correction, equalize, placement) != (
+                8, None, None, False, False, None
+            ):
                 raise InputError(
-                    "--activation-bits, --int16-nodes, --smooth-quant, --bias-correction and --equalize apply to "
-                    "ONNX models; drop them for .tflite"
+                    "--activation-bits, --int16-nodes, --smooth-quant, --bias-correction, --equalize and --placement "
+                    "apply to ONNX models; drop them for .tflite"
                 )
             return quantize_tflite_command(
                 model, output, mode=mode, form=form, data=data, granularity=granularity, range_method=range_method,
@@ -267,7 +279,9 @@ def quantize(
             block_size=block_size, method=method, accuracy_level=accuracy_level, kernel=kernel,
             data=None if data_in is None else data,
             static_options={"io_dtype": io, "activation_bits": activation_bits, "int16_nodes": tuple(int16_nodes or ()),
-                            "smooth_quant": smooth_quant, "bias_correction": bias_correction, "equalize": equalize},
+                            "smooth_quant": smooth_quant, "bias_correction": bias_correction, "equalize": equalize,
+                            "placement": None if placement is None else str(placement),
+                            "latency_check": latency_check},
         )  # fmt: skip
         result = run_quantize(model_in, output, config=cfg, data=data_in, max_samples=max_samples)
         quiet = json_out == "-"
@@ -333,7 +347,7 @@ def _onnx_config(
     static_opts = dict(static_options or {})
     if mode != "static":
         defaults = {"io_dtype": "float", "activation_bits": 8, "int16_nodes": (), "smooth_quant": None,
-                    "bias_correction": False, "equalize": False}  # fmt: skip
+                    "bias_correction": False, "equalize": False, "placement": None, "latency_check": True}  # fmt: skip
         extra = [k for k, v in static_opts.items() if defaults.get(k, v) != v]
         if extra:
             flags = ", ".join("--" + {"io_dtype": "io"}.get(k, k).replace("_", "-") for k in extra)

@@ -46,7 +46,11 @@ def rank_sensitive_layers(
     try:
         with tempfile.TemporaryDirectory(prefix="tensorslim-sens-") as tmp:
             q = Path(tmp) / "q.onnx"
-            apply_recipe(builtin_recipes().get(name), model, q, data=calib, seed=seed, progress=False)
+            from tensorslim.recipe import recipe_from_dict
+            from tensorslim.search.worker import without_latency_check
+
+            recipe = recipe_from_dict(without_latency_check(builtin_recipes().get(name).to_dict()))
+            apply_recipe(recipe, model, q, data=calib, seed=seed, progress=False)
             rep = diagnose_layers(model, q, eval_data or calib, max_samples=32, top=top)
     except InputError as e:
         log.info("no sensitivity ranking: %s", e)

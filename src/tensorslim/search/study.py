@@ -522,7 +522,9 @@ def _finish(res: SearchResult, *, proto_path: Path, data: Path | None, test: Pat
     key = _objective_key(cfg.objective, res.float_size_bytes, res.float_latency_ms)
     best = min(feasible, key=key)
     res.chosen = best
-    recipe = recipe_from_dict(best.recipe)
+    from tensorslim.search.worker import without_latency_check
+
+    recipe = recipe_from_dict(without_latency_check(best.recipe))  # the same bytes as the candidate measured
     path = res.output_dir / f"best{_suffix(recipe)}"
     for old in (res.output_dir / "best.onnx", res.output_dir / "best.tslim"):
         if old != path:

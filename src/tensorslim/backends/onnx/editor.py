@@ -57,6 +57,13 @@ class NameGenerator:
         return name
 
 
+def _contiguous(array: np.ndarray) -> np.ndarray:
+    """``array`` C-contiguous with its own shape: ``np.ascontiguousarray`` turns a 0-d array (a scalar scale or
+    zero point) into shape ``[1]``, which older ONNX Runtime releases refuse and whose QDQ selectors do not fuse."""
+    a = np.asarray(array)
+    return np.ascontiguousarray(a).reshape(a.shape)
+
+
 @dataclass(frozen=True)
 class _Half:
     """A float16 tensor waiting to be stored: the float value it must provide, and where it is first needed."""
@@ -91,11 +98,11 @@ class GraphEditor:
         self._scopes[scope.path] = scope
         if as_constant:
             # the node's output names the tensor; the tensor itself and the node need no name of their own
-            tensor = numpy_helper.from_array(np.ascontiguousarray(array))
+            tensor = numpy_helper.from_array(_contiguous(array))
             node = helper.make_node("Constant", [], [name], value=tensor)
             self._new_constants[scope.path].append(node)
         else:
-            self._new_tensors[scope.path].append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+            self._new_tensors[scope.path].append(numpy_helper.from_array(_contiguous(array), name))
         return name
 
     def add_float16(

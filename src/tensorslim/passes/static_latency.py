@@ -1,0 +1,234 @@
+"""Latency-aware static int8: never return a model slower than float on the machine that quantizes.
+
+The placement (:mod:`tensorslim.passes.static_placement`) keeps every op that ONNX Runtime fuses into an int8
+kernel. Whether an int8 region pays for the Q/DQ pairs at its borders (and the layout transposes ONNX Runtime
+adds around NHWC int8 convolutions) depends on the CPU, so it is measured here: the float and the int8 model
+run interleaved on one calibration sample (batch 1, the session threads the caller set); when the int8 model
+is slower, ONNX Runtime's per-node profile of both models gives each int8 region's cost (its fused kernels and
+border Q/DQ) against the same nodes in float, and regions go back to float, the worst first, re-timed after
+each, until the model is not slower or nothing is left in int8::
+
+    ratio 1.12x  ->  region {Conv_7, Mul_3, ...} back to float (+0.41 ms in int8)  ->  ratio 0.93x: keep
+
+Every decision is a reason in the returned :class:`~tensorslim.passes.static_placement.Placement` (recorded in
+the output's metadata, replayable with ``--placement``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from tensorslim.evaluate.data import Dataset
+from tensorslim.passes.static_placement import Placement, int8_components
+
+__all__ = ["latency_fallback", "measure_ratio"]
+
+_TOKEN = re.compile(r"(_token_\d+)+$")
+
+
+def _session(model: onnx.ModelProto, threads: int, profile_dir: str | None = None) -> Any:
+    import onnxruntime as ort
+
+    from tensorslim.benchmark.latency import session_options
+
+    so = session_options(threads, allow_spinning=False)
+    if profile_dir is not None:
+        so.enable_profiling = True
+        so.profile_file_prefix = os.path.join(profile_dir, "profile")
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def _threads() -> int:
+    from tensorslim.runtime.ort import thread_budget
+
+    return thread_budget() or min(os.cpu_count() or 1, 4)
+
+
+def measure_ratio(ref: Any, cand: Any, feeds: dict[str, np.ndarray], *, seconds: float) -> tuple[float, float, float]:
+    """Median latency of ``cand`` over ``ref`` (interleaved rounds) and its 95 % interval."""
+    from tensorslim.benchmark.latency import interleaved_runs, paired_ratio_ci
+
+    names_r = {i.name for i in ref.get_inputs()}
+    names_c = {i.name for i in cand.get_inputs()}
+    fr = {k: v for k, v in feeds.items() if k in names_r}
+    fc = {k: v for k, v in feeds.items() if k in names_c}
+    for _ in range(2):
+        ref.run(None, fr)
+        cand.run(None, fc)
+    a, b = interleaved_runs([lambda: ref.run(None, fr), lambda: cand.run(None, fc)], min_runs=10,
+                            max_time_s=seconds, round_size=3)  # fmt: skip
+    ratio = float(np.median(b) / np.median(a))
+    ci = paired_ratio_ci(a, b, round_size=3) or (ratio, ratio)
+    return ratio, float(ci[0]), float(ci[1])
+
+
+def _profile(model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int, runs: int) -> dict[str, float]:
+    """Mean time per run (ms) of each node of ``model``'s optimized graph, by node name; under the key
+    ``"<op>/<name>/bytes"`` the node's input + output bytes."""
+    with tempfile.TemporaryDirectory(prefix="tensorslim-profile-") as tmp:
+        sess = _session(model, threads, tmp)
+        names = {i.name for i in sess.get_inputs()}
+        f = {k: v for k, v in feeds.items() if k in names}
+        for _ in range(runs):
+            sess.run(None, f)
+        path = sess.end_profiling()
+        events = json.loads(Path(path).read_text())
+    out: dict[str, float] = {}
+    for e in events:
+        if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
+            name = str(e["name"])[: -len("_kernel_time")]
+            out[name] = out.get(name, 0.0) + float(e.get("dur", 0)) / 1000.0 / runs
+            args = e.get("args", {})
+            size = float(args.get("activation_size", 0) or 0) + float(args.get("output_size", 0) or 0)
+            out[f"{args.get('op_name', '')}/{name}/bytes"] = size
+    return out
+
+
+def _qdq_cost_per_element(prof: dict[str, float]) -> float:
+    """Measured ms per element of the QuantizeLinear/DequantizeLinear kernels of a profile (each moves one
+    int8 and one float per element: 5 bytes)."""
+    ms = nbytes = 0.0
+    for key, size in prof.items():
+        op, _, rest = key.partition("/")
+        if op in ("QuantizeLinear", "DequantizeLinear") and rest.endswith("/bytes"):
+            name = rest[: -len("/bytes")]
+            ms += prof.get(name, 0.0)
+            nbytes += size
+    return ms / (nbytes / 5.0) if nbytes > 0 else 1e-7
+
+
+def _slow_nodes(
+    int8: set[str], absorbed: set[str], int8_prof: dict[str, float], float_prof: dict[str, float]
+) -> dict[str, float]:
+    """Int8 nodes whose kernel takes longer than the same node in float plus the Q/DQ it would need alone."""
+    per_element = _qdq_cost_per_element(int8_prof)
+    kernel: dict[str, float] = {}
+    nbytes: dict[str, float] = {}
+    for key, v in int8_prof.items():
+        if key.endswith("/bytes"):
+            base = _TOKEN.sub("", key.split("/", 1)[1][: -len("/bytes")])
+            nbytes[base] = nbytes.get(base, 0.0) + v
+        else:
+            base = _TOKEN.sub("", key)
+            kernel[base] = kernel.get(base, 0.0) + v
+    out = {}
+    for n in sorted(int8 - absorbed):
+        if n not in kernel or n not in float_prof:
+            continue
+        border = per_element * nbytes.get(n, 0.0)  # int8 kernels read and write one byte per element
+        if kernel[n] > float_prof[n] + border:
+            out[n] = kernel[n] - float_prof[n] - border
+    return out
+
+
+def _slower(ratio: float, low: float) -> bool:
+    """Slower than float beyond timing noise: the interval lies above parity, or the median is 5 % above."""
+    return low > 1.0 or ratio > 1.05
+
+
+def _region_costs(
+    comps: list[set[str]], int8_prof: dict[str, float], float_prof: dict[str, float], borders: dict[str, set[str]]
+) -> list[float]:
+    """Per region: its int8 time (fused kernels + border Q/DQ) minus the same nodes' float time, in ms."""
+    by_node: dict[str, float] = {}
+    for name, ms in int8_prof.items():
+        if name.endswith("/bytes"):
+            continue
+        base = _TOKEN.sub("", name)
+        by_node[base] = by_node.get(base, 0.0) + ms
+    costs = []
+    for comp in comps:
+        q = sum(by_node.get(n, 0.0) for n in comp)
+        q += sum(by_node.get(b, 0.0) for b in borders.get(min(comp), set()))
+        f = sum(float_prof.get(n, 0.0) for n in comp)
+        costs.append(q - f)
+    return costs
+
+
+def latency_fallback(
+    source: onnx.ModelProto,
+    placement: Placement,
+    build: Callable[[set[str]], onnx.ModelProto],
+    data: Dataset,
+    index: Any,
+    *,
+    time_budget_s: float = 60.0,
+) -> tuple[Placement, list[str]]:
+    """Move int8 regions back to float until the model is not slower than ``source`` here; notes on what moved.
+
+    ``build(names)`` makes the quantized model with the nodes ``names`` in int8; ``index`` gives
+    ``quantized(names)`` (the activations with Q/DQ pairs) for finding the regions.
+    """
+    start = time.perf_counter()
+    feeds = next(iter(data.batches(1)))[0]
+    threads = _threads()
+    ref = _session(source, threads)
+    int8 = set(placement.int8)
+    step = max(1.0, min(4.0, time_budget_s / 12))
+    ratio, lo, hi = measure_ratio(ref, _session(build(int8), threads), feeds, seconds=step)
+    notes = [f"latency check: static int8 {ratio:.2f}x float [{lo:.2f}, {hi:.2f}] (batch 1, {threads} thread(s), "
+             "interleaved runs on a calibration sample)"]  # fmt: skip
+    if not _slower(ratio, lo):
+        return placement, notes
+    floats = dict(placement.float)
+    prof_runs = 5
+    float_prof = _profile(source, feeds, threads, prof_runs)
+    int8_prof = _profile(build(int8), feeds, threads, prof_runs)
+    absorbed = set(index.absorbed(int8, index.quantized(int8)))
+    absorbed = {n.name for n in index.nodes if n.output and n.output[0] in absorbed}
+    slow = _slow_nodes(int8, absorbed, int8_prof, float_prof)
+    moved: list[str] = []
+    if slow:
+        # single nodes first: their int8 kernel alone is slower than float here (e.g. a depthwise Conv, a pool)
+        int8 -= set(slow)
+        for n, extra in slow.items():
+            floats[n] = f"slower: its int8 kernel takes {extra:+.3f} ms more than float + Q/DQ on this CPU"
+        moved.append(f"{len(slow)} node(s) whose int8 kernel is slower than float here")
+        if int8:
+            int8_prof = _profile(build(int8), feeds, threads, prof_runs)
+            ratio, lo, hi = measure_ratio(ref, _session(build(int8), threads), feeds, seconds=step)
+    if not _slower(ratio, lo) and int8:
+        notes.append(f"latency check: {', '.join(moved)} moved back to float; now {ratio:.2f}x [{lo:.2f}, {hi:.2f}]")
+        return Placement(tuple(sorted(int8)), tuple(sorted(floats.items())), placement.rounds,
+                         placement.runtime), notes  # fmt: skip
+    comps = int8_components(source, int8, index.quantized)
+    quant = index.quantized(int8)
+    borders: dict[str, set[str]] = {}
+    for comp in comps:
+        touched = {v for n in index.nodes if n.name in comp for v in (*n.input, *n.output) if v in quant}
+        borders[min(comp)] = {f"{t}_{op}" for t in touched for op in ("QuantizeLinear", "DequantizeLinear")}
+    costs = _region_costs(comps, int8_prof, float_prof, borders)
+    # worst first: the regions that cost most in int8 against their float time; ties by less int8 work
+    order = sorted(range(len(comps)), key=lambda i: (-costs[i], index.macs(comps[i]), min(comps[i])))
+    for i in order:
+        comp = comps[i]
+        int8 -= comp
+        why = f"slower: int8 region cost {costs[i]:+.2f} ms against float on this CPU (latency check)"
+        floats.update(dict.fromkeys(comp, why))
+        moved.append(f"{min(comp)} (+{len(comp) - 1} node(s), {costs[i]:+.2f} ms)")
+        if not int8:
+            break
+        if time.perf_counter() - start > time_budget_s:
+            continue  # out of time: keep moving regions without timing, to be sure not to be slower
+        ratio, lo, hi = measure_ratio(ref, _session(build(int8), threads), feeds, seconds=step)
+        if not _slower(ratio, lo):
+            break
+    result = Placement(tuple(sorted(int8)), tuple(sorted(floats.items())), placement.rounds, placement.runtime)
+    if int8:
+        notes.append(f"latency check: {len(moved)} int8 region(s) moved back to float to be no slower than float "
+                     f"({', '.join(moved[:6])}{' ...' if len(moved) > 6 else ''}); now {ratio:.2f}x "
+                     f"[{lo:.2f}, {hi:.2f}]")  # fmt: skip
+    else:
+        notes.append("latency check: static int8 is slower than float on this CPU in every region; every node "
+                     "moved back to float (weights keep int8 storage); try --mode dynamic")  # fmt: skip
+    return result, notes

@@ -1,0 +1,375 @@
+"""Where static int8 goes: decided from ONNX Runtime's own optimized graph, not from a hand-written op list.
+
+Every op whose data inputs are float activations is first *tried* in int8: its data inputs and outputs get
+Q/DQ pairs (constant inputs become int8 constants behind a DequantizeLinear). The trial model is handed to the
+installed ONNX Runtime (``ORT_ENABLE_ALL``, the optimized graph saved with ``optimized_model_filepath``) and
+read back: a node that is still there with its own op type next to a DequantizeLinear or QuantizeLinear was
+not fused into an integer kernel by this runtime, so it goes back to float, and the trial repeats until every
+Q/DQ pair left is consumed by an integer kernel::
+
+    X -> Conv -> Add(3) -> Clip(0, 6) -> Mul -> Div(6) -> HardSigmoid -> ...      float model
+    X -> [Q DQ] Conv [Q DQ] Add [Q DQ] Clip ... HardSigmoid ...                     trial: every op in int8
+    X -> QLinearConv -> QLinearAdd -> (Clip folded) -> QLinearMul -> QLinearMul     what ONNX Runtime fused
+           ... DQ -> HardSigmoid -> Q ...  -> HardSigmoid goes back to float (no int8 kernel)
+
+Rewrites that keep the function make more ops int8-capable: ``Div`` by a constant becomes ``Mul`` by its
+reciprocal, ``Sub`` of a constant ``Add`` of its negative, ``HardSigmoid(x)`` becomes
+``Clip(Add(Mul(x, alpha), beta), 0, 1)`` and ``HardSwish(x)`` ``Mul(x, HardSigmoid(x))``. Ops that only move
+or select values (Reshape, Transpose, MaxPool, Resize, Slice, ...) share one scale between input and output
+(ONNX Runtime drops their Q/DQ only then), and a ``Relu``/``Clip`` that is the only reader of its input gives
+that input its own (clamped) range, so the clamp is folded into the producer's quantization.
+
+A region of int8 nodes with no multiply-accumulate work (no Conv/ConvTranspose/Gemm/MatMul) would only add
+Q/DQ pairs; it stays float. The result is a :class:`Placement`: plain data, recorded in the output model's
+metadata and replayable with ``StaticQuantConfig.placement`` (``--placement FILE``) for the same bytes on
+another machine.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from tensorslim.errors import InputError
+
+__all__ = [
+    "MAC_OPS",
+    "PLACEMENT_METADATA_KEY",
+    "Placement",
+    "data_inputs",
+    "ensure_node_names",
+    "int8_components",
+    "load_placement",
+    "rewrite_for_int8",
+    "unfused_nodes",
+]
+
+PLACEMENT_METADATA_KEY = "tensorslim.static_placement"
+# ops whose work is multiply-accumulate over weights or activations: what int8 kernels make faster
+MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
+# which inputs carry data (the rest are parameters: shapes, axes, scales, min/max); None: every float input
+_DATA_INPUTS: dict[str, tuple[int, ...] | None] = {
+    "Conv": (0,), "ConvTranspose": (0,), "Gemm": (0,), "MatMul": (0, 1), "Add": (0, 1), "Mul": (0, 1),
+    "Sub": (0, 1), "Div": (0, 1), "Concat": None, "Sum": None, "Max": None, "Min": None, "Where": (1, 2),
+    "Resize": (0,), "Upsample": (0,), "Pad": (0,), "Clip": (0,), "Slice": (0,), "Gather": (0,),
+    "GatherElements": (0,), "Split": (0,), "Expand": (0,), "Tile": (0,), "Reshape": (0,),
+    "Squeeze": (0,), "Unsqueeze": (0,), "LayerNormalization": (0,), "InstanceNormalization": (0,),
+}  # fmt: skip
+# outputs are a selection or rearrangement of input values: one scale for input and outputs
+VALUE_PRESERVING = frozenset({
+    "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Expand", "Slice", "Tile", "Gather",
+    "GatherElements", "MaxPool", "Resize", "Upsample", "ReduceMax", "ReduceMin", "Split", "DepthToSpace",
+    "SpaceToDepth", "Identity",
+})  # fmt: skip
+CLAMPS = frozenset({"Relu", "Clip"})
+# never tried: no float data, control flow, or quantization itself
+_NEVER = frozenset({
+    "Shape", "Size", "Cast", "CastLike", "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "If",
+    "Loop", "Scan", "Constant", "ConstantOfShape", "NonZero", "Range", "Identity", "Dropout", "RandomNormal",
+    "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "EyeLike", "TopK", "NonMaxSuppression",
+    "ArgMax", "ArgMin", "Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor",
+    "IsNaN", "IsInf", "BatchNormalization",
+})  # fmt: skip
+
+
+def data_inputs(node: onnx.NodeProto) -> list[str]:
+    """The names of ``node``'s inputs that carry data (not shapes, axes or parameters)."""
+    idx = _DATA_INPUTS.get(node.op_type, (0,))
+    if idx is None:
+        return [i for i in node.input if i]
+    return [node.input[i] for i in idx if i < len(node.input) and node.input[i]]
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which nodes run int8, which stay float and why: the decision, as data.
+
+    Attributes:
+        int8: names of the nodes that run on int8 kernels.
+        float: node name -> why it stays float (unfused by ONNX Runtime, no int8 work in its region, slower
+            when measured, excluded).
+        rounds: trials with ONNX Runtime it took.
+        runtime: the ONNX Runtime version that decided (empty for a replayed placement).
+    """
+
+    int8: tuple[str, ...]
+    float: tuple[tuple[str, str], ...] = ()
+    rounds: int = 0
+    runtime: str = ""
+
+    def to_json(self) -> str:
+        """Stable JSON (sorted) for the model's metadata and ``--placement`` files: the decision only, so a
+        replay on another machine writes the same bytes."""
+        return json.dumps({"version": 1, "int8": sorted(self.int8), "float": dict(sorted(self.float))},
+                          sort_keys=True)  # fmt: skip
+
+    def summary(self) -> str:
+        """One line: how many nodes run int8, how many stay float and the commonest reasons."""
+        reasons: dict[str, int] = {}
+        for _, why in self.float:
+            reasons[why.split(":")[0]] = reasons.get(why.split(":")[0], 0) + 1
+        top = ", ".join(f"{k} x{v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:4])
+        by = f" (decided by ONNX Runtime {self.runtime} in {self.rounds} trial(s))" if self.runtime else " (replayed)"
+        return f"placement: {len(self.int8)} node(s) int8, {len(self.float)} float{': ' + top if top else ''}{by}"
+
+
+def load_placement(source: str | os.PathLike[str]) -> Placement:
+    """A placement from a JSON file, or from the metadata of a model tensorslim quantized."""
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"{path}: no such placement file; give a JSON file or a model tensorslim quantized")
+    text = ""
+    if path.suffix == ".onnx":
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+        except Exception as e:
+            raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__})") from e
+        text = next((p.value for p in model.metadata_props if p.key == PLACEMENT_METADATA_KEY), "")
+        if not text:
+            raise InputError(f"{path}: holds no static placement (quantize it with --mode static first)")
+    else:
+        text = path.read_text(errors="replace")[:50_000_000]
+    try:
+        raw = json.loads(text)
+    except ValueError as e:
+        raise InputError(f"{path}: not a placement JSON ({e})") from e
+    if not isinstance(raw, dict) or not isinstance(raw.get("int8"), list) or not isinstance(raw.get("float", {}), dict):
+        raise InputError(f"{path}: a placement is a JSON object with an 'int8' list and a 'float' object")
+    if not all(isinstance(x, str) for x in raw["int8"]) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in raw.get("float", {}).items()
+    ):
+        raise InputError(f"{path}: placement names must be strings")
+    return Placement(tuple(sorted(raw["int8"])), tuple(sorted(raw.get("float", {}).items())))
+
+
+def ensure_node_names(graph: onnx.GraphProto) -> int:
+    """Give every node of ``graph`` a unique name (placements and ONNX Runtime's fused nodes refer to them)."""
+    seen: set[str] = set()
+    renamed = 0
+    for i, n in enumerate(graph.node):
+        if not n.name or n.name in seen:
+            base = n.name or f"{n.op_type}_{i}"
+            name, k = base, 0
+            while name in seen:
+                k += 1
+                name = f"{base}_{k}"
+            n.name = name
+            renamed += 1
+        seen.add(n.name)
+    return renamed
+
+
+def _scalar_constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    out = {t.name: numpy_helper.to_array(t) for t in graph.initializer if np.prod(t.dims) <= 1 << 16}
+    for n in graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value" and np.prod(a.t.dims) <= 1 << 16:
+                    out[n.output[0]] = numpy_helper.to_array(a.t)
+    return out
+
+
+def rewrite_for_int8(model: onnx.ModelProto) -> list[str]:
+    """Rewrite ops with no int8 kernel into equivalent ones that have one (main graph; in place).
+
+    ``Div(x, c)`` -> ``Mul(x, 1/c)``, ``Sub(x, c)`` -> ``Add(x, -c)`` for float constants ``c``;
+    ``HardSigmoid`` -> ``Clip(Add(Mul(x, alpha), beta), 0, 1)``; ``HardSwish`` -> ``Mul(x, HardSigmoid(x))``
+    (itself rewritten). Returns notes on what was rewritten.
+    """
+    g = model.graph
+    consts = _scalar_constants(g)
+    used = {t.name for t in g.initializer} | {n.name for n in g.node}
+    used |= {v for n in g.node for v in (*n.input, *n.output)}
+
+    def fresh(base: str) -> str:
+        name, k = base, 0
+        while name in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name)
+        return name
+
+    def const(base: str, value: np.ndarray) -> str:
+        name = fresh(base)
+        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    counts: dict[str, int] = {}
+    out: list[onnx.NodeProto] = []
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    for n in g.node:
+        c = consts.get(n.input[1]) if n.op_type in ("Div", "Sub") and len(n.input) == 2 else None
+        if c is not None and c.dtype == np.float32 and n.input[0] not in consts:
+            if n.op_type == "Div" and np.all(c != 0) and np.all(np.isfinite(1.0 / c)):
+                out.append(helper.make_node("Mul", [n.input[0], const(f"{n.name}_reciprocal", (1.0 / c).astype(
+                    np.float32))], list(n.output), name=n.name))  # fmt: skip
+                counts["Div"] = counts.get("Div", 0) + 1
+                continue
+            if n.op_type == "Sub":
+                out.append(helper.make_node("Add", [n.input[0], const(f"{n.name}_negated", (-c).astype(np.float32))],
+                                            list(n.output), name=n.name))  # fmt: skip
+                counts["Sub"] = counts.get("Sub", 0) + 1
+                continue
+        if n.op_type in ("HardSigmoid", "HardSwish") and n.domain in ("", "ai.onnx") and opset >= 11:
+            attrs = {a.name: a.f for a in n.attribute}
+            alpha = attrs.get("alpha", 0.2) if n.op_type == "HardSigmoid" else 1.0 / 6.0
+            beta = attrs.get("beta", 0.5)
+            x, y = n.input[0], n.output[0]
+            scaled, shifted = fresh(f"{n.name}_scaled"), fresh(f"{n.name}_shifted")
+            hs = fresh(f"{n.name}_hardsigmoid") if n.op_type == "HardSwish" else y
+            out += [
+                helper.make_node("Mul", [x, const(f"{n.name}_alpha", np.array(alpha, np.float32))], [scaled],
+                                 name=fresh(f"{n.name}_Mul")),
+                helper.make_node("Add", [scaled, const(f"{n.name}_beta", np.array(beta, np.float32))], [shifted],
+                                 name=fresh(f"{n.name}_Add")),
+                helper.make_node("Clip", [shifted, const(f"{n.name}_zero", np.array(0.0, np.float32)),
+                                          const(f"{n.name}_one", np.array(1.0, np.float32))], [hs],
+                                 name=n.name if n.op_type == "HardSigmoid" else fresh(f"{n.name}_Clip")),
+            ]  # fmt: skip
+            if n.op_type == "HardSwish":
+                out.append(helper.make_node("Mul", [x, hs], [y], name=n.name))
+            counts[n.op_type] = counts.get(n.op_type, 0) + 1
+            continue
+        out.append(n)
+    if not counts:
+        return []
+    copies = []
+    for n in out:
+        c2 = onnx.NodeProto()
+        c2.CopyFrom(n)
+        copies.append(c2)
+    del g.node[:]
+    g.node.extend(copies)
+    return ["rewritten into int8-capable equivalents (same function): " + ", ".join(
+        f"{k} x{v}" for k, v in sorted(counts.items()))]  # fmt: skip
+
+
+def candidate_nodes(model: onnx.ModelProto, floats: set[str], constants: set[str],
+                    exclude: Iterable[re.Pattern[str]]) -> tuple[list[onnx.NodeProto], dict[str, str]]:  # fmt: skip
+    """Main-graph nodes worth trying in int8 (a float activation among their data inputs), and those excluded."""
+    patterns = list(exclude)
+    chosen: list[onnx.NodeProto] = []
+    excluded: dict[str, str] = {}
+    for n in model.graph.node:
+        if n.domain not in ("", "ai.onnx") or n.op_type in _NEVER:
+            continue
+        acts = [i for i in data_inputs(n) if i in floats and i not in constants]
+        if not acts or not n.output or not all(o in floats for o in n.output if o):
+            continue
+        if any(p.search(n.name or "") for p in patterns):
+            excluded[n.name] = "excluded: matches --exclude"
+            continue
+        if n.op_type == "Gemm" and any(a.name == "transA" and a.i for a in n.attribute):
+            continue
+        chosen.append(n)
+    return chosen, excluded
+
+
+def _optimized(model: onnx.ModelProto) -> onnx.ModelProto:
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="tensorslim-placement-") as tmp:
+        src, dst = Path(tmp) / "trial.onnx", Path(tmp) / "optimized.onnx"
+        src.write_bytes(model.SerializeToString())
+        so = ort.SessionOptions()
+        so.log_severity_level = 3
+        so.intra_op_num_threads = 1
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.optimized_model_filepath = str(dst)
+        ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+        return onnx.load(str(dst))
+
+
+_TOKEN = re.compile(r"_token_\d+$")
+
+
+def unfused_nodes(optimized: onnx.ModelProto, tried: Iterable[onnx.NodeProto]) -> dict[str, str]:
+    """Nodes of ``tried`` that ONNX Runtime left as float kernels next to a Q/DQ in its optimized graph."""
+    g = optimized.graph
+    producer = {o: n for n in g.node for o in n.output}
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    by_name = {n.name: n for n in g.node}
+    out: dict[str, str] = {}
+    for t in tried:
+        n = by_name.get(t.name)
+        if n is None or n.op_type != t.op_type or n.domain not in ("", "ai.onnx"):
+            continue  # replaced by an integer kernel, or removed (a clamp folded into its Q)
+        dq_in = any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in n.input if i)
+        q_out = any(c.op_type == "QuantizeLinear" for o in n.output for c in consumers.get(o, []))
+        if dq_in or q_out:
+            out[t.name] = f"unfused: no int8 kernel for {t.op_type} in ONNX Runtime (kept float)"
+    return out
+
+
+def decide(
+    nodes: list[onnx.NodeProto],
+    build: Callable[[set[str]], onnx.ModelProto],
+    *,
+    max_rounds: int = 6,
+    region_ok: Callable[[set[str]], dict[str, str]] | None = None,
+) -> tuple[set[str], dict[str, str], int]:
+    """Trial placements with ONNX Runtime until every int8 node is fused; returns (int8 names, float, rounds).
+
+    ``build(names)`` makes the trial model with those nodes in int8; ``region_ok(names)`` returns nodes to put
+    back to float for reasons of the region they sit in (no int8 work).
+    """
+    int8 = {n.name for n in nodes}
+    floats: dict[str, str] = {}
+    rounds = 0
+    for rounds in range(1, max_rounds + 1):  # noqa: B007 - the count is returned
+        if region_ok is not None:
+            drop = region_ok(int8)
+            floats.update(drop)
+            int8 -= set(drop)
+        if not int8:
+            break
+        bad = unfused_nodes(_optimized(build(int8)), [n for n in nodes if n.name in int8])
+        if not bad:
+            break
+        floats.update(bad)
+        int8 -= set(bad)
+    return int8, floats, rounds
+
+
+def int8_components(
+    model: onnx.ModelProto, int8: set[str], quantized_tensors: Callable[[set[str]], set[str]]
+) -> list[set[str]]:
+    """Connected groups of int8 nodes, linked through the quantized tensors between them."""
+    g = model.graph
+    by_tensor: dict[str, list[str]] = {}
+    for n in g.node:
+        if n.name in int8:
+            for v in (*n.input, *n.output):
+                if v:
+                    by_tensor.setdefault(v, []).append(n.name)
+    parent = {n: n for n in int8}
+
+    def find(a: str) -> str:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    linked = quantized_tensors(int8)
+    for t, names in by_tensor.items():
+        if t in linked:
+            for other in names[1:]:
+                ra, rb = find(names[0]), find(other)
+                if ra != rb:
+                    parent[max(ra, rb)] = min(ra, rb)
+    groups: dict[str, set[str]] = {}
+    for n in sorted(int8):
+        groups.setdefault(find(n), set()).add(n)
+    return [groups[k] for k in sorted(groups)]

@@ -1,0 +1,243 @@
+"""Static int8 placement decided by ONNX Runtime's fusions, int8-capable rewrites, latency fallback, replay."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import helper
+
+from models import F, cli, make, run
+from tensorslim import quantize
+from tensorslim.errors import InputError
+from tensorslim.evaluate.data import Dataset
+from tensorslim.passes.static_latency import _region_costs, _slow_nodes, latency_fallback
+from tensorslim.passes.static_placement import (
+    PLACEMENT_METADATA_KEY,
+    Placement,
+    load_placement,
+    rewrite_for_int8,
+    unfused_nodes,
+)
+from tensorslim.passes.static_quant import StaticQuantConfig, StaticQuantPass, _apply, _Index, _trial_params
+
+
+def _optimized(model: onnx.ModelProto, tmp: Path) -> onnx.ModelProto:
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(tmp / "opt.onnx")
+    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return onnx.load(str(tmp / "opt.onnx"))
+
+
+def mobile_block(seed: int = 0, act: str = "HardSwish") -> tuple[onnx.ModelProto, Dataset]:
+    """Conv -> HardSwish (Paddle's Add/Clip/Mul/Div form) -> squeeze-excitation (GAP, Conv, Relu, Conv, HardSigmoid,
+    Mul) -> Conv -> ``act`` (an op with no int8 kernel when it is Tanh) -> Conv -> Sigmoid: what mobile conv nets
+    are made of."""
+    r = np.random.default_rng(seed)
+    c = 8
+    nodes = [
+        helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c1", "three"], ["a1"], name="hs_add"),
+        helper.make_node("Clip", ["a1", "zero", "six"], ["k1"], name="hs_clip"),
+        helper.make_node("Mul", ["c1", "k1"], ["m1"], name="hs_mul"),
+        helper.make_node("Div", ["m1", "six"], ["h1"], name="hs_div"),
+        helper.make_node("GlobalAveragePool", ["h1"], ["g"], name="se_gap"),
+        helper.make_node("Conv", ["g", "Ws1", "Bs1"], ["s1"], name="se_conv1"),
+        helper.make_node("Relu", ["s1"], ["s1r"], name="se_relu"),
+        helper.make_node("Conv", ["s1r", "Ws2", "Bs2"], ["s2"], name="se_conv2"),
+        helper.make_node("HardSigmoid", ["s2"], ["s2h"], name="se_hsig", alpha=0.2, beta=0.5),
+        helper.make_node("Mul", ["h1", "s2h"], ["se"], name="se_mul"),
+        helper.make_node("Conv", ["se", "W2", "B2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node(act, ["c2"], ["t2"], name="act2"),
+        helper.make_node("Conv", ["t2", "W3", "B3"], ["c3"], name="conv3", pads=[1, 1, 1, 1]),
+        helper.make_node("Sigmoid", ["c3"], ["y"], name="out_sigmoid"),
+    ]
+    inits = {
+        "W1": (r.standard_normal((c, 3, 3, 3)) * 0.3).astype(np.float32), "B1": (r.standard_normal(c) * 0.1).astype(
+            np.float32),
+        "Ws1": (r.standard_normal((4, c, 1, 1)) * 0.3).astype(np.float32), "Bs1": np.zeros(4, np.float32),
+        "Ws2": (r.standard_normal((c, 4, 1, 1)) * 0.3).astype(np.float32), "Bs2": np.zeros(c, np.float32),
+        "W2": (r.standard_normal((c, c, 3, 3)) * 0.2).astype(np.float32), "B2": np.zeros(c, np.float32),
+        "W3": (r.standard_normal((4, c, 3, 3)) * 0.2).astype(np.float32), "B3": np.zeros(4, np.float32),
+        "three": np.array(3.0, np.float32), "zero": np.array(0.0, np.float32), "six": np.array(6.0, np.float32),
+    }  # fmt: skip
+    model = make(nodes, [("x", F, ["b", 3, 16, 16])], [("y", F, ["b", 4, 16, 16])], inits, opset=14)
+    return model, Dataset({"x": r.standard_normal((32, 3, 16, 16)).astype(np.float32)})
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_rewrites_keep_the_function() -> None:
+    model, data = mobile_block()
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    notes = rewrite_for_int8(rewritten)
+    onnx.checker.check_model(rewritten)
+    ops = Counter(n.op_type for n in rewritten.graph.node)
+    assert "Div" not in ops and "HardSigmoid" not in ops and "HardSwish" not in ops and ops["Clip"] == 3, ops
+    assert notes and "Div x1" in notes[0] and "HardSigmoid x1" in notes[0] and "HardSwish x1" in notes[0]
+    feeds = {"x": data.inputs["x"][:4]}
+    np.testing.assert_allclose(run(rewritten, feeds)[0], run(model, feeds)[0], rtol=1e-5, atol=1e-6)
+
+
+def test_every_op_with_an_int8_kernel_runs_int8_and_tanh_stays_float(tmp_path: Path) -> None:
+    model, data = mobile_block(act="Tanh")
+    res = StaticQuantPass(StaticQuantConfig(latency_check=False), data=data)(model)
+    onnx.checker.check_model(res.model)
+    opt = _optimized(res.model, tmp_path)
+    ops = Counter(n.op_type for n in opt.graph.node)
+    # the HardSwish, squeeze-excitation and sigmoid run on int8 kernels; the Div/HardSigmoid scale needs no kernel
+    assert ops["QLinearConv"] == 5 and ops["QLinearMul"] >= 2 and ops["QLinearAdd"] >= 2, ops
+    assert ops["QLinearGlobalAveragePool"] == 1 and ops["QLinearSigmoid"] == 1, ops
+    assert ops["Conv"] == 0 and ops["Mul"] == 0 and ops["Add"] == 0 and ops["Clip"] == 0, ops
+    # Tanh has no int8 kernel: float, with exactly one DQ in and one Q out around it
+    assert ops["Tanh"] == 1
+    placement = dict(load_placement_from(res.model).float)
+    assert placement["act2"].startswith("unfused")
+    # no Q -> DQ pair is left without an integer kernel on one side
+    producer = {o: n for n in opt.graph.node for o in n.output}
+    for n in opt.graph.node:
+        if n.op_type == "DequantizeLinear" and n.input[0] in producer:
+            assert producer[n.input[0]].op_type != "QuantizeLinear", n.name
+    feeds = {"x": data.inputs["x"][:8]}
+    assert _cosine(run(model, feeds)[0], run(res.model, feeds)[0]) > 0.99
+
+
+def load_placement_from(model: onnx.ModelProto) -> Placement:
+    raw = json.loads(next(p.value for p in model.metadata_props if p.key == PLACEMENT_METADATA_KEY))
+    return Placement(tuple(raw["int8"]), tuple(raw["float"].items()))
+
+
+def test_scales_and_zero_points_are_scalars() -> None:
+    model, data = mobile_block()
+    res = StaticQuantPass(StaticQuantConfig(latency_check=False), data=data)(model)
+    inits = {t.name: t for t in res.model.graph.initializer}
+    for n in res.model.graph.node:
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(a.name == "axis" for a in n.attribute):
+            for name in n.input[1:]:
+                assert list(inits[name].dims) == [], (n.name, name, list(inits[name].dims))
+
+
+def test_placement_replays_to_the_same_bytes(tmp_path: Path) -> None:
+    model, data = mobile_block(act="Tanh")
+    src = tmp_path / "m.onnx"
+    onnx.save(model, str(src))
+    np.savez(tmp_path / "calib.npz", x=data.inputs["x"])
+    first = tmp_path / "a.onnx"
+    r = cli("quantize", str(src), "-o", str(first), "--mode", "static", "--data", str(tmp_path / "calib.npz"),
+            "--no-check-speed")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "placement:" in r.stdout and "latency check:" in r.stdout
+    replay = tmp_path / "b.onnx"
+    r = cli("quantize", str(src), "-o", str(replay), "--mode", "static", "--data", str(tmp_path / "calib.npz"),
+            "--placement", str(first), "--no-check-speed")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert replay.read_bytes() == first.read_bytes()
+    # a JSON placement file works the same way
+    (tmp_path / "p.json").write_text(load_placement(first).to_json())
+    assert load_placement(tmp_path / "p.json") == load_placement(first)
+
+
+def test_bad_placements_are_refused(tmp_path: Path) -> None:
+    model, data = mobile_block()
+    (tmp_path / "bad.json").write_text('{"int8": [1, 2]}')
+    with pytest.raises(InputError, match="must be strings"):
+        load_placement(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text(Placement(("no_such_node",)).to_json())
+    with pytest.raises(InputError, match="does not have"):
+        StaticQuantPass(StaticQuantConfig(placement=str(tmp_path / "other.json")), data=data)(model)
+    with pytest.raises(InputError, match="no such placement file"):
+        load_placement(tmp_path / "missing.json")
+
+
+def test_unfused_nodes_reads_the_optimized_graph(tmp_path: Path) -> None:
+    """A trial with every candidate in int8: the Tanh is found unfused, every Conv fused."""
+    model, _ = mobile_block(act="Tanh")
+    trial = onnx.ModelProto()
+    trial.CopyFrom(model)
+    index = _Index(trial)
+    names = {n.name for n in index.nodes}
+    cfg = StaticQuantConfig(latency_check=False)
+    _apply(trial, names, _trial_params(index, names, cfg), cfg, {}, [])
+    bad = unfused_nodes(_optimized(trial, tmp_path), list(model.graph.node))
+    # Div and HardSigmoid have no int8 kernel of their own (rewrite_for_int8 gives them one), nor has Tanh
+    assert set(bad) == {"act2", "hs_div", "se_hsig"} and "Tanh" in bad["act2"]
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    rewrite_for_int8(rewritten)
+    trial.CopyFrom(rewritten)
+    index = _Index(trial)
+    names = {n.name for n in index.nodes}
+    _apply(trial, names, _trial_params(index, names, cfg), cfg, {}, [])
+    assert set(unfused_nodes(_optimized(trial, tmp_path), list(rewritten.graph.node))) == {"act2"}
+
+
+def test_slow_nodes_and_region_costs_from_profiles() -> None:
+    float_prof = {"conv": 1.0, "pool": 0.01, "mul": 0.1}
+    int8_prof = {
+        "conv_token_3": 0.4, "QLinearConv/conv_token_3/bytes": 1000.0,
+        "pool": 0.5, "MaxPool/pool/bytes": 1000.0,
+        "mul_token_9": 0.05, "QLinearMul/mul_token_9/bytes": 1000.0,
+        "t_QuantizeLinear": 0.01, "QuantizeLinear/t_QuantizeLinear/bytes": 5000.0,
+    }  # fmt: skip
+    slow = _slow_nodes({"conv", "pool", "mul"}, set(), int8_prof, float_prof)
+    assert set(slow) == {"pool"} and slow["pool"] == pytest.approx(0.5 - 0.01 - 0.01 / 1000 * 1000, rel=1e-6)
+    costs = _region_costs([{"conv", "mul"}, {"pool"}], int8_prof, float_prof, {"conv": {"t_QuantizeLinear"}})
+    assert costs[0] == pytest.approx(0.4 + 0.05 + 0.01 - 1.1) and costs[1] == pytest.approx(0.49)
+
+
+def test_latency_fallback_says_what_it_measured_and_moved() -> None:
+    model, data = mobile_block(act="Tanh")
+    res = StaticQuantPass(StaticQuantConfig(latency_budget_s=8.0), data=data)(model)
+    checks = [n for n in res.notes if n.startswith("latency check:")]
+    assert checks and "x float [" in checks[0]
+    first_ratio = float(checks[0].split("static int8 ")[1].split("x")[0])
+    low = float(checks[0].split("[")[1].split(",")[0])
+    placement = load_placement_from(res.model) if res.model.metadata_props else Placement(())
+    moved = [n for n, why in placement.float if why.startswith("slower")]
+    if low > 1.0 or first_ratio > 1.05:
+        assert len(checks) >= 2 and "moved back to float" in checks[1], checks
+    else:
+        assert not moved
+    assert all(why for _, why in placement.float)
+
+
+def test_latency_fallback_keeps_a_placement_that_is_not_slower() -> None:
+    """A float model compared with itself is not slower: nothing moves."""
+    model, data = mobile_block()
+    index = _Index(model)
+    placement = Placement(("conv1",), (("conv2", "unfused: test"),), 1, "x")
+    out, notes = latency_fallback(model, placement, lambda names: model, data, index, time_budget_s=4.0)
+    ratio = float(notes[0].split("static int8 ")[1].split("x")[0])
+    if ratio <= 1.05:
+        assert out == placement and len(notes) == 1
+
+
+def test_quantize_api_takes_a_placement_object(tmp_path: Path) -> None:
+    model, data = mobile_block()
+    a = quantize(model, tmp_path / "a.onnx", config=StaticQuantConfig(latency_check=False), data=data)
+    placement = load_placement(tmp_path / "a.onnx")
+    b = quantize(model, tmp_path / "b.onnx", config=StaticQuantConfig(placement=placement), data=data)
+    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
+    assert a.notes and b.notes
+
+
+def test_node_fallback_measures_the_error_each_node_adds() -> None:
+    model, data = mobile_block()
+    res = StaticQuantPass(StaticQuantConfig(latency_check=False, node_fallback=True, fallback_sqnr_db=45.0,
+                                            max_fallback=0.5), data=data)(model)  # fmt: skip
+    reasons = dict(load_placement_from(res.model).float)
+    added = [n for n, why in reasons.items() if why.startswith("sensitive: its int8 form adds error")]
+    assert added and all(float(reasons[n].split("(")[1].split(" dB")[0]) < 45.0 for n in added)
+    assert any(n.startswith("node(s) left float") or "node(s) left float" in n for n in res.notes)
+    feeds = {"x": data.inputs["x"][:8]}
+    assert _cosine(run(model, feeds)[0], run(res.model, feeds)[0]) > 0.99
