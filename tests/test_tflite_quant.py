@@ -96,7 +96,7 @@ def test_dynamic_ops_run_as_hybrid_kernels() -> None:
 
 
 def test_dynamic_conv_axes_and_converter_threshold() -> None:
-    res = _dynamic(tm.cnn())
+    res = _dynamic(tm.cnn(), form="integer")  # hybrid convolutions, as the converter writes them
     m = res.model
     assert _tensor(m, "conv2/w").quantization.quantizedDimension == 0
     dw = _tensor(m, "dw/w")
@@ -111,7 +111,7 @@ def test_dynamic_conv_axes_and_converter_threshold() -> None:
 
 
 def test_dynamic_per_tensor() -> None:
-    m = _dynamic(tm.cnn(), granularity="per_tensor").model
+    m = _dynamic(tm.cnn(), granularity="per_tensor", form="integer").model
     assert len(_tensor(m, "conv2/w").quantization.scale) == 1
     dw_scale = _tensor(m, "dw/w").quantization.scale  # depthwise hybrid needs per-channel: one scale repeated
     assert len(dw_scale) == 16 and np.unique(dw_scale).size == 1
@@ -151,7 +151,7 @@ def test_dynamic_every_weight_kind(builder: Any, actions: dict[str, str]) -> Non
 
 def test_float16_weights_behind_dequantize_are_quantized_from_float16() -> None:
     fp16 = TfliteFloat16Pass()(model_from_bytes(tm.cnn())).model
-    res = TfliteDynamicPass(TfliteDynamicConfig(min_size=0))(fp16)
+    res = TfliteDynamicPass(TfliteDynamicConfig(min_size=0, form="integer"))(fp16)
     fc = next(r for r in res.records if r.name == "fc/w")
     assert fc.action == "int8 hybrid" and "from float16" in fc.reason and fc.bytes_before == 10 * 864 * 2
     ops = _ops(res.model)

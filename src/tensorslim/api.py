@@ -10,10 +10,11 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import onnx
 
 from tensorslim.backends.onnx.io import check_output_path, load_model, model_size_bytes, save_model
-from tensorslim.data import BatchAxes, Dataset, generate_inputs
+from tensorslim.data import BatchAxes, Dataset, batch_size_for, random_input
 from tensorslim.data.load import DataLike
 from tensorslim.errors import InputError, UnsupportedModelError
 from tensorslim.passes.base import PassResult, WeightRecord
@@ -21,6 +22,7 @@ from tensorslim.passes.blockwise_quant import BlockQuantConfig, BlockQuantPass
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass, summarize
 from tensorslim.passes.float16 import Float16Config, Float16Pass, find_overflows
 from tensorslim.passes.fold_batchnorm import FoldBatchNormPass
+from tensorslim.passes.fold_weight_chains import FoldWeightChainsPass
 from tensorslim.passes.static_quant import StaticQuantConfig, StaticQuantPass
 from tensorslim.runtime.ort import OrtRuntime
 from tensorslim.runtime.targets import TargetRuntime, check_target, gather_block_quantized, target_for
@@ -149,7 +151,7 @@ def quantize(
     target_runtime: str | TargetRuntime | None = None,
     batch_axis: BatchAxes | None = None,
 ) -> QuantizeResult:
-    """Quantize an ONNX model; the config's type picks the technique.
+    """Quantize an ONNX or TFLite model; the config's type picks the technique.
 
     * :class:`DynamicQuantConfig` (default): dynamic-range int8, no data needed.
     * :class:`BlockQuantConfig`: block-wise int4/int8 for MatMul and Gather (4-bit MatMul weights on int8 kernels
@@ -158,8 +160,13 @@ def quantize(
       overflow, and overflowing nodes fall back to float32.
     * :class:`StaticQuantConfig`: full-integer static int8 (QDQ) calibrated on ``data`` (required).
 
+    A ``.tflite`` path goes to :func:`tensorslim.backends.tflite.quantize.quantize_tflite`, as the CLI sends it:
+    :class:`DynamicQuantConfig` gives dynamic-range int8 (its ``form``, ``granularity`` and ``exclude`` carry
+    over; ``weight_only`` is int8 weights behind ``DEQUANTIZE``), :class:`Float16Config` float16 weights,
+    :class:`StaticQuantConfig` full integer; the TFLite configs are taken as they are.
+
     Args:
-        model: a path to an ``.onnx`` file or a ``ModelProto`` (never modified).
+        model: a path to an ``.onnx`` or ``.tflite`` file or a ``ModelProto`` (never modified).
         output: where to write the result (atomically); ``None`` keeps it in memory only.
         config: the technique and its options.
         data: calibration data: ``.npz``, folder of ``.npz``, a :class:`Dataset`, or feed dicts (see
@@ -175,6 +182,10 @@ def quantize(
         InputError: unreadable model, bad output path, nothing to quantize, or the output needs a newer
             runtime than ``target_runtime``.
     """
+    from tensorslim.backends.tflite.io import is_tflite
+
+    if isinstance(model, str | os.PathLike) and is_tflite(model):
+        return _quantize_tflite(model, output, config, data, max_samples, verify)
     start = time.perf_counter()
     cfg = config or DynamicQuantConfig()
     target = target_for(target_runtime, model_kind="onnx") if isinstance(target_runtime, str) else target_runtime
@@ -210,6 +221,41 @@ def quantize(
         seconds=time.perf_counter() - start,
         notes=notes,
     )
+
+
+def _quantize_tflite(
+    model: str | os.PathLike[str],
+    output: str | os.PathLike[str] | None,
+    config: Any,
+    data: CalibrationData | None,
+    max_samples: int | None,
+    verify: bool,
+) -> QuantizeResult:
+    """:func:`quantize` for a ``.tflite`` path: the ONNX configs mapped onto the TFLite modes."""
+    from tensorslim.backends.tflite.dynamic import TfliteDynamicConfig
+    from tensorslim.backends.tflite.fp16 import TfliteFloat16Config
+    from tensorslim.backends.tflite.quantize import quantize_tflite
+    from tensorslim.backends.tflite.static import TfliteStaticConfig
+
+    mode, cfg = "dynamic", config
+    if config is None or isinstance(config, DynamicQuantConfig):
+        c = config or DynamicQuantConfig()
+        cfg = TfliteDynamicConfig(form=c.form, granularity=c.granularity, exclude=c.exclude)
+    elif isinstance(config, Float16Config | TfliteFloat16Config):
+        mode = "fp16"
+        cfg = config if isinstance(config, TfliteFloat16Config) else TfliteFloat16Config()
+    elif isinstance(config, StaticQuantConfig | TfliteStaticConfig):
+        mode = "static"
+        cfg = config if isinstance(config, TfliteStaticConfig) else TfliteStaticConfig()
+    elif not isinstance(config, TfliteDynamicConfig):
+        raise InputError(
+            f"{model}: {type(config).__name__} is not available for .tflite models; use DynamicQuantConfig "
+            "(form='weight_only' for float compute), Float16Config or StaticQuantConfig"
+        )
+    if data is not None and mode != "static":
+        raise InputError("data is used by static quantization of .tflite models only; drop it or use StaticQuantConfig")
+    kwargs: dict[str, Any] = {} if max_samples is None else {"max_samples": max_samples}
+    return quantize_tflite(model, output, mode=mode, config=cfg, data=data, verify=verify, **kwargs)
 
 
 def verify_output(model: onnx.ModelProto, *, float16: bool, load: bool = True) -> bool:
@@ -267,6 +313,10 @@ def _run_pass(
     notes: list[str],
     target: TargetRuntime | None = None,
 ) -> PassResult:
+    chains = FoldWeightChainsPass()(proto)
+    if chains.modified:
+        notes.extend(chains.notes)
+        proto = chains.model
     folded = FoldBatchNormPass()(proto)
     if folded.modified:
         notes.append("BatchNormalization folded into the preceding Conv layers")
@@ -318,10 +368,24 @@ def _float16_with_fallback(
     import re
 
     if dataset is None:
+        # one made-up feed per sample in the model's own shapes (unknown dims 1): a fixed batch, a batch on
+        # another axis (recurrent states) or a scalar input all take it as it is
         rt = OrtRuntime(proto)
-        dataset = generate_inputs(rt.inputs, num_samples=4, bounds=rt.index_bounds())
+        bounds, rng = rt.index_bounds(), np.random.default_rng(0)
+        feeds = [
+            {
+                s.name: random_input(
+                    rng, s.name, s.dtype, tuple(d if isinstance(d, int) and d > 0 else 1 for d in s.shape),
+                    bounds.get(s.name),
+                )
+                for s in rt.inputs
+            }
+            for _ in range(4)
+        ]  # fmt: skip
         notes.append("float16 overflow check ran on generated inputs; pass --data for a real check")
-    feeds = [batch for batch, _ in dataset.batches(8)][:8]
+    else:
+        size = batch_size_for(OrtRuntime(proto).inputs, 8)  # a model with a fixed batch takes that many a call
+        feeds = [batch for batch, _ in dataset.batches(size)][:8]
     result = Float16Pass(cfg)(proto)
     for _ in range(3):
         try:

@@ -129,7 +129,9 @@ def quantize(
     mode: Annotated[str, typer.Option(help=mode_help())] = "dynamic",
     form: Annotated[
         str,
-        typer.Option(help="auto (fastest per op), integer (integer kernels), weight_only (float compute)."),
+        typer.Option(
+            help="auto (fastest per op), integer (integer kernels; .tflite: hybrid), weight_only (float compute)."
+        ),
     ] = "auto",
     scheme: Annotated[
         str | None,
@@ -265,8 +267,8 @@ def quantize(
             if target is not None and json_out != "-":
                 console.print(f"note: --target-runtime {target}: LiteRT versions are not checked yet (ONNX only)")
 
-            if (form, scheme or "symmetric", weight_encoding) != ("auto", "symmetric", "auto"):
-                raise InputError("--form, --scheme and --weight-encoding apply to ONNX models; drop them for .tflite")
+            if (scheme or "symmetric", weight_encoding) != ("symmetric", "auto"):
+                raise InputError("--scheme and --weight-encoding apply to ONNX models; drop them for .tflite")
             if (activation_bits, int16_nodes, smooth_quant, bias_correction, equalize, placement) != (
                 8, None, None, False, False, None
             ):
@@ -275,7 +277,7 @@ def quantize(
                     "apply to ONNX models; drop them for .tflite"
                 )
             return quantize_tflite_command(
-                model, output, mode=mode, data=data, granularity=granularity, range_method=range_method,
+                model, output, mode=mode, form=form, data=data, granularity=granularity, range_method=range_method,
                 exclude=exclude or (), min_size=min_size, ops=_split_ops(ops), io=io, json_out=json_out,
                 show_all=show_all, check_speed=check_speed, table=_weights_table,
             )  # fmt: skip

@@ -107,6 +107,9 @@ def run_with_outputs(
     sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
     wanted = [n for n in dict.fromkeys(names) if n not in graph_inputs]
     feed_names = {i.name for i in sess.get_inputs()}
+    fixed = {i.shape[0] for i in sess.get_inputs() if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0}
+    if fixed == {1}:  # a model exported with a fixed batch of 1 takes one sample a call
+        batch_size = 1
 
     def run(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         run_feeds = {k: v for k, v in feeds.items() if k in feed_names}

@@ -69,6 +69,7 @@ from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import ConvGeometry, LayerInput, LazyGrams
 from tensorslim.passes.dynamic_rotation import fold_rotations, insert_rotations
 from tensorslim.passes.dynamic_storage import float16_scales, plan_float16_storage
+from tensorslim.passes.fold_weight_chains import FoldWeightChainsPass
 
 __all__ = [
     "SUPPORTED_OPS",
@@ -428,6 +429,8 @@ class DynamicQuantPass(Pass):
     def call(self, model: onnx.ModelProto) -> PassResult:
         """Plan, then rewrite ``model`` in place (the base class hands us a copy)."""
         cfg = self.config
+        chains = FoldWeightChainsPass().call(model)  # weights behind constant Slice/Concat chains (If bodies)
+        model = chains.model
         folded: frozenset[str] = frozenset()
         rotate = cfg.rotation is Rotation.HADAMARD and cfg.form is not QuantForm.WEIGHT_ONLY
         hessians: Mapping[str, np.ndarray] = {}
@@ -445,7 +448,7 @@ class DynamicQuantPass(Pass):
         records = [_apply_weight(editor, p, rotated, f"q{i}" if compact else "") for i, p in enumerate(plans)]
         editor.apply()
         modified = any(not r.skipped for r in records)
-        return PassResult(model, modified, records)
+        return PassResult(model, modified, records, chains.notes if modified else [])
 
 
 def _input_hessians(

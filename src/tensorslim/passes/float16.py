@@ -25,6 +25,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from tensorslim.backends.onnx.editor import NameGenerator
+from tensorslim.errors import InputError
 from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.runtime.ort import thread_budget
@@ -100,6 +101,9 @@ class Float16Pass(Pass):
         for n in nodes:
             for i in n.input:
                 consumers[i].append(n)
+        for n in nodes:  # see _batch_transpose_into_matmul
+            if id(n) in f16_nodes and _batch_transpose_into_matmul(n, consumers, f16_nodes):
+                f16_nodes.discard(id(n))
         graph_outputs = {o.name for o in g.output}
         inits = {t.name: t for t in g.initializer}
         const_nodes = {n.output[0]: n for n in nodes if n.op_type == "Constant" and n.output}
@@ -130,11 +134,12 @@ class Float16Pass(Pass):
                     action="float16", reason=src_kind, bytes_before=int(arr.nbytes), bytes_after=int(arr.nbytes // 2),
                 ))  # fmt: skip
         # large weights of float32 nodes: float16 storage, Cast back to float32 (folded at session load)
+        sub_used = _subgraph_inputs(g)
         new_casts: list[onnx.NodeProto] = []
         for name in sorted(inits):
             users = consumers.get(name, [])
             t = inits[name]
-            if name in stored_f16 or name not in floats or name in graph_outputs or not users:
+            if name in stored_f16 or name not in floats or name in graph_outputs or not (users or name in sub_used):
                 continue
             if any(id(u) in f16_nodes for u in users) or t.data_type != TensorProto.FLOAT:
                 continue
@@ -146,7 +151,7 @@ class Float16Pass(Pass):
             new_casts.append(helper.make_node("Cast", [stored], [name], name=names(f"{name}_CastStored"),
                                               to=TensorProto.FLOAT))  # fmt: skip
             records.append(WeightRecord(
-                name=name, ops=",".join(dict.fromkeys(u.op_type for u in users)),
+                name=name, ops=",".join(dict.fromkeys(u.op_type for u in users)) or "(subgraph)",
                 nodes=",".join(dict.fromkeys(u.name for u in users)), shape=tuple(arr.shape),
                 action="float16 storage", reason="float32 compute (Cast folded at load)",
                 bytes_before=int(arr.nbytes), bytes_after=int(arr.nbytes // 2),
@@ -203,7 +208,94 @@ class Float16Pass(Pass):
         del g.node[:]
         g.node.extend(_topological(copies, {i.name for i in g.input} | {t.name for t in g.initializer}))
         del g.value_info[:]  # stale float32 types; ONNX Runtime infers them again
-        return PassResult(model, bool(f16_nodes or new_casts), records)
+        records += _store_subgraph_weights(model, names)
+        return PassResult(model, bool(f16_nodes or new_casts) or bool(records), records)
+
+def _batch_transpose_into_matmul(
+    node: onnx.NodeProto, consumers: dict[str, list[onnx.NodeProto]], f16_nodes: set[int]
+) -> bool:
+    """A float16 ``Transpose`` that moves the first axis and feeds a float16 ``MatMul``: ONNX Runtime 1.32's CPU
+    optimizer fuses the pair (MatmulTransposeFusion, then NchwcTransformer) and crashes at session creation
+    (measured on a PyTorch GRU export: ``Transpose(perm=[1, 0, 2]) -> Reshape -> Transpose -> MatMul``). Such a
+    Transpose stays float32, and the Cast between them keeps the optimizer from fusing."""
+    if node.op_type != "Transpose":
+        return False
+    perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+    if perm is not None and perm and perm[0] == 0:
+        return False
+    return any(u.op_type == "MatMul" and id(u) in f16_nodes for o in node.output for u in consumers.get(o, []))
+
+
+def _subgraph_inputs(graph: onnx.GraphProto) -> set[str]:
+    """Names read by the nodes of the subgraphs (``If``/``Loop``/``Scan`` bodies) of ``graph``."""
+    from tensorslim.backends.onnx.weights import iter_graphs
+
+    used: set[str] = set()
+    for scope in list(iter_graphs(graph))[1:]:
+        for n in scope.graph.node:
+            used.update(n.input)
+    return used
+
+
+def _store_subgraph_weights(model: onnx.ModelProto, names: NameGenerator) -> list[WeightRecord]:
+    """Inside subgraphs, large float32 constants become float16 behind a Cast to float32 (folded at load).
+
+    Bodies keep float32 compute: ``W (f32)  ->  W_f16 -> Cast(to=float) -> W``, for initializers and
+    ``Constant`` nodes of at least 1024 elements within float16's range.
+    """
+    from tensorslim.backends.onnx.weights import iter_graphs
+
+    f16max = float(np.finfo(np.float16).max)
+    records: list[WeightRecord] = []
+
+    def convert(arr: np.ndarray) -> bool:
+        return arr.dtype == np.float32 and arr.size >= 1024 and bool(np.all(np.abs(arr) <= f16max))
+
+    for scope in list(iter_graphs(model.graph))[1:]:
+        g = scope.graph
+        out: list[onnx.NodeProto] = []
+        casts: list[onnx.NodeProto] = []
+        for n in g.node:
+            c = onnx.NodeProto()
+            c.CopyFrom(n)
+            out.append(c)
+            attr = next((a for a in c.attribute if a.name == "value"), None) if c.op_type == "Constant" else None
+            if attr is None or attr.type != onnx.AttributeProto.TENSOR or len(c.output) != 1:
+                continue
+            arr = numpy_helper.to_array(attr.t)
+            if not convert(arr):
+                continue
+            name, stored = c.output[0], names(f"{c.output[0]}_f16")
+            attr.t.CopyFrom(numpy_helper.from_array(arr.astype(np.float16), stored))
+            c.output[0] = stored
+            out.append(
+                helper.make_node("Cast", [stored], [name], name=names(f"{name}_CastStored"), to=TensorProto.FLOAT)
+            )
+            records.append(_storage_record(name, arr, "constant in a subgraph"))
+        keep = []
+        for t in g.initializer:
+            arr = numpy_helper.to_array(t)
+            if t.name in {i.name for i in g.input} or not convert(arr):
+                keep.append(t)
+                continue
+            stored = names(f"{t.name}_f16")
+            keep.append(numpy_helper.from_array(arr.astype(np.float16), stored))
+            casts.append(helper.make_node("Cast", [stored], [t.name], name=names(f"{t.name}_CastStored"),
+                                          to=TensorProto.FLOAT))  # fmt: skip
+            records.append(_storage_record(t.name, arr, "initializer in a subgraph"))
+        del g.initializer[:]
+        g.initializer.extend(keep)
+        del g.node[:]
+        g.node.extend([*casts, *out])
+    return records
+
+
+def _storage_record(name: str, arr: np.ndarray, where: str) -> WeightRecord:
+    return WeightRecord(
+        name=name, ops="", nodes="", shape=tuple(arr.shape), action="float16 storage",
+        reason=f"{where}; float32 compute (Cast folded at load)", bytes_before=int(arr.nbytes),
+        bytes_after=int(arr.nbytes // 2),
+    )  # fmt: skip
 
 
 def _to_f16(arr: np.ndarray) -> np.ndarray:
@@ -231,7 +323,16 @@ def find_overflows(model: onnx.ModelProto, feeds_list: list[dict[str, np.ndarray
     names = [o.name for o in sess.get_outputs()]
     bad_values: set[str] = set()
     for feeds in feeds_list:
-        for name, value in zip(names, sess.run(None, feeds), strict=True):
+        try:
+            values = sess.run(None, feeds)
+        except Exception as e:  # ONNX Runtime's own error types; the data does not fit the model
+            shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in feeds.items())
+            first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+            raise InputError(
+                f"float16 overflow check: the model does not run on the data ({shapes}): {first}; give data in "
+                "the model's input shapes"
+            ) from e
+        for name, value in zip(names, values, strict=True):
             arr = np.asarray(value)
             if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
                 bad_values.add(name)

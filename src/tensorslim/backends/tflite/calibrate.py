@@ -4,14 +4,13 @@ intermediate tensor preserved and stream the range of each requested tensor into
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
 from tensorslim.algorithms.observers import HistogramObserver, MinMaxObserver
 from tensorslim.backends.tflite.io import serialize
-from tensorslim.data import Dataset, batch_size_for, load_npz
+from tensorslim.data import Dataset, batch_size_for, load_data
 from tensorslim.runtime.litert import LiteRTRuntime
 
 __all__ = ["ActivationRange", "calibrate", "load_calibration_data"]
@@ -24,12 +23,13 @@ class ActivationRange(StrEnum):
     PERCENTILE = "percentile"  # the range keeping 99.99 % of the values
 
 
-def load_calibration_data(model: Any, data: str | os.PathLike[str] | Dataset, *, max_samples: int | None) -> Dataset:
-    """The calibration samples, checked against ``model``'s inputs (names as :class:`LiteRTRuntime` gives them)."""
+def load_calibration_data(model: Any, data: Any, *, max_samples: int | None) -> Dataset:
+    """The calibration samples, checked against ``model``'s inputs (names as :class:`LiteRTRuntime` gives them):
+    any form :func:`tensorslim.evaluate.data.load_data` reads (``.npz``, a folder of ``.npz``, feed dicts)."""
     if isinstance(data, Dataset):
         return data
     rt = LiteRTRuntime(serialize(model))
-    return load_npz(data, rt.inputs, max_samples=max_samples)
+    return load_data(data, rt.inputs, max_samples=max_samples)
 
 
 def calibrate(

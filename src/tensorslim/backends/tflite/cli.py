@@ -15,15 +15,15 @@ from tensorslim.errors import InputError
 __all__ = ["bench_tflite_command", "quantize_tflite_command"]
 
 
-def _config(mode: str, *, granularity: str, range_method: str | None, exclude: Sequence[str], min_size: int | None,
-            ops: tuple[str, ...] | None, io: str) -> Any:  # fmt: skip
+def _config(mode: str, *, form: str, granularity: str, range_method: str | None, exclude: Sequence[str],
+            min_size: int | None, ops: tuple[str, ...] | None, io: str) -> Any:  # fmt: skip
     from tensorslim.backends.tflite.dynamic import DYNAMIC_OPS, TfliteDynamicConfig
     from tensorslim.backends.tflite.fp16 import TfliteFloat16Config
     from tensorslim.backends.tflite.static import TfliteStaticConfig
 
     try:
         if mode == "dynamic":
-            kwargs: dict[str, Any] = {"granularity": granularity, "exclude": tuple(exclude)}
+            kwargs: dict[str, Any] = {"granularity": granularity, "exclude": tuple(exclude), "form": form}
             if range_method is not None:
                 kwargs["range_method"] = range_method
             if min_size is not None:
@@ -37,6 +37,8 @@ def _config(mode: str, *, granularity: str, range_method: str | None, exclude: S
                     )
                 kwargs["op_types"] = ops
             return TfliteDynamicConfig(**kwargs)
+        if form != "auto":
+            raise InputError(f"--form applies to --mode dynamic; drop it for --mode {mode}")
         if mode == "fp16":
             return TfliteFloat16Config(exclude=tuple(exclude), min_size=min_size or 0)
         if mode == "static":
@@ -51,6 +53,7 @@ def quantize_tflite_command(
     output: Path,
     *,
     mode: str,
+    form: str = "auto",
     data: Path | None,
     granularity: str,
     range_method: str | None,
@@ -66,8 +69,8 @@ def quantize_tflite_command(
     """``tensorslim quantize model.tflite -o out.tflite``: quantize, report as for ONNX, optional speed check."""
     from tensorslim.backends.tflite.quantize import quantize_tflite
 
-    cfg = _config(mode, granularity=granularity, range_method=range_method, exclude=exclude, min_size=min_size,
-                  ops=ops, io=io)  # fmt: skip
+    cfg = _config(mode, form=form, granularity=granularity, range_method=range_method, exclude=exclude,
+                  min_size=min_size, ops=ops, io=io)  # fmt: skip
     if data is not None and mode != "static":
         raise InputError("--data is used by --mode static only (calibration); drop it or add --mode static")
     result = quantize_tflite(model, output, mode=mode, config=cfg, data=data)

@@ -5,8 +5,8 @@ Decide, then apply. :func:`plan_dynamic` decides for every weight (:func:`find_w
 (the same maths as the ONNX backend, :func:`~tensorslim.algorithms.quantize.choose_qparams`) and the form of
 each use; :class:`TfliteDynamicPass` applies the plan to a copy. The rewrites, before -> after:
 
-* hybrid (FULLY_CONNECTED, CONV_2D, DEPTHWISE_CONV_2D, BATCH_MATMUL, EMBEDDING_LOOKUP,
-  UNIDIRECTIONAL_SEQUENCE_LSTM)::
+* hybrid (FULLY_CONNECTED, BATCH_MATMUL, UNIDIRECTIONAL_SEQUENCE_LSTM, EMBEDDING_LOOKUP; with the ``integer``
+  form also CONV_2D and DEPTHWISE_CONV_2D)::
 
       OP(x, W float32)  ->  OP(x, W_q int8 {scale[C], zero_point 0, quantized_dimension})
 
@@ -14,10 +14,13 @@ each use; :class:`TfliteDynamicPass` applies the plan to a copy. The rewrites, b
   DEPTHWISE_CONV_2D (axis 3), per tensor for the others, as the hybrid kernels expect;
   FULLY_CONNECTED also quantizes its inputs asymmetrically (``asymmetric_quantize_inputs``), as the
   converter sets it;
-* weight-only (TRANSPOSE_CONV, which has no hybrid kernel)::
+* weight-only (TRANSPOSE_CONV, which has no hybrid kernel; the convolutions in the default ``auto`` form; every
+  op in the ``weight_only`` form, as Google's ai-edge-quantizer writes it)::
 
       OP(x, W)  ->  OP(x, DEQUANTIZE(W_q))      (LiteRT evaluates a DEQUANTIZE of a constant once)
 
+  per output channel on any op (the DEQUANTIZE takes any axis: BATCH_MATMUL's output columns, an LSTM
+  gate's units);
 * embeddings through GATHER::
 
       GATHER(E, ids) -> y   ->   GATHER(E_q, ids) -> y_q int8 -> DEQUANTIZE -> y
@@ -39,10 +42,10 @@ import numpy as np
 from tensorslim.algorithms.fidelity import sqnr_db
 from tensorslim.algorithms.quantize import QuantParams, RangeMethod, choose_qparams, dequantize, quantize
 from tensorslim.backends.tflite.graph import Graph, compact, quant_params, tensor_name
-from tensorslim.backends.tflite.weights import TfliteWeight, find_weights
+from tensorslim.backends.tflite.weights import WEIGHT_ROLES, TfliteWeight, WeightUse, find_weights
 from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes.base import WeightRecord
-from tensorslim.passes.dynamic_quant import Granularity
+from tensorslim.passes.dynamic_quant import Granularity, QuantForm
 
 __all__ = [
     "DYNAMIC_OPS",
@@ -88,6 +91,11 @@ class TfliteDynamicConfig:
         exclude: regular expressions on weight names and ``OP#index`` labels; a match stays float.
         min_size: weights with fewer elements stay float (the converter's threshold is 1024).
         asymmetric_inputs: hybrid kernels quantize their inputs asymmetrically (the converter's setting).
+        form: ``auto`` (default: per op what is fast in LiteRT: hybrid kernels for FULLY_CONNECTED,
+            BATCH_MATMUL and UNIDIRECTIONAL_SEQUENCE_LSTM, weight-only for the convolutions, whose float
+            kernels LiteRT's default XNNPACK delegate runs faster than the hybrid ones), ``integer`` (hybrid
+            kernels wherever LiteRT has one, the converter's choice) or ``weight_only`` (every weight int8
+            behind a ``DEQUANTIZE`` that LiteRT evaluates once; float compute, per-channel scales).
     """
 
     granularity: Granularity | str = Granularity.PER_CHANNEL
@@ -96,9 +104,10 @@ class TfliteDynamicConfig:
     exclude: tuple[str, ...] = ()
     min_size: int = 1024
     asymmetric_inputs: bool = True
+    form: QuantForm | str = QuantForm.AUTO
 
     def __post_init__(self) -> None:
-        coerce_enums(self, (("granularity", Granularity), ("range_method", RangeMethod)))
+        coerce_enums(self, (("granularity", Granularity), ("range_method", RangeMethod), ("form", QuantForm)))
         ops = tuple(self.op_types)
         unknown = [o for o in ops if o not in DYNAMIC_OPS]
         if unknown or not ops:
@@ -137,12 +146,35 @@ class TflitePassResult:
     notes: list[str] = field(default_factory=list)
 
 
-def _form(op_type: str) -> DynamicForm:
-    if op_type == "TRANSPOSE_CONV":
-        return DynamicForm.WEIGHT_ONLY
+#: Operators whose hybrid kernel ``auto`` uses; the others compute in float on dequantized weights.
+AUTO_HYBRID_OPS = frozenset({"FULLY_CONNECTED", "BATCH_MATMUL", "UNIDIRECTIONAL_SEQUENCE_LSTM", "EMBEDDING_LOOKUP"})
+
+
+def _form(op_type: str, form: QuantForm) -> DynamicForm:
     if op_type == "GATHER":
         return DynamicForm.GATHER
+    if op_type == "EMBEDDING_LOOKUP":  # its hybrid kernel dequantizes the looked-up rows: weight-only already
+        return DynamicForm.HYBRID
+    if op_type == "TRANSPOSE_CONV" or form is QuantForm.WEIGHT_ONLY:
+        return DynamicForm.WEIGHT_ONLY
+    if form is QuantForm.AUTO and op_type not in AUTO_HYBRID_OPS:
+        return DynamicForm.WEIGHT_ONLY
     return DynamicForm.HYBRID
+
+
+def _weight_only_axis(g: Graph, use: WeightUse, ndim: int) -> int | None:
+    """The output-channel axis of a weight that a DEQUANTIZE turns into float (any axis works there)."""
+    if use.op_type in _PER_CHANNEL_HYBRID or use.op_type == "TRANSPOSE_CONV":
+        return WEIGHT_ROLES[use.op_type][1]
+    if use.op_type == "BATCH_MATMUL" and ndim >= 2:
+        opts = g.sg.operators[use.op_index].builtinOptions
+        adj = bool(getattr(opts, "adjY" if use.position == 1 else "adjX", False)) if opts is not None else False
+        if use.position == 1:
+            return ndim - 2 if adj else ndim - 1
+        return ndim - 1 if adj else ndim - 2
+    if use.op_type == "UNIDIRECTIONAL_SEQUENCE_LSTM" and ndim == 2:
+        return 0  # one scale per gate unit
+    return None
 
 
 def plan_dynamic(model: Any, config: TfliteDynamicConfig) -> list[TfliteWeightPlan]:
@@ -179,17 +211,27 @@ def plan_dynamic(model: Any, config: TfliteDynamicConfig) -> list[TfliteWeightPl
         if any(u.op_type == "GATHER" and _gather_axis(g, u.op_index) != 0 for u in uses):
             plan.skip_reason = "GATHER along an axis other than 0"
             continue
-        axes = {_PER_CHANNEL_HYBRID.get(u.op_type) for u in uses}
+        forms = [_form(u.op_type, QuantForm(config.form)) for u in uses]
+        axes = {
+            _PER_CHANNEL_HYBRID.get(u.op_type)
+            if f is DynamicForm.HYBRID
+            else _weight_only_axis(g, u, w.array.ndim)
+            if f is DynamicForm.WEIGHT_ONLY
+            else None
+            for u, f in zip(uses, forms, strict=True)
+        }
         per_channel = config.granularity is Granularity.PER_CHANNEL and len(axes) == 1 and None not in axes
         axis = next(iter(axes)) if per_channel else None
         params = choose_qparams(w.array, bits=8, scheme="symmetric", axis=axis, method=config.range_method)
-        if axis is None and any(u.op_type == "DEPTHWISE_CONV_2D" for u in uses):
+        if axis is None and any(
+            u.op_type == "DEPTHWISE_CONV_2D" and f is DynamicForm.HYBRID for u, f in zip(uses, forms, strict=True)
+        ):
             # the hybrid depthwise kernel takes per-channel parameters only: one scale repeated per channel
             c = w.array.shape[3]
             params = QuantParams(np.repeat(params.scale.reshape(1), c), np.zeros(c, np.int8), 3, 8, params.scheme)
         plan.params = params
         plan.codes = quantize(w.array, params)
-        plan.forms = [_form(u.op_type) for u in uses]
+        plan.forms = forms
     return plans
 
 

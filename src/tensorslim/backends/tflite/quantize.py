@@ -21,7 +21,6 @@ from tensorslim.backends.tflite.graph import Graph
 from tensorslim.backends.tflite.io import check_output_path, load_model, save_model, serialize
 from tensorslim.backends.tflite.schema import type_name
 from tensorslim.backends.tflite.static import TfliteStaticConfig, TfliteStaticPass
-from tensorslim.data import Dataset
 from tensorslim.errors import InputError, UnsupportedModelError
 from tensorslim.runtime.litert import make_interpreter
 
@@ -64,7 +63,7 @@ def quantize_tflite(
     *,
     mode: TfliteMode | str = TfliteMode.DYNAMIC,
     config: TfliteDynamicConfig | TfliteFloat16Config | TfliteStaticConfig | None = None,
-    data: str | os.PathLike[str] | Dataset | None = None,
+    data: Any = None,
     activation_range: ActivationRange | str = ActivationRange.MINMAX,
     max_samples: int | None = 1000,
     verify: bool = True,
@@ -76,7 +75,7 @@ def quantize_tflite(
         output: where to write the result (atomically); ``None`` keeps it in memory only.
         mode: ``dynamic``, ``fp16`` or ``static``.
         config: the mode's options (defaults: the converter's choices).
-        data: calibration ``.npz`` (static mode), arrays named after the model inputs.
+        data: calibration data (static mode): ``.npz``, a folder of ``.npz``, a :class:`Dataset` or feed dicts.
         activation_range: ``minmax`` or ``percentile`` activation ranges (static mode).
         max_samples: calibrate on at most this many samples.
         verify: load the result in LiteRT before writing it.
