@@ -23,11 +23,11 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tensorslim._files import atomic_write
 from tensorslim.algorithms.entropy import DecodeError, decode
 from tensorslim.errors import InputError
 
@@ -77,22 +77,10 @@ def write_container(path: str | os.PathLike[str], manifest: dict[str, Any], body
     mbytes = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
     digest = hashlib.sha256(mbytes + body).digest()
     header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(mbytes), len(body), digest)
-    parent = out.parent if str(out.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise InputError(f"{out}: cannot write to the folder {parent} ({e.strerror}); choose another output") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            f.write(mbytes)
-            f.write(body)
-        os.replace(tmp, out)
-    except OSError as e:
-        raise InputError(f"{out}: writing failed ({e.strerror or e}); check free space and permissions") from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(out) as f:  # the shared output policy: umask mode, fsync, rename, no leftovers
+        f.write(header)
+        f.write(mbytes)
+        f.write(body)
     return _HEADER.size + len(mbytes) + len(body)
 
 
