@@ -109,7 +109,7 @@ def check_output_path(output: PathLike, *inputs: PathLike, others: Iterable[Path
         for q in [ip, *_external_data_files(ip)]:
             if _same(out, q):
                 raise InputError(
-                    f"{out}: the output path is an input of this command ({q}); choose a different output path "
+                    f"{out}: the output path is the input {q} of this command; choose a different output path "
                     "(tensorslim never overwrites its input)"
                 )
     for other in others:

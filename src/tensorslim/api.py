@@ -179,7 +179,7 @@ def quantize(
         raise UnsupportedModelError(
             f"{src or 'model'}: no weight could be quantized{detail}; check --ops, --exclude and --min-size"
         )
-    small = verify_output(result.model, float16=isinstance(cfg, Float16Config), load=verify)
+    small = verify_output(result.model, float16=isinstance(cfg, Float16Config), load=verify, source=proto)
     out_path = save_model(result.model, output) if output is not None else None
     if out_path is not None and not small:
         onnx.checker.check_model(str(out_path))
@@ -195,7 +195,9 @@ def quantize(
     )
 
 
-def verify_output(model: onnx.ModelProto, *, float16: bool, load: bool = True) -> bool:
+def verify_output(
+    model: onnx.ModelProto, *, float16: bool, load: bool = True, source: onnx.ModelProto | None = None
+) -> bool:
     """Run the ONNX checker on an output model, then (``load``) load it in ONNX Runtime: in a child process
     when it computes in float16, since an ONNX Runtime crash on such a graph must not take the caller down.
 
@@ -214,9 +216,27 @@ def verify_output(model: onnx.ModelProto, *, float16: bool, load: bool = True) -
     elif load:
         try:
             OrtRuntime(model)
-        except InputError as e:  # pragma: no cover - would be a tensorslim bug
+        except InputError as e:
+            _input_loads(source)
             raise InputError(f"the optimized model does not load in ONNX Runtime: {e}; please report this") from e
     return True
+
+
+def _input_loads(source: onnx.ModelProto | None) -> None:
+    """When the output does not load, check the input: if it does not load either, that is the user's problem.
+
+    Raises:
+        InputError: the input does not load in ONNX Runtime (custom-domain ops, ops it does not know).
+    """
+    if source is None:
+        return
+    try:
+        OrtRuntime(source)
+    except InputError as e:
+        raise InputError(
+            f"the input model does not load in ONNX Runtime ({e}); tensorslim measures models on ONNX Runtime, "
+            "so register the custom ops' library or replace them before optimizing"
+        ) from e
 
 
 def _load_in_subprocess(model: onnx.ModelProto) -> None:

@@ -19,6 +19,7 @@ from tensorslim.clikit import (
     console,
     err_console,
     run_command,
+    warn,
     write_json,
 )
 from tensorslim.errors import InputError
@@ -396,8 +397,8 @@ def _speed_check(reference: Path, candidate: Path, *, quiet: bool, mode: str = "
     findings = _doctor_findings(candidate) if slower else []
     if not quiet:
         if slower:
-            err_console.print(
-                f"[bold yellow]warning:[/] on this CPU the quantized model is slower than the input "
+            warn(
+                f"on this CPU the quantized model is slower than the input "
                 f"(p50 {cand.p50_ms:.3f} ms vs {ref.p50_ms:.3f} ms, {ratio:.2f}x, batch 1, generated inputs). "
                 + _SLOW_HINTS.get(mode, "Check with tensorslim bench.")
             )
@@ -561,7 +562,7 @@ def bench(
         from tensorslim.benchmark.table import busy_note
 
         if busy_note(report):
-            err_console.print(f"[bold yellow]warning:[/] {busy_note(report)}", soft_wrap=True)
+            warn(busy_note(report))
         if report_html is not None:
             from tensorslim.report import write_report
 
@@ -613,7 +614,7 @@ def inspect(
                     "-" if w.sqnr_per_channel_mse_db is None else f"{w.sqnr_per_channel_mse_db:.1f}",
                 )  # fmt: skip
             console.print(t)
-            console.print("[bold]recommendations[/]")
+            console.print("recommendations", style="bold")
             for r in report.recommendations:
                 console.print(f"  - {r}")
         write_json(json_out, report.to_dict())

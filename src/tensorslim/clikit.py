@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from tensorslim._files import command_scope, write_text_atomic
 from tensorslim.errors import InputError, TargetNotMetError
@@ -32,6 +33,7 @@ __all__ = [
     "console",
     "err_console",
     "run_command",
+    "warn",
     "write_json",
 ]
 
@@ -44,15 +46,17 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # pipes and CI logs get a wide table instead of rich's 80-column default
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+# markup=False: names, paths and regexes from the user are printed as text ("w[/x]" is not a closing tag);
+# styled words are built as rich Text (see warn())
+console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, highlight=False, markup=False, width=None if sys.stderr.isatty() else 160)
 
 EXIT_OK, EXIT_TARGET, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 _DEBUG = {"on": False}
 
 
 def _fail(code: int, message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -90,6 +94,11 @@ def _declared_paths() -> tuple[list[Path], list[Path]]:
                     if os.path.lexists(v):
                         inputs.append(Path(v))
     return inputs, outputs
+
+
+def warn(message: str) -> None:
+    """Print ``warning: message`` on stderr (the message as text, never markup)."""
+    err_console.print(Text.assemble(("warning:", "bold yellow"), " ", message), soft_wrap=True)
 
 
 def run_command(fn: Callable[[], int | None]) -> None:

@@ -254,7 +254,7 @@ def apply_recipe(
             notes.extend(res.notes)
             steps.append(step)
             bar.advance()
-        api.verify_output(cur, float16=any(s.kind == "float16" for s in body))
+        api.verify_output(cur, float16=any(s.kind == "float16" for s in body), source=proto)
         if recipe.passes[-1].kind == "pack":
             t = time.perf_counter()
             bar.describe(f"{recipe.name}: pack")

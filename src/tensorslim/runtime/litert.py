@@ -49,6 +49,9 @@ def make_interpreter(model: str | os.PathLike[str] | bytes, *, threads: int = 0,
         if not Path(model).is_file():
             raise InputError(f"{label}: no such file; check the path")
         kwargs["model_path"] = str(model)
+    from tensorslim.backends.tflite.safety import vet
+
+    vet(model, label=label)  # structural checks and a crash probe in a child process, before LiteRT sees it
     try:
         with warnings.catch_warnings():  # preserve_all warns that it costs memory: calibration wants exactly that
             warnings.simplefilter("ignore", UserWarning)

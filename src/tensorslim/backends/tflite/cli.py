@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tensorslim.clikit import EXIT_OK, console, err_console, write_json
+from tensorslim.clikit import EXIT_OK, console, warn, write_json
 from tensorslim.errors import InputError
 
 __all__ = ["bench_tflite_command", "quantize_tflite_command"]
@@ -99,8 +99,8 @@ def _speed_check(reference: Path, candidate: Path, *, quiet: bool) -> dict[str, 
     slower = cand.p50_ci_low_ms > ref.p50_ci_high_ms
     if not quiet:
         if slower:
-            err_console.print(
-                f"[bold yellow]warning:[/] in LiteRT the quantized model is slower than the input (p50 "
+            warn(
+                f"in LiteRT the quantized model is slower than the input (p50 "
                 f"{cand.p50_ms:.3f} ms vs {ref.p50_ms:.3f} ms, {ratio:.2f}x, batch 1, 1 thread)"
             )
         else:

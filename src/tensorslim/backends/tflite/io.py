@@ -20,6 +20,7 @@ import flatbuffers
 import numpy as np
 
 from tensorslim._files import check_output_path, write_bytes_atomic
+from tensorslim.backends.tflite.safety import check_operators
 from tensorslim.backends.tflite.schema import FILE_IDENTIFIER, SCHEMA_VERSION, numpy_dtype, schema, type_name
 from tensorslim.errors import InputError
 
@@ -129,6 +130,7 @@ def _check_structure(model: Any, data: bytes, label: str) -> None:
         for idx in [*(sg.inputs if sg.inputs is not None else []), *(sg.outputs if sg.outputs is not None else [])]:
             if not 0 <= int(idx) < n:
                 raise bad(f"subgraph {si} input/output refers to tensor {int(idx)} of {n}")
+    check_operators(model, label)
 
 
 def _name(t: Any) -> str:
