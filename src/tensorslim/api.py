@@ -235,7 +235,7 @@ def _input_loads(source: onnx.ModelProto | None) -> None:
     except InputError as e:
         raise InputError(
             f"the input model does not load in ONNX Runtime ({e}); tensorslim measures models on ONNX Runtime, "
-            "so register the custom ops' library or replace them before optimizing"
+            "so fix the model (or register the library of its custom ops) first"
         ) from e
 
 
