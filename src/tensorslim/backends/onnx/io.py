@@ -69,6 +69,7 @@ def load_model(path: str | os.PathLike[str], *, check: bool = True) -> onnx.Mode
             f"{p}: not a readable ONNX model (the file is corrupt, truncated, or another format); "
             "re-export the model or check that the download completed"
         ) from e
+    _check_text(p, model)
     if not model.graph.node:
         raise InputError(
             f"{p}: the file parsed but holds no graph nodes (it is not an ONNX model, or it is truncated); "
@@ -98,6 +99,37 @@ def load_model(path: str | os.PathLike[str], *, check: bool = True) -> onnx.Mode
         if tensor.data_location == onnx.TensorProto.EXTERNAL:  # pragma: no cover - load_external_data resets it
             raise InputError(f"{p}: tensor {tensor.name!r} kept its external data; this is a bug")
     return model
+
+
+def _check_text(p: Path, model: onnx.ModelProto) -> None:
+    """Every string field (names, op types, domains, metadata) must be valid UTF-8.
+
+    protobuf hands back ``bytes`` for a string field that is not valid UTF-8, which every later step expects
+    to be ``str``.
+    """
+    from google.protobuf.descriptor import FieldDescriptor
+
+    stack: list[object] = [model]
+    while stack:
+        msg = stack.pop()
+        if isinstance(msg, onnx.TensorProto):  # its data fields are bytes: read only the text ones (no copies)
+            fields = [(msg.DESCRIPTOR.fields_by_name[f], getattr(msg, f)) for f in ("name", "doc_string")]
+            fields.append((msg.DESCRIPTOR.fields_by_name["external_data"], msg.external_data))
+        else:
+            fields = msg.ListFields()  # type: ignore[attr-defined]
+        for fd, value in fields:
+            repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == FieldDescriptor.LABEL_REPEATED
+            values = value if repeated else [value]
+            if fd.type == FieldDescriptor.TYPE_STRING:
+                for v in values:
+                    if not isinstance(v, str):
+                        shown = bytes(v)[:60].decode("utf-8", "backslashreplace")
+                        raise InputError(
+                            f"{p}: a {type(msg).__name__}.{fd.name} is not valid UTF-8 ({shown!r}); the file is "
+                            "corrupt or was written by a broken exporter, re-export the model"
+                        )
+            elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+                stack.extend(values)
 
 
 def _check_locations(p: Path, locations: set[str]) -> None:
