@@ -38,8 +38,10 @@ def work(tmp_path: Path) -> Path:
 COLLISIONS = {
     "json_is_input": (["quantize", "in.onnx", "-o", "q.onnx", "--json", "in.onnx"], "in.onnx"),
     "report_is_input": (["quantize", "in.onnx", "-o", "q.onnx", "--report", "in.onnx"], "in.onnx"),
-    "json_is_calibration": (["quantize", "in.onnx", "-o", "q.onnx", "--json", "calib.npz", "--mode", "static",
-                             "--data", "calib.npz"], "calib.npz"),  # fmt: skip
+    "json_is_calibration": (
+        ["quantize", "in.onnx", "-o", "q.onnx", "--json", "calib.npz", "--mode", "static", "--data", "calib.npz"],
+        "calib.npz",
+    ),
     "json_is_the_output": (["quantize", "in.onnx", "-o", "q.onnx", "--json", "q.onnx"], None),
     "json_through_symlink": (["quantize", "in.onnx", "-o", "q.onnx", "--json", "link.onnx"], "in.onnx"),
     "output_is_hard_link": (["quantize", "link.onnx", "-o", "hard.onnx"], "in.onnx"),
@@ -98,7 +100,8 @@ def test_outputs_follow_the_umask(work: Path) -> None:
         save_model(mlp_model()[0], work / "a.onnx")
         pack_model(work / "in.onnx", work / "a.tslim")
         tflite = pytest.importorskip("tflite_models")
-        from tensorslim.backends.tflite.io import model_from_bytes, save_model as save_tflite
+        from tensorslim.backends.tflite.io import model_from_bytes
+        from tensorslim.backends.tflite.io import save_model as save_tflite
 
         save_tflite(model_from_bytes(tflite.mlp()), work / "a.tflite")
     finally:
