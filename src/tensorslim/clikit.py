@@ -56,7 +56,8 @@ _DEBUG = {"on": False}
 
 
 def _fail(code: int, message: str) -> typer.Exit:
-    err_console.print(Text.assemble(("error:", "bold red"), " ", message), soft_wrap=True)
+    one_line = " ".join(message.split())  # runtime messages carry newlines: the contract is one line
+    err_console.print(Text.assemble(("error:", "bold red"), " ", one_line), soft_wrap=True)
     return typer.Exit(code)
 
 
