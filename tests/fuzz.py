@@ -270,6 +270,8 @@ def run_case(args: list[str], out_dir: Path, timeout: float = CASE_SECONDS) -> t
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 1)
             os.dup2(fd, 2)
+            sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - pytest swaps these for capture objects
+            sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
             from tensorslim.cli import app
 
             try:
