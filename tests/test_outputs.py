@@ -153,3 +153,16 @@ def test_markup_in_names_and_patterns_is_printed_as_text(tmp_path: Path, monkeyp
     r = cli("quantize", "m.onnx", "-o", "q2.onnx", "--exclude", "[z-a]")
     assert r.returncode == 2
     assert "[z-a]" in r.stderr
+
+
+def test_a_temporary_left_by_a_killed_writer_is_removed_by_the_next(tmp_path: Path) -> None:
+    from tensorslim._files import write_text_atomic
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".o.json.{int(dead.stdout)}.abcd1234.tmp"
+    stale.write_text("half")
+    live = tmp_path / f".o.json.{os.getpid()}.abcd1234.tmp"
+    live.write_text("ours")
+    write_text_atomic(tmp_path / "o.json", "{}")
+    assert not stale.exists() and live.exists()
+    assert (tmp_path / "o.json").read_text() == "{}"

@@ -25,6 +25,7 @@ import stat
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +125,29 @@ def check_output_path(output: PathLike, *inputs: PathLike, others: Iterable[Path
     return out
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process
+        return True
+    return True
+
+
+def _remove_stale(out: Path, parent: Path) -> None:
+    """Temporaries of ``out`` left by a writer killed with SIGKILL (no handler runs): removed by the next one."""
+    with contextlib.suppress(OSError):
+        for q in parent.glob(f".{glob_escape(out.name)}.*.tmp"):
+            parts = q.name[len(out.name) + 2 : -len(".tmp")].split(".")
+            if len(parts) == 2 and parts[0].isdigit() and not _pid_alive(int(parts[0])):
+                with contextlib.suppress(OSError):
+                    q.unlink()
+
+
 def _new_temp(out: Path) -> tuple[int, str]:
     parent = out.parent if str(out.parent) else Path(".")
+    _remove_stale(out, parent)
     for _ in range(100):
         tmp = str(parent / f".{out.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
         try:

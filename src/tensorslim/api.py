@@ -180,9 +180,9 @@ def quantize(
             f"{src or 'model'}: no weight could be quantized{detail}; check --ops, --exclude and --min-size"
         )
     small = verify_output(result.model, float16=isinstance(cfg, Float16Config), load=verify, source=proto)
-    out_path = save_model(result.model, output) if output is not None else None
-    if out_path is not None and not small:
-        onnx.checker.check_model(str(out_path))
+    # models past 2 GB are checked from the written file, before it replaces anything at the output path
+    check = None if small else (lambda p: onnx.checker.check_model(str(p)))
+    out_path = save_model(result.model, output, verify=check) if output is not None else None
     return QuantizeResult(
         model=result.model,
         output_path=out_path,
