@@ -91,13 +91,16 @@ def _check_kind(out: Path) -> None:
         raise InputError(f"{out}: is {kind}, not a regular file; tensorslim only replaces regular files, choose a file")
 
 
-def check_output_path(output: PathLike, *inputs: PathLike, others: Iterable[PathLike] = ()) -> Path:
+def check_output_path(
+    output: PathLike, *inputs: PathLike, others: Iterable[PathLike] = (), folder: bool = True
+) -> Path:
     """Validate an output path before any work is done.
 
     Args:
         output: the path to be written.
         inputs: files the command reads (never overwritten); the current command's declared inputs are added.
         others: the command's other outputs (two outputs may not be one file).
+        folder: also check that the folder exists and is writable (the command may create it later).
 
     Raises:
         InputError: the output is an input or another output (by path, symlink or hard link), exists and is
@@ -118,6 +121,8 @@ def check_output_path(output: PathLike, *inputs: PathLike, others: Iterable[Path
             raise InputError(f"{out}: two outputs of this command name the same file; give each its own path")
     _check_kind(out)
     parent = out.parent if str(out.parent) else Path(".")
+    if not folder:
+        return out
     if not parent.is_dir():
         raise InputError(f"{out}: the folder {parent} does not exist; create it first")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -265,7 +270,7 @@ def command_scope(inputs: Iterable[PathLike], outputs: Iterable[PathLike]) -> It
     ins = [Path(p) for p in inputs]
     outs = [Path(p) for p in outputs]
     for i, o in enumerate(outs):
-        check_output_path(o, *ins, others=outs[:i])
+        check_output_path(o, *ins, others=outs[:i], folder=False)
     old = None
     main = threading.current_thread() is threading.main_thread()
     if main:
