@@ -53,6 +53,17 @@ def _wrapping_buffer_offset(path: Path) -> Path:
     return path
 
 
+def _huge_intermediate_shape(path: Path) -> Path:
+    from tensorslim.backends.tflite.io import model_from_bytes, serialize
+
+    m = model_from_bytes(tm.cnn())
+    sg = m.subgraphs[0]
+    last = sg.operators[-2].outputs[0]  # LiteRT allocated 4 GiB for 20 s in allocate_tensors
+    sg.tensors[last].shape = np.asarray([1, 2**30], np.int32)
+    path.write_bytes(serialize(m))
+    return path
+
+
 @pytest.mark.parametrize(
     "command",
     [
@@ -64,7 +75,11 @@ def _wrapping_buffer_offset(path: Path) -> Path:
     ],
     ids=["bench", "eval", "inspect", "quantize", "fp16"],
 )
-@pytest.mark.parametrize("make_bad", [_depthwise_without_bias_slot, _wrapping_buffer_offset], ids=["ops", "offset"])
+@pytest.mark.parametrize(
+    "make_bad",
+    [_depthwise_without_bias_slot, _wrapping_buffer_offset, _huge_intermediate_shape],
+    ids=["ops", "offset", "shape"],
+)
 def test_a_tflite_that_would_crash_litert_is_refused(tmp_path: Path, command: list[str], make_bad) -> None:
     bad = make_bad(tmp_path / "bad.tflite")
     good = tmp_path / "good.tflite"

@@ -20,7 +20,7 @@ import flatbuffers
 import numpy as np
 
 from tensorslim._files import check_output_path, write_bytes_atomic
-from tensorslim.backends.tflite.safety import check_operators
+from tensorslim.backends.tflite.safety import check_operators, check_tensor_sizes
 from tensorslim.backends.tflite.schema import FILE_IDENTIFIER, SCHEMA_VERSION, numpy_dtype, schema, type_name
 from tensorslim.errors import InputError
 
@@ -131,6 +131,7 @@ def _check_structure(model: Any, data: bytes, label: str) -> None:
             if not 0 <= int(idx) < n:
                 raise bad(f"subgraph {si} input/output refers to tensor {int(idx)} of {n}")
     check_operators(model, label)
+    check_tensor_sizes(model, label)
 
 
 def _name(t: Any) -> str:

@@ -27,7 +27,11 @@ from typing import Any
 
 from tensorslim.errors import InputError
 
-__all__ = ["MIN_INPUTS", "check_operators", "probe", "vet"]
+__all__ = ["MAX_TENSOR_BYTES", "MIN_INPUTS", "check_operators", "check_tensor_sizes", "probe", "vet"]
+
+#: the largest tensor a model may declare (LiteRT allocates declared shapes up front: a 4 GiB intermediate
+#: tensor in a 50 KB file took 20 s and 4 GiB in ``allocate_tensors``)
+MAX_TENSOR_BYTES = 2**31
 
 #: builtin operator -> (inputs the kernel reads, how many of the first ones must be present)
 MIN_INPUTS: dict[str, tuple[int, int]] = {
@@ -88,6 +92,30 @@ def check_operators(model: Any, label: str) -> None:
                 raise InputError(
                     f"{label}: subgraph {si} operator {oi} ({name}) lists inputs {inputs}, its kernel reads "
                     f"{slots} (the first {required} present); the file is corrupt, re-convert the model"
+                )
+
+
+def check_tensor_sizes(model: Any, label: str) -> None:
+    """Refuse tensors whose declared shape is negative (other than -1) or holds more than 2 GiB.
+
+    Raises:
+        InputError: a tensor declares an impossible or oversized shape.
+    """
+    import math
+
+    from tensorslim.backends.tflite.schema import numpy_dtype
+
+    for si, sg in enumerate(model.subgraphs or []):
+        for ti, t in enumerate(sg.tensors or []):
+            shape = [int(d) for d in (t.shape if t.shape is not None else [])]
+            if any(d < -1 for d in shape):
+                raise InputError(f"{label}: subgraph {si} tensor {ti} has shape {shape}; the file is corrupt")
+            dtype = numpy_dtype(t.type)
+            nbytes = math.prod(max(d, 1) for d in shape) * (dtype.itemsize if dtype is not None else 1)
+            if nbytes > MAX_TENSOR_BYTES:
+                raise InputError(
+                    f"{label}: subgraph {si} tensor {ti} declares shape {shape} ({nbytes / 2**30:.1f} GiB), over the "
+                    f"{MAX_TENSOR_BYTES / 2**30:.0f} GiB a tensor may hold; the file is corrupt, re-convert the model"
                 )
 
 
