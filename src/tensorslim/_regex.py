@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - Python < 3.11
 __all__ = ["MAX_PATTERN_CHARS", "compile_user_regex"]
 
 #: longest pattern accepted (node names are matched against it)
-MAX_PATTERN_CHARS = 2000
+MAX_PATTERN_CHARS = 1_000_000  # generated alternations of node names run long; compile time stays small
 _REPEATS = {_c.MAX_REPEAT, _c.MIN_REPEAT}
 _UNBOUNDED = 16  # a repeat allowing more than this many copies counts as unbounded
 
