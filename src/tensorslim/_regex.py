@@ -73,7 +73,11 @@ def compile_user_regex(pattern: str, field: str) -> re.Pattern[str]:
         parsed = _p.parse(pattern)
     except (re.error, RecursionError, OverflowError) as e:
         raise ValueError(f"{field}: {pattern!r} is not a valid regular expression ({e})") from None
-    if _nested(parsed, False):
+    try:
+        nested = _nested(parsed, False)
+    except RecursionError:
+        raise ValueError(f"{field}: the pattern nests groups too deeply") from None
+    if nested:
         raise ValueError(
             f"{field}: {pattern!r} nests a repeated group inside another repeat (like (x+)+), which can take "
             "exponential time on long names; write it without the nesting (e.g. ^.+Q$), or make the inner "
