@@ -276,3 +276,19 @@ def test_non_integer_labels_are_refused(tmp_path: Path) -> None:
     np.savez(tmp_path / "ok.npz", x=feeds["x"], label=np.arange(16, dtype=np.float32) % 10)
     r = cli("eval", str(tmp_path / "m.onnx"), str(tmp_path / "m.onnx"), "--data", str(tmp_path / "ok.npz"))
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("pattern", [r"^fc\d+$", r"(conv|fc)\d+", r".*attn.*", r"(?>.+)+Q", r"(.++)+Q", r"(ab)+",
+                                     r"^/blocks\.\d+/mlp/.*$", "^(" + "|".join(f"n{i}" for i in range(5000)) + ")$"])  # fmt: skip
+def test_ordinary_patterns_pass_the_regex_guard(pattern: str) -> None:
+    from tensorslim._regex import compile_user_regex
+
+    assert compile_user_regex(pattern, "f").pattern == pattern
+
+
+@pytest.mark.parametrize("pattern", [r"^(.+)+Q$", r"(a*)*", r"(\w+\s?)+$", r"(a{1,3})+b", r"((a+)|b)*c"])
+def test_backtracking_patterns_fail_the_regex_guard(pattern: str) -> None:
+    from tensorslim._regex import compile_user_regex
+
+    with pytest.raises(ValueError, match="nests a repeated group"):
+        compile_user_regex(pattern, "f")
