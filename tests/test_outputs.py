@@ -166,3 +166,14 @@ def test_a_temporary_left_by_a_killed_writer_is_removed_by_the_next(tmp_path: Pa
     write_text_atomic(tmp_path / "o.json", "{}")
     assert not stale.exists() and live.exists()
     assert (tmp_path / "o.json").read_text() == "{}"
+
+
+def test_the_python_api_of_optimize_refuses_its_best_file_as_input(work: Path) -> None:
+    from tensorslim.optimize import optimize_search
+
+    (work / "out").mkdir()
+    best = work / "out" / "best.onnx"
+    best.write_bytes((work / "in.onnx").read_bytes())
+    with pytest.raises(InputError, match="input"):
+        optimize_search(best, data=work / "calib.npz", eval_data=work / "calib.npz", output_dir=work / "out")
+    assert best.read_bytes() == (work / "in.onnx").read_bytes()

@@ -382,6 +382,10 @@ def optimize_search(
         )
     else:
         src = Path(model)
+    from tensorslim._files import check_output_path
+
+    for name in ("best.onnx", "best.tslim", "best.yaml"):  # the finish step replaces these: never an input
+        check_output_path(Path(output_dir) / name, src, *(p for p in (data, eval_data, test_data) if p), folder=False)
     cfg = config if config is not None else SearchConfig()
     res = run_search(src, output_dir, data=data, eval_data=eval_data, test_data=test_data, config=cfg,
                      progress=progress)  # fmt: skip
