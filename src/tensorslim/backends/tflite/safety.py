@@ -150,13 +150,20 @@ def vet(model: str | os.PathLike[str] | bytes, *, label: str = "model") -> None:
     """
     from tensorslim.backends.tflite.io import model_from_bytes
 
+    stat_key = None
+    if not isinstance(model, bytes):  # a file vetted before and unchanged since is not read again (load timing)
+        st = os.stat(model)
+        stat_key = f"{os.path.realpath(model)}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+        if stat_key in _VETTED:
+            return
     data = model if isinstance(model, bytes) else Path(model).read_bytes()
     key = hashlib.sha256(data).hexdigest()
-    if key in _VETTED:
-        return
-    model_from_bytes(data, label=label)
-    probe(data, label=label)
-    _VETTED.add(key)
+    if key not in _VETTED:
+        model_from_bytes(data, label=label)
+        probe(data, label=label)
+        _VETTED.add(key)
+    if stat_key is not None:
+        _VETTED.add(stat_key)
 
 
 def _run_probe(model: str | os.PathLike[str] | bytes, data: bytes, timeout: float) -> str | None:
