@@ -92,6 +92,19 @@ def test_a_tflite_that_would_crash_litert_is_refused(tmp_path: Path, command: li
     assert bad.read_bytes() == before
 
 
+def test_a_tflite_that_fails_at_invoke_exits_2(tmp_path: Path) -> None:
+    from tensorslim.backends.tflite.io import model_from_bytes, serialize
+    from tensorslim.backends.tflite.schema import op_name
+
+    m = model_from_bytes(tm.cnn())
+    sg = m.subgraphs[0]
+    reshape = next(op for op in sg.operators if op_name(m.operatorCodes[op.opcodeIndex]) == "RESHAPE")
+    reshape.inputs = np.asarray([0, len(sg.tensors) - 1], np.int32)  # found by the fuzzer: exit 3 in bench
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(serialize(m))
+    assert "LiteRT cannot run" in _one_line_exit_2(cli("bench", str(bad), "--seconds", "0.05", "--no-memory"))
+
+
 def test_a_litert_crash_in_the_probe_becomes_an_input_error(tmp_path: Path) -> None:
     from tensorslim.backends.tflite.io import model_from_bytes, serialize
     from tensorslim.backends.tflite.safety import probe

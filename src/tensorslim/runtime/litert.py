@@ -137,8 +137,16 @@ class LiteRTRuntime:
         return self._feed(feeds)
 
     def invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Run on arrays from :meth:`prepare` (no splitting, no conversion of the feeds)."""
-        return self._invoke(arrays)
+        """Run on arrays from :meth:`prepare` (no splitting, no conversion of the feeds).
+
+        Raises:
+            InputError: LiteRT fails to run the model (a kernel rejects its tensors).
+        """
+        try:
+            return self._invoke(arrays)
+        except (RuntimeError, ValueError) as e:
+            msg = " ".join(str(e).split())[:300] or type(e).__name__
+            raise InputError(f"{self._label}: LiteRT cannot run the model ({msg})") from e
 
     def _feed(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         arrays = []
