@@ -207,10 +207,10 @@ def quantize(
     from tensorslim.diagnostics.provenance import record_quantize
 
     record_quantize(result.model, cfg, data=dataset is not None)  # what diagnose needs to reproduce it
-    small = verify_output(result.model, float16=isinstance(cfg, Float16Config), load=verify)
-    out_path = save_model(result.model, output) if output is not None else None
-    if out_path is not None and not small:
-        onnx.checker.check_model(str(out_path))
+    small = verify_output(result.model, float16=isinstance(cfg, Float16Config), load=verify, source=proto)
+    # models past 2 GB are checked from the written file, before it replaces anything at the output path
+    check = None if small else (lambda p: onnx.checker.check_model(str(p)))
+    out_path = save_model(result.model, output, verify=check) if output is not None else None
     return QuantizeResult(
         model=result.model,
         output_path=out_path,
@@ -258,7 +258,9 @@ def _quantize_tflite(
     return quantize_tflite(model, output, mode=mode, config=cfg, data=data, verify=verify, **kwargs)
 
 
-def verify_output(model: onnx.ModelProto, *, float16: bool, load: bool = True) -> bool:
+def verify_output(
+    model: onnx.ModelProto, *, float16: bool, load: bool = True, source: onnx.ModelProto | None = None
+) -> bool:
     """Run the ONNX checker on an output model, then (``load``) load it in ONNX Runtime: in a child process
     when it computes in float16, since an ONNX Runtime crash on such a graph must not take the caller down.
 
@@ -277,9 +279,27 @@ def verify_output(model: onnx.ModelProto, *, float16: bool, load: bool = True) -
     elif load:
         try:
             OrtRuntime(model)
-        except InputError as e:  # pragma: no cover - would be a tensorslim bug
+        except InputError as e:
+            _input_loads(source)
             raise InputError(f"the optimized model does not load in ONNX Runtime: {e}; please report this") from e
     return True
+
+
+def _input_loads(source: onnx.ModelProto | None) -> None:
+    """When the output does not load, check the input: if it does not load either, that is the user's problem.
+
+    Raises:
+        InputError: the input does not load in ONNX Runtime (custom-domain ops, ops it does not know).
+    """
+    if source is None:
+        return
+    try:
+        OrtRuntime(source)
+    except InputError as e:
+        raise InputError(
+            f"the input model does not load in ONNX Runtime ({e}); tensorslim measures models on ONNX Runtime, "
+            "so fix the model (or register the library of its custom ops) first"
+        ) from e
 
 
 def _load_in_subprocess(model: onnx.ModelProto) -> None:

@@ -19,6 +19,7 @@ from tensorslim.clikit import (
     console,
     err_console,
     run_command,
+    warn,
     write_json,
 )
 from tensorslim.commands.data_options import DATA_HELP, BatchAxisOption, with_batch_axes
@@ -450,10 +451,7 @@ def _speed_check(reference: Path, candidate: Path, *, quiet: bool, mode: str = "
     if not quiet:
         if v.warn:
             msg = v.message("on this CPU", ref.p50_ms, cand.p50_ms, f"tensorslim bench {reference} {candidate}")
-            err_console.print(
-                f"[bold yellow]warning:[/] {msg}" + (" " + _SLOW_HINTS.get(mode, "") if slower else ""),
-                soft_wrap=True,
-            )
+            warn(msg + (" " + _SLOW_HINTS.get(mode, "") if slower else ""))
             for f in findings:
                 err_console.print(f"  doctor: {f['code']}: {f['message']}\n    fix: {f['fix']}", soft_wrap=True)
         else:
@@ -615,7 +613,7 @@ def bench(
         from tensorslim.benchmark.table import busy_note
 
         if busy_note(report):
-            err_console.print(f"[bold yellow]warning:[/] {busy_note(report)}", soft_wrap=True)
+            warn(busy_note(report))
         if report_html is not None:
             from tensorslim.report import write_report
 
@@ -667,7 +665,7 @@ def inspect(
                     "-" if w.sqnr_per_channel_mse_db is None else f"{w.sqnr_per_channel_mse_db:.1f}",
                 )  # fmt: skip
             console.print(t)
-            console.print("[bold]recommendations[/]")
+            console.print("recommendations", style="bold")
             for r in report.recommendations:
                 console.print(f"  - {r}")
         write_json(json_out, report.to_dict())

@@ -8,16 +8,20 @@ and anything unexpected into exit code 3.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from tensorslim._files import write_text_atomic
+from tensorslim._files import command_scope, write_text_atomic
 from tensorslim.errors import InputError, TargetNotMetError
 
 __all__ = [
@@ -29,6 +33,7 @@ __all__ = [
     "console",
     "err_console",
     "run_command",
+    "warn",
     "write_json",
 ]
 
@@ -41,22 +46,72 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 # pipes and CI logs get a wide table instead of rich's 80-column default
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 160)
+# markup=False: names, paths and regexes from the user are printed as text ("w[/x]" is not a closing tag);
+# styled words are built as rich Text (see warn())
+console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, highlight=False, markup=False, width=None if sys.stderr.isatty() else 160)
 
 EXIT_OK, EXIT_TARGET, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 _DEBUG = {"on": False}
 
 
 def _fail(code: int, message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    one_line = " ".join(message.split())  # runtime messages carry newlines: the contract is one line
+    err_console.print(Text.assemble(("error:", "bold red"), " ", one_line), soft_wrap=True)
     return typer.Exit(code)
 
 
+_OUTPUT_PARAMS = ("output", "json_out", "report", "report_html")
+_OUTPUT_DIR_FILES = ("best.onnx", "best.tslim", "best.yaml")
+
+
+def _declared_paths() -> tuple[list[Path], list[Path]]:
+    """The current command's inputs and outputs, read from its parameters by name.
+
+    Outputs: ``--output``, ``--json``, ``--report`` (and the ``best.*`` files of ``--output-dir``); inputs:
+    every other parameter whose value names an existing file or folder.
+    """
+    import importlib
+
+    try:  # typer 0.2x carries its own copy of click
+        ctx = importlib.import_module("typer._click.globals").get_current_context(silent=True)
+    except ImportError:  # pragma: no cover - older typer on the real click
+        ctx = importlib.import_module("click").get_current_context(silent=True)
+    if ctx is None:
+        return [], []
+    inputs: list[Path] = []
+    outputs: list[Path] = []
+    for name, value in ctx.params.items():
+        values = value if isinstance(value, list | tuple) else [value]
+        for v in values:
+            if not isinstance(v, str | Path) or str(v) in ("", "-"):
+                continue
+            if name in _OUTPUT_PARAMS:
+                outputs.append(Path(v))
+            elif name == "output_dir":
+                outputs.extend(Path(v) / f for f in _OUTPUT_DIR_FILES)
+            else:
+                with contextlib.suppress(OSError, ValueError):
+                    if os.path.lexists(v):
+                        inputs.append(Path(v))
+    return inputs, outputs
+
+
+def warn(message: str) -> None:
+    """Print ``warning: message`` on stderr (the message as text, never markup)."""
+    err_console.print(Text.assemble(("warning:", "bold yellow"), " ", message), soft_wrap=True)
+
+
 def run_command(fn: Callable[[], int | None]) -> None:
-    """Run a command body, mapping errors to exit codes and one-line messages."""
+    """Run a command body, mapping errors to exit codes and one-line messages.
+
+    The command's declared outputs are checked against its inputs (and each other) before the body runs, and
+    every file it writes follows :mod:`tensorslim._files` (see :func:`tensorslim._files.command_scope`).
+    """
     try:
-        code = fn()
+        inputs, outputs = _declared_paths()
+        with command_scope(inputs, outputs):
+            code = fn()
     except (InputError, ValueError) as e:
         if _DEBUG["on"]:
             raise

@@ -442,6 +442,10 @@ def optimize_search(
         )
     else:
         src = Path(model)
+    from tensorslim._files import check_output_path
+
+    for name in ("best.onnx", "best.tslim", "best.yaml"):  # the finish step replaces these: never an input
+        check_output_path(Path(output_dir) / name, src, *(p for p in (data, eval_data, test_data) if p), folder=False)
     cfg = config if config is not None else SearchConfig()
     try:
         timing = TimingSettings(threads=threads, batch_size=batch_size, seconds=seconds)

@@ -93,7 +93,7 @@ def _zstd_compress(data: bytes, level: int) -> bytes:
     return zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data)
 
 
-def _zstd_decompress(payload: bytes, size: int) -> bytes:
+def _zstd_decompress(payload: bytes | memoryview, size: int) -> bytes:
     import zstandard
 
     try:  # one-shot into a buffer of the declared size: a stream that holds more fails, it never grows
@@ -102,7 +102,7 @@ def _zstd_decompress(payload: bytes, size: int) -> bytes:
         raise DecodeError(f"zstd stream is corrupt ({e})") from e
 
 
-def _zstd_frame_size(payload: bytes) -> int:
+def _zstd_frame_size(payload: bytes | memoryview) -> int:
     import zstandard
 
     try:
@@ -132,7 +132,7 @@ def encode(data: bytes, *, codecs: Sequence[str] = ("zstd", "lzma"), zstd_level:
     return best
 
 
-def decode(codec: str, payload: bytes, size: int) -> bytes:
+def decode(codec: str, payload: bytes | memoryview, size: int) -> bytes:
     """Decompress ``payload`` into exactly ``size`` bytes, never allocating more than that.
 
     Raises:

@@ -73,6 +73,8 @@ def _sample(arr: np.ndarray, axis: int | None) -> np.ndarray:
 
 def weight_stats(name: str, arr: np.ndarray, op: str, role: str, axis: int | None) -> WeightStats:
     a = arr.astype(np.float32)
+    if axis is not None and not -arr.ndim <= axis < arr.ndim:  # a corrupt model: the op's axis is not in the weight
+        axis = None
     sampled_axis = None if axis is None else (1 if arr.size > _MAX_SAMPLE else axis)
     s = _sample(a, axis)
     mean, std = float(s.mean()), float(s.std())

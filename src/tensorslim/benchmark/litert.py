@@ -82,6 +82,10 @@ def benchmark_litert(
     names = [p.name if [q.name for q in model_paths].count(p.name) == 1 else str(p) for p in model_paths]
     runtimes: list[Any] = [None] * len(model_paths)
     load_ms: list[list[float]] = [[] for _ in model_paths]
+    from tensorslim.backends.tflite.safety import vet
+
+    for p in model_paths:  # the safety checks run once, outside the timed loads
+        vet(p, label=str(p))
     for _ in range(max(1, load_repeats)):
         for i, p in enumerate(model_paths):
             runtimes[i] = None

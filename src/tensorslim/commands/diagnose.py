@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from tensorslim.clikit import EXIT_OK, app, console, run_command, write_json
 from tensorslim.commands.data_options import DATA_HELP, BatchAxisOption, with_batch_axes
@@ -53,9 +54,9 @@ def diagnose(
                 t.add_column(c, overflow="fold")
             rows = sorted(rep.layers, key=lambda x: x.added_sqnr_db)
             for x in rows[:show] if show > 0 else rows:
-                ros = "-" if x.rmse_over_scale is None else f"{x.rmse_over_scale:.2f}"
+                ros: str | Text = "-" if x.rmse_over_scale is None else f"{x.rmse_over_scale:.2f}"
                 if x.rmse_over_scale is not None and x.rmse_over_scale > 0.7:
-                    ros = f"[bold red]{ros}[/]"
+                    ros = Text(f"{x.rmse_over_scale:.2f}", style="bold red")
                 t.add_row(
                     x.node,
                     x.op_type,

@@ -551,9 +551,12 @@ def _timing_findings(
 
 def render_doctor(rep: DoctorReport, console: Any) -> None:
     """Print a report with rich: one block per finding, severity first."""
-    console.print(f"[bold]tensorslim doctor[/] {rep.model} on {rep.cpu_model} ({rep.machine})")
+    from rich.text import Text
+
+    console.print(Text.assemble(("tensorslim doctor", "bold"), f" {rep.model} on {rep.cpu_model} ({rep.machine})"))
     style = {"ok": "green", "info": "cyan", "warning": "bold yellow", "error": "bold red"}
     for f in rep.findings:
-        console.print(f"[{style.get(f.severity, '')}]{f.severity:>7}[/] [bold]{f.code}[/]: {f.message}", soft_wrap=True)
+        line = Text.assemble((f"{f.severity:>7}", style.get(f.severity, "")), " ", (f.code, "bold"), f": {f.message}")
+        console.print(line, soft_wrap=True)
         if f.fix:
             console.print(f"         fix: {f.fix}", soft_wrap=True)

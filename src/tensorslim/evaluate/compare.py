@@ -153,8 +153,11 @@ def evaluate(
         if _looks_like_scores(a):
             top1 = top1_agreement(a, b)
             if ds.labels is not None and ds.labels.shape[0] == a.shape[0]:
-                ref_acc = float(np.mean(np.argmax(a, axis=1) == ds.labels))
-                cand_acc = float(np.mean(np.argmax(b, axis=1) == ds.labels))
+                from tensorslim.evaluate.metrics import class_labels
+
+                labels = class_labels(ds.labels, ds.source)
+                ref_acc = float(np.mean(np.argmax(a, axis=1) == labels))
+                cand_acc = float(np.mean(np.argmax(b, axis=1) == labels))
         report.outputs.append(
             OutputFidelity(
                 name=spec.name,

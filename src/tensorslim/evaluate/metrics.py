@@ -162,15 +162,41 @@ def _float_outputs(outputs: Sequence[np.ndarray]) -> list[int]:
     return [i for i, o in enumerate(outputs) if np.issubdtype(np.asarray(o).dtype, np.floating) and np.size(o)]
 
 
+def class_labels(labels: np.ndarray, source: str | None) -> np.ndarray:
+    """``labels`` as integer class indices.
+
+    Raises:
+        InputError: the labels are not whole numbers (float scores, one-hot rows, strings): accuracy against
+            them would read 0.00 % without a word.
+    """
+    a = np.asarray(labels)
+    where = source or "the data"
+    if a.ndim != 1:
+        raise InputError(
+            f"{where}: 'label' has shape {list(a.shape)}; give one integer class index per sample "
+            "(np.argmax of one-hot rows)"
+        )
+    if a.dtype.kind in "iub":
+        return a.astype(np.int64)
+    if a.dtype.kind == "f" and np.all(np.isfinite(a)) and np.all(a == np.round(a)):
+        return a.astype(np.int64)
+    bad = a[~(np.isfinite(a) & (a == np.round(a)))] if a.dtype.kind == "f" else a
+    raise InputError(
+        f"{where}: 'label' holds {a.dtype} values such as {bad.flat[0]}, not integer class indices; "
+        "save the class index of each sample (e.g. np.int64)"
+    )
+
+
 def _top1(outputs: Sequence[np.ndarray], dataset: Dataset) -> float:
     if dataset.labels is None:
         raise InputError(
             f"metric top1 needs labels: add a 'label' array to {dataset.source or 'the data'}, or use --metric cosine"
         )
+    labels = class_labels(dataset.labels, dataset.source)
     for o in outputs:
         a = np.asarray(o)
-        if a.ndim == 2 and a.shape[1] > 1 and a.shape[0] == dataset.labels.shape[0]:
-            return float(np.mean(np.argmax(a, axis=1) == dataset.labels))
+        if a.ndim == 2 and a.shape[1] > 1 and a.shape[0] == labels.shape[0]:
+            return float(np.mean(np.argmax(a, axis=1) == labels))
     raise InputError(
         "metric top1 needs an output of class scores [samples, classes]; the model has none: use --metric cosine"
     )

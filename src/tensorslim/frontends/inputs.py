@@ -261,6 +261,10 @@ def prepare_input(
     is_text = data is not None and data.suffix.lower() == ".txt"
     if is_text and tokenizer is None and not model.is_dir():
         raise InputError(f"--data {data}: text data needs --tokenizer PATH (a folder with the tokenizer files)")
+    if model.is_dir() and not (model / "config.json").is_file():  # before the tokenizer: say what the folder lacks
+        raise InputError(
+            f"{model}: is a folder but not a Hugging Face model (no config.json); pass the model file (.onnx, .tflite)"
+        )
     tok_path = tokenizer or (model if model.is_dir() else None)
     tok = load_tokenizer(tok_path) if tok_path is not None else None
     sentences = read_sentences(data) if is_text and data is not None else None

@@ -14,6 +14,7 @@ The graph (every tensor's data removed) and each tensor are stored as separate s
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -233,17 +234,21 @@ def unpack_model(
         raise InputError(f"{c.path}: the manifest lists {len(entries)} tensors, the graph {len(targets)}; corrupt file")
     total = 0
     for t, entry in zip(targets, entries, strict=True):
-        if not isinstance(entry, dict) or entry.get("name") != t.name or list(entry.get("dims", [])) != list(t.dims):
+        if not isinstance(entry, dict) or entry.get("name") != t.name or entry.get("dims", []) != list(t.dims):
             raise InputError(f"{c.path}: tensor {t.name!r} does not match its manifest entry; the file is corrupt")
-        count = int(np.prod(t.dims)) if len(t.dims) else 1
+        if any(d < 0 for d in t.dims):
+            raise InputError(f"{c.path}: tensor {t.name!r} has a negative dimension; the file is corrupt")
+        count = math.prod(int(d) for d in t.dims)  # Python ints: a product of huge dims cannot wrap negative
         total += count * 8
         if total > c.max_bytes:
             raise InputError(f"{c.path}: the tensors declare more data than the file can hold; refusing to unpack it")
-        read = tensor_decoder(entry, _stream_reader(c, entry, count))
         try:
+            read = tensor_decoder(entry, _stream_reader(c, entry, count))
             arr = decode_tensor(entry, read, count)
-        except ValueError as err:
-            raise InputError(f"{c.path}: {err}; the file is corrupt") from err
+        except (KeyError, TypeError, AttributeError, IndexError, ValueError, OverflowError) as err:
+            # a checksum-valid manifest with wrong types or nesting is a corrupt file, not a crash
+            detail = str(err) if isinstance(err, ValueError) else f"malformed entry ({type(err).__name__})"
+            raise InputError(f"{c.path}: tensor {t.name!r}: {detail}; the file is corrupt") from err
         fill_tensor(t, arr)
     if output is not None:
         save_model(model, output)
@@ -252,7 +257,7 @@ def unpack_model(
 
 def _stream_reader(c: Any, entry: dict[str, Any], count: int) -> Any:
     def read(s: dict[str, Any]) -> bytes:
-        return bytes(c.stream(s, stream_size(entry, str(s.get("role")), count)))
+        return c.stream(s, stream_size(entry, str(s.get("role")), count))
 
     return read
 

@@ -23,11 +23,11 @@ import hashlib
 import json
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tensorslim._files import atomic_write
 from tensorslim.algorithms.entropy import DecodeError, decode
 from tensorslim.errors import InputError
 
@@ -37,6 +37,8 @@ MAGIC = b"TSLIM\x00\r\n"
 FORMAT_VERSION = 1
 _HEADER = struct.Struct("<8sHHIQ32s")
 _MAX_MANIFEST = 64 << 20
+#: the most bytes any file may unpack to, whatever its size (on top of the max_expansion ratio)
+MAX_UNPACKED = 16 << 30
 
 
 @dataclass
@@ -65,8 +67,8 @@ class Container:
                 f"{self.path}: a stream declares {size:,} bytes, far beyond what a {self.file_bytes:,}-byte file "
                 "can hold (a decompression bomb or a corrupt file); refusing to unpack it"
             )
-        try:
-            return decode(codec, self.body[off : off + length], size)
+        try:  # a view of the body: the compressed bytes are not copied
+            return decode(codec, memoryview(self.body)[off : off + length], size)
         except DecodeError as e:
             raise InputError(f"{self.path}: {e}; the file is corrupt") from e
 
@@ -77,22 +79,10 @@ def write_container(path: str | os.PathLike[str], manifest: dict[str, Any], body
     mbytes = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
     digest = hashlib.sha256(mbytes + body).digest()
     header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(mbytes), len(body), digest)
-    parent = out.parent if str(out.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise InputError(f"{out}: cannot write to the folder {parent} ({e.strerror}); choose another output") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            f.write(mbytes)
-            f.write(body)
-        os.replace(tmp, out)
-    except OSError as e:
-        raise InputError(f"{out}: writing failed ({e.strerror or e}); check free space and permissions") from e
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(out) as f:  # the shared output policy: umask mode, fsync, rename, no leftovers
+        f.write(header)
+        f.write(mbytes)
+        f.write(body)
     return _HEADER.size + len(mbytes) + len(body)
 
 
@@ -116,7 +106,7 @@ def read_container(path: str | os.PathLike[str], *, max_expansion: float = 4096.
         head = f.read(_HEADER.size)
         if len(head) < _HEADER.size or not head.startswith(MAGIC[:5]):
             raise InputError(f"{p}: not a tensorslim pack (.tslim) file, or truncated before its header")
-        magic, version, _flags, mlen, blen, digest = _HEADER.unpack(head)
+        magic, version, flags, mlen, blen, digest = _HEADER.unpack(head)
         if magic != MAGIC:
             raise InputError(f"{p}: damaged header (line endings converted?); copy the file in binary mode")
         if version > FORMAT_VERSION:
@@ -126,6 +116,8 @@ def read_container(path: str | os.PathLike[str], *, max_expansion: float = 4096.
             )
         if version < 1:
             raise InputError(f"{p}: bad format version {version}; the file is corrupt")
+        if flags != 0:  # no flag is defined: any set bit is corruption (the checksum does not cover the header)
+            raise InputError(f"{p}: unknown header flags {flags:#06x}; the file is corrupt or from a newer tensorslim")
         if mlen > _MAX_MANIFEST or _HEADER.size + mlen + blen != size:
             raise InputError(
                 f"{p}: the header declares {_HEADER.size + mlen + blen:,} bytes but the file has {size:,} "
@@ -141,16 +133,42 @@ def read_container(path: str | os.PathLike[str], *, max_expansion: float = 4096.
             raise ValueError("not an object")
     except ValueError as e:
         raise InputError(f"{p}: unreadable manifest ({e}); the file is corrupt") from e
-    max_bytes = int(max_expansion * size) + (1 << 20)
+    max_bytes = min(int(max_expansion * size) + (1 << 20), MAX_UNPACKED)
     declared = 0
-    for s in [manifest.get("graph", {}), *(st for t in manifest.get("tensors", []) for st in t.get("streams", []))]:
-        try:
-            declared += int(s.get("size", 0))
-        except (TypeError, ValueError, AttributeError) as e:
-            raise InputError(f"{p}: malformed manifest; the file is corrupt") from e
+    for s in _manifest_streams(p, manifest):
+        declared += s["size"]
     if declared > max_bytes:
         raise InputError(
             f"{p}: the manifest declares {declared:,} bytes of content, far beyond what a {size:,}-byte file can "
             f"hold (more than {max_expansion:g}x): a decompression bomb or a corrupt file; refusing to unpack it"
         )
     return Container(p, version, manifest, body, size, max_bytes)
+
+
+def _manifest_streams(p: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every stream entry of the manifest, its types checked (a malformed manifest is an InputError)."""
+
+    def bad(what: str) -> InputError:
+        return InputError(f"{p}: malformed manifest ({what}); the file is corrupt")
+
+    graph, tensors = manifest.get("graph"), manifest.get("tensors")
+    if not isinstance(graph, dict):
+        raise bad("no graph stream")
+    if not isinstance(tensors, list) or not all(isinstance(t, dict) for t in tensors):
+        raise bad("tensors is not a list of objects")
+    streams = [graph]
+    for t in tensors:
+        st = t.get("streams", [])
+        if not isinstance(st, list):
+            raise bad("streams is not a list")
+        streams.extend(st)
+    for s in streams:
+        if not isinstance(s, dict):
+            raise bad("a stream is not an object")
+        for key in ("offset", "length", "size"):
+            v = s.get(key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise bad(f"stream {key} is {v!r}, not a non-negative integer")
+        if not isinstance(s.get("codec"), str):
+            raise bad("stream codec is not a string")
+    return streams

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from enum import Enum
 from typing import Any
@@ -14,14 +13,14 @@ def regex_tuple(field: str, patterns: Iterable[str]) -> tuple[str, ...]:
     """``patterns`` as a tuple, each checked to compile.
 
     Raises:
-        ValueError: a pattern is not a valid regular expression; the message names ``field``.
+        ValueError: a pattern is not a valid regular expression, or one that can backtrack exponentially
+            (see :mod:`tensorslim._regex`); the message names ``field``.
     """
+    from tensorslim._regex import compile_user_regex
+
     out = tuple(patterns)
     for p in out:
-        try:
-            re.compile(p)
-        except re.error as e:
-            raise ValueError(f"{field}: {p!r} is not a valid regular expression ({e})") from None
+        compile_user_regex(p, field)
     return out
 
 

@@ -275,7 +275,7 @@ def apply_recipe(
                 cur = onnx.ModelProto.FromString(proto.SerializeToString())
             record_quantize(cur, build_config(last_quant.kind, dict(last_quant.config), "config"),
                             data=dataset is not None)  # fmt: skip
-        api.verify_output(cur, float16=any(s.kind == "float16" for s in body))
+        api.verify_output(cur, float16=any(s.kind == "float16" for s in body), source=proto)
         if recipe.passes[-1].kind == "pack":
             t = time.perf_counter()
             bar.describe(f"{recipe.name}: pack")

@@ -294,10 +294,12 @@ def _parse_rule(kind: str, d: Any, path: str) -> Rule:
     if name is not None:
         if not isinstance(name, str):
             raise RecipeError(f"{path}.match.name: expected a string (a regex), got {_type_name(name)}")
+        from tensorslim._regex import compile_user_regex
+
         try:
-            re.compile(name)
-        except re.error as e:
-            raise RecipeError(f"{path}.match.name: {name!r} is not a valid regular expression ({e})") from None
+            compile_user_regex(name, f"{path}.match.name")
+        except ValueError as e:
+            raise RecipeError(str(e)) from None
     if op is not None and (not isinstance(op, str) or not op):
         raise RecipeError(f"{path}.match.op: expected an op type such as MatMul, got {_type_name(op)} {op!r}")
     skip = d.get("skip", False)
@@ -375,7 +377,8 @@ def _from_dict(d: Any) -> Recipe:
 def load_recipe(path_or_text: str | os.PathLike[str]) -> Recipe:
     """Load a recipe from a YAML file, or from YAML text (a string holding a newline).
 
-    Only plain YAML is read (``yaml.safe_load``): tags such as ``!!python/object`` are rejected.
+    Only plain YAML is read (``yaml.safe_load`` with budgets, :mod:`tensorslim.recipe.yaml_safe`): tags such as
+    ``!!python/object``, merge keys, duplicate keys, deep nesting and alias bombs are rejected.
 
     Raises:
         RecipeError: unreadable file, invalid YAML, or an invalid recipe.
@@ -395,11 +398,15 @@ def load_recipe(path_or_text: str | os.PathLike[str]) -> Recipe:
         except (OSError, UnicodeDecodeError) as e:
             raise RecipeError(f"{p}: cannot read the recipe ({e})") from e
         source = str(p)
+    from tensorslim.recipe.yaml_safe import load_yaml
+
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         detail = " ".join(str(e).split())
         raise RecipeError(f"{source}: not valid plain YAML ({detail[:300]})") from None
+    except (ValueError, RecursionError) as e:
+        raise RecipeError(f"{source}: {e}" if str(e) else f"{source}: the YAML nests too deeply") from None
     return recipe_from_dict(data, source=source)
 
 

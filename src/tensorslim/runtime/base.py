@@ -61,6 +61,10 @@ def open_runtime(path: str | os.PathLike[str], *, threads: int = 0) -> Runtime:
     from tensorslim.runtime.ort import OrtRuntime
 
     p = Path(path)
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder, not a model file; pass the .onnx, .tflite or .tslim file")
+    if not p.exists():
+        raise InputError(f"{p}: no such file; check the path")
     suffix = p.suffix.lower()
     if suffix == ".onnx":
         return OrtRuntime(p, threads=threads)

@@ -49,6 +49,9 @@ def make_interpreter(model: str | os.PathLike[str] | bytes, *, threads: int = 0,
         if not Path(model).is_file():
             raise InputError(f"{label}: no such file; check the path")
         kwargs["model_path"] = str(model)
+    from tensorslim.backends.tflite.safety import vet
+
+    vet(model, label=label)  # structural checks and a crash probe in a child process, before LiteRT sees it
     try:
         with warnings.catch_warnings():  # preserve_all warns that it costs memory: calibration wants exactly that
             warnings.simplefilter("ignore", UserWarning)
@@ -169,8 +172,16 @@ class LiteRTRuntime:
         return self._feed(feeds)
 
     def invoke(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
-        """Run on arrays from :meth:`prepare` (no splitting, no conversion of the feeds)."""
-        return self._invoke(arrays)
+        """Run on arrays from :meth:`prepare` (no splitting, no conversion of the feeds).
+
+        Raises:
+            InputError: LiteRT fails to run the model (a kernel rejects its tensors).
+        """
+        try:
+            return self._invoke(arrays)
+        except (RuntimeError, ValueError) as e:
+            msg = " ".join(str(e).split())[:300] or type(e).__name__
+            raise InputError(f"{self._label}: LiteRT cannot run the model ({msg})") from e
 
     def _feed(self, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
         arrays = []

@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import sys
+import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -70,6 +72,42 @@ def _single_thread_env() -> Iterator[None]:
                 os.environ[k] = v
 
 
+def _die_with_parent(parent: int, pdeathsig: bool) -> None:
+    """Make this worker exit when its parent does (kill -9 of ``optimize`` must not leave workers running).
+
+    Linux: the kernel sends SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``; only when the pool was
+    made by the parent's main thread, since the signal follows the creating thread). Everywhere: a daemon
+    thread polls the parent pid twice a second and exits when the worker has been re-parented.
+    """
+    import threading
+    import time
+
+    if pdeathsig and sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):  # pragma: no cover - no prctl: the watchdog below still runs
+            pass
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, name="tensorslim-parent-watch", daemon=True).start()
+
+
+def _init(parent: int, pdeathsig: bool, payload: Payload) -> None:
+    _die_with_parent(parent, pdeathsig)
+    init_worker(payload)
+
+
 class PoolExecutor:
     """A local pool of ``workers`` spawned processes."""
 
@@ -84,8 +122,8 @@ class PoolExecutor:
             pool = ProcessPoolExecutor(
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),
-                initializer=init_worker,
-                initargs=(self.payload,),
+                initializer=_init,
+                initargs=(os.getpid(), threading.current_thread() is threading.main_thread(), self.payload),
             )
             # start the processes now, while the single-thread environment is set
             for f in [pool.submit(os.getpid) for _ in range(workers)]:

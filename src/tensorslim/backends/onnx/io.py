@@ -13,12 +13,13 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
 
+from tensorslim._files import check_output_path, register_temp, release_temp, write_bytes_atomic
 from tensorslim.errors import InputError
 
 __all__ = ["check_output_path", "load_model", "model_size_bytes", "save_model"]
@@ -69,11 +70,13 @@ def load_model(path: str | os.PathLike[str], *, check: bool = True) -> onnx.Mode
             f"{p}: not a readable ONNX model (the file is corrupt, truncated, or another format); "
             "re-export the model or check that the download completed"
         ) from e
+    _check_text(p, model)
     if not model.graph.node:
         raise InputError(
             f"{p}: the file parsed but holds no graph nodes (it is not an ONNX model, or it is truncated); "
             "re-export the model"
         )
+    _check_locations(p, _external_locations(model))
     missing = [loc for loc in _external_locations(model) if not (p.parent / loc).is_file()]
     if missing:
         raise InputError(
@@ -99,6 +102,52 @@ def load_model(path: str | os.PathLike[str], *, check: bool = True) -> onnx.Mode
     return model
 
 
+def _check_text(p: Path, model: onnx.ModelProto) -> None:
+    """Every string field (names, op types, domains, metadata) must be valid UTF-8.
+
+    protobuf hands back ``bytes`` for a string field that is not valid UTF-8, which every later step expects
+    to be ``str``.
+    """
+    from google.protobuf.descriptor import FieldDescriptor
+
+    stack: list[object] = [model]
+    while stack:
+        msg = stack.pop()
+        if isinstance(msg, onnx.TensorProto):  # its data fields are bytes: read only the text ones (no copies)
+            fields = [(msg.DESCRIPTOR.fields_by_name[f], getattr(msg, f)) for f in ("name", "doc_string")]
+            fields.append((msg.DESCRIPTOR.fields_by_name["external_data"], msg.external_data))
+        else:
+            fields = msg.ListFields()  # type: ignore[attr-defined]
+        for fd, value in fields:
+            repeated = fd.is_repeated if hasattr(fd, "is_repeated") else fd.label == FieldDescriptor.LABEL_REPEATED
+            values = value if repeated else [value]
+            if fd.type == FieldDescriptor.TYPE_STRING:
+                for v in values:
+                    if not isinstance(v, str):
+                        shown = bytes(v)[:60].decode("utf-8", "backslashreplace")
+                        raise InputError(
+                            f"{p}: a {type(msg).__name__}.{fd.name} is not valid UTF-8 ({shown!r}); the file is "
+                            "corrupt or was written by a broken exporter, re-export the model"
+                        )
+            elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+                stack.extend(values)
+
+
+def _check_locations(p: Path, locations: set[str]) -> None:
+    """External data must lie in the model's folder or below: an absolute or escaping path is refused."""
+    base = p.parent.resolve()
+    for loc in sorted(locations):
+        bad = os.path.isabs(loc) or "\x00" in loc
+        if not bad:
+            target = (p.parent / loc).resolve()
+            bad = base != target and base not in target.parents
+        if bad:
+            raise InputError(
+                f"{p}: external data location {loc!r} points outside the model's folder; tensorslim only reads "
+                "data files next to the model (re-save the model with a relative location such as model.onnx.data)"
+            )
+
+
 def model_size_bytes(model: onnx.ModelProto) -> int:
     """Serialized size of the model, without building the serialization.
 
@@ -112,35 +161,13 @@ def model_size_bytes(model: onnx.ModelProto) -> int:
         return sum(int(p.ByteSize()) for p in parts)
 
 
-def check_output_path(output: str | os.PathLike[str], *inputs: str | os.PathLike[str]) -> Path:
-    """Validate an output path before any work is done.
-
-    Raises:
-        InputError: the output is one of the inputs, is a folder, or its folder is missing or not writable.
-    """
-    out = Path(output)
-    for inp in inputs:
-        ip = Path(inp)
-        same = out.resolve() == ip.resolve()
-        if not same and out.exists() and ip.exists():
-            with contextlib.suppress(OSError):
-                same = os.path.samefile(out, ip)
-        if same:
-            raise InputError(
-                f"{out}: the output path is the input model; choose a different output path "
-                "(tensorslim never overwrites its input)"
-            )
-    if out.is_dir():
-        raise InputError(f"{out}: is a folder; give a file name for the output, e.g. {out / 'model.onnx'}")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise InputError(f"{out}: the folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{out}: the folder {parent} is not writable; choose another output folder")
-    return out
-
-
-def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external_data: bool | None = None) -> Path:
+def save_model(
+    model: onnx.ModelProto,
+    path: str | os.PathLike[str],
+    *,
+    external_data: bool | None = None,
+    verify: Callable[[Path], None] | None = None,
+) -> Path:
     """Write ``model`` to ``path`` atomically.
 
     Args:
@@ -148,6 +175,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external
         path: destination file.
         external_data: force (``True``) or forbid (``False``) external data; by default it is used only
             when the model would pass protobuf's 2 GB limit. The data file is ``<name>.data``.
+        verify: called with the written temporary file before it replaces anything (raise to refuse it).
 
     The file is stamped with the lowest ai.onnx opset and IR version that express the model
     (:func:`tensorslim.runtime.targets.lowest_versions`), so it loads in the oldest runtimes that can run it.
@@ -156,7 +184,7 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str], *, external
         The destination path.
     """
     with _lowest_stamps(model):
-        return _save(model, path, external_data)
+        return _save(model, path, external_data, verify)
 
 
 @contextlib.contextmanager
@@ -178,37 +206,40 @@ def _lowest_stamps(model: onnx.ModelProto) -> Iterator[None]:
         model.ir_version = saved[1]
 
 
-def _save(model: onnx.ModelProto, path: str | os.PathLike[str], external_data: bool | None) -> Path:
-    out = Path(path)
+def _save(
+    model: onnx.ModelProto, path: str | os.PathLike[str], external_data: bool | None,
+    verify: Callable[[Path], None] | None,
+) -> Path:  # fmt: skip
+    out = check_output_path(path)
     parent = out.parent if str(out.parent) else Path(".")
     use_external = model_size_bytes(model) >= _TWO_GB - 2**24 if external_data is None else external_data
+    if not use_external:
+        return write_bytes_atomic(out, model.SerializeToString(), verify=verify)
+    data_name = out.name + ".data"
+    check_output_path(parent / data_name)
     try:
-        tmpdir = Path(tempfile.mkdtemp(prefix=".tslim-", dir=parent))
+        tmpdir = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
     except OSError as e:
         raise InputError(f"{out}: cannot write to the folder {parent} ({e.strerror}); choose another output") from e
+    register_temp(tmpdir)
     try:
-        if use_external:
-            data_name = out.name + ".data"
-            to_save = onnx.ModelProto()
-            to_save.CopyFrom(model)
-            onnx.save_model(
-                to_save,
-                str(tmpdir / out.name),
-                save_as_external_data=True,
-                all_tensors_to_one_file=True,
-                location=data_name,
-                size_threshold=_EXTERNAL_THRESHOLD,
-            )
-            if (tmpdir / data_name).exists():
-                os.replace(tmpdir / data_name, parent / data_name)
-        else:
-            with open(tmpdir / out.name, "wb") as f:
-                f.write(model.SerializeToString())
+        to_save = onnx.ModelProto()
+        to_save.CopyFrom(model)
+        onnx.save_model(
+            to_save,
+            str(tmpdir / out.name),
+            save_as_external_data=True,
+            all_tensors_to_one_file=True,
+            location=data_name,
+            size_threshold=_EXTERNAL_THRESHOLD,
+        )
+        if verify is not None:
+            verify(tmpdir / out.name)
+        if (tmpdir / data_name).exists():
+            os.replace(tmpdir / data_name, parent / data_name)
         os.replace(tmpdir / out.name, out)
     except OSError as e:
         raise InputError(f"{out}: writing failed ({e.strerror or e}); check free space and permissions") from e
     finally:
-        for leftover in tmpdir.iterdir():
-            leftover.unlink()
-        tmpdir.rmdir()
+        release_temp(tmpdir)
     return out

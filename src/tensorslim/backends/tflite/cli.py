@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from tensorslim.clikit import EXIT_OK, console, err_console, write_json
+from tensorslim.clikit import EXIT_OK, console, warn, write_json
 from tensorslim.errors import InputError
 
 __all__ = ["bench_tflite_command", "quantize_tflite_command"]
@@ -103,8 +103,7 @@ def _speed_check(reference: Path, candidate: Path, *, quiet: bool) -> dict[str, 
     if not quiet:
         if v.warn:
             rerun = f"tensorslim bench {reference} {candidate}"
-            err_console.print(f"[bold yellow]warning:[/] {v.message('in LiteRT', ref.p50_ms, cand.p50_ms, rerun)}",
-                              soft_wrap=True)  # fmt: skip
+            warn(v.message("in LiteRT", ref.p50_ms, cand.p50_ms, rerun))
         else:
             console.print(
                 f"speed check (LiteRT): p50 {ref.p50_ms:.3f} ms -> {cand.p50_ms:.3f} ms ({v.ratio:.2f}x, batch 1)"

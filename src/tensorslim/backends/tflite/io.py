@@ -12,14 +12,15 @@
 from __future__ import annotations
 
 import os
-import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import flatbuffers
 import numpy as np
 
-from tensorslim.backends.onnx.io import check_output_path
+from tensorslim._files import check_output_path, write_bytes_atomic
+from tensorslim.backends.tflite.safety import check_operators, check_tensor_sizes
 from tensorslim.backends.tflite.schema import FILE_IDENTIFIER, SCHEMA_VERSION, numpy_dtype, schema, type_name
 from tensorslim.errors import InputError
 
@@ -129,6 +130,8 @@ def _check_structure(model: Any, data: bytes, label: str) -> None:
         for idx in [*(sg.inputs if sg.inputs is not None else []), *(sg.outputs if sg.outputs is not None else [])]:
             if not 0 <= int(idx) < n:
                 raise bad(f"subgraph {si} input/output refers to tensor {int(idx)} of {n}")
+    check_operators(model, label)
+    check_tensor_sizes(model, label)
 
 
 def _name(t: Any) -> str:
@@ -181,24 +184,15 @@ def serialize(model: Any) -> bytes:
     return bytes(builder.Output())
 
 
-def save_model(model: Any, path: str | os.PathLike[str]) -> Path:
-    """Write ``model`` to ``path`` atomically (temporary file in the same folder, then rename).
+def save_model(model: Any, path: str | os.PathLike[str], *, verify: Callable[[Path], None] | None = None) -> Path:
+    """Write ``model`` to ``path`` atomically (temporary file in the same folder, fsync, rename).
+
+    Args:
+        model: the ``ModelT``.
+        path: destination file.
+        verify: called with the written temporary file before it replaces anything (raise to refuse it).
 
     Returns:
         The destination path.
     """
-    out = Path(path)
-    payload = serialize(model)
-    parent = out.parent if str(out.parent) else Path(".")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".tslim-", suffix=".tflite", dir=parent)
-    except OSError as e:
-        raise InputError(f"{out}: cannot write to the folder {parent} ({e.strerror}); choose another output") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-        os.replace(tmp, out)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise InputError(f"{out}: writing failed ({e.strerror or e}); check free space and permissions") from e
-    return out
+    return write_bytes_atomic(path, serialize(model), verify=verify)

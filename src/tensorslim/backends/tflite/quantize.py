@@ -122,7 +122,11 @@ def quantize_tflite(
     if verify:
         try:
             make_interpreter(payload)
-        except InputError as e:  # pragma: no cover - would be a tensorslim bug
+        except InputError as e:
+            try:
+                make_interpreter(serialize(m))
+            except InputError as inp:  # the input itself does not load: say so, not "a bug"
+                raise InputError(f"{src or 'model'}: the input does not load in LiteRT either: {inp}") from e
             raise InputError(f"the quantized model does not load in LiteRT: {e}; please report this") from e
     out_path = save_model(result.model, output) if output is not None else None
     return TfliteQuantizeResult(

@@ -96,7 +96,8 @@ def op_name(code: Any) -> str:
     builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
     name = _OP_NAMES.get(builtin, f"UNKNOWN_{builtin}")
     if name == "CUSTOM":
-        custom = code.customCode.decode() if isinstance(code.customCode, bytes) else str(code.customCode)
+        raw = code.customCode
+        custom = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
         return f"CUSTOM:{custom}"
     return name
 
