@@ -256,3 +256,15 @@ def test_learned_rounding_lowers_the_output_error() -> None:
             (note,) = [n for n in res.notes if n.startswith("learned rounding:")]
             assert "weight(s), layer output error" in note
     assert errs[True] < errs[False], errs
+
+
+def test_output_guard_moves_weightless_nodes_until_the_outputs_hold() -> None:
+    model, data = mobile_block()
+    res = StaticQuantPass(StaticQuantConfig(latency_check=False, output_sqnr_db=60.0), data=data)(model)
+    (note,) = [n for n in res.notes if n.startswith("output check:")]
+    assert "moved back to float" in note, note
+    placement = load_placement_from(res.model)
+    guarded = [n for n, why in placement.float if why.startswith("output-guard")]
+    assert guarded and not {"conv1", "conv2", "conv3"} & set(guarded)  # weighted nodes keep their int8 kernels
+    quiet = StaticQuantPass(StaticQuantConfig(latency_check=False), data=data)(model)
+    assert not [n for n, why in load_placement_from(quiet.model).float if why.startswith("output-guard")]

@@ -532,8 +532,11 @@ def _output_guard(
         first = last if first != first else first
         if last >= cfg.output_sqnr_db or not current:
             break
-        added = added_error(model, trial, [n for n in index.nodes if n.name in current], sample,
-                            index.activation_inputs)  # fmt: skip
+        # nodes with a weight keep int8 (their int8 kernels are where the speed is); the guard moves the rest:
+        # elementwise ops, Softmax, products of two activations (attention)
+        weighted = {node for node, k in index.weights}
+        added = added_error(model, trial, [n for n in index.nodes if n.name in current and n.name not in weighted],
+                            sample, index.activation_inputs)  # fmt: skip
         ranked = sorted((n for n in added if added[n] < 2 * cfg.output_sqnr_db), key=lambda n: (added[n], n))
         worst = ranked[: max(1, -(-len(current) // 10))]
         if not worst:
