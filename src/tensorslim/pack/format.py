@@ -34,7 +34,7 @@ from tensorslim.errors import InputError
 __all__ = ["FORMAT_VERSION", "MAGIC", "Container", "read_container", "write_container"]
 
 MAGIC = b"TSLIM\x00\r\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sub-byte tensors, the bytes encoding, the rans codec, entries name their tensor
 _HEADER = struct.Struct("<8sHHIQ32s")
 _MAX_MANIFEST = 64 << 20
 
