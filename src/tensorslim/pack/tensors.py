@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 # bits per element of the types stored only as their bytes (``bytes`` encoding)
-SUB_BYTE_BITS = {
+SUB_BYTE_BITS: dict[int, int] = {
     onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4, onnx.TensorProto.FLOAT4E2M1: 4,
     onnx.TensorProto.FLOAT8E4M3FN: 8, onnx.TensorProto.FLOAT8E4M3FNUZ: 8, onnx.TensorProto.FLOAT8E5M2: 8,
     onnx.TensorProto.FLOAT8E5M2FNUZ: 8, onnx.TensorProto.FLOAT8E8M0: 8,
