@@ -128,7 +128,7 @@ def test_truncated_file(packed: Path, tmp_path: Path) -> None:
 
 def test_newer_format_version(packed: Path) -> None:
     _rewrite(packed, version=7)
-    with pytest.raises(InputError, match="format version 7, newer than this tensorslim reads \\(up to 1\\)"):
+    with pytest.raises(InputError, match="format version 7, newer than this tensorslim reads \\(up to 2\\)"):
         unpack_model(packed)
 
 
@@ -156,7 +156,7 @@ def test_a_lying_stream_size_stops_at_the_declared_size(packed: Path) -> None:
 
 def test_container_header_fields(packed: Path) -> None:
     c = read_container(packed)
-    assert c.version == 1 and c.manifest["format"] == "tensorslim-pack" and c.file_bytes == packed.stat().st_size
+    assert c.version == 2 and c.manifest["format"] == "tensorslim-pack" and c.file_bytes == packed.stat().st_size
 
 
 
