@@ -185,12 +185,15 @@ def encode_tensor(
         raw = bytes(t.raw_data)
         bits = SUB_BYTE_BITS.get(t.data_type, 8)
         item = 1 if bits < 8 else max(1, len(raw) // max(1, int(np.prod(dims)) if dims else 1))
-        streams = [_stream("data", raw, level, codecs, bits, contexts_for(dims, 1, item))]
+        e = cands[0].entry if cands else {}
+        same = e.get("encoding") == "symbols" and e.get("symbols_bits") == 8 and not e.get("signed")
+        streams = [] if same else [_stream("data", raw, level, codecs, bits, contexts_for(dims, 1, item))]
         if bits == 8 and item == 1:  # a byte may hold two 4-bit codes
             nibbles = tuple(c for c in codecs if c == "rans")
             streams.append(_stream("data", raw, level, nibbles, 4, contexts_for(dims, 2)))
-        best = min(streams, key=lambda s: len(s[3]))
-        cands.append(EncodedTensor({**head, "encoding": "bytes"}, [best]))
+        if streams:  # (``same``: the symbols stream already is these bytes, coded the same ways)
+            best = min(streams, key=lambda s: len(s[3]))
+            cands.append(EncodedTensor({**head, "encoding": "bytes"}, [best]))
     return min(cands, key=_size)
 
 
