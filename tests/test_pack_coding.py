@@ -190,3 +190,18 @@ def test_a_manifest_entry_naming_no_tensor_is_refused(tmp_path: Path) -> None:
     write_container(tmp_path / "bad.tslim", manifest, c.body)
     with pytest.raises(InputError, match="names no tensor of the graph"):
         unpack_model(tmp_path / "bad.tslim")
+
+
+def test_cli_pack_compare_reports_zstd_lzma_and_gzip(tmp_path: Path) -> None:
+    from models import cli, mlp_model
+    from tensorslim.backends.onnx import save_model
+
+    model, _ = mlp_model()
+    src = save_model(model, tmp_path / "m.onnx")
+    r = cli("pack", str(src), "-o", str(tmp_path / "m.tslim"), "--compare", "--json", "-")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert set(rep["baselines"]) == {"zstd-19", "lzma-9e", "gzip-9"}
+    assert rep["file_bytes"] == (tmp_path / "m.tslim").stat().st_size < min(rep["baselines"].values())
+    r = cli("pack", str(src), "-o", str(tmp_path / "t.tslim"), "--compare")
+    assert r.returncode == 0 and "lzma-9e of the ONNX file" in r.stdout and "zstd-19 of the ONNX file" in r.stdout
