@@ -266,9 +266,9 @@ def _keys(
         idx = np.arange(sym.size, dtype=np.int64)
     ctx = context_of(idx, divisor, contexts)
     if order:
-        prev = np.where(idx % seg == 0, 0, sym[np.maximum(idx - 1, 0)])
+        prev = np.where(idx % seg == 0, 0, sym[np.maximum(idx - 1, 0)].astype(np.int64))
         ctx = ctx * alphabet + prev
-    return ctx * alphabet + sym[idx]
+    return ctx * alphabet + sym[idx].astype(np.int64)
 
 
 _SAMPLE = 1 << 20  # model choice on long streams looks at this many symbols (in runs of 4096)
@@ -279,7 +279,7 @@ def rans_cost(symbols: np.ndarray, alphabet: int, divisor: int, contexts: int, o
 
     Streams longer than 2**20 symbols are estimated on evenly spaced runs of 4096 symbols.
     """
-    sym = np.asarray(symbols, np.int64)
+    sym = np.ascontiguousarray(symbols, np.uint8).reshape(-1)
     n = sym.size
     seg = -(-n // _lanes(n)) if n else 1
     idx = None
@@ -300,15 +300,19 @@ def rans_cost(symbols: np.ndarray, alphabet: int, divisor: int, contexts: int, o
 def rans_encode(symbols: np.ndarray, bits: int, divisor: int = 1, contexts: int = 1, order: int = 0) -> bytes:
     """Code ``symbols`` (uint8 below ``2**bits``) with static per-context frequencies; see the payload above."""
     alphabet = 1 << bits
-    sym = np.ascontiguousarray(symbols, np.uint8).reshape(-1).astype(np.int64)
+    sym = np.ascontiguousarray(symbols, np.uint8).reshape(-1)
     n = sym.size
     if contexts * alphabet ** (1 + order) > _MAX_TABLE or contexts < 1 or divisor < 1 or order not in (0, 1):
         raise ValueError(f"rans: {contexts} contexts of {alphabet} symbols at order {order} is too large a table")
     lanes = _lanes(n)
     seg = -(-n // lanes) if n else 1
     lanes = -(-n // seg) if n else 1
-    keys = _keys(sym, alphabet, divisor, contexts, order, seg)
-    freq = _normalize(np.bincount(keys, minlength=contexts * alphabet ** (1 + order)).reshape(-1, alphabet))
+    width = contexts * alphabet ** (1 + order)
+    counts = np.zeros(width, np.int64)
+    for lo in range(0, n, _CHUNK):  # memory: a chunk of keys at a time
+        idx = np.arange(lo, min(n, lo + _CHUNK), dtype=np.int64)
+        counts += np.bincount(_keys(sym, alphabet, divisor, contexts, order, seg, idx), minlength=width)
+    freq = _normalize(counts.reshape(-1, alphabet))
     start = np.zeros_like(freq)
     start[:, 1:] = np.cumsum(freq, axis=1)[:, :-1]
     f_all, s_all = freq.reshape(-1), start.reshape(-1)
@@ -320,7 +324,7 @@ def rans_encode(symbols: np.ndarray, bits: int, divisor: int = 1, contexts: int 
         c1 = min(seg, c0 + chunk)
         idx = base[None, :] + np.arange(c0, c1, dtype=np.int64)[:, None]  # steps x lanes
         valid = idx < n
-        k = keys[np.minimum(idx, n - 1)]
+        k = _keys(sym, alphabet, divisor, contexts, order, seg, np.minimum(idx, n - 1).reshape(-1)).reshape(idx.shape)
         f_chunk, s_chunk = f_all[k].astype(np.uint64), s_all[k].astype(np.uint64)
         for t in range(c1 - c0 - 1, -1, -1):
             m = int(valid[t].sum())  # active lanes are a prefix (only the last segment is short)
