@@ -12,6 +12,7 @@ Usage::
 
     python benchmarks/minilm_pack.py --part pack            # 256 evaluation sentences, every variant
     python benchmarks/minilm_pack.py --part pack --quick    # 2 variants, 32 sentences (checks that it runs)
+    python benchmarks/minilm_pack.py --part pack --variants "emb4/ch + mm16/ch,int4 GPTQ b32"
     python benchmarks/minilm_pack.py --json out.json
 """
 
@@ -112,7 +113,7 @@ def _plain(path: Path) -> dict[str, int]:
 
 
 def run_pack(
-    float_path: Path, tok: Any, sentences: list[str], ref: np.ndarray, out: Path, calib_n: int, quick: bool
+    float_path: Path, tok: Any, sentences: list[str], ref: np.ndarray, out: Path, calib_n: int, only: list[str] | None
 ) -> list[dict[str, Any]]:
     """Build -> pack -> unpack (bit-exact check) -> embed, per variant."""
     from tensorslim.pack import pack_model, unpack_model
@@ -122,7 +123,7 @@ def run_pack(
     model = onnx.load(str(float_path))
     data = _calibration(model, tok, calib_n)
     for label, build in PACK_VARIANTS:
-        if quick and label not in QUICK_VARIANTS:
+        if only is not None and label not in only:
             continue
         rm.log(f"pack variant: {label}")
         onnx_path = out / f"minilm.{label.replace('/', '').replace(' ', '_').replace('+', '')}.onnx"
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sentences", type=int, default=256)
     ap.add_argument("--calib", type=int, default=128)
     ap.add_argument("--quick", action="store_true", help="two pack variants, 32 sentences, 32 calibration")
+    ap.add_argument("--variants", help="comma-separated variant labels to run (default: all)")
     ap.add_argument("--json")
     args = ap.parse_args(argv)
     out = CACHE / "minilm_pack"
@@ -216,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     ref = _embed(float_path, tok, sentences)
     result: dict[str, Any] = {"sentences": len(sentences)}
     if args.part in ("pack", "both"):
-        result["pack"] = run_pack(float_path, tok, sentences, ref, out, args.calib, args.quick)
+        only = args.variants.split(",") if args.variants else list(QUICK_VARIANTS) if args.quick else None
+        result["pack"] = run_pack(float_path, tok, sentences, ref, out, args.calib, only)
         print_pack(result["pack"], len(sentences))
     if args.part in ("prune", "both"):
         result["prune"] = run_prune(float_path, tok, sentences, ref, args.calib)
