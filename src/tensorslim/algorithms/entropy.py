@@ -37,7 +37,7 @@ __all__ = [
     "unpack_symbols",
 ]
 
-CODECS: tuple[str, ...] = ("raw", "zstd", "lzma", "rans")
+CODECS: tuple[str, ...] = ("raw", "zstd", "lzma", "rans")  # "lzma" writes raw LZMA2 streams, codec "lzma2"
 LZMA_PRESET = 9 | lzma.PRESET_EXTREME
 
 
@@ -123,6 +123,16 @@ def _lzma_compress(data: bytes) -> bytes:
     return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, preset=LZMA_PRESET)
 
 
+def _lzma2_filters(dict_log: int) -> list[dict[str, int]]:
+    return [{"id": lzma.FILTER_LZMA2, "preset": LZMA_PRESET, "dict_size": 1 << dict_log}]
+
+
+def _lzma2_compress(data: bytes) -> bytes:
+    """A raw LZMA2 stream (no xz container: ~60 bytes less per stream) after one byte: log2 of the dictionary."""
+    dict_log = min(26, max(12, (max(len(data), 1) - 1).bit_length()))
+    return bytes([dict_log]) + lzma.compress(data, format=lzma.FORMAT_RAW, filters=_lzma2_filters(dict_log))
+
+
 def encode(
     data: bytes,
     *,
@@ -149,7 +159,8 @@ def encode(
         elif c == "lzma":
             if zstd_size is not None and zstd_size > 1.06 * len(best[1]) + 64:
                 continue  # lzma is within a few percent of zstd -19: it cannot win here, and it is slow
-            payload = _lzma_compress(data)
+            payload = _lzma2_compress(data)
+            c = "lzma2"
         elif c == "rans":
             if not data:
                 continue
@@ -193,6 +204,16 @@ def decode(codec: str, payload: bytes, size: int) -> bytes:
             raise DecodeError(f"lzma stream is corrupt ({e})") from e
         if not dec.eof and size > 0 and len(out) == size and dec.decompress(b"", max_length=1):
             raise DecodeError(f"lzma stream holds more than the {size} bytes declared")
+    elif codec == "lzma2":
+        if not payload or not 12 <= payload[0] <= 26:
+            raise DecodeError("lzma2 stream has a bad dictionary size")
+        dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma2_filters(payload[0]))
+        try:
+            out = dec.decompress(payload[1:], max_length=size)
+        except lzma.LZMAError as e:
+            raise DecodeError(f"lzma2 stream is corrupt ({e})") from e
+        if not dec.eof and size > 0 and len(out) == size and dec.decompress(b"", max_length=1):
+            raise DecodeError(f"lzma2 stream holds more than the {size} bytes declared")
     elif codec == "rans":
         out = rans_decode(payload, size)
     else:

@@ -4,7 +4,7 @@ Layout (little endian)::
 
     magic        8 bytes   b"TSLIM\\x00\\r\\n"   (the CR LF catches text-mode transfers)
     version      u16       format version (this module writes and reads FORMAT_VERSION)
-    flags        u16       0
+    flags        u16       bit 0: the manifest is zstd-compressed (version 2)
     manifest_len u32       bytes of the UTF-8 JSON manifest
     body_len     u64       bytes of the streams
     sha256       32 bytes  of manifest + body
@@ -37,6 +37,7 @@ MAGIC = b"TSLIM\x00\r\n"
 FORMAT_VERSION = 2  # 2: sub-byte tensors, the bytes encoding, the rans codec, entries name their tensor
 _HEADER = struct.Struct("<8sHHIQ32s")
 _MAX_MANIFEST = 64 << 20
+_ZSTD_MANIFEST = 1  # header flag
 
 
 @dataclass
@@ -75,8 +76,15 @@ def write_container(path: str | os.PathLike[str], manifest: dict[str, Any], body
     """Write the container atomically (temporary file in the same folder, then rename); return its size."""
     out = Path(path)
     mbytes = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+    flags = 0
+    if FORMAT_VERSION >= 2:
+        import zstandard
+
+        packed = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(mbytes)
+        if len(packed) < len(mbytes):
+            mbytes, flags = packed, _ZSTD_MANIFEST
     digest = hashlib.sha256(mbytes + body).digest()
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(mbytes), len(body), digest)
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, flags, len(mbytes), len(body), digest)
     parent = out.parent if str(out.parent) else Path(".")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=parent)
@@ -116,7 +124,7 @@ def read_container(path: str | os.PathLike[str], *, max_expansion: float = 4096.
         head = f.read(_HEADER.size)
         if len(head) < _HEADER.size or not head.startswith(MAGIC[:5]):
             raise InputError(f"{p}: not a tensorslim pack (.tslim) file, or truncated before its header")
-        magic, version, _flags, mlen, blen, digest = _HEADER.unpack(head)
+        magic, version, flags, mlen, blen, digest = _HEADER.unpack(head)
         if magic != MAGIC:
             raise InputError(f"{p}: damaged header (line endings converted?); copy the file in binary mode")
         if version > FORMAT_VERSION:
@@ -135,6 +143,11 @@ def read_container(path: str | os.PathLike[str], *, max_expansion: float = 4096.
         body = f.read(blen)
     if hashlib.sha256(mbytes + body).digest() != digest:
         raise InputError(f"{p}: checksum mismatch (the file is corrupt or was modified); re-create or re-download it")
+    if flags & _ZSTD_MANIFEST:
+        try:
+            mbytes = decode("zstd", mbytes, _zstd_content_size(mbytes))
+        except DecodeError as e:
+            raise InputError(f"{p}: unreadable manifest ({e}); the file is corrupt") from e
     try:
         manifest = json.loads(mbytes)
         if not isinstance(manifest, dict):
@@ -154,3 +167,16 @@ def read_container(path: str | os.PathLike[str], *, max_expansion: float = 4096.
             f"hold (more than {max_expansion:g}x): a decompression bomb or a corrupt file; refusing to unpack it"
         )
     return Container(p, version, manifest, body, size, max_bytes)
+
+
+def _zstd_content_size(data: bytes) -> int:
+    """The declared size of a compressed manifest, refused beyond the manifest bound."""
+    import zstandard
+
+    try:
+        size = int(zstandard.get_frame_parameters(data).content_size)
+    except zstandard.ZstdError as e:
+        raise DecodeError(f"zstd stream is corrupt ({e})") from e
+    if not 0 <= size <= _MAX_MANIFEST:
+        raise DecodeError(f"the manifest declares {size} bytes")
+    return size
