@@ -123,14 +123,20 @@ def _lzma_compress(data: bytes) -> bytes:
     return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, preset=LZMA_PRESET)
 
 
-def _lzma2_filters(dict_log: int) -> list[dict[str, int]]:
-    return [{"id": lzma.FILTER_LZMA2, "preset": LZMA_PRESET, "dict_size": 1 << dict_log}]
+def _lzma2_filters(head: int) -> list[dict[str, int]]:
+    """Filters from a payload's first byte: log2 of the dictionary (low 5 bits), literal model (bit 5)."""
+    f = {"id": lzma.FILTER_LZMA2, "preset": LZMA_PRESET, "dict_size": 1 << (head & 31)}
+    if head & 32:  # no literal context, no position bits: for noise-like bytes (int8 weights)
+        f.update(lc=0, lp=0, pb=0)
+    return [f]
 
 
 def _lzma2_compress(data: bytes) -> bytes:
-    """A raw LZMA2 stream (no xz container: ~60 bytes less per stream) after one byte: log2 of the dictionary."""
+    """A raw LZMA2 stream (no xz container: ~60 bytes less per stream) after one byte naming its filters."""
     dict_log = min(26, max(12, (max(len(data), 1) - 1).bit_length()))
-    return bytes([dict_log]) + lzma.compress(data, format=lzma.FORMAT_RAW, filters=_lzma2_filters(dict_log))
+    outs = [bytes([h]) + lzma.compress(data, format=lzma.FORMAT_RAW, filters=_lzma2_filters(h))
+            for h in (dict_log, dict_log | 32)]  # fmt: skip
+    return min(outs, key=len)
 
 
 def encode(
@@ -205,7 +211,7 @@ def decode(codec: str, payload: bytes, size: int) -> bytes:
         if not dec.eof and size > 0 and len(out) == size and dec.decompress(b"", max_length=1):
             raise DecodeError(f"lzma stream holds more than the {size} bytes declared")
     elif codec == "lzma2":
-        if not payload or not 12 <= payload[0] <= 26:
+        if not payload or not 12 <= payload[0] & 31 <= 26 or payload[0] >> 6:
             raise DecodeError("lzma2 stream has a bad dictionary size")
         dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma2_filters(payload[0]))
         try:

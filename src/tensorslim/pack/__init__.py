@@ -50,7 +50,7 @@ _PACKABLE = {
 }  # fmt: skip
 _PACKABLE_V2 = _PACKABLE | set(SUB_BYTE_BITS)
 _CODECS = ("zstd", "lzma", "rans")
-_IN_GRAPH = 512  # tensors of at most this many serialized bytes stay in the graph stream (cheaper than an entry)
+_IN_GRAPH = 2048  # tensors of at most this many serialized bytes stay in the graph stream (cheaper than an entry)
 
 
 @dataclass(frozen=True)
