@@ -127,9 +127,9 @@ def test_int4_and_typed_field_tensors_round_trip_bit_exact(tmp_path: Path) -> No
     m = make([helper.make_node("Identity", ["x"], ["y"], name="id")], [("x", F, [2])], [("y", F, [2])])
     m.graph.initializer.extend([
         helper.make_tensor("w4", TensorProto.UINT4, [64, 96], pack_symbols(codes, 4), raw=True),
-        helper.make_tensor("f", TensorProto.FLOAT, [200], rng(2).standard_normal(200).astype(np.float32).tolist()),
-        helper.make_tensor("h", TensorProto.FLOAT16, [300],
-                           rng(3).standard_normal(300).astype(np.float16).view(np.uint16).tolist()),
+        helper.make_tensor("f", TensorProto.FLOAT, [1000], rng(2).standard_normal(1000).astype(np.float32).tolist()),
+        helper.make_tensor("h", TensorProto.FLOAT16, [1500],
+                           rng(3).standard_normal(1500).astype(np.float16).view(np.uint16).tolist()),
     ])  # fmt: skip
     src = tmp_path / "m.onnx"
     src.write_bytes(m.SerializeToString())
