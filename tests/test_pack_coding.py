@@ -205,3 +205,13 @@ def test_cli_pack_compare_reports_zstd_lzma_and_gzip(tmp_path: Path) -> None:
     assert rep["file_bytes"] == (tmp_path / "m.tslim").stat().st_size < min(rep["baselines"].values())
     r = cli("pack", str(src), "-o", str(tmp_path / "t.tslim"), "--compare")
     assert r.returncode == 0 and "lzma-9e of the ONNX file" in r.stdout and "zstd-19 of the ONNX file" in r.stdout
+
+
+def test_negative_zeros_of_a_sparse_tensor_survive(tmp_path: Path) -> None:
+    w = rng(5).standard_normal(4096).astype(np.float16)
+    w[::2] = 0.0
+    w[1::4] = -0.0
+    m = make([helper.make_node("Identity", ["x"], ["y"], name="id")], [("x", F, [2])], [("y", F, [2])], {"w": w})
+    pack_model(m, tmp_path / "m.tslim")
+    out = unpack_model(tmp_path / "m.tslim")
+    assert numpy_helper.to_array(out.graph.initializer[0]).view(np.uint16).tolist() == w.view(np.uint16).tolist()

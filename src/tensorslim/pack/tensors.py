@@ -216,7 +216,7 @@ def _structured(t: onnx.TensorProto, head: dict[str, Any], level: int, codecs: t
                 streams.append(_stream("palette", pal.tobytes(), level, codecs))
                 entry.update(encoding="palette", palette_size=int(pal.size), **extra)
                 return EncodedTensor(entry, streams)
-        nz = flat != 0
+        nz = flat.view(f"u{arr.dtype.itemsize}") != 0  # bit patterns: -0.0 is not a zero to drop
         if flat.size >= 256 and float(nz.mean()) <= 0.75:
             vals = flat[nz]
             planes = ((vals.size, arr.dtype.itemsize), (1, 1))
