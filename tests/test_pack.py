@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
@@ -98,13 +99,14 @@ def _rewrite(path: Path, manifest_edit=None, version: int | None = None) -> None
     raw = path.read_bytes()
     head = struct.Struct("<8sHHIQ32s")
     magic, ver, flags, mlen, blen, _ = head.unpack(raw[: head.size])
-    manifest = json.loads(raw[head.size : head.size + mlen])
+    mraw = raw[head.size : head.size + mlen]
+    manifest = json.loads(zstandard.ZstdDecompressor().decompress(mraw) if flags & 1 else mraw)  # bit 0: zstd
     body = raw[head.size + mlen :]
     if manifest_edit:
         manifest_edit(manifest)
     mbytes = json.dumps(manifest).encode()
     digest = hashlib.sha256(mbytes + body).digest()
-    path.write_bytes(head.pack(magic, version or ver, flags, len(mbytes), len(body), digest) + mbytes + body)
+    path.write_bytes(head.pack(magic, version or ver, flags & ~1, len(mbytes), len(body), digest) + mbytes + body)
 
 
 def test_tampered_file_fails_its_checksum(packed: Path, tmp_path: Path) -> None:
@@ -128,7 +130,7 @@ def test_truncated_file(packed: Path, tmp_path: Path) -> None:
 
 def test_newer_format_version(packed: Path) -> None:
     _rewrite(packed, version=7)
-    with pytest.raises(InputError, match="format version 7, newer than this tensorslim reads \\(up to 1\\)"):
+    with pytest.raises(InputError, match="format version 7, newer than this tensorslim reads \\(up to 2\\)"):
         unpack_model(packed)
 
 
@@ -156,7 +158,7 @@ def test_a_lying_stream_size_stops_at_the_declared_size(packed: Path) -> None:
 
 def test_container_header_fields(packed: Path) -> None:
     c = read_container(packed)
-    assert c.version == 1 and c.manifest["format"] == "tensorslim-pack" and c.file_bytes == packed.stat().st_size
+    assert c.version == 2 and c.manifest["format"] == "tensorslim-pack" and c.file_bytes == packed.stat().st_size
 
 
 

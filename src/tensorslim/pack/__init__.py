@@ -14,6 +14,7 @@ The graph (every tensor's data removed) and each tensor are stored as separate s
 from __future__ import annotations
 
 import gzip
+import lzma
 import math
 import os
 import time
@@ -26,10 +27,12 @@ import onnx
 from google.protobuf.message import DecodeError as ProtoDecodeError
 from onnx import TensorProto
 
-from tensorslim.algorithms.entropy import encode
+from tensorslim.algorithms.entropy import LZMA_PRESET, encode
 from tensorslim.errors import InputError
 from tensorslim.pack.format import FORMAT_VERSION, read_container, write_container
 from tensorslim.pack.tensors import (
+    SUB_BYTE_BITS,
+    data_field,
     decode_tensor,
     encode_tensor,
     fill_tensor,
@@ -46,6 +49,9 @@ _PACKABLE = {
     TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16, TensorProto.INT32, TensorProto.UINT32,
     TensorProto.INT64, TensorProto.UINT64, TensorProto.BOOL,
 }  # fmt: skip
+_PACKABLE_V2 = _PACKABLE | set(SUB_BYTE_BITS)
+_CODECS = ("zstd", "lzma", "rans")
+_IN_GRAPH = 2048  # tensors of at most this many serialized bytes stay in the graph stream (cheaper than an entry)
 
 
 @dataclass(frozen=True)
@@ -53,21 +59,22 @@ class PackConfig:
     """Options of :func:`pack_model`.
 
     Attributes:
-        level: zstd level for every stream (1-22); streams are also tried with lzma when small.
-        codecs: coders that compete for each stream (the smallest output wins).
-        compare: also compress the plain ONNX file with gzip and zstd for the report.
+        level: zstd level for every stream (1-22).
+        codecs: coders that compete for each stream (the smallest output wins): ``zstd``, ``lzma`` (xz preset
+            9 extreme) and ``rans`` (a static context model of small symbols).
+        compare: also compress the plain ONNX file with zstd -19, lzma (xz -9e) and gzip -9 for the report.
     """
 
-    level: int = 9
-    codecs: tuple[str, ...] = ("zstd", "lzma")
+    level: int = 19
+    codecs: tuple[str, ...] = _CODECS
     compare: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.level, bool) or not isinstance(self.level, int) or not 1 <= self.level <= 22:
             raise ValueError(f"level: must be an integer from 1 to 22, got {self.level!r}")
-        bad = [c for c in self.codecs if c not in ("zstd", "lzma")]
+        bad = [c for c in self.codecs if c not in _CODECS]
         if bad or not self.codecs:
-            raise ValueError(f"codecs: {list(self.codecs)!r}; allowed: zstd, lzma")
+            raise ValueError(f"codecs: {list(self.codecs)!r}; allowed: {', '.join(_CODECS)}")
         object.__setattr__(self, "codecs", tuple(self.codecs))
 
 
@@ -82,7 +89,7 @@ class PackReport:
         parts: compressed bytes per part (``graph``, ``symbols``, ``palette``, ``mask``, ``values``, ``data``...).
         weights: number of weight elements (for bits per weight).
         codecs: streams per coder.
-        baselines: ``gzip`` and ``zstd`` (level 19) of the plain ONNX bytes, when compared.
+        baselines: ``zstd-19``, ``lzma-9e`` and ``gzip-9`` of the plain ONNX bytes, when compared.
         seconds: wall time.
     """
 
@@ -182,15 +189,21 @@ def pack_model(
         codecs[codec] = codecs.get(codec, 0) + 1
         return s
 
-    for t in iter_tensors(src):
-        if t.data_type not in _PACKABLE or t.data_location == TensorProto.EXTERNAL:
+    for index, t in enumerate(iter_tensors(src)):
+        if t.data_type not in _PACKABLE_V2 or t.data_location == TensorProto.EXTERNAL or t.ByteSize() <= _IN_GRAPH:
             continue
-        enc = encode_tensor(t, level=cfg.level, codecs=cfg.codecs)
+        field = data_field(t)  # None: filling it back would not give the same bytes; it stays in the graph
+        enc = encode_tensor(t, level=cfg.level, codecs=cfg.codecs) if field else None
+        if enc is None:
+            continue
+        enc.entry["index"] = index
+        if field != "raw_data":
+            enc.entry["field"] = field
         enc.entry["streams"] = [add(*s) for s in enc.streams]
         entries.append(enc.entry)
         strip_tensor(t)
     graph = src.SerializeToString()
-    g_codec, g_payload = encode(graph, codecs=cfg.codecs, zstd_level=max(cfg.level, 19))
+    g_codec, g_payload = encode(graph, codecs=[c for c in cfg.codecs if c != "rans"], zstd_level=max(cfg.level, 19))
     graph_stream = add("graph", g_codec, len(graph), g_payload)
     manifest = {"format": "tensorslim-pack", "graph": graph_stream, "tensors": entries, "weights": weights}
     size = write_container(output, manifest, bytes(body))
@@ -199,8 +212,9 @@ def pack_model(
     if cfg.compare:
         import zstandard
 
-        report.baselines["gzip"] = len(gzip.compress(onnx_bytes, compresslevel=9))
         report.baselines["zstd-19"] = len(zstandard.ZstdCompressor(level=19).compress(onnx_bytes))
+        report.baselines["lzma-9e"] = len(lzma.compress(onnx_bytes, preset=LZMA_PRESET))
+        report.baselines["gzip-9"] = len(gzip.compress(onnx_bytes, compresslevel=9, mtime=0))
     report.seconds = time.perf_counter() - start
     return report
 
@@ -228,8 +242,17 @@ def unpack_model(
         model.ParseFromString(graph_bytes)
     except ProtoDecodeError as e:
         raise InputError(f"{c.path}: the packed graph does not parse; the file is corrupt") from e
-    targets = [t for t in iter_tensors(model) if t.data_type in _PACKABLE]
     entries = m["tensors"]
+    if c.version >= 2:  # each entry names its tensor's position among the graph's tensors
+        every = list(iter_tensors(model))
+        try:
+            targets = [every[int(e["index"])] for e in entries]
+        except (KeyError, TypeError, ValueError, IndexError) as e:
+            raise InputError(f"{c.path}: a manifest entry names no tensor of the graph; the file is corrupt") from e
+        if len({id(t) for t in targets}) != len(targets):
+            raise InputError(f"{c.path}: two manifest entries name the same tensor; the file is corrupt")
+    else:
+        targets = [t for t in iter_tensors(model) if t.data_type in _PACKABLE]
     if len(entries) != len(targets):
         raise InputError(f"{c.path}: the manifest lists {len(entries)} tensors, the graph {len(targets)}; corrupt file")
     total = 0
@@ -249,7 +272,7 @@ def unpack_model(
             # a checksum-valid manifest with wrong types or nesting is a corrupt file, not a crash
             detail = str(err) if isinstance(err, ValueError) else f"malformed entry ({type(err).__name__})"
             raise InputError(f"{c.path}: tensor {t.name!r}: {detail}; the file is corrupt") from err
-        fill_tensor(t, arr)
+        fill_tensor(t, arr, str(entry.get("field", "raw_data")))
     if output is not None:
         save_model(model, output)
     return model

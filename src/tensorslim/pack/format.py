@@ -4,7 +4,7 @@ Layout (little endian)::
 
     magic        8 bytes   b"TSLIM\\x00\\r\\n"   (the CR LF catches text-mode transfers)
     version      u16       format version (this module writes and reads FORMAT_VERSION)
-    flags        u16       0
+    flags        u16       bit 0: the manifest is zstd-compressed (version 2)
     manifest_len u32       bytes of the UTF-8 JSON manifest
     body_len     u64       bytes of the streams
     sha256       32 bytes  of manifest + body
@@ -34,11 +34,12 @@ from tensorslim.errors import InputError
 __all__ = ["FORMAT_VERSION", "MAGIC", "Container", "read_container", "write_container"]
 
 MAGIC = b"TSLIM\x00\r\n"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: sub-byte tensors, the bytes encoding, the rans codec, entries name their tensor
 _HEADER = struct.Struct("<8sHHIQ32s")
 _MAX_MANIFEST = 64 << 20
 #: the most bytes any file may unpack to, whatever its size (on top of the max_expansion ratio)
 MAX_UNPACKED = 16 << 30
+_ZSTD_MANIFEST = 1  # header flag
 
 
 @dataclass
@@ -77,8 +78,15 @@ def write_container(path: str | os.PathLike[str], manifest: dict[str, Any], body
     """Write the container atomically (temporary file in the same folder, then rename); return its size."""
     out = Path(path)
     mbytes = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+    flags = 0
+    if FORMAT_VERSION >= 2:
+        import zstandard
+
+        packed = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(mbytes)
+        if len(packed) < len(mbytes):
+            mbytes, flags = packed, _ZSTD_MANIFEST
     digest = hashlib.sha256(mbytes + body).digest()
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, 0, len(mbytes), len(body), digest)
+    header = _HEADER.pack(MAGIC, FORMAT_VERSION, flags, len(mbytes), len(body), digest)
     with atomic_write(out) as f:  # the shared output policy: umask mode, fsync, rename, no leftovers
         f.write(header)
         f.write(mbytes)
@@ -116,7 +124,7 @@ def read_container(path: str | os.PathLike[str], *, max_expansion: float = 4096.
             )
         if version < 1:
             raise InputError(f"{p}: bad format version {version}; the file is corrupt")
-        if flags != 0:  # no flag is defined: any set bit is corruption (the checksum does not cover the header)
+        if flags & ~_ZSTD_MANIFEST or (flags and version < 2):  # any other bit is corruption (or a newer format)
             raise InputError(f"{p}: unknown header flags {flags:#06x}; the file is corrupt or from a newer tensorslim")
         if mlen > _MAX_MANIFEST or _HEADER.size + mlen + blen != size:
             raise InputError(
@@ -127,6 +135,11 @@ def read_container(path: str | os.PathLike[str], *, max_expansion: float = 4096.
         body = f.read(blen)
     if hashlib.sha256(mbytes + body).digest() != digest:
         raise InputError(f"{p}: checksum mismatch (the file is corrupt or was modified); re-create or re-download it")
+    if flags & _ZSTD_MANIFEST:
+        try:
+            mbytes = decode("zstd", mbytes, _zstd_content_size(mbytes))
+        except DecodeError as e:
+            raise InputError(f"{p}: unreadable manifest ({e}); the file is corrupt") from e
     try:
         manifest = json.loads(mbytes)
         if not isinstance(manifest, dict):
@@ -172,3 +185,16 @@ def _manifest_streams(p: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]
         if not isinstance(s.get("codec"), str):
             raise bad("stream codec is not a string")
     return streams
+
+
+def _zstd_content_size(data: bytes) -> int:
+    """The declared size of a compressed manifest, refused beyond the manifest bound."""
+    import zstandard
+
+    try:
+        size = int(zstandard.get_frame_parameters(data).content_size)
+    except zstandard.ZstdError as e:
+        raise DecodeError(f"zstd stream is corrupt ({e})") from e
+    if not 0 <= size <= _MAX_MANIFEST:
+        raise DecodeError(f"the manifest declares {size} bytes")
+    return size

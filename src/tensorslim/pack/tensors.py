@@ -10,6 +10,12 @@ Every encoding is lossless (the decoded bytes are the tensor's bytes) and picks 
 * ``sparse``: a float tensor with many exact zeros becomes a 1-bit mask plus the non-zero values.
 * ``planes``: any other tensor, its bytes split into byte planes (the float exponents form a plane of
   their own), then entropy coded.
+* ``bytes``: the tensor's stored bytes as they are (also the only encoding of sub-byte and float8 types:
+  int4 codes, packed nibbles), coded as 8-bit symbols or as 4-bit nibbles.
+
+Every tensor is encoded each way that applies and the smallest total wins; each stream competes zstd, lzma
+and ``rans`` (a static context model: the context is a row, a column, a position in a block or a byte plane,
+whichever measured smallest for that stream). The manifest records the encoding and each stream's codec.
 
 Each stream is compressed by the coder that measured smallest on it (:func:`tensorslim.algorithms.entropy.encode`).
 """
@@ -34,9 +40,26 @@ from tensorslim.algorithms.entropy import (
     unpack_symbols,
 )
 
-__all__ = ["EncodedTensor", "decode_tensor", "encode_tensor", "iter_tensors", "strip_tensor"]
+__all__ = [
+    "SUB_BYTE_BITS",
+    "EncodedTensor",
+    "contexts_for",
+    "data_field",
+    "decode_tensor",
+    "encode_tensor",
+    "iter_tensors",
+    "strip_tensor",
+]
 
-_LZMA_MAX = 1 << 20  # lzma competes on streams up to this size (it is slow on large ones)
+# bits per element of the types stored only as their bytes (``bytes`` encoding)
+SUB_BYTE_BITS: dict[int, int] = {
+    onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4, onnx.TensorProto.FLOAT4E2M1: 4,
+    onnx.TensorProto.FLOAT8E4M3FN: 8, onnx.TensorProto.FLOAT8E4M3FNUZ: 8, onnx.TensorProto.FLOAT8E5M2: 8,
+    onnx.TensorProto.FLOAT8E5M2FNUZ: 8, onnx.TensorProto.FLOAT8E8M0: 8,
+}  # fmt: skip
+_BLOCKS = (16, 32, 64, 128)
+_MAX_CTX = 4096
+Contexts = tuple[tuple[int, int], ...]
 
 
 @dataclass
@@ -71,13 +94,52 @@ def strip_tensor(t: onnx.TensorProto) -> None:
     """Remove the data of ``t``, keep its name, type and shape."""
     for f in ("raw_data", "float_data", "int32_data", "int64_data", "double_data", "uint64_data", "string_data"):
         t.ClearField(f)
-    t.ClearField("data_location")
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        t.ClearField("data_location")
     t.ClearField("external_data")
 
 
-def _stream(role: str, data: bytes, level: int, codecs: tuple[str, ...]) -> tuple[str, str, int, bytes]:
-    cands = codecs if len(data) <= _LZMA_MAX else tuple(c for c in codecs if c != "lzma")
-    codec, payload = encode(data, codecs=cands, zstd_level=level)
+_FIELDS = ("float_data", "int32_data", "int64_data", "double_data", "uint64_data")
+
+
+def data_field(t: onnx.TensorProto) -> str | None:
+    """The field that holds ``t``'s data when filling it back reproduces ``t`` byte for byte, else ``None``."""
+    field = "raw_data" if t.HasField("raw_data") else next((f for f in _FIELDS if len(getattr(t, f))), "raw_data")
+    if field != "raw_data" and t.data_type in SUB_BYTE_BITS:
+        return None
+    arr = np.frombuffer(t.raw_data, np.uint8) if t.data_type in SUB_BYTE_BITS else numpy_helper.to_array(t)
+    copy = onnx.TensorProto()
+    copy.CopyFrom(t)
+    strip_tensor(copy)
+    fill_tensor(copy, arr, field)
+    return field if copy.SerializeToString() == t.SerializeToString() else None
+
+
+def contexts_for(dims: list[int], per: int = 1, itemsize: int = 1) -> Contexts:
+    """Candidate ``(divisor, contexts)`` models of a stream of ``prod(dims) * per`` symbols laid out row-major.
+
+    ``per`` symbols make one element along the last axis (two nibbles of a byte); ``itemsize`` > 1 adds the byte
+    position within an item. Candidates: none, each axis (a row, a column, a channel), and a position in a block
+    of 16 to 128 along each axis.
+    """
+    shape = [int(d) for d in dims] or [1]
+    shape[-1] *= per
+    if itemsize > 1:
+        shape.append(itemsize)
+    out = [(1, 1)]
+    stride = 1
+    for d in reversed(shape):
+        if 1 < d <= _MAX_CTX:
+            out.append((stride, d))
+        out.extend((stride, b) for b in _BLOCKS if d > b and d % b == 0)
+        stride *= d
+    return tuple(dict.fromkeys(out))
+
+
+def _stream(
+    role: str, data: bytes, level: int, codecs: tuple[str, ...], bits: int = 8, contexts: Contexts = ((1, 1),)
+) -> tuple[str, str, int, bytes]:
+    codec, payload = encode(data, codecs=codecs, zstd_level=level, symbol_bits=bits, contexts=contexts)
     return role, codec, len(data), payload
 
 
@@ -91,21 +153,58 @@ def _unzigzag(s: np.ndarray) -> np.ndarray:
     return np.where(v % 2 == 0, v // 2, -(v + 1) // 2).astype(np.int8)
 
 
-def _symbols(role: str, sym: np.ndarray, level: int, codecs: tuple[str, ...]) -> tuple[dict[str, Any], list]:
+def _symbols(
+    role: str, sym: np.ndarray, level: int, codecs: tuple[str, ...], dims: list[int]
+) -> tuple[dict[str, Any], list]:
     top = int(sym.max()) if sym.size else 0
     bits = next(b for b in (1, 2, 4, 8) if top < (1 << b))
-    s = _stream(role, pack_symbols(sym, bits), level, codecs)
+    s = _stream(role, pack_symbols(sym, bits), level, codecs, bits, contexts_for(dims))
     return {f"{role}_bits": bits}, [s]
 
 
-def encode_tensor(t: onnx.TensorProto, *, level: int = 9, codecs: tuple[str, ...] = ("zstd", "lzma")) -> EncodedTensor:
-    """Encode the data of ``t`` (which is not modified)."""
+def _size(enc: EncodedTensor) -> int:
+    return sum(len(s[3]) for s in enc.streams)
+
+
+def encode_tensor(
+    t: onnx.TensorProto, *, level: int = 19, codecs: tuple[str, ...] = ("zstd", "lzma", "rans")
+) -> EncodedTensor | None:
+    """Encode the data of ``t`` (which is not modified): the smallest of its structured and plain codings.
+
+    Returns ``None`` for a tensor that is left in the graph (a sub-byte type not stored as raw bytes).
+    """
+    dims = [int(d) for d in t.dims]
+    head: dict[str, Any] = {"name": t.name, "dtype": int(t.data_type), "dims": dims}
+    cands: list[EncodedTensor] = []
+    if t.data_type in SUB_BYTE_BITS:
+        if not t.HasField("raw_data"):
+            return None
+    else:
+        cands.append(_structured(t, head, level, codecs))
+    if t.HasField("raw_data") and t.raw_data:
+        raw = bytes(t.raw_data)
+        bits = SUB_BYTE_BITS.get(t.data_type, 8)
+        item = 1 if bits < 8 else max(1, len(raw) // max(1, int(np.prod(dims)) if dims else 1))
+        e = cands[0].entry if cands else {}
+        same = e.get("encoding") == "symbols" and e.get("symbols_bits") == 8 and not e.get("signed")
+        streams = [] if same else [_stream("data", raw, level, codecs, bits, contexts_for(dims, 1, item))]
+        if bits == 8 and item == 1:  # a byte may hold two 4-bit codes
+            nibbles = tuple(c for c in codecs if c == "rans")
+            streams.append(_stream("data", raw, level, nibbles, 4, contexts_for(dims, 2)))
+        if streams:  # (``same``: the symbols stream already is these bytes, coded the same ways)
+            best = min(streams, key=lambda s: len(s[3]))
+            cands.append(EncodedTensor({**head, "encoding": "bytes"}, [best]))
+    return min(cands, key=_size)
+
+
+def _structured(t: onnx.TensorProto, head: dict[str, Any], level: int, codecs: tuple[str, ...]) -> EncodedTensor:
     arr = numpy_helper.to_array(t)
-    entry: dict[str, Any] = {"name": t.name, "dtype": int(t.data_type), "dims": [int(d) for d in t.dims]}
+    entry = dict(head)
+    dims = head["dims"]
     flat = np.ascontiguousarray(arr).reshape(-1)
     if arr.dtype.itemsize == 1 and arr.dtype.kind in "iub":
         sym = _zigzag(flat.view(np.int8)) if arr.dtype.kind == "i" else flat.view(np.uint8)
-        extra, streams = _symbols("symbols", sym, level, codecs)
+        extra, streams = _symbols("symbols", sym, level, codecs, dims)
         entry.update(encoding="symbols", signed=arr.dtype.kind == "i", **extra)
         return EncodedTensor(entry, streams)
     if arr.dtype.kind == "f" and flat.size >= 64:
@@ -113,21 +212,24 @@ def encode_tensor(t: onnx.TensorProto, *, level: int = 9, codecs: tuple[str, ...
         if np.unique(sample.view(f"u{arr.dtype.itemsize}")).size <= 256:
             pal, inv = np.unique(flat.view(f"u{arr.dtype.itemsize}"), return_inverse=True)
             if pal.size <= 256:
-                extra, streams = _symbols("indices", inv.astype(np.uint8), level, codecs)
+                extra, streams = _symbols("indices", inv.astype(np.uint8), level, codecs, dims)
                 streams.append(_stream("palette", pal.tobytes(), level, codecs))
                 entry.update(encoding="palette", palette_size=int(pal.size), **extra)
                 return EncodedTensor(entry, streams)
-        nz = flat != 0
+        nz = flat.view(f"u{arr.dtype.itemsize}") != 0  # bit patterns: -0.0 is not a zero to drop
         if flat.size >= 256 and float(nz.mean()) <= 0.75:
             vals = flat[nz]
+            planes = ((vals.size, arr.dtype.itemsize), (1, 1))
             streams = [
-                _stream("mask", pack_symbols(nz.view(np.uint8), 1), level, codecs),
-                _stream("values", byte_planes(vals.tobytes(), arr.dtype.itemsize), level, codecs),
+                _stream("mask", pack_symbols(nz.view(np.uint8), 1), level, codecs, 1, contexts_for(dims)),
+                _stream("values", byte_planes(vals.tobytes(), arr.dtype.itemsize), level, codecs, 8, planes),
             ]
             entry.update(encoding="sparse", nonzero=int(vals.size))
             return EncodedTensor(entry, streams)
     entry.update(encoding="planes", itemsize=int(arr.dtype.itemsize))
-    return EncodedTensor(entry, [_stream("data", byte_planes(flat.tobytes(), arr.dtype.itemsize), level, codecs)])
+    planes = ((flat.size, arr.dtype.itemsize), (1, 1))
+    data = byte_planes(flat.tobytes(), arr.dtype.itemsize)
+    return EncodedTensor(entry, [_stream("data", data, level, codecs, 8, planes)])
 
 
 def _dtype(entry: dict[str, Any]) -> np.dtype:
@@ -139,8 +241,10 @@ def _dtype(entry: dict[str, Any]) -> np.dtype:
 
 def decode_tensor(entry: dict[str, Any], read: Callable[[str], bytes], count: int) -> np.ndarray:
     """Decode one tensor; ``read(role)`` returns the decompressed bytes of one of its streams."""
-    dt = _dtype(entry)
     enc = entry.get("encoding")
+    if enc == "bytes":
+        return np.frombuffer(read("data"), np.uint8).copy()
+    dt = _dtype(entry)
     if enc == "symbols":
         sym = unpack_symbols(read("symbols"), int(entry["symbols_bits"]), count)
         out = _unzigzag(sym) if entry.get("signed") else sym
@@ -166,8 +270,11 @@ def decode_tensor(entry: dict[str, Any], read: Callable[[str], bytes], count: in
 
 def stream_size(entry: dict[str, Any], role: str, count: int) -> int:
     """The decompressed size a stream of ``entry`` must have, from the tensor's element count."""
-    dt = _dtype(entry)
     enc = entry.get("encoding")
+    if enc == "bytes" and role == "data":
+        bits = SUB_BYTE_BITS.get(int(entry.get("dtype", 0)), 0) or 8 * _dtype(entry).itemsize
+        return -(-count * bits // 8)
+    dt = _dtype(entry)
     if role in ("symbols", "indices"):
         bits = int(entry.get(f"{role}_bits", 0))
         if bits not in (1, 2, 4, 8):
@@ -190,9 +297,21 @@ def stream_size(entry: dict[str, Any], role: str, count: int) -> int:
     raise DecodeError(f"tensor {entry.get('name')!r}: unexpected stream {role!r}")
 
 
-def fill_tensor(t: onnx.TensorProto, array: np.ndarray) -> None:
-    """Put ``array`` back into the stripped tensor ``t`` as raw data."""
-    t.raw_data = np.ascontiguousarray(array).tobytes()
+def fill_tensor(t: onnx.TensorProto, array: np.ndarray, field: str = "raw_data") -> None:
+    """Put ``array`` back into the stripped tensor ``t``: as raw data, or in the typed field it came from."""
+    a = np.ascontiguousarray(array).reshape(-1)
+    if field == "raw_data" or field not in _FIELDS:
+        t.raw_data = a.tobytes()
+    elif field == "int32_data":  # 16-bit floats are stored as their bit patterns
+        t.int32_data.extend((a.view(np.uint16) if a.dtype.kind == "f" else a).astype(np.int32).tolist())
+    elif field == "float_data":
+        t.float_data.extend(a.astype(np.float32).tolist())
+    elif field == "int64_data":
+        t.int64_data.extend(a.astype(np.int64).tolist())
+    elif field == "double_data":
+        t.double_data.extend(a.astype(np.float64).tolist())
+    else:
+        t.uint64_data.extend(a.astype(np.uint64).tolist())
 
 
 def tensor_decoder(entry: dict[str, Any], decode_stream: Callable[[dict[str, Any]], bytes]) -> Callable[[str], bytes]:
