@@ -148,7 +148,13 @@ def mutate_structured(data: bytes, kind: str, r: random.Random) -> tuple[bytes, 
 
         head = struct.Struct("<8sHHIQ32s")
         magic, ver, flags, mlen, blen, _ = head.unpack(data[: head.size])
-        manifest = json.loads(data[head.size : head.size + mlen])
+        mraw = data[head.size : head.size + mlen]
+        if flags & 1:  # format 2: a zstd-compressed manifest; written back plain
+            import zstandard
+
+            mraw = zstandard.ZstdDecompressor().decompress(mraw)
+            flags &= ~1
+        manifest = json.loads(mraw)
         body = data[head.size + mlen :]
         node, path = manifest, []
         while isinstance(node, dict | list) and node and r.random() < 0.8:

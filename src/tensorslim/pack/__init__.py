@@ -274,7 +274,7 @@ def unpack_model(
             raise InputError(f"{c.path}: tensor {t.name!r}: {detail}; the file is corrupt") from err
         fill_tensor(t, arr, str(entry.get("field", "raw_data")))
     if output is not None:
-        save_model(model, output)
+        save_model(model, output, stamp_lowest=False)  # exactly what was packed: bit-exact
     return model
 
 

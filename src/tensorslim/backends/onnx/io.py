@@ -167,6 +167,7 @@ def save_model(
     *,
     external_data: bool | None = None,
     verify: Callable[[Path], None] | None = None,
+    stamp_lowest: bool = True,
 ) -> Path:
     """Write ``model`` to ``path`` atomically.
 
@@ -176,6 +177,7 @@ def save_model(
         external_data: force (``True``) or forbid (``False``) external data; by default it is used only
             when the model would pass protobuf's 2 GB limit. The data file is ``<name>.data``.
         verify: called with the written temporary file before it replaces anything (raise to refuse it).
+        stamp_lowest: stamp the lowest opset and IR version (below); off to write the model exactly as it is.
 
     The file is stamped with the lowest ai.onnx opset and IR version that express the model
     (:func:`tensorslim.runtime.targets.lowest_versions`), so it loads in the oldest runtimes that can run it.
@@ -183,6 +185,8 @@ def save_model(
     Returns:
         The destination path.
     """
+    if not stamp_lowest:
+        return _save(model, path, external_data, verify)
     with _lowest_stamps(model):
         return _save(model, path, external_data, verify)
 
