@@ -415,7 +415,7 @@ def _onnx_config(
                 raise InputError("--mode static needs calibration data: pass --data CALIB.npz (a few hundred samples)")
             return StaticQuantConfig(
                 activation_scheme=scheme or "asymmetric", granularity=granularity,
-                calibration=range_method or "mse", exclude=exclude, **static_opts,
+                calibration=range_method or "minmax", exclude=exclude, **static_opts,
                 **({"op_types": ops} if ops is not None else {}),  # type: ignore[arg-type]
             )  # fmt: skip
         return Float16Config(block_ops=ops or (), block_nodes=exclude)

@@ -134,7 +134,7 @@ class StaticQuantConfig:
 
     activation_scheme: str = "asymmetric"
     granularity: str = "per_channel"
-    calibration: str = "mse"
+    calibration: str = "minmax"
     percentile: float = 99.999
     op_types: tuple[str, ...] = COMPUTE_OPS
     exclude: tuple[str, ...] = ()
