@@ -274,7 +274,9 @@ def candidate_nodes(model: onnx.ModelProto, floats: set[str], constants: set[str
     return chosen, excluded
 
 
-def _optimized(model: onnx.ModelProto) -> onnx.ModelProto:
+def optimized_by_ort(model: onnx.ModelProto, *, basic: bool = False) -> onnx.ModelProto:
+    """The graph ONNX Runtime runs for ``model``: ``ORT_ENABLE_ALL`` (its fusions), or only its basic,
+    provider-independent rewrites with ``basic`` (saved with ``optimized_model_filepath``, read back)."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="tensorslim-placement-") as tmp:
@@ -283,10 +285,14 @@ def _optimized(model: onnx.ModelProto) -> onnx.ModelProto:
         so = ort.SessionOptions()
         so.log_severity_level = 3
         so.intra_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        level = ort.GraphOptimizationLevel
+        so.graph_optimization_level = level.ORT_ENABLE_BASIC if basic else level.ORT_ENABLE_ALL
         so.optimized_model_filepath = str(dst)
         ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
         return onnx.load(str(dst))
+
+
+_optimized = optimized_by_ort
 
 
 _TOKEN = re.compile(r"_token_\d+$")

@@ -755,30 +755,18 @@ def preprocess(model: onnx.ModelProto) -> list[str]:
     Only ONNX-standard, provider-independent rewrites (``ORT_ENABLE_BASIC``), as ONNX Runtime's own
     ``quant_pre_process`` does; skipped for models over 1.5 GB or that ONNX Runtime does not load.
     """
-    import tempfile
-    from pathlib import Path
-
-    import onnxruntime as ort
+    from tensorslim.passes.static_placement import optimized_by_ort
 
     if model.ByteSize() > 1_500_000_000 or any(
         t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer
     ):
         return []
     before = len(model.graph.node)
-    with tempfile.TemporaryDirectory(prefix="tensorslim-pre-") as tmp:
-        src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
-        src.write_bytes(model.SerializeToString())
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
-        so.intra_op_num_threads = 1
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        so.optimized_model_filepath = str(dst)
-        try:
-            ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-            out = onnx.load(str(dst))
-            onnx.checker.check_model(out)
-        except Exception:  # a model ONNX Runtime cannot optimize is quantized as it is
-            return []
+    try:
+        out = optimized_by_ort(model, basic=True)
+        onnx.checker.check_model(out)
+    except Exception:  # a model ONNX Runtime cannot optimize is quantized as it is
+        return []
     if any(n.domain not in ("", "ai.onnx") for n in out.graph.node) or opset_version(out) != opset_version(model):
         return []
     metadata, opsets, ir_version = list(model.metadata_props), list(model.opset_import), model.ir_version
