@@ -1,0 +1,5 @@
+"""``python -m tensorslim``: the same command line as the ``tensorslim`` script."""
+
+from tensorslim.cli import main
+
+main()
