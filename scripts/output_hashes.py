@@ -73,11 +73,13 @@ def commands(model: Path, calib: Path, work: Path) -> dict[str, tuple[list[str],
     return out
 
 
-def run_all(model: Path, calib: Path) -> dict[str, Any]:
+def run_all(model: Path, calib: Path, only: str | None = None) -> dict[str, Any]:
     result: dict[str, Any] = {"input": sha(model), "outputs": {}}
     with tempfile.TemporaryDirectory(prefix="tslim-hashes-") as tmp:
         work = Path(tmp)
         for name, (args, target) in commands(model, calib, work).items():
+            if only and name != only:
+                continue
             proc = subprocess.run(
                 [sys.executable, "-m", "tensorslim", *args], capture_output=True, text=True, check=False
             )
@@ -112,15 +114,20 @@ def main() -> int:
     group.add_argument("--record", type=Path)
     group.add_argument("--check", type=Path)
     parser.add_argument("--minilm", action="store_true", help="also MiniLM (needs the bench extra)")
+    parser.add_argument("--only", help="one output name (e.g. run-static-int8-a16); --record updates that row")
     args = parser.parse_args()
 
     cases = {"digits": (EXAMPLES / "digits_cnn.onnx", EXAMPLES / "digits_calib.npz")}
     if args.minilm:
         cases["minilm"] = minilm_inputs()
-    got = {name: run_all(model, calib) for name, (model, calib) in cases.items()}
+    got = {name: run_all(model, calib, args.only) for name, (model, calib) in cases.items()}
     if args.record:
         previous = json.loads(args.record.read_text()) if args.record.is_file() else {}
-        previous.update(got)
+        for case, result in got.items():
+            if args.only and case in previous:
+                previous[case]["outputs"].update(result["outputs"])
+            else:
+                previous[case] = result
         args.record.write_text(json.dumps(previous, indent=1, sort_keys=True) + "\n")
         return 0
     want = json.loads(args.check.read_text())
@@ -133,6 +140,8 @@ def main() -> int:
             print(f"{case}: the input differs from the recorded one; not comparable")
             continue
         for name, digest in want[case]["outputs"].items():
+            if args.only and name != args.only:
+                continue
             if result["outputs"].get(name) != digest:
                 bad.append(f"{case}/{name}: {result['outputs'].get(name)} != recorded {digest}")
     print("\n".join(bad) if bad else "every output is byte-identical to the recorded one")

@@ -143,3 +143,27 @@ def test_cli_static_a16w8_and_integer_io(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, "-m", "tensorslim.cli", "quantize", str(src), "-o", str(tmp_path / "d.onnx"),
                           "--activation-bits", "16"], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert bad.returncode == 2 and "only for --mode static" in bad.stderr
+
+
+@pytest.mark.parametrize("opset", [17, 21])
+def test_a16_scalar_mul_between_matmuls_loads_below_opset_21(opset: int) -> None:
+    """A Mul by a positive scalar between two 16-bit layers becomes a DequantizeLinear of the 16-bit codes; below
+    opset 21 that DequantizeLinear must be com.microsoft's too (found on MiniLM's attention scaling: exit 3)."""
+    r = np.random.default_rng(3)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h"], name="fc1"),
+        helper.make_node("Mul", ["h", "c"], ["m"], name="scale"),
+        helper.make_node("MatMul", ["m", "W2"], ["y"], name="fc2"),
+    ]
+    inits = {"W1": (r.standard_normal((16, 32)) * 0.3).astype(np.float32), "c": np.array(0.125, np.float32),
+             "W2": (r.standard_normal((32, 8)) * 0.3).astype(np.float32)}  # fmt: skip
+    model = make(nodes, [("x", F, ["b", 16])], [("y", F, ["b", 8])], inits, opset=opset,
+                 ir_version=10 if opset >= 21 else 8)  # fmt: skip
+    data = Dataset({"x": r.standard_normal((32, 16)).astype(np.float32)})
+    cfg = StaticQuantConfig(latency_check=False, activation_bits=16, fallback_sqnr_db=0.0, output_sqnr_db=0.0)
+    q = StaticQuantPass(cfg, data=data)(model).model
+    onnx.checker.check_model(q)
+    wide = "" if opset >= 21 else "com.microsoft"
+    dq_of_mul = [n for n in q.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == "m"]
+    assert dq_of_mul and dq_of_mul[0].domain == wide, [(n.name, n.domain) for n in dq_of_mul]
+    assert rel_err(model, q, {"x": data.inputs["x"]}) < 0.03  # int8 weights

@@ -114,7 +114,9 @@ def apply_qdq(
         ap = params[y]
         s, z = qparams(ap, y)
         mul = index.producer[y]
-        editor.replace(mul, [editor.node("DequantizeLinear", [qname[src], s, z], [y], f"{y}_DequantizeLinear")])
+        domain = wide_domain if ap.bits == 16 else ""
+        editor.replace(mul, [editor.node("DequantizeLinear", [qname[src], s, z], [y], f"{y}_DequantizeLinear",
+                                         domain=domain)])  # fmt: skip
         dq_name[y] = y
     for name, extra in after.items():
         editor.replace(producers[name], [producers[name], *extra])
