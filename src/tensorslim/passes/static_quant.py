@@ -78,7 +78,10 @@ COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 _CONSTANT_MIN_SQNR_DB = 40.0
 # an activation most of whose nonzero values round to its zero point in int8 stays float
 _MAX_LOST_SHARE = 0.5
-CALIBRATION_METHODS = ("minmax", "moving_average", "percentile", "mse", "entropy")
+CALIBRATION_METHODS = ("minmax", "moving_average", "percentile", "mse", "entropy", "auto")
+#: the range methods ``calibration="auto"`` compares (one histogram pass gives all three)
+AUTO_METHODS = ("minmax", "percentile", "mse")
+_RANGE_SAMPLES = 32  # calibration samples the auto range choice scores each candidate on
 IO_DTYPES = ("float", "uint8", "int8")
 
 
@@ -91,7 +94,10 @@ class StaticQuantConfig:
         granularity: weights ``per_channel`` (default) or ``per_tensor`` (int8 symmetric either way).
         calibration: ``minmax``, ``moving_average`` (EMA of per-batch min/max), or from a streamed histogram:
             ``percentile`` (keeps that share of values), ``mse`` (minimal expected squared error) or
-            ``entropy`` (minimal KL divergence, TensorRT-style).
+            ``entropy`` (minimal KL divergence, TensorRT-style); ``auto`` computes the min/max, percentile and MSE
+            ranges from one histogram pass and keeps the set whose int8 model keeps the highest output SQNR against
+            float on calibration samples (clipping outliers helps most conv nets and hurts models whose outliers
+            carry signal, such as transformers' LayerNorm outputs).
         percentile: share of values the percentile range keeps.
         op_types: compute ops to quantize (Conv, Gemm, MatMul); pass-through ops between them follow.
         exclude: regular expressions on node names that stay float.
@@ -202,6 +208,7 @@ class StaticPlan:
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # calibrated range of each activation
     bits: dict[str, int] = field(default_factory=dict)  # code width chosen for each activation
     node_sensitivity: dict[str, float] = field(default_factory=dict)  # int8 node -> added SQNR dB
+    range_method: str = ""  # the range method calibration="auto" chose (empty otherwise)
 
 
 def _quantizable_nodes(model: onnx.ModelProto, cfg: StaticQuantConfig) -> list[onnx.NodeProto]:
@@ -245,13 +252,28 @@ def calibrate_ranges(
 ) -> dict[str, tuple[float, float]]:
     """Stream ``data`` through ``model`` once; the observed range of each tensor in ``tensors``.
 
-    ``bits`` gives the code width each range is chosen for (``mse``/``entropy``; 8 when absent).
+    ``bits`` gives the code width each range is chosen for (``mse``/``entropy``; 8 when absent). For
+    ``calibration="auto"`` this is the min/max range (see :func:`calibrate_candidates`).
     """
+    method = "minmax" if cfg.calibration == "auto" else cfg.calibration
+    return calibrate_candidates(model, tensors, data, cfg, bits, (method,))[method]
+
+
+def calibrate_candidates(
+    model: onnx.ModelProto,
+    tensors: list[str],
+    data: Dataset,
+    cfg: StaticQuantConfig,
+    bits: dict[str, int] | None,
+    methods: tuple[str, ...],
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """One pass of ``data`` through ``model``; method -> the range of each tensor by that method."""
+    histogram = any(m in ("percentile", "mse", "entropy") for m in methods)
 
     def make() -> MinMaxObserver | HistogramObserver | MovingAverageMinMaxObserver:
-        if cfg.calibration in ("percentile", "mse", "entropy"):
+        if histogram:
             return HistogramObserver()
-        return MovingAverageMinMaxObserver() if cfg.calibration == "moving_average" else MinMaxObserver()
+        return MovingAverageMinMaxObserver() if methods == ("moving_average",) else MinMaxObserver()
 
     observers = {t: make() for t in tensors}
     if data.num_samples == 0:
@@ -261,20 +283,24 @@ def calibrate_ranges(
             for t in tensors:
                 observers[t].update(batch[t])
             bar.advance()
-    ranges: dict[str, tuple[float, float]] = {}
+    out: dict[str, dict[str, tuple[float, float]]] = {m: {} for m in methods}
     for t, obs in observers.items():
         b = (bits or {}).get(t, 8)
         if isinstance(obs, HistogramObserver):
-            if obs.count:
-                if cfg.calibration == "mse":
-                    ranges[t] = mse_range(obs, bits=b)
-                elif cfg.calibration == "entropy":
-                    ranges[t] = entropy_range(obs, bits=b)
+            if not obs.count:
+                continue
+            for m in methods:
+                if m == "mse":
+                    out[m][t] = mse_range(obs, bits=b)
+                elif m == "entropy":
+                    out[m][t] = entropy_range(obs, bits=b)
+                elif m == "percentile":
+                    out[m][t] = obs.range(cfg.percentile)
                 else:
-                    ranges[t] = obs.range(cfg.percentile)
+                    out[m][t] = obs.minmax.range()
         elif not obs.empty:
-            ranges[t] = obs.range()
-    return ranges
+            out[methods[0]][t] = obs.range()
+    return out
 
 
 def _activation_bits(model: onnx.ModelProto, tensors: list[str], cfg: StaticQuantConfig) -> dict[str, int]:
@@ -435,7 +461,12 @@ def plan_static_quant(
     io = _io_tensors(model, cfg)
     bits = _activation_bits(model, sorted(quant), cfg)
     bits.update(dict.fromkeys(io, 8))  # integer model inputs/outputs are 8-bit
-    plan.ranges = calibrate_ranges(model, list(dict.fromkeys([*sorted(quant), *io])), data, cfg, bits)
+    observed = list(dict.fromkeys([*sorted(quant), *io]))
+    if cfg.calibration == "auto":
+        candidates = calibrate_candidates(model, observed, data, cfg, bits, AUTO_METHODS)
+        plan.ranges = _choose_ranges(model, index, int8, data, cfg, bits, candidates, plan)
+    else:
+        plan.ranges = calibrate_ranges(model, observed, data, cfg, bits)
     plan.bits = bits
     params, clamped, missing = _group_params(index, int8, plan.ranges, cfg, bits)
     if missing:
@@ -509,6 +540,46 @@ def _output_sqnr(model: onnx.ModelProto, trial: onnx.ModelProto, data: Dataset) 
             noise[t] += float(np.sum((a - b) ** 2))
     worst = [10 * np.log10(signal[t] / noise[t]) for t in names if noise[t] > 0 and signal[t] > 0]
     return float(min(worst)) if worst else float("inf")
+
+
+def _mean_sample_sqnr(model: onnx.ModelProto, trial: onnx.ModelProto, data: Dataset, cap: float = 100.0) -> float:
+    """Mean over samples of the worst output SQNR (dB, at most ``cap``), ``trial`` against ``model``."""
+    names = [o.name for o in model.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
+    scores = []
+    for ref, got in zip(run_with_outputs(model, names, data, batch_size=1),
+                        run_with_outputs(trial, names, data, batch_size=1), strict=True):  # fmt: skip
+        worst = cap
+        for t in names:
+            a, b = np.asarray(ref[t], np.float64), np.asarray(got[t], np.float64)
+            signal, noise = float(np.sum(a * a)), float(np.sum((a - b) ** 2))
+            if signal > 0:
+                worst = min(worst, cap if noise == 0 else 10 * np.log10(signal / noise))
+        scores.append(worst)
+    return float(np.mean(scores)) if scores else cap
+
+
+def _choose_ranges(
+    model: onnx.ModelProto, index: StaticGraph, int8: set[str], data: Dataset, cfg: StaticQuantConfig,
+    bits: dict[str, int], candidates: dict[str, dict[str, tuple[float, float]]], plan: StaticPlan,
+) -> dict[str, tuple[float, float]]:  # fmt: skip
+    """The candidate range set whose int8 model keeps the highest output SQNR on calibration samples, averaged
+    over the samples in dB (ties: the first, min/max); the comparison goes into the plan's notes.
+
+    Per sample, so that one sample with extreme values (whose energy would dominate a pooled SQNR) does not
+    decide for all: tasks are scored per image, line or sentence."""
+    sample = data.head(_RANGE_SAMPLES) if data.num_samples > _RANGE_SAMPLES else data
+    scores: dict[str, float] = {}
+    for method, ranges in candidates.items():
+        params, _, _ = _group_params(index, int8, ranges, cfg, bits)
+        trial = onnx.ModelProto()
+        trial.CopyFrom(model)
+        apply_qdq(trial, set(int8), params, cfg, {}, [])
+        scores[method] = _mean_sample_sqnr(model, trial, sample)
+    best = max(candidates, key=lambda m: (scores[m], -list(candidates).index(m)))
+    plan.range_method = best
+    plan.notes.append(f"activation ranges: {best} (mean int8 output SQNR against float on {sample.num_samples} "
+                      "calibration samples: " + ", ".join(f"{m} {scores[m]:.1f} dB" for m in candidates) + ")")
+    return candidates[best]
 
 
 def _output_guard(

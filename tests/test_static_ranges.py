@@ -1,0 +1,44 @@
+"""``calibration="auto"``: the range set (min/max, percentile, MSE) chosen by the int8 model's measured output SQNR."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from models import run
+from tensorslim.evaluate.data import Dataset
+from tensorslim.passes.static_quant import AUTO_METHODS, StaticQuantConfig, StaticQuantPass
+from test_static_quant import small_cnn
+
+
+def per_sample_sqnr(model: onnx.ModelProto, q: onnx.ModelProto, x: np.ndarray) -> float:
+    ref, out = run(model, {"x": x})[0], run(q, {"x": x})[0]
+    per = [10 * np.log10(np.sum(a.astype(np.float64) ** 2) / np.sum((a - b).astype(np.float64) ** 2))
+           for a, b in zip(ref, out, strict=True)]  # fmt: skip
+    return float(np.mean(per))
+
+
+def heavy_tailed_cnn() -> tuple[onnx.ModelProto, Dataset]:
+    """Inputs with very heavy tails (sign(x) |x|^4 of Laplace x): clipping the rare huge values pays."""
+    model, _ = small_cnn()
+    x = np.random.default_rng(1).laplace(size=(48, 3, 16, 16))
+    return model, Dataset({"x": (np.sign(x) * np.abs(x) ** 4).astype(np.float32)})
+
+
+@pytest.mark.parametrize("case, expect", [("heavy-tailed", "mse"), ("gaussian", "minmax")])
+def test_auto_ranges_are_the_best_fixed_method_byte_for_byte(case: str, expect: str) -> None:
+    model, data = heavy_tailed_cnn() if case == "heavy-tailed" else (small_cnn()[0], small_cnn(seed=2)[1])
+    base = dict(latency_check=False, output_sqnr_db=0.0, fallback_sqnr_db=0.0)
+    auto = StaticQuantPass(StaticQuantConfig(calibration="auto", **base), data=data)(model)
+    note = next(n for n in auto.notes if n.startswith("activation ranges: "))
+    chosen = note.split()[2]
+    assert chosen == expect, note  # clipping helps the heavy tails and costs the Gaussian inputs
+    fixed = {m: StaticQuantPass(StaticQuantConfig(calibration=m, **base), data=data)(model).model for m in AUTO_METHODS}
+    # the same bytes as the method it chose, and that method scores best on the samples it was scored on
+    assert auto.model.SerializeToString() == fixed[chosen].SerializeToString()
+    x = data.inputs["x"][:32]
+    scores = {m: per_sample_sqnr(model, q, x) for m, q in fixed.items()}
+    assert scores[chosen] >= max(scores.values()) - 1e-6, (chosen, scores)
+    for m in AUTO_METHODS:
+        assert f"{m} {scores[m]:.1f} dB" in note, (note, scores)
