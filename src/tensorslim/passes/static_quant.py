@@ -134,8 +134,9 @@ class StaticQuantConfig:
         learned_rounding: round each int8 weight up or down to minimise its layer's output error on the
             calibration data (:mod:`~tensorslim.passes.adaround`: AdaRound's objective, solved by sequential
             floor/ceil rounding with coordinate descent) instead of to nearest; slower (minutes for large nets).
-        output_sqnr_db: the int8 model's outputs must keep this SQNR against float on calibration samples; while
-            they do not, the nodes that add the most error go back to float, a tenth at a time (0 turns it off).
+        output_sqnr_db: the int8 model's outputs must keep this SQNR against float on calibration samples (the
+            mean over samples of each sample's SQNR in dB); while they do not, the nodes that add the most error go
+            back to float, a tenth at a time (0 turns it off).
     """
 
     activation_scheme: str = "asymmetric"
@@ -462,9 +463,11 @@ def plan_static_quant(
     bits = _activation_bits(model, sorted(quant), cfg)
     bits.update(dict.fromkeys(io, 8))  # integer model inputs/outputs are 8-bit
     observed = list(dict.fromkeys([*sorted(quant), *io]))
+    candidates: dict[str, dict[str, tuple[float, float]]] = {}
     if cfg.calibration == "auto":
+        # the fallbacks and the output check decide on min/max ranges; the range set is chosen for what stays int8
         candidates = calibrate_candidates(model, observed, data, cfg, bits, AUTO_METHODS)
-        plan.ranges = _choose_ranges(model, index, int8, data, cfg, bits, candidates, plan)
+        plan.ranges = candidates["minmax"]
     else:
         plan.ranges = calibrate_ranges(model, observed, data, cfg, bits)
     plan.bits = bits
@@ -512,6 +515,8 @@ def plan_static_quant(
     regions = _no_work_regions(index)(int8)
     floats.update(regions)
     int8 -= set(regions)
+    if candidates and int8:
+        plan.ranges = _choose_ranges(model, index, int8, data, cfg, bits, candidates, plan)
     params, _, _ = _group_params(index, int8, plan.ranges, cfg, bits)
     plan.activations = params
     plan.nodes = [n for n in index.nodes if n.name in int8]
@@ -525,21 +530,6 @@ def plan_static_quant(
         plan.notes.append(f"{len(wide)} activation(s) quantized to 16 bits (A16W8): " + ", ".join(wide[:20])
                           + (" ..." if len(wide) > 20 else ""))  # fmt: skip
     return plan
-
-
-def _output_sqnr(model: onnx.ModelProto, trial: onnx.ModelProto, data: Dataset) -> float:
-    """The worst SQNR (dB) over the model's float outputs, ``trial`` against ``model``."""
-    names = [o.name for o in model.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
-    signal = dict.fromkeys(names, 0.0)
-    noise = dict.fromkeys(names, 0.0)
-    for ref, got in zip(run_with_outputs(model, names, data, batch_size=4),
-                        run_with_outputs(trial, names, data, batch_size=4), strict=True):  # fmt: skip
-        for t in names:
-            a, b = np.asarray(ref[t], np.float64), np.asarray(got[t], np.float64)
-            signal[t] += float(np.sum(a * a))
-            noise[t] += float(np.sum((a - b) ** 2))
-    worst = [10 * np.log10(signal[t] / noise[t]) for t in names if noise[t] > 0 and signal[t] > 0]
-    return float(min(worst)) if worst else float("inf")
 
 
 def _mean_sample_sqnr(model: onnx.ModelProto, trial: onnx.ModelProto, data: Dataset, cap: float = 100.0) -> float:
@@ -587,7 +577,11 @@ def _output_guard(
     bits: dict[str, int], plan: StaticPlan,
 ) -> dict[str, str]:  # fmt: skip
     """While the int8 model's outputs keep less than ``output_sqnr_db`` against float on calibration samples, move
-    the nodes that add the most error (measured through the QDQ graph) back to float, a tenth at a time."""
+    the nodes that add the most error (measured through the QDQ graph) back to float, a tenth at a time.
+
+    The SQNR is each sample's, averaged in dB: pooled over samples, a few high-energy samples decide, and on
+    RapidOCR's recognizer moving 105 nodes raised the pooled figure by 1.6 dB while the recognized text agreed
+    with float on fewer lines (0.53 -> 0.38); the per-sample mean fell, as the text did."""
     from tensorslim.passes.static_sensitivity import added_error
 
     sample = data.head(8) if data.num_samples > 8 else data
@@ -600,7 +594,7 @@ def _output_guard(
         trial = onnx.ModelProto()
         trial.CopyFrom(model)
         apply_qdq(trial, current, params, cfg, {}, [])
-        states.append((dict(moved), _output_sqnr(model, trial, sample)))
+        states.append((dict(moved), _mean_sample_sqnr(model, trial, sample)))
         if states[-1][1] >= cfg.output_sqnr_db or not current:
             break
         # nodes with a weight keep int8 (their int8 kernels are where the speed is); the guard moves the rest:
