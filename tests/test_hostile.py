@@ -310,7 +310,7 @@ def test_backtracking_patterns_fail_the_regex_guard(pattern: str) -> None:
 
 
 def test_inspect_stats_survive_an_axis_the_weight_lacks() -> None:
-    from tensorslim.analysis.inspect import weight_stats
+    from tensorslim.diagnostics.inspect import weight_stats
 
     # fuzz finding: an opcode swapped to a conv gave a 2-D weight channel axis 3 and an IndexError in inspect
     w = weight_stats("w", rng(0).standard_normal((10, 20)).astype(np.float32), "CONV_2D", "weight", 3)

@@ -637,9 +637,9 @@ def inspect(
     """Per-weight statistics that predict quantization trouble, and recommended settings."""
 
     def body() -> int:
-        from tensorslim.analysis.inspect import inspect_model
         from tensorslim.backends.onnx.io import load_model
         from tensorslim.backends.tflite.io import is_tflite
+        from tensorslim.diagnostics.inspect import inspect_model
 
         if is_tflite(model):
             from tensorslim.backends.tflite.inspect import inspect_tflite

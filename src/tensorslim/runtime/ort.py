@@ -19,7 +19,7 @@ import onnxruntime as ort
 
 from tensorslim.algorithms.quantize import dequantize, quantize, tensor_params
 from tensorslim.errors import InputError
-from tensorslim.runtime.base import TensorSpec
+from tensorslim.runtime.spec import TensorSpec
 
 IO_METADATA_KEY = "tensorslim.io_quantization"  # written by tensorslim.passes.static_io
 
