@@ -22,7 +22,6 @@ Without data, channels are ranked by the L1 norm of their filters and consumers 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +29,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from tensorslim._regex import name_matcher
 from tensorslim.algorithms.pruning import lstsq_refit
 from tensorslim.data import Dataset
 from tensorslim.errors import InputError, UnsupportedModelError
@@ -235,7 +235,7 @@ def _trace(g: _Graph, group: ChannelGroup, rank: int | None) -> str:
 
 def _find_groups(model: onnx.ModelProto, cfg: ChannelPruneConfig) -> list[ChannelGroup]:
     g = _Graph(model)
-    patterns = [re.compile(p) for p in cfg.exclude]
+    excluded = name_matcher(cfg.exclude)
     groups = []
     for node in model.graph.node:
         info = _producer_info(g, node)
@@ -244,7 +244,7 @@ def _find_groups(model: onnx.ModelProto, cfg: ChannelPruneConfig) -> list[Channe
         channels, _, rank = info
         grp = ChannelGroup(node, channels)
         groups.append(grp)
-        if any(p.search(grp.name) for p in patterns):
+        if excluded(grp.name):
             grp.skip_reason = "matches an exclude pattern"
         elif not g.single_use(node.input[1]):
             grp.skip_reason = "its weight is shared"
