@@ -346,9 +346,9 @@ def _own_weights(result: Any, model_in: Path) -> Any:
     zero-point constants it adds, which are not weights of the model ("quantized N of M weights")."""
     import dataclasses
 
-    import onnx
+    from tensorslim.backends.onnx.io import load_model
 
-    own = _weight_names(onnx.load(str(model_in), load_external_data=False).graph)
+    own = _weight_names(load_model(model_in, check=False, external_data=False).graph)
     return dataclasses.replace(result, records=[r for r in result.records if r.name in own])
 
 

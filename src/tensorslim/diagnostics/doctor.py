@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from tensorslim.backends.onnx.io import load_model
 from tensorslim.errors import InputError
 
 __all__ = ["DoctorReport", "Finding", "conv_integer_slowdown", "doctor", "optimized_graph", "qdq_analysis"]
@@ -87,12 +88,7 @@ class DoctorReport:
 
 
 def _load(path: Path) -> onnx.ModelProto:
-    if not path.is_file():
-        raise InputError(f"{path}: no such file; check the path")
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__}); check the file") from None
+    return load_model(path, check=False, external_data=False)
 
 
 def optimized_graph(path: str | os.PathLike[str], *, threads: int = 1) -> onnx.ModelProto:
@@ -117,7 +113,7 @@ def optimized_graph(path: str | os.PathLike[str], *, threads: int = 1) -> onnx.M
         except Exception as e:
             msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise InputError(f"{path}: ONNX Runtime cannot load the model ({msg})") from None
-        return onnx.load(str(out), load_external_data=False)
+        return load_model(out, check=False, external_data=False)
 
 
 def _graph_maps(graph: onnx.GraphProto) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:
