@@ -188,3 +188,36 @@ def test_batchnorm_folds_into_conv_exactly() -> None:
     assert {t.name for t in res.model.graph.initializer}.isdisjoint({"g", "beta", "mu", "var", "W", "b"})
     feeds = {"x": r.standard_normal((2, 3, 6, 6)).astype(np.float32)}
     np.testing.assert_allclose(run(res.model, feeds)[0], run(model, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_graph_index_maps_producers_readers_and_subgraphs() -> None:
+    from tensorslim.backends.onnx.graph import GraphIndex, replace_nodes
+
+    w = numpy_helper.from_array(np.ones((2,), np.float32), "w")
+    inner_w = numpy_helper.from_array(np.ones((2,), np.float32), "inner_w")
+    body = helper.make_graph(
+        [helper.make_node("Add", ["y", "inner_w"], ["z"], name="inner")], "then", [],
+        [helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [2])], initializer=[inner_w],
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("Mul", ["x", "x"], ["y"], name="square"),
+        helper.make_node("Clip", ["y", "", "w"], ["c"], name="clip"),  # an absent optional input
+        helper.make_node("If", ["cond"], ["out"], name="branch", then_branch=body, else_branch=body),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2]),
+         helper.make_tensor_value_info("cond", onnx.TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [2])], initializer=[w],
+    )  # fmt: skip
+    index = GraphIndex(graph)
+    assert [n.name for n in index.consumers["x"]] == ["square", "square"] and not index.single_use("x")
+    assert [(n.name, i) for n, i in index.uses["w"]] == [("clip", 2)] and index.single_use("w")
+    assert index.producer["y"].name == "square" and index.output_index["out"] == 0
+    assert "" not in index.consumers and set(index.initializers) == {"w"}
+    assert [n.name for n in index.readers("y")] == ["clip"] and index.outputs == {"out"}
+    deep = GraphIndex(graph, subgraphs=True)
+    assert [n.name for n in deep.readers("y")] == ["clip", "inner", "inner"]  # both branches read y
+    assert deep.producer["z"].name == "inner" and set(deep.initializers) == {"w", "inner_w"}
+    replace_nodes(graph, [graph.node[2], graph.node[0]])
+    assert [n.name for n in graph.node] == ["branch", "square"]

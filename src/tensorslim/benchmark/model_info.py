@@ -11,8 +11,9 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, SparseTensorProto, TensorProto
+from onnx import AttributeProto, ModelProto, NodeProto, SparseTensorProto, TensorProto
 
+from tensorslim.backends.onnx.graph import all_graphs
 from tensorslim.backends.onnx.io import load_model
 
 __all__ = ["external_data_files", "file_bytes", "load_model_proto", "tensor_nbytes", "weight_bytes"]
@@ -72,30 +73,19 @@ def load_model_proto(path: str | os.PathLike[str]) -> ModelProto:
     return load_model(p, check=False, external_data=False)
 
 
-def _iter_graphs(graph: GraphProto) -> Iterator[GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == AttributeProto.GRAPH:
-                yield from _iter_graphs(attr.g)
-            elif attr.type == AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _iter_graphs(sub)
-
-
 def _iter_nodes(model: ModelProto) -> Iterator[NodeProto]:
-    for graph in _iter_graphs(model.graph):
+    for graph in all_graphs(model.graph):
         yield from graph.node
     for func in model.functions:
         for node in func.node:
             yield node
             for attr in node.attribute:
                 if attr.type == AttributeProto.GRAPH:
-                    for graph in _iter_graphs(attr.g):
+                    for graph in all_graphs(attr.g):
                         yield from graph.node
                 elif attr.type == AttributeProto.GRAPHS:
                     for sub in attr.graphs:
-                        for graph in _iter_graphs(sub):
+                        for graph in all_graphs(sub):
                             yield from graph.node
 
 
@@ -162,7 +152,7 @@ def weight_bytes(model: ModelProto) -> int:
         Total weight bytes.
     """
     total = 0
-    for graph in _iter_graphs(model.graph):
+    for graph in all_graphs(model.graph):
         total += sum(tensor_nbytes(t) for t in graph.initializer)
         total += sum(_sparse_nbytes(s) for s in graph.sparse_initializer)
     for node in _iter_nodes(model):
@@ -172,7 +162,7 @@ def weight_bytes(model: ModelProto) -> int:
 
 
 def _all_tensors(model: ModelProto) -> Iterable[TensorProto]:
-    for graph in _iter_graphs(model.graph):
+    for graph in all_graphs(model.graph):
         yield from graph.initializer
         for sparse in graph.sparse_initializer:
             yield sparse.values

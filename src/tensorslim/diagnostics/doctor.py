@@ -24,7 +24,7 @@ import os
 import platform
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from tensorslim.backends.onnx.graph import GraphIndex
 from tensorslim.backends.onnx.io import load_model
 from tensorslim.errors import InputError
 
@@ -116,18 +117,6 @@ def optimized_graph(path: str | os.PathLike[str], *, threads: int = 1) -> onnx.M
         return load_model(out, check=False, external_data=False)
 
 
-def _graph_maps(graph: onnx.GraphProto) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:
-    producer: dict[str, onnx.NodeProto] = {}
-    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for n in graph.node:
-        for o in n.output:
-            producer[o] = n
-        for i in n.input:
-            if i:
-                consumers[i].append(n)
-    return producer, consumers
-
-
 def qdq_analysis(optimized: onnx.ModelProto) -> dict[str, Any]:
     """Q/DQ nodes left in an optimized graph.
 
@@ -138,7 +127,8 @@ def qdq_analysis(optimized: onnx.ModelProto) -> dict[str, Any]:
         ``quantize_linear`` / ``dequantize_linear`` (totals) and up to 20 ``examples`` (Q node, DQ node, consumer).
     """
     g = optimized.graph
-    producer, consumers = _graph_maps(g)
+    index = GraphIndex(g)
+    producer, consumers = index.producer, index.consumers
     inits = {t.name for t in g.initializer}
     by_consumer: Counter[str] = Counter()
     by_producer: Counter[str] = Counter()

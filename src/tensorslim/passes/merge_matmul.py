@@ -26,6 +26,7 @@ import onnx
 
 from tensorslim._regex import name_matcher
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
+from tensorslim.backends.onnx.graph import GraphIndex
 from tensorslim.backends.onnx.weights import GraphScope, WeightInfo, find_weights, iter_graphs
 from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
@@ -114,10 +115,7 @@ def plan_merges(model: onnx.ModelProto, config: MergeMatMulConfig | None = None)
     outputs = _graph_outputs(model)
     groups: list[MergeGroup] = []
     for scope in iter_graphs(model.graph):
-        consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in scope.graph.node:
-            for x in n.input:
-                consumers.setdefault(x, []).append(n)
+        consumers = GraphIndex(scope.graph).consumers
         by_key: dict[tuple[str, str, int], list[MergeMember]] = {}
         for n in scope.graph.node:
             if n.op_type != "MatMul" or (n.domain or "") not in ("", "ai.onnx") or len(n.input) != 2:
