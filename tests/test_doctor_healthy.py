@@ -14,7 +14,8 @@ from onnx import helper
 from models import F, make
 from tensorslim.api import quantize
 from tensorslim.backends.onnx import save_model
-from tensorslim.diagnostics.doctor import _fp16_compute, _static_findings, doctor, optimized_graph
+from tensorslim.diagnostics.doctor import _static_findings, doctor, optimized_graph
+from tensorslim.diagnostics.provenance import fp16_compute
 from tensorslim.examples import example_calib_data_path, example_model_path
 from tensorslim.passes.blockwise_quant import BlockQuantConfig
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig
@@ -81,7 +82,7 @@ def test_no_warning_on_a_healthy_output(outputs: dict[str, Path], name: str) -> 
 @pytest.mark.parametrize("name", ["cnn_dynamic", "tf_dynamic", "cnn_static", "tf_int4"])
 def test_fp16_casts_never_fires_without_float16_compute(outputs: dict[str, Path], name: str) -> None:
     model = onnx.load(str(outputs[name]))
-    assert _fp16_compute(model) == {}
+    assert fp16_compute(model) == {}
     codes = {f.code for f in _static_findings(model, optimized_graph(outputs[name]), *AVX2_ONLY)}
     assert "fp16-casts" not in codes
 
@@ -89,6 +90,6 @@ def test_fp16_casts_never_fires_without_float16_compute(outputs: dict[str, Path]
 def test_fp16_casts_fires_on_float16_compute_without_native_fp16(outputs: dict[str, Path]) -> None:
     for name in ("cnn_fp16", "tf_fp16"):
         model = onnx.load(str(outputs[name]))
-        assert "MatMul" in _fp16_compute(model) or "Conv" in _fp16_compute(model)
+        assert "MatMul" in fp16_compute(model) or "Conv" in fp16_compute(model)
         codes = {f.code for f in _static_findings(model, optimized_graph(outputs[name]), *AVX2_ONLY)}
         assert "fp16-casts" in codes

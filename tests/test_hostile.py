@@ -309,8 +309,18 @@ def test_backtracking_patterns_fail_the_regex_guard(pattern: str) -> None:
         compile_user_regex(pattern, "f")
 
 
+
+def test_name_matcher_searches_every_name_and_guards_its_patterns() -> None:
+    from tensorslim._regex import name_matcher
+
+    excluded = name_matcher([r"^fc\d+$", "attn"])
+    assert excluded("fc1") and excluded("conv", "/blocks.0/attn/q") and not excluded("fc1x", "conv")
+    assert not name_matcher([]) and not name_matcher([])("anything")
+    with pytest.raises(ValueError, match="block_nodes: .*nests a repeated group"):
+        name_matcher([r"^(.+)+Q$"], "block_nodes")
+
 def test_inspect_stats_survive_an_axis_the_weight_lacks() -> None:
-    from tensorslim.analysis.inspect import weight_stats
+    from tensorslim.diagnostics.inspect import weight_stats
 
     # fuzz finding: an opcode swapped to a conv gave a 2-D weight channel axis 3 and an IndexError in inspect
     w = weight_stats("w", rng(0).standard_normal((10, 20)).astype(np.float32), "CONV_2D", "weight", 3)

@@ -71,6 +71,45 @@ def test_external_data_save_and_load(tmp_path: Path) -> None:
         load_model(out)
 
 
+
+def test_structure_only_load_leaves_external_tensors_as_references(tmp_path: Path) -> None:
+    model, _ = matmul_model(k=256, n=256)
+    out = save_model(model, tmp_path / "ext.onnx", external_data=True)
+    (tmp_path / "ext.onnx.data").unlink()  # never opened by a structure-only load
+    graph_only = load_model(out, check=False, external_data=False)
+    w = graph_only.graph.initializer[0]
+    assert w.data_location == onnx.TensorProto.EXTERNAL and not w.raw_data
+    assert [n.op_type for n in graph_only.graph.node] == [n.op_type for n in model.graph.node]
+    with pytest.raises(InputError, match="external data file"):
+        load_model(out)
+
+
+def test_external_tensors_inside_subgraph_constants_are_read(tmp_path: Path) -> None:
+    big = numpy_helper.from_array(np.arange(4096, dtype=np.float32).reshape(64, 64), "c")
+    branch = helper.make_graph(
+        [helper.make_node("Constant", [], ["k"], value=big)], "then", [],
+        [helper.make_tensor_value_info("k", onnx.TensorProto.FLOAT, [64, 64])],
+    )  # fmt: skip
+    node = helper.make_node("If", ["cond"], ["y"], then_branch=branch, else_branch=branch)
+    graph = helper.make_graph(
+        [node], "g", [helper.make_tensor_value_info("cond", onnx.TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [64, 64])],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    convert_model_to_external_data(model, location="if.onnx.data", size_threshold=1024, convert_attribute=True)
+    out = tmp_path / "if.onnx"
+    onnx.save(model, str(out))
+    stored = onnx.load(str(out), load_external_data=False).graph.node[0].attribute[0].g.node[0].attribute[0].t
+    assert stored.data_location == onnx.TensorProto.EXTERNAL  # the case the loader must find
+    loaded = load_model(out)
+    value = loaded.graph.node[0].attribute[0].g.node[0].attribute[0].t
+    np.testing.assert_array_equal(numpy_helper.to_array(value), numpy_helper.to_array(big))
+    (tmp_path / "if.onnx.data").rename(tmp_path / "elsewhere.data")
+    with pytest.raises(InputError, match="external data file"):
+        load_model(out)
+
 def test_unwritable_output_folder(tmp_path: Path) -> None:
     model, _ = matmul_model()
     with pytest.raises(InputError, match="cannot write|writing failed"):
@@ -149,3 +188,36 @@ def test_batchnorm_folds_into_conv_exactly() -> None:
     assert {t.name for t in res.model.graph.initializer}.isdisjoint({"g", "beta", "mu", "var", "W", "b"})
     feeds = {"x": r.standard_normal((2, 3, 6, 6)).astype(np.float32)}
     np.testing.assert_allclose(run(res.model, feeds)[0], run(model, feeds)[0], rtol=1e-4, atol=1e-4)
+
+
+def test_graph_index_maps_producers_readers_and_subgraphs() -> None:
+    from tensorslim.backends.onnx.graph import GraphIndex, replace_nodes
+
+    w = numpy_helper.from_array(np.ones((2,), np.float32), "w")
+    inner_w = numpy_helper.from_array(np.ones((2,), np.float32), "inner_w")
+    body = helper.make_graph(
+        [helper.make_node("Add", ["y", "inner_w"], ["z"], name="inner")], "then", [],
+        [helper.make_tensor_value_info("z", onnx.TensorProto.FLOAT, [2])], initializer=[inner_w],
+    )  # fmt: skip
+    nodes = [
+        helper.make_node("Mul", ["x", "x"], ["y"], name="square"),
+        helper.make_node("Clip", ["y", "", "w"], ["c"], name="clip"),  # an absent optional input
+        helper.make_node("If", ["cond"], ["out"], name="branch", then_branch=body, else_branch=body),
+    ]
+    graph = helper.make_graph(
+        nodes, "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2]),
+         helper.make_tensor_value_info("cond", onnx.TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [2])], initializer=[w],
+    )  # fmt: skip
+    index = GraphIndex(graph)
+    assert [n.name for n in index.consumers["x"]] == ["square", "square"] and not index.single_use("x")
+    assert [(n.name, i) for n, i in index.uses["w"]] == [("clip", 2)] and index.single_use("w")
+    assert index.producer["y"].name == "square" and index.output_index["out"] == 0
+    assert "" not in index.consumers and set(index.initializers) == {"w"}
+    assert [n.name for n in index.readers("y")] == ["clip"] and index.outputs == {"out"}
+    deep = GraphIndex(graph, subgraphs=True)
+    assert [n.name for n in deep.readers("y")] == ["clip", "inner", "inner"]  # both branches read y
+    assert deep.producer["z"].name == "inner" and set(deep.initializers) == {"w", "inner_w"}
+    replace_nodes(graph, [graph.node[2], graph.node[0]])
+    assert [n.name for n in graph.node] == ["branch", "square"]

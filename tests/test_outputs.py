@@ -98,6 +98,7 @@ def test_outputs_follow_the_umask(work: Path) -> None:
     old = os.umask(0o022)
     try:
         save_model(mlp_model()[0], work / "a.onnx")
+        save_model(mlp_model()[0], work / "e.onnx", external_data=True)  # ONNX's saver, then tensorslim's rename
         pack_model(work / "in.onnx", work / "a.tslim")
         tflite = pytest.importorskip("tflite_models")
         from tensorslim.backends.tflite.io import model_from_bytes
@@ -106,7 +107,8 @@ def test_outputs_follow_the_umask(work: Path) -> None:
         save_tflite(model_from_bytes(tflite.mlp()), work / "a.tflite")
     finally:
         os.umask(old)
-    for name in ("a.onnx", "a.tslim", "a.tflite"):
+    assert not [p for p in work.iterdir() if p.name.startswith(".")]  # no temporary folder left
+    for name in ("a.onnx", "e.onnx", "e.onnx.data", "a.tslim", "a.tflite"):
         assert stat.S_IMODE(os.stat(work / name).st_mode) == 0o644, name
 
 

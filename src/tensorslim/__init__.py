@@ -11,11 +11,11 @@ The public surface::
     ts.from_torch(module, torch.randn(1, 3, 32, 32), output="model.onnx")  # PyTorch in (torch extra)
 """
 
-from tensorslim.analysis.inspect import InspectReport, inspect_model
 from tensorslim.api import QuantizeResult, quantize
 from tensorslim.backends.onnx import find_weights, load_model, save_model
 from tensorslim.benchmark import BenchReport, benchmark_models
 from tensorslim.compression import CompressReport, cluster, compress, pack, prune, prune_channels, unpack
+from tensorslim.diagnostics.inspect import InspectReport, inspect_model
 from tensorslim.errors import InputError, TargetNotMetError, TensorSlimError, UnsupportedModelError
 from tensorslim.evaluate import Dataset, EvalReport, evaluate, load_npz
 from tensorslim.frontends import from_torch

@@ -35,6 +35,7 @@ __all__ = [
     "atomic_write",
     "check_output_path",
     "command_scope",
+    "publish",
     "write_bytes_atomic",
     "write_text_atomic",
 ]
@@ -192,18 +193,52 @@ def atomic_write(
             os.fsync(f.fileno())
         if verify is not None:
             verify(Path(tmp))
-        _check_kind(out)  # a FIFO or folder created meanwhile is not replaced either
-        os.replace(tmp, out)
+        _replace(tmp, out)
     except OSError as e:
         raise InputError(f"{out}: writing failed ({e.strerror or e}); check free space and permissions") from e
     finally:
         _drop(tmp)
+    _sync_folder(out)
+
+
+def _replace(tmp: PathLike, out: Path) -> None:
+    _check_kind(out)  # a FIFO or folder created meanwhile is not replaced either
+    os.replace(tmp, out)
+
+
+def _sync_folder(out: Path) -> None:
     with contextlib.suppress(OSError):  # the rename is durable once the folder is synced
         dfd = os.open(out.parent if str(out.parent) else ".", os.O_RDONLY)
         try:
             os.fsync(dfd)
         finally:
             os.close(dfd)
+
+
+def publish(written: PathLike, path: PathLike) -> Path:
+    """Move a file a library wrote in a temporary place in ``path``'s folder (ONNX's external-data saver
+    writes a model and its data file itself) to ``path`` the way :func:`atomic_write` does: fsync, the mode
+    the umask gives a new file, rename, folder fsync.
+
+    Raises:
+        InputError: ``path`` is not a regular file, or the rename fails.
+    """
+    out = Path(path)
+    fd, probe = _new_temp(out)  # a new file's mode is the umask's: the published file gets the same
+    try:
+        mode = stat.S_IMODE(os.fstat(fd).st_mode)
+    finally:
+        os.close(fd)
+        _drop(probe)
+    try:
+        with open(written, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(written, mode)
+        _replace(written, out)
+    except OSError as e:
+        raise InputError(f"{out}: writing failed ({e.strerror or e}); check free space and permissions") from e
+    _sync_folder(out)
+    return out
 
 
 def write_bytes_atomic(

@@ -13,6 +13,7 @@ Before -> after: ``recipe check`` accepting ``^(.+)+Q$`` and ``run`` hanging -> 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
 
 try:  # Python 3.11+
@@ -22,7 +23,7 @@ except ImportError:  # pragma: no cover - Python < 3.11
     import sre_constants as _c
     import sre_parse as _p
 
-__all__ = ["MAX_PATTERN_CHARS", "compile_user_regex"]
+__all__ = ["MAX_PATTERN_CHARS", "NameMatcher", "compile_user_regex", "name_matcher"]
 
 #: longest pattern accepted (node names are matched against it)
 MAX_PATTERN_CHARS = 1_000_000  # generated alternations of node names run long; compile time stays small
@@ -84,3 +85,27 @@ def compile_user_regex(pattern: str, field: str) -> re.Pattern[str]:
             "repeat possessive (x++) or atomic ((?>...))"
         )
     return compiled
+
+
+class NameMatcher:
+    """Compiled name patterns (``exclude``, ``float_compute``, ``block_nodes``): a name matches when any pattern
+    is found in it (``re.search``)."""
+
+    def __init__(self, patterns: tuple[re.Pattern[str], ...]) -> None:
+        self.patterns = patterns
+
+    def __call__(self, *names: str) -> bool:
+        """Whether a pattern is found in any of ``names``."""
+        return any(p.search(n) for n in names for p in self.patterns)
+
+    def __bool__(self) -> bool:
+        return bool(self.patterns)
+
+
+def name_matcher(patterns: Iterable[str], field: str = "exclude") -> NameMatcher:
+    """Compile a config's name patterns once, through :func:`compile_user_regex`.
+
+    Raises:
+        ValueError: a pattern is invalid or can backtrack exponentially; the message names ``field``.
+    """
+    return NameMatcher(tuple(compile_user_regex(p, field) for p in patterns))

@@ -346,9 +346,9 @@ def _own_weights(result: Any, model_in: Path) -> Any:
     zero-point constants it adds, which are not weights of the model ("quantized N of M weights")."""
     import dataclasses
 
-    import onnx
+    from tensorslim.backends.onnx.io import load_model
 
-    own = _weight_names(onnx.load(str(model_in), load_external_data=False).graph)
+    own = _weight_names(load_model(model_in, check=False, external_data=False).graph)
     return dataclasses.replace(result, records=[r for r in result.records if r.name in own])
 
 
@@ -637,9 +637,9 @@ def inspect(
     """Per-weight statistics that predict quantization trouble, and recommended settings."""
 
     def body() -> int:
-        from tensorslim.analysis.inspect import inspect_model
         from tensorslim.backends.onnx.io import load_model
         from tensorslim.backends.tflite.io import is_tflite
+        from tensorslim.diagnostics.inspect import inspect_model
 
         if is_tflite(model):
             from tensorslim.backends.tflite.inspect import inspect_tflite

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from tensorslim.algorithms.quantize import quantize, tensor_params
+from tensorslim.backends.onnx.metadata import IO_METADATA_KEY
 from tensorslim.data import random_input
-from tensorslim.passes.static_io import IO_METADATA_KEY
 
 __all__ = ["InputSpec", "feeds_for", "make_inputs", "quantize_feed", "real_inputs", "specs_from_session"]
 

@@ -1,6 +1,6 @@
 """Static facts about an ONNX file: validation, size on disk and weight bytes.
 
-The model is read with ``onnx.load(path, load_external_data=False)`` so that huge external weights are
+The model is read with ``load_model(path, external_data=False)`` so that huge external weights are
 never pulled into memory; external tensors are counted by their ``length`` entry.
 """
 
@@ -11,8 +11,10 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import onnx
-from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, SparseTensorProto, TensorProto
+from onnx import AttributeProto, ModelProto, NodeProto, SparseTensorProto, TensorProto
+
+from tensorslim.backends.onnx.graph import all_graphs
+from tensorslim.backends.onnx.io import load_model
 
 __all__ = ["external_data_files", "file_bytes", "load_model_proto", "tensor_nbytes", "weight_bytes"]
 
@@ -61,46 +63,29 @@ def load_model_proto(path: str | os.PathLike[str]) -> ModelProto:
 
     Raises:
         ValueError: The file does not exist, is not a regular file, cannot be parsed as ONNX, or has no
-            graph. The message names the file.
+            graph nodes (an :class:`~tensorslim.errors.InputError` from the loader). The message names the file.
     """
     p = Path(path)
     if not p.exists():
         raise ValueError(f"{p}: no such file; check the path")
     if not p.is_file():
         raise ValueError(f"{p}: not a regular file")
-    try:
-        model = onnx.load(str(p), load_external_data=False)
-    except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ... depending on version
-        raise ValueError(f"{p}: not a loadable ONNX model ({type(exc).__name__}: {exc})") from None
-    if not model.HasField("graph") or (len(model.graph.node) == 0 and len(model.graph.output) == 0):
-        raise ValueError(f"{p}: not a loadable ONNX model (no graph found)")
-    return model
-
-
-def _iter_graphs(graph: GraphProto) -> Iterator[GraphProto]:
-    yield graph
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.type == AttributeProto.GRAPH:
-                yield from _iter_graphs(attr.g)
-            elif attr.type == AttributeProto.GRAPHS:
-                for sub in attr.graphs:
-                    yield from _iter_graphs(sub)
+    return load_model(p, check=False, external_data=False)
 
 
 def _iter_nodes(model: ModelProto) -> Iterator[NodeProto]:
-    for graph in _iter_graphs(model.graph):
+    for graph in all_graphs(model.graph):
         yield from graph.node
     for func in model.functions:
         for node in func.node:
             yield node
             for attr in node.attribute:
                 if attr.type == AttributeProto.GRAPH:
-                    for graph in _iter_graphs(attr.g):
+                    for graph in all_graphs(attr.g):
                         yield from graph.node
                 elif attr.type == AttributeProto.GRAPHS:
                     for sub in attr.graphs:
-                        for graph in _iter_graphs(sub):
+                        for graph in all_graphs(sub):
                             yield from graph.node
 
 
@@ -167,7 +152,7 @@ def weight_bytes(model: ModelProto) -> int:
         Total weight bytes.
     """
     total = 0
-    for graph in _iter_graphs(model.graph):
+    for graph in all_graphs(model.graph):
         total += sum(tensor_nbytes(t) for t in graph.initializer)
         total += sum(_sparse_nbytes(s) for s in graph.sparse_initializer)
     for node in _iter_nodes(model):
@@ -177,7 +162,7 @@ def weight_bytes(model: ModelProto) -> int:
 
 
 def _all_tensors(model: ModelProto) -> Iterable[TensorProto]:
-    for graph in _iter_graphs(model.graph):
+    for graph in all_graphs(model.graph):
         yield from graph.initializer
         for sparse in graph.sparse_initializer:
             yield sparse.values

@@ -230,9 +230,9 @@ def profile_model(
             raise ValueError(f"{p}: onnxruntime cannot load the model ({msg})") from None
         specs = specs_from_session(sess)
         if inputs is None:
-            import onnx
+            from tensorslim.backends.onnx.io import load_model
 
-            bounds = index_bounds(onnx.load(str(p), load_external_data=False))
+            bounds = index_bounds(load_model(p, check=False, external_data=False))
             shared, _ = make_inputs(
                 specs, batch_size=batch_size, dim_overrides=dim_overrides, seed=seed, model_name=p.name, bounds=bounds
             )

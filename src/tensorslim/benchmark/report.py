@@ -8,7 +8,7 @@ All classes are frozen dataclasses with a ``to_dict()`` that returns plain JSON-
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = ["METRICS", "BenchReport", "EnvInfo", "MemoryStats", "ModelBench"]
@@ -53,15 +53,7 @@ class EnvInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict with the attribute names as keys (``cpu_flags`` as a list)."""
-        return {
-            "onnxruntime_version": self.onnxruntime_version,
-            "execution_provider": self.execution_provider,
-            "threads": self.threads,
-            "cpu_model": self.cpu_model,
-            "cpu_flags": list(self.cpu_flags),
-            "machine": self.machine,
-            "python_version": self.python_version,
-        }
+        return {**asdict(self), "cpu_flags": list(self.cpu_flags)}
 
 
 @dataclass(frozen=True)

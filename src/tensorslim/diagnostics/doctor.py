@@ -24,7 +24,7 @@ import os
 import platform
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -33,6 +33,9 @@ from typing import Any
 import numpy as np
 import onnx
 
+from tensorslim.backends.onnx.graph import GraphIndex
+from tensorslim.backends.onnx.io import load_model
+from tensorslim.diagnostics.provenance import fp16_compute
 from tensorslim.errors import InputError
 
 __all__ = ["DoctorReport", "Finding", "conv_integer_slowdown", "doctor", "optimized_graph", "qdq_analysis"]
@@ -87,12 +90,7 @@ class DoctorReport:
 
 
 def _load(path: Path) -> onnx.ModelProto:
-    if not path.is_file():
-        raise InputError(f"{path}: no such file; check the path")
-    try:
-        return onnx.load(str(path), load_external_data=False)
-    except Exception as e:
-        raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__}); check the file") from None
+    return load_model(path, check=False, external_data=False)
 
 
 def optimized_graph(path: str | os.PathLike[str], *, threads: int = 1) -> onnx.ModelProto:
@@ -117,19 +115,7 @@ def optimized_graph(path: str | os.PathLike[str], *, threads: int = 1) -> onnx.M
         except Exception as e:
             msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             raise InputError(f"{path}: ONNX Runtime cannot load the model ({msg})") from None
-        return onnx.load(str(out), load_external_data=False)
-
-
-def _graph_maps(graph: onnx.GraphProto) -> tuple[dict[str, onnx.NodeProto], dict[str, list[onnx.NodeProto]]]:
-    producer: dict[str, onnx.NodeProto] = {}
-    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for n in graph.node:
-        for o in n.output:
-            producer[o] = n
-        for i in n.input:
-            if i:
-                consumers[i].append(n)
-    return producer, consumers
+        return load_model(out, check=False, external_data=False)
 
 
 def qdq_analysis(optimized: onnx.ModelProto) -> dict[str, Any]:
@@ -142,7 +128,8 @@ def qdq_analysis(optimized: onnx.ModelProto) -> dict[str, Any]:
         ``quantize_linear`` / ``dequantize_linear`` (totals) and up to 20 ``examples`` (Q node, DQ node, consumer).
     """
     g = optimized.graph
-    producer, consumers = _graph_maps(g)
+    index = GraphIndex(g)
+    producer, consumers = index.producer, index.consumers
     inits = {t.name for t in g.initializer}
     by_consumer: Counter[str] = Counter()
     by_producer: Counter[str] = Counter()
@@ -181,35 +168,6 @@ def qdq_analysis(optimized: onnx.ModelProto) -> dict[str, Any]:
         "dequantize_linear": counts["DequantizeLinear"],
         "examples": examples,
     }
-
-
-_LAYOUT_OPS = frozenset({"Split", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Identity", "Gather",
-                         "Slice", "Flatten", "Expand", "Tile"})  # fmt: skip
-_NO_COMPUTE = _LAYOUT_OPS | {"Cast", "CastLike", "DequantizeLinear", "Shape", "Size"}
-
-
-def _fp16_compute(model: onnx.ModelProto) -> dict[str, int]:
-    """Nodes per op type computing on float16 tensors (weights, inputs, casts to float16; through layout ops).
-
-    Float16 weights only cast to float32 (dynamic int8's packed float16 scales, ``Split -> Cast``) are not float16
-    compute: ONNX Runtime folds them once at load.
-    """
-    g = model.graph
-    f16 = onnx.TensorProto.FLOAT16
-    half = {t.name for t in g.initializer if t.data_type == f16}
-    half |= {v.name for v in g.input if v.type.tensor_type.elem_type == f16}
-    ops: Counter[str] = Counter()
-    for n in g.node:  # nodes are topologically sorted
-        const = n.op_type == "Constant" and any(a.name == "value" and a.t.data_type == f16 for a in n.attribute)
-        if const or (n.op_type == "Cast" and any(a.name == "to" and a.i == f16 for a in n.attribute)):
-            half.update(n.output)
-        elif any(i in half for i in n.input):
-            if n.op_type in _LAYOUT_OPS:
-                half.update(n.output)
-            elif n.op_type not in _NO_COMPUTE:
-                ops[n.op_type] += 1
-                half.update(n.output)
-    return dict(sorted(ops.items()))
 
 
 def _isa_finding(flags: tuple[str, ...], machine: str, integer_ops: int) -> Finding:
@@ -374,7 +332,7 @@ def _static_findings(
             )
         )
 
-    half_ops = _fp16_compute(model)
+    half_ops = fp16_compute(model)
     if half_ops:
         native = (not x86 and bool({"fphp", "asimdhp"} & set(flags))) or (x86 and "avx512_fp16" in flags)
         casts = sum(1 for n in opt.graph.node if n.op_type == "Cast")

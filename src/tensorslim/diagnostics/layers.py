@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from tensorslim.backends.onnx.io import load_model
 from tensorslim.errors import InputError
 
 __all__ = ["LayerError", "LayerReport", "diagnose_layers", "exclude_regex"]
@@ -171,12 +172,7 @@ def diagnose_layers(
     fp, qp = Path(float_model), Path(quant_model)
     protos = []
     for p in (fp, qp):
-        if not p.is_file():
-            raise InputError(f"{p}: no such file; check the path")
-        try:
-            protos.append(onnx.load(str(p)))
-        except Exception as e:
-            raise InputError(f"{p}: not a readable ONNX model ({type(e).__name__})") from None
+        protos.append(load_model(p, check=False))
     fm, qm = protos
     f_out = _float_outputs(fm)
     q_names = {o for n in qm.graph.node for o in n.output}

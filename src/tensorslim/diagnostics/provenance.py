@@ -13,13 +13,42 @@ the mode is read from the graph: activation ``QuantizeLinear`` nodes mean static
 from __future__ import annotations
 
 import json
+from collections import Counter
 from typing import Any
 
 import onnx
 
-__all__ = ["KEY", "infer_quantize", "quantize_args", "record_quantize"]
+__all__ = ["KEY", "fp16_compute", "infer_quantize", "quantize_args", "record_quantize"]
 
 KEY = "tensorslim.quantize"
+
+_LAYOUT_OPS = frozenset({"Split", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Identity", "Gather",
+                         "Slice", "Flatten", "Expand", "Tile"})  # fmt: skip
+_NO_COMPUTE = _LAYOUT_OPS | {"Cast", "CastLike", "DequantizeLinear", "Shape", "Size"}
+
+
+def fp16_compute(model: onnx.ModelProto) -> dict[str, int]:
+    """Nodes per op type computing on float16 tensors (weights, inputs, casts to float16; through layout ops).
+
+    Float16 weights only cast to float32 (dynamic int8's packed float16 scales, ``Split -> Cast``) are not float16
+    compute: ONNX Runtime folds them once at load.
+    """
+    g = model.graph
+    f16 = onnx.TensorProto.FLOAT16
+    half = {t.name for t in g.initializer if t.data_type == f16}
+    half |= {v.name for v in g.input if v.type.tensor_type.elem_type == f16}
+    ops: Counter[str] = Counter()
+    for n in g.node:  # nodes are topologically sorted
+        const = n.op_type == "Constant" and any(a.name == "value" and a.t.data_type == f16 for a in n.attribute)
+        if const or (n.op_type == "Cast" and any(a.name == "to" and a.i == f16 for a in n.attribute)):
+            half.update(n.output)
+        elif any(i in half for i in n.input):
+            if n.op_type in _LAYOUT_OPS:
+                half.update(n.output)
+            elif n.op_type not in _NO_COMPUTE:
+                ops[n.op_type] += 1
+                half.update(n.output)
+    return dict(sorted(ops.items()))
 
 
 def _mode_and_options(cfg: Any) -> tuple[str, dict[str, Any]]:
@@ -66,8 +95,6 @@ def infer_quantize(model: onnx.ModelProto) -> dict[str, Any]:
                 break
             if isinstance(d, dict) and isinstance(d.get("mode"), str):
                 return {"options": {}, "data": False, **d, "recorded": True}
-    from tensorslim.diagnostics.doctor import _fp16_compute
-
     g = model.graph
     consts = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
     if any(n.op_type == "QuantizeLinear" and n.input[0] not in consts for n in g.node):
@@ -77,7 +104,7 @@ def infer_quantize(model: onnx.ModelProto) -> dict[str, Any]:
         bits = next((a.i for a in nbits[0].attribute if a.name == "bits"), 4)
         opts = {"bits": bits, "kernel": "matmulnbits"}
         return {"mode": "int4" if bits == 4 else "blockwise", "options": opts, "data": False, "recorded": False}
-    if _fp16_compute(model):
+    if fp16_compute(model):
         return {"mode": "fp16", "options": {}, "data": False, "recorded": False}
     return {"mode": "dynamic", "options": {}, "data": False, "recorded": False}
 

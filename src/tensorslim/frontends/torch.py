@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from tensorslim.backends.onnx.io import load_model
 from tensorslim.errors import InputError
 
 __all__ = ["TORCH_MISSING", "from_torch", "import_torch"]
@@ -197,7 +198,7 @@ def _export(
         finally:
             if mha is not None and fastpath is not None:
                 mha.set_fastpath_enabled(fastpath)
-        return onnx.load(str(path), load_external_data=True)
+        return load_model(path, check=False)
 
 
 def _parity(proto: onnx.ModelProto, feeds: dict[str, np.ndarray], reference: list[np.ndarray], tol: float) -> float:

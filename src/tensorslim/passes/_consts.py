@@ -10,6 +10,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from tensorslim.backends.onnx.graph import GraphIndex
+
 __all__ = ["Constants"]
 
 
@@ -18,15 +20,13 @@ class Constants:
 
     def __init__(self, graph: onnx.GraphProto) -> None:
         self.graph = graph
-        self._init = {t.name: t for t in graph.initializer}
+        index = GraphIndex(graph)
+        self._init = index.initializers
         self._const = {n.output[0]: n for n in graph.node if n.op_type == "Constant" and len(n.output) == 1}
-        self.uses: dict[str, int] = {}
-        for n in graph.node:
-            for i in n.input:
-                self.uses[i] = self.uses.get(i, 0) + 1
+        self.uses = {name: len(readers) for name, readers in index.consumers.items()}
         for o in graph.output:
             self.uses[o.name] = self.uses.get(o.name, 0) + 1
-        self._inputs = {i.name for i in graph.input}
+        self._inputs = index.inputs
 
     def __contains__(self, name: str) -> bool:
         return name in self._init or name in self._const

@@ -14,6 +14,7 @@ import numpy as np
 import onnx
 
 from tensorslim.algorithms.bias_correction import conv_output_error, linear_output_error
+from tensorslim.backends.onnx.graph import GraphIndex
 from tensorslim.data import Dataset
 from tensorslim.passes._consts import Constants
 from tensorslim.passes.calib_stats import channel_stats
@@ -55,10 +56,7 @@ class BiasCorrector:
         self.names = names
         self.pending: dict[str, tuple[onnx.NodeProto, int, np.ndarray]] = {}
         self.added_names: set[str] = set()
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in model.graph.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
+        self.consumers = GraphIndex(model.graph).consumers
         self.corrected = 0
         self.added = 0
 

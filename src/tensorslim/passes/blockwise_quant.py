@@ -22,7 +22,6 @@ Scale choice: round-to-nearest over the block's min/max, or MSE-optimal clipping
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +31,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from tensorslim._regex import NameMatcher, name_matcher
 from tensorslim.algorithms.blockwise import dequantize_blocks, pack_nibbles, quantize_blocks
 from tensorslim.algorithms.fidelity import sqnr_db
 from tensorslim.algorithms.gptq import gptq_blocks
@@ -189,13 +189,13 @@ class BlockQuantPass(Pass):
 
     def _call_nbits(self, model: onnx.ModelProto) -> PassResult:
         cfg = self.config
-        patterns = [re.compile(p) for p in cfg.exclude]
+        excluded = name_matcher(cfg.exclude)
         editor = GraphEditor(model)
         records: list[WeightRecord] = []
         weights = find_weights(model)
         todo = [
             w for w in weights
-            if not self._skip_reason(w, w.weight_uses, patterns)
+            if not self._skip_reason(w, w.weight_uses, excluded)
             and w.weight_uses[0].role in (WeightRole.MATMUL, WeightRole.GEMM)
         ]  # fmt: skip
         hessians = self._hessians(model, todo)
@@ -208,7 +208,7 @@ class BlockQuantPass(Pass):
                 "shape": tuple(int(d) for d in w.array.shape),
                 "bytes_before": w.nbytes,
             }
-            reason = self._skip_reason(w, uses, patterns)
+            reason = self._skip_reason(w, uses, excluded)
             if reason:
                 records.append(WeightRecord(**base, action="skipped", reason=reason, bytes_after=w.nbytes))
                 continue
@@ -288,7 +288,7 @@ class BlockQuantPass(Pass):
             model.ir_version = max(model.ir_version, 10)  # 4-bit tensors need IR 10
         return PassResult(model, modified, records)
 
-    def _skip_reason(self, w: WeightInfo, uses: list[WeightUse], patterns: list[re.Pattern[str]]) -> str:
+    def _skip_reason(self, w: WeightInfo, uses: list[WeightUse], excluded: NameMatcher) -> str:
         cfg = self.config
         if not uses:
             return f"consumed only by {', '.join(sorted({u.op_type for u in w.uses}))} (no weight role)"
@@ -313,7 +313,7 @@ class BlockQuantPass(Pass):
             return f"{w.array.ndim}-D weight; block-wise kernels take 2-D weights"
         if use.role is WeightRole.EMBEDDING and (use.channel_axis != 1 or w.array.shape[1] % cfg.block_size):
             return f"embedding width {w.array.shape[1]} is not a multiple of the block size {cfg.block_size}"
-        if any(p.search(use.node_name) for p in patterns):
+        if excluded(use.node_name):
             return f"node {use.node_name!r} matches an exclude pattern"
         if w.size < cfg.min_size:
             return f"{w.size} elements < min size {cfg.min_size}"

@@ -22,7 +22,6 @@ Without data, channels are ranked by the L1 norm of their filters and consumers 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +29,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from tensorslim._regex import name_matcher
 from tensorslim.algorithms.pruning import lstsq_refit
+from tensorslim.backends.onnx.graph import GraphIndex
 from tensorslim.data import Dataset
 from tensorslim.errors import InputError, UnsupportedModelError
 from tensorslim.passes._config import regex_tuple
@@ -117,27 +118,20 @@ class ChannelGroup:
         return self.keep is None
 
 
-class _Graph:
+class _Graph(GraphIndex):
+    """The main graph's index, with the node order and initializer reads and writes the planner needs."""
+
     def __init__(self, model: onnx.ModelProto) -> None:
-        g = model.graph
+        super().__init__(model.graph)
         self.model = model
-        self.inits = {t.name: t for t in g.initializer}
-        self.consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in g.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-        self.outputs = {o.name for o in g.output}
-        self.order = {id(n): i for i, n in enumerate(g.node)}
+        self.order = {id(n): i for i, n in enumerate(model.graph.node)}
 
     def const(self, name: str) -> np.ndarray | None:
-        t = self.inits.get(name)
+        t = self.initializers.get(name)
         return None if t is None else numpy_helper.to_array(t)
 
     def set(self, name: str, array: np.ndarray) -> None:
-        self.inits[name].CopyFrom(numpy_helper.from_array(np.asarray(array, order="C"), name))
-
-    def single_use(self, name: str) -> bool:
-        return len(self.consumers.get(name, [])) == 1
+        self.initializers[name].CopyFrom(numpy_helper.from_array(np.asarray(array, order="C"), name))
 
 
 def _attrs(node: onnx.NodeProto) -> dict[str, Any]:
@@ -235,7 +229,7 @@ def _trace(g: _Graph, group: ChannelGroup, rank: int | None) -> str:
 
 def _find_groups(model: onnx.ModelProto, cfg: ChannelPruneConfig) -> list[ChannelGroup]:
     g = _Graph(model)
-    patterns = [re.compile(p) for p in cfg.exclude]
+    excluded = name_matcher(cfg.exclude)
     groups = []
     for node in model.graph.node:
         info = _producer_info(g, node)
@@ -244,7 +238,7 @@ def _find_groups(model: onnx.ModelProto, cfg: ChannelPruneConfig) -> list[Channe
         channels, _, rank = info
         grp = ChannelGroup(node, channels)
         groups.append(grp)
-        if any(p.search(grp.name) for p in patterns):
+        if excluded(grp.name):
             grp.skip_reason = "matches an exclude pattern"
         elif not g.single_use(node.input[1]):
             grp.skip_reason = "its weight is shared"

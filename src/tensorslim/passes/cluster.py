@@ -16,7 +16,6 @@ non-zero values share the other ``k - 1`` centroids, so pruned weights stay exac
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -24,6 +23,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from tensorslim._regex import name_matcher
 from tensorslim.algorithms.fidelity import sqnr_db
 from tensorslim.algorithms.kmeans import KMeansInit, assign, error_feedback_assign, kmeans_rows
 from tensorslim.algorithms.pruning import damped_inverse_cholesky
@@ -179,7 +179,7 @@ def plan_cluster(model: onnx.ModelProto, config: ClusterConfig, data: Dataset | 
     With calibration ``data``, MatMul/Gemm weights are clustered activation-aware: k-means weighted by
     each input's energy, then labels assigned column by column with error feedback (GPTQ-style).
     """
-    patterns = [re.compile(p) for p in config.exclude]
+    excluded = name_matcher(config.exclude)
     cb_dtype = np.dtype(config.codebook_dtype)
     hessians: dict[str, np.ndarray] = {}
     if data is not None:
@@ -206,7 +206,7 @@ def plan_cluster(model: onnx.ModelProto, config: ClusterConfig, data: Dataset | 
             plan.skip_reason = f"{w.array.dtype} tensor; clustering takes float32 weights"
         elif any(u.op_type not in config.op_types for u in w.uses if u.role is not WeightRole.OTHER):
             plan.skip_reason = f"op not in the op list ({', '.join(config.op_types)})"
-        elif any(p.search(u.node_name) for u in w.uses for p in patterns):
+        elif excluded(*(u.node_name for u in w.uses)):
             plan.skip_reason = "matches an exclude pattern"
         elif w.size < config.min_size:
             plan.skip_reason = f"{w.size} elements < min size {config.min_size}"

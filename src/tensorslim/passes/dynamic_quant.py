@@ -39,7 +39,6 @@ ConvInteger is slower than its float Conv), gather-then-dequantize for embedding
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from enum import StrEnum
@@ -48,6 +47,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto
 
+from tensorslim._regex import name_matcher
 from tensorslim.algorithms.blockwise import ladder_steps, ladder_values, pack_nibbles, quantize_blocks_ladder
 from tensorslim.algorithms.fidelity import sqnr_db
 from tensorslim.algorithms.gptq import gptq_blocks
@@ -242,8 +242,8 @@ def plan_dynamic_quant(
     weights get GPTQ codes instead of round-to-nearest.
     """
     opset = opset_version(model)
-    patterns = [re.compile(p) for p in config.exclude]
-    float_patterns = [re.compile(p) for p in config.float_compute]
+    is_excluded = name_matcher(config.exclude)
+    float_compute = name_matcher(config.float_compute, "float_compute")
     plans: list[WeightPlan] = []
     small: set[int] = set()  # ids of the plans of weights below min_size
     for w in find_weights(model):
@@ -266,7 +266,7 @@ def plan_dynamic_quant(
         if blocked:
             plan.skip_reason = f"op {blocked[0].op_type} not in the op list ({', '.join(config.op_types)})"
             continue
-        excluded = [u for u in w.uses if any(p.search(u.node_name) for p in patterns)]
+        excluded = [u for u in w.uses if is_excluded(u.node_name)]
         if excluded:
             plan.skip_reason = f"node {excluded[0].node_name!r} matches an exclude pattern"
             continue
@@ -283,7 +283,7 @@ def plan_dynamic_quant(
             axis = None
         integer_forms = {
             id(u.node): (
-                None if any(p.search(u.node_name) for p in float_patterns) else _integer_ok(u, config, opset, axis)
+                None if float_compute(u.node_name) else _integer_ok(u, config, opset, axis)
             )
             for u in role_uses
         }

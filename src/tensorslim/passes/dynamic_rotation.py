@@ -18,7 +18,8 @@ from onnx import numpy_helper
 
 from tensorslim.algorithms.rotation import hadamard, rotate_input_channels
 from tensorslim.backends.onnx.editor import GraphEditor
-from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse, iter_graphs
+from tensorslim.backends.onnx.graph import GraphIndex
+from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse
 from tensorslim.passes._dynamic_plan import UseForm, WeightPlan
 
 __all__ = ["fold_rotations", "insert_rotations", "rotation_groups"]
@@ -112,12 +113,8 @@ def fold_rotations(model: onnx.ModelProto, plans: list[WeightPlan]) -> frozenset
             dims[v.name] = [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
     constants = {p.weight.name: p.weight for p in plans if p.weight.scope.path == "" and not p.weight.graph_input}
     outputs = {o.name for o in graph.output}
-    producers = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for scope in iter_graphs(graph):
-        for n in scope.graph.node:
-            for x in n.input:
-                consumers.setdefault(x, []).append(n)
+    producers = GraphIndex(graph).producer
+    consumers = GraphIndex(graph, subgraphs=True).consumers  # a subgraph reading the value counts too
     folded: set[str] = set()
     changed: dict[str, np.ndarray] = {}
     for act, (_, block, k, ids) in sorted(groups.items()):

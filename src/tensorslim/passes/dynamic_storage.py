@@ -8,6 +8,7 @@ import onnx
 
 from tensorslim.algorithms.fidelity import sqnr_db
 from tensorslim.algorithms.quantize import QuantParams, dequantize, quantize
+from tensorslim.backends.onnx.graph import GraphIndex
 from tensorslim.passes._dynamic_plan import UseForm, WeightPlan
 
 __all__ = ["float16_scales", "plan_float16_storage"]
@@ -103,10 +104,7 @@ def plan_float16_storage(plans: list[WeightPlan], small: set[int]) -> None:
                 continue
             if u.op_type in ("Reshape", "Unsqueeze") and u.input_index == 0 and not u.node.domain:
                 if path not in consumers:
-                    consumers[path] = {}
-                    for n in w.scope.graph.node:
-                        for x in n.input:
-                            consumers[path].setdefault(x, []).append(n)
+                    consumers[path] = GraphIndex(w.scope.graph).consumers
                 users = consumers[path].get(u.node.output[0], [])
                 if users and all(bias_add(n, u.node.output[0], path) for n in users):
                     continue

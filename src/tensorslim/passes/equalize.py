@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 
 from tensorslim.algorithms.equalization import equalize_pair
+from tensorslim.backends.onnx.graph import GraphIndex
 from tensorslim.passes._consts import Constants
 from tensorslim.passes.base import Pass, PassResult
 
@@ -52,15 +53,11 @@ def find_pairs(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, onnx.NodePr
     """``(first Conv, second Conv, second is depthwise)`` pairs that can be equalized."""
     g = model.graph
     consts = Constants(g)
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
-    outputs = {o.name for o in g.output}
+    index = GraphIndex(g)
 
     def single_reader(t: str) -> onnx.NodeProto | None:
-        r = readers.get(t, [])
-        return r[0] if len(r) == 1 and t not in outputs else None
+        r = index.readers(t)
+        return r[0] if len(r) == 1 and t not in index.outputs else None
 
     pairs = []
     for c1 in g.node:

@@ -16,15 +16,15 @@ model on data and names the nodes that produce NaN or infinity, so the caller ca
 
 from __future__ import annotations
 
-import re
-from collections import defaultdict
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from tensorslim._regex import NameMatcher, name_matcher
 from tensorslim.backends.onnx.editor import NameGenerator
+from tensorslim.backends.onnx.graph import GraphIndex, replace_nodes
 from tensorslim.errors import InputError
 from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
@@ -80,27 +80,24 @@ class Float16Pass(Pass):
     def __init__(self, config: Float16Config | None = None) -> None:
         self.config = config or Float16Config()
 
-    def _is_f16(self, node: onnx.NodeProto, patterns: list[re.Pattern[str]]) -> bool:
+    def _is_f16(self, node: onnx.NodeProto, blocked: NameMatcher) -> bool:
         if node.domain not in ("", "ai.onnx") or node.op_type not in FLOAT16_OPS:
             return False
         if node.op_type in self.config.block_ops:
             return False
         if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
             return False
-        return not any(p.search(node.name or "") for p in patterns)
+        return not blocked(node.name or "")
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         """Convert ``model`` in place (the base class hands us a copy)."""
-        patterns = [re.compile(p) for p in self.config.block_nodes]
+        blocked = name_matcher(self.config.block_nodes, "block_nodes")
         floats = float_values(model)
         g = model.graph
         names = NameGenerator(model)
         nodes = list(g.node)  # one list of wrappers: node identities stay valid below
-        f16_nodes = {id(n) for n in nodes if self._is_f16(n, patterns)}
-        consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        for n in nodes:
-            for i in n.input:
-                consumers[i].append(n)
+        f16_nodes = {id(n) for n in nodes if self._is_f16(n, blocked)}
+        consumers = GraphIndex(g, nodes=nodes).consumers
         for n in nodes:  # see _batch_transpose_into_matmul
             if id(n) in f16_nodes and _batch_transpose_into_matmul(n, consumers, f16_nodes):
                 f16_nodes.discard(id(n))
@@ -200,13 +197,7 @@ class Float16Pass(Pass):
                             n.input[i] = tmp
                 new_nodes.append(helper.make_node("Cast", [tmp], [o.name], name=names(f"{o.name}_CastOut"),
                                                   to=TensorProto.FLOAT))  # fmt: skip
-        copies = []
-        for n in new_nodes:
-            c = onnx.NodeProto()
-            c.CopyFrom(n)
-            copies.append(c)
-        del g.node[:]
-        g.node.extend(_topological(copies, {i.name for i in g.input} | {t.name for t in g.initializer}))
+        replace_nodes(g, _topological(new_nodes, {i.name for i in g.input} | {t.name for t in g.initializer}))
         del g.value_info[:]  # stale float32 types; ONNX Runtime infers them again
         records += _store_subgraph_weights(model, names)
         return PassResult(model, bool(f16_nodes or new_casts) or bool(records), records)

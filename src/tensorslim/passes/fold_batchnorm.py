@@ -18,6 +18,7 @@ import onnx
 from onnx import numpy_helper
 
 from tensorslim.backends.onnx.editor import NameGenerator
+from tensorslim.backends.onnx.graph import GraphIndex, replace_nodes
 from tensorslim.passes.base import Pass, PassResult
 
 __all__ = ["FoldBatchNormPass", "remove_unused_constants"]
@@ -44,13 +45,7 @@ def remove_unused_constants(graph: onnx.GraphProto) -> None:
     graph.initializer.extend(keep_inits)
     keep_nodes = [n for n in graph.node if not (n.op_type == "Constant" and n.output and n.output[0] not in used)]
     if len(keep_nodes) != len(graph.node):
-        copies = []
-        for n in keep_nodes:
-            c = onnx.NodeProto()
-            c.CopyFrom(n)
-            copies.append(c)
-        del graph.node[:]
-        graph.node.extend(copies)
+        replace_nodes(graph, keep_nodes)
 
 
 class FoldBatchNormPass(Pass):
@@ -66,12 +61,8 @@ class FoldBatchNormPass(Pass):
         inits = {t.name: t for t in g.initializer}
         consts = {n.output[0]: n for n in nodes if n.op_type == "Constant" and n.output}
         graph_inputs = {i.name for i in g.input}
-        uses: dict[str, int] = {}
-        for n in nodes:
-            for i in n.input:
-                uses[i] = uses.get(i, 0) + 1
-        outputs = {o.name for o in g.output}
-        producer = {o: n for n in nodes for o in n.output}
+        index = GraphIndex(g, nodes=nodes)
+        outputs, producer = index.outputs, index.producer
 
         def value(name: str) -> np.ndarray | None:
             if name in inits and name not in graph_inputs:
@@ -99,7 +90,9 @@ class FoldBatchNormPass(Pass):
             if bn.op_type != "BatchNormalization" or len(bn.output) != 1 or len(bn.input) != 5:
                 continue
             conv = producer.get(bn.input[0])
-            if conv is None or conv.op_type != "Conv" or uses.get(conv.output[0], 0) != 1 or conv.output[0] in outputs:
+            if conv is None or conv.op_type != "Conv" or conv.output[0] in outputs:
+                continue
+            if not index.single_use(conv.output[0]):
                 continue
             params = [value(n) for n in bn.input[1:]]
             w = value(conv.input[1])
@@ -122,13 +115,6 @@ class FoldBatchNormPass(Pass):
             dropped.add(id(bn))
         if not dropped:
             return PassResult(model, False, [])
-        kept = [*new_consts, *(n for n in nodes if id(n) not in dropped)]
-        copies = []
-        for n in kept:
-            c = onnx.NodeProto()
-            c.CopyFrom(n)
-            copies.append(c)
-        del g.node[:]
-        g.node.extend(copies)
+        replace_nodes(g, [*new_consts, *(n for n in nodes if id(n) not in dropped)])
         remove_unused_constants(g)
         return PassResult(model, True, [])

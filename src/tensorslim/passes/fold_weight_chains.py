@@ -26,6 +26,7 @@ from onnx import numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from tensorslim.backends.onnx.editor import NameGenerator
+from tensorslim.backends.onnx.graph import replace_nodes
 from tensorslim.backends.onnx.weights import WeightRole, classify_use, iter_graphs
 from tensorslim.passes.base import Pass, PassResult
 
@@ -101,13 +102,7 @@ def _prune(model: onnx.ModelProto, candidates: set[str]) -> None:
                 )
             ]
             if len(keep) != len(g.node):
-                copies = []
-                for n in keep:
-                    c = onnx.NodeProto()
-                    c.CopyFrom(n)
-                    copies.append(c)
-                del g.node[:]
-                g.node.extend(copies)
+                replace_nodes(g, keep)
                 changed = True
             inputs = {i.name for i in g.input}
             inits = [t for t in g.initializer if t.name in used or t.name in inputs]

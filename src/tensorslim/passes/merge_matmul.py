@@ -19,13 +19,14 @@ nothing else; otherwise the ``Add`` nodes are left after the ``Split``.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
+from tensorslim._regex import name_matcher
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
+from tensorslim.backends.onnx.graph import GraphIndex
 from tensorslim.backends.onnx.weights import GraphScope, WeightInfo, find_weights, iter_graphs
 from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
@@ -109,20 +110,17 @@ def _sole_use(w: WeightInfo, node: onnx.NodeProto, scope: GraphScope, outputs: s
 def plan_merges(model: onnx.ModelProto, config: MergeMatMulConfig | None = None) -> list[MergeGroup]:
     """Find the groups of MatMuls to merge (see the module docstring), in graph order."""
     cfg = config or MergeMatMulConfig()
-    patterns = [re.compile(p) for p in cfg.exclude]
+    excluded = name_matcher(cfg.exclude)
     weights = {w.name: w for w in find_weights(model)}
     outputs = _graph_outputs(model)
     groups: list[MergeGroup] = []
     for scope in iter_graphs(model.graph):
-        consumers: dict[str, list[onnx.NodeProto]] = {}
-        for n in scope.graph.node:
-            for x in n.input:
-                consumers.setdefault(x, []).append(n)
+        consumers = GraphIndex(scope.graph).consumers
         by_key: dict[tuple[str, str, int], list[MergeMember]] = {}
         for n in scope.graph.node:
             if n.op_type != "MatMul" or (n.domain or "") not in ("", "ai.onnx") or len(n.input) != 2:
                 continue
-            if any(p.search(_node_name(n)) for p in patterns):
+            if excluded(_node_name(n)):
                 continue
             w = weights.get(n.input[1])
             if w is None or w.array.ndim != 2 or n.input[0] in weights or not _sole_use(w, n, scope, outputs):

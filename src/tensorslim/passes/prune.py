@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from tensorslim._regex import name_matcher
 from tensorslim.algorithms.fidelity import sqnr_db
 from tensorslim.algorithms.pruning import global_thresholds, magnitude_mask, nm_mask, obs_update, wanda_scores
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, find_weights
@@ -191,7 +192,7 @@ def _from_2d(view: np.ndarray, layout: str, shape: tuple[int, ...]) -> np.ndarra
 
 
 def _candidates(model: onnx.ModelProto, cfg: PruneConfig) -> list[PrunePlan]:
-    patterns = [re.compile(p) for p in cfg.exclude]
+    excluded = name_matcher(cfg.exclude)
     nm = cfg.nm
     plans = []
     for w in find_weights(model):
@@ -207,7 +208,7 @@ def _candidates(model: onnx.ModelProto, cfg: PruneConfig) -> list[PrunePlan]:
             plan.skip_reason = "consumed in different roles"
         elif any(u.op_type not in cfg.op_types for u in role_uses):
             plan.skip_reason = f"op not in the op list ({', '.join(cfg.op_types)})"
-        elif any(p.search(u.node_name) for u in w.uses for p in patterns):
+        elif excluded(*(u.node_name for u in w.uses)):
             plan.skip_reason = "matches an exclude pattern"
         elif w.size < cfg.min_size:
             plan.skip_reason = f"{w.size} elements < min size {cfg.min_size}"

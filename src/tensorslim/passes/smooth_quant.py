@@ -18,6 +18,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from tensorslim.algorithms.smoothing import fold_into_affine, outlier_ratio, scale_weight_rows, smoothing_scales
+from tensorslim.backends.onnx.graph import GraphIndex
 from tensorslim.data import Dataset
 from tensorslim.passes._consts import Constants
 from tensorslim.passes.calib_stats import channel_stats
@@ -68,11 +69,7 @@ def plan_smoothing(
     if not groups:
         return []
     stats = channel_stats(model, dict.fromkeys(groups, -1), data)
-    producers = {o: n for n in g.node for o in n.output}
-    readers: dict[str, int] = {}
-    for n in g.node:
-        for i in n.input:
-            readers[i] = readers.get(i, 0) + 1
+    index = GraphIndex(g)
     plan = []
     for t, layers in groups.items():
         if t not in stats:
@@ -84,8 +81,8 @@ def plan_smoothing(
             continue
         s = smoothing_scales(act, wmax, alpha)
         ratio = outlier_ratio(act)
-        p = producers.get(t)
-        only_group = readers.get(t, 0) == len(layers) and t not in {o.name for o in g.output}
+        p = index.producer.get(t)
+        only_group = len(index.readers(t)) == len(layers) and t not in index.outputs
         fold = ""
         if p is not None and only_group and _foldable(p, consts, act.size):
             fold = p.op_type

@@ -4,27 +4,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
+from tensorslim.runtime.spec import TensorSpec
+
 __all__ = ["Runtime", "TensorSpec", "open_runtime"]
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    """Name, element type and shape of a model input or output; unknown dims are strings or ``None``."""
-
-    name: str
-    dtype: np.dtype
-    shape: tuple[int | str | None, ...]
-
-    @property
-    def is_float(self) -> bool:
-        """Whether the tensor holds floating-point values."""
-        return bool(np.issubdtype(self.dtype, np.floating))
 
 
 class Runtime(Protocol):

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from tensorslim.errors import InputError
-from tensorslim.runtime.base import TensorSpec
+from tensorslim.runtime.spec import TensorSpec
 
 __all__ = ["LiteRTRuntime", "make_interpreter"]
 

@@ -18,10 +18,9 @@ import onnx
 import onnxruntime as ort
 
 from tensorslim.algorithms.quantize import dequantize, quantize, tensor_params
+from tensorslim.backends.onnx.metadata import IO_METADATA_KEY
 from tensorslim.errors import InputError
-from tensorslim.runtime.base import TensorSpec
-
-IO_METADATA_KEY = "tensorslim.io_quantization"  # written by tensorslim.passes.static_io
+from tensorslim.runtime.spec import TensorSpec
 
 __all__ = ["OrtRuntime", "ort_dtype", "session_options"]
 
@@ -153,6 +152,7 @@ class OrtRuntime:
         """
         if self._index_bounds is None:
             from tensorslim.backends.onnx.indices import index_bounds
+            from tensorslim.backends.onnx.io import load_model
 
             self._index_bounds = {}
             if any(np.issubdtype(s.dtype, np.integer) for s in self._inputs):
@@ -163,7 +163,7 @@ class OrtRuntime:
                     elif isinstance(model, bytes):
                         proto = onnx.load_from_string(model)
                     else:
-                        proto = onnx.load(str(model), load_external_data=False)
+                        proto = load_model(model, check=False, external_data=False)
                     self._index_bounds = index_bounds(proto)
                 except Exception:  # the session loaded it: without bounds, generated integers keep their range
                     pass

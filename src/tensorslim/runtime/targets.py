@@ -20,6 +20,7 @@ from typing import Any
 
 import onnx
 
+from tensorslim.backends.onnx.graph import all_graphs, walk_nodes
 from tensorslim.errors import InputError
 
 __all__ = [
@@ -149,35 +150,13 @@ def _release_for(opset: int, ir: int) -> Version:
     return max(_ORT_MAX)
 
 
-def _nodes(graph: onnx.GraphProto) -> Any:
-    for n in graph.node:
-        yield n
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from _nodes(a.g)
-            elif a.type == onnx.AttributeProto.GRAPHS:
-                for g in a.graphs:
-                    yield from _nodes(g)
-
-
-def _graphs(graph: onnx.GraphProto) -> Any:
-    yield graph
-    for n in graph.node:
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from _graphs(a.g)
-            elif a.type == onnx.AttributeProto.GRAPHS:
-                for g in a.graphs:
-                    yield from _graphs(g)
-
-
 def _tensor_types(model: onnx.ModelProto) -> set[int]:
     types: set[int] = set()
-    for g in _graphs(model.graph):
+    for g in all_graphs(model.graph):
         types.update(t.data_type for t in g.initializer)
         for vi in [*g.input, *g.output, *g.value_info]:
             types.add(vi.type.tensor_type.elem_type)
-    for n in _nodes(model.graph):
+    for n in walk_nodes(model.graph):
         for a in n.attribute:
             if a.name == "to" and a.type == onnx.AttributeProto.INT:
                 types.add(int(a.i))
@@ -211,7 +190,7 @@ class _Types:
                 inferred = onnx.shape_inference.infer_shapes(self.model)
             except Exception:  # unknown types keep the ops at their stamped versions
                 inferred = self.model
-            for g in _graphs(inferred.graph):
+            for g in all_graphs(inferred.graph):
                 for t in g.initializer:
                     self._types[t.name] = _type_str(t.data_type)
                 for vi in [*g.input, *g.output, *g.value_info]:
@@ -277,7 +256,7 @@ def lowest_versions(model: onnx.ModelProto) -> tuple[int, int]:
         return opset, model.ir_version
     need = 1
     types = _Types(model)
-    for n in _nodes(model.graph):
+    for n in walk_nodes(model.graph):
         if n.domain not in ("", "ai.onnx"):
             continue
         try:
@@ -304,7 +283,7 @@ def onnx_features(model: onnx.ModelProto) -> list[RuntimeFeature]:
     out.append(RuntimeFeature(f"IR version {ir}", _release_for(0, ir)))
     if ir >= 10 and {onnx.TensorProto.INT4, onnx.TensorProto.UINT4} & _tensor_types(model):
         out.append(RuntimeFeature("int4/uint4 tensors", _INT4_TYPES))
-    for n in _nodes(model.graph):
+    for n in walk_nodes(model.graph):
         if n.domain != "com.microsoft":
             continue
         first = _CONTRIB_OPS.get(n.op_type, (1, 8))

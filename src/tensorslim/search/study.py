@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from tensorslim._files import write_text_atomic
 from tensorslim.errors import InputError
 from tensorslim.recipe import Recipe, dump_recipe, recipe_from_dict
 from tensorslim.search.cache import ResultCache, candidate_key, file_sha256, passes_hash
@@ -691,7 +692,7 @@ def _finish(res: SearchResult, *, proto_path: Path, data: Path | None, test: Pat
         if old != path:
             old.unlink(missing_ok=True)
     apply_recipe(recipe, proto_path, path, data=data, seed=cfg.seed, progress=False)
-    (res.output_dir / "best.yaml").write_text(dump_recipe(recipe))
+    write_text_atomic(res.output_dir / "best.yaml", dump_recipe(recipe))
     res.chosen_path = path
     if test is not None:
         res.test = _measure_test(proto_path, path, test, setup, cfg)

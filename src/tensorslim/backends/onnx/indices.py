@@ -17,10 +17,11 @@ A shape no rule finds is taken from ONNX shape inference when that can tell it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
+
+from tensorslim.backends.onnx.graph import GraphIndex
 
 __all__ = ["index_bounds"]
 
@@ -50,29 +51,6 @@ def _attr(node: Any, name: str, default: Any = None) -> Any:
     return default
 
 
-def _walk(graph: Any) -> Iterator[Any]:
-    """Every node of ``graph`` and of its subgraphs (If branches, Loop and Scan bodies), outer first."""
-    for n in graph.node:
-        yield n
-        for a in n.attribute:
-            if a.type == a.GRAPH:
-                yield from _walk(a.g)
-            elif a.type == a.GRAPHS:
-                for g in a.graphs:
-                    yield from _walk(g)
-
-
-def _graphs(graph: Any) -> Iterator[Any]:
-    yield graph
-    for n in graph.node:
-        for a in n.attribute:
-            if a.type == a.GRAPH:
-                yield from _graphs(a.g)
-            elif a.type == a.GRAPHS:
-                for g in a.graphs:
-                    yield from _graphs(g)
-
-
 def _broadcast(shapes: list[Shape]) -> Shape | None:
     try:
         return list(np.broadcast_shapes(*(tuple(s) for s in shapes)))
@@ -83,21 +61,16 @@ def _broadcast(shapes: list[Shape]) -> Shape | None:
 class _Shapes:
     """Static shapes of constant-derived tensors, found through their producers (memoised)."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, index: GraphIndex) -> None:
         import onnx
 
         self.known: dict[str, Shape | None] = {}
         self.values: dict[str, np.ndarray] = {}  # small int64 constants (Reshape shapes)
-        self.producer: dict[str, tuple[Any, int]] = {}
-        for g in _graphs(model.graph):
-            for t in g.initializer:
-                self.known[t.name] = list(t.dims)
-                if t.data_type == onnx.TensorProto.INT64 and len(t.dims) == 1 and t.dims[0] <= 16:
-                    self.values[t.name] = onnx.numpy_helper.to_array(t)
-        for n in _walk(model.graph):
-            for i, o in enumerate(n.output):
-                if o:
-                    self.producer[o] = (n, i)
+        self.index = index
+        for t in index.initializers.values():
+            self.known[t.name] = list(t.dims)
+            if t.data_type == onnx.TensorProto.INT64 and len(t.dims) == 1 and t.dims[0] <= 16:
+                self.values[t.name] = onnx.numpy_helper.to_array(t)
         self._model = model
         self._inferred: dict[str, Shape] | None = None
 
@@ -127,9 +100,9 @@ class _Shapes:
         return got
 
     def _derive(self, name: str, depth: int) -> Shape | None:
-        if name not in self.producer:
+        if name not in self.index.producer:
             return None
-        node, idx = self.producer[name]
+        node, idx = self.index.producer[name], self.index.output_index[name]
         op = node.op_type
         if op == "Constant":
             return self._constant(node)
@@ -207,11 +180,8 @@ def _gather_bound(node: Any, shapes: _Shapes) -> int | None:
 def _is_uint8(shapes: _Shapes, name: str) -> bool:
     import onnx
 
-    for g in _graphs(shapes._model.graph):
-        for t in g.initializer:
-            if t.name == name:
-                return bool(t.data_type == onnx.TensorProto.UINT8)
-    return False
+    t = shapes.index.initializers.get(name)
+    return t is not None and t.data_type == onnx.TensorProto.UINT8
 
 
 def index_bounds(model: Any) -> dict[str, int]:
@@ -220,11 +190,8 @@ def index_bounds(model: Any) -> dict[str, int]:
     gathered axis: generated values must stay below it (the smallest such size when it indexes several).
     """
     graph = model.graph
-    consumers: dict[str, list[tuple[Any, int]]] = {}
-    for n in _walk(graph):
-        for i, name in enumerate(n.input):
-            consumers.setdefault(name, []).append((n, i))
-    shapes = _Shapes(model)
+    index = GraphIndex(graph, subgraphs=True)
+    shapes = _Shapes(model, index)
     initialized = {t.name for t in graph.initializer}
     out: dict[str, int] = {}
     for inp in graph.input:
@@ -236,7 +203,7 @@ def index_bounds(model: Any) -> dict[str, int]:
             if name in seen:
                 continue
             seen.add(name)
-            for node, pos in consumers.get(name, []):
+            for node, pos in index.uses.get(name, []):
                 if node.op_type in _GATHERS and pos == 1:
                     bound = _gather_bound(node, shapes)
                     if bound is not None:

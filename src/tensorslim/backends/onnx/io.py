@@ -19,7 +19,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from tensorslim._files import check_output_path, register_temp, release_temp, write_bytes_atomic
+from tensorslim._files import check_output_path, publish, register_temp, release_temp, write_bytes_atomic
 from tensorslim.errors import InputError
 
 __all__ = ["check_output_path", "load_model", "model_size_bytes", "save_model"]
@@ -40,17 +40,34 @@ def _external_locations(model: onnx.ModelProto) -> set[str]:
 
 
 def _all_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
-    from onnx.external_data_helper import _get_all_tensors
+    """Every tensor the model stores: initializers and tensor attributes (``Constant`` values and the like),
+    in the main graph and in every subgraph."""
+    tensors: list[onnx.TensorProto] = []
+    stack = [model.graph]
+    while stack:
+        g = stack.pop()
+        tensors.extend(g.initializer)
+        for node in g.node:
+            for a in node.attribute:
+                if a.HasField("t"):
+                    tensors.append(a.t)
+                tensors.extend(a.tensors)
+                if a.HasField("g"):
+                    stack.append(a.g)
+                stack.extend(a.graphs)
+    return tensors
 
-    return list(_get_all_tensors(model))
 
-
-def load_model(path: str | os.PathLike[str], *, check: bool = True) -> onnx.ModelProto:
-    """Load an ONNX model with its external data.
+def load_model(
+    path: str | os.PathLike[str], *, check: bool = True, external_data: bool = True
+) -> onnx.ModelProto:
+    """Load an ONNX model with its external data: the one way tensorslim reads an ``.onnx`` file.
 
     Args:
         path: the ``.onnx`` file.
         check: run the ONNX checker (on the file, so models over 2 GB are checked too).
+        external_data: read the external data files; ``False`` reads the graph only (external tensors stay
+            references, their files are neither checked nor opened), for callers that need the structure.
 
     Raises:
         InputError: the file is missing, is not an ONNX model, is truncated or corrupt, references
@@ -76,6 +93,22 @@ def load_model(path: str | os.PathLike[str], *, check: bool = True) -> onnx.Mode
             f"{p}: the file parsed but holds no graph nodes (it is not an ONNX model, or it is truncated); "
             "re-export the model"
         )
+    if external_data:
+        _read_external(p, model)
+    if check:
+        try:
+            onnx.checker.check_model(str(p))
+        except onnx.checker.ValidationError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise InputError(
+                f"{p}: the ONNX checker rejects the model ({first}); the file is corrupt or was written by "
+                "a broken exporter"
+            ) from e
+    return model
+
+
+def _read_external(p: Path, model: onnx.ModelProto) -> None:
+    """Read the external data of ``model`` (loaded from ``p``) into it; only files beside the model are read."""
     _check_locations(p, _external_locations(model))
     missing = [loc for loc in _external_locations(model) if not (p.parent / loc).is_file()]
     if missing:
@@ -87,19 +120,9 @@ def load_model(path: str | os.PathLike[str], *, check: bool = True) -> onnx.Mode
         onnx.load_external_data_for_model(model, str(p.parent))
     except (OSError, ValueError) as e:
         raise InputError(f"{p}: external data could not be read ({e}); the data file may be truncated") from e
-    if check:
-        try:
-            onnx.checker.check_model(str(p))
-        except onnx.checker.ValidationError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise InputError(
-                f"{p}: the ONNX checker rejects the model ({first}); the file is corrupt or was written by "
-                "a broken exporter"
-            ) from e
     for tensor in _all_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:  # pragma: no cover - load_external_data resets it
             raise InputError(f"{p}: tensor {tensor.name!r} kept its external data; this is a bug")
-    return model
 
 
 def _check_text(p: Path, model: onnx.ModelProto) -> None:
@@ -240,8 +263,8 @@ def _save(
         if verify is not None:
             verify(tmpdir / out.name)
         if (tmpdir / data_name).exists():
-            os.replace(tmpdir / data_name, parent / data_name)
-        os.replace(tmpdir / out.name, out)
+            publish(tmpdir / data_name, parent / data_name)
+        publish(tmpdir / out.name, out)
     except OSError as e:
         raise InputError(f"{out}: writing failed ({e.strerror or e}); check free space and permissions") from e
     finally:

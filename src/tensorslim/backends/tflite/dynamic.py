@@ -32,13 +32,13 @@ dropped. Weights smaller than ``min_size`` elements (1024, the converter's thres
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
+from tensorslim._regex import name_matcher
 from tensorslim.algorithms.fidelity import sqnr_db
 from tensorslim.algorithms.quantize import QuantParams, RangeMethod, choose_qparams, dequantize, quantize
 from tensorslim.backends.tflite.graph import Graph, compact, quant_params, tensor_name
@@ -180,7 +180,7 @@ def _weight_only_axis(g: Graph, use: WeightUse, ndim: int) -> int | None:
 def plan_dynamic(model: Any, config: TfliteDynamicConfig) -> list[TfliteWeightPlan]:
     """Decide, for every weight of the main subgraph, whether and how to quantize it."""
     g = Graph(model)
-    patterns = [re.compile(p) for p in config.exclude]
+    excluded = name_matcher(config.exclude)
     plans: list[TfliteWeightPlan] = []
     for w in find_weights(model):
         plan = TfliteWeightPlan(w)
@@ -199,7 +199,7 @@ def plan_dynamic(model: Any, config: TfliteDynamicConfig) -> list[TfliteWeightPl
             plan.skip_reason = f"op {blocked[0].op_type} not in the op list ({', '.join(config.op_types)})"
             continue
         labels = [w.name, *(u.label for u in uses)]
-        if any(p.search(lbl) for p in patterns for lbl in labels):
+        if excluded(*labels):
             plan.skip_reason = "excluded by --exclude"
             continue
         if w.size < config.min_size:

@@ -14,12 +14,12 @@ may compute in float16. Constants that are model outputs or variables stay float
 from __future__ import annotations
 
 import copy
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from tensorslim._regex import name_matcher
 from tensorslim.algorithms.fidelity import sqnr_db
 from tensorslim.backends.tflite.dynamic import TflitePassResult
 from tensorslim.backends.tflite.graph import Graph, compact
@@ -63,7 +63,7 @@ class TfliteFloat16Pass:
         """Rewrite a copy of ``model``."""
         model = copy.deepcopy(model)
         g = Graph(model)
-        patterns = [re.compile(p) for p in self.config.exclude]
+        excluded = name_matcher(self.config.exclude)
         outputs = set(g.outputs())
         dequantize_first: list[Any] = []
         records: list[WeightRecord] = []
@@ -77,7 +77,7 @@ class TfliteFloat16Pass:
             skip = ""
             if w.source_type == "FLOAT16":
                 skip = "already float16"
-            elif any(p.search(w.name) for p in patterns):
+            elif excluded(w.name):
                 skip = "excluded by --exclude"
             elif w.size < self.config.min_size:
                 skip = f"{w.size} elements < min size {self.config.min_size}"

@@ -1,5 +1,5 @@
 """Weight statistics of a TFLite model: the statistics and recommendations of
-:mod:`tensorslim.analysis.inspect`, over the weights :func:`~tensorslim.backends.tflite.weights.find_weights`
+:mod:`tensorslim.diagnostics.inspect`, over the weights :func:`~tensorslim.backends.tflite.weights.find_weights`
 enumerates (float32 weights, and float16 weights behind ``DEQUANTIZE``).
 """
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from tensorslim.analysis.inspect import InspectReport, recommend, weight_stats
 from tensorslim.backends.tflite.weights import find_weights
+from tensorslim.diagnostics.inspect import InspectReport, recommend, weight_stats
 
 __all__ = ["inspect_tflite"]
 

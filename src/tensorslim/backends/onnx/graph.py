@@ -1,0 +1,100 @@
+"""One index of an ONNX graph: who produces each tensor, who reads it, which tensors are initializers, and
+the declared value infos; and one way to put rewritten nodes back into a graph.
+
+Every pass and diagnostic that walks a graph reads these maps instead of building its own::
+
+    index = GraphIndex(model.graph)            # the graph alone
+    index = GraphIndex(model.graph, subgraphs=True)   # with the bodies of If, Loop and Scan (outer first)
+    index.producer["y"]        -> the node writing y
+    index.consumers["y"]       -> the nodes reading y, once per input slot (Mul(y, y) is there twice)
+    index.uses["y"]            -> the same as (node, input position) pairs
+    index.initializers["w"]    -> the TensorProto w
+
+Absent optional inputs and outputs (empty names) are not indexed. The index is a snapshot: rebuild it after
+adding or removing nodes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+import onnx
+
+from tensorslim.backends.onnx.weights import iter_graphs
+
+__all__ = ["GraphIndex", "all_graphs", "replace_nodes", "walk_nodes"]
+
+
+def all_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
+    """``graph`` and every subgraph below it (If branches, Loop and Scan bodies), depth first, outer first."""
+    return (scope.graph for scope in iter_graphs(graph))
+
+
+def walk_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
+    """Every node of ``graph`` and of its subgraphs, each node before the nodes of its own bodies."""
+    for n in graph.node:
+        yield n
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                yield from walk_nodes(a.g)
+            elif a.type == onnx.AttributeProto.GRAPHS:
+                for g in a.graphs:
+                    yield from walk_nodes(g)
+
+
+class GraphIndex:
+    """Producer, consumers, initializers and value infos of one graph (and its subgraphs when asked).
+
+    Args:
+        graph: the graph.
+        subgraphs: also index the nodes, initializers and value infos of every subgraph.
+        nodes: index these nodes instead of ``graph.node`` (a caller that keeps its own list of node
+            objects and compares them by identity).
+    """
+
+    def __init__(
+        self, graph: onnx.GraphProto, *, subgraphs: bool = False, nodes: Iterable[onnx.NodeProto] | None = None
+    ) -> None:
+        self.graph = graph
+        self.producer: dict[str, onnx.NodeProto] = {}
+        self.output_index: dict[str, int] = {}
+        self.consumers: dict[str, list[onnx.NodeProto]] = {}
+        self.uses: dict[str, list[tuple[onnx.NodeProto, int]]] = {}
+        graphs = list(all_graphs(graph)) if subgraphs else [graph]
+        self.initializers: dict[str, onnx.TensorProto] = {t.name: t for g in graphs for t in g.initializer}
+        self.value_infos: dict[str, onnx.ValueInfoProto] = {v.name: v for g in graphs for v in g.value_info}
+        self.inputs = {i.name for i in graph.input}
+        self.outputs = {o.name for o in graph.output}
+        if nodes is None:
+            nodes = walk_nodes(graph) if subgraphs else graph.node
+        for n in nodes:
+            for i, name in enumerate(n.input):
+                if name:
+                    self.consumers.setdefault(name, []).append(n)
+                    self.uses.setdefault(name, []).append((n, i))
+            for i, name in enumerate(n.output):
+                if name:
+                    self.producer[name] = n
+                    self.output_index[name] = i
+
+    def readers(self, name: str) -> list[onnx.NodeProto]:
+        """The nodes reading ``name`` (once per input slot); empty when nothing reads it."""
+        return self.consumers.get(name, [])
+
+    def single_use(self, name: str) -> bool:
+        """Whether exactly one input slot of one node reads ``name``."""
+        return len(self.consumers.get(name, [])) == 1
+
+
+def replace_nodes(graph: onnx.GraphProto, nodes: Iterable[onnx.NodeProto]) -> None:
+    """Make ``nodes`` (which may be nodes of ``graph`` itself) the nodes of ``graph``, in this order.
+
+    They are copied first: clearing ``graph.node`` would otherwise invalidate the node objects being put back.
+    """
+    copies = []
+    for n in nodes:
+        c = onnx.NodeProto()
+        c.CopyFrom(n)
+        copies.append(c)
+    del graph.node[:]
+    graph.node.extend(copies)
