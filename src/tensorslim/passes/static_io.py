@@ -16,9 +16,10 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from tensorslim.backends.onnx.metadata import IO_METADATA_KEY
+
 __all__ = ["IO_METADATA_KEY", "integer_io", "read_io_quantization"]
 
-IO_METADATA_KEY = "tensorslim.io_quantization"
 _ONNX_TYPES = {"uint8": onnx.TensorProto.UINT8, "int8": onnx.TensorProto.INT8}
 
 

@@ -39,6 +39,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from tensorslim.backends.onnx.graph import replace_nodes
+from tensorslim.backends.onnx.io import load_model
 from tensorslim.errors import InputError
 
 __all__ = [
@@ -130,7 +132,7 @@ def load_placement(source: str | os.PathLike[str]) -> Placement:
     text = ""
     if path.suffix == ".onnx":
         try:
-            model = onnx.load(str(path), load_external_data=False)
+            model = load_model(path, check=False, external_data=False)
         except Exception as e:
             raise InputError(f"{path}: not a readable ONNX model ({type(e).__name__})") from e
         text = next((p.value for p in model.metadata_props if p.key == PLACEMENT_METADATA_KEY), "")
@@ -242,13 +244,7 @@ def rewrite_for_int8(model: onnx.ModelProto) -> list[str]:
         out.append(n)
     if not counts:
         return []
-    copies = []
-    for n in out:
-        c2 = onnx.NodeProto()
-        c2.CopyFrom(n)
-        copies.append(c2)
-    del g.node[:]
-    g.node.extend(copies)
+    replace_nodes(g, out)
     return ["rewritten into int8-capable equivalents (same function): " + ", ".join(
         f"{k} x{v}" for k, v in sorted(counts.items()))]  # fmt: skip
 
@@ -289,7 +285,7 @@ def optimized_by_ort(model: onnx.ModelProto, *, basic: bool = False) -> onnx.Mod
         so.graph_optimization_level = level.ORT_ENABLE_BASIC if basic else level.ORT_ENABLE_ALL
         so.optimized_model_filepath = str(dst)
         ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
-        return onnx.load(str(dst))
+        return load_model(dst, check=False)
 
 
 _optimized = optimized_by_ort

@@ -17,7 +17,6 @@ stay float.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -25,6 +24,7 @@ import numpy as np
 import onnx
 import onnx.version_converter
 
+from tensorslim._regex import name_matcher
 from tensorslim.algorithms.observers import (
     HistogramObserver,
     MinMaxObserver,
@@ -214,7 +214,7 @@ class StaticPlan:
 
 def _quantizable_nodes(model: onnx.ModelProto, cfg: StaticQuantConfig) -> list[onnx.NodeProto]:
     """Conv/Gemm/MatMul nodes with a constant float weight that ``cfg`` quantizes (SmoothQuant's candidates)."""
-    patterns = [re.compile(p) for p in cfg.exclude]
+    patterns = list(name_matcher(cfg.exclude).patterns)
     const_weights = {
         u.node.output[0] for w in find_weights(model) if w.is_float for u in w.weight_uses
         if u.role in (WeightRole.CONV, WeightRole.GEMM, WeightRole.MATMUL) and u.input_index == 1
@@ -308,7 +308,7 @@ def _activation_bits(model: onnx.ModelProto, tensors: list[str], cfg: StaticQuan
     """16 for every tensor with ``activation_bits=16``, or read or written by an ``int16_nodes`` node."""
     if cfg.activation_bits == 16:
         return dict.fromkeys(tensors, 16)
-    patterns = [re.compile(p) for p in cfg.int16_nodes]
+    patterns = list(name_matcher(cfg.int16_nodes, "int16_nodes").patterns)
     wide: set[str] = set()
     for n in model.graph.node:
         if patterns and any(p.search(n.name or "") for p in patterns):
@@ -410,7 +410,7 @@ def decide_placement(
     import onnxruntime as ort
 
     index = StaticGraph(model)
-    patterns = [re.compile(p) for p in cfg.exclude]
+    patterns = list(name_matcher(cfg.exclude).patterns)
     nodes, floats = candidate_nodes(model, index.floats, index.constants, patterns)
     keep = []
     for n in nodes:
