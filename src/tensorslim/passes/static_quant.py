@@ -141,7 +141,7 @@ class StaticQuantConfig:
 
     activation_scheme: str = "asymmetric"
     granularity: str = "per_channel"
-    calibration: str = "minmax"
+    calibration: str = "auto"
     percentile: float = 99.999
     op_types: tuple[str, ...] = COMPUTE_OPS
     exclude: tuple[str, ...] = ()
