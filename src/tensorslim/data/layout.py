@@ -7,7 +7,10 @@ Every input gets a *batch axis* from its declared shape (or from the user: ``--b
 * an input whose first dim is dynamic (``[batch, 128]``, ``[None, 3, 224, 224]``) batches along axis 0;
 * an input whose first dim is fixed looks for a named dim it shares with other inputs' batch dims
   (``[2, batch, 128]`` beside ``x: [batch, 16]`` -> axis 1), then, if its first dim is not 1, for its only
-  dynamic dim (``[2, N, 128]`` -> axis 1); else axis 0 with a fixed batch (``[1, 16, 96]``: one sample a call).
+  dynamic dim (``[2, N, 128]`` -> axis 1); beside inputs with a fixed batch of 1 (a model exported for one
+  sample: ``ids [1, 16]``), a fully fixed input whose first dim is not 1 batches along its only dim of size 1
+  (the state ``[2, 1, 128]`` of a two-layer LSTM -> axis 1); else axis 0 with a fixed batch (``[1, 16, 96]``:
+  one sample a call).
 
 An array for an input of rank ``r`` with batch axis ``b`` is read by its rank, which makes every form
 unambiguous::
@@ -121,6 +124,8 @@ def layouts(specs: Sequence[TensorSpec], overrides: Mapping[str, int | None] | N
     other_syms -= given
     batch_syms: set[Dim] = {s.shape[0] for s in free if s.shape and isinstance(s.shape[0], str) and s.shape[0]}
     batch_syms = (batch_syms - other_syms) | given
+    # a model exported for one sample: some input has a fixed batch of 1 on axis 0
+    single = any(s.shape and s.shape[0] == 1 for s in free)
     out: dict[str, InputLayout] = {}
     for s in specs:
         shape = tuple(s.shape)
@@ -132,12 +137,12 @@ def layouts(specs: Sequence[TensorSpec], overrides: Mapping[str, int | None] | N
                     f"give an axis from 0 to {len(shape) - 1}, or none"
                 )
         else:
-            axis = _detect(shape, batch_syms, other_syms)
+            axis = _detect(shape, batch_syms, other_syms, single)
         out[s.name] = InputLayout(s.name, shape, axis)
     return out
 
 
-def _detect(shape: tuple[Dim, ...], batch_syms: set[Dim], other_syms: set[Dim]) -> int | None:
+def _detect(shape: tuple[Dim, ...], batch_syms: set[Dim], other_syms: set[Dim], single: bool) -> int | None:
     if not shape:
         return None
     if not _fixed(shape[0]):
@@ -148,6 +153,9 @@ def _detect(shape: tuple[Dim, ...], batch_syms: set[Dim], other_syms: set[Dim]) 
     dynamic = [i for i, d in enumerate(shape) if not _fixed(d)]
     if shape[0] != 1 and len(dynamic) == 1 and shape[dynamic[0]] not in other_syms:
         return dynamic[0]
+    ones = [i for i, d in enumerate(shape) if d == 1]
+    if single and shape[0] != 1 and not dynamic and len(ones) == 1:
+        return ones[0]  # [2, 1, 128] beside [1, 16]: the batch of 1 is on axis 1
     return 0
 
 
