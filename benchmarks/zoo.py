@@ -172,7 +172,7 @@ def run_mode(v: Variant, mode: str, out_dir: Path) -> Row:
             elif mode == "static":
                 ts.quantize(src, out, config=StaticQuantConfig(), data=_calibration(v))
             elif mode == "int4":
-                ts.quantize(src, out, config=BlockQuantConfig(bits=4), data=_calibration(v, 8))
+                ts.quantize(src, out, config=BlockQuantConfig(bits=4), data=_calibration(v))
             elif mode == "fp16":
                 ts.quantize(src, out, config=Float16Config())
             elif mode == "prune":

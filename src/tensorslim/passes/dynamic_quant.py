@@ -234,12 +234,14 @@ def _integer_ok(use: WeightUse, cfg: DynamicQuantConfig, opset: int, qp_axis: in
 
 
 def plan_dynamic_quant(
-    model: onnx.ModelProto, config: DynamicQuantConfig, hessians: Mapping[str, np.ndarray] | None = None
-) -> list[WeightPlan]:
+    model: onnx.ModelProto, config: DynamicQuantConfig, hessians: Mapping[str, np.ndarray] | None = None,
+    int8_weights: Mapping[str, str] | None = None,
+) -> list[WeightPlan]:  # fmt: skip
     """Decide, for every weight of ``model``, whether and how to quantize it.
 
     ``hessians``: ``X^T X`` of the (rotated) inputs of weights, by weight name; with ``weight_bits=4`` those
-    weights get GPTQ codes instead of round-to-nearest.
+    weights get GPTQ codes instead of round-to-nearest. ``int8_weights``: with ``weight_bits=4``, weights
+    (by name) that keep int8 codes, each with the reason (the int4 output check's decisions).
     """
     opset = opset_version(model)
     is_excluded = name_matcher(config.exclude)
@@ -314,7 +316,9 @@ def plan_dynamic_quant(
         plan.params = qp
         plan.codes = quantize(values, qp)
         plan.target = values
-        if config.weight_bits == 4:
+        if config.weight_bits == 4 and int8_weights and w.name in int8_weights:
+            plan.notes.append(f"int8: {int8_weights[w.name]}")
+        elif config.weight_bits == 4:
             _plan_int4(plan, values, config, (hessians or {}).get(w.name))
     if config.compact:
         plan_float16_storage(plans, small)
@@ -421,10 +425,15 @@ class DynamicQuantPass(Pass):
 
     name = "dynamic_quant"
 
-    def __init__(self, config: DynamicQuantConfig | None = None, *, data: Dataset | None = None) -> None:
-        """``data``: calibration data, used by ``weight_bits=4`` (GPTQ); ignored otherwise."""
+    def __init__(
+        self, config: DynamicQuantConfig | None = None, *, data: Dataset | None = None,
+        int8_weights: Mapping[str, str] | None = None,
+    ) -> None:  # fmt: skip
+        """``data``: calibration data, used by ``weight_bits=4`` (GPTQ); ignored otherwise. ``int8_weights``:
+        with ``weight_bits=4``, weights (by name) that keep int8 codes, with the reason of each."""
         self.config = config or DynamicQuantConfig()
         self.data = data if self.config.weight_bits == 4 else None
+        self.int8_weights = dict(int8_weights or {})
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         """Plan, then rewrite ``model`` in place (the base class hands us a copy)."""
@@ -441,7 +450,7 @@ class DynamicQuantPass(Pass):
                 folded = fold_rotations(model, quick)
             if self.data is not None:
                 hessians = _input_hessians(model, cfg, folded, self.data)
-        plans = plan_dynamic_quant(model, cfg, hessians)
+        plans = plan_dynamic_quant(model, cfg, hessians, self.int8_weights)
         editor = GraphEditor(model)
         rotated = insert_rotations(editor, plans, folded)
         compact = self.config.compact
