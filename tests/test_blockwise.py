@@ -83,7 +83,8 @@ def test_gptq_needs_data_and_uses_it(kernel: str) -> None:
     with pytest.raises(InputError, match="needs calibration data"):
         BlockQuantPass(BlockQuantConfig(method="gptq"))
     data = Dataset({"x": np.random.default_rng(3).standard_normal((16, 5, 128)).astype(np.float32)})
-    res = BlockQuantPass(BlockQuantConfig(min_size=0, kernel=kernel), data=data)(model)  # auto -> gptq with data
+    # auto -> gptq with data (the output check off: this one layer keeps ~16 dB, which it would give int8)
+    res = BlockQuantPass(BlockQuantConfig(min_size=0, kernel=kernel, output_sqnr_db=0), data=data)(model)
     (rec,) = [r for r in res.records if not r.skipped]
     assert "gptq" in rec.reason.lower()
     assert np.linalg.norm(run(model, feeds)[0] - run(res.model, feeds)[0]) / np.linalg.norm(run(model, feeds)[0]) < 0.2
