@@ -408,7 +408,8 @@ def _onnx_config(
             return BlockQuantConfig(
                 bits=4 if mode == "int4" else bits, block_size=block_size, scheme=scheme or "asymmetric",
                 method=method, accuracy_level=accuracy_level, kernel=kernel, exclude=exclude,
-                min_size=1024 if min_size is None else min_size, **({"op_types": ops} if ops is not None else {}),
+                min_size=1024 if min_size is None else min_size,
+                **({"op_types": ops} if ops is not None else {}),  # type: ignore[arg-type]
             )  # fmt: skip
         if mode == "static":
             if data is None:
