@@ -119,3 +119,16 @@ def test_static_and_int4_take_every_form(lstm: onnx.ModelProto, tmp_path: Path) 
         q = quantize(lstm, config=BlockQuantConfig(bits=4), data=data)  # type: ignore[arg-type]
         assert any(r.action.startswith("int4") and "(GPTQ)" in r.reason for r in q.records), name
         assert _cosine(lstm, q.model) > 0.99, name
+
+
+def test_fixed_state_rule_on_declared_shapes() -> None:
+    from tensorslim.runtime.base import TensorSpec
+
+    def axes(*shapes: tuple) -> list[int | None]:
+        specs = [TensorSpec(f"i{k}", np.dtype(np.float32), s) for k, s in enumerate(shapes)]
+        return [lay.batch_axis for lay in layouts(specs).values()]
+
+    assert axes((1, 16), (2, 1, 128), ()) == [0, 1, None]  # a batch-1 export: the state's 1 is its batch
+    assert axes((4, 16), (2, 1, 128)) == [0, 0]  # no input with a fixed batch of 1: nothing to match
+    assert axes((1, 16), (2, 1, 1)) == [0, 0]  # two dims of 1: ambiguous, axis 0 (--batch-axis decides)
+    assert axes((1, 16), (2, "n", 128)) == [0, 1]  # the only dynamic dim, as before
