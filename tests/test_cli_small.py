@@ -27,7 +27,7 @@ def test_version() -> None:
 
 def test_quantize_help_lists_every_mode_the_code_accepts(tmp_path: Path) -> None:
     from tensorslim.backends.tflite.quantize import TfliteMode
-    from tensorslim.cli import _onnx_config
+    from tensorslim.commands.quantize import _onnx_config
 
     assert list(TFLITE_MODES) == [m.value for m in TfliteMode]
     text = _help("quantize")

@@ -8,24 +8,21 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tensorslim.clikit import app, console, run_command, write_json
-from tensorslim.commands.data_options import DATA_HELP, BatchAxisOption, with_batch_axes
+from tensorslim.commands._kit import console, run_command, write_json
+from tensorslim.commands._options import (
+    BatchAxisOption,
+    JsonOption,
+    TargetRuntimeOption,
+    data_option,
+    output_option,
+    with_batch_axes,
+)
+from tensorslim.commands._tables import SHORT_COLUMNS, weights_table
 from tensorslim.errors import InputError
-from tensorslim.runtime.targets import TARGET_HELP
 
-__all__ = ["cluster_cmd", "compress_cmd", "pack_cmd", "prune_cmd", "unpack_cmd"]
+__all__ = ["register"]
 
 _EXIT = "Exit codes: 0 ok, 2 bad input, 3 internal error."
-
-
-def _records_table(records: list[Any], title: str, limit: int = 25) -> Table:
-    t = Table(title=title, title_justify="left")
-    for col in ("weight", "op", "shape", "action", "SQNR dB", "note"):
-        t.add_column(col, overflow="fold")
-    for r in sorted(records, key=lambda r: (r.skipped, -r.bytes_before))[:limit]:
-        t.add_row(r.name, r.ops, "x".join(map(str, r.shape)), r.action,
-                  "" if r.sqnr_db is None else f"{r.sqnr_db:.1f}", r.reason[:80])  # fmt: skip
-    return t
 
 
 def _sparsity_arg(value: float | None) -> float | None:
@@ -34,16 +31,9 @@ def _sparsity_arg(value: float | None) -> float | None:
     return value
 
 
-@app.command(
-    "prune",
-    epilog="Examples:\n\n"
-    "    tensorslim prune model.onnx -o pruned.onnx --sparsity 0.5\n\n"
-    "    tensorslim prune model.onnx -o pruned.onnx --pattern 2:4 --data calib.npz\n\n"
-    "    tensorslim prune model.onnx -o small.onnx --pattern channel --sparsity 0.5 --data calib.npz\n\n" + _EXIT,
-)
 def prune_cmd(
     model: Annotated[Path, typer.Argument(help="Float ONNX model (never modified).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the pruned model.")],
+    output: Annotated[Path, output_option("Where to write the pruned model.")],
     sparsity: Annotated[
         float | None, typer.Option(help="Fraction pruned, in [0, 1) [default 0.5; implied by N:M].")
     ] = None,
@@ -56,10 +46,10 @@ def prune_cmd(
     scope: Annotated[str, typer.Option(help="per_layer or global (one magnitude ranking).")] = "per_layer",
     max_layer_sparsity: Annotated[float, typer.Option(help="global scope: cap of any layer's sparsity.")] = 1.0,
     exclude: Annotated[list[str] | None, typer.Option(help="Regex on node names to leave dense (repeatable).")] = None,
-    data: Annotated[Path | None, typer.Option(help="Calibration data (activation-aware, refit): " + DATA_HELP)] = None,
+    data: Annotated[Path | None, data_option("Calibration data (activation-aware, refit): ")] = None,
     batch_axis: BatchAxisOption = None,
     max_samples: Annotated[int, typer.Option(help="Calibration samples used at most.")] = 256,
-    json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
+    json_out: JsonOption = None,
 ) -> None:
     """Prune weights: unstructured or N:M (zeros in place), or whole channels (a smaller, faster graph)."""
 
@@ -78,7 +68,7 @@ def prune_cmd(
                               max_layer_sparsity=max_layer_sparsity, exclude=tuple(exclude or ()))  # fmt: skip
             res = prune(model, output, config=cfg, data=data, max_samples=max_samples)
         if json_out != "-":
-            console.print(_records_table(res.records, "pruned weights"))
+            console.print(weights_table(res.records, 25, title="pruned weights", columns=SHORT_COLUMNS))
             console.print(f"wrote {output}")
         write_json(json_out, {"output_path": str(output), "weights": [r.to_dict() for r in res.records]})
         return 0
@@ -86,17 +76,9 @@ def prune_cmd(
     run_command(with_batch_axes(batch_axis, body))
 
 
-@app.command(
-    "cluster",
-    epilog="Examples:\n\n"
-    "    tensorslim cluster model.onnx -o clustered.onnx --clusters 16\n\n"
-    "    tensorslim cluster model.onnx -o clustered.onnx --clusters 16 --per-channel --data calib.npz\n\n"
-    "    tensorslim cluster m.onnx -o emb.onnx --clusters 12 --per-channel --ops Gather --codebook-dtype float16\n\n"
-    "    tensorslim cluster emb.onnx -o both.onnx --clusters 32 --ops MatMul --data calib.npz\n\n" + _EXIT,
-)
 def cluster_cmd(
     model: Annotated[Path, typer.Argument(help="Float ONNX model (never modified).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the clustered model.")],
+    output: Annotated[Path, output_option("Where to write the clustered model.")],
     clusters: Annotated[int, typer.Option(help="Centroids per codebook, 2 to 256.")] = 16,
     per_channel: Annotated[bool, typer.Option("--per-channel", help="One codebook per output channel.")] = False,
     init: Annotated[str, typer.Option(help="kmeans++, linear or density.")] = "kmeans++",
@@ -106,11 +88,11 @@ def cluster_cmd(
         typer.Option(help="Comma-separated op types to cluster [default: Conv,ConvTranspose,Gemm,MatMul,Gather]."),
     ] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Regex on node names to keep float (repeatable).")] = None,
-    data: Annotated[Path | None, typer.Option(help="Calibration data (activation-aware): " + DATA_HELP)] = None,
+    data: Annotated[Path | None, data_option("Calibration data (activation-aware): ")] = None,
     batch_axis: BatchAxisOption = None,
     max_samples: Annotated[int, typer.Option(help="Calibration samples used at most.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the k-means++ sampling.")] = 0,
-    json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
+    json_out: JsonOption = None,
 ) -> None:
     """Cluster weights into codebooks: uint8 indices + centroids in the file, float weights at load time."""
 
@@ -126,7 +108,7 @@ def cluster_cmd(
                             op_types=op_types)  # fmt: skip
         res = cluster(model, output, config=cfg, data=data, max_samples=max_samples)
         if json_out != "-":
-            console.print(_records_table(res.records, "clustered weights"))
+            console.print(weights_table(res.records, 25, title="clustered weights", columns=SHORT_COLUMNS))
             console.print(f"wrote {output}")
         write_json(json_out, {"output_path": str(output), "weights": [r.to_dict() for r in res.records]})
         return 0
@@ -148,19 +130,14 @@ def _pack_table(rep: Any) -> Table:
     return t
 
 
-@app.command(
-    "pack",
-    epilog="Examples:\n\n    tensorslim pack model.onnx -o model.tslim\n\n"
-    "    tensorslim pack clustered.onnx -o model.tslim --compare --json -\n\n" + _EXIT,
-)
 def pack_cmd(
     model: Annotated[Path, typer.Argument(help="ONNX model to pack (never modified).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The .tslim file to write.")],
+    output: Annotated[Path, output_option("The .tslim file to write.")],
     level: Annotated[int, typer.Option(help="zstd level, 1-22.")] = 19,
     compare: Annotated[
         bool, typer.Option("--compare", help="Also report zstd -19, lzma (xz -9e) and gzip -9 of the ONNX file.")
     ] = False,
-    json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
+    json_out: JsonOption = None,
 ) -> None:
     """Pack a model into the smallest file to ship (.tslim): bytes per part and bits per weight."""
 
@@ -177,11 +154,10 @@ def pack_cmd(
     run_command(body)
 
 
-@app.command("unpack", epilog="Examples:\n\n    tensorslim unpack model.tslim -o model.onnx\n\n" + _EXIT)
 def unpack_cmd(
     model: Annotated[Path, typer.Argument(help="The .tslim file.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where to write the ONNX model.")],
-    json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
+    output: Annotated[Path, output_option("Where to write the ONNX model.")],
+    json_out: JsonOption = None,
 ) -> None:
     """Unpack a .tslim file into a runnable ONNX model whose weights are bit-exact to the packed model."""
 
@@ -197,24 +173,19 @@ def unpack_cmd(
     run_command(body)
 
 
-@app.command(
-    "compress",
-    epilog="Examples:\n\n    tensorslim compress model.onnx -o model.tslim --clusters 16 --data calib.npz\n\n"
-    "    tensorslim compress model.onnx -o model.tslim --sparsity 0.5 --clusters 16 --no-quantize\n\n" + _EXIT,
-)
 def compress_cmd(
     model: Annotated[Path, typer.Argument(help="Float ONNX model (never modified).")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="The .tslim file to write.")],
+    output: Annotated[Path, output_option("The .tslim file to write.")],
     sparsity: Annotated[float, typer.Option(help="Unstructured sparsity of the prune stage (0 skips it).")] = 0.0,
     pattern: Annotated[str, typer.Option(help="unstructured or N:M for the prune stage.")] = "unstructured",
     clusters: Annotated[int, typer.Option(help="Centroids per codebook (0 skips clustering).")] = 16,
     per_channel: Annotated[bool, typer.Option(help="One codebook per output channel.")] = True,
     quantize: Annotated[bool, typer.Option(help="int8 for the weights that stay float.")] = True,
-    data: Annotated[Path | None, typer.Option(help="Calibration data (activation-aware stages): " + DATA_HELP)] = None,
+    data: Annotated[Path | None, data_option("Calibration data (activation-aware stages): ")] = None,
     eval_data: Annotated[Path | None, typer.Option(help="Data for each stage's fidelity [default: --data].")] = None,
     batch_axis: BatchAxisOption = None,
-    json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
-    target_runtime: Annotated[str | None, typer.Option(help=TARGET_HELP)] = None,
+    json_out: JsonOption = None,
+    target_runtime: TargetRuntimeOption = None,
 ) -> None:
     """Prune -> cluster -> quantize -> pack, with each stage's size and fidelity against the input."""
 
@@ -251,3 +222,36 @@ def compress_cmd(
         return 0
 
     run_command(with_batch_axes(batch_axis, body))
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    app.command(
+        "prune",
+        epilog="Examples:\n\n"
+        "    tensorslim prune model.onnx -o pruned.onnx --sparsity 0.5\n\n"
+        "    tensorslim prune model.onnx -o pruned.onnx --pattern 2:4 --data calib.npz\n\n"
+        "    tensorslim prune model.onnx -o small.onnx --pattern channel --sparsity 0.5 --data calib.npz\n\n" + _EXIT,
+    )(prune_cmd)
+    app.command(
+        "cluster",
+        epilog="Examples:\n\n"
+        "    tensorslim cluster model.onnx -o clustered.onnx --clusters 16\n\n"
+        "    tensorslim cluster model.onnx -o clustered.onnx --clusters 16 --per-channel --data calib.npz\n\n"
+        "    tensorslim cluster m.onnx -o emb.onnx --clusters 12 --per-channel --ops Gather "
+        "--codebook-dtype float16\n\n"
+        "    tensorslim cluster emb.onnx -o both.onnx --clusters 32 --ops MatMul --data calib.npz\n\n" + _EXIT,
+    )(cluster_cmd)
+    app.command(
+        "pack",
+        epilog="Examples:\n\n    tensorslim pack model.onnx -o model.tslim\n\n"
+        "    tensorslim pack clustered.onnx -o model.tslim --compare --json -\n\n" + _EXIT,
+    )(pack_cmd)
+    app.command(
+        "unpack", epilog="Examples:\n\n    tensorslim unpack model.tslim -o model.onnx\n\n" + _EXIT,
+    )(unpack_cmd)
+    app.command(
+        "compress",
+        epilog="Examples:\n\n    tensorslim compress model.onnx -o model.tslim --clusters 16 --data calib.npz\n\n"
+        "    tensorslim compress model.onnx -o model.tslim --sparsity 0.5 --clusters 16 --no-quantize\n\n" + _EXIT,
+    )(compress_cmd)

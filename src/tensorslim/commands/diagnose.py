@@ -10,34 +10,29 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from tensorslim.clikit import EXIT_OK, app, console, run_command, write_json
-from tensorslim.commands.data_options import DATA_HELP, BatchAxisOption, with_batch_axes
+from tensorslim.commands._kit import EXIT_OK, console, run_command, write_json
+from tensorslim.commands._options import BatchAxisOption, JsonOption, ReportOption, data_option, with_batch_axes
+from tensorslim.errors import InputError
+
+__all__ = ["register"]
 
 
-@app.command(
-    epilog="Examples:\n\n"
-    "    tensorslim diagnose model.onnx model.int8.onnx --data test.npz\n\n"
-    "    tensorslim diagnose model.onnx model.int8.onnx --data test.npz --top 3 --json layers.json\n\n"
-    "rmse/scale is the TFLite quantization debugger's metric: ~0.29 is plain rounding noise, > 0.7 is suspect. "
-    "Exit codes: 0 ok, 2 bad input, 3 internal error.",
-)
 def diagnose(
     float_model: Annotated[Path, typer.Argument(help="The float ONNX model.")],
     quant_model: Annotated[Path, typer.Argument(help="Its quantized version.")],
-    data: Annotated[Path | None, typer.Option(help="Real data: " + DATA_HELP)] = None,
+    data: Annotated[Path | None, data_option("Real data: ")] = None,
     batch_axis: BatchAxisOption = None,
     max_samples: Annotated[int, typer.Option(help="Use at most this many samples.")] = 64,
     batch_size: Annotated[int, typer.Option(help="Samples per inference call.")] = 8,
     top: Annotated[int, typer.Option(help="Worst layers named in the --exclude command.")] = 5,
     show: Annotated[int, typer.Option(help="Rows of the table (0: every layer).")] = 20,
-    report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report here.")] = None,
-    json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
+    report: ReportOption = None,
+    json_out: JsonOption = None,
 ) -> None:
     """Per-layer SQNR and rmse/scale of a quantized model against its float model, worst layers first."""
 
     def body() -> int:
         from tensorslim.diagnostics.layers import diagnose_layers
-        from tensorslim.errors import InputError
 
         if max_samples < 1 or batch_size < 1 or top < 1:
             raise InputError("--max-samples, --batch-size and --top must be at least 1")
@@ -81,3 +76,15 @@ def diagnose(
         return EXIT_OK
 
     run_command(with_batch_axes(batch_axis, body))
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    app.command(
+        "diagnose",
+        epilog="Examples:\n\n"
+        "    tensorslim diagnose model.onnx model.int8.onnx --data test.npz\n\n"
+        "    tensorslim diagnose model.onnx model.int8.onnx --data test.npz --top 3 --json layers.json\n\n"
+        "rmse/scale is the TFLite quantization debugger's metric: ~0.29 is plain rounding noise, > 0.7 is suspect. "
+        "Exit codes: 0 ok, 2 bad input, 3 internal error.",
+    )(diagnose)

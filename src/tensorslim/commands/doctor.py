@@ -7,17 +7,12 @@ from typing import Annotated
 
 import typer
 
-from tensorslim.clikit import EXIT_OK, app, console, run_command, write_json
+from tensorslim.commands._kit import EXIT_OK, console, run_command, write_json
+from tensorslim.commands._options import JsonOption
+
+__all__ = ["register"]
 
 
-@app.command(
-    epilog="Examples:\n\n"
-    "    tensorslim doctor model.int8.onnx\n\n"
-    "    tensorslim doctor model.qdq.onnx --baseline model.onnx --json doctor.json\n\n"
-    "    tensorslim doctor model.int8.onnx --data inputs.npz    # real inputs for the timings\n\n"
-    "    tensorslim doctor model.int8.onnx --no-measure      # static checks only (one session creation)\n\n"
-    "Exit codes: 0 ok (findings are not errors), 2 bad input, 3 internal error.",
-)
 def doctor(
     model: Annotated[Path, typer.Argument(help="ONNX model to check (usually the quantized one).")],
     baseline: Annotated[
@@ -30,7 +25,7 @@ def doctor(
     measure: Annotated[bool, typer.Option(help="Run the measured checks (timings, profile, ConvInteger).")] = True,
     threads: Annotated[int, typer.Option(help="Intra-op threads for the timings.")] = 1,
     seconds: Annotated[float, typer.Option(help="Timing budget per model.")] = 1.5,
-    json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
+    json_out: JsonOption = None,
 ) -> None:
     """Integer instructions of this CPU, unfused Q/DQ pairs, int4/fp16/ConvInteger/S8S8 pitfalls, each with its fix."""
 
@@ -47,3 +42,16 @@ def doctor(
         return EXIT_OK
 
     run_command(body)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    app.command(
+        "doctor",
+        epilog="Examples:\n\n"
+        "    tensorslim doctor model.int8.onnx\n\n"
+        "    tensorslim doctor model.qdq.onnx --baseline model.onnx --json doctor.json\n\n"
+        "    tensorslim doctor model.int8.onnx --data inputs.npz    # real inputs for the timings\n\n"
+        "    tensorslim doctor model.int8.onnx --no-measure      # static checks only (one session creation)\n\n"
+        "Exit codes: 0 ok (findings are not errors), 2 bad input, 3 internal error.",
+    )(doctor)

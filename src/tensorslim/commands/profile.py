@@ -9,22 +9,16 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from tensorslim.clikit import EXIT_OK, app, console, run_command, write_json
+from tensorslim.commands._kit import EXIT_OK, console, run_command, write_json
+from tensorslim.commands._options import JsonOption
 from tensorslim.errors import InputError
 
 if TYPE_CHECKING:
     from tensorslim.benchmark.profile import NodeTime
 
+__all__ = ["register"]
 
-@app.command(
-    name="profile",
-    epilog="Examples:\n\n"
-    "    tensorslim profile model.onnx\n\n"
-    "    tensorslim profile model.onnx model.int8.onnx --runs 50 --json prof.json\n\n"
-    "    tensorslim profile model.onnx --data inputs.npz --batch-size 8   # real inputs, first 8 samples\n\n"
-    "Times are medians per run of ONNX Runtime's kernels in its optimized graph (fused ops keep their fused "
-    "names). Exit codes: 0 ok, 2 bad input, 3 internal error.",
-)
+
 def profile_cmd(
     model: Annotated[Path, typer.Argument(help="ONNX model to profile.")],
     other: Annotated[Path | None, typer.Argument(help="A second model: show where the time moved.")] = None,
@@ -37,7 +31,7 @@ def profile_cmd(
     threads: Annotated[int, typer.Option(help="Intra-op threads (0: ONNX Runtime default).")] = 1,
     batch_size: Annotated[int, typer.Option(help="Batch size for dynamic first dimensions.")] = 1,
     top: Annotated[int, typer.Option(help="Slowest nodes listed per model.")] = 10,
-    json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
+    json_out: JsonOption = None,
 ) -> None:
     """Per-op-type and per-node time of one model, or the difference between two."""
 
@@ -94,3 +88,16 @@ def _nodes_table(path: str, nodes: Sequence[NodeTime]) -> None:
     for n in nodes:
         t.add_row(n.name, n.op_type, f"{n.median_us:.1f}")
     console.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to ``app``."""
+    app.command(
+        name="profile",
+        epilog="Examples:\n\n"
+        "    tensorslim profile model.onnx\n\n"
+        "    tensorslim profile model.onnx model.int8.onnx --runs 50 --json prof.json\n\n"
+        "    tensorslim profile model.onnx --data inputs.npz --batch-size 8   # real inputs, first 8 samples\n\n"
+        "Times are medians per run of ONNX Runtime's kernels in its optimized graph (fused ops keep their fused "
+        "names). Exit codes: 0 ok, 2 bad input, 3 internal error.",
+    )(profile_cmd)

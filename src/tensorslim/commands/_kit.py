@@ -1,9 +1,8 @@
-"""Shared pieces of the command line: the Typer app, consoles, exit codes, error mapping, JSON output.
+"""Shared pieces of the command line: consoles, exit codes, error mapping, JSON output, the root options.
 
-Command modules (``tensorslim.cli`` and every module in ``tensorslim.commands``) register their commands on
-:data:`app` and wrap their bodies in :func:`run_command`, which turns :class:`~tensorslim.errors.InputError`
+Command modules wrap their bodies in :func:`run_command`, which turns :class:`~tensorslim.errors.InputError`
 into exit code 2 with a one-line message, :class:`~tensorslim.errors.TargetNotMetError` into exit code 1,
-and anything unexpected into exit code 3.
+and anything unexpected into exit code 3. :func:`tensorslim.commands.build_app` builds the Typer app.
 """
 
 from __future__ import annotations
@@ -29,22 +28,28 @@ __all__ = [
     "EXIT_INTERNAL",
     "EXIT_OK",
     "EXIT_TARGET",
-    "app",
     "console",
     "err_console",
+    "new_typer",
+    "root_callback",
     "run_command",
     "warn",
     "write_json",
 ]
 
-app = typer.Typer(
-    name="tensorslim",
-    help="Make trained neural networks smaller and faster for deployment, and prove it with measurements.",
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode="markdown",
-    pretty_exceptions_enable=False,
-)
+
+
+def new_typer(name: str, help: str) -> typer.Typer:
+    """A Typer app (or sub-app) with the settings every tensorslim command shares."""
+    return typer.Typer(
+        name=name,
+        help=help,
+        no_args_is_help=True,
+        add_completion=False,
+        rich_markup_mode="markdown",
+        pretty_exceptions_enable=False,
+    )
+
 # pipes and CI logs get a wide table instead of rich's 80-column default
 # markup=False: names, paths and regexes from the user are printed as text ("w[/x]" is not a closing tag);
 # styled words are built as rich Text (see warn())
@@ -138,8 +143,7 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
-def _root(
+def root_callback(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each pass does.")] = False,
     version: Annotated[
