@@ -14,6 +14,8 @@ from pathlib import Path
 import onnx
 from onnx import AttributeProto, GraphProto, ModelProto, NodeProto, SparseTensorProto, TensorProto
 
+from tensorslim.errors import InputError
+
 __all__ = ["external_data_files", "file_bytes", "load_model_proto", "tensor_nbytes", "weight_bytes"]
 
 # Bits per element of the data types numpy cannot describe (or packs).
@@ -60,20 +62,20 @@ def load_model_proto(path: str | os.PathLike[str]) -> ModelProto:
         The parsed model (external tensors left as references).
 
     Raises:
-        ValueError: The file does not exist, is not a regular file, cannot be parsed as ONNX, or has no
+        InputError: The file does not exist, is not a regular file, cannot be parsed as ONNX, or has no
             graph. The message names the file.
     """
     p = Path(path)
     if not p.exists():
-        raise ValueError(f"{p}: no such file; check the path")
+        raise InputError(f"{p}: no such file; check the path")
     if not p.is_file():
-        raise ValueError(f"{p}: not a regular file")
+        raise InputError(f"{p}: not a regular file")
     try:
         model = onnx.load(str(p), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError, RuntimeWarning, ... depending on version
-        raise ValueError(f"{p}: not a loadable ONNX model ({type(exc).__name__}: {exc})") from None
+        raise InputError(f"{p}: not a loadable ONNX model ({type(exc).__name__}: {exc})") from None
     if not model.HasField("graph") or (len(model.graph.node) == 0 and len(model.graph.output) == 0):
-        raise ValueError(f"{p}: not a loadable ONNX model (no graph found)")
+        raise InputError(f"{p}: not a loadable ONNX model (no graph found)")
     return model
 
 
@@ -197,7 +199,7 @@ def external_data_files(model: ModelProto, model_path: str | os.PathLike[str]) -
     """Return the distinct external-data files the model references, resolved next to the model.
 
     Raises:
-        ValueError: A referenced file does not exist.
+        InputError: A referenced file does not exist.
     """
     base = Path(model_path).parent
     seen: dict[Path, None] = {}
@@ -206,12 +208,12 @@ def external_data_files(model: ModelProto, model_path: str | os.PathLike[str]) -
             continue
         location = _external_entries(tensor).get("location")
         if not location:
-            raise ValueError(f"{model_path}: tensor {tensor.name!r} is external but has no location")
+            raise InputError(f"{model_path}: tensor {tensor.name!r} is external but has no location")
         seen.setdefault(base / location, None)
     files = list(seen)
     for f in files:
         if not f.is_file():
-            raise ValueError(f"{model_path}: external data file {f} is missing")
+            raise InputError(f"{model_path}: external data file {f} is missing")
     return files
 
 
@@ -219,7 +221,7 @@ def file_bytes(model: ModelProto, model_path: str | os.PathLike[str]) -> int:
     """Bytes on disk of the model file plus all external-data files it references.
 
     Raises:
-        ValueError: A referenced external-data file does not exist.
+        InputError: A referenced external-data file does not exist.
     """
     total = os.path.getsize(model_path)
     total += sum(f.stat().st_size for f in external_data_files(model, model_path))

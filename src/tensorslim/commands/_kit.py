@@ -14,14 +14,14 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from tensorslim._files import command_scope, write_text_atomic
-from tensorslim.errors import InputError, TargetNotMetError
+from tensorslim.errors import ConfigError, InputError, TargetNotMetError
 
 __all__ = [
     "EXIT_INPUT",
@@ -33,6 +33,7 @@ __all__ = [
     "new_typer",
     "root_callback",
     "run_command",
+    "user_config",
     "warn",
     "write_json",
 ]
@@ -55,6 +56,8 @@ def new_typer(name: str, help: str) -> typer.Typer:
 # styled words are built as rich Text (see warn())
 console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, highlight=False, markup=False, width=None if sys.stderr.isatty() else 160)
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_TARGET, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 _DEBUG = {"on": False}
@@ -117,7 +120,7 @@ def run_command(fn: Callable[[], int | None]) -> None:
         inputs, outputs = _declared_paths()
         with command_scope(inputs, outputs):
             code = fn()
-    except (InputError, ValueError) as e:
+    except InputError as e:  # the user's input: one line, exit 2 (a bare ValueError is a bug: exit 3 below)
         if _DEBUG["on"]:
             raise
         raise _fail(EXIT_INPUT, str(e)) from None
@@ -167,3 +170,14 @@ def write_json(target: str | None, payload: dict[str, Any]) -> None:
         sys.stdout.write(text + "\n")
         return
     write_text_atomic(target, text + "\n")
+
+
+def user_config(factory: Callable[..., T], /, **values: Any) -> T:
+    """``factory(**values)`` for a config built from command-line values: a ``ValueError`` its validation raises
+    is the user's (a :class:`~tensorslim.errors.ConfigError`, exit 2), with the message unchanged."""
+    try:
+        return factory(**values)
+    except InputError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e)) from None

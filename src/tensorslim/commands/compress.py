@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tensorslim.commands._kit import console, run_command, write_json
+from tensorslim.commands._kit import console, run_command, user_config, write_json
 from tensorslim.commands._options import (
     BatchAxisOption,
     JsonOption,
@@ -144,7 +144,7 @@ def pack_cmd(
     def body() -> int:
         from tensorslim.pack import PackConfig, pack_model
 
-        rep = pack_model(model, output, config=PackConfig(level=level, compare=compare))
+        rep = pack_model(model, output, config=user_config(PackConfig, level=level, compare=compare))
         if json_out != "-":
             console.print(_pack_table(rep))
             console.print(f"wrote {output} in {rep.seconds:.2f} s")

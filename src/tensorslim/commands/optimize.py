@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from tensorslim.commands._kit import EXIT_OK, console, err_console, run_command, write_json
+from tensorslim.commands._kit import EXIT_OK, console, err_console, run_command, user_config, write_json
 from tensorslim.commands._options import BatchAxisOption, JsonOption, ReportOption, data_option, with_batch_axes
 
 __all__ = ["register"]
@@ -66,9 +66,9 @@ def optimize(
         from tensorslim.progress import progress_enabled
         from tensorslim.search import SearchConfig
 
-        cfg = SearchConfig(metric=metric, max_drop=parse_max_drop(max_drop), min_score=min_score,
-                           objective=objective, budget=budget, workers=workers, ray=ray, seed=seed, resume=resume,
-                           sampler=sampler, builtins=builtins, fallback_layers=fallback_layers)  # fmt: skip
+        cfg = user_config(SearchConfig, metric=metric, max_drop=parse_max_drop(max_drop), min_score=min_score,
+                          objective=objective, budget=budget, workers=workers, ray=ray, seed=seed, resume=resume,
+                          sampler=sampler, builtins=builtins, fallback_layers=fallback_layers)  # fmt: skip
         plain = json_out != "-" and not progress_enabled()  # piped: one plain line per step instead of a bar
 
         def step(line: str) -> None:

@@ -20,7 +20,7 @@ from tensorslim.commands._options import (
     with_batch_axes,
 )
 from tensorslim.commands._tables import mb, weights_table
-from tensorslim.errors import InputError
+from tensorslim.errors import ConfigError, InputError
 from tensorslim.modes import ONNX_MODES, mode_help
 from tensorslim.runtime.targets import target_for
 
@@ -377,9 +377,7 @@ def _onnx_config(
                 **({"op_types": ops} if ops is not None else {}),  # type: ignore[arg-type]
             )  # fmt: skip
         return Float16Config(block_ops=ops or (), block_nodes=exclude)
-    except ValueError as e:
-        if isinstance(e, InputError):
-            raise
+    except ConfigError as e:
         flag_of = {"io_dtype": "io", "activation_scheme": "scheme", "calibration": "range", "range_method": "range"}
         field, sep, rest = str(e).partition(":")  # name the command-line flag, not the config field
         raise InputError(f"--{flag_of.get(field, field).replace('_', '-')}{sep}{rest}") from None
@@ -456,7 +454,7 @@ def _tflite_config(mode: str, *, form: str, granularity: str, range_method: str 
             return TfliteFloat16Config(exclude=tuple(exclude), min_size=min_size or 0)
         if mode == "static":
             return TfliteStaticConfig(io=io, granularity=granularity, weight_range=range_method or "minmax")
-    except ValueError as e:
+    except ConfigError as e:
         raise InputError(f"--{str(e).replace('_', '-', 1) if str(e).startswith('range') else e}") from None
     raise InputError(f"--mode: {mode!r} is not available for .tflite models; use dynamic, fp16 or static")
 

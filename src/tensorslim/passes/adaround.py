@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 
 from tensorslim.algorithms.adaround import METHODS, from_rows, learned_rounding, to_rows
+from tensorslim.errors import ConfigError
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes.adaround_stats import input_grams, layer_input_spec
 
@@ -62,16 +63,16 @@ class AdaRoundConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
-            raise ValueError(f"enabled: expected true or false, got {self.enabled!r}")
+            raise ConfigError(f"enabled: expected true or false, got {self.enabled!r}")
         if self.method not in METHODS:
-            raise ValueError(f"method: {self.method!r} is not one of {', '.join(METHODS)}")
+            raise ConfigError(f"method: {self.method!r} is not one of {', '.join(METHODS)}")
         for fname, lo in (("iterations", 1), ("max_sweeps", 0), ("orders", 1), ("seed", 0), ("max_positions", 1),
                           ("batch_size", 1)):  # fmt: skip
             value = getattr(self, fname)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise ValueError(f"{fname}: expected an integer >= {lo}, got {value!r}")
+                raise ConfigError(f"{fname}: expected an integer >= {lo}, got {value!r}")
         if not (isinstance(self.reg_weight, int | float) and np.isfinite(self.reg_weight) and self.reg_weight >= 0):
-            raise ValueError(f"reg_weight: expected a finite number >= 0, got {self.reg_weight!r}")
+            raise ConfigError(f"reg_weight: expected a finite number >= 0, got {self.reg_weight!r}")
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from tensorslim.algorithms.quantize import QuantScheme
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse, find_weights
 from tensorslim.data import Dataset
-from tensorslim.errors import InputError
+from tensorslim.errors import ConfigError, InputError
 from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import LayerInput, LazyGrams
@@ -87,23 +87,23 @@ class BlockQuantConfig:
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8):
-            raise ValueError(f"bits: {self.bits!r} is not one of 4, 8")
+            raise ConfigError(f"bits: {self.bits!r} is not one of 4, 8")
         bs = self.block_size
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 16 or bs > 256 or bs & (bs - 1):
-            raise ValueError(f"block_size: must be a power of two from 16 to 256, got {bs!r}")
+            raise ConfigError(f"block_size: must be a power of two from 16 to 256, got {bs!r}")
         coerce_enums(self, (("scheme", QuantScheme),))
         if self.method not in _METHODS:
-            raise ValueError(f"method: {self.method!r} is not one of {', '.join(_METHODS)}")
+            raise ConfigError(f"method: {self.method!r} is not one of {', '.join(_METHODS)}")
         if self.accuracy_level not in (0, 1, 2, 3, 4):
-            raise ValueError(f"accuracy_level: {self.accuracy_level!r} is not one of 0, 1, 2, 3, 4")
+            raise ConfigError(f"accuracy_level: {self.accuracy_level!r} is not one of 0, 1, 2, 3, 4")
         if self.kernel not in _KERNELS:
-            raise ValueError(f"kernel: {self.kernel!r} is not one of {', '.join(_KERNELS)}")
+            raise ConfigError(f"kernel: {self.kernel!r} is not one of {', '.join(_KERNELS)}")
         if self.kernel == "integer" and self.bits != 4:
-            raise ValueError("kernel: 'integer' stores 4-bit blocks (bits 4); 8-bit weights on integer kernels are "
+            raise ConfigError("kernel: 'integer' stores 4-bit blocks (bits 4); 8-bit weights on integer kernels are "
                              "dynamic quantization (--mode dynamic)")  # fmt: skip
         ops = tuple(self.op_types)
         if not ops or any(o not in _OPS for o in ops):
-            raise ValueError(f"op_types: {ops!r}; allowed: {', '.join(_OPS)}")
+            raise ConfigError(f"op_types: {ops!r}; allowed: {', '.join(_OPS)}")
         object.__setattr__(self, "op_types", ops)
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
 

@@ -30,7 +30,7 @@ from tensorslim.algorithms.pruning import damped_inverse_cholesky
 from tensorslim.backends.onnx.editor import GraphEditor
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, find_weights
 from tensorslim.data import Dataset
-from tensorslim.errors import UnsupportedModelError
+from tensorslim.errors import ConfigError, UnsupportedModelError
 from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import LayerInput, gram_matrices
@@ -84,20 +84,20 @@ class ClusterConfig:
         coerce_enums(self, (("granularity", ClusterGranularity), ("init", KMeansInit)))
         k = self.clusters
         if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= 256:
-            raise ValueError(f"clusters: must be an integer from 2 to 256, got {k!r}")
+            raise ConfigError(f"clusters: must be an integer from 2 to 256, got {k!r}")
         if self.codebook_dtype not in ("float32", "float16"):
-            raise ValueError(f"codebook_dtype: {self.codebook_dtype!r} is not one of float32, float16")
+            raise ConfigError(f"codebook_dtype: {self.codebook_dtype!r} is not one of float32, float16")
         unknown = [o for o in self.op_types if o not in CLUSTER_OPS]
         if unknown or not self.op_types:
-            raise ValueError(f"op_types: {list(self.op_types)!r}; allowed: {', '.join(CLUSTER_OPS)}")
+            raise ConfigError(f"op_types: {list(self.op_types)!r}; allowed: {', '.join(CLUSTER_OPS)}")
         object.__setattr__(self, "op_types", tuple(self.op_types))
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         for fname in ("min_size", "max_iter", "seed"):
             v = getattr(self, fname)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{fname}: must be a non-negative integer, got {v!r}")
+                raise ConfigError(f"{fname}: must be a non-negative integer, got {v!r}")
         if not self.damp > 0:
-            raise ValueError(f"damp: must be positive, got {self.damp!r}")
+            raise ConfigError(f"damp: must be positive, got {self.damp!r}")
 
 
 @dataclass

@@ -35,7 +35,7 @@ from tensorslim.algorithms.observers import (
 from tensorslim.algorithms.quantize import QuantScheme, choose_qparams
 from tensorslim.backends.onnx.editor import opset_version
 from tensorslim.backends.onnx.weights import WeightRole, find_weights
-from tensorslim.errors import InputError
+from tensorslim.errors import ConfigError, InputError
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult
@@ -164,28 +164,28 @@ class StaticQuantConfig:
             ("io_dtype", IO_DTYPES),
         ):
             if getattr(self, fname) not in allowed:
-                raise ValueError(f"{fname}: {getattr(self, fname)!r} is not one of {', '.join(map(str, allowed))}")
+                raise ConfigError(f"{fname}: {getattr(self, fname)!r} is not one of {', '.join(map(str, allowed))}")
         if not 0.0 <= self.max_fallback <= 1.0:
-            raise ValueError(f"max_fallback: must be in [0, 1], got {self.max_fallback}")
+            raise ConfigError(f"max_fallback: must be in [0, 1], got {self.max_fallback}")
         if not 50.0 < self.percentile <= 100.0:
-            raise ValueError(f"percentile: must be in (50, 100], got {self.percentile}")
+            raise ConfigError(f"percentile: must be in (50, 100], got {self.percentile}")
         ops = tuple(self.op_types)
         if not ops or any(o not in COMPUTE_OPS for o in ops):
-            raise ValueError(f"op_types: {ops!r}; allowed: {', '.join(COMPUTE_OPS)}")
+            raise ConfigError(f"op_types: {ops!r}; allowed: {', '.join(COMPUTE_OPS)}")
         object.__setattr__(self, "op_types", ops)
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         object.__setattr__(self, "int16_nodes", regex_tuple("int16_nodes", self.int16_nodes))
         if self.io_dtype != "float" and self.io_dtype != code_dtype(self.activation_scheme, 8):
-            raise ValueError(
+            raise ConfigError(
                 f"io_dtype: {self.io_dtype!r} needs activation_scheme="
                 f"{'asymmetric' if self.io_dtype == 'uint8' else 'symmetric'} (the activations' own type)"
             )
         if self.smooth_quant is not None and not 0.0 < self.smooth_quant < 1.0:
-            raise ValueError(f"smooth_quant: alpha must be in (0, 1), got {self.smooth_quant}")
+            raise ConfigError(f"smooth_quant: alpha must be in (0, 1), got {self.smooth_quant}")
         if self.placement is not None and not isinstance(self.placement, str | Placement):
-            raise ValueError(f"placement: a file path or a Placement, got {type(self.placement).__name__}")
+            raise ConfigError(f"placement: a file path or a Placement, got {type(self.placement).__name__}")
         if not self.latency_budget_s > 0:
-            raise ValueError(f"latency_budget_s: must be > 0, got {self.latency_budget_s}")
+            raise ConfigError(f"latency_budget_s: must be > 0, got {self.latency_budget_s}")
 
 
 @dataclass
