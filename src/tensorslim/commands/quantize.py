@@ -65,7 +65,7 @@ def _image_preprocess(
             size=(int(h), int(w) if sep else int(h)), resize=resize, layout=layout.upper(), color=color.upper(),
             scale=scale, mean=_floats("--mean", mean), std=_floats("--std", std),
         )  # fmt: skip
-    except ValueError as e:
+    except ConfigError as e:
         raise InputError(f"--{e}") from None
 
 
@@ -110,7 +110,9 @@ def quantize(
         ),
     ] = None,
     ops: Annotated[
-        str | None, typer.Option(help="Comma-separated op types to quantize, e.g. MatMul,Gemm,Conv.")
+        str | None,
+        typer.Option(help="Comma-separated op types to quantize, e.g. MatMul,Gemm,Conv (fp16: the op types converted "
+                     "to float16, the others stay float32)."),
     ] = None,
     exclude: Annotated[
         list[str] | None, typer.Option(help="Regex on node names to keep in float (repeatable).")
@@ -332,7 +334,7 @@ def _onnx_config(
     """The pass config for an ONNX ``--mode``, with option errors turned into one-line input errors."""
     from tensorslim.passes.blockwise_quant import BlockQuantConfig
     from tensorslim.passes.dynamic_quant import SUPPORTED_OPS, DynamicQuantConfig
-    from tensorslim.passes.float16 import Float16Config
+    from tensorslim.passes.float16 import FLOAT16_OPS, Float16Config
     from tensorslim.passes.static_quant import StaticQuantConfig
 
     if mode not in ONNX_MODES:
@@ -376,7 +378,15 @@ def _onnx_config(
                 calibration=range_method or "minmax", exclude=exclude, **static_opts,
                 **({"op_types": ops} if ops is not None else {}),  # type: ignore[arg-type]
             )  # fmt: skip
-        return Float16Config(block_ops=ops or (), block_nodes=exclude)
+        if ops is not None:  # an allow-list as in every mode: the other float16-capable op types stay float32
+            unknown = [o for o in ops if o not in FLOAT16_OPS]
+            if unknown or not ops:
+                raise InputError(
+                    f"--ops: {', '.join(map(repr, unknown)) or '(empty)'} is not an op type fp16 converts; "
+                    f"allowed: {', '.join(FLOAT16_OPS)}"
+                )
+            return Float16Config(block_ops=tuple(o for o in FLOAT16_OPS if o not in ops), block_nodes=exclude)
+        return Float16Config(block_nodes=exclude)
     except ConfigError as e:
         flag_of = {"io_dtype": "io", "activation_scheme": "scheme", "calibration": "range", "range_method": "range"}
         field, sep, rest = str(e).partition(":")  # name the command-line flag, not the config field
