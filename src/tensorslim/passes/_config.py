@@ -1,14 +1,26 @@
-"""Validation helpers shared by the frozen pass configs (ONNX and TFLite alike)."""
+"""Validation helpers shared by the frozen pass configs (ONNX and TFLite alike).
+
+Every field with a fixed set of string values is a ``StrEnum`` (the user may pass the plain string), turned
+into its member by :func:`coerce_enums` in the config's ``__post_init__``: one message format for a value that is
+not allowed (``"field: 'x' is not one of a, b"``), raised as :class:`~tensorslim.errors.ConfigError`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 from tensorslim.errors import ConfigError
 
-__all__ = ["coerce_enums", "regex_tuple"]
+__all__ = ["Granularity", "coerce_enums", "regex_tuple"]
+
+
+class Granularity(StrEnum):
+    """One scale (or codebook) per tensor, or one per output channel."""
+
+    PER_CHANNEL = "per_channel"
+    PER_TENSOR = "per_tensor"
 
 
 def regex_tuple(field: str, patterns: Iterable[str]) -> tuple[str, ...]:

@@ -25,6 +25,7 @@ import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import ml_dtypes
@@ -45,11 +46,26 @@ from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import LayerInput, LazyGrams
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass
 
-__all__ = ["BlockQuantConfig", "BlockQuantPass"]
+__all__ = ["BlockKernel", "BlockMethod", "BlockQuantConfig", "BlockQuantPass"]
 
 _OPS = ("MatMul", "Gemm", "Gather", "Conv")
-_METHODS = ("auto", "mse", "minmax", "gptq")
-_KERNELS = ("auto", "integer", "matmulnbits")
+
+
+class BlockMethod(StrEnum):
+    """How block values are rounded: ``auto`` is ``gptq`` with calibration data, ``mse`` without."""
+
+    AUTO = "auto"
+    MSE = "mse"
+    MINMAX = "minmax"
+    GPTQ = "gptq"
+
+
+class BlockKernel(StrEnum):
+    """What MatMul/Gemm weights run on: int8 kernels over 4-bit ladder blocks, or MatMulNBits."""
+
+    AUTO = "auto"
+    INTEGER = "integer"
+    MATMULNBITS = "matmulnbits"
 
 
 @dataclass(frozen=True)
@@ -78,9 +94,9 @@ class BlockQuantConfig:
     bits: int = 4
     block_size: int = 32
     scheme: QuantScheme | str = QuantScheme.ASYMMETRIC
-    method: str = "auto"
+    method: BlockMethod | str = BlockMethod.AUTO
     accuracy_level: int = 4
-    kernel: str = "auto"
+    kernel: BlockKernel | str = BlockKernel.AUTO
     op_types: tuple[str, ...] = _OPS
     exclude: tuple[str, ...] = ()
     min_size: int = 1024
@@ -91,13 +107,10 @@ class BlockQuantConfig:
         bs = self.block_size
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 16 or bs > 256 or bs & (bs - 1):
             raise ConfigError(f"block_size: must be a power of two from 16 to 256, got {bs!r}")
-        coerce_enums(self, (("scheme", QuantScheme),))
-        if self.method not in _METHODS:
-            raise ConfigError(f"method: {self.method!r} is not one of {', '.join(_METHODS)}")
+        coerce_enums(self, (("scheme", QuantScheme), ("method", BlockMethod)))
         if self.accuracy_level not in (0, 1, 2, 3, 4):
             raise ConfigError(f"accuracy_level: {self.accuracy_level!r} is not one of 0, 1, 2, 3, 4")
-        if self.kernel not in _KERNELS:
-            raise ConfigError(f"kernel: {self.kernel!r} is not one of {', '.join(_KERNELS)}")
+        coerce_enums(self, (("kernel", BlockKernel),))
         if self.kernel == "integer" and self.bits != 4:
             raise ConfigError("kernel: 'integer' stores 4-bit blocks (bits 4); 8-bit weights on integer kernels are "
                              "dynamic quantization (--mode dynamic)")  # fmt: skip

@@ -64,7 +64,7 @@ from tensorslim.backends.onnx.editor import GraphEditor, opset_version
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse, find_weights
 from tensorslim.errors import ConfigError
 from tensorslim.evaluate.data import Dataset
-from tensorslim.passes._config import coerce_enums, regex_tuple
+from tensorslim.passes._config import Granularity, coerce_enums, regex_tuple
 from tensorslim.passes._dynamic_plan import UseForm, WeightPlan
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import ConvGeometry, LayerInput, LazyGrams
@@ -97,13 +97,6 @@ class QuantForm(StrEnum):
     AUTO = "auto"  # per op, the form that is fast on ONNX Runtime's CPU kernels
     INTEGER = "integer"  # integer kernels wherever one exists (activations quantized at run time)
     WEIGHT_ONLY = "weight_only"  # int8 weights dequantized in front of the float op
-
-
-class Granularity(StrEnum):
-    """One scale per tensor, or one per output channel."""
-
-    PER_CHANNEL = "per_channel"
-    PER_TENSOR = "per_tensor"
 
 
 class WeightEncoding(StrEnum):

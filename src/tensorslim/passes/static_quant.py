@@ -20,6 +20,7 @@ import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 import onnx
@@ -37,7 +38,7 @@ from tensorslim.backends.onnx.editor import opset_version
 from tensorslim.backends.onnx.weights import WeightRole, find_weights
 from tensorslim.errors import ConfigError, InputError
 from tensorslim.evaluate.data import Dataset
-from tensorslim.passes._config import regex_tuple
+from tensorslim.passes._config import Granularity, coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult
 from tensorslim.passes.calib_stats import run_with_outputs
 from tensorslim.passes.static_apply import apply_qdq
@@ -78,8 +79,28 @@ COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 _CONSTANT_MIN_SQNR_DB = 40.0
 # an activation most of whose nonzero values round to its zero point in int8 stays float
 _MAX_LOST_SHARE = 0.5
-CALIBRATION_METHODS = ("minmax", "moving_average", "percentile", "mse", "entropy")
-IO_DTYPES = ("float", "uint8", "int8")
+
+
+class CalibrationMethod(StrEnum):
+    """How an activation's range is chosen from the calibration data."""
+
+    MINMAX = "minmax"
+    MOVING_AVERAGE = "moving_average"
+    PERCENTILE = "percentile"
+    MSE = "mse"
+    ENTROPY = "entropy"
+
+
+class IoDtype(StrEnum):
+    """The element type of the model's inputs and outputs."""
+
+    FLOAT = "float"
+    UINT8 = "uint8"
+    INT8 = "int8"
+
+
+CALIBRATION_METHODS = tuple(m.value for m in CalibrationMethod)
+IO_DTYPES = tuple(d.value for d in IoDtype)
 
 
 @dataclass(frozen=True)
@@ -132,9 +153,9 @@ class StaticQuantConfig:
             they do not, the nodes that add the most error go back to float, a tenth at a time (0 turns it off).
     """
 
-    activation_scheme: str = "asymmetric"
-    granularity: str = "per_channel"
-    calibration: str = "minmax"
+    activation_scheme: QuantScheme | str = QuantScheme.ASYMMETRIC
+    granularity: Granularity | str = Granularity.PER_CHANNEL
+    calibration: CalibrationMethod | str = CalibrationMethod.MINMAX
     percentile: float = 99.999
     op_types: tuple[str, ...] = COMPUTE_OPS
     exclude: tuple[str, ...] = ()
@@ -143,7 +164,7 @@ class StaticQuantConfig:
     max_fallback: float = 0.25
     activation_bits: int = 8
     int16_nodes: tuple[str, ...] = ()
-    io_dtype: str = "float"
+    io_dtype: IoDtype | str = IoDtype.FLOAT
     smooth_quant: float | None = None
     bias_correction: bool = False
     equalize: bool = False
@@ -156,15 +177,11 @@ class StaticQuantConfig:
     learned_rounding: bool = False
 
     def __post_init__(self) -> None:
-        for fname, allowed in (
-            ("activation_scheme", ("asymmetric", "symmetric")),
-            ("granularity", ("per_channel", "per_tensor")),
-            ("calibration", CALIBRATION_METHODS),
-            ("activation_bits", (8, 16)),
-            ("io_dtype", IO_DTYPES),
-        ):
-            if getattr(self, fname) not in allowed:
-                raise ConfigError(f"{fname}: {getattr(self, fname)!r} is not one of {', '.join(map(str, allowed))}")
+        coerce_enums(self, (("activation_scheme", QuantScheme), ("granularity", Granularity),
+                            ("calibration", CalibrationMethod)))  # fmt: skip
+        if self.activation_bits not in (8, 16):
+            raise ConfigError(f"activation_bits: {self.activation_bits!r} is not one of 8, 16")
+        coerce_enums(self, (("io_dtype", IoDtype),))
         if not 0.0 <= self.max_fallback <= 1.0:
             raise ConfigError(f"max_fallback: must be in [0, 1], got {self.max_fallback}")
         if not 50.0 < self.percentile <= 100.0:
