@@ -8,11 +8,13 @@ and anything unexpected into exit code 3. :func:`tensorslim.commands.build_app` 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -21,6 +23,7 @@ from rich.console import Console
 from rich.text import Text
 
 from tensorslim._files import command_scope, write_text_atomic
+from tensorslim.commands._options import with_batch_axes
 from tensorslim.errors import ConfigError, InputError, TargetNotMetError
 
 __all__ = [
@@ -28,6 +31,9 @@ __all__ = [
     "EXIT_INTERNAL",
     "EXIT_OK",
     "EXIT_TARGET",
+    "CommandSpec",
+    "as_callback",
+    "command",
     "console",
     "err_console",
     "new_typer",
@@ -181,3 +187,40 @@ def user_config(factory: Callable[..., T], /, **values: Any) -> T:
         raise
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """What :func:`command` records on a command function: its name, help epilog and group (``recipe``)."""
+
+    name: str
+    epilog: str
+    group: str | None = None
+
+
+def command(name: str, *, epilog: str, group: str | None = None) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Mark a function as the command ``name`` (a subcommand of ``group``); registers nothing.
+
+    :func:`tensorslim.commands.build_app` finds the marked functions of each command module and adds them to the
+    app it builds, each run by :func:`as_callback`. The function returns its exit code.
+    """
+
+    def mark(fn: Callable[..., int]) -> Callable[..., int]:
+        fn.__dict__["command_spec"] = CommandSpec(name, epilog, group)
+        return fn
+
+    return mark
+
+
+def as_callback(fn: Callable[..., int]) -> Callable[..., None]:
+    """``fn`` as a Typer callback: run by :func:`run_command` (exit codes, one-line errors, the declared files),
+    within its ``--batch-axis`` values when it takes that option. Typer reads ``fn``'s own signature."""
+
+    @functools.wraps(fn)
+    def callback(**params: Any) -> None:
+        def body() -> int:
+            return fn(**params)
+
+        run_command(with_batch_axes(params["batch_axis"], body) if "batch_axis" in params else body)
+
+    return callback

@@ -9,11 +9,11 @@ from typing import Annotated
 
 import typer
 
-from tensorslim.commands._kit import EXIT_OK, console, run_command, warn, write_json
+from tensorslim.commands._kit import EXIT_OK, command, console, warn, write_json
 from tensorslim.commands._options import JsonOption, ReportOption
 from tensorslim.errors import InputError
 
-__all__ = ["register"]
+__all__ = ["bench"]
 
 
 def _parse_dims(dims: list[str] | None) -> dict[str, int]:
@@ -26,6 +26,13 @@ def _parse_dims(dims: list[str] | None) -> dict[str, int]:
     return out
 
 
+@command(
+    "bench",
+    epilog="Examples:\n\n"
+    "    tensorslim bench model.onnx model.int8.onnx\n\n"
+    "    tensorslim bench model.onnx q.onnx --batch-size 32 --dim sequence=128 --threads 2 --json bench.json\n\n"
+    "Ratios are against the first model. Exit codes: 0 ok, 2 bad input, 3 internal error."
+)
 def bench(
     models: Annotated[list[Path], typer.Argument(help="ONNX (or .tflite) models; the first is the baseline.")],
     threads: Annotated[int, typer.Option(help="Intra-op threads (0: ONNX Runtime default).")] = 1,
@@ -43,42 +50,39 @@ def bench(
     ] = False,
     json_out: JsonOption = None,
     report_html: ReportOption = None,
-) -> None:
+) -> int:
     """Measure size, load time, latency percentiles, throughput and peak memory side by side."""
 
-    def body() -> int:
-        from tensorslim.benchmark import benchmark_models, render_bench_table
+    from tensorslim.benchmark import benchmark_models, render_bench_table
 
-        if batch_size < 1:
-            raise InputError("--batch-size: must be at least 1")
-        from tensorslim.backends.tflite.io import is_tflite
+    if batch_size < 1:
+        raise InputError("--batch-size: must be at least 1")
+    from tensorslim.backends.tflite.io import is_tflite
 
-        if any(is_tflite(m) for m in models):
-            return _bench_tflite(models, threads=threads, batch_size=batch_size, seconds=seconds, json_out=json_out)
-        report = benchmark_models(
-            models,
-            threads=threads,
-            batch_size=batch_size,
-            dim_overrides=_parse_dims(dim),
-            max_time_s=seconds,
-            measure_memory=memory,
-            denormal_as_zero=denormal_as_zero,
-        )
-        if json_out != "-":
-            console.print(render_bench_table(report))
-        from tensorslim.benchmark.table import busy_note
+    if any(is_tflite(m) for m in models):
+        return _bench_tflite(models, threads=threads, batch_size=batch_size, seconds=seconds, json_out=json_out)
+    report = benchmark_models(
+        models,
+        threads=threads,
+        batch_size=batch_size,
+        dim_overrides=_parse_dims(dim),
+        max_time_s=seconds,
+        measure_memory=memory,
+        denormal_as_zero=denormal_as_zero,
+    )
+    if json_out != "-":
+        console.print(render_bench_table(report))
+    from tensorslim.benchmark.table import busy_note
 
-        if busy_note(report):
-            warn(busy_note(report))
-        if report_html is not None:
-            from tensorslim.report import write_report
+    if busy_note(report):
+        warn(busy_note(report))
+    if report_html is not None:
+        from tensorslim.report import write_report
 
-            pair = (models[0], models[1], None) if len(models) == 2 else None
-            write_report(report_html, bench=report, title="tensorslim bench", layers_of=pair)
-        write_json(json_out, report.to_dict())
-        return EXIT_OK
-
-    run_command(body)
+        pair = (models[0], models[1], None) if len(models) == 2 else None
+        write_report(report_html, bench=report, title="tensorslim bench", layers_of=pair)
+    write_json(json_out, report.to_dict())
+    return EXIT_OK
 
 
 def _bench_tflite(
@@ -104,14 +108,3 @@ def _bench_tflite(
         console.print(render_bench_table(report))
     write_json(json_out, report.to_dict())
     return EXIT_OK
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``bench`` to ``app``."""
-    app.command(
-        "bench",
-        epilog="Examples:\n\n"
-        "    tensorslim bench model.onnx model.int8.onnx\n\n"
-        "    tensorslim bench model.onnx q.onnx --batch-size 32 --dim sequence=128 --threads 2 --json bench.json\n\n"
-        "Ratios are against the first model. Exit codes: 0 ok, 2 bad input, 3 internal error.",
-    )(bench)

@@ -8,19 +8,18 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tensorslim.commands._kit import console, run_command, user_config, write_json
+from tensorslim.commands._kit import command, console, user_config, write_json
 from tensorslim.commands._options import (
     BatchAxisOption,
     JsonOption,
     TargetRuntimeOption,
     data_option,
     output_option,
-    with_batch_axes,
 )
 from tensorslim.commands._tables import SHORT_COLUMNS, weights_table
 from tensorslim.errors import InputError
 
-__all__ = ["register"]
+__all__ = ["cluster_cmd", "compress_cmd", "pack_cmd", "prune_cmd", "unpack_cmd"]
 
 _EXIT = "Exit codes: 0 ok, 2 bad input, 3 internal error."
 
@@ -31,6 +30,13 @@ def _sparsity_arg(value: float | None) -> float | None:
     return value
 
 
+@command(
+    "prune",
+    epilog="Examples:\n\n"
+    "    tensorslim prune model.onnx -o pruned.onnx --sparsity 0.5\n\n"
+    "    tensorslim prune model.onnx -o pruned.onnx --pattern 2:4 --data calib.npz\n\n"
+    "    tensorslim prune model.onnx -o small.onnx --pattern channel --sparsity 0.5 --data calib.npz\n\n" + _EXIT
+)
 def prune_cmd(
     model: Annotated[Path, typer.Argument(help="Float ONNX model (never modified).")],
     output: Annotated[Path, output_option("Where to write the pruned model.")],
@@ -50,32 +56,38 @@ def prune_cmd(
     batch_axis: BatchAxisOption = None,
     max_samples: Annotated[int, typer.Option(help="Calibration samples used at most.")] = 256,
     json_out: JsonOption = None,
-) -> None:
+) -> int:
     """Prune weights: unstructured or N:M (zeros in place), or whole channels (a smaller, faster graph)."""
 
-    def body() -> int:
-        from tensorslim.compression import prune, prune_channels
-        from tensorslim.passes.channel_prune import ChannelPruneConfig
-        from tensorslim.passes.prune import PruneConfig
+    from tensorslim.compression import prune, prune_channels
+    from tensorslim.passes.channel_prune import ChannelPruneConfig
+    from tensorslim.passes.prune import PruneConfig
 
-        s = _sparsity_arg(sparsity)
-        if pattern == "channel":
-            cfg_c = ChannelPruneConfig(ratio=0.5 if s is None else s, exclude=tuple(exclude or ()))
-            res = prune_channels(model, output, config=cfg_c, data=data, max_samples=max_samples)
-        else:
-            m = method if method != "auto" else ("sparsegpt" if data is not None else "magnitude")
-            cfg = PruneConfig(sparsity=s, pattern=pattern, method=m, scope=scope,
-                              max_layer_sparsity=max_layer_sparsity, exclude=tuple(exclude or ()))  # fmt: skip
-            res = prune(model, output, config=cfg, data=data, max_samples=max_samples)
-        if json_out != "-":
-            console.print(weights_table(res.records, 25, title="pruned weights", columns=SHORT_COLUMNS))
-            console.print(f"wrote {output}")
-        write_json(json_out, {"output_path": str(output), "weights": [r.to_dict() for r in res.records]})
-        return 0
-
-    run_command(with_batch_axes(batch_axis, body))
+    s = _sparsity_arg(sparsity)
+    if pattern == "channel":
+        cfg_c = ChannelPruneConfig(ratio=0.5 if s is None else s, exclude=tuple(exclude or ()))
+        res = prune_channels(model, output, config=cfg_c, data=data, max_samples=max_samples)
+    else:
+        m = method if method != "auto" else ("sparsegpt" if data is not None else "magnitude")
+        cfg = PruneConfig(sparsity=s, pattern=pattern, method=m, scope=scope,
+                          max_layer_sparsity=max_layer_sparsity, exclude=tuple(exclude or ()))  # fmt: skip
+        res = prune(model, output, config=cfg, data=data, max_samples=max_samples)
+    if json_out != "-":
+        console.print(weights_table(res.records, 25, title="pruned weights", columns=SHORT_COLUMNS))
+        console.print(f"wrote {output}")
+    write_json(json_out, {"output_path": str(output), "weights": [r.to_dict() for r in res.records]})
+    return 0
 
 
+@command(
+    "cluster",
+    epilog="Examples:\n\n"
+    "    tensorslim cluster model.onnx -o clustered.onnx --clusters 16\n\n"
+    "    tensorslim cluster model.onnx -o clustered.onnx --clusters 16 --per-channel --data calib.npz\n\n"
+    "    tensorslim cluster m.onnx -o emb.onnx --clusters 12 --per-channel --ops Gather "
+    "--codebook-dtype float16\n\n"
+    "    tensorslim cluster emb.onnx -o both.onnx --clusters 32 --ops MatMul --data calib.npz\n\n" + _EXIT
+)
 def cluster_cmd(
     model: Annotated[Path, typer.Argument(help="Float ONNX model (never modified).")],
     output: Annotated[Path, output_option("Where to write the clustered model.")],
@@ -93,27 +105,24 @@ def cluster_cmd(
     max_samples: Annotated[int, typer.Option(help="Calibration samples used at most.")] = 256,
     seed: Annotated[int, typer.Option(help="Seed of the k-means++ sampling.")] = 0,
     json_out: JsonOption = None,
-) -> None:
+) -> int:
     """Cluster weights into codebooks: uint8 indices + centroids in the file, float weights at load time."""
 
-    def body() -> int:
-        from tensorslim.compression import cluster
-        from tensorslim.passes.cluster import CLUSTER_OPS, ClusterConfig
+    from tensorslim.compression import cluster
+    from tensorslim.passes.cluster import CLUSTER_OPS, ClusterConfig
 
-        if clusters < 2 or clusters > 256:
-            raise InputError(f"--clusters {clusters}: must be from 2 to 256")
-        op_types = tuple(o.strip() for o in ops.split(",") if o.strip()) if ops else CLUSTER_OPS
-        cfg = ClusterConfig(clusters=clusters, granularity="per_channel" if per_channel else "per_tensor", init=init,
-                            codebook_dtype=codebook_dtype, exclude=tuple(exclude or ()), seed=seed,
-                            op_types=op_types)  # fmt: skip
-        res = cluster(model, output, config=cfg, data=data, max_samples=max_samples)
-        if json_out != "-":
-            console.print(weights_table(res.records, 25, title="clustered weights", columns=SHORT_COLUMNS))
-            console.print(f"wrote {output}")
-        write_json(json_out, {"output_path": str(output), "weights": [r.to_dict() for r in res.records]})
-        return 0
-
-    run_command(with_batch_axes(batch_axis, body))
+    if clusters < 2 or clusters > 256:
+        raise InputError(f"--clusters {clusters}: must be from 2 to 256")
+    op_types = tuple(o.strip() for o in ops.split(",") if o.strip()) if ops else CLUSTER_OPS
+    cfg = ClusterConfig(clusters=clusters, granularity="per_channel" if per_channel else "per_tensor", init=init,
+                        codebook_dtype=codebook_dtype, exclude=tuple(exclude or ()), seed=seed,
+                        op_types=op_types)  # fmt: skip
+    res = cluster(model, output, config=cfg, data=data, max_samples=max_samples)
+    if json_out != "-":
+        console.print(weights_table(res.records, 25, title="clustered weights", columns=SHORT_COLUMNS))
+        console.print(f"wrote {output}")
+    write_json(json_out, {"output_path": str(output), "weights": [r.to_dict() for r in res.records]})
+    return 0
 
 
 def _pack_table(rep: Any) -> Table:
@@ -130,6 +139,11 @@ def _pack_table(rep: Any) -> Table:
     return t
 
 
+@command(
+    "pack",
+    epilog="Examples:\n\n    tensorslim pack model.onnx -o model.tslim\n\n"
+    "    tensorslim pack clustered.onnx -o model.tslim --compare --json -\n\n" + _EXIT
+)
 def pack_cmd(
     model: Annotated[Path, typer.Argument(help="ONNX model to pack (never modified).")],
     output: Annotated[Path, output_option("The .tslim file to write.")],
@@ -138,41 +152,41 @@ def pack_cmd(
         bool, typer.Option("--compare", help="Also report zstd -19, lzma (xz -9e) and gzip -9 of the ONNX file.")
     ] = False,
     json_out: JsonOption = None,
-) -> None:
+) -> int:
     """Pack a model into the smallest file to ship (.tslim): bytes per part and bits per weight."""
 
-    def body() -> int:
-        from tensorslim.pack import PackConfig, pack_model
+    from tensorslim.pack import PackConfig, pack_model
 
-        rep = pack_model(model, output, config=user_config(PackConfig, level=level, compare=compare))
-        if json_out != "-":
-            console.print(_pack_table(rep))
-            console.print(f"wrote {output} in {rep.seconds:.2f} s")
-        write_json(json_out, rep.to_dict())
-        return 0
-
-    run_command(body)
+    rep = pack_model(model, output, config=user_config(PackConfig, level=level, compare=compare))
+    if json_out != "-":
+        console.print(_pack_table(rep))
+        console.print(f"wrote {output} in {rep.seconds:.2f} s")
+    write_json(json_out, rep.to_dict())
+    return 0
 
 
+@command("unpack", epilog="Examples:\n\n    tensorslim unpack model.tslim -o model.onnx\n\n" + _EXIT)
 def unpack_cmd(
     model: Annotated[Path, typer.Argument(help="The .tslim file.")],
     output: Annotated[Path, output_option("Where to write the ONNX model.")],
     json_out: JsonOption = None,
-) -> None:
+) -> int:
     """Unpack a .tslim file into a runnable ONNX model whose weights are bit-exact to the packed model."""
 
-    def body() -> int:
-        from tensorslim.pack import unpack_model
+    from tensorslim.pack import unpack_model
 
-        unpack_model(model, output)
-        if json_out != "-":
-            console.print(f"wrote {output} ({output.stat().st_size:,} bytes)")
-        write_json(json_out, {"output_path": str(output), "bytes": output.stat().st_size})
-        return 0
-
-    run_command(body)
+    unpack_model(model, output)
+    if json_out != "-":
+        console.print(f"wrote {output} ({output.stat().st_size:,} bytes)")
+    write_json(json_out, {"output_path": str(output), "bytes": output.stat().st_size})
+    return 0
 
 
+@command(
+    "compress",
+    epilog="Examples:\n\n    tensorslim compress model.onnx -o model.tslim --clusters 16 --data calib.npz\n\n"
+    "    tensorslim compress model.onnx -o model.tslim --sparsity 0.5 --clusters 16 --no-quantize\n\n" + _EXIT
+)
 def compress_cmd(
     model: Annotated[Path, typer.Argument(help="Float ONNX model (never modified).")],
     output: Annotated[Path, output_option("The .tslim file to write.")],
@@ -186,72 +200,36 @@ def compress_cmd(
     batch_axis: BatchAxisOption = None,
     json_out: JsonOption = None,
     target_runtime: TargetRuntimeOption = None,
-) -> None:
+) -> int:
     """Prune -> cluster -> quantize -> pack, with each stage's size and fidelity against the input."""
 
-    def body() -> int:
-        from tensorslim.compression import compress
+    from tensorslim.compression import compress
 
-        _sparsity_arg(sparsity)
-        if clusters == 1 or clusters < 0 or clusters > 256:
-            raise InputError(f"--clusters {clusters}: must be from 2 to 256 (0 skips clustering)")
-        rep = compress(model, output, sparsity=sparsity, pattern=pattern, clusters=clusters or None,
-                       per_channel=per_channel, quantize=quantize, data=data, eval_data=eval_data,
-                       target_runtime=target_runtime)  # fmt: skip
-        if json_out != "-":
-            t = Table(title=f"tensorslim compress {model.name}", title_justify="left")
-            scored = "on generated inputs"  # which data each accuracy is on
-            if eval_data is not None:
-                scored = f"on {eval_data.name}"
-            elif data is not None:
-                scored = f"on the calibration data {data.name}"
-            for col in ("stage", "bytes", "size x", "cosine", "SQNR dB", f"accuracy ({scored})", "s", "detail"):
-                t.add_column(col)
-            for s in rep.stages:
-                cos = "-" if s.cosine_mean is None else f"{s.cosine_mean:.5f}"
-                sq = "-" if s.sqnr_db is None else f"{s.sqnr_db:.1f}"
-                acc = "-" if s.accuracy is None else f"{100 * s.accuracy:.2f}%"
-                t.add_row(s.stage, f"{s.bytes:,}", f"{s.ratio:.4f}", cos, sq, acc, f"{s.seconds:.1f}", s.detail)
-            console.print(t)
-            if eval_data is None and data is not None:
-                console.print("note: fidelity is measured on the calibration data; --eval-data gives a held-out figure")
-            if rep.pack is not None:
-                console.print(_pack_table(rep.pack))
-            console.print(f"wrote {output}")
-        write_json(json_out, rep.to_dict())
-        return 0
-
-    run_command(with_batch_axes(batch_axis, body))
-
-
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
-    app.command(
-        "prune",
-        epilog="Examples:\n\n"
-        "    tensorslim prune model.onnx -o pruned.onnx --sparsity 0.5\n\n"
-        "    tensorslim prune model.onnx -o pruned.onnx --pattern 2:4 --data calib.npz\n\n"
-        "    tensorslim prune model.onnx -o small.onnx --pattern channel --sparsity 0.5 --data calib.npz\n\n" + _EXIT,
-    )(prune_cmd)
-    app.command(
-        "cluster",
-        epilog="Examples:\n\n"
-        "    tensorslim cluster model.onnx -o clustered.onnx --clusters 16\n\n"
-        "    tensorslim cluster model.onnx -o clustered.onnx --clusters 16 --per-channel --data calib.npz\n\n"
-        "    tensorslim cluster m.onnx -o emb.onnx --clusters 12 --per-channel --ops Gather "
-        "--codebook-dtype float16\n\n"
-        "    tensorslim cluster emb.onnx -o both.onnx --clusters 32 --ops MatMul --data calib.npz\n\n" + _EXIT,
-    )(cluster_cmd)
-    app.command(
-        "pack",
-        epilog="Examples:\n\n    tensorslim pack model.onnx -o model.tslim\n\n"
-        "    tensorslim pack clustered.onnx -o model.tslim --compare --json -\n\n" + _EXIT,
-    )(pack_cmd)
-    app.command(
-        "unpack", epilog="Examples:\n\n    tensorslim unpack model.tslim -o model.onnx\n\n" + _EXIT,
-    )(unpack_cmd)
-    app.command(
-        "compress",
-        epilog="Examples:\n\n    tensorslim compress model.onnx -o model.tslim --clusters 16 --data calib.npz\n\n"
-        "    tensorslim compress model.onnx -o model.tslim --sparsity 0.5 --clusters 16 --no-quantize\n\n" + _EXIT,
-    )(compress_cmd)
+    _sparsity_arg(sparsity)
+    if clusters == 1 or clusters < 0 or clusters > 256:
+        raise InputError(f"--clusters {clusters}: must be from 2 to 256 (0 skips clustering)")
+    rep = compress(model, output, sparsity=sparsity, pattern=pattern, clusters=clusters or None,
+                   per_channel=per_channel, quantize=quantize, data=data, eval_data=eval_data,
+                   target_runtime=target_runtime)  # fmt: skip
+    if json_out != "-":
+        t = Table(title=f"tensorslim compress {model.name}", title_justify="left")
+        scored = "on generated inputs"  # which data each accuracy is on
+        if eval_data is not None:
+            scored = f"on {eval_data.name}"
+        elif data is not None:
+            scored = f"on the calibration data {data.name}"
+        for col in ("stage", "bytes", "size x", "cosine", "SQNR dB", f"accuracy ({scored})", "s", "detail"):
+            t.add_column(col)
+        for s in rep.stages:
+            cos = "-" if s.cosine_mean is None else f"{s.cosine_mean:.5f}"
+            sq = "-" if s.sqnr_db is None else f"{s.sqnr_db:.1f}"
+            acc = "-" if s.accuracy is None else f"{100 * s.accuracy:.2f}%"
+            t.add_row(s.stage, f"{s.bytes:,}", f"{s.ratio:.4f}", cos, sq, acc, f"{s.seconds:.1f}", s.detail)
+        console.print(t)
+        if eval_data is None and data is not None:
+            console.print("note: fidelity is measured on the calibration data; --eval-data gives a held-out figure")
+        if rep.pack is not None:
+            console.print(_pack_table(rep.pack))
+        console.print(f"wrote {output}")
+    write_json(json_out, rep.to_dict())
+    return 0

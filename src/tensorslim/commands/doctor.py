@@ -7,12 +7,21 @@ from typing import Annotated
 
 import typer
 
-from tensorslim.commands._kit import EXIT_OK, console, run_command, write_json
+from tensorslim.commands._kit import EXIT_OK, command, console, write_json
 from tensorslim.commands._options import JsonOption
 
-__all__ = ["register"]
+__all__ = ["doctor"]
 
 
+@command(
+    "doctor",
+    epilog="Examples:\n\n"
+    "    tensorslim doctor model.int8.onnx\n\n"
+    "    tensorslim doctor model.qdq.onnx --baseline model.onnx --json doctor.json\n\n"
+    "    tensorslim doctor model.int8.onnx --data inputs.npz    # real inputs for the timings\n\n"
+    "    tensorslim doctor model.int8.onnx --no-measure      # static checks only (one session creation)\n\n"
+    "Exit codes: 0 ok (findings are not errors), 2 bad input, 3 internal error."
+)
 def doctor(
     model: Annotated[Path, typer.Argument(help="ONNX model to check (usually the quantized one).")],
     baseline: Annotated[
@@ -26,32 +35,16 @@ def doctor(
     threads: Annotated[int, typer.Option(help="Intra-op threads for the timings.")] = 1,
     seconds: Annotated[float, typer.Option(help="Timing budget per model.")] = 1.5,
     json_out: JsonOption = None,
-) -> None:
+) -> int:
     """Integer instructions of this CPU, unfused Q/DQ pairs, int4/fp16/ConvInteger/S8S8 pitfalls, each with its fix."""
 
-    def body() -> int:
-        from tensorslim.benchmark.inputs import real_inputs
-        from tensorslim.diagnostics.doctor import doctor as run_doctor
-        from tensorslim.diagnostics.doctor import render_doctor
+    from tensorslim.benchmark.inputs import real_inputs
+    from tensorslim.diagnostics.doctor import doctor as run_doctor
+    from tensorslim.diagnostics.doctor import render_doctor
 
-        inputs = None if data is None or not measure else real_inputs(model, data)
-        rep = run_doctor(model, baseline=baseline, inputs=inputs, measure=measure, threads=threads, seconds=seconds)
-        if json_out != "-":
-            render_doctor(rep, console)
-        write_json(json_out, rep.to_dict())
-        return EXIT_OK
-
-    run_command(body)
-
-
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to ``app``."""
-    app.command(
-        "doctor",
-        epilog="Examples:\n\n"
-        "    tensorslim doctor model.int8.onnx\n\n"
-        "    tensorslim doctor model.qdq.onnx --baseline model.onnx --json doctor.json\n\n"
-        "    tensorslim doctor model.int8.onnx --data inputs.npz    # real inputs for the timings\n\n"
-        "    tensorslim doctor model.int8.onnx --no-measure      # static checks only (one session creation)\n\n"
-        "Exit codes: 0 ok (findings are not errors), 2 bad input, 3 internal error.",
-    )(doctor)
+    inputs = None if data is None or not measure else real_inputs(model, data)
+    rep = run_doctor(model, baseline=baseline, inputs=inputs, measure=measure, threads=threads, seconds=seconds)
+    if json_out != "-":
+        render_doctor(rep, console)
+    write_json(json_out, rep.to_dict())
+    return EXIT_OK

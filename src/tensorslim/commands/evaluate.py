@@ -7,14 +7,22 @@ from typing import Annotated
 
 import typer
 
-from tensorslim.commands._kit import EXIT_OK, console, run_command, write_json
-from tensorslim.commands._options import BatchAxisOption, JsonOption, ReportOption, data_option, with_batch_axes
+from tensorslim.commands._kit import EXIT_OK, command, console, write_json
+from tensorslim.commands._options import BatchAxisOption, JsonOption, ReportOption, data_option
 from tensorslim.commands._tables import eval_table
 from tensorslim.errors import InputError
 
-__all__ = ["register"]
+__all__ = ["eval_cmd"]
 
 
+@command(
+    "eval",
+    epilog="Examples:\n\n"
+    "    tensorslim eval model.onnx model.int8.onnx --data test.npz\n\n"
+    "    tensorslim eval model.onnx model.int8.onnx --json -\n\n"
+    "The .npz holds one array per model input, named after it (see --data); an optional integer "
+    "'label' array adds task accuracy. Exit codes: 0 ok, 2 bad input, 3 internal error."
+)
 def eval_cmd(
     reference: Annotated[Path, typer.Argument(help="The original model.")],
     candidate: Annotated[Path, typer.Argument(help="The optimized model.")],
@@ -24,41 +32,26 @@ def eval_cmd(
     max_samples: Annotated[int | None, typer.Option(help="Use at most this many samples.")] = None,
     json_out: JsonOption = None,
     report_html: ReportOption = None,
-) -> None:
+) -> int:
     """Compare a candidate model's outputs with a reference model's on the same inputs."""
 
-    def body() -> int:
-        from tensorslim.evaluate import evaluate
+    from tensorslim.evaluate import evaluate
 
-        if batch_size < 1:
-            raise InputError("--batch-size: must be at least 1")
-        report = evaluate(reference, candidate, data, batch_size=batch_size, max_samples=max_samples)
-        if json_out != "-":
-            console.print(eval_table(report))
-            for note in report.notes:
-                console.print(f"note: {note}")
-        if report_html is not None:
-            from tensorslim.report import write_report
+    if batch_size < 1:
+        raise InputError("--batch-size: must be at least 1")
+    report = evaluate(reference, candidate, data, batch_size=batch_size, max_samples=max_samples)
+    if json_out != "-":
+        console.print(eval_table(report))
+        for note in report.notes:
+            console.print(f"note: {note}")
+    if report_html is not None:
+        from tensorslim.report import write_report
 
-            write_report(
-                report_html,
-                evaluation=report,
-                layers_of=(reference, candidate, data),
-                title=f"tensorslim eval {candidate.name}",
-            )
-        write_json(json_out, report.to_dict())
-        return EXIT_OK
-
-    run_command(with_batch_axes(batch_axis, body))
-
-
-def register(app: typer.Typer) -> None:
-    """Add ``eval`` to ``app``."""
-    app.command(
-        name="eval",
-        epilog="Examples:\n\n"
-        "    tensorslim eval model.onnx model.int8.onnx --data test.npz\n\n"
-        "    tensorslim eval model.onnx model.int8.onnx --json -\n\n"
-        "The .npz holds one array per model input, named after it (see --data); an optional integer "
-        "'label' array adds task accuracy. Exit codes: 0 ok, 2 bad input, 3 internal error.",
-    )(eval_cmd)
+        write_report(
+            report_html,
+            evaluation=report,
+            layers_of=(reference, candidate, data),
+            title=f"tensorslim eval {candidate.name}",
+        )
+    write_json(json_out, report.to_dict())
+    return EXIT_OK

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tensorslim.commands._kit import EXIT_OK, console, err_console, run_command, warn, write_json
+from tensorslim.commands._kit import EXIT_OK, command, console, err_console, warn, write_json
 from tensorslim.commands._options import (
     BatchAxisOption,
     JsonOption,
@@ -17,14 +17,13 @@ from tensorslim.commands._options import (
     TargetRuntimeOption,
     data_option,
     output_option,
-    with_batch_axes,
 )
 from tensorslim.commands._tables import mb, weights_table
 from tensorslim.errors import ConfigError, InputError
 from tensorslim.modes import ONNX_MODES, mode_help
 from tensorslim.runtime.targets import target_for
 
-__all__ = ["register"]
+__all__ = ["quantize"]
 
 _EPILOG = (
     "Examples:\n\n"
@@ -35,6 +34,12 @@ _EPILOG = (
     "    tensorslim quantize model.pt -o model.int8.onnx --input-shape x=1x3x32x32   # TorchScript or torch.export\n\n"
     "    tensorslim quantize hf_model_dir/ -o q.onnx --mode int4 --data sentences.txt  # Hugging Face folder\n\n"
     "Exit codes: 0 ok, 2 bad input, 3 internal error."
+)
+
+#: ``--ops``: an allow-list in every mode (fp16 included since issue 17).
+_OPS_HELP = (
+    "Comma-separated op types to quantize, e.g. MatMul,Gemm,Conv (fp16: the op types converted to float16, the "
+    "others stay float32)."
 )
 
 
@@ -86,6 +91,7 @@ def _split_ops(ops: str | None) -> tuple[str, ...] | None:
 
 
 
+@command("quantize", epilog=_EPILOG)
 def quantize(
     model: Annotated[Path, typer.Argument(help="Float ONNX or TFLite model to quantize (never modified).")],
     output: Annotated[Path, output_option("Where to write the quantized model.")],
@@ -109,11 +115,7 @@ def quantize(
             "static: minmax, moving_average, percentile, mse or entropy.",
         ),
     ] = None,
-    ops: Annotated[
-        str | None,
-        typer.Option(help="Comma-separated op types to quantize, e.g. MatMul,Gemm,Conv (fp16: the op types converted "
-                     "to float16, the others stay float32)."),
-    ] = None,
+    ops: Annotated[str | None, typer.Option(help=_OPS_HELP)] = None,
     exclude: Annotated[
         list[str] | None, typer.Option(help="Regex on node names to keep in float (repeatable).")
     ] = None,
@@ -207,83 +209,80 @@ def quantize(
     ] = True,
     report_html: ReportOption = None,
     target_runtime: TargetRuntimeOption = None,
-) -> None:
+) -> int:
     """Quantize a float ONNX model (dynamic-range int8: ~4x smaller weights, no calibration data)."""
 
-    def body() -> int:
-        from tensorslim.api import quantize as run_quantize
-        from tensorslim.backends.tflite.io import is_tflite
-        from tensorslim.frontends.inputs import resolve_cli_input
+    from tensorslim.api import quantize as run_quantize
+    from tensorslim.backends.tflite.io import is_tflite
+    from tensorslim.frontends.inputs import resolve_cli_input
 
-        model_in, data_in, front_notes = resolve_cli_input(model, output, data, tokenizer, input_shape or [], mode)
-        images = _image_preprocess(
-            image_size, layout=layout, color=color, resize=resize, scale=scale, mean=mean, std=std
-        )
-        if images is not None:
-            if is_tflite(model):
-                raise InputError("--image-size: image folders calibrate ONNX models; save them as .npz for .tflite")
-            data_in = _image_data(model_in, data_in, images, max_samples)
-        target = target_for(target_runtime, model_kind="tflite" if is_tflite(model) else "onnx")
+    model_in, data_in, front_notes = resolve_cli_input(model, output, data, tokenizer, input_shape or [], mode)
+    images = _image_preprocess(
+        image_size, layout=layout, color=color, resize=resize, scale=scale, mean=mean, std=std
+    )
+    if images is not None:
         if is_tflite(model):
-            if target is not None and json_out != "-":
-                console.print(f"note: --target-runtime {target}: LiteRT versions are not checked yet (ONNX only)")
+            raise InputError("--image-size: image folders calibrate ONNX models; save them as .npz for .tflite")
+        data_in = _image_data(model_in, data_in, images, max_samples)
+    target = target_for(target_runtime, model_kind="tflite" if is_tflite(model) else "onnx")
+    if is_tflite(model):
+        if target is not None and json_out != "-":
+            console.print(f"note: --target-runtime {target}: LiteRT versions are not checked yet (ONNX only)")
 
-            if (scheme or "symmetric", weight_encoding) != ("symmetric", "auto"):
-                raise InputError("--scheme and --weight-encoding apply to ONNX models; drop them for .tflite")
-            if (activation_bits, int16_nodes, smooth_quant, bias_correction, equalize, placement) != (
-                8, None, None, False, False, None
-            ):
-                raise InputError(
-                    "--activation-bits, --int16-nodes, --smooth-quant, --bias-correction, --equalize and --placement "
-                    "apply to ONNX models; drop them for .tflite"
-                )
-            return _quantize_tflite(
-                model, output, mode=mode, form=form, data=data, granularity=granularity, range_method=range_method,
-                exclude=exclude or (), min_size=min_size, ops=_split_ops(ops), io=io, json_out=json_out,
-                show_all=show_all, check_speed=check_speed,
-            )  # fmt: skip
-        cfg = _onnx_config(
-            mode, form=form, scheme=scheme, granularity=granularity, range_method=range_method, ops=_split_ops(ops),
-            exclude=tuple(exclude or ()), min_size=min_size, weight_encoding=weight_encoding, bits=bits,
-            block_size=block_size, method=method, accuracy_level=accuracy_level, kernel=kernel,
-            data=None if data_in is None else data,
-            static_options={"io_dtype": io, "activation_bits": activation_bits, "int16_nodes": tuple(int16_nodes or ()),
-                            "smooth_quant": smooth_quant, "bias_correction": bias_correction, "equalize": equalize,
-                            "placement": None if placement is None else str(placement),
-                            "latency_check": latency_check, "learned_rounding": learned_rounding},
+        if (scheme or "symmetric", weight_encoding) != ("symmetric", "auto"):
+            raise InputError("--scheme and --weight-encoding apply to ONNX models; drop them for .tflite")
+        if (activation_bits, int16_nodes, smooth_quant, bias_correction, equalize, placement) != (
+            8, None, None, False, False, None
+        ):
+            raise InputError(
+                "--activation-bits, --int16-nodes, --smooth-quant, --bias-correction, --equalize and --placement "
+                "apply to ONNX models; drop them for .tflite"
+            )
+        return _quantize_tflite(
+            model, output, mode=mode, form=form, data=data, granularity=granularity, range_method=range_method,
+            exclude=exclude or (), min_size=min_size, ops=_split_ops(ops), io=io, json_out=json_out,
+            show_all=show_all, check_speed=check_speed,
         )  # fmt: skip
-        result = _own_weights(run_quantize(model_in, output, config=cfg, data=data_in, max_samples=max_samples,
-                                           target_runtime=target), model_in)  # fmt: skip
-        quiet = json_out == "-"
-        if not quiet:
-            console.print(weights_table(result.records, 0 if show_all else 25))
-            s = result.summary()
-            console.print(
-                f"quantized {s['quantized']} of {s['weights']} weights: {mb(s['bytes_before'])} MB -> "
-                f"{mb(s['bytes_after'])} MB; model {mb(result.input_bytes)} MB -> {mb(result.output_bytes)} MB "
-                f"({result.size_ratio:.3f}x) in {result.seconds:.1f} s"
-            )
-            for note in [*front_notes, *result.notes]:
-                console.print(f"note: {note}")
-            console.print(f"wrote {result.output_path}")
-        payload = result.to_dict()
-        if check_speed:
-            payload["speed_check"] = _speed_check(model_in, output, quiet=quiet, mode=mode)
-        if report_html is not None:
-            from tensorslim.report import write_report
+    cfg = _onnx_config(
+        mode, form=form, scheme=scheme, granularity=granularity, range_method=range_method, ops=_split_ops(ops),
+        exclude=tuple(exclude or ()), min_size=min_size, weight_encoding=weight_encoding, bits=bits,
+        block_size=block_size, method=method, accuracy_level=accuracy_level, kernel=kernel,
+        data=None if data_in is None else data,
+        static_options={"io_dtype": io, "activation_bits": activation_bits, "int16_nodes": tuple(int16_nodes or ()),
+                        "smooth_quant": smooth_quant, "bias_correction": bias_correction, "equalize": equalize,
+                        "placement": None if placement is None else str(placement),
+                        "latency_check": latency_check, "learned_rounding": learned_rounding},
+    )  # fmt: skip
+    result = _own_weights(run_quantize(model_in, output, config=cfg, data=data_in, max_samples=max_samples,
+                                       target_runtime=target), model_in)  # fmt: skip
+    quiet = json_out == "-"
+    if not quiet:
+        console.print(weights_table(result.records, 0 if show_all else 25))
+        s = result.summary()
+        console.print(
+            f"quantized {s['quantized']} of {s['weights']} weights: {mb(s['bytes_before'])} MB -> "
+            f"{mb(s['bytes_after'])} MB; model {mb(result.input_bytes)} MB -> {mb(result.output_bytes)} MB "
+            f"({result.size_ratio:.3f}x) in {result.seconds:.1f} s"
+        )
+        for note in [*front_notes, *result.notes]:
+            console.print(f"note: {note}")
+        console.print(f"wrote {result.output_path}")
+    payload = result.to_dict()
+    if check_speed:
+        payload["speed_check"] = _speed_check(model_in, output, quiet=quiet, mode=mode)
+    if report_html is not None:
+        from tensorslim.report import write_report
 
-            write_report(
-                report_html,
-                quantize=result,
-                quantize_input=model_in,
-                speed_check=payload.get("speed_check"),
-                layers_of=(model_in, output, None),
-                title=f"tensorslim quantize {Path(model_in).name}",
-            )
-        write_json(json_out, payload)
-        return EXIT_OK
-
-    run_command(with_batch_axes(batch_axis, body))
+        write_report(
+            report_html,
+            quantize=result,
+            quantize_input=model_in,
+            speed_check=payload.get("speed_check"),
+            layers_of=(model_in, output, None),
+            title=f"tensorslim quantize {Path(model_in).name}",
+        )
+    write_json(json_out, payload)
+    return EXIT_OK
 
 
 def _weight_names(graph: Any) -> set[str]:
@@ -530,7 +529,3 @@ def _litert_speed_check(reference: Path, candidate: Path, *, quiet: bool) -> dic
             )
     return {"reference_p50_ms": ref.p50_ms, "candidate_p50_ms": cand.p50_ms, "ratio": v.ratio,
             "slower": v.kind == "slower", "verdict": v.kind, "busy": v.busy}  # fmt: skip
-
-
-def register(app: typer.Typer) -> None:
-    app.command("quantize", epilog=_EPILOG)(quantize)
