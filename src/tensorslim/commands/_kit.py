@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from tensorslim.commands._options import with_batch_axes
 from tensorslim.errors import ConfigError, InputError, TargetNotMetError
 
 __all__ = [
+    "EXIT_CODES",
     "EXIT_INPUT",
     "EXIT_INTERNAL",
     "EXIT_OK",
@@ -198,12 +200,28 @@ class CommandSpec:
     group: str | None = None
 
 
-def command(name: str, *, epilog: str, group: str | None = None) -> Callable[[Callable[..., int]], Callable[..., int]]:
+#: The exit codes most commands document (``optimize`` adds 1, ``recipe`` invalid recipes).
+EXIT_CODES = "Exit codes: 0 ok, 2 bad input, 3 internal error."
+
+
+def command(
+    name: str, examples: str, *, note: str = "", exits: str = EXIT_CODES, group: str | None = None
+) -> Callable[[Callable[..., int]], Callable[..., int]]:
     """Mark a function as the command ``name`` (a subcommand of ``group``); registers nothing.
 
+    Its ``--help`` epilog lists ``examples`` (one command line per line; a line indented deeper continues the one
+    above it), then ``note`` and ``exits``.
     :func:`tensorslim.commands.build_app` finds the marked functions of each command module and adds them to the
     app it builds, each run by :func:`as_callback`. The function returns its exit code.
     """
+    tail = " ".join(t for t in (note, exits) if t)
+    lines: list[str] = []
+    for line in textwrap.dedent(examples).strip("\n").splitlines():
+        if line.startswith(" ") and lines:
+            lines[-1] += " " + line.strip()
+        elif line.strip():
+            lines.append(line.strip())
+    epilog = "Examples:\n\n" + "\n\n".join(f"    {e}" for e in lines) + (f"\n\n{tail}" if tail else "")
 
     def mark(fn: Callable[..., int]) -> Callable[..., int]:
         fn.__dict__["command_spec"] = CommandSpec(name, epilog, group)

@@ -26,13 +26,10 @@ def _parse_dims(dims: list[str] | None) -> dict[str, int]:
     return out
 
 
-@command(
-    "bench",
-    epilog="Examples:\n\n"
-    "    tensorslim bench model.onnx model.int8.onnx\n\n"
-    "    tensorslim bench model.onnx q.onnx --batch-size 32 --dim sequence=128 --threads 2 --json bench.json\n\n"
-    "Ratios are against the first model. Exit codes: 0 ok, 2 bad input, 3 internal error."
-)
+@command("bench", """
+    tensorslim bench model.onnx model.int8.onnx
+    tensorslim bench model.onnx q.onnx --batch-size 32 --dim sequence=128 --threads 2 --json bench.json
+""", note="Ratios are against the first model.")
 def bench(
     models: Annotated[list[Path], typer.Argument(help="ONNX (or .tflite) models; the first is the baseline.")],
     threads: Annotated[int, typer.Option(help="Intra-op threads (0: ONNX Runtime default).")] = 1,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from tensorslim.commands._kit import command, console, user_config, write_json
+from tensorslim.commands._kit import EXIT_OK, command, console, user_config, write_json
 from tensorslim.commands._options import (
     BatchAxisOption,
     JsonOption,
@@ -21,7 +21,14 @@ from tensorslim.errors import InputError
 
 __all__ = ["cluster_cmd", "compress_cmd", "pack_cmd", "prune_cmd", "unpack_cmd"]
 
-_EXIT = "Exit codes: 0 ok, 2 bad input, 3 internal error."
+
+def _weights_written(records: list[Any], output: Path, json_out: str | None, title: str) -> int:
+    """The prune and cluster output: what was done to each weight (25 largest), the file written, the JSON."""
+    if json_out != "-":
+        console.print(weights_table(records, 25, title=title, columns=SHORT_COLUMNS))
+        console.print(f"wrote {output}")
+    write_json(json_out, {"output_path": str(output), "weights": [r.to_dict() for r in records]})
+    return EXIT_OK
 
 
 def _sparsity_arg(value: float | None) -> float | None:
@@ -30,13 +37,11 @@ def _sparsity_arg(value: float | None) -> float | None:
     return value
 
 
-@command(
-    "prune",
-    epilog="Examples:\n\n"
-    "    tensorslim prune model.onnx -o pruned.onnx --sparsity 0.5\n\n"
-    "    tensorslim prune model.onnx -o pruned.onnx --pattern 2:4 --data calib.npz\n\n"
-    "    tensorslim prune model.onnx -o small.onnx --pattern channel --sparsity 0.5 --data calib.npz\n\n" + _EXIT
-)
+@command("prune", """
+    tensorslim prune model.onnx -o pruned.onnx --sparsity 0.5
+    tensorslim prune model.onnx -o pruned.onnx --pattern 2:4 --data calib.npz
+    tensorslim prune model.onnx -o small.onnx --pattern channel --sparsity 0.5 --data calib.npz
+""")
 def prune_cmd(
     model: Annotated[Path, typer.Argument(help="Float ONNX model (never modified).")],
     output: Annotated[Path, output_option("Where to write the pruned model.")],
@@ -72,22 +77,15 @@ def prune_cmd(
         cfg = PruneConfig(sparsity=s, pattern=pattern, method=m, scope=scope,
                           max_layer_sparsity=max_layer_sparsity, exclude=tuple(exclude or ()))  # fmt: skip
         res = prune(model, output, config=cfg, data=data, max_samples=max_samples)
-    if json_out != "-":
-        console.print(weights_table(res.records, 25, title="pruned weights", columns=SHORT_COLUMNS))
-        console.print(f"wrote {output}")
-    write_json(json_out, {"output_path": str(output), "weights": [r.to_dict() for r in res.records]})
-    return 0
+    return _weights_written(res.records, output, json_out, "pruned weights")
 
 
-@command(
-    "cluster",
-    epilog="Examples:\n\n"
-    "    tensorslim cluster model.onnx -o clustered.onnx --clusters 16\n\n"
-    "    tensorslim cluster model.onnx -o clustered.onnx --clusters 16 --per-channel --data calib.npz\n\n"
-    "    tensorslim cluster m.onnx -o emb.onnx --clusters 12 --per-channel --ops Gather "
-    "--codebook-dtype float16\n\n"
-    "    tensorslim cluster emb.onnx -o both.onnx --clusters 32 --ops MatMul --data calib.npz\n\n" + _EXIT
-)
+@command("cluster", """
+    tensorslim cluster model.onnx -o clustered.onnx --clusters 16
+    tensorslim cluster model.onnx -o clustered.onnx --clusters 16 --per-channel --data calib.npz
+    tensorslim cluster m.onnx -o emb.onnx --clusters 12 --per-channel --ops Gather --codebook-dtype float16
+    tensorslim cluster emb.onnx -o both.onnx --clusters 32 --ops MatMul --data calib.npz
+""")
 def cluster_cmd(
     model: Annotated[Path, typer.Argument(help="Float ONNX model (never modified).")],
     output: Annotated[Path, output_option("Where to write the clustered model.")],
@@ -118,11 +116,7 @@ def cluster_cmd(
                         codebook_dtype=codebook_dtype, exclude=tuple(exclude or ()), seed=seed,
                         op_types=op_types)  # fmt: skip
     res = cluster(model, output, config=cfg, data=data, max_samples=max_samples)
-    if json_out != "-":
-        console.print(weights_table(res.records, 25, title="clustered weights", columns=SHORT_COLUMNS))
-        console.print(f"wrote {output}")
-    write_json(json_out, {"output_path": str(output), "weights": [r.to_dict() for r in res.records]})
-    return 0
+    return _weights_written(res.records, output, json_out, "clustered weights")
 
 
 def _pack_table(rep: Any) -> Table:
@@ -139,11 +133,10 @@ def _pack_table(rep: Any) -> Table:
     return t
 
 
-@command(
-    "pack",
-    epilog="Examples:\n\n    tensorslim pack model.onnx -o model.tslim\n\n"
-    "    tensorslim pack clustered.onnx -o model.tslim --compare --json -\n\n" + _EXIT
-)
+@command("pack", """
+    tensorslim pack model.onnx -o model.tslim
+    tensorslim pack clustered.onnx -o model.tslim --compare --json -
+""")
 def pack_cmd(
     model: Annotated[Path, typer.Argument(help="ONNX model to pack (never modified).")],
     output: Annotated[Path, output_option("The .tslim file to write.")],
@@ -162,10 +155,12 @@ def pack_cmd(
         console.print(_pack_table(rep))
         console.print(f"wrote {output} in {rep.seconds:.2f} s")
     write_json(json_out, rep.to_dict())
-    return 0
+    return EXIT_OK
 
 
-@command("unpack", epilog="Examples:\n\n    tensorslim unpack model.tslim -o model.onnx\n\n" + _EXIT)
+@command("unpack", """
+    tensorslim unpack model.tslim -o model.onnx
+""")
 def unpack_cmd(
     model: Annotated[Path, typer.Argument(help="The .tslim file.")],
     output: Annotated[Path, output_option("Where to write the ONNX model.")],
@@ -179,14 +174,13 @@ def unpack_cmd(
     if json_out != "-":
         console.print(f"wrote {output} ({output.stat().st_size:,} bytes)")
     write_json(json_out, {"output_path": str(output), "bytes": output.stat().st_size})
-    return 0
+    return EXIT_OK
 
 
-@command(
-    "compress",
-    epilog="Examples:\n\n    tensorslim compress model.onnx -o model.tslim --clusters 16 --data calib.npz\n\n"
-    "    tensorslim compress model.onnx -o model.tslim --sparsity 0.5 --clusters 16 --no-quantize\n\n" + _EXIT
-)
+@command("compress", """
+    tensorslim compress model.onnx -o model.tslim --clusters 16 --data calib.npz
+    tensorslim compress model.onnx -o model.tslim --sparsity 0.5 --clusters 16 --no-quantize
+""")
 def compress_cmd(
     model: Annotated[Path, typer.Argument(help="Float ONNX model (never modified).")],
     output: Annotated[Path, output_option("The .tslim file to write.")],
@@ -232,4 +226,4 @@ def compress_cmd(
             console.print(_pack_table(rep.pack))
         console.print(f"wrote {output}")
     write_json(json_out, rep.to_dict())
-    return 0
+    return EXIT_OK

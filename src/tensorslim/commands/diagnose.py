@@ -17,14 +17,10 @@ from tensorslim.errors import InputError
 __all__ = ["diagnose"]
 
 
-@command(
-    "diagnose",
-    epilog="Examples:\n\n"
-    "    tensorslim diagnose model.onnx model.int8.onnx --data test.npz\n\n"
-    "    tensorslim diagnose model.onnx model.int8.onnx --data test.npz --top 3 --json layers.json\n\n"
-    "rmse/scale is the TFLite quantization debugger's metric: ~0.29 is plain rounding noise, > 0.7 is suspect. "
-    "Exit codes: 0 ok, 2 bad input, 3 internal error."
-)
+@command("diagnose", """
+    tensorslim diagnose model.onnx model.int8.onnx --data test.npz
+    tensorslim diagnose model.onnx model.int8.onnx --data test.npz --top 3 --json layers.json
+""", note="rmse/scale is the TFLite quantization debugger's metric: ~0.29 is plain rounding noise, > 0.7 is suspect.")
 def diagnose(
     float_model: Annotated[Path, typer.Argument(help="The float ONNX model.")],
     quant_model: Annotated[Path, typer.Argument(help="Its quantized version.")],

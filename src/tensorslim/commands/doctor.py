@@ -13,15 +13,12 @@ from tensorslim.commands._options import JsonOption
 __all__ = ["doctor"]
 
 
-@command(
-    "doctor",
-    epilog="Examples:\n\n"
-    "    tensorslim doctor model.int8.onnx\n\n"
-    "    tensorslim doctor model.qdq.onnx --baseline model.onnx --json doctor.json\n\n"
-    "    tensorslim doctor model.int8.onnx --data inputs.npz    # real inputs for the timings\n\n"
-    "    tensorslim doctor model.int8.onnx --no-measure      # static checks only (one session creation)\n\n"
-    "Exit codes: 0 ok (findings are not errors), 2 bad input, 3 internal error."
-)
+@command("doctor", """
+    tensorslim doctor model.int8.onnx
+    tensorslim doctor model.qdq.onnx --baseline model.onnx --json doctor.json
+    tensorslim doctor model.int8.onnx --data inputs.npz    # real inputs for the timings
+    tensorslim doctor model.int8.onnx --no-measure      # static checks only (one session creation)
+""", exits="Exit codes: 0 ok (findings are not errors), 2 bad input, 3 internal error.")
 def doctor(
     model: Annotated[Path, typer.Argument(help="ONNX model to check (usually the quantized one).")],
     baseline: Annotated[

@@ -15,14 +15,11 @@ from tensorslim.errors import InputError
 __all__ = ["eval_cmd"]
 
 
-@command(
-    "eval",
-    epilog="Examples:\n\n"
-    "    tensorslim eval model.onnx model.int8.onnx --data test.npz\n\n"
-    "    tensorslim eval model.onnx model.int8.onnx --json -\n\n"
-    "The .npz holds one array per model input, named after it (see --data); an optional integer "
-    "'label' array adds task accuracy. Exit codes: 0 ok, 2 bad input, 3 internal error."
-)
+@command("eval", """
+    tensorslim eval model.onnx model.int8.onnx --data test.npz
+    tensorslim eval model.onnx model.int8.onnx --json -
+""", note="The .npz holds one array per model input, named after it (see --data); an optional integer 'label' "
+    "array adds task accuracy.")
 def eval_cmd(
     reference: Annotated[Path, typer.Argument(help="The original model.")],
     candidate: Annotated[Path, typer.Argument(help="The optimized model.")],

@@ -14,12 +14,10 @@ from tensorslim.commands._options import JsonOption
 __all__ = ["inspect"]
 
 
-@command(
-    "inspect",
-    epilog="Examples:\n\n    tensorslim inspect model.onnx\n\n"
-    "    tensorslim inspect model.onnx --json stats.json\n\n"
-    "Exit codes: 0 ok, 2 bad input, 3 internal error."
-)
+@command("inspect", """
+    tensorslim inspect model.onnx
+    tensorslim inspect model.onnx --json stats.json
+""")
 def inspect(
     model: Annotated[Path, typer.Argument(help="ONNX or TFLite model to inspect.")],
     top: Annotated[int, typer.Option(help="Show the N weights with the worst per-tensor SQNR (0: all).")] = 20,

@@ -13,17 +13,13 @@ from tensorslim.commands._options import BatchAxisOption, JsonOption, ReportOpti
 __all__ = ["optimize"]
 
 
-@command(
-    "optimize",
-    epilog="Examples:\n\n"
-    "    tensorslim optimize                 # the bundled digits CNN: calibration, selection and test splits\n\n"
-    "    tensorslim optimize model.onnx --data calib.npz --eval-data val.npz --test-data test.npz "
-    "--max-drop 1% --objective size --budget 40 --workers 2\n\n"
-    "    tensorslim optimize model.onnx --data calib.npz --eval-data val.npz --metric cosine --max-drop 0.01 "
-    "--ray auto\n\n"
-    "    tensorslim optimize model.onnx --eval-data val.npz --metric python:mymetrics:f1 -o out/ --resume\n\n"
-    "Exit codes: 0 ok, 1 no candidate met the accuracy budget, 2 bad input, 3 internal error."
-)
+@command("optimize", """
+    tensorslim optimize                 # the bundled digits CNN: calibration, selection and test splits
+    tensorslim optimize model.onnx --data calib.npz --eval-data val.npz --test-data test.npz --max-drop 1%
+        --objective size --budget 40 --workers 2
+    tensorslim optimize model.onnx --data calib.npz --eval-data val.npz --metric cosine --max-drop 0.01 --ray auto
+    tensorslim optimize model.onnx --eval-data val.npz --metric python:mymetrics:f1 -o out/ --resume
+""", exits="Exit codes: 0 ok, 1 no candidate met the accuracy budget, 2 bad input, 3 internal error.")
 def optimize(
     model: Annotated[Path | None, typer.Argument(help="ONNX model; the bundled example when omitted.")] = None,
     data: Annotated[Path | None, data_option("Calibration data given to the passes: ")] = None,

@@ -19,15 +19,12 @@ if TYPE_CHECKING:
 __all__ = ["profile_cmd"]
 
 
-@command(
-    "profile",
-    epilog="Examples:\n\n"
-    "    tensorslim profile model.onnx\n\n"
-    "    tensorslim profile model.onnx model.int8.onnx --runs 50 --json prof.json\n\n"
-    "    tensorslim profile model.onnx --data inputs.npz --batch-size 8   # real inputs, first 8 samples\n\n"
-    "Times are medians per run of ONNX Runtime's kernels in its optimized graph (fused ops keep their fused "
-    "names). Exit codes: 0 ok, 2 bad input, 3 internal error."
-)
+@command("profile", """
+    tensorslim profile model.onnx
+    tensorslim profile model.onnx model.int8.onnx --runs 50 --json prof.json
+    tensorslim profile model.onnx --data inputs.npz --batch-size 8   # real inputs, first 8 samples
+""", note="Times are medians per run of ONNX Runtime's kernels in its optimized graph (fused ops keep their "
+    "fused names).")
 def profile_cmd(
     model: Annotated[Path, typer.Argument(help="ONNX model to profile.")],
     other: Annotated[Path | None, typer.Argument(help="A second model: show where the time moved.")] = None,

@@ -25,17 +25,6 @@ from tensorslim.runtime.targets import target_for
 
 __all__ = ["quantize"]
 
-_EPILOG = (
-    "Examples:\n\n"
-    "    tensorslim quantize model.onnx -o model.int8.onnx\n\n"
-    "    tensorslim quantize model.onnx -o model.int8.onnx --form weight_only --granularity per_tensor\n\n"
-    "    tensorslim quantize model.onnx -o q.onnx --ops MatMul,Gemm --exclude 'classifier' --json report.json\n\n"
-    "    tensorslim quantize model.tflite -o model.int8.tflite [--mode dynamic|fp16|static --data calib.npz]\n\n"
-    "    tensorslim quantize model.pt -o model.int8.onnx --input-shape x=1x3x32x32   # TorchScript or torch.export\n\n"
-    "    tensorslim quantize hf_model_dir/ -o q.onnx --mode int4 --data sentences.txt  # Hugging Face folder\n\n"
-    "Exit codes: 0 ok, 2 bad input, 3 internal error."
-)
-
 #: ``--ops``: an allow-list in every mode (fp16 included since issue 17).
 _OPS_HELP = (
     "Comma-separated op types to quantize, e.g. MatMul,Gemm,Conv (fp16: the op types converted to float16, the "
@@ -91,7 +80,14 @@ def _split_ops(ops: str | None) -> tuple[str, ...] | None:
 
 
 
-@command("quantize", epilog=_EPILOG)
+@command("quantize", """
+    tensorslim quantize model.onnx -o model.int8.onnx
+    tensorslim quantize model.onnx -o model.int8.onnx --form weight_only --granularity per_tensor
+    tensorslim quantize model.onnx -o q.onnx --ops MatMul,Gemm --exclude 'classifier' --json report.json
+    tensorslim quantize model.tflite -o model.int8.tflite [--mode dynamic|fp16|static --data calib.npz]
+    tensorslim quantize model.pt -o model.int8.onnx --input-shape x=1x3x32x32   # TorchScript or torch.export
+    tensorslim quantize hf_model_dir/ -o q.onnx --mode int4 --data sentences.txt  # Hugging Face folder
+""")
 def quantize(
     model: Annotated[Path, typer.Argument(help="Float ONNX or TFLite model to quantize (never modified).")],
     output: Annotated[Path, output_option("Where to write the quantized model.")],

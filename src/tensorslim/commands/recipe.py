@@ -37,9 +37,10 @@ def _resolve(recipe: str) -> Any:
     return builtin_recipes().get(recipe)
 
 
-@command(
-    "list", group="recipe", epilog="Examples:\n\n    tensorslim recipe list\n\n    tensorslim recipe list --json -"
-)
+@command("list", """
+    tensorslim recipe list
+    tensorslim recipe list --json -
+""", exits="", group="recipe")
 def recipe_list_cmd(
     json_out: Annotated[str | None, typer.Option("--json", help="Write the list as JSON to a file or -.")] = None,
 ) -> int:
@@ -66,14 +67,10 @@ def recipe_list_cmd(
     return EXIT_OK
 
 
-@command(
-    "show",
-    group="recipe",
-    epilog="Examples:\n\n    tensorslim recipe show static-int8\n\n"
-    "    tensorslim recipe show int4 > my.yaml    # edit it, then: tensorslim run my.yaml model.onnx "
-    "-o out.onnx\n\n"
-    + _EXIT
-)
+@command("show", """
+    tensorslim recipe show static-int8
+    tensorslim recipe show int4 > my.yaml    # edit it, then: tensorslim run my.yaml model.onnx -o out.onnx
+""", exits=_EXIT, group="recipe")
 def recipe_show_cmd(
     name: Annotated[str, typer.Argument(help="A built-in recipe name or a recipe .yaml file.")],
 ) -> int:
@@ -89,7 +86,9 @@ def recipe_show_cmd(
     return EXIT_OK
 
 
-@command("check", group="recipe", epilog="Examples:\n\n    tensorslim recipe check my.yaml\n\n" + _EXIT)
+@command("check", """
+    tensorslim recipe check my.yaml
+""", exits=_EXIT, group="recipe")
 def recipe_check_cmd(
     path: Annotated[Path, typer.Argument(help="The recipe .yaml file.")],
     json_out: JsonOption = None,
@@ -106,14 +105,12 @@ def recipe_check_cmd(
     return EXIT_OK
 
 
-@command(
-    "run",
-    epilog="Examples:\n\n"
-    "    tensorslim run dynamic-int8 model.onnx -o model.int8.onnx\n\n"
-    "    tensorslim run static-int8 model.onnx -o model.qdq.onnx --data calib.npz --eval-data test.npz\n\n"
-    "    tensorslim run prune-cluster-pack model.onnx -o model.tslim\n\n"
-    "    tensorslim run my.yaml model.onnx -o out.onnx --json result.json --report report.html\n\n" + _EXIT
-)
+@command("run", """
+    tensorslim run dynamic-int8 model.onnx -o model.int8.onnx
+    tensorslim run static-int8 model.onnx -o model.qdq.onnx --data calib.npz --eval-data test.npz
+    tensorslim run prune-cluster-pack model.onnx -o model.tslim
+    tensorslim run my.yaml model.onnx -o out.onnx --json result.json --report report.html
+""", exits=_EXIT)
 def run_cmd(
     recipe: Annotated[str, typer.Argument(help="A recipe .yaml file or a built-in name (tensorslim recipe list).")],
     model: Annotated[Path, typer.Argument(help="Float ONNX model (never modified).")],
