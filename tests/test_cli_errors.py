@@ -81,3 +81,14 @@ def test_a_bad_search_or_pack_option_is_exit_2(tmp_path: Path) -> None:
     assert r.returncode == 2 and "level: must be an integer from 1 to 22" in r.stderr, r.stderr
     r = cli("optimize", str(tmp_path / "m.onnx"), "--objective", "beauty", "-o", str(tmp_path / "out"))
     assert r.returncode == 2 and "objective: 'beauty' is not one of" in r.stderr, r.stderr
+
+
+def test_a_tensor_whose_bytes_do_not_fit_its_type_is_a_corrupt_file_exit_2(tmp_path: Path) -> None:
+    """Found by the fuzzer once a bare ValueError became exit 3: a mutated element type left NumPy to fail."""
+    model = mlp_model()[0]
+    model.graph.initializer[2].data_type = onnx.TensorProto.FLOAT16  # W2: float32 bytes, now read as float16
+    (tmp_path / "m.onnx").write_bytes(model.SerializeToString())
+    for args in (("inspect",), ("quantize", "-o", str(tmp_path / "q.onnx"))):
+        r = cli(*args, str(tmp_path / "m.onnx"))
+        assert r.returncode == 2, (r.returncode, r.stderr)
+        assert "tensor 'W2' holds 2,560 bytes, but its shape [10, 64] and type need 1,280" in r.stderr, r.stderr
