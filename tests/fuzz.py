@@ -278,10 +278,10 @@ def run_case(args: list[str], out_dir: Path, timeout: float = CASE_SECONDS) -> t
             os.dup2(fd, 2)
             sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - pytest swaps these for capture objects
             sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-            from tensorslim.cli import app
+            from tensorslim.commands import build_app
 
             try:
-                app(args=args, prog_name="tensorslim", standalone_mode=True)
+                build_app()(args=args, prog_name="tensorslim", standalone_mode=True)
                 code = 0
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -383,7 +383,9 @@ def main() -> None:
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--keep", type=Path, default=Path("fuzz-findings"), help="where failing inputs are copied")
     a = ap.parse_args()
-    import tensorslim.cli  # noqa: F401 - import once, before forking
+    from tensorslim.commands import build_app
+
+    build_app()  # import every command module once, before forking
 
     s = fuzz(a.seconds, a.seed, tuple(a.kinds.split(",")), a.keep)
     print(json.dumps({"seed": a.seed, "seconds": round(s.seconds, 1), "cases": s.cases, "exits": s.exits,

@@ -1,9 +1,9 @@
 """The ``quantize --mode`` table: one place for the modes the code accepts and the help text that lists them.
 
 ``tensorslim quantize --help`` is generated from :data:`ONNX_MODES` and :data:`TFLITE_MODES`, and the ONNX
-config builder (``tensorslim.cli._onnx_config``) accepts exactly the keys of :data:`ONNX_MODES`; a test pins the
-TFLite names to :class:`~tensorslim.backends.tflite.quantize.TfliteMode`. Kept free of heavy imports: the CLI
-builds its help from it at start-up.
+config builder (``tensorslim.commands.quantize._onnx_config``) accepts exactly the keys of :data:`ONNX_MODES`; a
+test pins the TFLite names to :class:`~tensorslim.backends.tflite.quantize.TfliteMode`. Kept free of heavy
+imports: the CLI builds its help from it at start-up.
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ from google.protobuf.message import DecodeError as ProtoDecodeError
 from onnx import TensorProto
 
 from tensorslim.algorithms.entropy import LZMA_PRESET, encode
-from tensorslim.errors import InputError
+from tensorslim.errors import ConfigError, InputError
 from tensorslim.pack.format import FORMAT_VERSION, read_container, write_container
 from tensorslim.pack.tensors import (
     SUB_BYTE_BITS,
@@ -71,10 +71,10 @@ class PackConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.level, bool) or not isinstance(self.level, int) or not 1 <= self.level <= 22:
-            raise ValueError(f"level: must be an integer from 1 to 22, got {self.level!r}")
+            raise ConfigError(f"level: must be an integer from 1 to 22, got {self.level!r}")
         bad = [c for c in self.codecs if c not in _CODECS]
         if bad or not self.codecs:
-            raise ValueError(f"codecs: {list(self.codecs)!r}; allowed: {', '.join(_CODECS)}")
+            raise ConfigError(f"codecs: {list(self.codecs)!r}; allowed: {', '.join(_CODECS)}")
         object.__setattr__(self, "codecs", tuple(self.codecs))
 
 

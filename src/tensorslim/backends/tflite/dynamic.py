@@ -43,6 +43,7 @@ from tensorslim.algorithms.fidelity import sqnr_db
 from tensorslim.algorithms.quantize import QuantParams, RangeMethod, choose_qparams, dequantize, quantize
 from tensorslim.backends.tflite.graph import Graph, compact, quant_params, tensor_name
 from tensorslim.backends.tflite.weights import WEIGHT_ROLES, TfliteWeight, WeightUse, find_weights
+from tensorslim.errors import ConfigError
 from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes.base import WeightRecord
 from tensorslim.passes.dynamic_quant import Granularity, QuantForm
@@ -111,13 +112,13 @@ class TfliteDynamicConfig:
         ops = tuple(self.op_types)
         unknown = [o for o in ops if o not in DYNAMIC_OPS]
         if unknown or not ops:
-            raise ValueError(
+            raise ConfigError(
                 f"op_types: unknown op {', '.join(map(repr, unknown)) or '(empty)'}; allowed: {', '.join(DYNAMIC_OPS)}"
             )
         object.__setattr__(self, "op_types", ops)
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 0:
-            raise ValueError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
+            raise ConfigError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
 
 
 @dataclass
