@@ -10,27 +10,25 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import onnx
 
 from tensorslim.backends.onnx.io import check_output_path, load_model, model_size_bytes, save_model
-from tensorslim.data import BatchAxes, Dataset, batch_size_for, random_input
+from tensorslim.data import BatchAxes, Dataset
 from tensorslim.data.load import DataLike
 from tensorslim.errors import InputError, UnsupportedModelError
-from tensorslim.passes.base import PassResult, WeightRecord
-from tensorslim.passes.blockwise_quant import BlockQuantConfig, BlockQuantPass
-from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass, summarize
-from tensorslim.passes.float16 import Float16Config, Float16Pass, find_overflows
-from tensorslim.passes.fold_batchnorm import FoldBatchNormPass
-from tensorslim.passes.fold_weight_chains import FoldWeightChainsPass
-from tensorslim.passes.static_quant import StaticQuantConfig, StaticQuantPass
+from tensorslim.passes.base import WeightRecord
+from tensorslim.passes.blockwise_quant import BlockQuantConfig
+from tensorslim.passes.dynamic_quant import DynamicQuantConfig, summarize
+from tensorslim.passes.float16 import Float16Config
+from tensorslim.passes.static_quant import StaticQuantConfig
+from tensorslim.pipeline import run_pipeline
 from tensorslim.runtime.ort import OrtRuntime
-from tensorslim.runtime.targets import TargetRuntime, check_target, gather_block_quantized, target_for
+from tensorslim.runtime.targets import TargetRuntime, check_target, target_for
 
 if TYPE_CHECKING:
     from tensorslim.data.images import ImagePreprocess
 
-__all__ = ["QuantizeResult", "quantize"]
+__all__ = ["QuantizeResult", "as_model", "load_calibration", "quantize", "verify_output"]
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +129,8 @@ def load_calibration(
     return load_data(data, specs, max_samples=max_samples, images=images, batch_axis=batch_axis)
 
 
-def _as_model(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
+def as_model(model: str | os.PathLike[str] | onnx.ModelProto) -> tuple[onnx.ModelProto, Path | None]:
+    """``model`` as a ``ModelProto`` (loaded when a path) and the path it came from (``None`` for a proto)."""
     if isinstance(model, onnx.ModelProto):
         return model, None
     path = Path(model)
@@ -192,11 +191,10 @@ def quantize(
     if output is not None:
         inputs = [model] if isinstance(model, str | os.PathLike) else []
         check_output_path(output, *inputs)
-    proto, src = _as_model(model)
+    proto, src = as_model(model)
     dataset = None if data is None else load_calibration(data, proto, max_samples=max_samples, batch_axis=batch_axis)
-    notes: list[str] = []
-    result = _run_pass(proto, cfg, dataset, notes, target)
-    notes.extend(result.notes)
+    result = run_pipeline(proto, cfg, dataset, target)
+    notes = list(result.notes)
     if not result.modified:
         reasons = sorted({r.reason for r in result.records if r.skipped})
         detail = f" ({'; '.join(reasons[:3])})" if reasons else " (the model has no constant weights)"
@@ -324,101 +322,3 @@ def _load_in_subprocess(model: onnx.ModelProto) -> None:
     if proc.returncode:  # pragma: no cover - would be a tensorslim bug
         last = proc.stderr.strip().splitlines()[-1][:300] if proc.stderr.strip() else f"exit {proc.returncode}"
         raise InputError(f"the converted model does not load in ONNX Runtime: {last}; please report this")
-
-
-def _run_pass(
-    proto: onnx.ModelProto,
-    cfg: QuantConfig,
-    dataset: Dataset | None,
-    notes: list[str],
-    target: TargetRuntime | None = None,
-) -> PassResult:
-    chains = FoldWeightChainsPass()(proto)
-    if chains.modified:
-        notes.extend(chains.notes)
-        proto = chains.model
-    folded = FoldBatchNormPass()(proto)
-    if folded.modified:
-        notes.append("BatchNormalization folded into the preceding Conv layers")
-        proto = folded.model
-    if isinstance(cfg, BlockQuantConfig):
-        if target is not None and "Gather" in cfg.op_types and not target.has(gather_block_quantized(cfg.bits)):
-            return _blocks_without_gbq(proto, cfg, dataset, target)
-        return BlockQuantPass(cfg, data=dataset)(proto)
-    if isinstance(cfg, StaticQuantConfig):
-        if dataset is not None and cfg.max_samples is not None and dataset.num_samples > cfg.max_samples:
-            dataset = dataset.head(cfg.max_samples)
-        static = StaticQuantPass(cfg, data=dataset)(proto)
-        # weights left float (embeddings, layers that fell back) still get int8 storage, computed in float
-        rest = DynamicQuantPass(DynamicQuantConfig(form="weight_only", exclude=cfg.exclude))(static.model)
-        done = {r.name: r for r in rest.records if not r.skipped}
-        records = [done.get(r.name, r) if r.skipped else r for r in static.records]
-        records += [r for r in rest.records if r.name not in {x.name for x in static.records}]
-        return PassResult(rest.model, static.modified or rest.modified, records, static.notes)
-    if isinstance(cfg, Float16Config):
-        return _float16_with_fallback(proto, cfg, dataset, notes)
-    return DynamicQuantPass(cfg)(proto)
-
-
-def _blocks_without_gbq(
-    proto: onnx.ModelProto, cfg: BlockQuantConfig, dataset: Dataset | None, target: TargetRuntime
-) -> PassResult:
-    """Block-wise weights for a target without GatherBlockQuantized: embeddings become int8 Gathers instead."""
-    import dataclasses
-
-    rest = tuple(o for o in cfg.op_types if o != "Gather")
-    first = BlockQuantPass(dataclasses.replace(cfg, op_types=rest), data=dataset)(proto) if rest else None
-    embed = DynamicQuantConfig(op_types=("Gather",), form="weight_only", exclude=cfg.exclude, min_size=cfg.min_size)
-    second = DynamicQuantPass(embed)(first.model if first else proto)
-    done = {r.name for r in second.records if not r.skipped}
-    records = [r for r in (first.records if first else []) if r.name not in done]
-    records += [r for r in second.records if not r.skipped or first is None]
-    need = gather_block_quantized(cfg.bits).onnxruntime
-    note = (f"embeddings int8 (Gather on an int8 table): {target} lacks int{cfg.bits} GatherBlockQuantized "
-            f"(onnxruntime>={need[0]}.{need[1]})")  # fmt: skip
-    notes = [*(first.notes if first else []), *second.notes, note]
-    return PassResult(second.model, bool(first and first.modified) or second.modified, records, notes)
-
-
-def _float16_with_fallback(
-    proto: onnx.ModelProto, cfg: Float16Config, dataset: Dataset | None, notes: list[str]
-) -> PassResult:
-    """Convert to float16; nodes that overflow on the data fall back to float32 (three rounds at most)."""
-    import dataclasses
-    import re
-
-    if dataset is None:
-        # one made-up feed per sample in the model's own shapes (unknown dims 1): a fixed batch, a batch on
-        # another axis (recurrent states) or a scalar input all take it as it is
-        rt = OrtRuntime(proto)
-        bounds, rng = rt.index_bounds(), np.random.default_rng(0)
-        feeds = [
-            {
-                s.name: random_input(
-                    rng, s.name, s.dtype, tuple(d if isinstance(d, int) and d > 0 else 1 for d in s.shape),
-                    bounds.get(s.name),
-                )
-                for s in rt.inputs
-            }
-            for _ in range(4)
-        ]  # fmt: skip
-        notes.append("float16 overflow check ran on generated inputs; pass --data for a real check")
-    else:
-        size = batch_size_for(OrtRuntime(proto).inputs, 8)  # a model with a fixed batch takes that many a call
-        feeds = [batch for batch, _ in dataset.batches(size)][:8]
-    result = Float16Pass(cfg)(proto)
-    for _ in range(3):
-        try:
-            culprits = find_overflows(result.model, feeds)
-        except Exception as e:  # ONNX Runtime raises private types: a kernel missing in float16, a shape it rejects
-            msg = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise InputError(
-                f"the float16 model does not run in ONNX Runtime ({msg}); keep the op types it names in float32 "
-                "with --ops (block list), or pass --data with samples the model takes"
-            ) from e
-        if not culprits:
-            break
-        notes.append(f"float32 fallback for node(s) that overflow in float16: {', '.join(culprits)}")
-        cfg = dataclasses.replace(cfg, block_nodes=(*cfg.block_nodes, *(f"^{re.escape(c)}$" for c in culprits)))
-        result = Float16Pass(cfg)(proto)
-    return result

@@ -25,12 +25,13 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tensorslim.errors import InputError
+from tensorslim.registry import PASSES, pass_entry
 
 __all__ = [
     "PASS_KINDS",
@@ -49,17 +50,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-PASS_KINDS: tuple[str, ...] = (
-    "fold_batchnorm",
-    "dynamic_quant",
-    "static_quant",
-    "blockwise_quant",
-    "float16",
-    "prune",
-    "channel_prune",
-    "cluster",
-    "pack",
-)
+PASS_KINDS: tuple[str, ...] = tuple(e.kind for e in PASSES)  # every kind of the registry, in its order
 _TOP_KEYS = ("version", "name", "description", "passes")
 _PASS_KEYS = ("pass", "config", "rules")
 _RULE_KEYS = ("match", "config", "skip")
@@ -77,32 +68,15 @@ class FoldBatchNormConfig:
 
 
 def config_class(kind: str) -> type:
-    """The config dataclass of pass ``kind`` (imported lazily).
+    """The config dataclass of pass ``kind`` (imported lazily, from :mod:`tensorslim.registry`).
 
     Raises:
         RecipeError: unknown kind.
     """
-    loaders: dict[str, Callable[[], type]] = {
-        "fold_batchnorm": lambda: FoldBatchNormConfig,
-        "dynamic_quant": lambda: _import("tensorslim.passes.dynamic_quant", "DynamicQuantConfig"),
-        "static_quant": lambda: _import("tensorslim.passes.static_quant", "StaticQuantConfig"),
-        "blockwise_quant": lambda: _import("tensorslim.passes.blockwise_quant", "BlockQuantConfig"),
-        "float16": lambda: _import("tensorslim.passes.float16", "Float16Config"),
-        "prune": lambda: _import("tensorslim.passes.prune", "PruneConfig"),
-        "channel_prune": lambda: _import("tensorslim.passes.channel_prune", "ChannelPruneConfig"),
-        "cluster": lambda: _import("tensorslim.passes.cluster", "ClusterConfig"),
-        "pack": lambda: _import("tensorslim.pack", "PackConfig"),
-    }
-    if kind not in loaders:
+    entry = pass_entry(kind)
+    if entry is None:
         raise RecipeError(f"unknown pass {kind!r}; allowed: {', '.join(PASS_KINDS)}")
-    return loaders[kind]()
-
-
-def _import(module: str, name: str) -> type:
-    import importlib
-
-    cls: type = getattr(importlib.import_module(module), name)
-    return cls
+    return entry.config_class()
 
 
 @dataclass(frozen=True)
