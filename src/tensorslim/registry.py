@@ -119,6 +119,9 @@ PASSES: tuple[PassEntry, ...] = (
     PassEntry("cluster", "tensorslim.passes.cluster:ClusterConfig", f"{_RUN}:run_cluster",
               "share weights: k-means centroids and indices", exclude_field="exclude", rules="config",
               max_samples=_COMPRESSION_SAMPLES),
+    PassEntry("gather_int8", "tensorslim.passes.gather_int8:GatherInt8Config", "tensorslim.passes.gather_int8:run",
+              "int8 embedding tables, one scale per row, behind DequantizeLinear", exclude_field="exclude",
+              rules="config"),
     PassEntry("pack", "tensorslim.pack:PackConfig", f"{_RUN}:run_pack",
               "write the packed .tslim file (the last pass)"),
 )  # fmt: skip
