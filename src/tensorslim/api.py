@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic
 
 import onnx
 
@@ -16,7 +16,7 @@ from tensorslim.backends.onnx.io import check_output_path, load_model, model_siz
 from tensorslim.data import BatchAxes, Dataset
 from tensorslim.data.load import DataLike
 from tensorslim.errors import InputError, UnsupportedModelError
-from tensorslim.passes.base import WeightRecord
+from tensorslim.passes.base import ModelT, WeightRecord
 from tensorslim.passes.blockwise_quant import BlockQuantConfig
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig, summarize
 from tensorslim.passes.float16 import Float16Config
@@ -34,11 +34,11 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class QuantizeResult:
-    """What :func:`quantize` did.
+class QuantizeResult(Generic[ModelT]):
+    """What :func:`quantize` did, for a model of any format.
 
     Attributes:
-        model: the quantized model.
+        model: the quantized model (``onnx.ModelProto``; for ``.tflite``, the flatbuffer object).
         output_path: where it was written (``None`` when no output was asked for).
         records: one record per weight: what was done or why it was skipped.
         config: the configuration used.
@@ -47,10 +47,10 @@ class QuantizeResult:
         seconds: wall time of the job.
     """
 
-    model: onnx.ModelProto
+    model: ModelT
     output_path: Path | None
     records: list[WeightRecord]
-    config: QuantConfig
+    config: Any  # the config used: a QuantConfig, or a TFLite mode's config
     input_bytes: int
     output_bytes: int
     seconds: float
@@ -181,10 +181,24 @@ def quantize(
         InputError: unreadable model, bad output path, nothing to quantize, or the output needs a newer
             runtime than ``target_runtime``.
     """
-    from tensorslim.backends.tflite.io import is_tflite
+    from tensorslim.formats import format_of
 
-    if isinstance(model, str | os.PathLike) and is_tflite(model):
-        return _quantize_tflite(model, output, config, data, max_samples, verify)
+    return format_of(model).quantize(model, output, config=config, data=data, max_samples=max_samples,
+                                     verify=verify, target_runtime=target_runtime, batch_axis=batch_axis)  # fmt: skip
+
+
+def _quantize_onnx(
+    model: str | os.PathLike[str] | onnx.ModelProto,
+    output: str | os.PathLike[str] | None,
+    *,
+    config: QuantConfig | None,
+    data: CalibrationData | None,
+    max_samples: int | None,
+    verify: bool,
+    target_runtime: str | TargetRuntime | None,
+    batch_axis: BatchAxes | None,
+) -> QuantizeResult[onnx.ModelProto]:
+    """:func:`quantize` for an ONNX model (:class:`tensorslim.formats.OnnxFormat`)."""
     start = time.perf_counter()
     cfg = config or DynamicQuantConfig()
     target = target_for(target_runtime, model_kind="onnx") if isinstance(target_runtime, str) else target_runtime
@@ -224,12 +238,15 @@ def quantize(
 def _quantize_tflite(
     model: str | os.PathLike[str],
     output: str | os.PathLike[str] | None,
+    *,
     config: Any,
     data: CalibrationData | None,
     max_samples: int | None,
     verify: bool,
-) -> QuantizeResult:
-    """:func:`quantize` for a ``.tflite`` path: the ONNX configs mapped onto the TFLite modes."""
+    **_: Any,
+) -> QuantizeResult[Any]:
+    """:func:`quantize` for a ``.tflite`` path (:class:`tensorslim.formats.TfliteFormat`): the ONNX configs mapped
+    onto the TFLite modes."""
     from tensorslim.backends.tflite.dynamic import TfliteDynamicConfig
     from tensorslim.backends.tflite.fp16 import TfliteFloat16Config
     from tensorslim.backends.tflite.quantize import quantize_tflite

@@ -13,13 +13,16 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import onnx
 
-__all__ = ["Pass", "PassResult", "Pipeline", "Step", "WeightRecord", "concat_records"]
+__all__ = ["ModelT", "Pass", "PassResult", "Pipeline", "Step", "WeightRecord", "concat_records"]
 
 log = logging.getLogger(__name__)
+
+#: The model type of a format: ``onnx.ModelProto`` for ONNX, the flatbuffer object (``ModelT``) for TFLite.
+ModelT = TypeVar("ModelT")
 
 
 @dataclass(frozen=True)
@@ -63,10 +66,10 @@ class WeightRecord:
 
 
 @dataclass
-class PassResult:
-    """Outcome of a pass: the model, whether it changed, and per-weight records."""
+class PassResult(Generic[ModelT]):
+    """Outcome of a pass on a model of any format: the model, whether it changed, per-weight records, notes."""
 
-    model: onnx.ModelProto
+    model: ModelT
     modified: bool
     records: list[WeightRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
