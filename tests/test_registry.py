@@ -116,3 +116,16 @@ def test_public_surface_is_pinned() -> None:
     ]  # fmt: skip
     for name in ts.__all__:
         assert getattr(ts, name) is not None, name
+
+
+def test_one_api_package() -> None:
+    import tensorslim.api as api
+    import tensorslim.compression as legacy
+    from tensorslim.search.optimize import optimize_search
+
+    for name in ("quantize", "QuantizeResult", "prune", "prune_channels", "cluster", "compress", "pack", "unpack",
+                 "CompressReport"):  # fmt: skip
+        assert getattr(api, name) is getattr(ts, name), name
+    for name in legacy.__all__:
+        assert getattr(legacy, name) is getattr(api, name), name
+    assert callable(api.load_calibration) and callable(api.write_output) and callable(optimize_search)

@@ -14,10 +14,19 @@ The public surface::
 """
 
 from tensorslim.analysis.inspect import InspectReport, inspect_model
-from tensorslim.api import QuantizeResult, quantize
+from tensorslim.api import (
+    CompressReport,
+    QuantizeResult,
+    cluster,
+    compress,
+    pack,
+    prune,
+    prune_channels,
+    quantize,
+    unpack,
+)
 from tensorslim.backends.onnx import find_weights, load_model, save_model
 from tensorslim.benchmark import BenchReport, benchmark_models
-from tensorslim.compression import CompressReport, cluster, compress, pack, prune, prune_channels, unpack
 from tensorslim.errors import InputError, TargetNotMetError, TensorSlimError, UnsupportedModelError
 from tensorslim.evaluate import Dataset, EvalReport, evaluate, load_npz
 from tensorslim.frontends import from_torch

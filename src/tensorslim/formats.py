@@ -103,7 +103,7 @@ class OnnxFormat(ModelFormat[onnx.ModelProto]):
         self, model: onnx.ModelProto | PathLike, output: PathLike | None, **options: Any
     ) -> QuantizeResult[onnx.ModelProto]:
         """The mode's pipeline (:func:`tensorslim.pipeline.run_pipeline`), verified, recorded and saved."""
-        from tensorslim.api import _quantize_onnx
+        from tensorslim.api.core import _quantize_onnx
 
         return _quantize_onnx(model, output, **options)
 
@@ -152,7 +152,7 @@ class TfliteFormat(ModelFormat[Any]):
 
     def quantize(self, model: Any, output: PathLike | None, **options: Any) -> QuantizeResult[Any]:
         """The ONNX configs mapped onto the TFLite modes (see :func:`tensorslim.quantize`)."""
-        from tensorslim.api import _quantize_tflite
+        from tensorslim.api.core import _quantize_tflite
 
         return _quantize_tflite(model, output, **options)
 

@@ -215,22 +215,22 @@ def run_fold_batchnorm(model: onnx.ModelProto, config: Any, data: Dataset | None
 
 
 def run_prune(model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None) -> PassResult:
-    """``prune``, through :func:`tensorslim.compression.prune` (checked before it is handed on)."""
-    from tensorslim import compression
+    """``prune``, through :func:`tensorslim.api.prune` (checked before it is handed on)."""
+    from tensorslim.api import compression
 
     return compression.prune(model, config=config, data=data)
 
 
 def run_channel_prune(model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None) -> PassResult:
-    """``channel_prune``, through :func:`tensorslim.compression.prune_channels`."""
-    from tensorslim import compression
+    """``channel_prune``, through :func:`tensorslim.api.prune_channels`."""
+    from tensorslim.api import compression
 
     return compression.prune_channels(model, config=config, data=data)
 
 
 def run_cluster(model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None) -> PassResult:
-    """``cluster``, through :func:`tensorslim.compression.cluster`."""
-    from tensorslim import compression
+    """``cluster``, through :func:`tensorslim.api.cluster`."""
+    from tensorslim.api import compression
 
     return compression.cluster(model, config=config, data=data)
 

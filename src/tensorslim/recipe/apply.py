@@ -3,7 +3,7 @@
 Each pass runs through its runner in :mod:`tensorslim.registry`: quantization passes through
 :func:`tensorslim.pipeline.run_pipeline`, as ``ts.quantize`` does (BatchNormalization folding, the static
 pass's weight-only follow-up, float16's NaN/Inf fallback), pruning and clustering through
-:mod:`tensorslim.compression`. Per-layer rules become each pass's ``exclude`` patterns (see
+:mod:`tensorslim.api.compression`. Per-layer rules become each pass's ``exclude`` patterns (see
 :mod:`tensorslim.recipe.rules`). The input model is never modified; the output is written atomically.
 """
 
@@ -221,7 +221,7 @@ def apply_recipe(
         InputError: unreadable model or data, or a pass cannot run (the message names the pass).
     """
     from tensorslim import api
-    from tensorslim.backends.onnx.io import check_output_path, model_size_bytes, save_model
+    from tensorslim.backends.onnx.io import check_output_path, model_size_bytes
     from tensorslim.pack import pack_model
     from tensorslim.progress import progress_bar
     from tensorslim.runtime.targets import check_target, target_for
@@ -261,8 +261,9 @@ def apply_recipe(
                 cur = onnx.ModelProto.FromString(proto.SerializeToString())
             record_quantize(cur, build_config(last_quant.kind, dict(last_quant.config), "config"),
                             data=dataset is not None)  # fmt: skip
-        api.verify_output(cur, float16=any(_entry(s.kind).float16 for s in body), source=proto)
+        float16 = any(_entry(s.kind).float16 for s in body)
         if recipe.passes[-1].kind == "pack":
+            api.verify_output(cur, float16=float16, source=proto)
             t = time.perf_counter()
             bar.describe(f"{recipe.name}: pack")
             rep = pack_model(cur, out, config=recipe.passes[-1].build())
@@ -271,6 +272,6 @@ def apply_recipe(
             bar.advance()
             output_bytes = rep.file_bytes
         else:
-            save_model(cur, out)
+            api.write_output(cur, out, float16=float16, source=proto)
             output_bytes = out.stat().st_size
     return RecipeResult(out, input_bytes, output_bytes, records, notes, time.perf_counter() - start, steps, recipe.name)

@@ -1,4 +1,4 @@
-"""The Python API behind the CLI: one call per job, a model in gives the same kind of model out."""
+"""``quantize`` and its result: one call per job, a model in gives the same kind of model out."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any, Generic
 
 import onnx
 
-from tensorslim.backends.onnx.io import check_output_path, load_model, model_size_bytes, save_model
+from tensorslim.api.verify import write_output
+from tensorslim.backends.onnx.io import check_output_path, load_model, model_size_bytes
 from tensorslim.data import BatchAxes, Dataset
 from tensorslim.data.load import DataLike
 from tensorslim.errors import InputError, UnsupportedModelError
@@ -28,7 +29,7 @@ from tensorslim.runtime.targets import TargetRuntime, check_target, target_for
 if TYPE_CHECKING:
     from tensorslim.data.images import ImagePreprocess
 
-__all__ = ["QuantizeResult", "as_model", "load_calibration", "quantize", "verify_output"]
+__all__ = ["CalibrationData", "QuantConfig", "QuantizeResult", "as_model", "load_calibration", "quantize"]
 
 log = logging.getLogger(__name__)
 
@@ -219,10 +220,7 @@ def _quantize_onnx(
     from tensorslim.diagnostics.provenance import record_quantize
 
     record_quantize(result.model, cfg, data=dataset is not None)  # what diagnose needs to reproduce it
-    small = verify_output(result.model, float16=isinstance(cfg, Float16Config), load=verify, source=proto)
-    # models past 2 GB are checked from the written file, before it replaces anything at the output path
-    check = None if small else (lambda p: onnx.checker.check_model(str(p)))
-    out_path = save_model(result.model, output, verify=check) if output is not None else None
+    out_path = write_output(result.model, output, float16=isinstance(cfg, Float16Config), load=verify, source=proto)
     return QuantizeResult(
         model=result.model,
         output_path=out_path,
@@ -271,71 +269,3 @@ def _quantize_tflite(
         raise InputError("data is used by static quantization of .tflite models only; drop it or use StaticQuantConfig")
     kwargs: dict[str, Any] = {} if max_samples is None else {"max_samples": max_samples}
     return quantize_tflite(model, output, mode=mode, config=cfg, data=data, verify=verify, **kwargs)
-
-
-def verify_output(
-    model: onnx.ModelProto, *, float16: bool, load: bool = True, source: onnx.ModelProto | None = None
-) -> bool:
-    """Run the ONNX checker on an output model, then (``load``) load it in ONNX Runtime: in a child process
-    when it computes in float16, since an ONNX Runtime crash on such a graph must not take the caller down.
-
-    Returns:
-        Whether the model is under protobuf's 2 GB limit; larger ones are checked from the saved file instead.
-
-    Raises:
-        InputError: ONNX Runtime cannot load the model (a tensorslim bug).
-    """
-    small = model_size_bytes(model) < 2**31 - 2**24
-    if not small:
-        return False
-    onnx.checker.check_model(model, full_check=False)
-    if load and float16:
-        _load_in_subprocess(model)
-    elif load:
-        try:
-            OrtRuntime(model)
-        except InputError as e:
-            _input_loads(source)
-            raise InputError(f"the optimized model does not load in ONNX Runtime: {e}; please report this") from e
-    return True
-
-
-def _input_loads(source: onnx.ModelProto | None) -> None:
-    """When the output does not load, check the input: if it does not load either, that is the user's problem.
-
-    Raises:
-        InputError: the input does not load in ONNX Runtime (custom-domain ops, ops it does not know).
-    """
-    if source is None:
-        return
-    try:
-        OrtRuntime(source)
-    except InputError as e:
-        raise InputError(
-            f"the input model does not load in ONNX Runtime ({e}); tensorslim measures models on ONNX Runtime, "
-            "so fix the model (or register the library of its custom ops) first"
-        ) from e
-
-
-def _load_in_subprocess(model: onnx.ModelProto) -> None:
-    """Create an ONNX Runtime session for ``model`` in a child process; a crash there becomes an InputError."""
-    import subprocess
-    import sys
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="tensorslim-verify-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        path.write_bytes(model.SerializeToString())
-        code = (
-            "import sys, onnxruntime as ort; so = ort.SessionOptions(); so.log_severity_level = 3; "
-            "ort.InferenceSession(sys.argv[1], so, providers=['CPUExecutionProvider'])"
-        )
-        proc = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=600)
-    if proc.returncode < 0:
-        raise InputError(
-            f"ONNX Runtime crashed (signal {-proc.returncode}) loading the converted model; keep the op types it "
-            "trips on in float32 with --ops (block list), e.g. --ops LayerNormalization,Softmax"
-        )
-    if proc.returncode:  # pragma: no cover - would be a tensorslim bug
-        last = proc.stderr.strip().splitlines()[-1][:300] if proc.stderr.strip() else f"exit {proc.returncode}"
-        raise InputError(f"the converted model does not load in ONNX Runtime: {last}; please report this")
