@@ -14,6 +14,7 @@ second run never touches them again).
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,13 +56,12 @@ def quantize_rows(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
+@dataclass(frozen=True)
 class GatherInt8Pass(Pass):
     """Per-row int8 ``Gather`` tables behind ``DequantizeLinear`` (see the module docstring)."""
 
+    config: GatherInt8Config = GatherInt8Config()
     name = "gather_int8"
-
-    def __init__(self, config: GatherInt8Config | None = None) -> None:
-        self.config = config or GatherInt8Config()
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         """Quantize every eligible table of ``model`` (a copy)."""
@@ -73,10 +73,7 @@ class GatherInt8Pass(Pass):
         g = model.graph
         opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
         inits = {t.name: t for t in g.initializer}
-        uses: dict[str, int] = {}
-        for n in g.node:
-            for i in n.input:
-                uses[i] = uses.get(i, 0) + 1
+        uses = Counter(name for n in g.node for name in n.input)
         outputs = {o.name for o in g.output} | {i.name for i in g.input}
         excluded = [re.compile(rx) for rx in self.config.exclude]
         names = NameGenerator(model)

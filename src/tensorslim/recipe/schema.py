@@ -188,30 +188,22 @@ def _field_kinds(annotation: Any) -> set[str]:
     return kinds
 
 
+_SCALARS: tuple[tuple[type, str], ...] = ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"))
+
+
 def _check_value(value: Any, kinds: set[str], path: str) -> Any:
     """``value`` checked against the field's kinds; lists become tuples."""
     if value is None and "none" in kinds:
         return None
-    if isinstance(value, bool):
-        if "bool" in kinds:
-            return value
-    elif isinstance(value, int):
-        if "int" in kinds:
-            return value
-        if "float" in kinds:
+    kind = next((k for t, k in _SCALARS if isinstance(value, t)), "")  # bool first: a bool is an int
+    if kind and kind in kinds:
+        return value
+    if kind in ("int", "str") and "float" in kinds:  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
             return float(value)
-    elif isinstance(value, float):
-        if "float" in kinds:
-            return value
-    elif isinstance(value, str):
-        if "str" in kinds:
-            return value
-        if "float" in kinds:  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif isinstance(value, list | tuple) and "list" in kinds:
+        except ValueError:
+            pass
+    if isinstance(value, list | tuple) and "list" in kinds:
         for i, x in enumerate(value):
             if not isinstance(x, str | int | float | bool) or x is None:
                 raise RecipeError(f"{path}[{i}]: expected a scalar, got {_type_name(x)}")
