@@ -68,9 +68,9 @@ def optimize(
 
     from tensorslim.errors import TargetNotMetError
     from tensorslim.evaluate.metrics import parse_max_drop
-    from tensorslim.optimize import optimize_search, render_search_tables
     from tensorslim.progress import progress_enabled
     from tensorslim.search import SearchConfig
+    from tensorslim.search.optimize import optimize_search, render_search_tables
 
     cfg = user_config(SearchConfig, metric=metric, max_drop=parse_max_drop(max_drop), min_score=min_score,
                       objective=objective, budget=budget, workers=workers, ray=ray, seed=seed, resume=resume,

@@ -45,7 +45,7 @@ from tensorslim.backends.tflite.graph import Graph, compact, quant_params, tenso
 from tensorslim.backends.tflite.weights import WEIGHT_ROLES, TfliteWeight, WeightUse, find_weights
 from tensorslim.errors import ConfigError
 from tensorslim.passes._config import coerce_enums, regex_tuple
-from tensorslim.passes.base import WeightRecord
+from tensorslim.passes.base import PassResult, WeightRecord
 from tensorslim.passes.dynamic_quant import Granularity, QuantForm
 
 __all__ = [
@@ -137,14 +137,8 @@ class TfliteWeightPlan:
         return self.params is None
 
 
-@dataclass
-class TflitePassResult:
-    """Outcome of a TFLite pass: the new model, whether it changed, per-weight records and notes."""
-
-    model: Any
-    modified: bool
-    records: list[WeightRecord] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+#: A TFLite pass's outcome: the format-independent :class:`~tensorslim.passes.base.PassResult` over ``ModelT``.
+TflitePassResult = PassResult
 
 
 #: Operators whose hybrid kernel ``auto`` uses; the others compute in float on dequantized weights.
