@@ -4,9 +4,11 @@ leaves nothing at -o. One test per case of the hardening issue."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import struct
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +233,80 @@ def test_tslim_header_flags_are_checked(tmp_path: Path) -> None:
     p = _pack(tmp_path)
     _rewrite(p, flags=4)  # bit 0 (a zstd manifest) is the only one defined
     assert "flags" in _one_line_exit_2(cli("unpack", str(p), "-o", str(tmp_path / "o.onnx")))
+
+
+# --- damaged .npz zips -----------------------------------------------------------------------------------
+
+
+def _npz(compressed: bool = False, method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    x = rng(0).standard_normal((16, 32)).astype(np.float32)
+    arrays = {"x": x, "label": np.arange(16) % 10}
+    buf = io.BytesIO()
+    if method == zipfile.ZIP_DEFLATED:
+        (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+    else:
+        with zipfile.ZipFile(buf, "w", compression=method) as z:
+            for k, a in arrays.items():
+                member = io.BytesIO()
+                np.save(member, a)
+                z.writestr(k + ".npy", member.getvalue())
+    return buf.getvalue()
+
+
+def _central(data: bytes, field: int, value: bytes) -> bytes:
+    """``data`` with a field (offset from the signature) of every central directory entry set to ``value``."""
+    b = bytearray(data)
+    i = b.find(b"PK\x01\x02")
+    while i >= 0:
+        b[i + field : i + field + len(value)] = value
+        i = b.find(b"PK\x01\x02", i + 4)
+    return bytes(b)
+
+
+def _member_data(data: bytes, value: bytes, compressed: bool = True, method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """``data`` with the start of each member's compressed bytes overwritten by ``value``."""
+    b = bytearray(data)
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        for info in z.infolist():
+            name_len, extra_len = struct.unpack_from("<HH", b, info.header_offset + 26)
+            start = info.header_offset + 30 + name_len + extra_len
+            b[start : start + len(value)] = value
+    return bytes(b)
+
+
+NPZ_DAMAGE = {  # found by the fuzz harness (the first) and a fuzzer of the zip reader alone (the others)
+    "zip-version": (lambda: _central(_npz(), 6, b"\xff\x00"), "zip file version"),  # NotImplementedError
+    "deflate": (lambda: _member_data(_npz(compressed=True), b"\xff" * 4), "error"),  # zlib.error
+    "encrypted": (lambda: _central(_npz(), 8, b"\x01\x00"), "encrypted"),  # RuntimeError
+    "method": (lambda: _central(_npz(), 10, b"\x63\x00"), "compression method"),  # NotImplementedError
+    "lzma": (lambda: _member_data(_npz(method=zipfile.ZIP_LZMA), b"\x09\x04\x05\x00" + b"\xff" * 12), "LZMAError"),
+    "bzip2": (lambda: _member_data(_npz(method=zipfile.ZIP_BZIP2), b"\xff" * 16), "data"),
+}
+
+
+@pytest.mark.parametrize("damage", list(NPZ_DAMAGE))
+def test_a_damaged_npz_zip_is_an_input_error(tmp_path: Path, damage: str) -> None:
+    from tensorslim.data.files import ArrayFile
+
+    make_bad, why = NPZ_DAMAGE[damage]
+    p = tmp_path / "d.npz"
+    p.write_bytes(make_bad())
+    with pytest.raises(InputError, match=why) as e, ArrayFile(p) as f:
+        for name in f.names:
+            f.read(name)
+    assert str(p) in str(e.value) and "numpy.savez" in str(e.value)
+
+
+def test_an_npz_claiming_an_unsupported_zip_version_exits_2(tmp_path: Path) -> None:
+    save_model(mlp_model()[0], tmp_path / "m.onnx")
+    bad = tmp_path / "d.npz"
+    bad.write_bytes(_central(_npz(), 6, b"\xff\x00"))  # fuzz finding: NotImplementedError, exit 3
+    for args in (["eval", "{m}", "{m}", "--data", "{d}"],
+                 ["quantize", "{m}", "-o", "{o}", "--mode", "static", "--data", "{d}", "--no-check-speed"]):  # fmt: skip
+        r = cli(*(a.format(m=tmp_path / "m.onnx", d=bad, o=tmp_path / "q.onnx") for a in args))
+        err = _one_line_exit_2(r)
+        assert str(bad) in err and "zip file version" in err and "numpy.savez" in err
+    assert not (tmp_path / "q.onnx").exists()
 
 
 # --- exit 3 cases that are the user's input ------------------------------------------------------------------
