@@ -146,6 +146,8 @@ def mutate_structured(data: bytes, kind: str, r: random.Random) -> tuple[bytes, 
     if kind == "tslim":
         import struct
 
+        from tensorslim.pack.format import checksum
+
         head = struct.Struct("<8sHHIQ32s")
         magic, ver, flags, mlen, blen, _ = head.unpack(data[: head.size])
         mraw = data[head.size : head.size + mlen]
@@ -165,7 +167,7 @@ def mutate_structured(data: bytes, kind: str, r: random.Random) -> tuple[bytes, 
                 break
             node = node[key]
         mbytes = json.dumps(manifest).encode()
-        digest = hashlib.sha256(mbytes + body).digest()
+        digest = checksum(ver, flags, mbytes, body)
         return head.pack(magic, ver, flags, len(mbytes), len(body), digest) + mbytes + body, f"manifest{path}"
     if kind == "onnx":
         import onnx

@@ -3,7 +3,6 @@ leaves nothing at -o. One test per case of the hardening issue."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import struct
@@ -20,6 +19,7 @@ from onnx import helper
 from models import F, cli, make, mlp_model, rng
 from tensorslim.backends.onnx import save_model
 from tensorslim.errors import InputError
+from tensorslim.pack.format import checksum
 
 tm = pytest.importorskip("tflite_models")
 
@@ -191,10 +191,9 @@ def _rewrite(path: Path, edit=None, flags: int | None = None) -> None:
     if edit:
         edit(manifest)
     mbytes = json.dumps(manifest).encode()
-    digest = hashlib.sha256(mbytes + body).digest()
-    path.write_bytes(
-        head.pack(magic, ver, fl & ~1 if flags is None else flags, len(mbytes), len(body), digest) + mbytes + body
-    )
+    fl = fl & ~1 if flags is None else flags
+    digest = checksum(ver, fl, mbytes, body)
+    path.write_bytes(head.pack(magic, ver, fl, len(mbytes), len(body), digest) + mbytes + body)
 
 
 def _set(path: list, value: object):
@@ -233,6 +232,17 @@ def test_tslim_header_flags_are_checked(tmp_path: Path) -> None:
     p = _pack(tmp_path)
     _rewrite(p, flags=4)  # bit 0 (a zstd manifest) is the only one defined
     assert "flags" in _one_line_exit_2(cli("unpack", str(p), "-o", str(tmp_path / "o.onnx")))
+
+
+@pytest.mark.parametrize("bit", [0, 2, 15])
+def test_a_flipped_tslim_flag_bit_fails_the_checksum(tmp_path: Path, bit: int) -> None:
+    p = _pack(tmp_path)
+    raw = bytearray(p.read_bytes())
+    flags = struct.unpack_from("<H", raw, 10)[0]  # magic (8), version (2), flags (2)
+    struct.pack_into("<H", raw, 10, flags ^ (1 << bit))
+    p.write_bytes(bytes(raw))
+    assert "checksum mismatch" in _one_line_exit_2(cli("unpack", str(p), "-o", str(tmp_path / "o.onnx")))
+    assert not (tmp_path / "o.onnx").exists()
 
 
 # --- damaged .npz zips -----------------------------------------------------------------------------------

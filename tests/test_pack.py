@@ -20,7 +20,7 @@ from tensorslim.algorithms.entropy import decode, encode, pack_symbols, unpack_s
 from tensorslim.backends.onnx import save_model
 from tensorslim.errors import InputError
 from tensorslim.pack import pack_model, unpack_model
-from tensorslim.pack.format import MAGIC, read_container
+from tensorslim.pack.format import MAGIC, checksum, read_container
 from tensorslim.pack.tensors import iter_tensors
 from tensorslim.passes.cluster import ClusterConfig, ClusterPass
 from tensorslim.passes.prune import PruneConfig, PrunePass
@@ -105,7 +105,7 @@ def _rewrite(path: Path, manifest_edit=None, version: int | None = None) -> None
     if manifest_edit:
         manifest_edit(manifest)
     mbytes = json.dumps(manifest).encode()
-    digest = hashlib.sha256(mbytes + body).digest()
+    digest = checksum(version or ver, flags & ~1, mbytes, body)
     path.write_bytes(head.pack(magic, version or ver, flags & ~1, len(mbytes), len(body), digest) + mbytes + body)
 
 
@@ -130,8 +130,29 @@ def test_truncated_file(packed: Path, tmp_path: Path) -> None:
 
 def test_newer_format_version(packed: Path) -> None:
     _rewrite(packed, version=7)
-    with pytest.raises(InputError, match="format version 7, newer than this tensorslim reads \\(up to 2\\)"):
+    with pytest.raises(InputError, match="format version 7, newer than this tensorslim reads \\(up to 3\\)"):
         unpack_model(packed)
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_the_current_and_the_previous_format_are_read(version: int, tmp_path: Path, monkeypatch) -> None:
+    from tensorslim.pack import format as pack_format
+
+    model, _ = mlp_model()
+    src = save_model(model, tmp_path / "m.onnx", stamp_lowest=False)
+    monkeypatch.setattr(pack_format, "FORMAT_VERSION", version)
+    pack_model(src, tmp_path / "m.tslim")
+    monkeypatch.undo()
+    raw = (tmp_path / "m.tslim").read_bytes()
+    head = struct.Struct("<8sHHIQ32s")
+    _, ver, flags, mlen, _, digest = head.unpack(raw[: head.size])
+    assert ver == version
+    if version == 2:  # the version-2 checksum: manifest and body only, as written before version 3
+        assert digest == hashlib.sha256(raw[head.size :]).digest()
+    else:
+        assert digest == hashlib.sha256(raw[: head.size - 32] + raw[head.size :]).digest()
+    unpack_model(tmp_path / "m.tslim", tmp_path / "u.onnx")
+    assert (tmp_path / "u.onnx").read_bytes() == src.read_bytes()
 
 
 def test_decompression_bomb_is_refused_before_decoding(packed: Path, tmp_path: Path) -> None:
@@ -158,7 +179,7 @@ def test_a_lying_stream_size_stops_at_the_declared_size(packed: Path) -> None:
 
 def test_container_header_fields(packed: Path) -> None:
     c = read_container(packed)
-    assert c.version == 2 and c.manifest["format"] == "tensorslim-pack" and c.file_bytes == packed.stat().st_size
+    assert c.version == 3 and c.manifest["format"] == "tensorslim-pack" and c.file_bytes == packed.stat().st_size
 
 
 
