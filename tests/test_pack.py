@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from tensorslim.algorithms.entropy import decode, encode, pack_symbols, unpack_s
 from tensorslim.backends.onnx import save_model
 from tensorslim.errors import InputError
 from tensorslim.pack import pack_model, unpack_model
-from tensorslim.pack.format import MAGIC, checksum, read_container
+from tensorslim.pack.format import MAGIC, checksum, read_container, write_container
 from tensorslim.pack.tensors import iter_tensors
 from tensorslim.passes.cluster import ClusterConfig, ClusterPass
 from tensorslim.passes.prune import PruneConfig, PrunePass
@@ -182,8 +183,6 @@ def test_container_header_fields(packed: Path) -> None:
     assert c.version == 3 and c.manifest["format"] == "tensorslim-pack" and c.file_bytes == packed.stat().st_size
 
 
-
-
 def test_cli_prune_cluster_pack_unpack_and_eval(tmp_path: Path) -> None:
     model, feeds = mlp_model()
     src = save_model(model, tmp_path / "m.onnx")
@@ -295,3 +294,125 @@ def test_compress_pipeline_reports_each_stage(tmp_path: Path) -> None:
     assert rep.stages[-1].cosine_mean == rep.stages[-2].cosine_mean  # packing is lossless
     with pytest.raises(InputError, match="name the output \\*.tslim"):
         compress(src, tmp_path / "m.onnx2")
+
+
+# --- unpacking straight into a file (tensorslim.pack.wire) ---------------------------------------------------
+
+
+def _every_kind_model() -> onnx.ModelProto:
+    """Every encoding (symbols signed and not, palette, sparse, planes, bytes), typed fields, a Constant node and
+    tensors inside the branches of an If (a subgraph), each large enough to get its own entry."""
+    model, _ = _mixed_model()
+    r = rng(7)
+    g = model.graph
+    big = r.standard_normal(2000).astype(np.float32)
+    g.initializer.extend([
+        numpy_helper.from_array(r.integers(-100, 100, 3000).astype(np.int8), "signed8"),
+        numpy_helper.from_array(r.integers(0, 250, 3000).astype(np.uint8), "unsigned8"),
+        numpy_helper.from_array(r.standard_normal(1200).astype(np.float64), "planes64"),
+        helper.make_tensor("typed", TensorProto.FLOAT, [700], r.standard_normal(700).astype(np.float32).tolist()),
+        helper.make_tensor("w4", TensorProto.INT4, [9000], pack_symbols(r.integers(0, 16, 9000), 4), raw=True),
+        numpy_helper.from_array(r.choice(r.standard_normal(16), 3000).astype(np.float32), "palette16"),
+        numpy_helper.from_array(np.where(r.random(4000) < 0.8, 0, r.standard_normal(4000)).astype(np.float32), "sp"),
+    ])  # fmt: skip
+    branch = [helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(big, "cbig"))]
+    then_g = helper.make_graph(branch, "then", [], [helper.make_tensor_value_info("c", F, [2000])],
+                               [numpy_helper.from_array(big * 2, "then_init")])  # fmt: skip
+    else_g = helper.make_graph([helper.make_node("Identity", ["else_init"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", F, [2000])],
+                               [numpy_helper.from_array(big * 3, "else_init")])  # fmt: skip
+    g.initializer.append(numpy_helper.from_array(np.array(True), "cond"))
+    g.node.append(helper.make_node("If", ["cond"], ["branch"], name="if", then_branch=then_g, else_branch=else_g))
+    g.output.append(helper.make_tensor_value_info("branch", F, [2000]))
+    return model
+
+
+def test_unpack_file_writes_the_bytes_unpack_model_writes(tmp_path: Path) -> None:
+    from tensorslim.pack import unpack_file
+
+    model = _every_kind_model()
+    src = save_model(model, tmp_path / "m.onnx", stamp_lowest=False)
+    pack_model(src, tmp_path / "m.tslim")
+    encodings = {e["encoding"] for e in read_container(tmp_path / "m.tslim").manifest["tensors"]}
+    assert encodings == {"symbols", "palette", "sparse", "planes", "bytes"}
+    assert unpack_file(tmp_path / "m.tslim", tmp_path / "f.onnx") == tmp_path / "f.onnx"
+    unpack_model(tmp_path / "m.tslim", tmp_path / "u.onnx")
+    assert (tmp_path / "f.onnx").read_bytes() == (tmp_path / "u.onnx").read_bytes() == src.read_bytes()
+
+
+def test_unpack_file_falls_back_when_the_wire_bytes_are_unusual(tmp_path: Path) -> None:
+    from tensorslim.pack import unpack_file, wire
+
+    model = _every_kind_model()
+    pack_model(model, tmp_path / "m.tslim")
+    c = read_container(tmp_path / "m.tslim")
+    graph = c.stream(c.manifest["graph"])
+    # the graph field given twice (protobuf merges the two): the parsed model is the same, the walk is not
+    split = onnx.ModelProto()
+    split.ParseFromString(graph)
+    first = onnx.ModelProto(graph=onnx.GraphProto(name=split.graph.name)).SerializeToString()
+    paths = [p for p, _ in wire.tensor_paths(split)]
+    with pytest.raises(wire.Unsupported):
+        wire.layout(first + graph, {paths[0]: (split.graph.initializer[0], b"")})
+    manifest = json.loads(json.dumps(c.manifest))
+    body = bytearray(c.body)
+    manifest["graph"] = {"role": "graph", "codec": "raw", "offset": len(body), "length": len(first + graph),
+                         "size": len(first + graph)}  # fmt: skip
+    body += first + graph
+    write_container(tmp_path / "odd.tslim", manifest, bytes(body))
+    unpack_file(tmp_path / "odd.tslim", tmp_path / "f.onnx")
+    unpack_model(tmp_path / "odd.tslim", tmp_path / "u.onnx")
+    assert (tmp_path / "f.onnx").read_bytes() == (tmp_path / "u.onnx").read_bytes()
+
+
+def _bomb(path: Path, size: int, encoding: str) -> Path:
+    """A small .tslim whose one float32 tensor unpacks to ``size`` bytes of zeros (padded to pass the size cap)."""
+    n = size // 4
+    m = onnx.ModelProto(ir_version=8, opset_import=[helper.make_opsetid("", 13)])
+    m.graph.name = "g"
+    m.graph.initializer.append(TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[n]))
+    m.graph.node.append(helper.make_node("Identity", ["W"], ["y"]))
+    m.graph.output.append(helper.make_tensor_value_info("y", F, [n]))
+    graph = m.SerializeToString()
+    cobj = zstandard.ZstdCompressor(level=3, write_content_size=True).compressobj(size=size)
+    chunk = bytes(16 << 20)
+    payload = b"".join(cobj.compress(chunk[: min(len(chunk), size - i)]) for i in range(0, size, len(chunk)))
+    payload += cobj.flush()
+    gs = {"role": "graph", "codec": "raw", "offset": 0, "length": len(graph), "size": len(graph)}
+    ds = {"role": "data", "codec": "zstd", "offset": len(graph), "length": len(payload), "size": size}
+    entry = {"name": "W", "dtype": 1, "dims": [n], "index": 0, "streams": [ds], "encoding": encoding}
+    if encoding == "planes":
+        entry["itemsize"] = 4
+    padding = bytes(range(256)) * (size // 2048 // 256 + 1)  # the reader's bound: 8 bytes per element per 4096x
+    manifest = {"format": "tensorslim-pack", "graph": gs, "tensors": [entry], "weights": n}
+    write_container(path, manifest, graph + payload + padding)
+    return path
+
+
+def _peak_rss_of_cli(*args: str) -> int:
+    """Peak resident bytes of ``python -m tensorslim ARGS`` in a child process of its own."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "tensorslim", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read() if proc.stderr else ""
+    return int(usage.ru_maxrss) * 1024
+
+
+@pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs os.wait4 for a child's peak memory")
+@pytest.mark.parametrize("encoding", ["planes", "bytes"])
+def test_unpack_peak_memory_is_about_the_decoded_size(tmp_path: Path, encoding: str) -> None:
+    """A ~70 KB file that unpacks to 128 MiB: before, the CLI peaked at ~4.3x the decoded size (the stream, the
+    transposed planes, a copy, the protobuf's copy, the serialized model); now the data is held once."""
+    size = 128 << 20
+    bomb = _bomb(tmp_path / "bomb.tslim", size, encoding)
+    assert bomb.stat().st_size < size // 1000
+    tiny = _bomb(tmp_path / "tiny.tslim", 4096, encoding)
+    base = _peak_rss_of_cli("unpack", str(tiny), "-o", str(tmp_path / "tiny.onnx"))
+    peak = _peak_rss_of_cli("unpack", str(bomb), "-o", str(tmp_path / "big.onnx"))
+    assert (tmp_path / "big.onnx").stat().st_size > size
+    assert peak - base < 1.25 * size, f"peak {peak / 2**20:.0f} MiB, {base / 2**20:.0f} MiB without data"
+    out = onnx.load(str(tmp_path / "big.onnx"))
+    assert len(out.graph.initializer[0].raw_data) == size and not any(out.graph.initializer[0].raw_data[::4096])

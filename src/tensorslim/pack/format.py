@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tensorslim._files import atomic_write
-from tensorslim.algorithms.entropy import DecodeError, decode
+from tensorslim.algorithms.entropy import DecodeError, _lzma2_filters, decode
 from tensorslim.errors import InputError
 
 __all__ = ["FORMAT_VERSION", "MAGIC", "Container", "checksum", "read_container", "write_container"]
@@ -59,6 +61,33 @@ class Container:
 
     def stream(self, s: dict[str, Any], expected: int | None = None) -> bytes:
         """Decompress one stream (a manifest dict) after checking its bounds."""
+        off, length, size, codec = self._bounds(s, expected)
+        try:  # a view of the body: the compressed bytes are not copied
+            return decode(codec, memoryview(self.body)[off : off + length], size)
+        except DecodeError as e:
+            raise InputError(f"{self.path}: {e}; the file is corrupt") from e
+
+    def chunks(self, s: dict[str, Any], expected: int | None = None) -> Iterator[bytes]:
+        """The decompressed bytes of one stream, :data:`CHUNK` bytes at a time (``rans``: all at once), with
+        the checks of :meth:`stream`: exactly the declared size, never more."""
+        off, length, size, codec = self._bounds(s, expected)
+        payload = memoryview(self.body)[off : off + length]
+        if codec not in ("raw", "zstd", "lzma", "lzma2"):
+            yield self.stream(s, expected)
+            return
+        got = 0
+        try:
+            for piece in _decode_chunks(codec, payload, size):
+                got += len(piece)
+                if got > size:
+                    raise DecodeError(f"{codec} stream holds more than the {size} bytes declared")
+                yield piece
+        except DecodeError as e:
+            raise InputError(f"{self.path}: {e}; the file is corrupt") from e
+        if got != size:
+            raise InputError(f"{self.path}: stream decodes to {got} bytes, {size} declared; the file is corrupt")
+
+    def _bounds(self, s: dict[str, Any], expected: int | None) -> tuple[int, int, int, str]:
         try:
             off, length, size, codec = int(s["offset"]), int(s["length"]), int(s["size"]), str(s["codec"])
         except (KeyError, TypeError, ValueError) as e:
@@ -72,10 +101,49 @@ class Container:
                 f"{self.path}: a stream declares {size:,} bytes, far beyond what a {self.file_bytes:,}-byte file "
                 "can hold (a decompression bomb or a corrupt file); refusing to unpack it"
             )
-        try:  # a view of the body: the compressed bytes are not copied
-            return decode(codec, memoryview(self.body)[off : off + length], size)
-        except DecodeError as e:
-            raise InputError(f"{self.path}: {e}; the file is corrupt") from e
+        return off, length, size, codec
+
+
+#: bytes a stream is decompressed at a time by :meth:`Container.chunks`
+CHUNK = 8 << 20
+
+
+def _decode_chunks(codec: str, payload: memoryview, size: int) -> Iterator[bytes]:
+    """Decompress ``payload`` a chunk at a time (the caller checks the total against ``size``)."""
+    if codec == "raw":
+        for i in range(0, len(payload), CHUNK):
+            yield bytes(payload[i : i + CHUNK])
+        return
+    if codec == "zstd":
+        import zstandard
+
+        try:
+            declared = int(zstandard.get_frame_parameters(payload).content_size)
+            if declared != size:
+                raise DecodeError(f"zstd frame declares {declared} bytes, {size} expected")
+            with zstandard.ZstdDecompressor().stream_reader(payload) as r:
+                while piece := r.read(CHUNK):
+                    yield piece
+        except zstandard.ZstdError as e:
+            raise DecodeError(f"zstd stream is corrupt ({e})") from e
+        return
+    if codec == "lzma2":
+        if not payload or not 12 <= payload[0] & 31 <= 26 or payload[0] >> 6:
+            raise DecodeError("lzma2 stream has a bad dictionary size")
+        dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma2_filters(payload[0]))
+        data: bytes | memoryview = payload[1:]
+    else:
+        dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        data = payload
+    try:
+        while not dec.eof:
+            piece = dec.decompress(data, max_length=CHUNK)
+            data = b""
+            if not piece:
+                break  # truncated (it needs input there is not): the caller sees the short total
+            yield piece
+    except lzma.LZMAError as e:
+        raise DecodeError(f"{codec} stream is corrupt ({e})") from e
 
 
 def checksum(version: int, flags: int, manifest: bytes, body: bytes | memoryview) -> bytes:
