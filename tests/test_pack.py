@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -416,3 +417,28 @@ def test_unpack_peak_memory_is_about_the_decoded_size(tmp_path: Path, encoding: 
     assert peak - base < 1.25 * size, f"peak {peak / 2**20:.0f} MiB, {base / 2**20:.0f} MiB without data"
     out = onnx.load(str(tmp_path / "big.onnx"))
     assert len(out.graph.initializer[0].raw_data) == size and not any(out.graph.initializer[0].raw_data[::4096])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and sets RLIMIT_AS")
+def test_unpack_without_the_memory_for_it_exits_2(tmp_path: Path) -> None:
+    """Issue case: a 2.3 MB file ended in MemoryError (exit 3). Here the process may grow 256 MiB past its
+    start-up size and the file unpacks to 1 GiB: exit 2, one line, nothing at -o."""
+    import subprocess
+
+    bomb = _bomb(tmp_path / "bomb.tslim", 1 << 30, "planes")
+    code = (
+        "import resource, sys\n"
+        "import numpy, onnx, zstandard, psutil\n"
+        "import tensorslim.pack, tensorslim.pack.wire, tensorslim.backends.onnx.io, tensorslim._files\n"
+        "from tensorslim.cli import app\n"
+        "size = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (size + (256 << 20), size + (256 << 20)))\n"
+        "app(args=sys.argv[1:], prog_name='tensorslim')\n"
+    )
+    out = tmp_path / "out.onnx"
+    r = subprocess.run([sys.executable, "-c", code, "unpack", str(bomb), "-o", str(out)], capture_output=True,
+                       text=True, check=False)  # fmt: skip
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    err = r.stderr.strip()
+    assert err.startswith("error:") and "\n" not in err and "memory" in err, err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

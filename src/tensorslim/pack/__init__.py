@@ -241,12 +241,17 @@ def unpack_model(
     if output is not None:
         check_output_path(output, path)
     plan = _plan(path, max_expansion)
-    for t, entry, count, where in plan.targets:
-        arr = _decoded(plan.container, t, entry, count)
-        fill_tensor(t, arr, where)
-        del arr
-    if output is not None:
-        save_model(plan.model, output, stamp_lowest=False)  # exactly what was packed: bit-exact
+    sizes = [_raw_size(plan.container, t, entry, count) for t, entry, count, _ in plan.targets]
+    _check_memory(plan.container, sum(sizes) * (2 if output is not None else 1))  # the model (+ its bytes)
+    try:
+        for t, entry, count, where in plan.targets:
+            arr = _decoded(plan.container, t, entry, count)
+            fill_tensor(t, arr, where)
+            del arr
+        if output is not None:
+            save_model(plan.model, output, stamp_lowest=False)  # exactly what was packed: bit-exact
+    except MemoryError as e:
+        raise _out_of_memory(plan.container, sum(sizes)) from e
     return plan.model
 
 
@@ -290,9 +295,31 @@ def unpack_file(
     except wire.Unsupported:
         unpack_model(path, out, max_expansion=max_expansion)
         return out
-    with atomic_write(out, inputs=[path]) as f:
-        wire.write_pieces(f, pieces)
+    largest = max((d.nbytes for _, d in targets.values() if isinstance(d, wire.Deferred)), default=0)
+    _check_memory(plan.container, largest)
+    try:
+        with atomic_write(out, inputs=[path]) as f:
+            wire.write_pieces(f, pieces)
+    except MemoryError as e:
+        raise _out_of_memory(plan.container, largest) from e
     return out
+
+
+def _check_memory(c: Any, need: int) -> None:
+    """Refuse to start when the bytes to hold exceed the free memory (a MemoryError midway is an exit 3)."""
+    import psutil
+
+    free = int(psutil.virtual_memory().available)
+    if need > free:
+        raise _out_of_memory(c, need, free)
+
+
+def _out_of_memory(c: Any, need: int, free: int | None = None) -> InputError:
+    state = "ran out of memory" if free is None else f"only {free / 2**30:.1f} GiB of memory is free"
+    return InputError(
+        f"{c.path}: unpacking needs about {need / 2**30:.1f} GiB and {state}; unpack it on a machine with "
+        "more free memory (tensorslim unpack holds only the largest tensor in memory)"
+    )
 
 
 _PROTOBUF_LIMIT = 2**31 - 2**24  # as :func:`tensorslim.backends.onnx.save_model`: larger models get external data
