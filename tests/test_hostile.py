@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import struct
 import time
 import zipfile
@@ -160,6 +161,15 @@ def test_recipe_bombs_are_refused_quickly(tmp_path: Path, text: str, why: str) -
     start = time.monotonic()
     err = _one_line_exit_2(cli("recipe", "check", str(p)))
     assert why in err
+    assert time.monotonic() - start < 20
+
+
+def test_run_refuses_a_backtracking_rule_quickly(tmp_path: Path) -> None:
+    save_model(mlp_model()[0], tmp_path / "m.onnx")
+    (tmp_path / "r.yaml").write_text(RECIPE + "    rules:\n      - match: {name: '^(.+)+Q$'}\n        skip: true\n")
+    start = time.monotonic()  # the issue: `run` hung for minutes on this rule
+    err = _one_line_exit_2(cli("run", str(tmp_path / "r.yaml"), str(tmp_path / "m.onnx"), "-o", str(tmp_path / "q.onnx")))
+    assert "nests a repeated group" in err and not (tmp_path / "q.onnx").exists()
     assert time.monotonic() - start < 20
 
 
@@ -357,6 +367,33 @@ def test_a_custom_op_input_is_named_as_not_loading(tmp_path: Path) -> None:
     (tmp_path / "m.onnx").write_bytes(m.SerializeToString())
     err = _one_line_exit_2(cli("quantize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "q.onnx")))
     assert "input model does not load in ONNX Runtime" in err and "please report" not in err
+
+
+@pytest.mark.parametrize("mode", ["fp16", "static"])
+def test_fp16_and_static_on_an_opset_7_model(tmp_path: Path, mode: str) -> None:
+    nodes = [helper.make_node("Gemm", ["x", "W", "B"], ["h"]), helper.make_node("Relu", ["h"], ["y"])]
+    w = rng(0).standard_normal((32, 16)).astype(np.float32)
+    m = make(nodes, [("x", F, [1, 32])], [("y", F, [1, 16])], {"W": w, "B": np.zeros(16, np.float32)}, opset=7,
+             ir_version=4)  # fmt: skip
+    (tmp_path / "m.onnx").write_bytes(m.SerializeToString())
+    np.savez(tmp_path / "d.npz", x=rng(1).standard_normal((8, 32)).astype(np.float32))
+    r = cli("quantize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "q.onnx"), "--mode", mode, "--data",
+            str(tmp_path / "d.npz"), "--no-check-speed")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="making a device node needs root")
+def test_a_character_device_output_is_never_replaced(tmp_path: Path) -> None:
+    """As root, `-o /dev/null` used to replace the system's null device; a device node of our own stands in."""
+    import stat
+
+    dev = tmp_path / "null"
+    os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    save_model(mlp_model()[0], tmp_path / "m.onnx")
+    for args in (["-o", str(dev)], ["-o", str(tmp_path / "q.onnx"), "--json", str(dev)]):
+        err = _one_line_exit_2(cli("quantize", str(tmp_path / "m.onnx"), *args, "--no-check-speed"))
+        assert "device" in err and stat.S_ISCHR(os.stat(dev).st_mode)
+    assert not (tmp_path / "q.onnx").exists()
 
 
 def test_folders_given_as_models(tmp_path: Path) -> None:
