@@ -329,6 +329,16 @@ def test_an_npz_claiming_an_unsupported_zip_version_exits_2(tmp_path: Path) -> N
     assert not (tmp_path / "q.onnx").exists()
 
 
+@pytest.mark.parametrize("name", ["m.onnx", "m.pt"])
+def test_a_model_that_is_a_damaged_zip_exits_2(tmp_path: Path, name: str) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:  # the PyTorch sniffing opened it: NotImplementedError, exit 3
+        z.writestr("archive/data.pkl", b"x" * 100)
+    (tmp_path / name).write_bytes(_central(buf.getvalue(), 6, b"\xff\x00"))
+    _one_line_exit_2(cli("quantize", str(tmp_path / name), "-o", str(tmp_path / "q.onnx")))
+    assert not (tmp_path / "q.onnx").exists()
+
+
 # --- exit 3 cases that are the user's input ------------------------------------------------------------------
 
 
