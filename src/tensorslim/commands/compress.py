@@ -168,9 +168,9 @@ def unpack_cmd(
 ) -> int:
     """Unpack a .tslim file into a runnable ONNX model whose weights are bit-exact to the packed model."""
 
-    from tensorslim.pack import unpack_model
+    from tensorslim.pack import unpack_file
 
-    unpack_model(model, output)
+    unpack_file(model, output)  # streamed: the model is never held whole in memory
     if json_out != "-":
         console.print(f"wrote {output} ({output.stat().st_size:,} bytes)")
     write_json(json_out, {"output_path": str(output), "bytes": output.stat().st_size})
