@@ -430,10 +430,10 @@ def test_unpack_without_the_memory_for_it_exits_2(tmp_path: Path) -> None:
         "import resource, sys\n"
         "import numpy, onnx, zstandard, psutil\n"
         "import tensorslim.pack, tensorslim.pack.wire, tensorslim.backends.onnx.io, tensorslim._files\n"
-        "from tensorslim.cli import app\n"
+        "from tensorslim.commands import build_app\n"
         "size = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024\n"
         "resource.setrlimit(resource.RLIMIT_AS, (size + (256 << 20), size + (256 << 20)))\n"
-        "app(args=sys.argv[1:], prog_name='tensorslim')\n"
+        "build_app()(args=sys.argv[1:], prog_name='tensorslim')\n"
     )
     out = tmp_path / "out.onnx"
     r = subprocess.run([sys.executable, "-c", code, "unpack", str(bomb), "-o", str(out)], capture_output=True,

@@ -45,7 +45,7 @@ def test_recipes_and_rules_read_the_registry() -> None:
 
 def test_every_cli_mode_resolves_through_the_registry(tmp_path: Path) -> None:
     from tensorslim.backends.tflite.quantize import TfliteMode
-    from tensorslim.cli import _onnx_config
+    from tensorslim.commands.quantize import _onnx_config
 
     assert list(TFLITE_MODES) == [m.value for m in TfliteMode]
     assert list(ONNX_MODES) == [m.name for m in MODES if m.format == "onnx"]
