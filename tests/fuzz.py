@@ -146,6 +146,8 @@ def mutate_structured(data: bytes, kind: str, r: random.Random) -> tuple[bytes, 
     if kind == "tslim":
         import struct
 
+        from tensorslim.pack.format import checksum
+
         head = struct.Struct("<8sHHIQ32s")
         magic, ver, flags, mlen, blen, _ = head.unpack(data[: head.size])
         mraw = data[head.size : head.size + mlen]
@@ -165,7 +167,7 @@ def mutate_structured(data: bytes, kind: str, r: random.Random) -> tuple[bytes, 
                 break
             node = node[key]
         mbytes = json.dumps(manifest).encode()
-        digest = hashlib.sha256(mbytes + body).digest()
+        digest = checksum(ver, flags, mbytes, body)
         return head.pack(magic, ver, flags, len(mbytes), len(body), digest) + mbytes + body, f"manifest{path}"
     if kind == "onnx":
         import onnx
@@ -221,6 +223,8 @@ def mutate_structured(data: bytes, kind: str, r: random.Random) -> tuple[bytes, 
             r.choice(sg.operators).opcodeIndex = r.randrange(len(m.operatorCodes))
         return serialize(m), f"object:{what}"
     if kind == "npz":
+        if r.random() < 0.3:
+            return _mutate_zip(data, r)
         with np.load(io.BytesIO(data)) as z:
             arrays = {k: z[k] for k in z.files}
         what = r.choice(["dtype", "shape", "nan", "extra", "drop", "labels"])
@@ -241,6 +245,41 @@ def mutate_structured(data: bytes, kind: str, r: random.Random) -> tuple[bytes, 
         np.savez(buf, **arrays)
         return buf.getvalue(), f"arrays:{what}"
     return None
+
+
+# zip header fields (offset from the signature, width): version needed, flags, method, CRC, sizes, name and extra
+# lengths, and (central directory only) the local header offset
+_ZIP_FIELDS = {b"PK\x01\x02": [(6, 2), (8, 2), (10, 2), (16, 4), (20, 4), (24, 4), (28, 2), (30, 2), (42, 4)],
+               b"PK\x03\x04": [(4, 2), (6, 2), (8, 2), (14, 4), (18, 4), (22, 4), (26, 2), (28, 2)]}  # fmt: skip
+_ZIP_VALUES = [0, 1, 8, 9, 12, 14, 20, 45, 63, 64, 99, 255, 0xFFFF, 0xFFFFFFFF, 2**31]
+
+
+def _mutate_zip(data: bytes, r: random.Random) -> tuple[bytes, str]:
+    """One header field of one zip entry (local or central) set to an odd value; for deflated members also
+    the start of the compressed data overwritten (a corrupt deflate stream)."""
+    b = bytearray(data if r.random() < 0.7 else _recompressed(data))
+    sig = r.choice(list(_ZIP_FIELDS))
+    spots = [i for i in range(len(b) - 46) if b[i : i + 4] == sig]
+    if not spots:
+        return bytes(b), "zip:none"
+    at = r.choice(spots)
+    off, width = r.choice(_ZIP_FIELDS[sig])
+    value = r.choice(_ZIP_VALUES) % (1 << (8 * width))
+    b[at + off : at + off + width] = value.to_bytes(width, "little")
+    return bytes(b), f"zip:{sig[2]}{sig[3]}+{off}={value}"
+
+
+def _recompressed(data: bytes) -> bytes:
+    """The same arrays in a deflated zip, with one member's first compressed bytes damaged."""
+    buf = io.BytesIO()
+    with np.load(io.BytesIO(data)) as z:
+        np.savez_compressed(buf, **{k: z[k] for k in z.files})
+    b = bytearray(buf.getvalue())
+    i = b.find(b"PK\x03\x04")
+    name, extra = int.from_bytes(b[i + 26 : i + 28], "little"), int.from_bytes(b[i + 28 : i + 30], "little")
+    start = i + 30 + name + extra
+    b[start : start + 2] = b"\xff\xff"
+    return bytes(b)
 
 
 def commands(kind: str, path: Path, ref: Path, npz_ref: Path, out_dir: Path) -> list[tuple[list[str], Path | None]]:
@@ -278,10 +317,10 @@ def run_case(args: list[str], out_dir: Path, timeout: float = CASE_SECONDS) -> t
             os.dup2(fd, 2)
             sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115 - pytest swaps these for capture objects
             sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115
-            from tensorslim.cli import app
+            from tensorslim.commands import build_app
 
             try:
-                app(args=args, prog_name="tensorslim", standalone_mode=True)
+                build_app()(args=args, prog_name="tensorslim", standalone_mode=True)
                 code = 0
             except SystemExit as e:
                 code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
@@ -383,7 +422,9 @@ def main() -> None:
     ap.add_argument("--kinds", default=",".join(KINDS))
     ap.add_argument("--keep", type=Path, default=Path("fuzz-findings"), help="where failing inputs are copied")
     a = ap.parse_args()
-    import tensorslim.cli  # noqa: F401 - import once, before forking
+    from tensorslim.commands import build_app
+
+    build_app()  # import every command module once, before forking
 
     s = fuzz(a.seconds, a.seed, tuple(a.kinds.split(",")), a.keep)
     print(json.dumps({"seed": a.seed, "seconds": round(s.seconds, 1), "cases": s.cases, "exits": s.exits,

@@ -145,7 +145,7 @@ def cli(*args: str) -> Result:
     """Run the CLI in-process (a subprocess per call costs seconds of start-up)."""
     from typer.testing import CliRunner
 
-    from tensorslim.cli import app
+    from tensorslim.commands import build_app
 
-    r = CliRunner().invoke(app, list(args))
+    r = CliRunner().invoke(build_app(), list(args))
     return Result(r.exit_code, r.stdout, r.stderr)

@@ -13,14 +13,9 @@ import onnx
 import pytest
 from onnx import helper
 
-from models import F, make, matmul_model, mlp_model
+from models import F, cli, make, matmul_model, mlp_model
+from tensorslim import __version__
 from tensorslim.backends.onnx import save_model
-
-
-def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "tensorslim.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=300
-    )
 
 
 @pytest.fixture
@@ -151,6 +146,17 @@ def test_help_lists_examples_and_exit_codes() -> None:
         r = cli(cmd, "--help")
         assert r.returncode == 0
         assert "Example" in r.stdout and "Exit codes" in r.stdout, cmd
+
+
+def test_console_script_and_python_m_run_the_same_app(tmp_path: Path) -> None:
+    """The one test that starts interpreters: the installed ``tensorslim`` script and ``python -m tensorslim``."""
+    script = Path(sys.executable).parent / "tensorslim"
+    for argv in ([str(script)], [sys.executable, "-m", "tensorslim"]):
+        r = subprocess.run([*argv, "--version"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and r.stdout.strip() == f"tensorslim {__version__}", (argv, r.stderr)
+    bad = subprocess.run([str(script), "quantize", str(tmp_path / "nope.onnx"), "-o", str(tmp_path / "o.onnx")],
+                         capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert bad.returncode == 2 and "no such file" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_model_without_weights_is_rejected(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ def test_version() -> None:
 
 def test_quantize_help_lists_every_mode_the_code_accepts(tmp_path: Path) -> None:
     from tensorslim.backends.tflite.quantize import TfliteMode
-    from tensorslim.cli import _onnx_config
+    from tensorslim.commands.quantize import _onnx_config
 
     assert list(TFLITE_MODES) == [m.value for m in TfliteMode]
     text = _help("quantize")
@@ -88,3 +88,28 @@ def test_output_folder_is_ignored_by_git() -> None:
 def test_optimize_help_says_how_latency_is_taken() -> None:
     text = _help("optimize")
     assert "bench's harness" in text
+
+
+def test_fp16_ops_is_an_allow_list_like_every_mode(tmp_path: Path) -> None:
+    """``--ops`` names the op types to convert in fp16 too (it was a block list before issue 17)."""
+    onnx.save(mlp_model()[0], tmp_path / "m.onnx")
+
+    def f16_ops(*ops: str) -> list[str]:
+        """The op types that compute in float16 in the output (their inputs are cast to float16)."""
+        out = tmp_path / f"{'-'.join(ops) or 'all'}.onnx"
+        r = cli("quantize", str(tmp_path / "m.onnx"), "-o", str(out), "--mode", "fp16", "--no-check-speed",
+                *(("--ops", ",".join(ops)) if ops else ()))  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        g = onnx.load(out).graph
+        to_f16 = {o for n in g.node if n.op_type == "Cast" for o in n.output
+                  if onnx.helper.get_attribute_value(n.attribute[0]) == onnx.TensorProto.FLOAT16}  # fmt: skip
+        return [n.op_type for n in g.node if n.op_type != "Cast" and any(i in to_f16 for i in n.input)]
+
+    assert f16_ops() == ["Relu"]
+    assert f16_ops("Relu") == ["Relu"]
+    assert f16_ops("Add", "Mul") == []  # Relu is not on the list: it stays float32 (before: only Add, Mul did)
+    r = cli("quantize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "x.onnx"), "--mode", "fp16", "--ops", "Frob")
+    assert r.returncode == 2 and "--ops: 'Frob' is not an op type fp16 converts" in r.stderr, r.stderr
+    assert "Comma-separated op types to quantize" in _help("quantize") and "(fp16: the op types converted" in _help(
+        "quantize"
+    )

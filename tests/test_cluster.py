@@ -118,7 +118,7 @@ def test_output_is_deterministic_for_a_seed() -> None:
         ({"clusters": 1}, "clusters: must be an integer from 2 to 256, got 1"),
         ({"clusters": 257}, "clusters: must be an integer from 2 to 256, got 257"),
         ({"init": "random"}, "init: 'random' is not one of kmeans\\+\\+, linear, density"),
-        ({"granularity": "per_row"}, "granularity: 'per_row' is not one of per_tensor, per_channel"),
+        ({"granularity": "per_row"}, "granularity: 'per_row' is not one of per_channel, per_tensor"),
         ({"codebook_dtype": "int8"}, "codebook_dtype: 'int8' is not one of float32, float16"),
     ],
 )

@@ -4,25 +4,19 @@ from __future__ import annotations
 
 import json
 import platform
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from models import F, conv_model, make, matmul_model
+from models import F, cli, conv_model, make, matmul_model
 from tensorslim.api import quantize
 from tensorslim.backends.onnx import save_model
 from tensorslim.diagnostics.doctor import _static_findings, doctor, optimized_graph, qdq_analysis
 from tensorslim.passes.blockwise_quant import BlockQuantConfig
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig
 from tensorslim.passes.float16 import Float16Config
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tensorslim.cli", *args], capture_output=True, text=True, timeout=300)
 
 
 def qdq_erf_model() -> onnx.ModelProto:

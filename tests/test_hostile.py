@@ -3,10 +3,12 @@ leaves nothing at -o. One test per case of the hardening issue."""
 
 from __future__ import annotations
 
-import hashlib
+import io
 import json
+import os
 import struct
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from onnx import helper
 from models import F, cli, make, mlp_model, rng
 from tensorslim.backends.onnx import save_model
 from tensorslim.errors import InputError
+from tensorslim.pack.format import checksum
 
 tm = pytest.importorskip("tflite_models")
 
@@ -161,6 +164,15 @@ def test_recipe_bombs_are_refused_quickly(tmp_path: Path, text: str, why: str) -
     assert time.monotonic() - start < 20
 
 
+def test_run_refuses_a_backtracking_rule_quickly(tmp_path: Path) -> None:
+    save_model(mlp_model()[0], tmp_path / "m.onnx")
+    (tmp_path / "r.yaml").write_text(RECIPE + "    rules:\n      - match: {name: '^(.+)+Q$'}\n        skip: true\n")
+    start = time.monotonic()  # the issue: `run` hung for minutes on this rule
+    err = _one_line_exit_2(cli("run", str(tmp_path / "r.yaml"), str(tmp_path / "m.onnx"), "-o", str(tmp_path / "q.onnx")))
+    assert "nests a repeated group" in err and not (tmp_path / "q.onnx").exists()
+    assert time.monotonic() - start < 20
+
+
 def test_a_backtracking_exclude_is_refused(tmp_path: Path) -> None:
     save_model(mlp_model()[0], tmp_path / "m.onnx")
     err = _one_line_exit_2(cli("quantize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "q.onnx"),
@@ -189,10 +201,9 @@ def _rewrite(path: Path, edit=None, flags: int | None = None) -> None:
     if edit:
         edit(manifest)
     mbytes = json.dumps(manifest).encode()
-    digest = hashlib.sha256(mbytes + body).digest()
-    path.write_bytes(
-        head.pack(magic, ver, fl & ~1 if flags is None else flags, len(mbytes), len(body), digest) + mbytes + body
-    )
+    fl = fl & ~1 if flags is None else flags
+    digest = checksum(ver, fl, mbytes, body)
+    path.write_bytes(head.pack(magic, ver, fl, len(mbytes), len(body), digest) + mbytes + body)
 
 
 def _set(path: list, value: object):
@@ -233,6 +244,101 @@ def test_tslim_header_flags_are_checked(tmp_path: Path) -> None:
     assert "flags" in _one_line_exit_2(cli("unpack", str(p), "-o", str(tmp_path / "o.onnx")))
 
 
+@pytest.mark.parametrize("bit", [0, 2, 15])
+def test_a_flipped_tslim_flag_bit_fails_the_checksum(tmp_path: Path, bit: int) -> None:
+    p = _pack(tmp_path)
+    raw = bytearray(p.read_bytes())
+    flags = struct.unpack_from("<H", raw, 10)[0]  # magic (8), version (2), flags (2)
+    struct.pack_into("<H", raw, 10, flags ^ (1 << bit))
+    p.write_bytes(bytes(raw))
+    assert "checksum mismatch" in _one_line_exit_2(cli("unpack", str(p), "-o", str(tmp_path / "o.onnx")))
+    assert not (tmp_path / "o.onnx").exists()
+
+
+# --- damaged .npz zips -----------------------------------------------------------------------------------
+
+
+def _npz(compressed: bool = False, method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    x = rng(0).standard_normal((16, 32)).astype(np.float32)
+    arrays = {"x": x, "label": np.arange(16) % 10}
+    buf = io.BytesIO()
+    if method == zipfile.ZIP_DEFLATED:
+        (np.savez_compressed if compressed else np.savez)(buf, **arrays)
+    else:
+        with zipfile.ZipFile(buf, "w", compression=method) as z:
+            for k, a in arrays.items():
+                member = io.BytesIO()
+                np.save(member, a)
+                z.writestr(k + ".npy", member.getvalue())
+    return buf.getvalue()
+
+
+def _central(data: bytes, field: int, value: bytes) -> bytes:
+    """``data`` with a field (offset from the signature) of every central directory entry set to ``value``."""
+    b = bytearray(data)
+    i = b.find(b"PK\x01\x02")
+    while i >= 0:
+        b[i + field : i + field + len(value)] = value
+        i = b.find(b"PK\x01\x02", i + 4)
+    return bytes(b)
+
+
+def _member_data(data: bytes, value: bytes, compressed: bool = True, method: int = zipfile.ZIP_DEFLATED) -> bytes:
+    """``data`` with the start of each member's compressed bytes overwritten by ``value``."""
+    b = bytearray(data)
+    with zipfile.ZipFile(io.BytesIO(data)) as z:
+        for info in z.infolist():
+            name_len, extra_len = struct.unpack_from("<HH", b, info.header_offset + 26)
+            start = info.header_offset + 30 + name_len + extra_len
+            b[start : start + len(value)] = value
+    return bytes(b)
+
+
+NPZ_DAMAGE = {  # found by the fuzz harness (the first) and a fuzzer of the zip reader alone (the others)
+    "zip-version": (lambda: _central(_npz(), 6, b"\xff\x00"), "zip file version"),  # NotImplementedError
+    "deflate": (lambda: _member_data(_npz(compressed=True), b"\xff" * 4), "error"),  # zlib.error
+    "encrypted": (lambda: _central(_npz(), 8, b"\x01\x00"), "encrypted"),  # RuntimeError
+    "method": (lambda: _central(_npz(), 10, b"\x63\x00"), "compression method"),  # NotImplementedError
+    "lzma": (lambda: _member_data(_npz(method=zipfile.ZIP_LZMA), b"\x09\x04\x05\x00" + b"\xff" * 12), "LZMAError"),
+    "bzip2": (lambda: _member_data(_npz(method=zipfile.ZIP_BZIP2), b"\xff" * 16), "data"),
+}
+
+
+@pytest.mark.parametrize("damage", list(NPZ_DAMAGE))
+def test_a_damaged_npz_zip_is_an_input_error(tmp_path: Path, damage: str) -> None:
+    from tensorslim.data.files import ArrayFile
+
+    make_bad, why = NPZ_DAMAGE[damage]
+    p = tmp_path / "d.npz"
+    p.write_bytes(make_bad())
+    with pytest.raises(InputError, match=why) as e, ArrayFile(p) as f:
+        for name in f.names:
+            f.read(name)
+    assert str(p) in str(e.value) and "numpy.savez" in str(e.value)
+
+
+def test_an_npz_claiming_an_unsupported_zip_version_exits_2(tmp_path: Path) -> None:
+    save_model(mlp_model()[0], tmp_path / "m.onnx")
+    bad = tmp_path / "d.npz"
+    bad.write_bytes(_central(_npz(), 6, b"\xff\x00"))  # fuzz finding: NotImplementedError, exit 3
+    for args in (["eval", "{m}", "{m}", "--data", "{d}"],
+                 ["quantize", "{m}", "-o", "{o}", "--mode", "static", "--data", "{d}", "--no-check-speed"]):  # fmt: skip
+        r = cli(*(a.format(m=tmp_path / "m.onnx", d=bad, o=tmp_path / "q.onnx") for a in args))
+        err = _one_line_exit_2(r)
+        assert str(bad) in err and "zip file version" in err and "numpy.savez" in err
+    assert not (tmp_path / "q.onnx").exists()
+
+
+@pytest.mark.parametrize("name", ["m.onnx", "m.pt"])
+def test_a_model_that_is_a_damaged_zip_exits_2(tmp_path: Path, name: str) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:  # the PyTorch sniffing opened it: NotImplementedError, exit 3
+        z.writestr("archive/data.pkl", b"x" * 100)
+    (tmp_path / name).write_bytes(_central(buf.getvalue(), 6, b"\xff\x00"))
+    _one_line_exit_2(cli("quantize", str(tmp_path / name), "-o", str(tmp_path / "q.onnx")))
+    assert not (tmp_path / "q.onnx").exists()
+
+
 # --- exit 3 cases that are the user's input ------------------------------------------------------------------
 
 
@@ -271,6 +377,33 @@ def test_a_custom_op_input_is_named_as_not_loading(tmp_path: Path) -> None:
     (tmp_path / "m.onnx").write_bytes(m.SerializeToString())
     err = _one_line_exit_2(cli("quantize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "q.onnx")))
     assert "input model does not load in ONNX Runtime" in err and "please report" not in err
+
+
+@pytest.mark.parametrize("mode", ["fp16", "static"])
+def test_fp16_and_static_on_an_opset_7_model(tmp_path: Path, mode: str) -> None:
+    nodes = [helper.make_node("Gemm", ["x", "W", "B"], ["h"]), helper.make_node("Relu", ["h"], ["y"])]
+    w = rng(0).standard_normal((32, 16)).astype(np.float32)
+    m = make(nodes, [("x", F, [1, 32])], [("y", F, [1, 16])], {"W": w, "B": np.zeros(16, np.float32)}, opset=7,
+             ir_version=4)  # fmt: skip
+    (tmp_path / "m.onnx").write_bytes(m.SerializeToString())
+    np.savez(tmp_path / "d.npz", x=rng(1).standard_normal((8, 32)).astype(np.float32))
+    r = cli("quantize", str(tmp_path / "m.onnx"), "-o", str(tmp_path / "q.onnx"), "--mode", mode, "--data",
+            str(tmp_path / "d.npz"), "--no-check-speed")  # fmt: skip
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="making a device node needs root")
+def test_a_character_device_output_is_never_replaced(tmp_path: Path) -> None:
+    """As root, `-o /dev/null` used to replace the system's null device; a device node of our own stands in."""
+    import stat
+
+    dev = tmp_path / "null"
+    os.mknod(dev, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    save_model(mlp_model()[0], tmp_path / "m.onnx")
+    for args in (["-o", str(dev)], ["-o", str(tmp_path / "q.onnx"), "--json", str(dev)]):
+        err = _one_line_exit_2(cli("quantize", str(tmp_path / "m.onnx"), *args, "--no-check-speed"))
+        assert "device" in err and stat.S_ISCHR(os.stat(dev).st_mode)
+    assert not (tmp_path / "q.onnx").exists()
 
 
 def test_folders_given_as_models(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ from tensorslim.algorithms.blockwise import (
     quantize_blocks_ladder,
 )
 from tensorslim.algorithms.gptq import gptq_blocks
-from tensorslim.cli import app
+from tensorslim.commands import build_app
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes.blockwise_quant import BlockQuantConfig, BlockQuantPass
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass, plan_dynamic_quant
@@ -192,6 +192,7 @@ def test_cli_int4_kernels(tmp_path: Path) -> None:
     src = tmp_path / "f.onnx"
     onnx.save(model, src)
     runner = CliRunner()
+    app = build_app()
     for kernel, op in (("auto", "MatMulInteger"), ("matmulnbits", "MatMulNBits")):
         out = tmp_path / f"{kernel}.onnx"
         res = runner.invoke(app, ["quantize", str(src), "-o", str(out), "--mode", "int4", "--kernel", kernel])

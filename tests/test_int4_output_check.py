@@ -11,6 +11,7 @@ import pytest
 from onnx import helper
 
 from models import F, make, rng, run
+from tensorslim.errors import ConfigError
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes.blockwise_quant import BlockQuantConfig, BlockQuantPass, _held_out
 
@@ -80,5 +81,5 @@ def test_held_out_samples() -> None:
 
 @pytest.mark.parametrize("value", [-1, 101, True, "20"])
 def test_output_sqnr_db_validation(value: object) -> None:
-    with pytest.raises(ValueError, match="output_sqnr_db"):
+    with pytest.raises(ConfigError, match="output_sqnr_db"):
         BlockQuantConfig(output_sqnr_db=value)  # type: ignore[arg-type]

@@ -12,9 +12,9 @@ import onnx
 import pytest
 
 from models import cli, mlp_model, run
-from tensorslim.optimize import optimize_search, optimize_table_cells
 from tensorslim.search import SearchConfig
 from tensorslim.search.cache import ResultCache
+from tensorslim.search.optimize import optimize_search, optimize_table_cells
 from tensorslim.search.timing import Timing, TimingSettings, conditions_match
 
 RATIO = re.compile(r"^\d+\.\d\dx \(\d+\.\d\d-\d+\.\d\d\)$")

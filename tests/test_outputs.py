@@ -171,7 +171,7 @@ def test_a_temporary_left_by_a_killed_writer_is_removed_by_the_next(tmp_path: Pa
 
 
 def test_the_python_api_of_optimize_refuses_its_best_file_as_input(work: Path) -> None:
-    from tensorslim.optimize import optimize_search
+    from tensorslim.search.optimize import optimize_search
 
     (work / "out").mkdir()
     best = work / "out" / "best.onnx"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from tensorslim.algorithms.entropy import decode, encode, pack_symbols, unpack_s
 from tensorslim.backends.onnx import save_model
 from tensorslim.errors import InputError
 from tensorslim.pack import pack_model, unpack_model
-from tensorslim.pack.format import MAGIC, read_container
+from tensorslim.pack.format import MAGIC, checksum, read_container, write_container
 from tensorslim.pack.tensors import iter_tensors
 from tensorslim.passes.cluster import ClusterConfig, ClusterPass
 from tensorslim.passes.prune import PruneConfig, PrunePass
@@ -105,7 +107,7 @@ def _rewrite(path: Path, manifest_edit=None, version: int | None = None) -> None
     if manifest_edit:
         manifest_edit(manifest)
     mbytes = json.dumps(manifest).encode()
-    digest = hashlib.sha256(mbytes + body).digest()
+    digest = checksum(version or ver, flags & ~1, mbytes, body)
     path.write_bytes(head.pack(magic, version or ver, flags & ~1, len(mbytes), len(body), digest) + mbytes + body)
 
 
@@ -130,8 +132,29 @@ def test_truncated_file(packed: Path, tmp_path: Path) -> None:
 
 def test_newer_format_version(packed: Path) -> None:
     _rewrite(packed, version=7)
-    with pytest.raises(InputError, match="format version 7, newer than this tensorslim reads \\(up to 2\\)"):
+    with pytest.raises(InputError, match="format version 7, newer than this tensorslim reads \\(up to 3\\)"):
         unpack_model(packed)
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_the_current_and_the_previous_format_are_read(version: int, tmp_path: Path, monkeypatch) -> None:
+    from tensorslim.pack import format as pack_format
+
+    model, _ = mlp_model()
+    src = save_model(model, tmp_path / "m.onnx", stamp_lowest=False)
+    monkeypatch.setattr(pack_format, "FORMAT_VERSION", version)
+    pack_model(src, tmp_path / "m.tslim")
+    monkeypatch.undo()
+    raw = (tmp_path / "m.tslim").read_bytes()
+    head = struct.Struct("<8sHHIQ32s")
+    _, ver, flags, mlen, _, digest = head.unpack(raw[: head.size])
+    assert ver == version
+    if version == 2:  # the version-2 checksum: manifest and body only, as written before version 3
+        assert digest == hashlib.sha256(raw[head.size :]).digest()
+    else:
+        assert digest == hashlib.sha256(raw[: head.size - 32] + raw[head.size :]).digest()
+    unpack_model(tmp_path / "m.tslim", tmp_path / "u.onnx")
+    assert (tmp_path / "u.onnx").read_bytes() == src.read_bytes()
 
 
 def test_decompression_bomb_is_refused_before_decoding(packed: Path, tmp_path: Path) -> None:
@@ -158,9 +181,7 @@ def test_a_lying_stream_size_stops_at_the_declared_size(packed: Path) -> None:
 
 def test_container_header_fields(packed: Path) -> None:
     c = read_container(packed)
-    assert c.version == 2 and c.manifest["format"] == "tensorslim-pack" and c.file_bytes == packed.stat().st_size
-
-
+    assert c.version == 3 and c.manifest["format"] == "tensorslim-pack" and c.file_bytes == packed.stat().st_size
 
 
 def test_cli_prune_cluster_pack_unpack_and_eval(tmp_path: Path) -> None:
@@ -274,3 +295,150 @@ def test_compress_pipeline_reports_each_stage(tmp_path: Path) -> None:
     assert rep.stages[-1].cosine_mean == rep.stages[-2].cosine_mean  # packing is lossless
     with pytest.raises(InputError, match="name the output \\*.tslim"):
         compress(src, tmp_path / "m.onnx2")
+
+
+# --- unpacking straight into a file (tensorslim.pack.wire) ---------------------------------------------------
+
+
+def _every_kind_model() -> onnx.ModelProto:
+    """Every encoding (symbols signed and not, palette, sparse, planes, bytes), typed fields, a Constant node and
+    tensors inside the branches of an If (a subgraph), each large enough to get its own entry."""
+    model, _ = _mixed_model()
+    r = rng(7)
+    g = model.graph
+    big = r.standard_normal(2000).astype(np.float32)
+    g.initializer.extend([
+        numpy_helper.from_array(r.integers(-100, 100, 3000).astype(np.int8), "signed8"),
+        numpy_helper.from_array(r.integers(0, 250, 3000).astype(np.uint8), "unsigned8"),
+        numpy_helper.from_array(r.standard_normal(1200).astype(np.float64), "planes64"),
+        helper.make_tensor("typed", TensorProto.FLOAT, [700], r.standard_normal(700).astype(np.float32).tolist()),
+        helper.make_tensor("w4", TensorProto.INT4, [9000], pack_symbols(r.integers(0, 16, 9000), 4), raw=True),
+        numpy_helper.from_array(r.choice(r.standard_normal(16), 3000).astype(np.float32), "palette16"),
+        numpy_helper.from_array(np.where(r.random(4000) < 0.8, 0, r.standard_normal(4000)).astype(np.float32), "sp"),
+    ])  # fmt: skip
+    branch = [helper.make_node("Constant", [], ["c"], value=numpy_helper.from_array(big, "cbig"))]
+    then_g = helper.make_graph(branch, "then", [], [helper.make_tensor_value_info("c", F, [2000])],
+                               [numpy_helper.from_array(big * 2, "then_init")])  # fmt: skip
+    else_g = helper.make_graph([helper.make_node("Identity", ["else_init"], ["e"])], "else", [],
+                               [helper.make_tensor_value_info("e", F, [2000])],
+                               [numpy_helper.from_array(big * 3, "else_init")])  # fmt: skip
+    g.initializer.append(numpy_helper.from_array(np.array(True), "cond"))
+    g.node.append(helper.make_node("If", ["cond"], ["branch"], name="if", then_branch=then_g, else_branch=else_g))
+    g.output.append(helper.make_tensor_value_info("branch", F, [2000]))
+    return model
+
+
+def test_unpack_file_writes_the_bytes_unpack_model_writes(tmp_path: Path) -> None:
+    from tensorslim.pack import unpack_file
+
+    model = _every_kind_model()
+    src = save_model(model, tmp_path / "m.onnx", stamp_lowest=False)
+    pack_model(src, tmp_path / "m.tslim")
+    encodings = {e["encoding"] for e in read_container(tmp_path / "m.tslim").manifest["tensors"]}
+    assert encodings == {"symbols", "palette", "sparse", "planes", "bytes"}
+    assert unpack_file(tmp_path / "m.tslim", tmp_path / "f.onnx") == tmp_path / "f.onnx"
+    unpack_model(tmp_path / "m.tslim", tmp_path / "u.onnx")
+    assert (tmp_path / "f.onnx").read_bytes() == (tmp_path / "u.onnx").read_bytes() == src.read_bytes()
+
+
+def test_unpack_file_falls_back_when_the_wire_bytes_are_unusual(tmp_path: Path) -> None:
+    from tensorslim.pack import unpack_file, wire
+
+    model = _every_kind_model()
+    pack_model(model, tmp_path / "m.tslim")
+    c = read_container(tmp_path / "m.tslim")
+    graph = c.stream(c.manifest["graph"])
+    # the graph field given twice (protobuf merges the two): the parsed model is the same, the walk is not
+    split = onnx.ModelProto()
+    split.ParseFromString(graph)
+    first = onnx.ModelProto(graph=onnx.GraphProto(name=split.graph.name)).SerializeToString()
+    paths = [p for p, _ in wire.tensor_paths(split)]
+    with pytest.raises(wire.Unsupported):
+        wire.layout(first + graph, {paths[0]: (split.graph.initializer[0], b"")})
+    manifest = json.loads(json.dumps(c.manifest))
+    body = bytearray(c.body)
+    manifest["graph"] = {"role": "graph", "codec": "raw", "offset": len(body), "length": len(first + graph),
+                         "size": len(first + graph)}  # fmt: skip
+    body += first + graph
+    write_container(tmp_path / "odd.tslim", manifest, bytes(body))
+    unpack_file(tmp_path / "odd.tslim", tmp_path / "f.onnx")
+    unpack_model(tmp_path / "odd.tslim", tmp_path / "u.onnx")
+    assert (tmp_path / "f.onnx").read_bytes() == (tmp_path / "u.onnx").read_bytes()
+
+
+def _bomb(path: Path, size: int, encoding: str) -> Path:
+    """A small .tslim whose one float32 tensor unpacks to ``size`` bytes of zeros (padded to pass the size cap)."""
+    n = size // 4
+    m = onnx.ModelProto(ir_version=8, opset_import=[helper.make_opsetid("", 13)])
+    m.graph.name = "g"
+    m.graph.initializer.append(TensorProto(name="W", data_type=TensorProto.FLOAT, dims=[n]))
+    m.graph.node.append(helper.make_node("Identity", ["W"], ["y"]))
+    m.graph.output.append(helper.make_tensor_value_info("y", F, [n]))
+    graph = m.SerializeToString()
+    cobj = zstandard.ZstdCompressor(level=3, write_content_size=True).compressobj(size=size)
+    chunk = bytes(16 << 20)
+    payload = b"".join(cobj.compress(chunk[: min(len(chunk), size - i)]) for i in range(0, size, len(chunk)))
+    payload += cobj.flush()
+    gs = {"role": "graph", "codec": "raw", "offset": 0, "length": len(graph), "size": len(graph)}
+    ds = {"role": "data", "codec": "zstd", "offset": len(graph), "length": len(payload), "size": size}
+    entry = {"name": "W", "dtype": 1, "dims": [n], "index": 0, "streams": [ds], "encoding": encoding}
+    if encoding == "planes":
+        entry["itemsize"] = 4
+    padding = bytes(range(256)) * (size // 2048 // 256 + 1)  # the reader's bound: 8 bytes per element per 4096x
+    manifest = {"format": "tensorslim-pack", "graph": gs, "tensors": [entry], "weights": n}
+    write_container(path, manifest, graph + payload + padding)
+    return path
+
+
+def _peak_rss_of_cli(*args: str) -> int:
+    """Peak resident bytes of ``python -m tensorslim ARGS`` in a child process of its own."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "tensorslim", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    _, status, usage = os.wait4(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, proc.stderr.read() if proc.stderr else ""
+    return int(usage.ru_maxrss) * 1024
+
+
+@pytest.mark.skipif(not hasattr(os, "wait4"), reason="needs os.wait4 for a child's peak memory")
+@pytest.mark.parametrize("encoding", ["planes", "bytes"])
+def test_unpack_peak_memory_is_about_the_decoded_size(tmp_path: Path, encoding: str) -> None:
+    """A ~70 KB file that unpacks to 128 MiB: before, the CLI peaked at ~4.3x the decoded size (the stream, the
+    transposed planes, a copy, the protobuf's copy, the serialized model); now the data is held once."""
+    size = 128 << 20
+    bomb = _bomb(tmp_path / "bomb.tslim", size, encoding)
+    assert bomb.stat().st_size < size // 1000
+    tiny = _bomb(tmp_path / "tiny.tslim", 4096, encoding)
+    base = _peak_rss_of_cli("unpack", str(tiny), "-o", str(tmp_path / "tiny.onnx"))
+    peak = _peak_rss_of_cli("unpack", str(bomb), "-o", str(tmp_path / "big.onnx"))
+    assert (tmp_path / "big.onnx").stat().st_size > size
+    assert peak - base < 1.25 * size, f"peak {peak / 2**20:.0f} MiB, {base / 2**20:.0f} MiB without data"
+    out = onnx.load(str(tmp_path / "big.onnx"))
+    assert len(out.graph.initializer[0].raw_data) == size and not any(out.graph.initializer[0].raw_data[::4096])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc and sets RLIMIT_AS")
+def test_unpack_without_the_memory_for_it_exits_2(tmp_path: Path) -> None:
+    """Issue case: a 2.3 MB file ended in MemoryError (exit 3). Here the process may grow 256 MiB past its
+    start-up size and the file unpacks to 1 GiB: exit 2, one line, nothing at -o."""
+    import subprocess
+
+    bomb = _bomb(tmp_path / "bomb.tslim", 1 << 30, "planes")
+    code = (
+        "import resource, sys\n"
+        "import numpy, onnx, zstandard, psutil\n"
+        "import tensorslim.pack, tensorslim.pack.wire, tensorslim.backends.onnx.io, tensorslim._files\n"
+        "from tensorslim.commands import build_app\n"
+        "size = int(open('/proc/self/status').read().split('VmSize:')[1].split()[0]) * 1024\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (size + (256 << 20), size + (256 << 20)))\n"
+        "build_app()(args=sys.argv[1:], prog_name='tensorslim')\n"
+    )
+    out = tmp_path / "out.onnx"
+    r = subprocess.run([sys.executable, "-c", code, "unpack", str(bomb), "-o", str(out)], capture_output=True,
+                       text=True, check=False)  # fmt: skip
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    err = r.stderr.strip()
+    assert err.startswith("error:") and "\n" not in err and "memory" in err, err
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]

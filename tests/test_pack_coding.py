@@ -114,7 +114,7 @@ def test_pack_is_smaller_than_zstd_and_lzma_and_bit_exact(name: str, tmp_path: P
     unpack_model(tmp_path / "m.tslim", tmp_path / "u.onnx")
     assert hashlib.sha256((tmp_path / "u.onnx").read_bytes()).digest() == hashlib.sha256(raw).digest()
     c = read_container(tmp_path / "m.tslim")
-    assert c.version == pack_format.FORMAT_VERSION == 2
+    assert c.version == pack_format.FORMAT_VERSION == 3
     for entry in c.manifest["tensors"]:  # the choice per tensor and per stream is recorded
         assert entry["encoding"] in ("symbols", "palette", "sparse", "planes", "bytes")
         assert all(s["codec"] in ("raw", "zstd", "lzma2", "rans") for s in entry["streams"])

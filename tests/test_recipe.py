@@ -348,16 +348,19 @@ def test_every_builtin_applies_and_runs_in_ort(name: str, tmp_path: Path) -> Non
     assert res.to_dict()["recipe"] == name
 
 
-@pytest.mark.parametrize("technique", ["dynamic-int8", "dynamic-int8-integer", "dynamic-int8-weight-only",
-                                       "dynamic-int8-per-tensor", "fp16"])  # fmt: skip
-def test_builtins_reproduce_optimize_techniques(technique: str, tmp_path: Path) -> None:
-    from tensorslim.optimize import default_techniques
+@pytest.mark.parametrize(("name", "config"), [
+    ("dynamic-int8", {}), ("dynamic-int8-integer", {"form": "integer"}),
+    ("dynamic-int8-weight-only", {"form": "weight_only", "weight_encoding": "dequantize_linear"}),
+    ("dynamic-int8-per-tensor", {"granularity": "per_tensor", "range_method": "minmax"}), ("fp16", None),
+])  # fmt: skip
+def test_builtins_write_what_quantize_writes(name: str, config: dict[str, Any] | None, tmp_path: Path) -> None:
+    import tensorslim as ts
 
     src = tmp_path / "m.onnx"
     onnx.save(tiny_model(), src)
-    tech = next(t for t in default_techniques() if t.name == technique)
-    tech.apply(src, tmp_path / "a.onnx")
-    apply_recipe(builtin_recipes().get(technique), src, tmp_path / "b.onnx")
+    cfg = ts.Float16Config() if config is None else ts.DynamicQuantConfig(**config)
+    ts.quantize(src, tmp_path / "a.onnx", config=cfg)
+    apply_recipe(builtin_recipes().get(name), src, tmp_path / "b.onnx")
     assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes()
 
 

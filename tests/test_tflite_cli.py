@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +12,7 @@ import pytest
 pytest.importorskip("ai_edge_litert")
 
 import tflite_models as tm
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tensorslim.cli", *args], capture_output=True, text=True, timeout=300)
+from models import cli
 
 
 @pytest.fixture

@@ -126,9 +126,9 @@ def test_input_shape_specs() -> None:
 
 
 def _cli(*args: str) -> tuple[int, str]:
-    from tensorslim.cli import app
+    from tensorslim.commands import build_app
 
-    result = CliRunner().invoke(app, list(args))
+    result = CliRunner().invoke(build_app(), list(args))
     return result.exit_code, result.output + (result.stderr if result.stderr_bytes is not None else "")
 
 

@@ -1,33 +1,22 @@
-"""The ``quantize --mode`` table: one place for the modes the code accepts and the help text that lists them.
+"""The ``quantize --mode`` table, read from :mod:`tensorslim.registry`: the modes the code accepts and their help.
 
 ``tensorslim quantize --help`` is generated from :data:`ONNX_MODES` and :data:`TFLITE_MODES`, and the ONNX
-config builder (``tensorslim.cli._onnx_config``) accepts exactly the keys of :data:`ONNX_MODES`; a test pins the
-TFLite names to :class:`~tensorslim.backends.tflite.quantize.TfliteMode`. Kept free of heavy imports: the CLI
-builds its help from it at start-up.
+config builder (``tensorslim.commands.quantize._onnx_config``) accepts exactly the keys of :data:`ONNX_MODES`; a
+test pins the TFLite names to :class:`~tensorslim.backends.tflite.quantize.TfliteMode`. Kept free of heavy
+imports: the CLI builds its help from it at start-up.
 """
 
 from __future__ import annotations
 
+from tensorslim.registry import modes_for
+
 __all__ = ["ONNX_MODES", "TFLITE_MODES", "mode_help"]
 
-#: ONNX ``--mode`` -> what it does (the config it builds: DynamicQuantConfig, StaticQuantConfig,
-#: BlockQuantConfig with 4 bits, BlockQuantConfig with ``--bits``, Float16Config).
-ONNX_MODES: dict[str, str] = {
-    "dynamic": "int8 weights with scales, no calibration data (the default)",
-    "static": "int8 weights and activations calibrated on --data (QLinearConv/QGemm after fusion; "
-    "--activation-bits 16 for 16-bit activations)",
-    "int4": "block-wise 4-bit weights: MatMul/Gemm on int8 kernels, Conv dequantized at load, Gather on "
-    "GatherBlockQuantized; GPTQ with --data",
-    "blockwise": "block-wise weights with --bits 4 or 8 (8 bits: MatMulNBits for MatMul/Gemm and Gather)",
-    "fp16": "float16 weights and compute, float32 inputs and outputs (--data checks for overflow)",
-}
+#: ONNX ``--mode`` -> what it does (each mode's pass kind is in :data:`tensorslim.registry.MODES`).
+ONNX_MODES: dict[str, str] = modes_for("onnx")
 
 #: ``.tflite`` ``--mode`` -> what it does (the values of ``TfliteMode``).
-TFLITE_MODES: dict[str, str] = {
-    "dynamic": "int8 weights, hybrid kernels",
-    "fp16": "float16 weights",
-    "static": "int8 weights and activations, needs --data",
-}
+TFLITE_MODES: dict[str, str] = modes_for("tflite")
 
 
 def mode_help() -> str:

@@ -30,6 +30,7 @@ import numpy as np
 from tensorslim.algorithms.quantize import quantize, tensor_params
 from tensorslim.backends.onnx.metadata import IO_METADATA_KEY
 from tensorslim.data import random_input
+from tensorslim.errors import InputError
 
 __all__ = ["InputSpec", "feeds_for", "make_inputs", "quantize_feed", "real_inputs", "specs_from_session"]
 
@@ -80,7 +81,7 @@ def specs_from_session(session: Any) -> list[InputSpec]:
     """Read the input signature of an ``onnxruntime.InferenceSession`` (with its integer inputs' quantization).
 
     Raises:
-        ValueError: the model's ``tensorslim.io_quantization`` metadata is not readable.
+        InputError: the model's ``tensorslim.io_quantization`` metadata is not readable.
     """
     qin = _io_quantization(session)
     out = []
@@ -106,13 +107,13 @@ def _io_quantization(session: Any) -> dict[str, dict[str, Any]]:
         inputs = json.loads(meta).get("inputs", {})
         return {str(k): {"scale": float(v["scale"]), "zero_point": int(v["zero_point"])} for k, v in inputs.items()}
     except (ValueError, TypeError, KeyError, AttributeError) as e:
-        raise ValueError(f"unreadable {IO_METADATA_KEY} model metadata ({e}); re-run tensorslim quantize") from None
+        raise InputError(f"unreadable {IO_METADATA_KEY} model metadata ({e}); re-run tensorslim quantize") from None
 
 
 def quantize_feed(arr: np.ndarray, spec: InputSpec) -> np.ndarray:
     """Float data quantized for an integer input with its ``(scale, zero_point)`` (round half to even, clip)."""
     if spec.quantization is None or spec.dtype is None:
-        raise ValueError(f"input {spec.name!r} carries no quantization parameters")
+        raise InputError(f"input {spec.name!r} carries no quantization parameters")
     scale, zero_point = spec.quantization
     return quantize(arr, tensor_params(scale, zero_point, spec.dtype), narrow=False)
 
@@ -157,7 +158,7 @@ def make_inputs(
         first dimension, else the first dimension of the first input (1 for scalars).
 
     Raises:
-        ValueError: An input has a type that cannot be generated (strings, bfloat16, sequences, maps).
+        InputError: An input has a type that cannot be generated (strings, bfloat16, sequences, maps).
     """
     overrides = dict(dim_overrides or {})
     rng = np.random.default_rng(seed)
@@ -167,7 +168,7 @@ def make_inputs(
     for spec in specs:
         dtype = spec.dtype
         if dtype is None:
-            raise ValueError(
+            raise InputError(
                 f"{model_name}: cannot generate input {spec.name!r} of type {spec.ort_type}; {PASS_REAL_INPUTS}"
             )
         shape, dynamic = _resolve_shape(spec, batch_size, overrides)
@@ -194,12 +195,12 @@ def feeds_for(model_name: str, specs: Sequence[InputSpec], inputs: Mapping[str, 
         with quantization parameters (see :class:`InputSpec`) are quantized with them.
 
     Raises:
-        ValueError: An input is missing, or its dtype, rank or a fixed dimension does not match.
+        InputError: An input is missing, or its dtype, rank or a fixed dimension does not match.
     """
     feeds: dict[str, Any] = {}
     for spec in specs:
         if spec.name not in inputs:
-            raise ValueError(
+            raise InputError(
                 f"{model_name}: input {spec.name!r} ({spec.ort_type}, shape {list(spec.shape)}) is not in "
                 f"the input dict (which has {sorted(inputs)}); the models do not take compatible inputs"
             )
@@ -208,17 +209,17 @@ def feeds_for(model_name: str, specs: Sequence[InputSpec], inputs: Mapping[str, 
         if spec.quantization is not None and arr.dtype.kind == "f":
             arr = quantize_feed(arr, spec)
         if want is not None and arr.dtype != want:
-            raise ValueError(
+            raise InputError(
                 f"{model_name}: input {spec.name!r} expects {spec.ort_type} but got an array of {arr.dtype}"
             )
         if spec.shape and len(spec.shape) != arr.ndim:
-            raise ValueError(
+            raise InputError(
                 f"{model_name}: input {spec.name!r} expects rank {len(spec.shape)} "
                 f"(shape {list(spec.shape)}) but got shape {list(arr.shape)}"
             )
         for axis, (d, got) in enumerate(zip(spec.shape, arr.shape, strict=False)):
             if isinstance(d, int) and d >= 0 and d != got:
-                raise ValueError(
+                raise InputError(
                     f"{model_name}: input {spec.name!r} expects size {d} on axis {axis} "
                     f"(shape {list(spec.shape)}) but got shape {list(arr.shape)}"
                 )

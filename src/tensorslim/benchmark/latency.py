@@ -29,6 +29,8 @@ from typing import Any
 
 import numpy as np
 
+from tensorslim.errors import InputError
+
 __all__ = [
     "CI_BLOCKS",
     "LatencyStats",
@@ -104,7 +106,7 @@ def create_session(
         The session and its creation time in ms.
 
     Raises:
-        ValueError: onnxruntime cannot load the model; the message names the file.
+        InputError: onnxruntime cannot load the model; the message names the file.
     """
     import onnxruntime as ort
 
@@ -114,7 +116,7 @@ def create_session(
         sess = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises Fail / InvalidGraph / InvalidProtobuf / RuntimeError
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ValueError(f"{path}: onnxruntime cannot load the model ({msg})") from None
+        raise InputError(f"{path}: onnxruntime cannot load the model ({msg})") from None
     return sess, (time.perf_counter() - t0) * 1e3
 
 
@@ -407,7 +409,7 @@ def latency_stats(
         max_blocks: Most blocks of the batch-means interval; 0 turns it off.
 
     Raises:
-        ValueError: ``samples_ms`` is empty.
+        InputError: ``samples_ms`` is empty.
     """
     x = np.asarray(samples_ms, dtype=np.float64)
     if x.size == 0:

@@ -20,6 +20,7 @@ from tensorslim.benchmark.latency import interleaved_runs, latency_stats, warm_u
 from tensorslim.benchmark.report import BenchReport, EnvInfo, ModelBench
 from tensorslim.benchmark.sysinfo import cpu_info
 from tensorslim.data import generate_inputs
+from tensorslim.errors import InputError
 from tensorslim.runtime.litert import LiteRTRuntime
 
 __all__ = ["benchmark_litert"]
@@ -71,13 +72,13 @@ def benchmark_litert(
     """Measure ``.tflite`` models side by side; ratios in the report are against the first model.
 
     Raises:
-        ValueError: no paths or bad arguments.
+        InputError: no paths or bad arguments.
         InputError: a file LiteRT cannot load, or inputs that do not fit a model.
     """
     if isinstance(paths, str | Path) or len(paths) == 0:
-        raise ValueError("paths must be a non-empty sequence of model paths")
+        raise InputError("paths must be a non-empty sequence of model paths")
     if threads < 0 or batch_size < 1 or min_runs < 1 or max_time_s < 0:
-        raise ValueError("threads >= 0, batch_size >= 1, min_runs >= 1 and max_time_s >= 0 are required")
+        raise InputError("threads >= 0, batch_size >= 1, min_runs >= 1 and max_time_s >= 0 are required")
     model_paths = [Path(p) for p in paths]
     names = [p.name if [q.name for q in model_paths].count(p.name) == 1 else str(p) for p in model_paths]
     runtimes: list[Any] = [None] * len(model_paths)

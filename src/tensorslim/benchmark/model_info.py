@@ -15,6 +15,7 @@ from onnx import AttributeProto, ModelProto, NodeProto, SparseTensorProto, Tenso
 
 from tensorslim.backends.onnx.graph import all_graphs
 from tensorslim.backends.onnx.io import load_model
+from tensorslim.errors import InputError
 
 __all__ = ["external_data_files", "file_bytes", "load_model_proto", "tensor_nbytes", "weight_bytes"]
 
@@ -62,14 +63,14 @@ def load_model_proto(path: str | os.PathLike[str]) -> ModelProto:
         The parsed model (external tensors left as references).
 
     Raises:
-        ValueError: The file does not exist, is not a regular file, cannot be parsed as ONNX, or has no
-            graph nodes (an :class:`~tensorslim.errors.InputError` from the loader). The message names the file.
+        InputError: The file does not exist, is not a regular file, cannot be parsed as ONNX, or has no
+            graph nodes. The message names the file.
     """
     p = Path(path)
     if not p.exists():
-        raise ValueError(f"{p}: no such file; check the path")
+        raise InputError(f"{p}: no such file; check the path")
     if not p.is_file():
-        raise ValueError(f"{p}: not a regular file")
+        raise InputError(f"{p}: not a regular file")
     return load_model(p, check=False, external_data=False)
 
 
@@ -182,7 +183,7 @@ def external_data_files(model: ModelProto, model_path: str | os.PathLike[str]) -
     """Return the distinct external-data files the model references, resolved next to the model.
 
     Raises:
-        ValueError: A referenced file does not exist.
+        InputError: A referenced file does not exist.
     """
     base = Path(model_path).parent
     seen: dict[Path, None] = {}
@@ -191,12 +192,12 @@ def external_data_files(model: ModelProto, model_path: str | os.PathLike[str]) -
             continue
         location = _external_entries(tensor).get("location")
         if not location:
-            raise ValueError(f"{model_path}: tensor {tensor.name!r} is external but has no location")
+            raise InputError(f"{model_path}: tensor {tensor.name!r} is external but has no location")
         seen.setdefault(base / location, None)
     files = list(seen)
     for f in files:
         if not f.is_file():
-            raise ValueError(f"{model_path}: external data file {f} is missing")
+            raise InputError(f"{model_path}: external data file {f} is missing")
     return files
 
 
@@ -204,7 +205,7 @@ def file_bytes(model: ModelProto, model_path: str | os.PathLike[str]) -> int:
     """Bytes on disk of the model file plus all external-data files it references.
 
     Raises:
-        ValueError: A referenced external-data file does not exist.
+        InputError: A referenced external-data file does not exist.
     """
     total = os.path.getsize(model_path)
     total += sum(f.stat().st_size for f in external_data_files(model, model_path))

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from tensorslim.backends.onnx.indices import index_bounds
+from tensorslim.errors import InputError
 from tensorslim.progress import track
 
 from .inputs import PASS_REAL_INPUTS, feeds_for, make_inputs, specs_from_session
@@ -210,15 +211,15 @@ def profile_model(
         The :class:`OpProfile`.
 
     Raises:
-        ValueError: The file is missing, onnxruntime cannot load it, the inputs do not fit, or ``runs < 1``.
+        InputError: The file is missing, onnxruntime cannot load it, the inputs do not fit, or ``runs < 1``.
     """
     import onnxruntime as ort
 
     if runs < 1 or warmup < 0:
-        raise ValueError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
+        raise InputError(f"runs must be >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}")
     p = Path(path)
     if not p.is_file():
-        raise ValueError(f"{p}: no such file; check the path")
+        raise InputError(f"{p}: no such file; check the path")
     with tempfile.TemporaryDirectory(prefix="tensorslim-prof-") as tmp:
         so = session_options(threads)
         so.enable_profiling = True
@@ -227,7 +228,7 @@ def profile_model(
             sess = ort.InferenceSession(str(p), sess_options=so, providers=["CPUExecutionProvider"])
         except Exception as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"{p}: onnxruntime cannot load the model ({msg})") from None
+            raise InputError(f"{p}: onnxruntime cannot load the model ({msg})") from None
         specs = specs_from_session(sess)
         if inputs is None:
             from tensorslim.backends.onnx.io import load_model
@@ -247,7 +248,7 @@ def profile_model(
             msg = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             made = "made-up " if inputs is None else ""
             hint = f"; {PASS_REAL_INPUTS}" if inputs is None else "; check that the data fits the model"
-            raise ValueError(f"{p}: inference fails with the {made}profiling inputs ({msg}){hint}") from None
+            raise InputError(f"{p}: inference fails with the {made}profiling inputs ({msg}){hint}") from None
         prof_file = sess.end_profiling()
         events = json.loads(Path(prof_file).read_text(encoding="utf-8"))
     nodes, run_us, kept = parse_profile(events, skip_runs=warmup)

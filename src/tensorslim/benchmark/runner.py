@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from tensorslim.backends.onnx.indices import index_bounds
+from tensorslim.errors import InputError
 from tensorslim.progress import progress_bar
 
 from .inputs import InputSpec, feeds_for, make_inputs, specs_from_session
@@ -49,7 +50,7 @@ def _unpack_packed(model_paths: list[Path]) -> tuple[dict[int, int], list[Any]]:
             from tensorslim.pack import unpack_to_temp
 
             if not p.is_file():
-                raise ValueError(f"{p}: no such file; check the path")
+                raise InputError(f"{p}: no such file; check the path")
             sizes[i] = p.stat().st_size
             model_paths[i], tmp = unpack_to_temp(p)
             keep.append(tmp)
@@ -104,17 +105,17 @@ def _check_args(
     if isinstance(paths, str | Path):
         raise ValueError("paths must be a sequence of model paths, not a single path")
     if len(paths) == 0:
-        raise ValueError("no model paths given")
+        raise InputError("no model paths given")
     if threads < 0:
-        raise ValueError(f"threads must be >= 0 (0 = onnxruntime default), got {threads}")
+        raise InputError(f"threads must be >= 0 (0 = onnxruntime default), got {threads}")
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     if min_runs < 1:
-        raise ValueError(f"min_runs must be >= 1, got {min_runs}")
+        raise InputError(f"min_runs must be >= 1, got {min_runs}")
     if max_time_s < 0:
-        raise ValueError(f"max_time_s must be >= 0, got {max_time_s}")
+        raise InputError(f"max_time_s must be >= 0, got {max_time_s}")
     if round_size < 1:
-        raise ValueError(f"round_size must be >= 1, got {round_size}")
+        raise InputError(f"round_size must be >= 1, got {round_size}")
 
 
 def _resolve_inputs(
@@ -136,7 +137,7 @@ def _resolve_inputs(
         known = {s.name for model_specs in specs for s in model_specs}
         unknown = sorted(set(shared) - known)
         if unknown:
-            raise ValueError(f"inputs {unknown} are not inputs of any model ({', '.join(names)})")
+            raise InputError(f"inputs {unknown} are not inputs of any model ({', '.join(names)})")
     feeds = [feeds_for(name, model_specs, shared) for name, model_specs in zip(names, specs, strict=True)]
     return shared, samples, feeds
 
@@ -194,7 +195,7 @@ def benchmark_models(
         The :class:`BenchReport`.
 
     Raises:
-        ValueError: A path is missing or not a loadable ONNX model, an argument is out of range, inputs
+        InputError: A path is missing or not a loadable ONNX model, an argument is out of range, inputs
             cannot be generated, or one input dict cannot feed every model. The message names the file
             (or model) and the problem.
     """
@@ -238,7 +239,7 @@ def benchmark_models(
             fn()
         except Exception as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"{p}: inference fails with the benchmark inputs ({msg})") from None
+            raise InputError(f"{p}: inference fails with the benchmark inputs ({msg})") from None
 
     memory: list[MemoryStats | None] = [None] * len(model_paths)
     memory_errors: list[str | None] = [None] * len(model_paths)

@@ -7,17 +7,18 @@ from typing import Annotated
 
 import typer
 
-from tensorslim.clikit import EXIT_OK, app, console, run_command, write_json
+from tensorslim.commands._kit import EXIT_OK, command, console, write_json
+from tensorslim.commands._options import JsonOption
+
+__all__ = ["doctor"]
 
 
-@app.command(
-    epilog="Examples:\n\n"
-    "    tensorslim doctor model.int8.onnx\n\n"
-    "    tensorslim doctor model.qdq.onnx --baseline model.onnx --json doctor.json\n\n"
-    "    tensorslim doctor model.int8.onnx --data inputs.npz    # real inputs for the timings\n\n"
-    "    tensorslim doctor model.int8.onnx --no-measure      # static checks only (one session creation)\n\n"
-    "Exit codes: 0 ok (findings are not errors), 2 bad input, 3 internal error.",
-)
+@command("doctor", """
+    tensorslim doctor model.int8.onnx
+    tensorslim doctor model.qdq.onnx --baseline model.onnx --json doctor.json
+    tensorslim doctor model.int8.onnx --data inputs.npz    # real inputs for the timings
+    tensorslim doctor model.int8.onnx --no-measure      # static checks only (one session creation)
+""", exits="Exit codes: 0 ok (findings are not errors), 2 bad input, 3 internal error.")
 def doctor(
     model: Annotated[Path, typer.Argument(help="ONNX model to check (usually the quantized one).")],
     baseline: Annotated[
@@ -30,20 +31,17 @@ def doctor(
     measure: Annotated[bool, typer.Option(help="Run the measured checks (timings, profile, ConvInteger).")] = True,
     threads: Annotated[int, typer.Option(help="Intra-op threads for the timings.")] = 1,
     seconds: Annotated[float, typer.Option(help="Timing budget per model.")] = 1.5,
-    json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
-) -> None:
+    json_out: JsonOption = None,
+) -> int:
     """Integer instructions of this CPU, unfused Q/DQ pairs, int4/fp16/ConvInteger/S8S8 pitfalls, each with its fix."""
 
-    def body() -> int:
-        from tensorslim.benchmark.inputs import real_inputs
-        from tensorslim.diagnostics.doctor import doctor as run_doctor
-        from tensorslim.diagnostics.doctor import render_doctor
+    from tensorslim.benchmark.inputs import real_inputs
+    from tensorslim.diagnostics.doctor import doctor as run_doctor
+    from tensorslim.diagnostics.doctor import render_doctor
 
-        inputs = None if data is None or not measure else real_inputs(model, data)
-        rep = run_doctor(model, baseline=baseline, inputs=inputs, measure=measure, threads=threads, seconds=seconds)
-        if json_out != "-":
-            render_doctor(rep, console)
-        write_json(json_out, rep.to_dict())
-        return EXIT_OK
-
-    run_command(body)
+    inputs = None if data is None or not measure else real_inputs(model, data)
+    rep = run_doctor(model, baseline=baseline, inputs=inputs, measure=measure, threads=threads, seconds=seconds)
+    if json_out != "-":
+        render_doctor(rep, console)
+    write_json(json_out, rep.to_dict())
+    return EXIT_OK

@@ -9,22 +9,22 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from tensorslim.clikit import EXIT_OK, app, console, run_command, write_json
+from tensorslim.commands._kit import EXIT_OK, command, console, write_json
+from tensorslim.commands._options import JsonOption
 from tensorslim.errors import InputError
 
 if TYPE_CHECKING:
     from tensorslim.benchmark.profile import NodeTime
 
+__all__ = ["profile_cmd"]
 
-@app.command(
-    name="profile",
-    epilog="Examples:\n\n"
-    "    tensorslim profile model.onnx\n\n"
-    "    tensorslim profile model.onnx model.int8.onnx --runs 50 --json prof.json\n\n"
-    "    tensorslim profile model.onnx --data inputs.npz --batch-size 8   # real inputs, first 8 samples\n\n"
-    "Times are medians per run of ONNX Runtime's kernels in its optimized graph (fused ops keep their fused "
-    "names). Exit codes: 0 ok, 2 bad input, 3 internal error.",
-)
+
+@command("profile", """
+    tensorslim profile model.onnx
+    tensorslim profile model.onnx model.int8.onnx --runs 50 --json prof.json
+    tensorslim profile model.onnx --data inputs.npz --batch-size 8   # real inputs, first 8 samples
+""", note="Times are medians per run of ONNX Runtime's kernels in its optimized graph (fused ops keep their "
+    "fused names).")
 def profile_cmd(
     model: Annotated[Path, typer.Argument(help="ONNX model to profile.")],
     other: Annotated[Path | None, typer.Argument(help="A second model: show where the time moved.")] = None,
@@ -37,54 +37,51 @@ def profile_cmd(
     threads: Annotated[int, typer.Option(help="Intra-op threads (0: ONNX Runtime default).")] = 1,
     batch_size: Annotated[int, typer.Option(help="Batch size for dynamic first dimensions.")] = 1,
     top: Annotated[int, typer.Option(help="Slowest nodes listed per model.")] = 10,
-    json_out: Annotated[str | None, typer.Option("--json", help="Write the result as JSON to a file or -.")] = None,
-) -> None:
+    json_out: JsonOption = None,
+) -> int:
     """Per-op-type and per-node time of one model, or the difference between two."""
 
-    def body() -> int:
-        from tensorslim.benchmark.profile import diff_profiles, profile_model
+    from tensorslim.benchmark.profile import diff_profiles, profile_model
 
-        if runs < 1 or warmup < 0 or batch_size < 1:
-            raise InputError("--runs and --batch-size must be at least 1, --warmup at least 0")
-        from tensorslim.benchmark.inputs import real_inputs
+    if runs < 1 or warmup < 0 or batch_size < 1:
+        raise InputError("--runs and --batch-size must be at least 1, --warmup at least 0")
+    from tensorslim.benchmark.inputs import real_inputs
 
-        feeds = None if data is None else real_inputs(model, data, batch_size=batch_size)
-        a = profile_model(model, runs=runs, warmup=warmup, threads=threads, batch_size=batch_size, inputs=feeds)
-        b = None
-        if other is not None:
-            b = profile_model(other, runs=runs, warmup=warmup, threads=threads, batch_size=batch_size, inputs=feeds)
-        quiet = json_out == "-"
-        if b is None:
-            if not quiet:
-                t = Table(title=f"{model.name}: {a.runs} runs, median run {a.run_median_us / 1e3:.3f} ms")
-                for c in ("op type", "nodes", "µs / run", "share"):
-                    t.add_column(c, justify="right" if c != "op type" else "left")
-                counts = a.count_by_op_type()
-                for op, us in a.by_op_type().items():
-                    t.add_row(op, str(counts[op]), f"{us:.1f}", f"{100 * us / (a.kernel_us or 1):.1f}%")
-                console.print(t)
-                _nodes_table(a.path, a.nodes[:top])
-            write_json(json_out, a.to_dict())
-            return EXIT_OK
-        diff = diff_profiles(a, b)
+    feeds = None if data is None else real_inputs(model, data, batch_size=batch_size)
+    a = profile_model(model, runs=runs, warmup=warmup, threads=threads, batch_size=batch_size, inputs=feeds)
+    b = None
+    if other is not None:
+        b = profile_model(other, runs=runs, warmup=warmup, threads=threads, batch_size=batch_size, inputs=feeds)
+    quiet = json_out == "-"
+    if b is None:
         if not quiet:
-            t = Table(title=f"where the time went: {model.name} -> {other.name if other else ''} (µs per run)")
-            for c in ("op type", "nodes A", "nodes B", "A µs", "B µs", "Δ µs"):
+            t = Table(title=f"{model.name}: {a.runs} runs, median run {a.run_median_us / 1e3:.3f} ms")
+            for c in ("op type", "nodes", "µs / run", "share"):
                 t.add_column(c, justify="right" if c != "op type" else "left")
-            for r in diff.rows:
-                t.add_row(
-                    r.op_type, str(r.a_nodes), str(r.b_nodes), f"{r.a_us:.1f}", f"{r.b_us:.1f}", f"{r.delta_us:+.1f}"
-                )
-            t.caption = (
-                f"kernels {a.kernel_us:.0f} -> {b.kernel_us:.0f} µs; whole run (median) "
-                f"{a.run_median_us:.0f} -> {b.run_median_us:.0f} µs; {threads} thread(s)"
-            )
+            counts = a.count_by_op_type()
+            for op, us in a.by_op_type().items():
+                t.add_row(op, str(counts[op]), f"{us:.1f}", f"{100 * us / (a.kernel_us or 1):.1f}%")
             console.print(t)
-            _nodes_table(b.path, b.nodes[:top])
-        write_json(json_out, diff.to_dict())
+            _nodes_table(a.path, a.nodes[:top])
+        write_json(json_out, a.to_dict())
         return EXIT_OK
-
-    run_command(body)
+    diff = diff_profiles(a, b)
+    if not quiet:
+        t = Table(title=f"where the time went: {model.name} -> {other.name if other else ''} (µs per run)")
+        for c in ("op type", "nodes A", "nodes B", "A µs", "B µs", "Δ µs"):
+            t.add_column(c, justify="right" if c != "op type" else "left")
+        for r in diff.rows:
+            t.add_row(
+                r.op_type, str(r.a_nodes), str(r.b_nodes), f"{r.a_us:.1f}", f"{r.b_us:.1f}", f"{r.delta_us:+.1f}"
+            )
+        t.caption = (
+            f"kernels {a.kernel_us:.0f} -> {b.kernel_us:.0f} µs; whole run (median) "
+            f"{a.run_median_us:.0f} -> {b.run_median_us:.0f} µs; {threads} thread(s)"
+        )
+        console.print(t)
+        _nodes_table(b.path, b.nodes[:top])
+    write_json(json_out, diff.to_dict())
+    return EXIT_OK
 
 
 def _nodes_table(path: str, nodes: Sequence[NodeTime]) -> None:

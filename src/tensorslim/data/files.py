@@ -10,8 +10,11 @@ without being unpickled. A ``.npy`` file reads as one array, under the name ``""
 from __future__ import annotations
 
 import io
+import lzma
 import os
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import IO
 
@@ -24,8 +27,23 @@ __all__ = ["SAVE_HINT", "ArrayFile"]
 #: How to write a data file the loader takes, for error messages.
 SAVE_HINT = "save the data with numpy.savez(path, **{input_name: array})"
 
+#: what reading a damaged zip or .npy can raise, besides InputError: a bad directory or local header
+#: (BadZipFile, struct.error), an unsupported "zip file version" or compression method (NotImplementedError),
+#: an encrypted member (RuntimeError), corrupt deflate/LZMA data (zlib.error, LZMAError; bzip2 gives OSError),
+#: a short read (EOFError), a bad header literal (ValueError, SyntaxError, UnicodeDecodeError), huge numbers
+_UNREADABLE: tuple[type[BaseException], ...] = (
+    zipfile.BadZipFile, zipfile.LargeZipFile, struct.error, NotImplementedError, RuntimeError, zlib.error,
+    lzma.LZMAError, OSError, EOFError, ValueError, SyntaxError, OverflowError, RecursionError,
+)  # fmt: skip
+
 # deflate never expands more than ~1032x; a member claiming more is corrupt (a zip bomb)
 _MAX_DEFLATE_RATIO = 1100
+
+
+def _reason(e: BaseException) -> str:
+    """A short, one-line reason for a zip/.npy read error."""
+    text = " ".join(str(e).split())[:160]
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _header(stream: IO[bytes], where: str) -> tuple[np.dtype, tuple[int, ...], bool]:
@@ -39,8 +57,8 @@ def _header(stream: IO[bytes], where: str) -> tuple[np.dtype, tuple[int, ...], b
             shape, fortran, dtype = fmt.read_array_header_2_0(stream)
         else:
             raise ValueError(f"unknown .npy version {version}")
-    except (ValueError, OSError, EOFError, SyntaxError, zipfile.BadZipFile) as e:
-        raise InputError(f"{where}: not a readable .npy array ({e}); {SAVE_HINT}") from e
+    except _UNREADABLE as e:
+        raise InputError(f"{where}: not a readable .npy array ({_reason(e)}); {SAVE_HINT}") from e
     return np.dtype(dtype), tuple(int(d) for d in shape), bool(fortran)
 
 
@@ -110,8 +128,8 @@ class ArrayFile:
         try:
             self._zip = zipfile.ZipFile(self.path)
             infos = self._zip.infolist()
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-            raise InputError(f"{self.path}: not a readable .npz or .npy file; {SAVE_HINT}") from e
+        except _UNREADABLE as e:
+            raise InputError(f"{self.path}: not a readable .npz or .npy file ({_reason(e)}); {SAVE_HINT}") from e
         for info in infos:
             if info.filename.endswith(".npy") and not info.is_dir():
                 self._members[info.filename[: -len(".npy")]] = info
@@ -162,10 +180,10 @@ class ArrayFile:
                 )
             try:
                 return _read_data(stream, where, dtype, shape, fortran)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+            except _UNREADABLE as e:
                 if isinstance(e, InputError):
                     raise
-                raise InputError(f"{where}: the array data is corrupt ({e}); write the file again") from e
+                raise InputError(f"{where}: the array data is corrupt ({_reason(e)}); write the file again") from e
 
     def _open(self, name: str) -> _Member:
         where = str(self.path) if self.is_npy else f"{self.path}: array {name!r}"
@@ -184,8 +202,8 @@ class ArrayFile:
             raise InputError(f"{where}: the member runs past the end of the file; the file is truncated")
         try:
             return _Member(self._zip.open(info), where, info.file_size)
-        except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as e:
-            raise InputError(f"{where}: not readable ({e}); {SAVE_HINT}") from e
+        except _UNREADABLE as e:
+            raise InputError(f"{where}: not readable ({_reason(e)}); {SAVE_HINT}") from e
 
 
 class _Member:

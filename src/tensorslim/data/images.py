@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from tensorslim.errors import InputError
+from tensorslim.errors import ConfigError, InputError
 from tensorslim.runtime.base import TensorSpec
 
 __all__ = ["IMAGE_SUFFIXES", "ImagePreprocess", "image_files", "load_images", "preprocess_image"]
@@ -67,7 +67,7 @@ class ImagePreprocess:
 
     def __post_init__(self) -> None:
         if self.size is not None and (len(self.size) != 2 or any(not isinstance(v, int) or v < 1 for v in self.size)):
-            raise ValueError(f"size: must be (height, width) with positive integers, got {self.size!r}")
+            raise ConfigError(f"size: must be (height, width) with positive integers, got {self.size!r}")
         for name, value, allowed in (
             ("resize", self.resize, _RESIZE),
             ("layout", self.layout, _LAYOUTS),
@@ -75,16 +75,16 @@ class ImagePreprocess:
             ("dtype", self.dtype, _DTYPES),
         ):
             if value not in allowed:
-                raise ValueError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+                raise ConfigError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
         if not (math.isfinite(self.scale) and self.scale > 0):
-            raise ValueError(f"scale: must be a positive finite number, got {self.scale!r}")
+            raise ConfigError(f"scale: must be a positive finite number, got {self.scale!r}")
         for name, values in (("mean", self.mean), ("std", self.std)):
             if len(values) not in (0, 1, self.channels):
-                raise ValueError(f"{name}: give 1 or {self.channels} values for color {self.color}, got {len(values)}")
+                raise ConfigError(f"{name}: give 1 or {self.channels} values for color {self.color}, got {len(values)}")
             if any(not math.isfinite(v) for v in values):
-                raise ValueError(f"{name}: values must be finite, got {values!r}")
+                raise ConfigError(f"{name}: values must be finite, got {values!r}")
         if any(v <= 0 for v in self.std):
-            raise ValueError(f"std: values must be positive, got {self.std!r}")
+            raise ConfigError(f"std: values must be positive, got {self.std!r}")
 
     @property
     def channels(self) -> int:

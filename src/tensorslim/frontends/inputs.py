@@ -14,6 +14,7 @@ for ``tensorslim eval`` and for the speed check.
 from __future__ import annotations
 
 import re
+import struct
 import warnings
 import zipfile
 from collections.abc import Sequence
@@ -112,8 +113,8 @@ def _torch_kind(path: Path) -> str | None:
     try:
         with zipfile.ZipFile(path) as z:
             names = z.namelist()
-    except (OSError, zipfile.BadZipFile):
-        return None
+    except (OSError, zipfile.BadZipFile, NotImplementedError, ValueError, EOFError, struct.error):
+        return None  # a damaged zip ("zip file version 25.5", bad headers) is no PyTorch archive
     if any(n.endswith(("/archive_format", "/models/model.json")) for n in names):
         return "export"
     if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):

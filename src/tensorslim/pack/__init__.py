@@ -28,7 +28,7 @@ from google.protobuf.message import DecodeError as ProtoDecodeError
 from onnx import TensorProto
 
 from tensorslim.algorithms.entropy import LZMA_PRESET, encode
-from tensorslim.errors import InputError
+from tensorslim.errors import ConfigError, InputError
 from tensorslim.pack.format import FORMAT_VERSION, read_container, write_container
 from tensorslim.pack.tensors import (
     SUB_BYTE_BITS,
@@ -37,12 +37,16 @@ from tensorslim.pack.tensors import (
     encode_tensor,
     fill_tensor,
     iter_tensors,
+    raw_size,
     stream_size,
     strip_tensor,
     tensor_decoder,
 )
 
-__all__ = ["FORMAT_VERSION", "PackConfig", "PackReport", "is_pack", "pack_model", "unpack_model", "unpack_to_temp"]
+__all__ = [
+    "FORMAT_VERSION", "PackConfig", "PackReport", "is_pack", "pack_model", "unpack_file", "unpack_model",
+    "unpack_to_temp",
+]  # fmt: skip
 
 _PACKABLE = {
     TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16, TensorProto.INT8,
@@ -71,10 +75,10 @@ class PackConfig:
 
     def __post_init__(self) -> None:
         if isinstance(self.level, bool) or not isinstance(self.level, int) or not 1 <= self.level <= 22:
-            raise ValueError(f"level: must be an integer from 1 to 22, got {self.level!r}")
+            raise ConfigError(f"level: must be an integer from 1 to 22, got {self.level!r}")
         bad = [c for c in self.codecs if c not in _CODECS]
         if bad or not self.codecs:
-            raise ValueError(f"codecs: {list(self.codecs)!r}; allowed: {', '.join(_CODECS)}")
+            raise ConfigError(f"codecs: {list(self.codecs)!r}; allowed: {', '.join(_CODECS)}")
         object.__setattr__(self, "codecs", tuple(self.codecs))
 
 
@@ -224,6 +228,10 @@ def unpack_model(
 ) -> onnx.ModelProto:
     """Read a ``.tslim`` file back into an ONNX model (and write it atomically when ``output`` is given).
 
+    Each tensor is decoded in place and handed to the model, one at a time: the peak is about the model
+    once, plus its largest tensor, plus (with ``output``) the serialized model. To write a file without
+    holding the model, use :func:`unpack_file`.
+
     Raises:
         InputError: missing, truncated, tampered (checksum mismatch), newer-version or hostile files;
             nothing is written then.
@@ -232,6 +240,102 @@ def unpack_model(
 
     if output is not None:
         check_output_path(output, path)
+    plan = _plan(path, max_expansion)
+    sizes = [_raw_size(plan.container, t, entry, count) for t, entry, count, _ in plan.targets]
+    _check_memory(plan.container, sum(sizes) * (2 if output is not None else 1))  # the model (+ its bytes)
+    try:
+        for t, entry, count, where in plan.targets:
+            arr = _decoded(plan.container, t, entry, count)
+            fill_tensor(t, arr, where)
+            del arr
+        if output is not None:
+            save_model(plan.model, output, stamp_lowest=False)  # exactly what was packed: bit-exact
+    except MemoryError as e:
+        raise _out_of_memory(plan.container, sum(sizes)) from e
+    return plan.model
+
+
+def unpack_file(
+    path: str | os.PathLike[str], output: str | os.PathLike[str], *, max_expansion: float = 4096.0
+) -> Path:
+    """Unpack a ``.tslim`` file straight into an ONNX file (atomically), never holding the whole model.
+
+    The packed graph's bytes are written with each tensor's data spliced in as it is decoded
+    (:mod:`tensorslim.pack.wire`): the peak is about the largest tensor (twice that for tensors stored as
+    byte planes of multi-byte items), not the model. The file is byte-identical to what
+    :func:`unpack_model` writes. Models past protobuf's 2 GB limit go through :func:`unpack_model`
+    (external data).
+
+    Raises:
+        InputError: as :func:`unpack_model`; nothing is left at ``output`` on failure.
+    """
+    from tensorslim._files import atomic_write
+    from tensorslim.backends.onnx.io import check_output_path
+    from tensorslim.pack import wire
+
+    out = check_output_path(output, path)
+    plan = _plan(path, max_expansion)
+    paths = {id(t): p for p, t in wire.tensor_paths(plan.model)}
+    targets: dict[wire.Path_, tuple[onnx.TensorProto, wire.Deferred | bytes]] = {}
+    try:
+        for t, entry, count, where in plan.targets:
+            if id(t) not in paths:
+                raise wire.Unsupported("a target tensor has no wire path")
+            if where == "raw_data":
+                nbytes = _raw_size(plan.container, t, entry, count)
+                targets[paths[id(t)]] = (t, wire.Deferred(_producer(plan.container, t, entry, count, nbytes), nbytes))
+            else:  # a typed field: its serialized size depends on the values, so it is built now
+                filled = onnx.TensorProto()
+                filled.CopyFrom(t)
+                fill_tensor(filled, _decoded(plan.container, t, entry, count), where)
+                targets[paths[id(t)]] = (t, filled.SerializeToString())
+        pieces, size = wire.layout(plan.graph, targets)
+        if size >= _PROTOBUF_LIMIT:
+            raise wire.Unsupported("past protobuf's 2 GB limit")
+    except wire.Unsupported:
+        unpack_model(path, out, max_expansion=max_expansion)
+        return out
+    largest = max((d.nbytes for _, d in targets.values() if isinstance(d, wire.Deferred)), default=0)
+    _check_memory(plan.container, largest)
+    try:
+        with atomic_write(out, inputs=[path]) as f:
+            wire.write_pieces(f, pieces)
+    except MemoryError as e:
+        raise _out_of_memory(plan.container, largest) from e
+    return out
+
+
+def _check_memory(c: Any, need: int) -> None:
+    """Refuse to start when the bytes to hold exceed the free memory (a MemoryError midway is an exit 3)."""
+    import psutil
+
+    free = int(psutil.virtual_memory().available)
+    if need > free:
+        raise _out_of_memory(c, need, free)
+
+
+def _out_of_memory(c: Any, need: int, free: int | None = None) -> InputError:
+    state = "ran out of memory" if free is None else f"only {free / 2**30:.1f} GiB of memory is free"
+    return InputError(
+        f"{c.path}: unpacking needs about {need / 2**30:.1f} GiB and {state}; unpack it on a machine with "
+        "more free memory (tensorslim unpack holds only the largest tensor in memory)"
+    )
+
+
+_PROTOBUF_LIMIT = 2**31 - 2**24  # as :func:`tensorslim.backends.onnx.save_model`: larger models get external data
+
+
+@dataclass
+class _Plan:
+    container: Any
+    graph: bytes
+    model: onnx.ModelProto
+    targets: list[tuple[onnx.TensorProto, dict[str, Any], int, str]]  # tensor, entry, element count, field
+
+
+def _plan(path: str | os.PathLike[str], max_expansion: float) -> _Plan:
+    """Read and check the container, parse the graph and match every manifest entry to its tensor; nothing
+    is decoded yet."""
     c = read_container(path, max_expansion=max_expansion)
     m = c.manifest
     if m.get("format") != "tensorslim-pack" or not isinstance(m.get("tensors"), list):
@@ -256,6 +360,7 @@ def unpack_model(
     if len(entries) != len(targets):
         raise InputError(f"{c.path}: the manifest lists {len(entries)} tensors, the graph {len(targets)}; corrupt file")
     total = 0
+    plan = []
     for t, entry in zip(targets, entries, strict=True):
         if not isinstance(entry, dict) or entry.get("name") != t.name or entry.get("dims", []) != list(t.dims):
             raise InputError(f"{c.path}: tensor {t.name!r} does not match its manifest entry; the file is corrupt")
@@ -265,22 +370,50 @@ def unpack_model(
         total += count * 8
         if total > c.max_bytes:
             raise InputError(f"{c.path}: the tensors declare more data than the file can hold; refusing to unpack it")
-        try:
-            read = tensor_decoder(entry, _stream_reader(c, entry, count))
-            arr = decode_tensor(entry, read, count)
-        except (KeyError, TypeError, AttributeError, IndexError, ValueError, OverflowError) as err:
-            # a checksum-valid manifest with wrong types or nesting is a corrupt file, not a crash
-            detail = str(err) if isinstance(err, ValueError) else f"malformed entry ({type(err).__name__})"
-            raise InputError(f"{c.path}: tensor {t.name!r}: {detail}; the file is corrupt") from err
-        fill_tensor(t, arr, str(entry.get("field", "raw_data")))
-    if output is not None:
-        save_model(model, output, stamp_lowest=False)  # exactly what was packed: bit-exact
-    return model
+        plan.append((t, entry, count, str(entry.get("field", "raw_data"))))
+    return _Plan(c, graph_bytes, model, plan)
 
 
-def _stream_reader(c: Any, entry: dict[str, Any], count: int) -> Any:
-    def read(s: dict[str, Any]) -> bytes:
-        return c.stream(s, stream_size(entry, str(s.get("role")), count))
+_MALFORMED = (KeyError, TypeError, AttributeError, IndexError, ValueError, OverflowError)
+
+
+def _malformed(c: Any, t: onnx.TensorProto, err: BaseException) -> InputError:
+    # a checksum-valid manifest with wrong types or nesting is a corrupt file, not a crash
+    detail = str(err) if isinstance(err, ValueError) else f"malformed entry ({type(err).__name__})"
+    return InputError(f"{c.path}: tensor {t.name!r}: {detail}; the file is corrupt")
+
+
+def _decoded(c: Any, t: onnx.TensorProto, entry: dict[str, Any], count: int) -> np.ndarray:
+    try:
+        read = tensor_decoder(entry, _stream_reader(c, entry, count))
+        chunks = tensor_decoder(entry, _stream_reader(c, entry, count, chunked=True))
+        return decode_tensor(entry, read, count, chunks)
+    except InputError:
+        raise
+    except _MALFORMED as err:
+        raise _malformed(c, t, err) from err
+
+
+def _raw_size(c: Any, t: onnx.TensorProto, entry: dict[str, Any], count: int) -> int:
+    try:
+        return raw_size(entry, count)
+    except _MALFORMED as err:
+        raise _malformed(c, t, err) from err
+
+
+def _producer(c: Any, t: onnx.TensorProto, entry: dict[str, Any], count: int, nbytes: int) -> Any:
+    def produce() -> np.ndarray:
+        arr = np.ascontiguousarray(_decoded(c, t, entry, count))
+        if arr.nbytes != nbytes:
+            raise InputError(f"{c.path}: tensor {t.name!r} decodes to {arr.nbytes} bytes, {nbytes} declared; corrupt")
+        return arr
+
+    return produce
+
+
+def _stream_reader(c: Any, entry: dict[str, Any], count: int, chunked: bool = False) -> Any:
+    def read(s: dict[str, Any]) -> Any:
+        return (c.chunks if chunked else c.stream)(s, stream_size(entry, str(s.get("role")), count))
 
     return read
 
@@ -291,5 +424,5 @@ def unpack_to_temp(path: str | os.PathLike[str]) -> tuple[Path, Any]:
 
     tmp = tempfile.TemporaryDirectory(prefix="tslim-")
     out = Path(tmp.name) / (Path(path).stem + ".onnx")
-    unpack_model(path, out)
+    unpack_file(path, out)
     return out, tmp

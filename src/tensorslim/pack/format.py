@@ -3,16 +3,17 @@
 Layout (little endian)::
 
     magic        8 bytes   b"TSLIM\\x00\\r\\n"   (the CR LF catches text-mode transfers)
-    version      u16       format version (this module writes and reads FORMAT_VERSION)
-    flags        u16       bit 0: the manifest is zstd-compressed (version 2)
-    manifest_len u32       bytes of the UTF-8 JSON manifest
+    version      u16       format version (this module writes FORMAT_VERSION and reads every version up to it)
+    flags        u16       bit 0: the manifest is zstd-compressed (version 2 on); any other bit is refused
+    manifest_len u32       bytes of the manifest (UTF-8 JSON, or its zstd frame)
     body_len     u64       bytes of the streams
-    sha256       32 bytes  of manifest + body
+    sha256       32 bytes  of the 24 header bytes before it + manifest + body (versions 1 and 2: manifest + body)
     manifest, body
 
 The manifest lists the graph stream (the ONNX model with every tensor's data removed) and one entry per
 tensor with its encoding and streams (``role``, ``codec``, ``offset``, ``length``, ``size``). Reading checks,
-in order: magic, version, lengths against the file size, the checksum, the manifest, and every declared
+in order: magic, version, lengths against the file size, the checksum (from version 3 it covers the version,
+flags and lengths too, so a flipped flag bit is a checksum mismatch), the flags, the manifest, and every declared
 size against a bound (``max_expansion`` times the file size), before any stream is decompressed; each
 stream decompresses into exactly its declared size, never more.
 """
@@ -21,21 +22,26 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import os
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tensorslim._files import atomic_write
-from tensorslim.algorithms.entropy import DecodeError, decode
+from tensorslim.algorithms.entropy import DecodeError, _lzma2_filters, decode
 from tensorslim.errors import InputError
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "Container", "read_container", "write_container"]
+__all__ = ["FORMAT_VERSION", "MAGIC", "Container", "checksum", "read_container", "write_container"]
 
 MAGIC = b"TSLIM\x00\r\n"
-FORMAT_VERSION = 2  # 2: sub-byte tensors, the bytes encoding, the rans codec, entries name their tensor
+#: 2: sub-byte tensors, the bytes encoding, the rans codec, entries name their tensor, zstd manifest;
+#: 3: the checksum covers the header fields (version, flags, lengths) too
+FORMAT_VERSION = 3
 _HEADER = struct.Struct("<8sHHIQ32s")
+_COVERED = struct.Struct("<8sHHIQ")  # the header fields before the checksum
 _MAX_MANIFEST = 64 << 20
 #: the most bytes any file may unpack to, whatever its size (on top of the max_expansion ratio)
 MAX_UNPACKED = 16 << 30
@@ -55,6 +61,33 @@ class Container:
 
     def stream(self, s: dict[str, Any], expected: int | None = None) -> bytes:
         """Decompress one stream (a manifest dict) after checking its bounds."""
+        off, length, size, codec = self._bounds(s, expected)
+        try:  # a view of the body: the compressed bytes are not copied
+            return decode(codec, memoryview(self.body)[off : off + length], size)
+        except DecodeError as e:
+            raise InputError(f"{self.path}: {e}; the file is corrupt") from e
+
+    def chunks(self, s: dict[str, Any], expected: int | None = None) -> Iterator[bytes]:
+        """The decompressed bytes of one stream, :data:`CHUNK` bytes at a time (``rans``: all at once), with
+        the checks of :meth:`stream`: exactly the declared size, never more."""
+        off, length, size, codec = self._bounds(s, expected)
+        payload = memoryview(self.body)[off : off + length]
+        if codec not in ("raw", "zstd", "lzma", "lzma2"):
+            yield self.stream(s, expected)
+            return
+        got = 0
+        try:
+            for piece in _decode_chunks(codec, payload, size):
+                got += len(piece)
+                if got > size:
+                    raise DecodeError(f"{codec} stream holds more than the {size} bytes declared")
+                yield piece
+        except DecodeError as e:
+            raise InputError(f"{self.path}: {e}; the file is corrupt") from e
+        if got != size:
+            raise InputError(f"{self.path}: stream decodes to {got} bytes, {size} declared; the file is corrupt")
+
+    def _bounds(self, s: dict[str, Any], expected: int | None) -> tuple[int, int, int, str]:
         try:
             off, length, size, codec = int(s["offset"]), int(s["length"]), int(s["size"]), str(s["codec"])
         except (KeyError, TypeError, ValueError) as e:
@@ -68,25 +101,76 @@ class Container:
                 f"{self.path}: a stream declares {size:,} bytes, far beyond what a {self.file_bytes:,}-byte file "
                 "can hold (a decompression bomb or a corrupt file); refusing to unpack it"
             )
-        try:  # a view of the body: the compressed bytes are not copied
-            return decode(codec, memoryview(self.body)[off : off + length], size)
-        except DecodeError as e:
-            raise InputError(f"{self.path}: {e}; the file is corrupt") from e
+        return off, length, size, codec
+
+
+#: bytes a stream is decompressed at a time by :meth:`Container.chunks`
+CHUNK = 8 << 20
+
+
+def _decode_chunks(codec: str, payload: memoryview, size: int) -> Iterator[bytes]:
+    """Decompress ``payload`` a chunk at a time (the caller checks the total against ``size``)."""
+    if codec == "raw":
+        for i in range(0, len(payload), CHUNK):
+            yield bytes(payload[i : i + CHUNK])
+        return
+    if codec == "zstd":
+        import zstandard
+
+        try:
+            declared = int(zstandard.get_frame_parameters(payload).content_size)
+            if declared != size:
+                raise DecodeError(f"zstd frame declares {declared} bytes, {size} expected")
+            with zstandard.ZstdDecompressor().stream_reader(payload) as r:
+                while piece := r.read(CHUNK):
+                    yield piece
+        except zstandard.ZstdError as e:
+            raise DecodeError(f"zstd stream is corrupt ({e})") from e
+        return
+    if codec == "lzma2":
+        if not payload or not 12 <= payload[0] & 31 <= 26 or payload[0] >> 6:
+            raise DecodeError("lzma2 stream has a bad dictionary size")
+        dec = lzma.LZMADecompressor(format=lzma.FORMAT_RAW, filters=_lzma2_filters(payload[0]))
+        data: bytes | memoryview = payload[1:]
+    else:
+        dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+        data = payload
+    try:
+        while not dec.eof:
+            piece = dec.decompress(data, max_length=CHUNK)
+            data = b""
+            if not piece:
+                break  # truncated (it needs input there is not): the caller sees the short total
+            yield piece
+    except lzma.LZMAError as e:
+        raise DecodeError(f"{codec} stream is corrupt ({e})") from e
+
+
+def checksum(version: int, flags: int, manifest: bytes, body: bytes | memoryview) -> bytes:
+    """The SHA-256 stored in the header: from version 3 over the header fields, the manifest and the body;
+    before, over the manifest and the body only (the flags were not covered)."""
+    h = hashlib.sha256()
+    if version >= 3:
+        h.update(_COVERED.pack(MAGIC, version, flags, len(manifest), len(body)))
+    h.update(manifest)
+    h.update(body)
+    return h.digest()
 
 
 def write_container(path: str | os.PathLike[str], manifest: dict[str, Any], body: bytes) -> int:
     """Write the container atomically (temporary file in the same folder, then rename); return its size."""
     out = Path(path)
+    version = FORMAT_VERSION  # read at call time: the tests write older versions by setting it
     mbytes = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
     flags = 0
-    if FORMAT_VERSION >= 2:
+    if version >= 2:
         import zstandard
 
         packed = zstandard.ZstdCompressor(level=19, write_content_size=True).compress(mbytes)
         if len(packed) < len(mbytes):
             mbytes, flags = packed, _ZSTD_MANIFEST
-    digest = hashlib.sha256(mbytes + body).digest()
-    header = _HEADER.pack(MAGIC, FORMAT_VERSION, flags, len(mbytes), len(body), digest)
+    digest = checksum(version, flags, mbytes, body)
+    header = _HEADER.pack(MAGIC, version, flags, len(mbytes), len(body), digest)
     with atomic_write(out) as f:  # the shared output policy: umask mode, fsync, rename, no leftovers
         f.write(header)
         f.write(mbytes)
@@ -124,8 +208,6 @@ def read_container(path: str | os.PathLike[str], *, max_expansion: float = 4096.
             )
         if version < 1:
             raise InputError(f"{p}: bad format version {version}; the file is corrupt")
-        if flags & ~_ZSTD_MANIFEST or (flags and version < 2):  # any other bit is corruption (or a newer format)
-            raise InputError(f"{p}: unknown header flags {flags:#06x}; the file is corrupt or from a newer tensorslim")
         if mlen > _MAX_MANIFEST or _HEADER.size + mlen + blen != size:
             raise InputError(
                 f"{p}: the header declares {_HEADER.size + mlen + blen:,} bytes but the file has {size:,} "
@@ -133,8 +215,10 @@ def read_container(path: str | os.PathLike[str], *, max_expansion: float = 4096.
             )
         mbytes = f.read(mlen)
         body = f.read(blen)
-    if hashlib.sha256(mbytes + body).digest() != digest:
+    if checksum(version, flags, mbytes, body) != digest:  # from version 3, a changed flag bit fails here
         raise InputError(f"{p}: checksum mismatch (the file is corrupt or was modified); re-create or re-download it")
+    if flags & ~_ZSTD_MANIFEST or (flags and version < 2):  # any other bit is corruption (or a newer format)
+        raise InputError(f"{p}: unknown header flags {flags:#06x}; the file is corrupt or from a newer tensorslim")
     if flags & _ZSTD_MANIFEST:
         try:
             mbytes = decode("zstd", mbytes, _zstd_content_size(mbytes))

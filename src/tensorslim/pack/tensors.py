@@ -22,7 +22,7 @@ Each stream is compressed by the coder that measured smallest on it (:func:`tens
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,8 +36,6 @@ from tensorslim.algorithms.entropy import (
     decode,
     encode,
     pack_symbols,
-    unbyte_planes,
-    unpack_symbols,
 )
 
 __all__ = [
@@ -48,6 +46,7 @@ __all__ = [
     "decode_tensor",
     "encode_tensor",
     "iter_tensors",
+    "raw_size",
     "strip_tensor",
 ]
 
@@ -148,11 +147,6 @@ def _zigzag(a: np.ndarray) -> np.ndarray:
     return np.where(v >= 0, 2 * v, -2 * v - 1).astype(np.uint8)
 
 
-def _unzigzag(s: np.ndarray) -> np.ndarray:
-    v = s.astype(np.int16)
-    return np.where(v % 2 == 0, v // 2, -(v + 1) // 2).astype(np.int8)
-
-
 def _symbols(
     role: str, sym: np.ndarray, level: int, codecs: tuple[str, ...], dims: list[int]
 ) -> tuple[dict[str, Any], list]:
@@ -239,33 +233,117 @@ def _dtype(entry: dict[str, Any]) -> np.dtype:
         raise DecodeError(f"tensor {entry.get('name')!r}: unknown data type {entry.get('dtype')!r}") from e
 
 
-def decode_tensor(entry: dict[str, Any], read: Callable[[str], bytes], count: int) -> np.ndarray:
-    """Decode one tensor; ``read(role)`` returns the decompressed bytes of one of its streams."""
+def decode_tensor(
+    entry: dict[str, Any], read: Callable[[str], bytes], count: int,
+    chunks: Callable[[str], Iterable[bytes]] | None = None,
+) -> np.ndarray:  # fmt: skip
+    """Decode one tensor; ``read(role)`` returns the decompressed bytes of one of its streams, ``chunks(role)``
+    (when given) the same bytes a piece at a time.
+
+    The result is built in place, chunk by chunk, with no full-size temporaries: a view of the decoded stream
+    when its bytes already are the tensor's (``bytes``, 1-byte ``planes``, unsigned 8-bit ``symbols``), else one
+    array of the tensor's size (``planes`` of wider items are scattered into it as the stream decompresses).
+    """
     enc = entry.get("encoding")
     if enc == "bytes":
-        return np.frombuffer(read("data"), np.uint8).copy()
+        return np.frombuffer(read("data"), np.uint8)
     dt = _dtype(entry)
     if enc == "symbols":
-        sym = unpack_symbols(read("symbols"), int(entry["symbols_bits"]), count)
-        out = _unzigzag(sym) if entry.get("signed") else sym
-        return np.ascontiguousarray(out).view(dt)
+        bits, signed = int(entry["symbols_bits"]), bool(entry.get("signed"))
+        if bits == 8 and not signed:
+            out = np.frombuffer(read("symbols"), np.uint8, count)
+        else:
+            out = np.empty(count, np.uint8)
+            for lo, sym in _symbol_chunks(read("symbols"), bits, count):
+                out[lo : lo + sym.size] = np.bitwise_xor(sym >> 1, np.negative(sym & 1)) if signed else sym
+        return _exact(entry, out.view(dt), count)
     if enc == "palette":
         pal = np.frombuffer(read("palette"), f"u{dt.itemsize}")
-        idx = unpack_symbols(read("indices"), int(entry["indices_bits"]), count)
-        if idx.size and int(idx.max()) >= pal.size:
-            raise DecodeError(f"tensor {entry['name']!r}: palette index out of range")
-        return pal[idx].view(dt)
+        out = np.empty(count, pal.dtype)
+        for lo, idx in _symbol_chunks(read("indices"), int(entry["indices_bits"]), count):
+            if idx.size and int(idx.max()) >= pal.size:
+                raise DecodeError(f"tensor {entry['name']!r}: palette index out of range")
+            np.take(pal, idx, out=out[lo : lo + idx.size])
+        return _exact(entry, out.view(dt), count)
     if enc == "sparse":
-        mask = unpack_symbols(read("mask"), 1, count).astype(bool)
-        vals = np.frombuffer(unbyte_planes(read("values"), dt.itemsize), dt)
-        if int(mask.sum()) != vals.size:
-            raise DecodeError(f"tensor {entry['name']!r}: sparse mask and values disagree")
+        vals = _unplane(read("values"), dt, int(entry.get("nonzero", -1)))
         out = np.zeros(count, dt)
-        out[mask] = vals
+        pos = 0
+        for lo, bit in _symbol_chunks(read("mask"), 1, count):
+            mask = bit.view(bool)
+            k = int(np.count_nonzero(mask))
+            if pos + k > vals.size:
+                raise DecodeError(f"tensor {entry['name']!r}: sparse mask and values disagree")
+            out[lo : lo + mask.size][mask] = vals[pos : pos + k]
+            pos += k
+        if pos != vals.size:
+            raise DecodeError(f"tensor {entry['name']!r}: sparse mask and values disagree")
         return out
     if enc == "planes":
-        return np.frombuffer(unbyte_planes(read("data"), dt.itemsize), dt).copy()
+        if chunks is None or dt.itemsize == 1:
+            return _exact(entry, _unplane(read("data"), dt, count), count)
+        out = np.empty(count, dt)
+        grid = out.view(np.uint8).reshape(count, dt.itemsize)  # plane p of item i is grid[i, p]
+        pos, total = 0, count * dt.itemsize
+        for piece in chunks("data"):
+            src = np.frombuffer(piece, np.uint8)
+            if pos + src.size > total:
+                raise DecodeError(f"tensor {entry.get('name')!r}: the byte planes hold more than {total} bytes")
+            while src.size:
+                plane, i = divmod(pos, count)
+                k = min(src.size, count - i)
+                grid[i : i + k, plane] = src[:k]
+                src, pos = src[k:], pos + k
+        if pos != total:
+            raise DecodeError(f"tensor {entry.get('name')!r}: the byte planes hold {pos} of {total} bytes")
+        return out
     raise DecodeError(f"tensor {entry.get('name')!r}: unknown encoding {enc!r}")
+
+
+_CHUNK = 1 << 20  # packed bytes unpacked at a time
+
+
+def _symbol_chunks(data: bytes, bits: int, count: int) -> Iterator[tuple[int, np.ndarray]]:
+    """``(first index, uint8 symbols)`` of the ``count`` symbols packed at ``bits`` in ``data``, a chunk at a time."""
+    if bits not in (1, 2, 4, 8):
+        raise DecodeError(f"bad symbol width {bits}")
+    b = np.frombuffer(data, np.uint8)
+    per = 8 // bits
+    if b.size * per < count:
+        raise DecodeError(f"symbol stream holds {b.size * per} symbols, {count} declared")
+    shifts = (np.arange(per, dtype=np.uint8) * bits)[None, :]
+    low = np.uint8((1 << bits) - 1)
+    for i in range(0, b.size, _CHUNK):
+        lo = i * per
+        if lo >= count:
+            break
+        chunk = b[i : i + _CHUNK]
+        sym = chunk if bits == 8 else ((chunk[:, None] >> shifts) & low).reshape(-1)
+        yield lo, sym[: count - lo]
+
+
+def _unplane(data: bytes, dt: np.dtype, count: int) -> np.ndarray:
+    """``count`` items of ``dt`` from their byte planes (a view of ``data`` for 1-byte items)."""
+    if count < 0 or len(data) != count * dt.itemsize:
+        raise DecodeError(f"a byte-plane stream of {len(data)} bytes does not hold {count} items of {dt}")
+    if dt.itemsize == 1:
+        return np.frombuffer(data, dt)
+    out = np.empty(count, dt)
+    out.view(np.uint8).reshape(count, dt.itemsize)[...] = np.frombuffer(data, np.uint8).reshape(dt.itemsize, count).T
+    return out
+
+
+def _exact(entry: dict[str, Any], arr: np.ndarray, count: int) -> np.ndarray:
+    if arr.size != count:
+        raise DecodeError(f"tensor {entry.get('name')!r}: decodes to {arr.size} items, {count} declared")
+    return arr
+
+
+def raw_size(entry: dict[str, Any], count: int) -> int:
+    """The bytes :func:`decode_tensor` gives for ``entry`` (its tensor's ``raw_data`` length)."""
+    if entry.get("encoding") == "bytes":
+        return stream_size(entry, "data", count)
+    return count * _dtype(entry).itemsize
 
 
 def stream_size(entry: dict[str, Any], role: str, count: int) -> int:
@@ -301,7 +379,11 @@ def fill_tensor(t: onnx.TensorProto, array: np.ndarray, field: str = "raw_data")
     """Put ``array`` back into the stripped tensor ``t``: as raw data, or in the typed field it came from."""
     a = np.ascontiguousarray(array).reshape(-1)
     if field == "raw_data" or field not in _FIELDS:
-        t.raw_data = a.tobytes()
+        base: object = a.base
+        while isinstance(base, np.ndarray) and base.base is not None:
+            base = base.base
+        # a contiguous view of all of a decoded stream is passed as it is; protobuf copies it either way
+        t.raw_data = base if isinstance(base, bytes) and len(base) == a.nbytes > 0 else a.tobytes()
     elif field == "int32_data":  # 16-bit floats are stored as their bit patterns
         t.int32_data.extend((a.view(np.uint16) if a.dtype.kind == "f" else a).astype(np.int32).tolist())
     elif field == "float_data":
@@ -314,11 +396,12 @@ def fill_tensor(t: onnx.TensorProto, array: np.ndarray, field: str = "raw_data")
         t.uint64_data.extend(a.astype(np.uint64).tolist())
 
 
-def tensor_decoder(entry: dict[str, Any], decode_stream: Callable[[dict[str, Any]], bytes]) -> Callable[[str], bytes]:
-    """A ``read(role)`` for :func:`decode_tensor` over the entry's stream list."""
+def tensor_decoder(entry: dict[str, Any], decode_stream: Callable[[dict[str, Any]], Any]) -> Callable[[str], Any]:
+    """A ``read(role)`` for :func:`decode_tensor` over the entry's stream list (``decode_stream`` may return
+    the bytes or an iterable of chunks: the same wrapper serves ``read`` and ``chunks``)."""
     by_role = {s.get("role"): s for s in entry.get("streams", [])}
 
-    def read(role: str) -> bytes:
+    def read(role: str) -> Any:
         s = by_role.get(role)
         if s is None:
             raise DecodeError(f"tensor {entry.get('name')!r}: stream {role!r} missing")

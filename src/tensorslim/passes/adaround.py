@@ -17,15 +17,28 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 import onnx
 
 from tensorslim.algorithms.adaround import METHODS, from_rows, learned_rounding, to_rows
+from tensorslim.errors import ConfigError
 from tensorslim.evaluate.data import Dataset
+from tensorslim.passes._config import coerce_enums
 from tensorslim.passes.adaround_stats import input_grams, layer_input_spec
 
-__all__ = ["AdaRoundConfig", "LayerRounding", "adaround_codes", "unsupported_reason"]
+__all__ = ["AdaRoundConfig", "LayerRounding", "RoundingMethod", "adaround_codes", "unsupported_reason"]
+
+
+class RoundingMethod(StrEnum):
+    """How each weight is rounded up or down (the methods of :mod:`tensorslim.algorithms.adaround`)."""
+
+    SEQUENTIAL = "sequential"
+    ADAROUND = "adaround"
+
+
+assert tuple(RoundingMethod) == METHODS, "RoundingMethod and algorithms.adaround.METHODS list the same methods"
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +64,7 @@ class AdaRoundConfig:
     """
 
     enabled: bool = True
-    method: str = "sequential"
+    method: RoundingMethod | str = RoundingMethod.SEQUENTIAL
     iterations: int = 1000
     reg_weight: float = 1.0
     max_sweeps: int = 8
@@ -62,16 +75,15 @@ class AdaRoundConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.enabled, bool):
-            raise ValueError(f"enabled: expected true or false, got {self.enabled!r}")
-        if self.method not in METHODS:
-            raise ValueError(f"method: {self.method!r} is not one of {', '.join(METHODS)}")
+            raise ConfigError(f"enabled: expected true or false, got {self.enabled!r}")
+        coerce_enums(self, (("method", RoundingMethod),))
         for fname, lo in (("iterations", 1), ("max_sweeps", 0), ("orders", 1), ("seed", 0), ("max_positions", 1),
                           ("batch_size", 1)):  # fmt: skip
             value = getattr(self, fname)
             if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise ValueError(f"{fname}: expected an integer >= {lo}, got {value!r}")
+                raise ConfigError(f"{fname}: expected an integer >= {lo}, got {value!r}")
         if not (isinstance(self.reg_weight, int | float) and np.isfinite(self.reg_weight) and self.reg_weight >= 0):
-            raise ValueError(f"reg_weight: expected a finite number >= 0, got {self.reg_weight!r}")
+            raise ConfigError(f"reg_weight: expected a finite number >= 0, got {self.reg_weight!r}")
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 ``Pass.__call__(model)`` returns a :class:`PassResult`: the (new) model, whether it changed, and one
 :class:`WeightRecord` per weight the pass looked at, saying what was done or why it was skipped. A
-:class:`Pipeline` runs passes in order and concatenates their records. Passes never modify their input
+:class:`Pipeline` runs passes (as :class:`Step` s) in order; :mod:`tensorslim.pipeline` builds each
+quantization mode as one. Passes never modify their input
 model; they work on a copy.
 """
 
@@ -10,15 +11,18 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import onnx
 
-__all__ = ["Pass", "PassResult", "Pipeline", "WeightRecord"]
+__all__ = ["ModelT", "Pass", "PassResult", "Pipeline", "Step", "WeightRecord", "concat_records"]
 
 log = logging.getLogger(__name__)
+
+#: The model type of a format: ``onnx.ModelProto`` for ONNX, the flatbuffer object (``ModelT``) for TFLite.
+ModelT = TypeVar("ModelT")
 
 
 @dataclass(frozen=True)
@@ -62,10 +66,10 @@ class WeightRecord:
 
 
 @dataclass
-class PassResult:
-    """Outcome of a pass: the model, whether it changed, and per-weight records."""
+class PassResult(Generic[ModelT]):
+    """Outcome of a pass on a model of any format: the model, whether it changed, per-weight records, notes."""
 
-    model: onnx.ModelProto
+    model: ModelT
     modified: bool
     records: list[WeightRecord] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -87,24 +91,68 @@ class Pass(ABC):
         return self.call(copy)
 
 
+@dataclass(frozen=True)
+class Step:
+    """A pass as one step of a :class:`Pipeline`, with what the pipeline takes from it.
+
+    Attributes:
+        pass_: the pass.
+        counts: whether its change counts as the pipeline's (``False`` for preparation such as folding
+            BatchNormalization: it never makes a pipeline "modified", and when it changes nothing its input
+            is handed on as it is).
+        notes: report the pass's notes.
+        note: reported instead of the pass's notes when it changed the model.
+    """
+
+    pass_: Pass
+    counts: bool = True
+    notes: bool = True
+    note: str = ""
+
+
+def concat_records(runs: list[list[WeightRecord]]) -> list[WeightRecord]:
+    """Every step's records, in order (the default of :class:`Pipeline`)."""
+    return [r for run in runs for r in run]
+
+
 class Pipeline(Pass):
-    """Runs passes in order."""
+    """Runs passes (or :class:`Step` s) in order, each on the previous one's output.
 
-    name = "pipeline"
+    The result is modified when a counting step changed the model; its records come from ``records`` (given
+    the counting steps' records, one list per step; default: concatenated); its notes are every step's, in order.
+    """
 
-    def __init__(self, passes: Sequence[Pass]) -> None:
-        self.passes = list(passes)
+    def __init__(
+        self,
+        passes: Sequence[Pass | Step],
+        *,
+        name: str = "pipeline",
+        records: Callable[[list[list[WeightRecord]]], list[WeightRecord]] = concat_records,
+    ) -> None:
+        self.steps = [p if isinstance(p, Step) else Step(p) for p in passes]
+        self.name = name
+        self.merge = records
+
+    @property
+    def passes(self) -> list[Pass]:
+        """The passes, in order."""
+        return [s.pass_ for s in self.steps]
 
     def call(self, model: onnx.ModelProto) -> PassResult:
-        """Run each pass on the previous pass's output."""
-        records: list[WeightRecord] = []
+        """Run each step on the previous step's output."""
+        runs: list[list[WeightRecord]] = []
         notes: list[str] = []
         modified = False
-        for p in self.passes:
-            log.info("running pass %s", p.name)
-            result = p.call(model)
-            model = result.model
-            modified = modified or result.modified
-            records.extend(result.records)
-            notes.extend(result.notes)
-        return PassResult(model, modified, records, notes)
+        for step in self.steps:
+            log.info("running pass %s", step.pass_.name)
+            result = step.pass_(model)
+            if step.counts or result.modified:
+                model = result.model
+            if step.counts:
+                modified = modified or result.modified
+                runs.append(result.records)
+            if step.note and result.modified:
+                notes.append(step.note)
+            elif step.notes and not step.note:
+                notes.extend(result.notes)
+        return PassResult(model, modified, self.merge(runs) if runs else [], notes)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 import ml_dtypes
@@ -39,18 +40,33 @@ from tensorslim.algorithms.quantize import QuantScheme
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse, find_weights
 from tensorslim.data import Dataset
-from tensorslim.errors import InputError
+from tensorslim.errors import ConfigError, InputError
 from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import LayerInput, LazyGrams, run_with_outputs
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass
 from tensorslim.passes.static_sensitivity import added_error
 
-__all__ = ["BlockQuantConfig", "BlockQuantPass"]
+__all__ = ["BlockKernel", "BlockMethod", "BlockQuantConfig", "BlockQuantPass"]
 
 _OPS = ("MatMul", "Gemm", "Gather", "Conv")
-_METHODS = ("auto", "mse", "minmax", "gptq")
-_KERNELS = ("auto", "integer", "matmulnbits")
+
+
+class BlockMethod(StrEnum):
+    """How block values are rounded: ``auto`` is ``gptq`` with calibration data, ``mse`` without."""
+
+    AUTO = "auto"
+    MSE = "mse"
+    MINMAX = "minmax"
+    GPTQ = "gptq"
+
+
+class BlockKernel(StrEnum):
+    """What MatMul/Gemm weights run on: int8 kernels over 4-bit ladder blocks, or MatMulNBits."""
+
+    AUTO = "auto"
+    INTEGER = "integer"
+    MATMULNBITS = "matmulnbits"
 
 
 @dataclass(frozen=True)
@@ -83,9 +99,9 @@ class BlockQuantConfig:
     bits: int = 4
     block_size: int = 32
     scheme: QuantScheme | str = QuantScheme.ASYMMETRIC
-    method: str = "auto"
+    method: BlockMethod | str = BlockMethod.AUTO
     accuracy_level: int = 4
-    kernel: str = "auto"
+    kernel: BlockKernel | str = BlockKernel.AUTO
     op_types: tuple[str, ...] = _OPS
     exclude: tuple[str, ...] = ()
     min_size: int = 1024
@@ -93,27 +109,24 @@ class BlockQuantConfig:
 
     def __post_init__(self) -> None:
         if self.bits not in (4, 8):
-            raise ValueError(f"bits: {self.bits!r} is not one of 4, 8")
+            raise ConfigError(f"bits: {self.bits!r} is not one of 4, 8")
         bs = self.block_size
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 16 or bs > 256 or bs & (bs - 1):
-            raise ValueError(f"block_size: must be a power of two from 16 to 256, got {bs!r}")
-        coerce_enums(self, (("scheme", QuantScheme),))
-        if self.method not in _METHODS:
-            raise ValueError(f"method: {self.method!r} is not one of {', '.join(_METHODS)}")
+            raise ConfigError(f"block_size: must be a power of two from 16 to 256, got {bs!r}")
+        coerce_enums(self, (("scheme", QuantScheme), ("method", BlockMethod)))
         if self.accuracy_level not in (0, 1, 2, 3, 4):
-            raise ValueError(f"accuracy_level: {self.accuracy_level!r} is not one of 0, 1, 2, 3, 4")
-        if self.kernel not in _KERNELS:
-            raise ValueError(f"kernel: {self.kernel!r} is not one of {', '.join(_KERNELS)}")
+            raise ConfigError(f"accuracy_level: {self.accuracy_level!r} is not one of 0, 1, 2, 3, 4")
+        coerce_enums(self, (("kernel", BlockKernel),))
         if self.kernel == "integer" and self.bits != 4:
-            raise ValueError("kernel: 'integer' stores 4-bit blocks (bits 4); 8-bit weights on integer kernels are "
+            raise ConfigError("kernel: 'integer' stores 4-bit blocks (bits 4); 8-bit weights on integer kernels are "
                              "dynamic quantization (--mode dynamic)")  # fmt: skip
         ops = tuple(self.op_types)
         if not ops or any(o not in _OPS for o in ops):
-            raise ValueError(f"op_types: {ops!r}; allowed: {', '.join(_OPS)}")
+            raise ConfigError(f"op_types: {ops!r}; allowed: {', '.join(_OPS)}")
         if isinstance(self.output_sqnr_db, bool) or not isinstance(self.output_sqnr_db, int | float) or not (
             0 <= self.output_sqnr_db <= 100
         ):
-            raise ValueError(f"output_sqnr_db: a number of dB from 0 (off) to 100, got {self.output_sqnr_db!r}")
+            raise ConfigError(f"output_sqnr_db: a number of dB from 0 (off) to 100, got {self.output_sqnr_db!r}")
         object.__setattr__(self, "op_types", ops)
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
 

@@ -33,7 +33,7 @@ from tensorslim._regex import name_matcher
 from tensorslim.algorithms.pruning import lstsq_refit
 from tensorslim.backends.onnx.graph import GraphIndex
 from tensorslim.data import Dataset
-from tensorslim.errors import InputError, UnsupportedModelError
+from tensorslim.errors import ConfigError, InputError, UnsupportedModelError
 from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import ConvGeometry, LayerInput, feature_sq_sums, run_with_outputs
@@ -74,14 +74,14 @@ class ChannelPruneConfig:
     def __post_init__(self) -> None:
         r = self.ratio
         if isinstance(r, bool) or not isinstance(r, int | float) or not 0.0 <= r < 1.0:
-            raise ValueError(f"ratio: must be in [0, 1), got {r!r}")
+            raise ConfigError(f"ratio: must be in [0, 1), got {r!r}")
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         for fname in ("min_channels", "round_to", "max_positions"):
             v = getattr(self, fname)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{fname}: must be a positive integer, got {v!r}")
+                raise ConfigError(f"{fname}: must be a positive integer, got {v!r}")
         if not self.damp > 0:
-            raise ValueError(f"damp: must be positive, got {self.damp!r}")
+            raise ConfigError(f"damp: must be positive, got {self.damp!r}")
 
 
 @dataclass

@@ -30,12 +30,20 @@ from tensorslim.algorithms.pruning import damped_inverse_cholesky
 from tensorslim.backends.onnx.editor import GraphEditor
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, find_weights
 from tensorslim.data import Dataset
-from tensorslim.errors import UnsupportedModelError
-from tensorslim.passes._config import coerce_enums, regex_tuple
+from tensorslim.errors import ConfigError, UnsupportedModelError
+from tensorslim.passes._config import Granularity, coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import LayerInput, gram_matrices
 
-__all__ = ["CLUSTER_OPS", "ClusterConfig", "ClusterGranularity", "ClusterPass", "ClusterPlan", "plan_cluster"]
+__all__ = [
+    "CLUSTER_OPS",
+    "ClusterConfig",
+    "ClusterGranularity",
+    "ClusterPass",
+    "ClusterPlan",
+    "CodebookDtype",
+    "plan_cluster",
+]
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +51,15 @@ CLUSTER_OPS: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gath
 _ROLES = {WeightRole.CONV, WeightRole.CONV_TRANSPOSE, WeightRole.GEMM, WeightRole.MATMUL, WeightRole.EMBEDDING}
 
 
-class ClusterGranularity(StrEnum):
-    """One codebook per tensor, or one per output channel."""
+#: One codebook per tensor, or one per output channel: the quantizers' :class:`~tensorslim.passes._config.Granularity`.
+ClusterGranularity = Granularity
 
-    PER_TENSOR = "per_tensor"
-    PER_CHANNEL = "per_channel"
+
+class CodebookDtype(StrEnum):
+    """How the centroids are stored (float16 halves the codebook bytes; cast back at load time)."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
 
 
 @dataclass(frozen=True)
@@ -69,9 +81,9 @@ class ClusterConfig:
     """
 
     clusters: int = 16
-    granularity: ClusterGranularity | str = ClusterGranularity.PER_TENSOR
+    granularity: Granularity | str = Granularity.PER_TENSOR
     init: KMeansInit | str = KMeansInit.KMEANS_PP
-    codebook_dtype: str = "float32"
+    codebook_dtype: CodebookDtype | str = CodebookDtype.FLOAT32
     op_types: tuple[str, ...] = CLUSTER_OPS
     exclude: tuple[str, ...] = ()
     min_size: int = 256
@@ -81,23 +93,21 @@ class ClusterConfig:
     damp: float = 0.01
 
     def __post_init__(self) -> None:
-        coerce_enums(self, (("granularity", ClusterGranularity), ("init", KMeansInit)))
+        coerce_enums(self, (("granularity", Granularity), ("init", KMeansInit), ("codebook_dtype", CodebookDtype)))
         k = self.clusters
         if isinstance(k, bool) or not isinstance(k, int) or not 2 <= k <= 256:
-            raise ValueError(f"clusters: must be an integer from 2 to 256, got {k!r}")
-        if self.codebook_dtype not in ("float32", "float16"):
-            raise ValueError(f"codebook_dtype: {self.codebook_dtype!r} is not one of float32, float16")
+            raise ConfigError(f"clusters: must be an integer from 2 to 256, got {k!r}")
         unknown = [o for o in self.op_types if o not in CLUSTER_OPS]
         if unknown or not self.op_types:
-            raise ValueError(f"op_types: {list(self.op_types)!r}; allowed: {', '.join(CLUSTER_OPS)}")
+            raise ConfigError(f"op_types: {list(self.op_types)!r}; allowed: {', '.join(CLUSTER_OPS)}")
         object.__setattr__(self, "op_types", tuple(self.op_types))
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         for fname in ("min_size", "max_iter", "seed"):
             v = getattr(self, fname)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{fname}: must be a non-negative integer, got {v!r}")
+                raise ConfigError(f"{fname}: must be a non-negative integer, got {v!r}")
         if not self.damp > 0:
-            raise ValueError(f"damp: must be positive, got {self.damp!r}")
+            raise ConfigError(f"damp: must be positive, got {self.damp!r}")
 
 
 @dataclass

@@ -62,8 +62,9 @@ from tensorslim.algorithms.quantize import (
 from tensorslim.algorithms.rotation import rotate_input_channels
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, WeightUse, find_weights
+from tensorslim.errors import ConfigError
 from tensorslim.evaluate.data import Dataset
-from tensorslim.passes._config import coerce_enums, regex_tuple
+from tensorslim.passes._config import Granularity, coerce_enums, regex_tuple
 from tensorslim.passes._dynamic_plan import UseForm, WeightPlan
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import ConvGeometry, LayerInput, LazyGrams
@@ -96,13 +97,6 @@ class QuantForm(StrEnum):
     AUTO = "auto"  # per op, the form that is fast on ONNX Runtime's CPU kernels
     INTEGER = "integer"  # integer kernels wherever one exists (activations quantized at run time)
     WEIGHT_ONLY = "weight_only"  # int8 weights dequantized in front of the float op
-
-
-class Granularity(StrEnum):
-    """One scale per tensor, or one per output channel."""
-
-    PER_CHANNEL = "per_channel"
-    PER_TENSOR = "per_tensor"
 
 
 class WeightEncoding(StrEnum):
@@ -185,30 +179,30 @@ class DynamicQuantConfig:
         ops = tuple(self.op_types)
         unknown = [o for o in ops if o not in SUPPORTED_OPS]
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"op_types: unknown op {', '.join(map(repr, unknown))}; allowed: {', '.join(SUPPORTED_OPS)}"
             )
         if not ops:
-            raise ValueError(f"op_types: empty; give at least one of {', '.join(SUPPORTED_OPS)}")
+            raise ConfigError(f"op_types: empty; give at least one of {', '.join(SUPPORTED_OPS)}")
         object.__setattr__(self, "op_types", ops)
         for fname in ("exclude", "float_compute"):
             object.__setattr__(self, fname, regex_tuple(fname, getattr(self, fname)))
         if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 0:
-            raise ValueError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
+            raise ConfigError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
         b = self.rotation_block
         if isinstance(b, bool) or not isinstance(b, int) or b < 2 or b & (b - 1) or b > 1024:
-            raise ValueError(f"rotation_block: must be a power of two between 2 and 1024, got {b!r}")
+            raise ConfigError(f"rotation_block: must be a power of two between 2 and 1024, got {b!r}")
         if not isinstance(self.compact, bool):
-            raise ValueError(f"compact: must be True or False, got {self.compact!r}")
+            raise ConfigError(f"compact: must be True or False, got {self.compact!r}")
         if self.weight_bits not in (4, 8) or isinstance(self.weight_bits, bool):
-            raise ValueError(f"weight_bits: {self.weight_bits!r} is not one of 8, 4")
+            raise ConfigError(f"weight_bits: {self.weight_bits!r} is not one of 8, 4")
         bs = self.block_size
         if isinstance(bs, bool) or not isinstance(bs, int) or bs < 16 or bs > 256 or bs & (bs - 1):
-            raise ValueError(f"block_size: must be a power of two from 16 to 256, got {bs!r}")
+            raise ConfigError(f"block_size: must be a power of two from 16 to 256, got {bs!r}")
         if self.weight_bits == 4 and (
             self.scheme is not QuantScheme.SYMMETRIC or self.granularity is not Granularity.PER_CHANNEL
         ):
-            raise ValueError("weight_bits: 4-bit ladder blocks need scheme 'symmetric' and granularity 'per_channel'")
+            raise ConfigError("weight_bits: 4-bit ladder blocks need scheme 'symmetric' and granularity 'per_channel'")
 
 
 def _granularity_label(qp: QuantParams | None) -> str:

@@ -17,6 +17,7 @@ import onnx
 
 from tensorslim.algorithms.equalization import equalize_pair
 from tensorslim.backends.onnx.graph import GraphIndex
+from tensorslim.errors import ConfigError
 from tensorslim.passes._consts import Constants
 from tensorslim.passes.base import Pass, PassResult
 
@@ -37,9 +38,9 @@ class EqualizeConfig:
 
     def __post_init__(self) -> None:
         if self.max_iterations < 1:
-            raise ValueError(f"max_iterations: must be >= 1, got {self.max_iterations}")
+            raise ConfigError(f"max_iterations: must be >= 1, got {self.max_iterations}")
         if not self.tolerance > 0:
-            raise ValueError(f"tolerance: must be > 0, got {self.tolerance}")
+            raise ConfigError(f"tolerance: must be > 0, got {self.tolerance}")
 
 
 def _group(node: onnx.NodeProto) -> int:

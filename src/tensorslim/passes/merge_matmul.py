@@ -28,6 +28,7 @@ from tensorslim._regex import name_matcher
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
 from tensorslim.backends.onnx.graph import GraphIndex
 from tensorslim.backends.onnx.weights import GraphScope, WeightInfo, find_weights, iter_graphs
+from tensorslim.errors import ConfigError
 from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 
@@ -51,9 +52,9 @@ class MergeMatMulConfig:
     def __post_init__(self) -> None:
         g = self.min_group
         if isinstance(g, bool) or not isinstance(g, int) or g < 2:
-            raise ValueError(f"min_group: must be an integer >= 2, got {g!r}")
+            raise ConfigError(f"min_group: must be an integer >= 2, got {g!r}")
         if not isinstance(self.merge_bias, bool):
-            raise ValueError(f"merge_bias: must be True or False, got {self.merge_bias!r}")
+            raise ConfigError(f"merge_bias: must be True or False, got {self.merge_bias!r}")
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
 
 

@@ -32,7 +32,7 @@ from tensorslim.algorithms.fidelity import sqnr_db
 from tensorslim.algorithms.pruning import global_thresholds, magnitude_mask, nm_mask, obs_update, wanda_scores
 from tensorslim.backends.onnx.weights import WeightInfo, WeightRole, find_weights
 from tensorslim.data import Dataset
-from tensorslim.errors import InputError, UnsupportedModelError
+from tensorslim.errors import ConfigError, InputError, UnsupportedModelError
 from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import ConvGeometry, LayerInput, feature_sq_sums, gram_matrices
@@ -102,30 +102,30 @@ class PruneConfig:
         coerce_enums(self, (("method", PruneMethod), ("scope", PruneScope)))
         nm = self.nm
         if self.pattern != "unstructured" and nm is None:
-            raise ValueError(f"pattern: {self.pattern!r} is not one of unstructured, N:M (e.g. 2:4, 4:8)")
+            raise ConfigError(f"pattern: {self.pattern!r} is not one of unstructured, N:M (e.g. 2:4, 4:8)")
         if nm is not None and not (0 < nm[0] < nm[1] <= 64):
-            raise ValueError(f"pattern: {self.pattern!r} needs 0 < N < M <= 64")
+            raise ConfigError(f"pattern: {self.pattern!r} needs 0 < N < M <= 64")
         s = self.sparsity
         if s is not None and (isinstance(s, bool) or not isinstance(s, int | float) or not 0.0 <= s < 1.0):
-            raise ValueError(f"sparsity: must be in [0, 1), got {s!r}")
+            raise ConfigError(f"sparsity: must be in [0, 1), got {s!r}")
         if nm is not None and s is not None and abs(s - (nm[1] - nm[0]) / nm[1]) > 1e-9:
-            raise ValueError(
+            raise ConfigError(
                 f"sparsity: {s} conflicts with pattern {self.pattern}, which prunes {(nm[1] - nm[0]) / nm[1]:g}; "
                 "leave sparsity out"
             )
         if nm is not None and self.scope is PruneScope.GLOBAL:
-            raise ValueError("scope: global ranking needs pattern unstructured; N:M patterns are per group")
+            raise ConfigError("scope: global ranking needs pattern unstructured; N:M patterns are per group")
         if not 0.0 < self.max_layer_sparsity <= 1.0:
-            raise ValueError(f"max_layer_sparsity: must be in (0, 1], got {self.max_layer_sparsity!r}")
+            raise ConfigError(f"max_layer_sparsity: must be in (0, 1], got {self.max_layer_sparsity!r}")
         unknown = [o for o in self.op_types if o not in PRUNABLE_OPS]
         if unknown or not self.op_types:
-            raise ValueError(f"op_types: {list(self.op_types)!r}; allowed: {', '.join(PRUNABLE_OPS)}")
+            raise ConfigError(f"op_types: {list(self.op_types)!r}; allowed: {', '.join(PRUNABLE_OPS)}")
         object.__setattr__(self, "op_types", tuple(self.op_types))
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 0:
-            raise ValueError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
+            raise ConfigError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
         if not self.damp > 0:
-            raise ValueError(f"damp: must be positive, got {self.damp!r}")
+            raise ConfigError(f"damp: must be positive, got {self.damp!r}")
 
     @property
     def nm(self) -> tuple[int, int] | None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 import onnx
@@ -35,9 +36,9 @@ from tensorslim.algorithms.observers import (
 from tensorslim.algorithms.quantize import QuantScheme, choose_qparams
 from tensorslim.backends.onnx.editor import opset_version
 from tensorslim.backends.onnx.weights import WeightRole, find_weights
-from tensorslim.errors import InputError
+from tensorslim.errors import ConfigError, InputError
 from tensorslim.evaluate.data import Dataset
-from tensorslim.passes._config import regex_tuple
+from tensorslim.passes._config import Granularity, coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult
 from tensorslim.passes.calib_stats import run_with_outputs
 from tensorslim.passes.static_apply import apply_qdq
@@ -78,11 +79,32 @@ COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 _CONSTANT_MIN_SQNR_DB = 40.0
 # an activation most of whose nonzero values round to its zero point in int8 stays float
 _MAX_LOST_SHARE = 0.5
-CALIBRATION_METHODS = ("minmax", "moving_average", "percentile", "mse", "entropy", "auto")
+
+
+class CalibrationMethod(StrEnum):
+    """How an activation's range is chosen from the calibration data."""
+
+    MINMAX = "minmax"
+    MOVING_AVERAGE = "moving_average"
+    PERCENTILE = "percentile"
+    MSE = "mse"
+    ENTROPY = "entropy"
+    AUTO = "auto"
+
+
+class IoDtype(StrEnum):
+    """The element type of the model's inputs and outputs."""
+
+    FLOAT = "float"
+    UINT8 = "uint8"
+    INT8 = "int8"
+
+
+CALIBRATION_METHODS = tuple(m.value for m in CalibrationMethod)
+IO_DTYPES = tuple(d.value for d in IoDtype)
 #: the range methods ``calibration="auto"`` compares (one histogram pass gives all three)
 AUTO_METHODS = ("minmax", "percentile", "mse")
 _RANGE_SAMPLES = 32  # calibration samples the auto range choice scores each candidate on
-IO_DTYPES = ("float", "uint8", "int8")
 
 
 @dataclass(frozen=True)
@@ -139,9 +161,9 @@ class StaticQuantConfig:
             back to float, a tenth at a time (0 turns it off).
     """
 
-    activation_scheme: str = "asymmetric"
-    granularity: str = "per_channel"
-    calibration: str = "auto"
+    activation_scheme: QuantScheme | str = QuantScheme.ASYMMETRIC
+    granularity: Granularity | str = Granularity.PER_CHANNEL
+    calibration: CalibrationMethod | str = CalibrationMethod.AUTO
     percentile: float = 99.999
     op_types: tuple[str, ...] = COMPUTE_OPS
     exclude: tuple[str, ...] = ()
@@ -150,7 +172,7 @@ class StaticQuantConfig:
     max_fallback: float = 0.25
     activation_bits: int = 8
     int16_nodes: tuple[str, ...] = ()
-    io_dtype: str = "float"
+    io_dtype: IoDtype | str = IoDtype.FLOAT
     smooth_quant: float | None = None
     bias_correction: bool = False
     equalize: bool = False
@@ -163,36 +185,32 @@ class StaticQuantConfig:
     learned_rounding: bool = False
 
     def __post_init__(self) -> None:
-        for fname, allowed in (
-            ("activation_scheme", ("asymmetric", "symmetric")),
-            ("granularity", ("per_channel", "per_tensor")),
-            ("calibration", CALIBRATION_METHODS),
-            ("activation_bits", (8, 16)),
-            ("io_dtype", IO_DTYPES),
-        ):
-            if getattr(self, fname) not in allowed:
-                raise ValueError(f"{fname}: {getattr(self, fname)!r} is not one of {', '.join(map(str, allowed))}")
+        coerce_enums(self, (("activation_scheme", QuantScheme), ("granularity", Granularity),
+                            ("calibration", CalibrationMethod)))  # fmt: skip
+        if self.activation_bits not in (8, 16):
+            raise ConfigError(f"activation_bits: {self.activation_bits!r} is not one of 8, 16")
+        coerce_enums(self, (("io_dtype", IoDtype),))
         if not 0.0 <= self.max_fallback <= 1.0:
-            raise ValueError(f"max_fallback: must be in [0, 1], got {self.max_fallback}")
+            raise ConfigError(f"max_fallback: must be in [0, 1], got {self.max_fallback}")
         if not 50.0 < self.percentile <= 100.0:
-            raise ValueError(f"percentile: must be in (50, 100], got {self.percentile}")
+            raise ConfigError(f"percentile: must be in (50, 100], got {self.percentile}")
         ops = tuple(self.op_types)
         if not ops or any(o not in COMPUTE_OPS for o in ops):
-            raise ValueError(f"op_types: {ops!r}; allowed: {', '.join(COMPUTE_OPS)}")
+            raise ConfigError(f"op_types: {ops!r}; allowed: {', '.join(COMPUTE_OPS)}")
         object.__setattr__(self, "op_types", ops)
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         object.__setattr__(self, "int16_nodes", regex_tuple("int16_nodes", self.int16_nodes))
         if self.io_dtype != "float" and self.io_dtype != code_dtype(self.activation_scheme, 8):
-            raise ValueError(
+            raise ConfigError(
                 f"io_dtype: {self.io_dtype!r} needs activation_scheme="
                 f"{'asymmetric' if self.io_dtype == 'uint8' else 'symmetric'} (the activations' own type)"
             )
         if self.smooth_quant is not None and not 0.0 < self.smooth_quant < 1.0:
-            raise ValueError(f"smooth_quant: alpha must be in (0, 1), got {self.smooth_quant}")
+            raise ConfigError(f"smooth_quant: alpha must be in (0, 1), got {self.smooth_quant}")
         if self.placement is not None and not isinstance(self.placement, str | Placement):
-            raise ValueError(f"placement: a file path or a Placement, got {type(self.placement).__name__}")
+            raise ConfigError(f"placement: a file path or a Placement, got {type(self.placement).__name__}")
         if not self.latency_budget_s > 0:
-            raise ValueError(f"latency_budget_s: must be > 0, got {self.latency_budget_s}")
+            raise ConfigError(f"latency_budget_s: must be > 0, got {self.latency_budget_s}")
 
 
 @dataclass

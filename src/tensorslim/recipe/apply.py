@@ -1,8 +1,9 @@
 """Apply a recipe: its passes in order, in one process, through the same code paths as the CLI commands.
 
-Quantization passes go through :func:`tensorslim.api._run_pass` (BatchNormalization folding, the static
-pass's weight-only follow-up, float16's NaN/Inf fallback), pruning, clustering and packing through
-:mod:`tensorslim.compression`. Per-layer rules become each pass's ``exclude`` patterns (see
+Each pass runs through its runner in :mod:`tensorslim.registry`: quantization passes through
+:func:`tensorslim.pipeline.run_pipeline`, as ``ts.quantize`` does (BatchNormalization folding, the static
+pass's weight-only follow-up, float16's NaN/Inf fallback), pruning and clustering through
+:mod:`tensorslim.api.compression`. Per-layer rules become each pass's ``exclude`` patterns (see
 :mod:`tensorslim.recipe.rules`). The input model is never modified; the output is written atomically.
 """
 
@@ -23,11 +24,10 @@ from tensorslim.errors import InputError, UnsupportedModelError
 from tensorslim.passes.base import PassResult, WeightRecord
 from tensorslim.recipe.rules import EXCLUDE_FIELD, exclude_regex, only_regex, plan_rules
 from tensorslim.recipe.schema import PassSpec, Recipe, RecipeError, build_config
+from tensorslim.registry import PassEntry, pass_entry
 
 __all__ = ["RecipeResult", "StepResult", "apply_recipe", "needs_data"]
 
-_QUANT_KINDS = ("dynamic_quant", "static_quant", "blockwise_quant", "float16")
-_COMPRESSION_SAMPLES = 256  # calibration samples of prune/cluster/channel_prune, as their commands use
 
 
 @dataclass
@@ -90,16 +90,17 @@ class RecipeResult:
         }
 
 
+def _entry(kind: str) -> PassEntry:
+    entry = pass_entry(kind)
+    if entry is None:  # pragma: no cover - the schema admits registered kinds only
+        raise RecipeError(f"unknown pass {kind!r}")
+    return entry
+
+
 def needs_data(spec: PassSpec) -> bool:
     """Whether the pass cannot run without calibration data (static_quant; GPTQ, Wanda, SparseGPT methods)."""
     configs = [dict(spec.config)] + [{**spec.config, **r.config} for r in spec.rules if r.config]
-    if spec.kind == "static_quant":
-        return True
-    if spec.kind == "blockwise_quant":
-        return any(c.get("method") == "gptq" for c in configs)
-    if spec.kind == "prune":
-        return any(c.get("method") in ("wanda", "sparsegpt") for c in configs)
-    return False
+    return _entry(spec.kind).data_needed(configs)
 
 
 def _with_seed(spec: PassSpec, cfg: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -110,27 +111,12 @@ def _with_seed(spec: PassSpec, cfg: dict[str, Any], seed: int) -> dict[str, Any]
     return {**cfg, "seed": seed} if "seed" in names and "seed" not in cfg else cfg
 
 
-def _run_once(
-    kind: str, cfg: Any, model: onnx.ModelProto, data: Dataset | None, notes: list[str], target: Any = None
-) -> PassResult:
-    """One run of one pass, through the code path its command uses."""
-    from tensorslim import api, compression
-    from tensorslim.passes.fold_batchnorm import FoldBatchNormPass
-
-    if kind == "fold_batchnorm":
-        return FoldBatchNormPass()(model)
-    if kind in _QUANT_KINDS:
-        return api._run_pass(model, cfg, data, notes, target)
-    small = data
-    if data is not None and data.num_samples > _COMPRESSION_SAMPLES:
-        small = data.head(_COMPRESSION_SAMPLES)
-    if kind == "prune":
-        return compression.prune(model, config=cfg, data=small)
-    if kind == "channel_prune":
-        return compression.prune_channels(model, config=cfg, data=small)
-    if kind == "cluster":
-        return compression.cluster(model, config=cfg, data=small)
-    raise AssertionError(kind)  # pragma: no cover - the schema admits no other kind here
+def _run_once(kind: str, cfg: Any, model: onnx.ModelProto, data: Dataset | None, target: Any = None) -> PassResult:
+    """One run of one pass, through its registry runner (the code path its command uses)."""
+    entry = _entry(kind)
+    if data is not None and entry.max_samples is not None and data.num_samples > entry.max_samples:
+        data = data.head(entry.max_samples)
+    return entry.run_function()(model, cfg, data, target)
 
 
 def _merge_records(runs: list[list[WeightRecord]]) -> list[WeightRecord]:
@@ -161,7 +147,7 @@ def _run_step(
     excl_field = EXCLUDE_FIELD.get(spec.kind, "")
     user_excl = tuple(base.get(excl_field, ()))
     runs: list[tuple[dict[str, Any], bool]] = []  # (config, tolerate "nothing to do")
-    if spec.kind == "static_quant":
+    if _entry(spec.kind).rules == "activation_bits":
         cfg = dict(base)
         if plan.skip:
             cfg["exclude"] = (*user_excl, exclude_regex(plan.skip))
@@ -181,7 +167,7 @@ def _run_step(
     for cfg_dict, tolerate in runs:
         cfg = build_config(spec.kind, cfg_dict, f"{path}.config")
         try:
-            res = _run_once(spec.kind, cfg, model_cur, data, notes, target)
+            res = _run_once(spec.kind, cfg, model_cur, data, target)
         except UnsupportedModelError as e:
             if not tolerate:
                 raise type(e)(f"{path} ({spec.kind}): {e}") from e
@@ -235,7 +221,7 @@ def apply_recipe(
         InputError: unreadable model or data, or a pass cannot run (the message names the pass).
     """
     from tensorslim import api
-    from tensorslim.backends.onnx.io import check_output_path, model_size_bytes, save_model
+    from tensorslim.backends.onnx.io import check_output_path, model_size_bytes
     from tensorslim.pack import pack_model
     from tensorslim.progress import progress_bar
     from tensorslim.runtime.targets import check_target, target_for
@@ -250,7 +236,7 @@ def apply_recipe(
             if needs_data(spec):
                 raise RecipeError(f"{recipe.name}: passes[{i}] ({spec.kind}) needs calibration data; "
                                   "pass --data CALIB.npz (data= in Python)")  # fmt: skip
-    proto, _ = api._as_model(model)
+    proto, _ = api.as_model(model)
     input_bytes = model_size_bytes(proto)
     dataset = api.load_calibration(data, proto, batch_axis=batch_axis) if data is not None else None
     cur, records, notes, steps = proto, [], [], []
@@ -264,7 +250,7 @@ def apply_recipe(
             records.extend(res.records)
             notes.extend(res.notes)
             steps.append(step)
-            if step.modified and spec.kind in _QUANT_KINDS:
+            if step.modified and _entry(spec.kind).quantizes:
                 last_quant = spec
             bar.advance()
         check_target(cur, target)
@@ -275,8 +261,9 @@ def apply_recipe(
                 cur = onnx.ModelProto.FromString(proto.SerializeToString())
             record_quantize(cur, build_config(last_quant.kind, dict(last_quant.config), "config"),
                             data=dataset is not None)  # fmt: skip
-        api.verify_output(cur, float16=any(s.kind == "float16" for s in body), source=proto)
+        float16 = any(_entry(s.kind).float16 for s in body)
         if recipe.passes[-1].kind == "pack":
+            api.verify_output(cur, float16=float16, source=proto)
             t = time.perf_counter()
             bar.describe(f"{recipe.name}: pack")
             rep = pack_model(cur, out, config=recipe.passes[-1].build())
@@ -285,6 +272,6 @@ def apply_recipe(
             bar.advance()
             output_bytes = rep.file_bytes
         else:
-            save_model(cur, out)
+            api.write_output(cur, out, float16=float16, source=proto)
             output_bytes = out.stat().st_size
     return RecipeResult(out, input_bytes, output_bytes, records, notes, time.perf_counter() - start, steps, recipe.name)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import onnx
 
 from tensorslim.recipe.schema import RecipeError, build_config, check_config, config_class
+from tensorslim.registry import PASSES, pass_entry
 
 if TYPE_CHECKING:
     from tensorslim.recipe.schema import PassSpec
@@ -39,24 +40,17 @@ __all__ = [
 ]
 
 # the config field that keeps nodes untouched, per pass kind (fold_batchnorm and pack take no rules)
-EXCLUDE_FIELD: dict[str, str] = {
-    "dynamic_quant": "exclude",
-    "static_quant": "exclude",
-    "blockwise_quant": "exclude",
-    "float16": "block_nodes",
-    "prune": "exclude",
-    "channel_prune": "exclude",
-    "cluster": "exclude",
-}
+EXCLUDE_FIELD: dict[str, str] = {e.kind: e.exclude_field for e in PASSES if e.exclude_field}
 # kinds whose output weights are no longer float, so a later run of the pass never touches them again:
 # per-layer config overrides (one run per group) are safe there
-CONFIG_RULE_KINDS = ("dynamic_quant", "blockwise_quant", "cluster")
-_WHY_NOT = {
-    "prune": "pruned weights stay float, so a second run per group could prune them again",
-    "channel_prune": "pruning one layer's channels reshapes its consumers, so groups are not independent",
-    "float16": "float16 has no per-layer options (skip keeps a node float32)",
-    "static_quant": "calibration runs once; rules may only skip nodes or set activation_bits: 16",
-}
+CONFIG_RULE_KINDS = tuple(e.kind for e in PASSES if e.rules == "config")
+_WHY_NOT = {e.kind: e.why_skip_only for e in PASSES if e.why_skip_only}
+
+
+def _activation_bits_rules(kind: str) -> bool:
+    """Whether ``kind``'s rules may only skip nodes or set ``activation_bits`` (static quantization)."""
+    entry = pass_entry(kind)
+    return entry is not None and entry.rules == "activation_bits"
 
 
 def check_rule_config(kind: str, config: Any, path: str) -> dict[str, Any]:
@@ -67,16 +61,16 @@ def check_rule_config(kind: str, config: Any, path: str) -> dict[str, Any]:
     """
     if kind not in EXCLUDE_FIELD:
         raise RecipeError(f"{path}: {kind} takes no rules")
-    if kind == "static_quant":
+    if _activation_bits_rules(kind):
         if not isinstance(config, Mapping) or set(config) != {"activation_bits"}:
             keys = ", ".join(map(str, config)) if isinstance(config, Mapping) else repr(config)
-            raise RecipeError(f"{path}: {keys}: static_quant rules may only skip nodes or set activation_bits: 16 "
+            raise RecipeError(f"{path}: {keys}: {kind} rules may only skip nodes or set activation_bits: 16 "
                               "(calibration runs once)")  # fmt: skip
         if config["activation_bits"] not in (8, 16) or isinstance(config["activation_bits"], bool):
             raise RecipeError(f"{path}.activation_bits: {config['activation_bits']!r} is not one of 8, 16")
         fields = {f.name for f in _fields(kind)}
         if "int16_nodes" not in fields:
-            raise RecipeError(f"{path}.activation_bits: this tensorslim's static_quant has no 16-bit activations "
+            raise RecipeError(f"{path}.activation_bits: this tensorslim's {kind} has no 16-bit activations "
                               "(StaticQuantConfig has no int16_nodes field); remove the rule")  # fmt: skip
         return {"activation_bits": config["activation_bits"]}
     if kind not in CONFIG_RULE_KINDS:
@@ -102,11 +96,11 @@ def check_rules(spec: PassSpec, path: str) -> None:
     if spec.rules and spec.kind not in EXCLUDE_FIELD:
         raise RecipeError(f"{path}.rules: {spec.kind} takes no rules")
     for i, rule in enumerate(spec.rules):
-        lowers = spec.kind == "static_quant" and rule.config and rule.config.get("activation_bits") == 8
+        lowers = _activation_bits_rules(spec.kind) and rule.config and rule.config.get("activation_bits") == 8
         if lowers and spec.config.get("activation_bits") == 16:
             raise RecipeError(f"{path}.rules[{i}].config.activation_bits: 8 under activation_bits: 16 for the "
                               "whole model is not supported; set 8 in the pass config and 16 in rules")  # fmt: skip
-        if rule.config is not None and spec.kind != "static_quant":
+        if rule.config is not None and not _activation_bits_rules(spec.kind):
             build_config(spec.kind, {**spec.config, **rule.config}, f"{path}.rules[{i}].config")
 
 

@@ -25,12 +25,13 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tensorslim.errors import InputError
+from tensorslim.registry import PASSES, pass_entry
 
 __all__ = [
     "PASS_KINDS",
@@ -49,17 +50,7 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
-PASS_KINDS: tuple[str, ...] = (
-    "fold_batchnorm",
-    "dynamic_quant",
-    "static_quant",
-    "blockwise_quant",
-    "float16",
-    "prune",
-    "channel_prune",
-    "cluster",
-    "pack",
-)
+PASS_KINDS: tuple[str, ...] = tuple(e.kind for e in PASSES)  # every kind of the registry, in its order
 _TOP_KEYS = ("version", "name", "description", "passes")
 _PASS_KEYS = ("pass", "config", "rules")
 _RULE_KEYS = ("match", "config", "skip")
@@ -77,32 +68,15 @@ class FoldBatchNormConfig:
 
 
 def config_class(kind: str) -> type:
-    """The config dataclass of pass ``kind`` (imported lazily).
+    """The config dataclass of pass ``kind`` (imported lazily, from :mod:`tensorslim.registry`).
 
     Raises:
         RecipeError: unknown kind.
     """
-    loaders: dict[str, Callable[[], type]] = {
-        "fold_batchnorm": lambda: FoldBatchNormConfig,
-        "dynamic_quant": lambda: _import("tensorslim.passes.dynamic_quant", "DynamicQuantConfig"),
-        "static_quant": lambda: _import("tensorslim.passes.static_quant", "StaticQuantConfig"),
-        "blockwise_quant": lambda: _import("tensorslim.passes.blockwise_quant", "BlockQuantConfig"),
-        "float16": lambda: _import("tensorslim.passes.float16", "Float16Config"),
-        "prune": lambda: _import("tensorslim.passes.prune", "PruneConfig"),
-        "channel_prune": lambda: _import("tensorslim.passes.channel_prune", "ChannelPruneConfig"),
-        "cluster": lambda: _import("tensorslim.passes.cluster", "ClusterConfig"),
-        "pack": lambda: _import("tensorslim.pack", "PackConfig"),
-    }
-    if kind not in loaders:
+    entry = pass_entry(kind)
+    if entry is None:
         raise RecipeError(f"unknown pass {kind!r}; allowed: {', '.join(PASS_KINDS)}")
-    return loaders[kind]()
-
-
-def _import(module: str, name: str) -> type:
-    import importlib
-
-    cls: type = getattr(importlib.import_module(module), name)
-    return cls
+    return entry.config_class()
 
 
 @dataclass(frozen=True)
@@ -214,30 +188,22 @@ def _field_kinds(annotation: Any) -> set[str]:
     return kinds
 
 
+_SCALARS: tuple[tuple[type, str], ...] = ((bool, "bool"), (int, "int"), (float, "float"), (str, "str"))
+
+
 def _check_value(value: Any, kinds: set[str], path: str) -> Any:
     """``value`` checked against the field's kinds; lists become tuples."""
     if value is None and "none" in kinds:
         return None
-    if isinstance(value, bool):
-        if "bool" in kinds:
-            return value
-    elif isinstance(value, int):
-        if "int" in kinds:
-            return value
-        if "float" in kinds:
+    kind = next((k for t, k in _SCALARS if isinstance(value, t)), "")  # bool first: a bool is an int
+    if kind and kind in kinds:
+        return value
+    if kind in ("int", "str") and "float" in kinds:  # YAML 1.1 reads 1e-3 (no dot) as a string
+        try:
             return float(value)
-    elif isinstance(value, float):
-        if "float" in kinds:
-            return value
-    elif isinstance(value, str):
-        if "str" in kinds:
-            return value
-        if "float" in kinds:  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif isinstance(value, list | tuple) and "list" in kinds:
+        except ValueError:
+            pass
+    if isinstance(value, list | tuple) and "list" in kinds:
         for i, x in enumerate(value):
             if not isinstance(x, str | int | float | bool) or x is None:
                 raise RecipeError(f"{path}[{i}]: expected a scalar, got {_type_name(x)}")

@@ -80,7 +80,7 @@ def report_data(
     Args:
         bench: A :class:`~tensorslim.benchmark.BenchReport`.
         evaluation: An :class:`~tensorslim.evaluate.EvalReport`.
-        optimize: An :class:`~tensorslim.optimize.OptimizeResult`.
+        optimize: An :class:`~tensorslim.search.optimize.OptimizeResult`.
         quantize: A :class:`~tensorslim.api.QuantizeResult`.
         quantize_input: The model ``quantize`` read.
         speed_check: The ``quantize`` speed check dict (reference/candidate p50).

@@ -28,9 +28,10 @@ FALLBACK_KS = (0, 1, 2, 4)
 
 
 def _static_fields() -> frozenset[str]:
-    from tensorslim.passes.static_quant import StaticQuantConfig
+    from tensorslim.registry import pass_entry
 
-    return frozenset(f.name for f in dataclasses.fields(StaticQuantConfig))
+    entry = pass_entry("static_quant")
+    return frozenset(f.name for f in dataclasses.fields(entry.config_class())) if entry else frozenset()
 
 
 @dataclass(frozen=True)

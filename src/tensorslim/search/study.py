@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from tensorslim._files import write_text_atomic
-from tensorslim.errors import InputError
+from tensorslim.errors import ConfigError, InputError
 from tensorslim.recipe import Recipe, dump_recipe, recipe_from_dict
 from tensorslim.search.cache import ResultCache, candidate_key, file_sha256, passes_hash
 from tensorslim.search.timing import Timing, TimingSettings, conditions_match, time_against_float
@@ -90,25 +90,25 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
-            raise ValueError(f"objective: {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
+            raise ConfigError(f"objective: {self.objective!r} is not one of {', '.join(OBJECTIVES)}")
         if self.sampler not in SAMPLERS:
-            raise ValueError(f"sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
+            raise ConfigError(f"sampler: {self.sampler!r} is not one of {', '.join(SAMPLERS)}")
         if self.budget < 0:
-            raise ValueError(f"budget: {self.budget} must be >= 0 (number of search trials)")
+            raise ConfigError(f"budget: {self.budget} must be >= 0 (number of search trials)")
         if self.workers < 1:
-            raise ValueError(f"workers: {self.workers} must be >= 1")
+            raise ConfigError(f"workers: {self.workers} must be >= 1")
         if self.max_drop is not None and self.max_drop < 0:
-            raise ValueError(f"max_drop: {self.max_drop} must be >= 0")
+            raise ConfigError(f"max_drop: {self.max_drop} must be >= 0")
         if self.max_drop is None and self.min_score is None:
-            raise ValueError("max_drop: give max_drop or min_score (the accuracy budget)")
+            raise ConfigError("max_drop: give max_drop or min_score (the accuracy budget)")
         if self.fallback_layers < 0:
-            raise ValueError(f"fallback_layers: {self.fallback_layers} must be >= 0")
+            raise ConfigError(f"fallback_layers: {self.fallback_layers} must be >= 0")
         if self.max_eval_samples is not None and self.max_eval_samples < 1:
-            raise ValueError(f"max_eval_samples: {self.max_eval_samples} must be >= 1")
+            raise ConfigError(f"max_eval_samples: {self.max_eval_samples} must be >= 1")
         if self.latency_runs < 0:
-            raise ValueError(f"latency_runs: {self.latency_runs} must be >= 0")
+            raise ConfigError(f"latency_runs: {self.latency_runs} must be >= 0")
         if self.objective != "size" and self.latency_runs == 0:
-            raise ValueError(f"latency_runs: 0 cannot serve objective {self.objective!r}; give at least 5")
+            raise ConfigError(f"latency_runs: 0 cannot serve objective {self.objective!r}; give at least 5")
 
 
 @dataclass

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tensorslim.errors import ConfigError
+
 __all__ = ["Timing", "TimingSettings", "conditions_match", "time_against_float"]
 
 
@@ -47,15 +49,15 @@ class TimingSettings:
 
     def __post_init__(self) -> None:
         if self.threads < 0:
-            raise ValueError(f"threads: {self.threads} must be >= 0 (0: the ONNX Runtime default)")
+            raise ConfigError(f"threads: {self.threads} must be >= 0 (0: the ONNX Runtime default)")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size: {self.batch_size} must be >= 1")
+            raise ConfigError(f"batch_size: {self.batch_size} must be >= 1")
         if self.seconds < 0:
-            raise ValueError(f"seconds: {self.seconds} must be >= 0")
+            raise ConfigError(f"seconds: {self.seconds} must be >= 0")
         if self.min_runs < 1:
-            raise ValueError(f"min_runs: {self.min_runs} must be >= 1")
+            raise ConfigError(f"min_runs: {self.min_runs} must be >= 1")
         if self.group < 1:
-            raise ValueError(f"group: {self.group} must be >= 1")
+            raise ConfigError(f"group: {self.group} must be >= 1")
 
 
 @dataclass

@@ -150,13 +150,23 @@ def _state(payload: Payload) -> _State:
     return st
 
 
+def _times_itself(kind: Any) -> bool:
+    """Whether pass ``kind``'s config has a ``latency_check`` (a timed check of its own, static quantization's)."""
+    import dataclasses
+
+    from tensorslim.registry import pass_entry
+
+    entry = pass_entry(kind) if isinstance(kind, str) else None
+    return entry is not None and any(f.name == "latency_check" for f in dataclasses.fields(entry.config_class()))
+
+
 def without_latency_check(recipe: dict[str, Any]) -> dict[str, Any]:
     """The recipe with static quantization's own latency check off: the search times candidates itself, and a
     check timed inside a worker would compete with the other workers for the cores."""
     out = dict(recipe)
     passes = []
     for p in recipe.get("passes", []) or []:
-        if isinstance(p, dict) and p.get("pass") == "static_quant":
+        if isinstance(p, dict) and _times_itself(p.get("pass")):
             p = {**p, "config": {**(p.get("config") or {}), "latency_check": False}}
         passes.append(p)
     if passes:

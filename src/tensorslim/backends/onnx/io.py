@@ -95,6 +95,8 @@ def load_model(
         )
     if external_data:
         _read_external(p, model)
+    for tensor in _all_tensors(model):
+        _check_raw_size(p, tensor)
     if check:
         try:
             onnx.checker.check_model(str(p))
@@ -123,6 +125,36 @@ def _read_external(p: Path, model: onnx.ModelProto) -> None:
     for tensor in _all_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:  # pragma: no cover - load_external_data resets it
             raise InputError(f"{p}: tensor {tensor.name!r} kept its external data; this is a bug")
+
+
+#: Sub-byte types: values packed per byte (6-bit types are not checked).
+_PER_BYTE = {getattr(onnx.TensorProto, n): k for n, k in (("INT4", 2), ("UINT4", 2), ("FLOAT4E2M1", 2), ("INT2", 4),
+                                                          ("UINT2", 4)) if hasattr(onnx.TensorProto, n)}  # fmt: skip
+_UNCHECKED = {getattr(onnx.TensorProto, n, -1) for n in ("STRING", "UNDEFINED", "FLOAT6E2M3", "FLOAT6E3M2")}
+
+
+def _check_raw_size(p: Path, tensor: onnx.TensorProto) -> None:
+    """A tensor's raw bytes must hold exactly its shape's values: a corrupt file (a mutated type or shape) is the
+    user's input error, not a NumPy reshape error deep inside a pass."""
+    if not tensor.raw_data or tensor.data_type in _UNCHECKED:
+        return
+    count = 1
+    for d in tensor.dims:
+        count *= d
+    try:
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type).itemsize
+    except (KeyError, ValueError, TypeError):
+        raise InputError(
+            f"{p}: tensor {tensor.name!r} has the unknown element type {tensor.data_type}; the file is corrupt or "
+            "was written by a broken exporter, re-export the model"
+        ) from None
+    per_byte = _PER_BYTE.get(tensor.data_type)
+    want = -(-count // per_byte) if per_byte else count * itemsize
+    if len(tensor.raw_data) != want:
+        raise InputError(
+            f"{p}: tensor {tensor.name!r} holds {len(tensor.raw_data):,} bytes, but its shape {list(tensor.dims)} "
+            f"and type need {want:,}; the file is corrupt or was written by a broken exporter, re-export the model"
+        )
 
 
 def _check_text(p: Path, model: onnx.ModelProto) -> None:

@@ -43,8 +43,9 @@ from tensorslim.algorithms.fidelity import sqnr_db
 from tensorslim.algorithms.quantize import QuantParams, RangeMethod, choose_qparams, dequantize, quantize
 from tensorslim.backends.tflite.graph import Graph, compact, quant_params, tensor_name
 from tensorslim.backends.tflite.weights import WEIGHT_ROLES, TfliteWeight, WeightUse, find_weights
+from tensorslim.errors import ConfigError
 from tensorslim.passes._config import coerce_enums, regex_tuple
-from tensorslim.passes.base import WeightRecord
+from tensorslim.passes.base import PassResult, WeightRecord
 from tensorslim.passes.dynamic_quant import Granularity, QuantForm
 
 __all__ = [
@@ -111,13 +112,13 @@ class TfliteDynamicConfig:
         ops = tuple(self.op_types)
         unknown = [o for o in ops if o not in DYNAMIC_OPS]
         if unknown or not ops:
-            raise ValueError(
+            raise ConfigError(
                 f"op_types: unknown op {', '.join(map(repr, unknown)) or '(empty)'}; allowed: {', '.join(DYNAMIC_OPS)}"
             )
         object.__setattr__(self, "op_types", ops)
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 0:
-            raise ValueError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
+            raise ConfigError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
 
 
 @dataclass
@@ -136,14 +137,8 @@ class TfliteWeightPlan:
         return self.params is None
 
 
-@dataclass
-class TflitePassResult:
-    """Outcome of a TFLite pass: the new model, whether it changed, per-weight records and notes."""
-
-    model: Any
-    modified: bool
-    records: list[WeightRecord] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+#: A TFLite pass's outcome: the format-independent :class:`~tensorslim.passes.base.PassResult` over ``ModelT``.
+TflitePassResult = PassResult
 
 
 #: Operators whose hybrid kernel ``auto`` uses; the others compute in float on dequantized weights.

@@ -25,6 +25,7 @@ from tensorslim.backends.tflite.dynamic import TflitePassResult
 from tensorslim.backends.tflite.graph import Graph, compact
 from tensorslim.backends.tflite.schema import schema
 from tensorslim.backends.tflite.weights import find_weights
+from tensorslim.errors import ConfigError
 from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import WeightRecord
 
@@ -48,7 +49,7 @@ class TfliteFloat16Config:
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 0:
-            raise ValueError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
+            raise ConfigError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
 
 
 class TfliteFloat16Pass:

@@ -36,8 +36,8 @@ class TfliteMode(StrEnum):
 
 
 @dataclass
-class TfliteQuantizeResult(QuantizeResult):
-    """What :func:`quantize_tflite` did: the ONNX path's report, plus the TFLite mode."""
+class TfliteQuantizeResult(QuantizeResult[Any]):
+    """What :func:`quantize_tflite` did: the format-independent report over the TFLite model, plus the mode."""
 
     mode: TfliteMode = TfliteMode.DYNAMIC
 
@@ -57,11 +57,41 @@ def _calibration_tensors(model: Any) -> list[int]:
     return list(out)
 
 
+#: The config type of each mode.
+MODE_CONFIGS: dict[TfliteMode, type] = {
+    TfliteMode.DYNAMIC: TfliteDynamicConfig,
+    TfliteMode.FP16: TfliteFloat16Config,
+    TfliteMode.STATIC: TfliteStaticConfig,
+}
+
+
+def _mode_of(mode: TfliteMode | str | None, config: Any) -> TfliteMode:
+    """The mode asked for, or the one ``config``'s type names; a config of another mode is refused.
+
+    Raises:
+        InputError: an unknown mode, a config that is not a TFLite config, or one of another mode.
+    """
+    of_config = next((m for m, cls in MODE_CONFIGS.items() if isinstance(config, cls)), None)
+    if config is not None and of_config is None:
+        raise InputError(f"{type(config).__name__} is not a .tflite config; use TfliteDynamicConfig, "
+                         "TfliteFloat16Config or TfliteStaticConfig")  # fmt: skip
+    if mode is None:
+        return of_config or TfliteMode.DYNAMIC
+    try:
+        m = TfliteMode(mode)
+    except ValueError:
+        raise InputError(f"--mode: {mode!r} is not available for .tflite; use dynamic, fp16 or static") from None
+    if of_config is not None and of_config is not m:
+        raise InputError(f"mode {m.value!r} takes a {MODE_CONFIGS[m].__name__}, not a {type(config).__name__}; "
+                         f"drop mode= (the config's type is its mode) or pass mode={of_config.value!r}")  # fmt: skip
+    return m
+
+
 def quantize_tflite(
     model: str | os.PathLike[str] | Any,
     output: str | os.PathLike[str] | None = None,
     *,
-    mode: TfliteMode | str = TfliteMode.DYNAMIC,
+    mode: TfliteMode | str | None = None,
     config: TfliteDynamicConfig | TfliteFloat16Config | TfliteStaticConfig | None = None,
     data: Any = None,
     activation_range: ActivationRange | str = ActivationRange.MINMAX,
@@ -73,22 +103,19 @@ def quantize_tflite(
     Args:
         model: a path or a ``ModelT`` (never modified).
         output: where to write the result (atomically); ``None`` keeps it in memory only.
-        mode: ``dynamic``, ``fp16`` or ``static``.
-        config: the mode's options (defaults: the converter's choices).
+        mode: ``dynamic``, ``fp16`` or ``static``; ``None``: the mode of ``config`` (dynamic without one).
+        config: the mode's options (defaults: the converter's choices); its type is the mode.
         data: calibration data (static mode): ``.npz``, a folder of ``.npz``, a :class:`Dataset` or feed dicts.
         activation_range: ``minmax`` or ``percentile`` activation ranges (static mode).
         max_samples: calibrate on at most this many samples.
         verify: load the result in LiteRT before writing it.
 
     Raises:
-        InputError: unreadable model or data, bad output path, missing data for static mode, or nothing
-            to quantize.
+        InputError: unreadable model or data, bad output path, missing data for static mode, a config that is
+            not the mode's, or nothing to quantize.
     """
     start = time.perf_counter()
-    try:
-        mode = TfliteMode(mode)
-    except ValueError:
-        raise InputError(f"--mode: {mode!r} is not available for .tflite; use dynamic, fp16 or static") from None
+    mode = _mode_of(mode, config)
     if output is not None:
         check_output_path(output, *([model] if isinstance(model, str | os.PathLike) else []))
     src = Path(model) if isinstance(model, str | os.PathLike) else None
@@ -96,13 +123,13 @@ def quantize_tflite(
     input_bytes = len(serialize(m))
     result: TflitePassResult
     if mode is TfliteMode.DYNAMIC:
-        cfg: Any = config if isinstance(config, TfliteDynamicConfig) else TfliteDynamicConfig()
+        cfg: Any = config or TfliteDynamicConfig()
         result = TfliteDynamicPass(cfg)(m)
     elif mode is TfliteMode.FP16:
-        cfg = config if isinstance(config, TfliteFloat16Config) else TfliteFloat16Config()
+        cfg = config or TfliteFloat16Config()
         result = TfliteFloat16Pass(cfg)(m)
     else:
-        cfg = config if isinstance(config, TfliteStaticConfig) else TfliteStaticConfig()
+        cfg = config or TfliteStaticConfig()
         if data is None:
             raise InputError(
                 "--mode static needs calibration data: pass --data CALIB.npz (arrays named after the inputs)"

@@ -1,55 +1,71 @@
-"""Shared pieces of the command line: the Typer app, consoles, exit codes, error mapping, JSON output.
+"""Shared pieces of the command line: consoles, exit codes, error mapping, JSON output, the root options.
 
-Command modules (``tensorslim.cli`` and every module in ``tensorslim.commands``) register their commands on
-:data:`app` and wrap their bodies in :func:`run_command`, which turns :class:`~tensorslim.errors.InputError`
+Command modules wrap their bodies in :func:`run_command`, which turns :class:`~tensorslim.errors.InputError`
 into exit code 2 with a one-line message, :class:`~tensorslim.errors.TargetNotMetError` into exit code 1,
-and anything unexpected into exit code 3.
+and anything unexpected into exit code 3. :func:`tensorslim.commands.build_app` builds the Typer app.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from tensorslim._files import command_scope, write_text_atomic
-from tensorslim.errors import InputError, TargetNotMetError
+from tensorslim.commands._options import with_batch_axes
+from tensorslim.errors import ConfigError, InputError, TargetNotMetError
 
 __all__ = [
+    "EXIT_CODES",
     "EXIT_INPUT",
     "EXIT_INTERNAL",
     "EXIT_OK",
     "EXIT_TARGET",
-    "app",
+    "CommandSpec",
+    "as_callback",
+    "command",
     "console",
     "err_console",
+    "new_typer",
+    "root_callback",
     "run_command",
+    "user_config",
     "warn",
     "write_json",
 ]
 
-app = typer.Typer(
-    name="tensorslim",
-    help="Make trained neural networks smaller and faster for deployment, and prove it with measurements.",
-    no_args_is_help=True,
-    add_completion=False,
-    rich_markup_mode="markdown",
-    pretty_exceptions_enable=False,
-)
+
+
+def new_typer(name: str, help: str) -> typer.Typer:
+    """A Typer app (or sub-app) with the settings every tensorslim command shares."""
+    return typer.Typer(
+        name=name,
+        help=help,
+        no_args_is_help=True,
+        add_completion=False,
+        rich_markup_mode="markdown",
+        pretty_exceptions_enable=False,
+    )
+
 # pipes and CI logs get a wide table instead of rich's 80-column default
 # markup=False: names, paths and regexes from the user are printed as text ("w[/x]" is not a closing tag);
 # styled words are built as rich Text (see warn())
 console = Console(highlight=False, markup=False, width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, highlight=False, markup=False, width=None if sys.stderr.isatty() else 160)
+
+T = TypeVar("T")
 
 EXIT_OK, EXIT_TARGET, EXIT_INPUT, EXIT_INTERNAL = 0, 1, 2, 3
 _DEBUG = {"on": False}
@@ -112,7 +128,7 @@ def run_command(fn: Callable[[], int | None]) -> None:
         inputs, outputs = _declared_paths()
         with command_scope(inputs, outputs):
             code = fn()
-    except (InputError, ValueError) as e:
+    except InputError as e:  # the user's input: one line, exit 2 (a bare ValueError is a bug: exit 3 below)
         if _DEBUG["on"]:
             raise
         raise _fail(EXIT_INPUT, str(e)) from None
@@ -138,8 +154,7 @@ def _print_version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
-def _root(
+def root_callback(
     debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each pass does.")] = False,
     version: Annotated[
@@ -163,3 +178,67 @@ def write_json(target: str | None, payload: dict[str, Any]) -> None:
         sys.stdout.write(text + "\n")
         return
     write_text_atomic(target, text + "\n")
+
+
+def user_config(factory: Callable[..., T], /, **values: Any) -> T:
+    """``factory(**values)`` for a config built from command-line values: a ``ValueError`` its validation raises
+    is the user's (a :class:`~tensorslim.errors.ConfigError`, exit 2), with the message unchanged."""
+    try:
+        return factory(**values)
+    except InputError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """What :func:`command` records on a command function: its name, help epilog and group (``recipe``)."""
+
+    name: str
+    epilog: str
+    group: str | None = None
+
+
+#: The exit codes most commands document (``optimize`` adds 1, ``recipe`` invalid recipes).
+EXIT_CODES = "Exit codes: 0 ok, 2 bad input, 3 internal error."
+
+
+def command(
+    name: str, examples: str, *, note: str = "", exits: str = EXIT_CODES, group: str | None = None
+) -> Callable[[Callable[..., int]], Callable[..., int]]:
+    """Mark a function as the command ``name`` (a subcommand of ``group``); registers nothing.
+
+    Its ``--help`` epilog lists ``examples`` (one command line per line; a line indented deeper continues the one
+    above it), then ``note`` and ``exits``.
+    :func:`tensorslim.commands.build_app` finds the marked functions of each command module and adds them to the
+    app it builds, each run by :func:`as_callback`. The function returns its exit code.
+    """
+    tail = " ".join(t for t in (note, exits) if t)
+    lines: list[str] = []
+    for line in textwrap.dedent(examples).strip("\n").splitlines():
+        if line.startswith(" ") and lines:
+            lines[-1] += " " + line.strip()
+        elif line.strip():
+            lines.append(line.strip())
+    epilog = "Examples:\n\n" + "\n\n".join(f"    {e}" for e in lines) + (f"\n\n{tail}" if tail else "")
+
+    def mark(fn: Callable[..., int]) -> Callable[..., int]:
+        fn.__dict__["command_spec"] = CommandSpec(name, epilog, group)
+        return fn
+
+    return mark
+
+
+def as_callback(fn: Callable[..., int]) -> Callable[..., None]:
+    """``fn`` as a Typer callback: run by :func:`run_command` (exit codes, one-line errors, the declared files),
+    within its ``--batch-axis`` values when it takes that option. Typer reads ``fn``'s own signature."""
+
+    @functools.wraps(fn)
+    def callback(**params: Any) -> None:
+        def body() -> int:
+            return fn(**params)
+
+        run_command(with_batch_axes(params["batch_axis"], body) if "batch_axis" in params else body)
+
+    return callback

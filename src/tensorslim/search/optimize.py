@@ -1,11 +1,10 @@
-"""``tensorslim optimize``: find the smallest (or fastest) model that keeps accuracy within a budget.
+"""``tensorslim optimize``'s entry point: find the smallest (or fastest) model that keeps accuracy within a budget.
 
 :func:`optimize_search` runs the accuracy-aware search (:mod:`tensorslim.search`): the built-in recipes and
 an Optuna study over recipes, each candidate scored on the selection data; the finalists (float, built-in
 recipes, Pareto front, chosen model) are timed afterwards in this process with ``tensorslim bench``'s interleaved
 harness against the float model (95 % intervals, machine load recorded); the chosen model is written to the
-output folder and re-measured on the test data. :func:`run_optimize` is the older side-by-side comparison of
-fixed techniques.
+output folder and re-measured on the test data.
 
 Sizes are in MB = 10^6 bytes everywhere in tensorslim.
 """
@@ -26,29 +25,17 @@ from tensorslim.errors import InputError
 __all__ = [
     "OptimizeResult",
     "OptimizeSearchResult",
-    "Technique",
     "TechniqueResult",
-    "default_techniques",
     "optimize_search",
     "optimize_table_cells",
     "render_optimize_table",
     "render_search_tables",
-    "run_optimize",
 ]
-
-
-@dataclass(frozen=True)
-class Technique:
-    """A named way to optimize a model: ``apply(src, dst)`` writes the optimized model."""
-
-    name: str
-    description: str
-    apply: Callable[[Path, Path], Any]
 
 
 @dataclass
 class TechniqueResult:
-    """Measurements of one model of the comparison."""
+    """Measurements of one model of the comparison (the float model, the chosen one, a built-in recipe)."""
 
     name: str
     description: str
@@ -96,191 +83,6 @@ class OptimizeResult:
             "split": self.split,
             "busy": self.busy,
         }
-
-
-def _dynamic(**kwargs: Any) -> Callable[[Path, Path], Any]:
-    def apply(src: Path, dst: Path) -> Any:
-        from tensorslim.api import quantize
-        from tensorslim.passes.dynamic_quant import DynamicQuantConfig
-
-        return quantize(src, dst, config=DynamicQuantConfig(**kwargs))
-
-    return apply
-
-
-def _bundled_calib(src: Path) -> Path | None:
-    """The bundled calibration split when ``src`` is the bundled example (data-aware techniques)."""
-    from tensorslim.examples import example_calib_data_path, example_model_path
-
-    return example_calib_data_path() if Path(src).resolve() == example_model_path().resolve() else None
-
-
-def _static() -> Callable[[Path, Path], Any]:
-    def apply(src: Path, dst: Path) -> Any:
-        from tensorslim.api import quantize
-        from tensorslim.passes.static_quant import StaticQuantConfig
-
-        data = _bundled_calib(src)
-        if data is None:
-            raise InputError("needs calibration data: tensorslim quantize MODEL --mode static --data CALIB.npz")
-        return quantize(src, dst, config=StaticQuantConfig(), data=data)
-
-    return apply
-
-
-def _fp16() -> Callable[[Path, Path], Any]:
-    def apply(src: Path, dst: Path) -> Any:
-        from tensorslim.api import quantize
-        from tensorslim.passes.float16 import Float16Config
-
-        return quantize(src, dst, config=Float16Config(), data=_bundled_calib(src))
-
-    return apply
-
-
-def _channel_prune(ratio: float) -> Callable[[Path, Path], Any]:
-    def apply(src: Path, dst: Path) -> Any:
-        from tensorslim.compression import prune_channels
-        from tensorslim.passes.channel_prune import ChannelPruneConfig
-
-        return prune_channels(src, dst, config=ChannelPruneConfig(ratio=ratio), data=_bundled_calib(src))
-
-    return apply
-
-
-def _prune_cluster(sparsity: float, clusters: int) -> Callable[[Path, Path], Any]:
-    def apply(src: Path, dst: Path) -> Any:
-        from tensorslim.compression import cluster, prune
-        from tensorslim.passes.cluster import ClusterConfig
-        from tensorslim.passes.prune import PruneConfig
-
-        data = _bundled_calib(src)
-        pruned = prune(src, config=PruneConfig(sparsity=sparsity, method="sparsegpt" if data else "magnitude"),
-                       data=data).model  # fmt: skip
-        cfg = ClusterConfig(clusters=clusters, granularity="per_channel", codebook_dtype="float16")
-        return cluster(pruned, dst, config=cfg, data=data)
-
-    return apply
-
-
-def default_techniques() -> list[Technique]:
-    """The techniques available so far, in table order."""
-    return [
-        Technique("dynamic-int8", "int8 weights, default form (auto, per channel, MSE ranges)", _dynamic()),
-        Technique(
-            "dynamic-int8-integer",
-            "int8 weights, integer kernels wherever one exists (ConvInteger included)",
-            _dynamic(form="integer"),
-        ),
-        Technique(
-            "dynamic-int8-weight-only",
-            "int8 weights dequantized for float compute (DequantizeLinear)",
-            _dynamic(form="weight_only", weight_encoding="dequantize_linear"),
-        ),
-        Technique(
-            "dynamic-int8-per-tensor",
-            "int8 weights, one scale per tensor, min/max range (the textbook recipe)",
-            _dynamic(granularity="per_tensor", range_method="minmax"),
-        ),
-        Technique(
-            "static-int8",
-            "int8 activations and weights (QDQ fused into QLinearConv/QGemm), calibrated on data",
-            _static(),
-        ),
-        Technique("fp16", "float16 weights and compute, float32 inputs/outputs", _fp16()),
-        Technique(
-            "channel-prune-50",
-            "half the output channels removed, consumers refitted by least squares on calibration data",
-            _channel_prune(0.5),
-        ),
-        Technique(
-            "prune30-cluster16",
-            "30% sparsity (OBS update), then 16 centroids per channel (indices + codebook; .tslim packs it)",
-            _prune_cluster(0.3, 16),
-        ),
-    ]
-
-
-def run_optimize(
-    model: str | os.PathLike[str] | None = None,
-    *,
-    eval_data: str | os.PathLike[str] | None = None,
-    output_dir: str | os.PathLike[str] = "tensorslim-out",
-    techniques: list[Technique] | None = None,
-    threads: int = 1,
-    batch_size: int = 1,
-    seconds: float = 3.0,
-    progress: bool = False,
-) -> OptimizeResult:
-    """Optimize ``model`` (the bundled digits CNN when ``None``) with each technique and compare."""
-    from rich.progress import Progress
-
-    from tensorslim.backends.onnx.io import load_model
-    from tensorslim.benchmark import benchmark_models
-    from tensorslim.evaluate import evaluate, load_npz
-    from tensorslim.examples import example_model_path, example_test_data_path
-    from tensorslim.runtime.ort import OrtRuntime
-
-    notes: list[str] = []
-    if model is None:
-        src = example_model_path()
-        data_path: Path | None = Path(eval_data) if eval_data else example_test_data_path()
-        notes.append(f"bundled example: {src.name}, test split {data_path.name if data_path else '-'}")
-    else:
-        src = Path(model)
-        data_path = Path(eval_data) if eval_data else None
-    load_model(src)  # clear errors for a bad model before any work
-    out = Path(output_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"{out}: exists and is not a folder; choose another --output-dir")
-    out.mkdir(parents=True, exist_ok=True)
-    if not os.access(out, os.W_OK):
-        raise InputError(f"{out}: the folder is not writable; choose another --output-dir")
-    ref_rt = OrtRuntime(src, threads=threads)
-    dataset = load_npz(data_path, ref_rt.inputs) if data_path else None
-    if dataset is None:
-        notes.append("no --eval-data: fidelity is measured on generated inputs")
-    techs = techniques if techniques is not None else default_techniques()
-    rows = [TechniqueResult("float", "the input model", src)]
-    with Progress(transient=True, disable=not progress) as bar:
-        task = bar.add_task("optimizing", total=len(techs) + 2)
-        for t in techs:
-            bar.update(task, description=f"applying {t.name}")
-            dst = out / f"{src.stem}.{t.name}.onnx"
-            row = TechniqueResult(t.name, t.description, dst)
-            try:
-                t.apply(src, dst)
-            except InputError as e:
-                row.error = str(e)
-            rows.append(row)
-            bar.advance(task)
-        bar.update(task, description="evaluating")
-        for row in rows:
-            if row.error:
-                continue
-            rep = evaluate(ref_rt, OrtRuntime(row.path, threads=threads), dataset, batch_size=64)
-            o = rep.outputs[0]
-            row.cosine_mean, row.sqnr_db = o.cosine_mean, o.sqnr_db
-            row.accuracy = o.candidate_accuracy
-        bar.advance(task)
-        bar.update(task, description="benchmarking")
-        ok = [r for r in rows if not r.error]
-        bench = benchmark_models(
-            [r.path for r in ok], threads=threads, batch_size=batch_size, max_time_s=seconds, min_runs=20
-        )
-        for r, b in zip(ok, bench.models, strict=True):
-            r.file_bytes = b.file_bytes
-            r.p50_ms = b.p50_ms
-            r.p50_ci = (b.p50_ci_low_ms, b.p50_ci_high_ms)
-            r.peak_mb = b.memory.session_rss_bytes / 1e6 if b.memory else None
-            r.p50_ratio, r.p50_ratio_ci = b.p50_ratio if b is not bench.models[0] else 1.0, b.p50_ratio_ci
-        bar.advance(task)
-    from tensorslim.benchmark.table import busy_note
-
-    split = f"data {data_path.name}" if data_path else "generated inputs"
-    res = OptimizeResult(src, str(data_path) if data_path else "generated", rows, notes, bench.env.to_dict(),
-                         split=split, busy=busy_note(bench))  # fmt: skip
-    return res
 
 
 def _ms(x: float) -> str:
