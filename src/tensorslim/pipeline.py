@@ -42,11 +42,11 @@ class Note(Pass):
     def __init__(self, text: str) -> None:
         self.text = text
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
+    def call(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
         """Report the note."""
         return PassResult(model, False, [], [self.text])
 
-    def __call__(self, model: onnx.ModelProto) -> PassResult:
+    def __call__(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
         return self.call(model)  # the model is not touched: no copy
 
 
@@ -123,7 +123,7 @@ def mode_pipeline(config: Any, data: Dataset | None = None, target: TargetRuntim
 
 def run_pipeline(
     model: onnx.ModelProto, config: Any, data: Dataset | None = None, target: TargetRuntime | None = None
-) -> PassResult:
+) -> PassResult[onnx.ModelProto]:
     """Run the pipeline of ``config`` (see :func:`mode_pipeline`) on ``model`` (never modified).
 
     Returns:
@@ -160,7 +160,7 @@ class Float16FallbackPass(Pass):
         self.config = config
         self.data = data
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
+    def call(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
         """Convert, check on the feeds, fall back where a node overflows, repeat."""
         from tensorslim.data import batch_size_for, random_input
         from tensorslim.passes.float16 import Float16Pass, find_overflows
@@ -207,34 +207,44 @@ class Float16FallbackPass(Pass):
 # --- the registry's runners: (model, config, data, target) -> PassResult -------------------------------------
 
 
-def run_fold_batchnorm(model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None) -> PassResult:
+def run_fold_batchnorm(
+    model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None
+) -> PassResult[onnx.ModelProto]:
     """``fold_batchnorm``: Conv -> BatchNormalization pairs folded."""
     from tensorslim.passes.fold_batchnorm import FoldBatchNormPass
 
     return FoldBatchNormPass()(model)
 
 
-def run_prune(model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None) -> PassResult:
+def run_prune(
+    model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None
+) -> PassResult[onnx.ModelProto]:
     """``prune``, through :func:`tensorslim.api.prune` (checked before it is handed on)."""
     from tensorslim.api import compression
 
     return compression.prune(model, config=config, data=data)
 
 
-def run_channel_prune(model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None) -> PassResult:
+def run_channel_prune(
+    model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None
+) -> PassResult[onnx.ModelProto]:
     """``channel_prune``, through :func:`tensorslim.api.prune_channels`."""
     from tensorslim.api import compression
 
     return compression.prune_channels(model, config=config, data=data)
 
 
-def run_cluster(model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None) -> PassResult:
+def run_cluster(
+    model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None
+) -> PassResult[onnx.ModelProto]:
     """``cluster``, through :func:`tensorslim.api.cluster`."""
     from tensorslim.api import compression
 
     return compression.cluster(model, config=config, data=data)
 
 
-def run_pack(model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None) -> PassResult:
+def run_pack(
+    model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None
+) -> PassResult[onnx.ModelProto]:
     """``pack`` writes the recipe's output file itself (``apply_recipe``); as a step it changes nothing."""
     raise AssertionError("pack is the last pass of a recipe and writes the output; it is not run as a step")

@@ -23,7 +23,7 @@ __all__ = ["MODES", "PASSES", "ModeEntry", "PassEntry", "Runner", "modes_for", "
 
 #: A pass's runner: ``(model, config, data, notes, target) -> PassResult``; ``notes`` collects what the
 #: preparation steps report, ``target`` is the oldest runtime the output must load in (or ``None``).
-Runner = Callable[..., "PassResult"]
+Runner = Callable[..., "PassResult[Any]"]
 
 #: What per-layer recipe rules a pass takes: ``config`` overrides (one run per group), ``skip`` only,
 #: ``activation_bits`` (skip, or 16-bit activations: static quantization), or ``none``.

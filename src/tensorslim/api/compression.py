@@ -53,7 +53,9 @@ def _data(
     return load_calibration(data, model, max_samples=max_samples, batch_axis=batch_axis)
 
 
-def _finish(result: PassResult, output: str | os.PathLike[str] | None, source: onnx.ModelProto) -> PassResult:
+def _finish(
+    result: PassResult[onnx.ModelProto], output: str | os.PathLike[str] | None, source: onnx.ModelProto
+) -> PassResult[onnx.ModelProto]:
     """The API's one output check (it must load in ONNX Runtime before anything is written), then the write."""
     from tensorslim.api.verify import write_output
 
@@ -74,7 +76,7 @@ def prune(
     data: DataLike | None = None,
     max_samples: int | None = 256,
     batch_axis: BatchAxes | None = None,
-) -> PassResult:
+) -> PassResult[onnx.ModelProto]:
     """Unstructured or N:M weight pruning (:class:`PrunePass`); the graph keeps its shape."""
     _check_out(model, output)
     m = _model(model)
@@ -89,7 +91,7 @@ def prune_channels(
     data: DataLike | None = None,
     max_samples: int | None = 256,
     batch_axis: BatchAxes | None = None,
-) -> PassResult:
+) -> PassResult[onnx.ModelProto]:
     """Channel pruning that shrinks the graph (:class:`ChannelPrunePass`), refitted with ``data``."""
     _check_out(model, output)
     m = _model(model)
@@ -104,7 +106,7 @@ def cluster(
     data: DataLike | None = None,
     max_samples: int | None = 256,
     batch_axis: BatchAxes | None = None,
-) -> PassResult:
+) -> PassResult[onnx.ModelProto]:
     """Weight clustering (:class:`ClusterPass`); activation-aware for MatMul/Gemm when ``data`` is given."""
     _check_out(model, output)
     m = _model(model)

@@ -150,7 +150,7 @@ def quantize(
     verify: bool = True,
     target_runtime: str | TargetRuntime | None = None,
     batch_axis: BatchAxes | None = None,
-) -> QuantizeResult:
+) -> QuantizeResult[Any]:
     """Quantize an ONNX or TFLite model; the config's type picks the technique.
 
     * :class:`DynamicQuantConfig` (default): dynamic-range int8, no data needed.

@@ -63,7 +63,7 @@ class GatherInt8Pass(Pass):
     config: GatherInt8Config = GatherInt8Config()
     name = "gather_int8"
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
+    def call(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
         """Quantize every eligible table of ``model`` (a copy)."""
         import re
 
@@ -117,6 +117,8 @@ class GatherInt8Pass(Pass):
         return PassResult(model, bool(new_nodes), records)
 
 
-def run(model: onnx.ModelProto, config: GatherInt8Config, data: Any = None, target: Any = None) -> PassResult:
+def run(
+    model: onnx.ModelProto, config: GatherInt8Config, data: Any = None, target: Any = None
+) -> PassResult[onnx.ModelProto]:
     """The registry's runner of ``gather_int8`` (no calibration data, no runtime constraint)."""
     return GatherInt8Pass(config)(model)
