@@ -43,7 +43,7 @@ from tensorslim.data import Dataset
 from tensorslim.errors import ConfigError, InputError
 from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
-from tensorslim.passes.calib_stats import LayerInput, LazyGrams, run_with_outputs
+from tensorslim.passes.calib_stats import LayerInput, LazyGrams, mean_sample_sqnr
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass
 from tensorslim.passes.static_sensitivity import added_error
 
@@ -166,22 +166,6 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     return out
 
 
-def _mean_sample_sqnr(model: onnx.ModelProto, trial: onnx.ModelProto, data: Dataset, cap: float = 100.0) -> float:
-    """Mean over samples of the worst float output SQNR (dB, at most ``cap``), ``trial`` against ``model``."""
-    names = [o.name for o in model.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
-    scores = []
-    for ref, got in zip(run_with_outputs(model, names, data, batch_size=1),
-                        run_with_outputs(trial, names, data, batch_size=1), strict=True):  # fmt: skip
-        worst = cap
-        for t in names:
-            a, b = np.asarray(ref[t], np.float64), np.asarray(got[t], np.float64)
-            signal, noise = float(np.sum(a * a)), float(np.sum((a - b) ** 2))
-            if signal > 0:
-                worst = min(worst, cap if noise == 0 else 10 * float(np.log10(signal / noise)))
-        scores.append(worst)
-    return float(np.mean(scores)) if scores else cap
-
-
 def _ensure_ms_domain(model: onnx.ModelProto) -> None:
     if not any(o.domain == "com.microsoft" for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
@@ -255,7 +239,7 @@ class BlockQuantPass(Pass):
         rounds = 0
         first = last = 0.0
         for rounds in range(1, 9):
-            last = _mean_sample_sqnr(source, res.model, sample)
+            last = mean_sample_sqnr(source, res.model, sample)
             first = first if rounds > 1 else last
             if best is None or last > best[0]:
                 best = (last, len(int8), res)

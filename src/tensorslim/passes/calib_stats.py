@@ -26,7 +26,7 @@ from tensorslim.runtime.ort import thread_budget
 
 __all__ = [
     "GRAM_BUDGET_BYTES", "ConvGeometry", "LayerInput", "LazyGrams", "channel_stats", "feature_sq_sums", "gram_groups",
-    "gram_matrices", "im2col", "run_with_outputs",
+    "gram_matrices", "im2col", "mean_sample_sqnr", "run_with_outputs",
 ]  # fmt: skip
 
 
@@ -273,3 +273,20 @@ class LazyGrams(Mapping[str, np.ndarray]):
 
     def __len__(self) -> int:
         return len(self._where)
+
+
+def mean_sample_sqnr(model: onnx.ModelProto, trial: onnx.ModelProto, data: Dataset, cap: float = 100.0) -> float:
+    """Mean over samples of the worst float output SQNR (dB, at most ``cap``), ``trial`` against ``model``: per
+    sample, so that a few high-energy samples do not decide (the output checks of static and int4 use it)."""
+    names = [o.name for o in model.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
+    scores = []
+    for ref, got in zip(run_with_outputs(model, names, data, batch_size=1),
+                        run_with_outputs(trial, names, data, batch_size=1), strict=True):  # fmt: skip
+        worst = cap
+        for t in names:
+            a, b = np.asarray(ref[t], np.float64), np.asarray(got[t], np.float64)
+            signal, noise = float(np.sum(a * a)), float(np.sum((a - b) ** 2))
+            if signal > 0:
+                worst = min(worst, cap if noise == 0 else 10 * float(np.log10(signal / noise)))
+        scores.append(worst)
+    return float(np.mean(scores)) if scores else cap

@@ -40,7 +40,7 @@ from tensorslim.errors import ConfigError, InputError
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes._config import Granularity, coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult
-from tensorslim.passes.calib_stats import run_with_outputs
+from tensorslim.passes.calib_stats import mean_sample_sqnr, run_with_outputs
 from tensorslim.passes.static_apply import apply_qdq
 from tensorslim.passes.static_graph import (
     ActivationParams,
@@ -550,22 +550,6 @@ def plan_static_quant(
     return plan
 
 
-def _mean_sample_sqnr(model: onnx.ModelProto, trial: onnx.ModelProto, data: Dataset, cap: float = 100.0) -> float:
-    """Mean over samples of the worst output SQNR (dB, at most ``cap``), ``trial`` against ``model``."""
-    names = [o.name for o in model.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
-    scores = []
-    for ref, got in zip(run_with_outputs(model, names, data, batch_size=1),
-                        run_with_outputs(trial, names, data, batch_size=1), strict=True):  # fmt: skip
-        worst = cap
-        for t in names:
-            a, b = np.asarray(ref[t], np.float64), np.asarray(got[t], np.float64)
-            signal, noise = float(np.sum(a * a)), float(np.sum((a - b) ** 2))
-            if signal > 0:
-                worst = min(worst, cap if noise == 0 else 10 * np.log10(signal / noise))
-        scores.append(worst)
-    return float(np.mean(scores)) if scores else cap
-
-
 def _choose_ranges(
     model: onnx.ModelProto, index: StaticGraph, int8: set[str], data: Dataset, cfg: StaticQuantConfig,
     bits: dict[str, int], candidates: dict[str, dict[str, tuple[float, float]]], plan: StaticPlan,
@@ -582,7 +566,7 @@ def _choose_ranges(
         trial = onnx.ModelProto()
         trial.CopyFrom(model)
         apply_qdq(trial, set(int8), params, cfg, {}, [])
-        scores[method] = _mean_sample_sqnr(model, trial, sample)
+        scores[method] = mean_sample_sqnr(model, trial, sample)
     best = max(candidates, key=lambda m: (scores[m], -list(candidates).index(m)))
     plan.range_method = best
     plan.notes.append(f"activation ranges: {best} (mean int8 output SQNR against float on {sample.num_samples} "
@@ -612,7 +596,7 @@ def _output_guard(
         trial = onnx.ModelProto()
         trial.CopyFrom(model)
         apply_qdq(trial, current, params, cfg, {}, [])
-        states.append((dict(moved), _mean_sample_sqnr(model, trial, sample)))
+        states.append((dict(moved), mean_sample_sqnr(model, trial, sample)))
         if states[-1][1] >= cfg.output_sqnr_db or not current:
             break
         # nodes with a weight keep int8 (their int8 kernels are where the speed is); the guard moves the rest:
