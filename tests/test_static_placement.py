@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from models import F, cli, make, run
 from tensorslim import quantize
 from tensorslim.errors import InputError
 from tensorslim.evaluate.data import Dataset
-from tensorslim.passes.static_latency import _region_costs, _slow_nodes, latency_fallback
+from tensorslim.passes.static_latency import _region_costs, _slow_nodes, _slower, latency_fallback
 from tensorslim.passes.static_placement import (
     PLACEMENT_METADATA_KEY,
     Placement,
@@ -217,9 +218,13 @@ def test_latency_fallback_keeps_a_placement_that_is_not_slower() -> None:
     index = _Index(model)
     placement = Placement(("conv1",), (("conv2", "unfused: test"),), 1, "x")
     out, notes = latency_fallback(model, placement, lambda names: model, data, index, time_budget_s=4.0)
-    ratio = float(notes[0].split("static int8 ")[1].split("x")[0])
-    if ratio <= 1.05:
+    m = re.search(r"static int8 ([0-9.]+)x float \[([0-9.]+), ([0-9.]+)\]", notes[0])
+    assert m, notes[0]
+    ratio, low = float(m.group(1)), float(m.group(2))
+    if not _slower(ratio, low):
         assert out == placement and len(notes) == 1
+    else:  # timing noise said slower: what moved is named
+        assert len(notes) > 1
 
 
 def test_quantize_api_takes_a_placement_object(tmp_path: Path) -> None:

@@ -132,8 +132,9 @@ def _slow_nodes(
 
 
 def _slower(ratio: float, low: float) -> bool:
-    """Slower than float beyond timing noise: the interval lies above parity, or the median is 5 % above."""
-    return low > 1.0 or ratio > 1.05
+    """Slower than float beyond timing noise: the median is 5 % above parity, or 2 % above with the whole interval
+    above parity (a 1 % gap with a tight interval is what a model timed against itself shows on a busy machine)."""
+    return ratio > 1.05 or (low > 1.0 and ratio > 1.02)
 
 
 def _region_costs(
