@@ -202,7 +202,7 @@ class BlockQuantPass(Pass):
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         """Quantize every eligible weight of ``model`` in place (the base class hands us a copy)."""
-        matmul_ops = tuple(o for o in ("MatMul", "Gemm", "Conv") if o in self.config.op_types)
+        matmul_ops: tuple[str, ...] = tuple(o for o in ("MatMul", "Gemm", "Conv") if o in self.config.op_types)
         if "MatMul" in matmul_ops:  # LSTM/GRU/RNN W and R: 4-bit ladder blocks dequantized at load, as Conv
             matmul_ops = (*matmul_ops, *_RNN_OPS)
         if self.kernel != "integer" or not matmul_ops:
