@@ -14,9 +14,18 @@ weight-only, fp16, int4; >= 0.98 static; bit-exact for pack/unpack; reported onl
 A run that raises anything but :class:`~tensorslim.errors.InputError` is an internal error (what the CLI
 would exit 3 on), and fails.
 
-    python benchmarks/zoo.py            # everything, writes benchmarks/ZOO.md
-    python benchmarks/zoo.py --quick    # five models, one variant each (CI)
+The Keras models of :mod:`zoo_keras` (Keras applications and LSTM/GRU models, converted to ``.tflite`` by
+TensorFlow's converter under a separate TensorFlow python: ``$TENSORSLIM_TF_PYTHON``, or the venv that
+``--make-tf-venv`` creates under ``benchmarks/.cache/tfvenv``) go through every TFLite mode (dynamic, integer,
+weight_only, static, fp16) and are checked in LiteRT (weight_only: cosine >= 0.999 at <= 0.30x). Without a
+TensorFlow python, Keras models not already in the cache are skipped with the reason printed.
+
+The pseudo-mode ``speed`` (both formats) times the default mode's output against the float model, interleaved.
+
+    python benchmarks/zoo.py                        # everything, writes benchmarks/ZOO.md
+    python benchmarks/zoo.py --quick --make-tf-venv # 5 ONNX + 2 Keras models, one variant each (CI)
     python benchmarks/zoo.py --only 'bert|lstm' --modes dynamic,static
+    python benchmarks/zoo.py --only '^keras-' --update   # rerun some rows, keep the other cells of ZOO.md
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ SPEED = "speed"
 SPEED_TOLERANCE = 1.03
 TF_PYTHON_ENV = "TENSORSLIM_TF_PYTHON"
 TF_VENV = CACHE.parent / "tfvenv"
+TF_REQUIREMENT = "tensorflow-cpu==2.21.0"  # the version the Keras rows of ZOO.md were converted with
 
 
 @dataclass
@@ -291,19 +301,20 @@ class TfliteModel:
 
 def tf_python(create: bool = False) -> tuple[str | None, str]:
     """The python with TensorFlow that converts the Keras models: ``$TENSORSLIM_TF_PYTHON``, else the venv under
-    ``benchmarks/.cache/tfvenv`` (made with ``pip install tensorflow-cpu`` when ``create``); or why there is none."""
+    ``benchmarks/.cache/tfvenv`` (made with ``pip install`` :data:`TF_REQUIREMENT` when ``create``); or why there
+    is none."""
     import subprocess
 
     env = os.environ.get(TF_PYTHON_ENV)
     cand = Path(env) if env else TF_VENV / "bin" / "python"
     if not cand.exists() and create and not env:
-        print(f"creating {TF_VENV} (pip install tensorflow-cpu)", flush=True)
+        print(f"creating {TF_VENV} (pip install {TF_REQUIREMENT})", flush=True)
         ok = (
             subprocess.run([sys.executable, "-m", "venv", str(TF_VENV)]).returncode == 0
-            and subprocess.run([str(cand), "-m", "pip", "install", "-q", "tensorflow-cpu"]).returncode == 0
+            and subprocess.run([str(cand), "-m", "pip", "install", "-q", TF_REQUIREMENT]).returncode == 0
         )
         if not ok:
-            return None, f"installing tensorflow-cpu into {TF_VENV} failed"
+            return None, f"installing {TF_REQUIREMENT} into {TF_VENV} failed"
     if not cand.exists():
         return None, f"no TensorFlow python: set {TF_PYTHON_ENV} or run with --make-tf-venv"
     probe = subprocess.run([str(cand), "-c", "import tensorflow"], capture_output=True, text=True)
@@ -516,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-keras", action="store_true", help="leave out the .tflite models converted from Keras")
     ap.add_argument(
         "--make-tf-venv", action="store_true",
-        help=f"create {TF_VENV} with tensorflow-cpu when ${TF_PYTHON_ENV} is unset and it does not exist",
+        help=f"create {TF_VENV} with {TF_REQUIREMENT} when ${TF_PYTHON_ENV} is unset and it does not exist",
     )  # fmt: skip
     args = ap.parse_args(argv)
     logging.disable(logging.WARNING)
