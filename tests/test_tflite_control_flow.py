@@ -72,3 +72,14 @@ def test_static_notes_the_uncalibrated_bodies(tmp_path: Any) -> None:
     src.write_bytes(tm.while_rnn())
     res = ts.quantize(src, None, config=StaticQuantConfig(), data=[_feeds(i) for i in range(8)])
     assert any("control-flow subgraphs" in n for n in res.notes), res.notes
+
+
+def test_onnx_only_commands_name_the_tflite_format(tmp_path: Any) -> None:
+    """prune/cluster/pack take ONNX models: a .tflite file is refused as what it is, not as a corrupt ONNX file."""
+    from tensorslim.errors import InputError
+
+    src = tmp_path / "rnn.tflite"
+    src.write_bytes(tm.while_rnn())
+    for fn in (ts.prune, ts.cluster):
+        with pytest.raises(InputError, match="a .tflite model; this command works on ONNX models"):
+            fn(src, tmp_path / "out.tflite")
