@@ -283,3 +283,66 @@ def test_dynamic_pass_alone_folds_the_chains() -> None:
     res = DynamicQuantPass()(_if_lstm_model())
     assert sum(not r.skipped and "LSTM" in r.ops for r in res.records) == 4
     assert any("folded" in n for n in res.notes)
+
+
+# ---- int4: LSTM/GRU/RNN W and R as 4-bit ladder blocks dequantized at load --------------------------------
+
+
+@pytest.mark.parametrize("name", ["lstm", "gru", "if"])
+def test_torch_recurrent_int4(torch_models, tmp_path: Path, name: str) -> None:  # type: ignore[no-untyped-def]
+    from tensorslim.passes.blockwise_quant import BlockQuantConfig
+
+    src, feeds = torch_models[name]
+    out = tmp_path / "q4.onnx"
+    res = ts.quantize(src, out, config=BlockQuantConfig(bits=4))
+    rnn = [r for r in res.records if r.ops in ("LSTM", "GRU") and len(r.shape) == 3]
+    assert rnn and all(r.action.startswith("int4 ladder") for r in rnn), [(r.name, r.action, r.reason) for r in rnn]
+    assert out.stat().st_size <= 0.20 * src.stat().st_size
+    assert min(_cosines(src, out, feeds)) >= 0.99
+
+
+@pytest.mark.parametrize("opset", [11, 14, 21])
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_recurrent_int4_across_opsets_with_calibration_data(tmp_path: Path, opset: int, cell: str) -> None:
+    """A bidirectional LSTM/GRU exported at opset 11, 14 and 21: W and R take 4-bit blocks (both directions
+    sharing each gate unit's step), GPTQ for the Linear layers from the calibration samples, output cosine kept."""
+    torch = pytest.importorskip("torch")
+    from tensorslim.passes.blockwise_quant import BlockQuantConfig
+
+    nn = torch.nn
+    torch.manual_seed(1)
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inp = nn.Linear(32, 64)
+            self.rnn = getattr(nn, cell)(64, 96, bidirectional=True)
+            self.out = nn.Linear(192, 16)
+
+        def forward(self, x):  # type: ignore[no-untyped-def]
+            return self.out(self.rnn(self.inp(x))[0])
+
+    src = tmp_path / f"{cell}{opset}.onnx"
+    _export_at(Net().eval(), (torch.randn(6, 1, 32),), src, ["x"], ["y"], opset, {"x": {0: "T", 1: "B"}})
+    r = np.random.default_rng(5)
+    calib = [{"x": r.standard_normal((6, 1, 32)).astype(np.float32)} for _ in range(16)]
+    out = tmp_path / "q4.onnx"
+    res = ts.quantize(src, out, config=BlockQuantConfig(bits=4), data=calib)
+    rnn = [x for x in res.records if x.ops == cell and len(x.shape) == 3]
+    assert len(rnn) == 2 and all(x.action.startswith("int4 ladder") for x in rnn)
+    assert all(x.sqnr_db is not None and x.sqnr_db > 15 for x in rnn)
+    assert out.stat().st_size <= 0.25 * src.stat().st_size
+    feeds = [{"x": r.standard_normal((9, 2, 32)).astype(np.float32)} for _ in range(3)]
+    assert min(_cosines(src, out, feeds)) >= 0.99
+
+
+def _export_at(module: object, args: tuple[object, ...], path: Path, names: list[str], outs: list[str], opset: int,
+               axes: dict[str, dict[int, str]]) -> Path:  # fmt: skip
+    torch = pytest.importorskip("torch")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, args, str(path), input_names=names, output_names=outs, opset_version=opset,
+                          dynamo=False, dynamic_axes=axes)  # fmt: skip
+    return path

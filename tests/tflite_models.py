@@ -229,6 +229,48 @@ def lstm(seed: int = 0, steps: int = 5, features: int = 16, units: int = 32) -> 
     return b.bytes([y])
 
 
+def while_rnn(seed: int = 0, dim: int = 64, steps: int = 4) -> bytes:
+    """x[1,dim] -> WHILE(i < steps: h = tanh(FC(h, W) + b), i += 1) -> h: an RNN as Keras 3 converts one, its
+    weight in the loop body (subgraph 2), not in the main subgraph."""
+    r = rng(seed)
+    b = Builder()
+    x = b.input("x", [1, dim], dynamic_batch=False)
+    i0 = b.const("i0", np.zeros((), np.int32))
+    main = b.sg
+
+    def subgraph(name: str) -> Any:
+        sg = s.SubGraphT()
+        sg.tensors, sg.operators, sg.name = [], [], name.encode()
+        b.m.subgraphs.append(sg)
+        b.sg = sg
+        return sg
+
+    cond = subgraph("cond")
+    ci, ch = b.tensor("c_i", [], np.int32), b.tensor("c_h", [1, dim])
+    limit = b.const("steps", np.asarray(steps, np.int32))
+    keep = b.tensor("c_keep", [], np.int32)
+    b.sg.tensors[keep].type = s.TensorType.BOOL
+    b.op("LESS", [ci, limit], outputs=[keep])
+    cond.inputs, cond.outputs = [ci, ch], [keep]
+
+    body = subgraph("body")
+    bi, bh = b.tensor("b_i", [], np.int32), b.tensor("b_h", [1, dim])
+    w = b.const("rnn/w", (r.standard_normal((dim, dim)) * (1.0 / np.sqrt(dim))).astype(np.float32))
+    bias = b.const("rnn/b", (r.standard_normal(dim) * 0.1).astype(np.float32))
+    z = b.op("FULLY_CONNECTED", [bh, w, bias], outputs=[b.tensor("b_z", [1, dim])], options=_fc_opts())
+    h2 = b.op("TANH", [z], outputs=[b.tensor("b_h2", [1, dim])])
+    one = b.const("one", np.asarray(1, np.int32))
+    i2 = b.op("ADD", [bi, one], outputs=[b.tensor("b_i2", [], np.int32)], options=s.AddOptionsT())
+    body.inputs, body.outputs = [bi, bh], [i2, h2]
+
+    b.sg = main
+    wo = s.WhileOptionsT()
+    wo.condSubgraphIndex, wo.bodySubgraphIndex = 1, 2
+    i_out, h_out = b.tensor("i_out", [], np.int32), b.tensor("h", [1, dim])
+    b.op("WHILE", [i0, x], outputs=[i_out, h_out], options=wo)
+    return b.bytes([h_out])
+
+
 def with_unsupported_op(seed: int = 0) -> bytes:
     """x -> FC -> EXP (no int8 kernel in the list) -> FC -> y."""
     r = rng(seed)

@@ -44,9 +44,10 @@ class WeightPlan:
     float16: bool = False
     scale_float16: bool = False
     # 4-bit ladder blocks (``weight_bits=4``): packed codes [C, K/2], block multipliers [C, K/block] (rows being
-    # output channels) and whether the weight is the rows transposed (MatMul [K, C]) rather than reshaped (Conv);
-    # ``codes`` then holds the int8 values they expand to
-    int4: tuple[np.ndarray, np.ndarray, bool] | None = None
+    # output channels) and whether the weight is the rows transposed (MatMul [K, C]) rather than reshaped (Conv),
+    # or ``"gates"``: a recurrent W/R ``[dirs, C, K]`` whose rows ``[C, dirs*K]`` are reshaped to ``[C, dirs, K]``
+    # and transposed; ``codes`` then holds the int8 values they expand to
+    int4: tuple[np.ndarray, np.ndarray, bool | str] | None = None
 
     @property
     def skipped(self) -> bool:

@@ -50,6 +50,7 @@ from tensorslim.passes.static_sensitivity import added_error
 __all__ = ["BlockKernel", "BlockMethod", "BlockQuantConfig", "BlockQuantPass"]
 
 _OPS = ("MatMul", "Gemm", "Gather", "Conv")
+_RNN_OPS = ("LSTM", "GRU", "RNN")
 
 
 class BlockMethod(StrEnum):
@@ -201,7 +202,9 @@ class BlockQuantPass(Pass):
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         """Quantize every eligible weight of ``model`` in place (the base class hands us a copy)."""
-        matmul_ops = tuple(o for o in ("MatMul", "Gemm", "Conv") if o in self.config.op_types)
+        matmul_ops: tuple[str, ...] = tuple(o for o in ("MatMul", "Gemm", "Conv") if o in self.config.op_types)
+        if "MatMul" in matmul_ops:  # LSTM/GRU/RNN W and R: 4-bit ladder blocks dequantized at load, as Conv
+            matmul_ops = (*matmul_ops, *_RNN_OPS)
         if self.kernel != "integer" or not matmul_ops:
             return self._call_nbits(model)
         if opset_version(model) < 11:  # no integer MatMul before opset 11

@@ -319,7 +319,7 @@ def plan_dynamic_quant(
     return plans
 
 
-def _int4_rows(plan: WeightPlan, values: np.ndarray) -> tuple[np.ndarray, bool, bool] | str:
+def _int4_rows(plan: WeightPlan, values: np.ndarray) -> tuple[np.ndarray, bool, bool | str] | str:
     """The ``[channels, K]`` rows of a weight for 4-bit blocks, or why there are none.
 
     Also whether the rows are the weight transposed, and whether the rebuilt tensor is the rows transposed
@@ -337,7 +337,15 @@ def _int4_rows(plan: WeightPlan, values: np.ndarray) -> tuple[np.ndarray, bool, 
         return values.reshape(values.shape[0], -1), False, False
     if forms == {UseForm.CAST} and axis == 1 and values.ndim == 2:
         return values.T, True, True
+    if forms == {UseForm.CAST} and axis == 1 and values.ndim == 3 and plan.forms[0][0].role in _RNN_ROLES:
+        # LSTM/GRU/RNN W [dirs, gates*hidden, input] and R [dirs, gates*hidden, hidden]: one row per gate unit
+        # holding every direction's inputs (the per-channel step is shared by the directions, as int8's scale is)
+        d, c, k = values.shape
+        return values.transpose(1, 0, 2).reshape(c, d * k), False, "gates"
     return "int8: 4-bit blocks take integer MatMul/Gemm weights and load-time dequantized weights with channels first"
+
+
+_RNN_ROLES = (WeightRole.RNN_W, WeightRole.RNN_R)
 
 
 def _plan_int4(plan: WeightPlan, values: np.ndarray, cfg: DynamicQuantConfig, hessian: np.ndarray | None) -> None:
@@ -369,7 +377,11 @@ def _plan_int4(plan: WeightPlan, values: np.ndarray, cfg: DynamicQuantConfig, he
     if plan.scale_float16:  # the steps are new float32 values
         plan.scale_float16 = False
         plan.notes = [n for n in plan.notes if n != "float16 scales"]
-    plan.codes = np.ascontiguousarray(ints.T) if rows_are_transposed else ints.reshape(values.shape)
+    if expand_transposed == "gates":  # rows [C, dirs*K] -> [dirs, C, K]
+        d, c, k = values.shape
+        plan.codes = np.ascontiguousarray(ints.reshape(c, d, k).transpose(1, 0, 2))
+    else:
+        plan.codes = np.ascontiguousarray(ints.T) if rows_are_transposed else ints.reshape(values.shape)
     plan.int4 = (pack_nibbles(bq.codes), multipliers, expand_transposed)
     how = "GPTQ" if hessian is not None else str(RangeMethod(cfg.range_method))
     plan.notes.append(f"symmetric int4 blocks of {block} ({how}) on the int8 grid")
@@ -744,7 +756,13 @@ def _expanded_int4(editor: GraphEditor, store: _Stored, use: WeightUse) -> str:
         mk("Mul", [v["signed"], v["m32"]], v["values"]),
         mk("Reshape", [v["values"], rows_shape], v["rows"]),
     ]
-    if transposed:  # [N, K] -> the [K, N] of MatMul
+    if transposed == "gates":  # [C, dirs*K] -> [C, dirs, K] -> the [dirs, C, K] of LSTM/GRU/RNN W and R
+        d, _, kd = store.plan.weight.array.shape
+        gshape = store.tensor("int4_gates_shape", np.array([n, d, kd], np.int64), "gs")
+        gates = store.name("4g", "int4_gates")
+        nodes.append(mk("Reshape", [v["rows"], gshape], gates))
+        nodes.append(mk("Transpose", [gates], v["cols"], perm=[1, 0, 2]))
+    elif transposed:  # [N, K] -> the [K, N] of MatMul
         nodes.append(mk("Transpose", [v["rows"]], v["cols"], perm=[1, 0]))
     else:  # [C, K] -> the weight's own shape (e.g. Conv's [C, C_in, kh, kw])
         shape = store.tensor("int4_weight_shape", np.array(store.plan.weight.array.shape, np.int64), "ws")

@@ -83,6 +83,12 @@ def load_model(
     try:
         model = onnx.load(str(p), load_external_data=False)
     except (DecodeError, RuntimeError, ValueError, OSError) as e:
+        from tensorslim.backends.tflite.io import is_tflite
+
+        if is_tflite(p):  # a valid model of the other format: say so, not "corrupt"
+            raise InputError(
+                f"{p}: a .tflite model; this command works on ONNX models (for .tflite: quantize, inspect, bench)"
+            ) from e
         raise InputError(
             f"{p}: not a readable ONNX model (the file is corrupt, truncated, or another format); "
             "re-export the model or check that the download completed"

@@ -32,6 +32,7 @@ dropped. Weights smaller than ``min_size`` elements (1024, the converter's thres
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -56,6 +57,7 @@ __all__ = [
     "TflitePassResult",
     "TfliteWeightPlan",
     "plan_dynamic",
+    "quantize_subgraphs",
 ]
 
 #: Operators whose weights the dynamic pass quantizes.
@@ -172,12 +174,12 @@ def _weight_only_axis(g: Graph, use: WeightUse, ndim: int) -> int | None:
     return None
 
 
-def plan_dynamic(model: Any, config: TfliteDynamicConfig) -> list[TfliteWeightPlan]:
-    """Decide, for every weight of the main subgraph, whether and how to quantize it."""
-    g = Graph(model)
+def plan_dynamic(model: Any, config: TfliteDynamicConfig, subgraph: int = 0) -> list[TfliteWeightPlan]:
+    """Decide, for every weight of ``subgraph`` (the main one by default), whether and how to quantize it."""
+    g = Graph(model, subgraph)
     excluded = name_matcher(config.exclude)
     plans: list[TfliteWeightPlan] = []
-    for w in find_weights(model):
+    for w in find_weights(model, subgraph):
         plan = TfliteWeightPlan(w)
         plans.append(plan)
         uses = w.weight_uses
@@ -244,15 +246,28 @@ class TfliteDynamicPass:
         self.config = config or TfliteDynamicConfig()
 
     def __call__(self, model: Any) -> TflitePassResult:
-        """Plan, then rewrite a copy of ``model``."""
+        """Plan, then rewrite a copy of ``model``: every subgraph (WHILE/IF bodies hold the weights of a recurrent
+        model as Keras 3 converts it)."""
         model = copy.deepcopy(model)
-        plans = plan_dynamic(model, self.config)
-        edits = _Edits(Graph(model))
-        records = [_apply(edits, p, self.config) for p in plans]
-        _materialize_float16_operands(edits, plans)
-        edits.finish()
+        records = quantize_subgraphs(model, self.config, range(len(model.subgraphs)))
         compact(model)
         return TflitePassResult(model, any(not r.skipped for r in records), records)
+
+
+def quantize_subgraphs(model: Any, config: TfliteDynamicConfig, subgraphs: Iterable[int]) -> list[WeightRecord]:
+    """Plan and apply dynamic-range int8 to the weights of ``subgraphs`` of ``model``, in place (no compaction).
+
+    The static pass uses it for WHILE/IF bodies, which it does not calibrate: their weights become int8, their
+    compute stays float (or hybrid).
+    """
+    records: list[WeightRecord] = []
+    for si in subgraphs:
+        plans = plan_dynamic(model, config, si)
+        edits = _Edits(Graph(model, si))
+        records += [_apply(edits, p, config) for p in plans]
+        _materialize_float16_operands(edits, plans)
+        edits.finish()
+    return records
 
 
 class _Edits:

@@ -61,14 +61,24 @@ class TfliteFloat16Pass:
         self.config = config or TfliteFloat16Config()
 
     def __call__(self, model: Any) -> TflitePassResult:
-        """Rewrite a copy of ``model``."""
+        """Rewrite a copy of ``model``: the constants of every subgraph (WHILE/IF bodies hold a recurrent
+        model's weights)."""
         model = copy.deepcopy(model)
-        g = Graph(model)
+        records: list[WeightRecord] = []
+        modified = False
+        for si in range(len(model.subgraphs)):
+            modified |= self._subgraph(model, si, records)
+        if modified:
+            _add_metadata(model, "reduced_precision_support", b"fp16accfp32")
+        compact(model)
+        return TflitePassResult(model, modified, records)
+
+    def _subgraph(self, model: Any, si: int, records: list[WeightRecord]) -> bool:
+        g = Graph(model, si)
         excluded = name_matcher(self.config.exclude)
         outputs = set(g.outputs())
         dequantize_first: list[Any] = []
-        records: list[WeightRecord] = []
-        for w in find_weights(model):
+        for w in find_weights(model, si):
             ops = ",".join(dict.fromkeys(u.op_type for u in w.uses))
             nodes = ",".join(dict.fromkeys(u.label for u in w.uses))
 
@@ -100,9 +110,7 @@ class TfliteFloat16Pass:
             records.append(rec("float16", int(half.nbytes), "DEQUANTIZE at load", err))
         if dequantize_first:
             g.sg.operators = [*dequantize_first, *g.sg.operators]
-            _add_metadata(model, "reduced_precision_support", b"fp16accfp32")
-        compact(model)
-        return TflitePassResult(model, bool(dequantize_first), records)
+        return bool(dequantize_first)
 
 
 def _add_metadata(model: Any, name: str, value: bytes) -> None:
@@ -126,18 +134,19 @@ def widen_float16(model: Any) -> Any:
     stands for (values exactly those the ``DEQUANTIZE`` would produce).
     """
     model = copy.deepcopy(model)
-    g = Graph(model)
-    keep = []
     changed = False
-    for op in g.sg.operators:
-        src = int(op.inputs[0]) if g.op_type(op) == "DEQUANTIZE" and len(op.inputs) else -1
-        values = g.constant(src) if src >= 0 and g.is_constant(src) else None
-        if values is not None and values.dtype == np.float16:
-            g.sg.tensors[int(op.outputs[0])].buffer = g.add_buffer(values.astype(np.float32))
-            changed = True
-            continue
-        keep.append(op)
-    if changed:
+    for si in range(len(model.subgraphs)):
+        g = Graph(model, si)
+        keep = []
+        for op in g.sg.operators:
+            src = int(op.inputs[0]) if g.op_type(op) == "DEQUANTIZE" and len(op.inputs) else -1
+            values = g.constant(src) if src >= 0 and g.is_constant(src) else None
+            if values is not None and values.dtype == np.float16:
+                g.sg.tensors[int(op.outputs[0])].buffer = g.add_buffer(values.astype(np.float32))
+                changed = True
+                continue
+            keep.append(op)
         g.sg.operators = keep
+    if changed:
         compact(model)
     return model

@@ -254,10 +254,22 @@ class TfliteStaticPass:
         records = rw.constants()
         notes = rw.activations()
         rw.finish()
+        body_done = False
+        if len(model.subgraphs) > 1:  # WHILE/IF bodies are not calibrated: int8 weights, float (or hybrid) compute
+            from tensorslim.backends.tflite.dynamic import TfliteDynamicConfig, quantize_subgraphs
+
+            body = quantize_subgraphs(model, TfliteDynamicConfig(), range(1, len(model.subgraphs)))
+            records += body
+            body_done = any(not r.skipped for r in body)
+            if body_done:
+                notes.append(
+                    f"{sum(not r.skipped for r in body)} weights in {len(model.subgraphs) - 1} control-flow "
+                    "subgraphs (WHILE/IF bodies): dynamic-range int8, float activations (not calibrated)"
+                )
         compact(model)
         for i, reason in sorted(plan.fallback.items()):
             notes.append(f"float fallback: {rw.labels[i]} ({reason})")
-        return TflitePassResult(model, bool(plan.int8_ops), records, notes)
+        return TflitePassResult(model, bool(plan.int8_ops) or body_done, records, notes)
 
 
 class _Rewriter:
