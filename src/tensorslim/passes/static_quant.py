@@ -527,16 +527,9 @@ def plan_static_quant(
         floats.update(sensitive)
         int8 -= set(sensitive)
     if cfg.output_sqnr_db > 0 and int8:
-        if candidates:
-            # the output check judges the int8 model that will be written: with the range set chosen for it
-            plan.ranges = _choose_ranges(model, index, int8, data, cfg, bits, candidates, plan)
         guarded = _output_guard(model, index, int8, data, cfg, bits, plan)
         floats.update(guarded)
         int8 -= set(guarded)
-        if not guarded:
-            candidates = {}  # nothing moved: the range set chosen above stands
-        else:
-            plan.notes.remove(next(n for n in plan.notes if n.startswith("activation ranges: ")))
     regions = _no_work_regions(index)(int8)
     floats.update(regions)
     int8 -= set(regions)
