@@ -260,7 +260,29 @@ def test_learned_rounding_lowers_the_output_error() -> None:
         if learned:
             (note,) = [n for n in res.notes if n.startswith("learned rounding:")]
             assert "weight(s), layer output error" in note
+            (kept,) = [n for n in res.notes if n.startswith("learned rounding kept")]  # it beat nearest: kept
     assert errs[True] < errs[False], errs
+
+
+def test_learned_rounding_is_dropped_when_it_lowers_the_output_sqnr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Codes that raise the model's output error (here: every learned code pushed one step off nearest) are not
+    written: the output is round-to-nearest's, byte for byte."""
+    import tensorslim.passes.static_quant as sq
+
+    model, data = mobile_block()
+    real = sq._learned_codes
+
+    def worse(*args, **kwargs):  # type: ignore[no-untyped-def]
+        out = real(*args, **kwargs)
+        return {k: (scale, np.clip(codes + np.where(codes >= 0, 1, -1), -127, 127).astype(codes.dtype))
+                for k, (scale, codes) in out.items()}  # fmt: skip
+
+    monkeypatch.setattr(sq, "_learned_codes", worse)
+    base = dict(latency_check=False, output_sqnr_db=0.0)
+    res = StaticQuantPass(StaticQuantConfig(learned_rounding=True, **base), data=data)(model)
+    assert any(n.startswith("learned rounding dropped") for n in res.notes), res.notes
+    nearest = StaticQuantPass(StaticQuantConfig(**base), data=data)(model)
+    assert res.model.graph.SerializeToString() == nearest.model.graph.SerializeToString()
 
 
 def test_output_guard_moves_only_weightless_nodes_and_never_lowers_the_output_sqnr() -> None:

@@ -769,6 +769,8 @@ class StaticQuantPass(Pass):
             means = input_means(model, [n for n in plan.nodes if n.op_type in COMPUTE_OPS], plan.activations,
                                 self.data)  # fmt: skip
         learned = _learned_codes(model, set(plan.placement.int8), self.data, cfg, plan) if cfg.learned_rounding else {}
+        if learned:
+            learned = _keep_if_better(model, set(plan.placement.int8), self.data, cfg, plan, means, learned)
         records = apply_qdq(model, set(plan.placement.int8), plan.activations, cfg, means, plan.notes, learned)
         from tensorslim.passes.fold_batchnorm import remove_unused_constants
 
@@ -806,6 +808,28 @@ def _learned_codes(
                           f"round-to-nearest's on the calibration data ({sum(r.flipped for r in done.values())} "
                           "weights rounded the other way)")  # fmt: skip
     return {name: (scales[name], r.codes) for name, r in done.items()}
+
+
+def _keep_if_better(
+    model: onnx.ModelProto, int8: set[str], data: Dataset, cfg: StaticQuantConfig, plan: StaticPlan,
+    means: dict[str, np.ndarray], learned: dict[str, tuple[np.ndarray, np.ndarray]],
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:  # fmt: skip
+    """The learned codes if the int8 model keeps a higher output SQNR with them than with round-to-nearest codes
+    (mean per-sample SQNR on calibration samples), else none: each layer's rounding minimises that layer's output
+    error for float inputs, which need not lower the model's (on RapidOCR's recognizer it lowered the output
+    SQNR from 18.1 to 16.9 dB and the lines read as float from 0.64 to 0.60)."""
+    sample = data.head(_RANGE_SAMPLES) if data.num_samples > _RANGE_SAMPLES else data
+    scores = []
+    for codes in ({}, learned):
+        trial = onnx.ModelProto()
+        trial.CopyFrom(model)
+        apply_qdq(trial, int8, plan.activations, cfg, means, [], codes)
+        scores.append(mean_sample_sqnr(model, trial, sample))
+    kept = scores[1] > scores[0]
+    plan.notes.append(f"learned rounding {'kept' if kept else 'dropped'}: int8 output SQNR against float on "
+                      f"{sample.num_samples} calibration samples {scores[1]:.1f} dB with it, {scores[0]:.1f} dB with "
+                      f"round-to-nearest")  # fmt: skip
+    return learned if kept else {}
 
 
 def _set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
