@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -246,31 +247,26 @@ def run_fold_batchnorm(
     return FoldBatchNormPass()(model)
 
 
-def run_prune(
-    model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None
-) -> PassResult[onnx.ModelProto]:
-    """``prune``, through :func:`tensorslim.api.prune` (checked before it is handed on)."""
-    from tensorslim.api import compression
+def _through_api(kind: str, name: str) -> Callable[..., PassResult[onnx.ModelProto]]:
+    """The runner of compression pass ``kind``: the API function ``name`` (it checks the output before it is handed
+    on), with the command's calibration data."""
 
-    return compression.prune(model, config=config, data=data)
+    def run(
+        model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None
+    ) -> PassResult[onnx.ModelProto]:
+        from tensorslim.api import compression
+
+        result: PassResult[onnx.ModelProto] = getattr(compression, name)(model, config=config, data=data)
+        return result
+
+    run.__name__ = run.__qualname__ = f"run_{kind}"
+    run.__doc__ = f"``{kind}``, through :func:`tensorslim.api.{name}`."
+    return run
 
 
-def run_channel_prune(
-    model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None
-) -> PassResult[onnx.ModelProto]:
-    """``channel_prune``, through :func:`tensorslim.api.prune_channels`."""
-    from tensorslim.api import compression
-
-    return compression.prune_channels(model, config=config, data=data)
-
-
-def run_cluster(
-    model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None
-) -> PassResult[onnx.ModelProto]:
-    """``cluster``, through :func:`tensorslim.api.cluster`."""
-    from tensorslim.api import compression
-
-    return compression.cluster(model, config=config, data=data)
+run_prune = _through_api("prune", "prune")
+run_channel_prune = _through_api("channel_prune", "prune_channels")
+run_cluster = _through_api("cluster", "cluster")
 
 
 def run_pack(

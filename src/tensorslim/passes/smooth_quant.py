@@ -24,11 +24,11 @@ from tensorslim.algorithms.smoothing import fold_into_affine, outlier_ratio, sca
 from tensorslim.backends.onnx.graph import GraphIndex
 from tensorslim.backends.onnx.weights import WeightRole, find_weights
 from tensorslim.data import Dataset
-from tensorslim.errors import ConfigError, InputError
-from tensorslim.passes._config import regex_tuple
+from tensorslim.errors import ConfigError
+from tensorslim.passes._config import op_tuple, regex_tuple
 from tensorslim.passes._consts import Constants
 from tensorslim.passes.base import Pass, PassResult
-from tensorslim.passes.calib_stats import channel_stats
+from tensorslim.passes.calib_stats import channel_stats, require_data
 
 __all__ = [
     "EXPLICIT_MIN_RATIO",
@@ -68,10 +68,7 @@ class SmoothQuantConfig:
     def __post_init__(self) -> None:
         if not 0.0 < self.alpha < 1.0:
             raise ConfigError(f"alpha: must be in (0, 1), got {self.alpha}")
-        ops = tuple(self.op_types)
-        if not ops or any(o not in _COMPUTE_OPS for o in ops):
-            raise ConfigError(f"op_types: {ops!r}; allowed: {', '.join(_COMPUTE_OPS)}")
-        object.__setattr__(self, "op_types", ops)
+        object.__setattr__(self, "op_types", op_tuple(self.op_types, _COMPUTE_OPS))
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
 
 
@@ -244,9 +241,7 @@ class SmoothQuantPass(Pass):
 
     def __init__(self, config: SmoothQuantConfig | None = None, *, data: Dataset | None = None) -> None:
         self.config = config or SmoothQuantConfig()
-        if data is None:
-            raise InputError("SmoothQuant needs calibration data: pass --data CALIB.npz")
-        self.data = data
+        self.data = require_data(data, "SmoothQuant")
 
     def call(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
         """Plan the scales on the data, fold them (or insert explicit Muls) in this copy of ``model``."""

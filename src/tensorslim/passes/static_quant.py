@@ -37,9 +37,9 @@ from tensorslim.backends.onnx.editor import opset_version
 from tensorslim.backends.onnx.weights import WeightRole, find_weights
 from tensorslim.errors import ConfigError, InputError
 from tensorslim.evaluate.data import Dataset
-from tensorslim.passes._config import Granularity, coerce_enums, regex_tuple
+from tensorslim.passes._config import Granularity, coerce_enums, op_tuple, regex_tuple
 from tensorslim.passes.base import Pass, PassResult
-from tensorslim.passes.calib_stats import mean_sample_sqnr, run_with_outputs
+from tensorslim.passes.calib_stats import mean_sample_sqnr, require_data, run_with_outputs
 from tensorslim.passes.qdq_opset import check_qdq_opset
 from tensorslim.passes.smooth_quant import explicit_scales, smoothing_candidates
 from tensorslim.passes.static_apply import apply_qdq
@@ -194,10 +194,7 @@ class StaticQuantConfig:
             raise ConfigError(f"max_fallback: must be in [0, 1], got {self.max_fallback}")
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"percentile: must be in (50, 100], got {self.percentile}")
-        ops = tuple(self.op_types)
-        if not ops or any(o not in COMPUTE_OPS for o in ops):
-            raise ConfigError(f"op_types: {ops!r}; allowed: {', '.join(COMPUTE_OPS)}")
-        object.__setattr__(self, "op_types", ops)
+        object.__setattr__(self, "op_types", op_tuple(self.op_types, COMPUTE_OPS))
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         object.__setattr__(self, "int16_nodes", regex_tuple("int16_nodes", self.int16_nodes))
         if self.io_dtype != "float" and self.io_dtype != code_dtype(self.activation_scheme, 8):
@@ -672,9 +669,7 @@ class StaticQuantPass(Pass):
 
     def __init__(self, config: StaticQuantConfig | None = None, *, data: Dataset | None = None) -> None:
         self.config = config or StaticQuantConfig()
-        if data is None:
-            raise InputError("static quantization needs calibration data: pass --data CALIB.npz")
-        self.data = data
+        self.data = require_data(data, "static quantization")
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         """Place (ONNX Runtime's fusions), calibrate, then insert Q/DQ pairs and int8 weights.
