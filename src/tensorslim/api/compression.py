@@ -70,9 +70,10 @@ def _check_out(model: ModelLike, output: str | os.PathLike[str] | None) -> None:
 
 
 C = TypeVar("C")
+C_contra = TypeVar("C_contra", contravariant=True)
 
 
-class DataPassFunction(Protocol[C]):
+class DataPassFunction(Protocol[C_contra]):
     """The signature :func:`prune`, :func:`prune_channels` and :func:`cluster` share."""
 
     __name__: str
@@ -82,7 +83,7 @@ class DataPassFunction(Protocol[C]):
         model: ModelLike,
         output: str | os.PathLike[str] | None = None,
         *,
-        config: C | None = None,
+        config: C_contra | None = None,
         data: DataLike | None = None,
         max_samples: int | None = 256,
         batch_axis: BatchAxes | None = None,

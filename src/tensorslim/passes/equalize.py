@@ -93,7 +93,7 @@ class EqualizePass(Pass):
     def __init__(self, config: EqualizeConfig | None = None) -> None:
         self.config = config or EqualizeConfig()
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
+    def call(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
         """Equalize every pair of ``model`` (this copy) until the scales converge."""
         pairs = find_pairs(model)
         if not pairs:
@@ -118,6 +118,8 @@ class EqualizePass(Pass):
         return PassResult(model, True, [], [note])
 
 
-def run(model: onnx.ModelProto, config: EqualizeConfig, data: Any = None, target: Any = None) -> PassResult:
+def run(
+    model: onnx.ModelProto, config: EqualizeConfig, data: Any = None, target: Any = None
+) -> PassResult[onnx.ModelProto]:
     """The registry's runner of ``equalize`` (no calibration data)."""
     return EqualizePass(config)(model)

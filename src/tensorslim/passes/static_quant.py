@@ -671,7 +671,7 @@ class StaticQuantPass(Pass):
         self.config = config or StaticQuantConfig()
         self.data = require_data(data, "static quantization")
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
+    def call(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
         """Place (ONNX Runtime's fusions), calibrate, then insert Q/DQ pairs and int8 weights.
 
         The preparation runs before, as steps of the pipeline (:func:`tensorslim.pipeline.static_pipeline`): the
