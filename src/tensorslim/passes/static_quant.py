@@ -12,6 +12,13 @@ which ONNX Runtime fuses into ``QLinearConv`` (Relu folded into the output range
 ``QLinearMatMul``, ``QLinearAdd``, ``QLinearGlobalAveragePool``, ... Only activations that sit between
 quantizable ops get Q/DQ pairs, so no pair is left where no integer kernel can consume it; graph outputs
 stay float.
+
+The passes that prepare the graph run before this one, as steps of static quantization's pipeline
+(:func:`tensorslim.pipeline.static_pipeline`): the opset upgrade (:mod:`~tensorslim.passes.qdq_opset`), ONNX
+Runtime's basic optimizations and int8 rewrites (:mod:`~tensorslim.passes.static_prepare`), and, when the config
+asks, cross-layer equalization (:mod:`~tensorslim.passes.equalize`) and SmoothQuant
+(:mod:`~tensorslim.passes.smooth_quant`). The config's ``preprocess``, ``equalize`` and ``smooth_quant`` choose
+those steps; :class:`StaticQuantPass` alone only places, calibrates and applies.
 """
 
 from __future__ import annotations
