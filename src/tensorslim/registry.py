@@ -2,11 +2,13 @@
 
 One frozen :class:`PassEntry` per pass kind (the name a recipe's ``pass:`` takes) says where its config
 dataclass and its runner live (dotted paths, imported on first use, so reading the table imports nothing
-heavy), whether it needs calibration data, which config field keeps nodes untouched and what per-layer rules
-it takes. One :class:`ModeEntry` per ``quantize --mode`` names the pass kind it runs and its help text.
+heavy), whether it needs calibration data, which config field keeps nodes untouched, what per-layer rules
+it takes and how ``tensorslim optimize``'s search tries it (:class:`SearchChoice`). One :class:`ModeEntry`
+per ``quantize --mode`` names the pass kind it runs and its help text.
 
 Adding a pass is one module (its config, its :class:`~tensorslim.passes.base.Pass` and a runner) plus one
-entry in :data:`PASSES`; the recipe schema, the rules, ``apply_recipe`` and ``tensorslim recipe`` pick it up.
+entry in :data:`PASSES`; the recipe schema, the rules, ``apply_recipe``, ``tensorslim recipe`` and (with a
+``search`` choice) the search pick it up.
 """
 
 from __future__ import annotations
