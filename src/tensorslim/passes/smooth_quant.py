@@ -234,21 +234,23 @@ def explicit_scales(model: onnx.ModelProto) -> list[str]:
             and n.input[1] == f"{n.output[0]}_inv_scale" and n.input[1] in inits]  # fmt: skip
 
 
+@dataclass(frozen=True)
 class SmoothQuantPass(Pass):
-    """SmoothQuant on the MatMul/Gemm candidates of static quantization, calibrated on ``data``."""
+    """SmoothQuant on the MatMul/Gemm candidates of static quantization, calibrated on ``data`` (required)."""
 
+    config: SmoothQuantConfig = SmoothQuantConfig()
+    data: Dataset | None = None
     name = "smooth_quant"
 
-    def __init__(self, config: SmoothQuantConfig | None = None, *, data: Dataset | None = None) -> None:
-        self.config = config or SmoothQuantConfig()
-        self.data = require_data(data, "SmoothQuant")
+    def __post_init__(self) -> None:
+        require_data(self.data, "SmoothQuant")
 
     def call(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
         """Plan the scales on the data, fold them (or insert explicit Muls) in this copy of ``model``."""
         from tensorslim.passes.static_placement import ensure_node_names
 
-        cfg = self.config
-        n, notes = _smooth(model, self.data, cfg.alpha, smoothing_candidates(model, cfg.op_types, cfg.exclude))
+        cfg, data = self.config, require_data(self.data, "SmoothQuant")
+        n, notes = _smooth(model, data, cfg.alpha, smoothing_candidates(model, cfg.op_types, cfg.exclude))
         ensure_node_names(model.graph)
         return PassResult(model, n > 0, [], notes)
 
