@@ -24,8 +24,8 @@ def main(argv: list[str] | None = None) -> int:
     """Build the variants, evaluate and benchmark them, print the table."""
     from rich.console import Console
 
+    from tensorslim.api.compression import cluster, pack, prune_channels
     from tensorslim.benchmark import benchmark_models, render_bench_table
-    from tensorslim.compression import cluster, pack, prune_channels
     from tensorslim.evaluate import evaluate, load_npz
     from tensorslim.examples import example_calib_data_path, example_model_path, example_test_data_path
     from tensorslim.passes.channel_prune import ChannelPruneConfig

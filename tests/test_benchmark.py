@@ -18,6 +18,7 @@ from hypothesis.strategies import lists as st_lists
 from onnx import TensorProto, helper, numpy_helper
 from rich.console import Console
 
+from models import cli
 from tensorslim.benchmark import (
     BenchReport,
     InputSpec,
@@ -430,8 +431,6 @@ def test_paired_ratio_ci_brackets_the_ratio(xs: list[float], factor: float, roun
 
 def test_bench_feeds_an_integer_input_model_the_same_data_quantized(tmp_path: Path) -> None:
     """A static model with ``--io uint8`` takes uint8 inputs: the benchmark quantizes the shared float feeds."""
-    import subprocess
-
     import onnxruntime as ort
 
     from tensorslim.benchmark.inputs import feeds_for, specs_from_session
@@ -440,17 +439,11 @@ def test_bench_feeds_an_integer_input_model_the_same_data_quantized(tmp_path: Pa
     fp = _matmul_chain(tmp_path / "f.onnx", [32, 64, 16])
     np.savez(tmp_path / "calib.npz", x=np.random.default_rng(0).standard_normal((64, 32)).astype(np.float32))
     q = tmp_path / "q.onnx"
-    done = subprocess.run(
-        [sys.executable, "-m", "tensorslim.cli", "quantize", str(fp), "-o", str(q), "--mode", "static", "--no-latency-check",
-         "--io", "uint8", "--data", str(tmp_path / "calib.npz"), "--no-check-speed"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = cli("quantize", str(fp), "-o", str(q), "--mode", "static", "--no-latency-check", "--io", "uint8", "--data",
+               str(tmp_path / "calib.npz"), "--no-check-speed")  # fmt: skip
     assert done.returncode == 0, done.stderr
-    bad = subprocess.run(
-        [sys.executable, "-m", "tensorslim.cli", "quantize", str(fp), "-o", str(tmp_path / "bad.onnx"), "--mode",
-         "static", "--io", "uint16", "--data", str(tmp_path / "calib.npz")],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    bad = cli("quantize", str(fp), "-o", str(tmp_path / "bad.onnx"), "--mode", "static", "--io", "uint16", "--data",
+              str(tmp_path / "calib.npz"))  # fmt: skip
     assert bad.returncode == 2 and "--io: 'uint16' is not one of float, uint8, int8" in bad.stderr, bad.stderr
     q_sess, f_sess = (ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (q, fp))
     assert q_sess.get_inputs()[0].type == "tensor(uint8)"

@@ -10,7 +10,8 @@ from onnx import helper
 from models import F, make, run
 from tensorslim.algorithms.bias_correction import conv_output_error, linear_output_error
 from tensorslim.evaluate.data import Dataset
-from tensorslim.passes.static_quant import StaticQuantConfig, StaticQuantPass
+from tensorslim.passes.static_quant import StaticQuantConfig
+from tensorslim.pipeline import static_pipeline
 
 
 @settings(max_examples=25, deadline=None)
@@ -65,7 +66,7 @@ def test_bias_correction_reduces_the_mean_output_error() -> None:
         err = {}
         for bc in (False, True):
             cfg = StaticQuantConfig(latency_check=False, granularity="per_tensor", bias_correction=bc, fallback_sqnr_db=0.0)
-            res = StaticQuantPass(cfg, data=data)(model)
+            res = static_pipeline(cfg, data)(model)
             out = run(res.model, feeds)[0]
             axes = tuple(i for i in range(ref.ndim) if i != 1)
             err[bc] = float(np.mean(np.abs(np.mean(out - ref, axis=axes))))  # mean error per output channel
@@ -79,6 +80,6 @@ def test_bias_is_added_to_a_conv_without_one() -> None:
     model, data = biased_model("Conv")
     del model.graph.node[0].input[2]
     del model.graph.initializer[1]
-    res = StaticQuantPass(StaticQuantConfig(latency_check=False, granularity="per_tensor", bias_correction=True), data=data)(model)
+    res = static_pipeline(StaticQuantConfig(latency_check=False, granularity="per_tensor", bias_correction=True), data)(model)
     assert any("(1 bias(es) added)" in n for n in res.notes)
     assert len(next(n for n in res.model.graph.node if n.op_type == "Conv").input) == 3

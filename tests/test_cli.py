@@ -169,9 +169,7 @@ def test_model_without_weights_is_rejected(tmp_path: Path) -> None:
 @pytest.mark.slow  # the built-in recipes plus a 2-trial search on the 1.9 M-parameter CNN: about a minute
 def test_optimize_on_the_bundled_example(tmp_path: Path) -> None:
     # the finalists are timed after the search (memory in a fresh process each): give a busy machine time
-    r = subprocess.run([sys.executable, "-m", "tensorslim.cli", "optimize", "-o", str(tmp_path / "out"), "--seconds",
-                        "0.5", "--budget", "2", "--json", str(tmp_path / "o.json")], capture_output=True, text=True,
-                       timeout=1200)  # fmt: skip
+    r = cli("optimize", "-o", str(tmp_path / "out"), "--seconds", "0.5", "--budget", "2", "--json", str(tmp_path / "o.json"))
     assert r.returncode == 0, r.stderr
     rep = json.loads((tmp_path / "o.json").read_text())
     rows = {row["name"]: row for row in rep["rows"]}

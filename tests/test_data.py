@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +11,7 @@ import pytest
 from onnx import helper
 from PIL import Image
 
-from models import F, make, rng, run
+from models import F, cli, make, rng, run
 from tensorslim.api import load_calibration, quantize
 from tensorslim.backends.onnx import save_model
 from tensorslim.errors import InputError
@@ -139,17 +137,12 @@ def test_cli_quantize_static_from_images(image_dir: tuple[Path, list[np.ndarray]
     folder, _ = image_dir
     src = save_model(conv_image_model(), tmp_path / "conv.onnx")
     out = tmp_path / "q.onnx"
-    base = [sys.executable, "-m", "tensorslim.cli", "quantize", str(src), "-o", str(out), "--mode", "static", "--no-latency-check"]
-    ok = subprocess.run(
-        [*base, "--data", str(folder), "--image-size", "6x4", "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225",
-         "--no-check-speed"], capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    base = ["quantize", str(src), "-o", str(out), "--mode", "static", "--no-latency-check"]
+    ok = cli(*base, "--data", str(folder), "--image-size", "6x4", "--mean", "0.485,0.456,0.406", "--std",
+             "0.229,0.224,0.225", "--no-check-speed")  # fmt: skip
     assert ok.returncode == 0, ok.stderr
     assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(out)).graph.node}
-    bad = subprocess.run(
-        [*base, "--data", str(folder), "--image-size", "6x4", "--layout", "NHWC", "--no-check-speed"],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    bad = cli(*base, "--data", str(folder), "--image-size", "6x4", "--layout", "NHWC", "--no-check-speed")
     assert bad.returncode == 2 and "pass --layout NCHW" in bad.stderr
 
 

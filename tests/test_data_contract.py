@@ -14,7 +14,7 @@ from onnx import helper
 
 from models import F, cli, make, rng, run
 from tensorslim.api import load_calibration, quantize
-from tensorslim.compression import prune
+from tensorslim.api.compression import prune
 from tensorslim.data import Dataset, layouts
 from tensorslim.errors import InputError
 from tensorslim.evaluate import evaluate

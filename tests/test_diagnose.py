@@ -6,8 +6,6 @@ import json
 import math
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -102,17 +100,12 @@ def test_unrelated_models_are_refused(tmp_path: Path) -> None:
 def test_cli_diagnose(tmp_path: Path) -> None:
     src, data = chain_model(tmp_path)
     quantize(src, tmp_path / "q.onnx", config=CFG)
-    run = [sys.executable, "-m", "tensorslim.cli", "diagnose", str(src), str(tmp_path / "q.onnx")]
-    r = subprocess.run(
-        [*run, "--data", str(data), "--top", "1", "--report", str(tmp_path / "d.html")],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    run = ["diagnose", str(src), str(tmp_path / "q.onnx")]
+    r = cli(*run, "--data", str(data), "--top", "1", "--report", str(tmp_path / "d.html"))
     assert r.returncode == 0, r.stderr
     assert "--exclude" in r.stdout and "mm1" in r.stdout
     assert "<svg" in (tmp_path / "d.html").read_text()
-    r = subprocess.run([*run, "--data", str(tmp_path / "missing.npz")], capture_output=True, text=True, timeout=120)
+    r = cli(*run, "--data", str(tmp_path / "missing.npz"))
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
 
 

@@ -14,7 +14,8 @@ from tensorslim.algorithms.equalization import equalize_pair, input_channel_rang
 from tensorslim.algorithms.quantize import QuantScheme, choose_qparams, quantize_dequantize
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes.equalize import EqualizeConfig, EqualizePass, find_pairs
-from tensorslim.passes.static_quant import StaticQuantConfig, StaticQuantPass
+from tensorslim.passes.static_quant import StaticQuantConfig
+from tensorslim.pipeline import static_pipeline
 
 
 def imbalanced_cnn(seed: int = 0, depthwise: bool = False) -> onnx.ModelProto:
@@ -86,7 +87,7 @@ def test_static_quant_runs_equalization_first() -> None:
     errs = {}
     for eq in (False, True):
         cfg = StaticQuantConfig(latency_check=False, granularity="per_tensor", equalize=eq, fallback_sqnr_db=0.0)
-        res = StaticQuantPass(cfg, data=data)(model)
+        res = static_pipeline(cfg, data)(model)
         errs[eq] = float(np.linalg.norm(run(res.model, feeds)[0] - ref) / np.linalg.norm(ref))
         assert eq == any("cross-layer equalization" in n for n in res.notes)
     assert errs[True] < errs[False], errs

@@ -283,7 +283,7 @@ def test_minilm_pack_round_trip_is_bit_exact_and_fast(tmp_path: Path) -> None:
 
 
 def test_compress_pipeline_reports_each_stage(tmp_path: Path) -> None:
-    from tensorslim.compression import compress
+    from tensorslim.api.compression import compress
 
     model, _ = mlp_model(hidden=64)
     src = save_model(model, tmp_path / "m.onnx")

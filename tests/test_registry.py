@@ -91,6 +91,17 @@ def test_each_mode_is_a_named_pipeline_of_real_passes() -> None:
         assert pipe.name == kind and [p.name for p in pipe.passes] == want, kind
     static = ts.mode_pipeline(ts.StaticQuantConfig(), data).passes[-1]
     assert [p.name for p in static.passes] == ["static_quant", "dynamic_quant"]  # type: ignore[attr-defined]
+    steps = static.passes[0].steps  # type: ignore[attr-defined]
+    assert [s.pass_.name for s in steps] == ["qdq_opset", "static_prepare", "static_quant"]
+    assert [s.counts for s in steps] == [False, False, True]  # preparation is never the pipeline's change
+    flags = ts.StaticQuantConfig(equalize=True, smooth_quant=0.5, preprocess=False, exclude=("^fc$",))
+    steps = ts.mode_pipeline(flags, data).passes[-1].passes[0].steps  # type: ignore[attr-defined]
+    assert [s.pass_.name for s in steps] == ["qdq_opset", "static_prepare", "equalize", "smooth_quant", "static_quant"]
+    assert not steps[1].pass_.config.preprocess
+    assert (steps[3].pass_.config.alpha, steps[3].pass_.config.exclude) == (0.5, ("^fc$",))
+    for s in steps[:-1]:  # each step is a registered pass a recipe can name
+        entry = pass_entry(s.pass_.name)
+        assert entry is not None and isinstance(s.pass_.config, entry.config_class()), s.pass_.name
 
 
 def test_run_pipeline_is_what_quantize_runs() -> None:
@@ -119,13 +130,13 @@ def test_public_surface_is_pinned() -> None:
 
 
 def test_one_api_package() -> None:
+    import importlib.util
+
     import tensorslim.api as api
-    import tensorslim.compression as legacy
     from tensorslim.search.optimize import optimize_search
 
     for name in ("quantize", "QuantizeResult", "prune", "prune_channels", "cluster", "compress", "pack", "unpack",
                  "CompressReport"):  # fmt: skip
         assert getattr(api, name) is getattr(ts, name), name
-    for name in legacy.__all__:
-        assert getattr(legacy, name) is getattr(api, name), name
+    assert importlib.util.find_spec("tensorslim.compression") is None  # the API's one home is tensorslim.api
     assert callable(api.load_calibration) and callable(api.write_output) and callable(optimize_search)

@@ -62,6 +62,19 @@ def test_every_sampled_candidate_is_a_valid_recipe() -> None:
     assert all(rule.config == {"activation_bits": 16} for rule in r.passes[0].rules)
 
 
+def test_stage_choices_come_from_the_registry_in_their_order() -> None:
+    from tensorslim.registry import PASSES, search_kind
+
+    full = SearchSpace(has_data=True, op_types=frozenset({"Conv", "MatMul"}))
+    assert full._pre_choices() == ["none", "prune", "channel_prune"]
+    assert full._quant_choices() == ["none", "dynamic", "static", "fp16", "cluster", "blockwise"]
+    bare = SearchSpace(has_data=False, op_types=frozenset({"Relu"}))
+    assert bare._pre_choices() == ["none", "prune"] and bare._quant_choices() == ["none", "dynamic", "fp16", "cluster"]
+    for e in PASSES:
+        if e.search is not None:
+            assert search_kind(e.search.stage, e.search.name) == e.kind
+
+
 @settings(max_examples=50, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5)), min_size=1, max_size=12))
 def test_pareto_front_is_exactly_the_non_dominated_set(points: list[tuple[int, int]]) -> None:

@@ -12,7 +12,8 @@ from models import F, make, run
 from tensorslim.algorithms.smoothing import fold_into_affine, outlier_ratio, scale_weight_rows, smoothing_scales
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes.smooth_quant import smooth_model
-from tensorslim.passes.static_quant import StaticQuantConfig, StaticQuantPass, _quantizable_nodes
+from tensorslim.passes.static_quant import StaticQuantConfig, _quantizable_nodes
+from tensorslim.pipeline import static_pipeline
 
 
 def block(seed: int, k: int = 32, n: int = 16, outliers: float = 40.0, gelu_like: bool = False):
@@ -91,7 +92,7 @@ def test_smooth_quant_improves_static_int8_and_reports_it() -> None:
     ref = run(model, feeds)[0]
     errs = {}
     for sq in (None, 0.5):
-        res = StaticQuantPass(StaticQuantConfig(latency_check=False, smooth_quant=sq, fallback_sqnr_db=0.0), data=data)(model)
+        res = static_pipeline(StaticQuantConfig(latency_check=False, smooth_quant=sq, fallback_sqnr_db=0.0), data)(model)
         errs[sq] = float(np.linalg.norm(run(res.model, feeds)[0] - ref) / np.linalg.norm(ref))
         if sq:
             (note,) = [n for n in res.notes if n.startswith("SmoothQuant")]

@@ -16,7 +16,8 @@ from models import F, make, run
 from tensorslim.evaluate import evaluate
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes.static_io import IO_METADATA_KEY, read_io_quantization
-from tensorslim.passes.static_quant import StaticQuantConfig, StaticQuantPass
+from tensorslim.passes.static_quant import StaticQuantConfig
+from tensorslim.pipeline import static_pipeline
 from tensorslim.runtime.ort import OrtRuntime
 from test_static_quant import small_cnn
 
@@ -50,8 +51,8 @@ def test_a16w8_runs_in_ort_and_beats_int8_on_outliers(opset: int, domain: str) -
     model, data = outlier_mlp(opset)
     feeds = {"x": data.inputs["x"][:32]}
     base = dict(fallback_sqnr_db=0.0)
-    q8 = StaticQuantPass(StaticQuantConfig(latency_check=False, **base), data=data)(model).model
-    res = StaticQuantPass(StaticQuantConfig(latency_check=False, activation_bits=16, **base), data=data)(model)
+    q8 = static_pipeline(StaticQuantConfig(latency_check=False, **base), data)(model).model
+    res = static_pipeline(StaticQuantConfig(latency_check=False, activation_bits=16, **base), data)(model)
     onnx.checker.check_model(res.model)
     qdq = [n for n in res.model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     wide = [n for n in qdq if n.domain == domain and n.op_type == "QuantizeLinear"]
@@ -68,7 +69,7 @@ def test_a16w8_runs_in_ort_and_beats_int8_on_outliers(opset: int, domain: str) -
 
 def test_int16_nodes_selects_layers_by_name() -> None:
     model, data = outlier_mlp()
-    res = StaticQuantPass(StaticQuantConfig(latency_check=False, int16_nodes=("^relu$",), fallback_sqnr_db=0.0), data=data)(model)
+    res = static_pipeline(StaticQuantConfig(latency_check=False, int16_nodes=("^relu$",), fallback_sqnr_db=0.0), data)(model)
     types = {t.name: t.data_type for t in res.model.graph.initializer}
     zp = {n.input[0]: types[n.input[2]] for n in res.model.graph.node if n.op_type == "QuantizeLinear"}
     assert zp["h"] == zp["a"] == onnx.TensorProto.UINT16
@@ -92,7 +93,7 @@ def test_config_validation() -> None:
 @pytest.mark.parametrize("io, scheme", [("uint8", "asymmetric"), ("int8", "symmetric")])
 def test_integer_io_model_and_float_feeds(io: str, scheme: str, tmp_path: Path) -> None:
     model, data = small_cnn()
-    res = StaticQuantPass(StaticQuantConfig(latency_check=False, io_dtype=io, activation_scheme=scheme), data=data)(model)
+    res = static_pipeline(StaticQuantConfig(latency_check=False, io_dtype=io, activation_scheme=scheme), data)(model)
     q = res.model
     onnx.checker.check_model(q)
     want = onnx.TensorProto.UINT8 if io == "uint8" else onnx.TensorProto.INT8
@@ -161,7 +162,7 @@ def test_a16_scalar_mul_between_matmuls_loads_below_opset_21(opset: int) -> None
                  ir_version=10 if opset >= 21 else 8)  # fmt: skip
     data = Dataset({"x": r.standard_normal((32, 16)).astype(np.float32)})
     cfg = StaticQuantConfig(latency_check=False, activation_bits=16, fallback_sqnr_db=0.0, output_sqnr_db=0.0)
-    q = StaticQuantPass(cfg, data=data)(model).model
+    q = static_pipeline(cfg, data)(model).model
     onnx.checker.check_model(q)
     wide = "" if opset >= 21 else "com.microsoft"
     dq_of_mul = [n for n in q.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == "m"]

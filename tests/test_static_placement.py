@@ -25,7 +25,8 @@ from tensorslim.passes.static_placement import (
     rewrite_for_int8,
     unfused_nodes,
 )
-from tensorslim.passes.static_quant import StaticQuantConfig, StaticQuantPass, _apply, _Index, _trial_params
+from tensorslim.passes.static_quant import StaticQuantConfig, _apply, _Index, _trial_params
+from tensorslim.pipeline import static_pipeline
 
 
 def _optimized(model: onnx.ModelProto, tmp: Path) -> onnx.ModelProto:
@@ -92,7 +93,7 @@ def test_rewrites_keep_the_function() -> None:
 
 def test_every_op_with_an_int8_kernel_runs_int8_and_tanh_stays_float(tmp_path: Path) -> None:
     model, data = mobile_block(act="Tanh")
-    res = StaticQuantPass(StaticQuantConfig(latency_check=False), data=data)(model)
+    res = static_pipeline(StaticQuantConfig(latency_check=False), data)(model)
     onnx.checker.check_model(res.model)
     opt = _optimized(res.model, tmp_path)
     ops = Counter(n.op_type for n in opt.graph.node)
@@ -120,7 +121,7 @@ def load_placement_from(model: onnx.ModelProto) -> Placement:
 
 def test_scales_and_zero_points_are_scalars() -> None:
     model, data = mobile_block()
-    res = StaticQuantPass(StaticQuantConfig(latency_check=False), data=data)(model)
+    res = static_pipeline(StaticQuantConfig(latency_check=False), data)(model)
     inits = {t.name: t for t in res.model.graph.initializer}
     for n in res.model.graph.node:
         if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not any(a.name == "axis" for a in n.attribute):
@@ -155,7 +156,7 @@ def test_bad_placements_are_refused(tmp_path: Path) -> None:
         load_placement(tmp_path / "bad.json")
     (tmp_path / "other.json").write_text(Placement(("no_such_node",)).to_json())
     with pytest.raises(InputError, match="does not have"):
-        StaticQuantPass(StaticQuantConfig(placement=str(tmp_path / "other.json")), data=data)(model)
+        static_pipeline(StaticQuantConfig(placement=str(tmp_path / "other.json")), data)(model)
     with pytest.raises(InputError, match="no such placement file"):
         load_placement(tmp_path / "missing.json")
 
@@ -198,7 +199,7 @@ def test_slow_nodes_and_region_costs_from_profiles() -> None:
 
 def test_latency_fallback_says_what_it_measured_and_moved() -> None:
     model, data = mobile_block(act="Tanh")
-    res = StaticQuantPass(StaticQuantConfig(latency_budget_s=8.0), data=data)(model)
+    res = static_pipeline(StaticQuantConfig(latency_budget_s=8.0), data)(model)
     checks = [n for n in res.notes if n.startswith("latency check:")]
     assert checks and "x float [" in checks[0]
     first_ratio = float(checks[0].split("static int8 ")[1].split("x")[0])
@@ -238,8 +239,8 @@ def test_quantize_api_takes_a_placement_object(tmp_path: Path) -> None:
 
 def test_node_fallback_measures_the_error_each_node_adds() -> None:
     model, data = mobile_block()
-    res = StaticQuantPass(StaticQuantConfig(latency_check=False, node_fallback=True, fallback_sqnr_db=45.0,
-                                            max_fallback=0.5), data=data)(model)  # fmt: skip
+    res = static_pipeline(StaticQuantConfig(latency_check=False, node_fallback=True, fallback_sqnr_db=45.0,
+                                            max_fallback=0.5), data)(model)  # fmt: skip
     reasons = dict(load_placement_from(res.model).float)
     added = [n for n, why in reasons.items() if why.startswith("sensitive: its int8 form adds error")]
     assert added and all(float(reasons[n].split("(")[1].split(" dB")[0]) < 45.0 for n in added)
@@ -254,8 +255,8 @@ def test_learned_rounding_lowers_the_output_error() -> None:
     ref = run(model, feeds)[0]
     errs = {}
     for learned in (False, True):
-        res = StaticQuantPass(StaticQuantConfig(latency_check=False, learned_rounding=learned, output_sqnr_db=0.0),
-                              data=data)(model)  # fmt: skip
+        res = static_pipeline(StaticQuantConfig(latency_check=False, learned_rounding=learned, output_sqnr_db=0.0),
+                              data)(model)  # fmt: skip
         errs[learned] = float(np.linalg.norm(run(res.model, feeds)[0] - ref) / np.linalg.norm(ref))
         if learned:
             (note,) = [n for n in res.notes if n.startswith("learned rounding:")]
@@ -287,7 +288,7 @@ def test_learned_rounding_is_dropped_when_it_lowers_the_output_sqnr(monkeypatch:
 
 def test_output_guard_moves_only_weightless_nodes_and_never_lowers_the_output_sqnr() -> None:
     model, data = mobile_block()
-    res = StaticQuantPass(StaticQuantConfig(latency_check=False, output_sqnr_db=60.0), data=data)(model)
+    res = static_pipeline(StaticQuantConfig(latency_check=False, output_sqnr_db=60.0), data)(model)
     (note,) = [n for n in res.notes if n.startswith("output check:")]
     figures = [float(x.split(" dB")[0]) for x in note.split("SQNR ")[1:2] + note.split("-> ")[1:2]]
     assert len(figures) in (1, 2) and (len(figures) == 1 or figures[1] >= figures[0]), note
@@ -295,5 +296,5 @@ def test_output_guard_moves_only_weightless_nodes_and_never_lowers_the_output_sq
     guarded = [n for n, why in placement.float if why.startswith("output-guard")]
     assert not {"conv1", "conv2", "conv3"} & set(guarded)  # weighted nodes keep their int8 kernels
     assert bool(guarded) == ("moved back to float" in note)
-    quiet = StaticQuantPass(StaticQuantConfig(latency_check=False), data=data)(model)
+    quiet = static_pipeline(StaticQuantConfig(latency_check=False), data)(model)
     assert not [n for n, why in load_placement_from(quiet.model).float if why.startswith("output-guard")]

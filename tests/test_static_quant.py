@@ -15,6 +15,7 @@ from tensorslim import quantize
 from tensorslim.errors import InputError
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes.static_quant import StaticQuantConfig, StaticQuantPass, plan_static_quant
+from tensorslim.pipeline import static_pipeline
 
 
 def small_cnn(seed: int = 0):
@@ -43,7 +44,7 @@ def small_cnn(seed: int = 0):
 
 def test_static_qdq_fuses_into_integer_kernels(tmp_path: Path) -> None:
     model, data = small_cnn()
-    res = StaticQuantPass(StaticQuantConfig(latency_check=False), data=data)(model)
+    res = static_pipeline(StaticQuantConfig(latency_check=False), data)(model)
     onnx.checker.check_model(res.model)
     ops = Counter(n.op_type for n in res.model.graph.node)
     assert ops["QuantizeLinear"] >= 3 and ops["DequantizeLinear"] >= 6
@@ -101,7 +102,7 @@ def test_static_raises_an_old_opset_to_13_for_per_channel_qdq(tmp_path: Path) ->
     model, data = small_cnn()
     model.opset_import[0].version = 11
     onnx.checker.check_model(model)
-    res = StaticQuantPass(StaticQuantConfig(latency_check=False), data=data)(model)
+    res = static_pipeline(StaticQuantConfig(latency_check=False), data)(model)
     assert res.model.opset_import[0].version == 13
     assert any("opset 11" in n for n in res.notes)
     assert Counter(optimized_op_types(res.model, tmp_path))["QLinearConv"] == 2

@@ -8,7 +8,8 @@ import pytest
 
 from models import run
 from tensorslim.evaluate.data import Dataset
-from tensorslim.passes.static_quant import AUTO_METHODS, StaticQuantConfig, StaticQuantPass
+from tensorslim.passes.static_quant import AUTO_METHODS, StaticQuantConfig
+from tensorslim.pipeline import static_pipeline
 from test_static_quant import small_cnn
 
 
@@ -30,11 +31,11 @@ def heavy_tailed_cnn() -> tuple[onnx.ModelProto, Dataset]:
 def test_auto_ranges_are_the_best_fixed_method_byte_for_byte(case: str, expect: str) -> None:
     model, data = heavy_tailed_cnn() if case == "heavy-tailed" else (small_cnn()[0], small_cnn(seed=2)[1])
     base = dict(latency_check=False, output_sqnr_db=0.0, fallback_sqnr_db=0.0)
-    auto = StaticQuantPass(StaticQuantConfig(calibration="auto", **base), data=data)(model)
+    auto = static_pipeline(StaticQuantConfig(calibration="auto", **base), data)(model)
     note = next(n for n in auto.notes if n.startswith("activation ranges: "))
     chosen = note.split()[2]
     assert chosen == expect, note  # clipping helps the heavy tails and costs the Gaussian inputs
-    fixed = {m: StaticQuantPass(StaticQuantConfig(calibration=m, **base), data=data)(model).model for m in AUTO_METHODS}
+    fixed = {m: static_pipeline(StaticQuantConfig(calibration=m, **base), data)(model).model for m in AUTO_METHODS}
     # the same bytes as the method it chose, and that method scores best on the samples it was scored on
     assert auto.model.SerializeToString() == fixed[chosen].SerializeToString()
     x = data.inputs["x"][:32]

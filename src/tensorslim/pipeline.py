@@ -3,13 +3,17 @@
 :func:`mode_pipeline` spells out what a config runs::
 
     dynamic_quant:   fold_weight_chains -> fold_batchnorm -> dynamic_quant
-    static_quant:    fold_weight_chains -> fold_batchnorm -> [static_quant -> weight_only int8 for the rest]
+    static_quant:    fold_weight_chains -> fold_batchnorm -> [[qdq_opset -> static_prepare -> (equalize)
+                     -> (smooth_quant) -> static_quant] -> weight_only int8 for the rest]
     blockwise_quant: fold_weight_chains -> fold_batchnorm -> blockwise_quant
                      (a target without GatherBlockQuantized: blockwise for all but Gather -> int8 Gathers)
     float16:         fold_weight_chains -> fold_batchnorm -> float16 (nodes that overflow on data stay float32)
 
 The two folds prepare the graph: they never count as the pipeline's change (a model with nothing to quantize
-is still reported as such). :func:`run_pipeline` runs it; ``ts.quantize`` and ``apply_recipe`` both call it.
+is still reported as such); neither do static quantization's preparation steps (:func:`static_pipeline`: the
+opset raised to 13, ONNX Runtime's basic optimizations and int8-friendly rewrites, then cross-layer equalization
+and SmoothQuant when the config's ``equalize`` and ``smooth_quant`` ask for them). :func:`run_pipeline` runs it;
+``ts.quantize`` and ``apply_recipe`` both call it.
 The other runners here are the registry's for the compression passes (see :mod:`tensorslim.registry`).
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -29,9 +34,10 @@ if TYPE_CHECKING:
     from tensorslim.data import Dataset
     from tensorslim.passes.blockwise_quant import BlockQuantConfig
     from tensorslim.passes.float16 import Float16Config
+    from tensorslim.passes.static_quant import StaticQuantConfig
     from tensorslim.runtime.targets import TargetRuntime
 
-__all__ = ["Float16FallbackPass", "Note", "mode_pipeline", "run_pipeline"]
+__all__ = ["Float16FallbackPass", "Note", "mode_pipeline", "run_pipeline", "static_pipeline"]
 
 
 class Note(Pass):
@@ -95,7 +101,7 @@ def mode_pipeline(config: Any, data: Dataset | None = None, target: TargetRuntim
     from tensorslim.passes.blockwise_quant import BlockQuantConfig, BlockQuantPass
     from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass
     from tensorslim.passes.float16 import Float16Config
-    from tensorslim.passes.static_quant import StaticQuantConfig, StaticQuantPass
+    from tensorslim.passes.static_quant import StaticQuantConfig
 
     steps: list[Pass | Step] = [*_prepare()]
     if isinstance(config, BlockQuantConfig):
@@ -111,7 +117,7 @@ def mode_pipeline(config: Any, data: Dataset | None = None, target: TargetRuntim
             data = data.head(config.max_samples)
         # weights left float (embeddings, layers that fell back) still get int8 storage, computed in float
         rest = DynamicQuantPass(DynamicQuantConfig(form="weight_only", exclude=config.exclude))
-        static = Pipeline([StaticQuantPass(config, data=data), Step(rest, notes=False)], name="static_then_weight_only",
+        static = Pipeline([static_pipeline(config, data), Step(rest, notes=False)], name="static_then_weight_only",
                           records=_fill_skipped)  # fmt: skip
         return Pipeline([*steps, static], name="static_quant")
     if isinstance(config, Float16Config):
@@ -119,6 +125,31 @@ def mode_pipeline(config: Any, data: Dataset | None = None, target: TargetRuntim
     if isinstance(config, DynamicQuantConfig):
         return Pipeline([*steps, DynamicQuantPass(config)], name="dynamic_quant")
     raise TypeError(f"{type(config).__name__} is not a quantization config")
+
+
+def static_pipeline(config: StaticQuantConfig, data: Dataset | None) -> Pipeline:
+    """Static quantization with its preparation, each a pass: the opset raised to 13 (per-channel Q/DQ), the graph
+    prepared (ONNX Runtime's basic optimizations when ``config.preprocess``, node names, int8-friendly rewrites),
+    cross-layer equalization (``config.equalize``), SmoothQuant (``config.smooth_quant``), then
+    :class:`~tensorslim.passes.static_quant.StaticQuantPass`. The preparation never counts as the change.
+
+    Raises:
+        InputError: ``data`` is ``None``.
+    """
+    from tensorslim.passes.equalize import EqualizePass
+    from tensorslim.passes.qdq_opset import QdqOpsetPass
+    from tensorslim.passes.smooth_quant import SmoothQuantConfig, SmoothQuantPass
+    from tensorslim.passes.static_prepare import StaticPrepareConfig, StaticPreparePass
+    from tensorslim.passes.static_quant import StaticQuantPass
+
+    static = StaticQuantPass(config, data=data)  # first: no data is the user's error before anything runs
+    prepare: list[Pass] = [QdqOpsetPass(), StaticPreparePass(StaticPrepareConfig(preprocess=config.preprocess))]
+    if config.equalize:
+        prepare.append(EqualizePass())
+    if config.smooth_quant is not None:
+        smooth = SmoothQuantConfig(alpha=config.smooth_quant, op_types=config.op_types, exclude=config.exclude)
+        prepare.append(SmoothQuantPass(smooth, data=data))
+    return Pipeline([*(Step(p, counts=False) for p in prepare), static], name="static_quant")
 
 
 def run_pipeline(
@@ -216,31 +247,26 @@ def run_fold_batchnorm(
     return FoldBatchNormPass()(model)
 
 
-def run_prune(
-    model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None
-) -> PassResult[onnx.ModelProto]:
-    """``prune``, through :func:`tensorslim.api.prune` (checked before it is handed on)."""
-    from tensorslim.api import compression
+def _through_api(kind: str, name: str) -> Callable[..., PassResult[onnx.ModelProto]]:
+    """The runner of compression pass ``kind``: the API function ``name`` (it checks the output before it is handed
+    on), with the command's calibration data."""
 
-    return compression.prune(model, config=config, data=data)
+    def run(
+        model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None
+    ) -> PassResult[onnx.ModelProto]:
+        from tensorslim.api import compression
+
+        result: PassResult[onnx.ModelProto] = getattr(compression, name)(model, config=config, data=data)
+        return result
+
+    run.__name__ = run.__qualname__ = f"run_{kind}"
+    run.__doc__ = f"``{kind}``, through :func:`tensorslim.api.{name}`."
+    return run
 
 
-def run_channel_prune(
-    model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None
-) -> PassResult[onnx.ModelProto]:
-    """``channel_prune``, through :func:`tensorslim.api.prune_channels`."""
-    from tensorslim.api import compression
-
-    return compression.prune_channels(model, config=config, data=data)
-
-
-def run_cluster(
-    model: onnx.ModelProto, config: Any, data: Dataset | None, target: Any = None
-) -> PassResult[onnx.ModelProto]:
-    """``cluster``, through :func:`tensorslim.api.cluster`."""
-    from tensorslim.api import compression
-
-    return compression.cluster(model, config=config, data=data)
+run_prune = _through_api("prune", "prune")
+run_channel_prune = _through_api("channel_prune", "prune_channels")
+run_cluster = _through_api("cluster", "cluster")
 
 
 def run_pack(

@@ -2,11 +2,13 @@
 
 One frozen :class:`PassEntry` per pass kind (the name a recipe's ``pass:`` takes) says where its config
 dataclass and its runner live (dotted paths, imported on first use, so reading the table imports nothing
-heavy), whether it needs calibration data, which config field keeps nodes untouched and what per-layer rules
-it takes. One :class:`ModeEntry` per ``quantize --mode`` names the pass kind it runs and its help text.
+heavy), whether it needs calibration data, which config field keeps nodes untouched, what per-layer rules
+it takes and how ``tensorslim optimize``'s search tries it (:class:`SearchChoice`). One :class:`ModeEntry`
+per ``quantize --mode`` names the pass kind it runs and its help text.
 
 Adding a pass is one module (its config, its :class:`~tensorslim.passes.base.Pass` and a runner) plus one
-entry in :data:`PASSES`; the recipe schema, the rules, ``apply_recipe`` and ``tensorslim recipe`` pick it up.
+entry in :data:`PASSES`; the recipe schema, the rules, ``apply_recipe``, ``tensorslim recipe`` and (with a
+``search`` choice) the search pick it up.
 """
 
 from __future__ import annotations
@@ -19,7 +21,18 @@ from typing import TYPE_CHECKING, Any, Literal
 if TYPE_CHECKING:
     from tensorslim.passes.base import PassResult
 
-__all__ = ["MODES", "PASSES", "ModeEntry", "PassEntry", "Runner", "modes_for", "pass_entry"]
+__all__ = [
+    "MODES",
+    "PASSES",
+    "ModeEntry",
+    "PassEntry",
+    "Runner",
+    "SearchChoice",
+    "modes_for",
+    "pass_entry",
+    "search_choices",
+    "search_kind",
+]  # fmt: skip
 
 #: A pass's runner: ``(model, config, data, notes, target) -> PassResult``; ``notes`` collects what the
 #: preparation steps report, ``target`` is the oldest runtime the output must load in (or ``None``).
@@ -33,6 +46,24 @@ RuleSupport = Literal["config", "skip", "activation_bits", "none"]
 def _load(path: str) -> Any:
     module, _, name = path.partition(":")
     return getattr(importlib.import_module(module), name)
+
+
+@dataclass(frozen=True)
+class SearchChoice:
+    """How ``tensorslim optimize``'s search may try a pass.
+
+    Attributes:
+        stage: the stage of a candidate it fills (``pre``: pruning before quantization, ``quant``: the
+            quantization or weight-sharing step).
+        name: the value the stage's parameter takes for it (``quant: static``).
+        rank: its place among the stage's choices (the order the sampler sees).
+        needs_ops: tried only on models with one of these op types (empty: any model).
+    """
+
+    stage: Literal["pre", "quant"]
+    name: str
+    rank: int
+    needs_ops: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -52,6 +83,7 @@ class PassEntry:
         quantizes: a quantization pass (a recipe records the last one for ``diagnose``).
         float16: its output computes in float16 (loaded in a child process to verify it).
         max_samples: calibration samples a recipe hands it at most (``None``: all).
+        search: how the search tries it (``None``: never); one that ``needs_data`` only when there is data.
     """
 
     kind: str
@@ -66,6 +98,7 @@ class PassEntry:
     quantizes: bool = False
     float16: bool = False
     max_samples: int | None = None
+    search: SearchChoice | None = None
 
     def config_class(self) -> type:
         """The config dataclass (imported now)."""
@@ -96,29 +129,43 @@ PASSES: tuple[PassEntry, ...] = (
               "fold inference-mode BatchNormalization into the preceding Conv"),
     PassEntry("dynamic_quant", "tensorslim.passes.dynamic_quant:DynamicQuantConfig", f"{_RUN}:run_pipeline",
               "int8 weights with scales, no calibration data", exclude_field="exclude", rules="config",
-              quantizes=True),
+              quantizes=True, search=SearchChoice("quant", "dynamic", 0)),
+    PassEntry("qdq_opset", "tensorslim.passes.qdq_opset:QdqOpsetConfig", "tensorslim.passes.qdq_opset:run",
+              "raise the opset to 13 for per-channel Q/DQ (static_quant's first step)"),
+    PassEntry("static_prepare", "tensorslim.passes.static_prepare:StaticPrepareConfig",
+              "tensorslim.passes.static_prepare:run",
+              "ONNX Runtime's basic optimizations, node names, int8-friendly rewrites (static_quant's second step)"),
+    PassEntry("equalize", "tensorslim.passes.equalize:EqualizeConfig", "tensorslim.passes.equalize:run",
+              "cross-layer equalization of Conv pairs (static_quant's equalize)"),
+    PassEntry("smooth_quant", "tensorslim.passes.smooth_quant:SmoothQuantConfig", "tensorslim.passes.smooth_quant:run",
+              "SmoothQuant: move MatMul/Gemm input outliers into the weights (static_quant's smooth_quant)",
+              exclude_field="exclude", rules="skip", needs_data=True,
+              why_skip_only="SmoothQuant has no per-layer options (skip leaves a layer unsmoothed)"),
     PassEntry("static_quant", "tensorslim.passes.static_quant:StaticQuantConfig", f"{_RUN}:run_pipeline",
               "int8 weights and activations calibrated on data", exclude_field="exclude", rules="activation_bits",
               why_skip_only="calibration runs once; rules may only skip nodes or set activation_bits: 16",
-              needs_data=True, quantizes=True),
+              needs_data=True, quantizes=True, search=SearchChoice("quant", "static", 1)),
     PassEntry("blockwise_quant", "tensorslim.passes.blockwise_quant:BlockQuantConfig", f"{_RUN}:run_pipeline",
               "block-wise int4/int8 weights (GPTQ with data)", exclude_field="exclude", rules="config",
-              needs_data_when=("method", ("gptq",)), quantizes=True),
+              needs_data_when=("method", ("gptq",)), quantizes=True,
+              search=SearchChoice("quant", "blockwise", 4, needs_ops=("MatMul", "Gemm", "Gather"))),
     PassEntry("float16", "tensorslim.passes.float16:Float16Config", f"{_RUN}:run_pipeline",
               "float16 weights and compute, float32 inputs and outputs", exclude_field="block_nodes", rules="skip",
               why_skip_only="float16 has no per-layer options (skip keeps a node float32)", quantizes=True,
-              float16=True),
+              float16=True, search=SearchChoice("quant", "fp16", 2)),
     PassEntry("prune", "tensorslim.passes.prune:PruneConfig", f"{_RUN}:run_prune",
               "zero weights by magnitude (Wanda/SparseGPT on data)", exclude_field="exclude", rules="skip",
               why_skip_only="pruned weights stay float, so a second run per group could prune them again",
-              needs_data_when=("method", ("wanda", "sparsegpt")), max_samples=_COMPRESSION_SAMPLES),
+              needs_data_when=("method", ("wanda", "sparsegpt")), max_samples=_COMPRESSION_SAMPLES,
+              search=SearchChoice("pre", "prune", 0)),
     PassEntry("channel_prune", "tensorslim.passes.channel_prune:ChannelPruneConfig", f"{_RUN}:run_channel_prune",
               "remove whole output channels", exclude_field="exclude", rules="skip",
               why_skip_only="pruning one layer's channels reshapes its consumers, so groups are not independent",
-              max_samples=_COMPRESSION_SAMPLES),
+              max_samples=_COMPRESSION_SAMPLES,
+              search=SearchChoice("pre", "channel_prune", 1, needs_ops=("Conv", "Gemm"))),
     PassEntry("cluster", "tensorslim.passes.cluster:ClusterConfig", f"{_RUN}:run_cluster",
               "share weights: k-means centroids and indices", exclude_field="exclude", rules="config",
-              max_samples=_COMPRESSION_SAMPLES),
+              max_samples=_COMPRESSION_SAMPLES, search=SearchChoice("quant", "cluster", 3)),
     PassEntry("gather_int8", "tensorslim.passes.gather_int8:GatherInt8Config", "tensorslim.passes.gather_int8:run",
               "int8 embedding tables, one scale per row, behind DequantizeLinear", exclude_field="exclude",
               rules="config"),
@@ -132,6 +179,15 @@ _BY_KIND = {e.kind: e for e in PASSES}
 def pass_entry(kind: str) -> PassEntry | None:
     """The entry of pass ``kind``, or ``None`` when there is none."""
     return _BY_KIND.get(kind)
+
+
+def search_choices(stage: Literal["pre", "quant"], *, has_data: bool, op_types: Iterable[str]) -> dict[str, str]:
+    """The search's choices for ``stage`` on a model with ``op_types`` (and calibration data when ``has_data``):
+    choice name -> pass kind, in rank order."""
+    ops = set(op_types)
+    usable = [e for e in PASSES if e.search is not None and e.search.stage == stage and (has_data or not e.needs_data)
+              and (not e.search.needs_ops or ops & set(e.search.needs_ops))]  # fmt: skip
+    return {e.search.name: e.kind for e in sorted(usable, key=lambda e: e.search.rank if e.search else 0) if e.search}
 
 
 @dataclass(frozen=True)
@@ -171,3 +227,15 @@ MODES: tuple[ModeEntry, ...] = (
 def modes_for(fmt: Literal["onnx", "tflite"]) -> dict[str, str]:
     """``--mode`` name -> help text for one model format, in help order."""
     return {m.name: m.help for m in MODES if m.format == fmt}
+
+
+def search_kind(stage: Literal["pre", "quant"], name: str) -> str:
+    """The pass kind of the search's choice ``name`` for ``stage``.
+
+    Raises:
+        KeyError: no pass is that choice.
+    """
+    for e in PASSES:
+        if e.search is not None and (e.search.stage, e.search.name) == (stage, name):
+            return e.kind
+    raise KeyError(f"no {stage} choice {name!r} in the registry")

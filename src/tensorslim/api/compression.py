@@ -17,9 +17,10 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import onnx
 
@@ -28,7 +29,7 @@ from tensorslim.data import BatchAxes, Dataset
 from tensorslim.data.load import DataLike
 from tensorslim.errors import InputError
 from tensorslim.pack import PackConfig, PackReport, pack_model, unpack_model
-from tensorslim.passes.base import PassResult
+from tensorslim.passes.base import Pass, PassResult
 from tensorslim.passes.channel_prune import ChannelPruneConfig, ChannelPrunePass
 from tensorslim.passes.cluster import ClusterConfig, ClusterGranularity, ClusterPass
 from tensorslim.passes.prune import PruneConfig, PruneMethod, PrunePass
@@ -68,49 +69,55 @@ def _check_out(model: ModelLike, output: str | os.PathLike[str] | None) -> None:
         check_output_path(output, *([model] if isinstance(model, str | os.PathLike) else []))
 
 
-def prune(
-    model: ModelLike,
-    output: str | os.PathLike[str] | None = None,
-    *,
-    config: PruneConfig | None = None,
-    data: DataLike | None = None,
-    max_samples: int | None = 256,
-    batch_axis: BatchAxes | None = None,
-) -> PassResult[onnx.ModelProto]:
-    """Unstructured or N:M weight pruning (:class:`PrunePass`); the graph keeps its shape."""
-    _check_out(model, output)
-    m = _model(model)
-    return _finish(PrunePass(config, _data(m, data, max_samples, batch_axis))(m), output, m)
+C = TypeVar("C")
+C_contra = TypeVar("C_contra", contravariant=True)
 
 
-def prune_channels(
-    model: ModelLike,
-    output: str | os.PathLike[str] | None = None,
-    *,
-    config: ChannelPruneConfig | None = None,
-    data: DataLike | None = None,
-    max_samples: int | None = 256,
-    batch_axis: BatchAxes | None = None,
-) -> PassResult[onnx.ModelProto]:
-    """Channel pruning that shrinks the graph (:class:`ChannelPrunePass`), refitted with ``data``."""
-    _check_out(model, output)
-    m = _model(model)
-    return _finish(ChannelPrunePass(config, _data(m, data, max_samples, batch_axis))(m), output, m)
+class DataPassFunction(Protocol[C_contra]):
+    """The signature :func:`prune`, :func:`prune_channels` and :func:`cluster` share."""
+
+    __name__: str
+
+    def __call__(
+        self,
+        model: ModelLike,
+        output: str | os.PathLike[str] | None = None,
+        *,
+        config: C_contra | None = None,
+        data: DataLike | None = None,
+        max_samples: int | None = 256,
+        batch_axis: BatchAxes | None = None,
+    ) -> PassResult[onnx.ModelProto]: ...
 
 
-def cluster(
-    model: ModelLike,
-    output: str | os.PathLike[str] | None = None,
-    *,
-    config: ClusterConfig | None = None,
-    data: DataLike | None = None,
-    max_samples: int | None = 256,
-    batch_axis: BatchAxes | None = None,
-) -> PassResult[onnx.ModelProto]:
-    """Weight clustering (:class:`ClusterPass`); activation-aware for MatMul/Gemm when ``data`` is given."""
-    _check_out(model, output)
-    m = _model(model)
-    return _finish(ClusterPass(config, _data(m, data, max_samples, batch_axis))(m), output, m)
+def _data_pass(name: str, make: Callable[[C | None, Dataset | None], Pass], doc: str) -> DataPassFunction[C]:
+    """The API function ``name``: check the output path, load the model and ``data`` (``max_samples`` of it at
+    most), run the pass ``make(config, data)`` builds, verify and write the result."""
+
+    def run(model: ModelLike, output: str | os.PathLike[str] | None = None, *, config: C | None = None,
+            data: DataLike | None = None, max_samples: int | None = 256,
+            batch_axis: BatchAxes | None = None) -> PassResult[onnx.ModelProto]:  # fmt: skip
+        _check_out(model, output)
+        m = _model(model)
+        result: PassResult[onnx.ModelProto] = make(config, _data(m, data, max_samples, batch_axis))(m)
+        return _finish(result, output, m)
+
+    run.__name__ = run.__qualname__ = name
+    run.__doc__ = doc
+    return run
+
+
+prune: DataPassFunction[PruneConfig] = _data_pass(
+    "prune", PrunePass, "Unstructured or N:M weight pruning (:class:`PrunePass`); the graph keeps its shape."
+)
+prune_channels: DataPassFunction[ChannelPruneConfig] = _data_pass(
+    "prune_channels", ChannelPrunePass,
+    "Channel pruning that shrinks the graph (:class:`ChannelPrunePass`), refitted with ``data``.",
+)  # fmt: skip
+cluster: DataPassFunction[ClusterConfig] = _data_pass(
+    "cluster", ClusterPass,
+    "Weight clustering (:class:`ClusterPass`); activation-aware for MatMul/Gemm when ``data`` is given.",
+)  # fmt: skip
 
 
 def pack(model: ModelLike, output: str | os.PathLike[str], *, config: PackConfig | None = None) -> PackReport:

@@ -64,7 +64,7 @@ def prune_cmd(
 ) -> int:
     """Prune weights: unstructured or N:M (zeros in place), or whole channels (a smaller, faster graph)."""
 
-    from tensorslim.compression import prune, prune_channels
+    from tensorslim.api.compression import prune, prune_channels
     from tensorslim.passes.channel_prune import ChannelPruneConfig
     from tensorslim.passes.prune import PruneConfig
 
@@ -106,7 +106,7 @@ def cluster_cmd(
 ) -> int:
     """Cluster weights into codebooks: uint8 indices + centroids in the file, float weights at load time."""
 
-    from tensorslim.compression import cluster
+    from tensorslim.api.compression import cluster
     from tensorslim.passes.cluster import CLUSTER_OPS, ClusterConfig
 
     if clusters < 2 or clusters > 256:
@@ -197,7 +197,7 @@ def compress_cmd(
 ) -> int:
     """Prune -> cluster -> quantize -> pack, with each stage's size and fidelity against the input."""
 
-    from tensorslim.compression import compress
+    from tensorslim.api.compression import compress
 
     _sparsity_arg(sparsity)
     if clusters == 1 or clusters < 0 or clusters > 256:

@@ -7,16 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
+from tensorslim.commands import _options as opt
 from tensorslim.commands._kit import EXIT_OK, command, console, write_json
-from tensorslim.commands._options import (
-    BatchAxisOption,
-    JsonOption,
-    ReportOption,
-    ShowAllOption,
-    TargetRuntimeOption,
-    data_option,
-    output_option,
-)
 from tensorslim.commands._tables import eval_table, mb, weights_table
 
 __all__ = ["recipe_check_cmd", "recipe_list_cmd", "recipe_show_cmd", "run_cmd"]
@@ -91,7 +83,7 @@ def recipe_show_cmd(
 """, exits=_EXIT, group="recipe")
 def recipe_check_cmd(
     path: Annotated[Path, typer.Argument(help="The recipe .yaml file.")],
-    json_out: JsonOption = None,
+    json_out: opt.JsonOption = None,
 ) -> int:
     """Validate a recipe file: exit 0 when valid, 2 with the key path of the first problem otherwise."""
 
@@ -114,17 +106,17 @@ def recipe_check_cmd(
 def run_cmd(
     recipe: Annotated[str, typer.Argument(help="A recipe .yaml file or a built-in name (tensorslim recipe list).")],
     model: Annotated[Path, typer.Argument(help="Float ONNX model (never modified).")],
-    output: Annotated[Path, output_option("Output .onnx (.tslim when the recipe packs).")],
-    data: Annotated[Path | None, data_option("Calibration data for the passes: ")] = None,
-    batch_axis: BatchAxisOption = None,
+    output: Annotated[Path, opt.output_option("Output .onnx (.tslim when the recipe packs).")],
+    data: Annotated[Path | None, opt.data_option("Calibration data for the passes: ")] = None,
+    batch_axis: opt.BatchAxisOption = None,
     eval_data: Annotated[
         Path | None, typer.Option(help=".npz to evaluate the output on (labels: accuracy) [default: generated].")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the passes that sample (clustering).")] = 0,
-    show_all: ShowAllOption = False,
-    json_out: JsonOption = None,
-    report_html: ReportOption = None,
-    target_runtime: TargetRuntimeOption = None,
+    show_all: opt.ShowAllOption = False,
+    json_out: opt.JsonOption = None,
+    report_html: opt.ReportOption = None,
+    target_runtime: opt.TargetRuntimeOption = None,
 ) -> int:
     """Apply a recipe to a model, then evaluate the output against the input."""
 

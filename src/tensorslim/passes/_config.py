@@ -13,7 +13,7 @@ from typing import Any
 
 from tensorslim.errors import ConfigError
 
-__all__ = ["Granularity", "coerce_enums", "regex_tuple"]
+__all__ = ["Granularity", "coerce_enums", "op_tuple", "regex_tuple"]
 
 
 class Granularity(StrEnum):
@@ -38,6 +38,18 @@ def regex_tuple(field: str, patterns: Iterable[str]) -> tuple[str, ...]:
             compile_user_regex(p, field)
         except ValueError as e:
             raise ConfigError(str(e), field=field) from None
+    return out
+
+
+def op_tuple(ops: Iterable[str], allowed: tuple[str, ...], field: str = "op_types") -> tuple[str, ...]:
+    """``ops`` as a tuple: at least one, each among ``allowed``.
+
+    Raises:
+        ConfigError: empty, or an op outside ``allowed``; the message names ``field`` and the allowed ops.
+    """
+    out = tuple(ops)
+    if not out or any(o not in allowed for o in out):
+        raise ConfigError(f"{field}: {out!r}; allowed: {', '.join(allowed)}")
     return out
 
 

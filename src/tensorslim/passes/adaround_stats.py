@@ -17,7 +17,7 @@ positions as :func:`~tensorslim.passes.calib_stats.im2col`), so memory is one ba
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,7 +25,7 @@ import onnx
 
 from tensorslim.algorithms.adaround import WeightLayout
 from tensorslim.evaluate.data import Dataset
-from tensorslim.passes.calib_stats import GRAM_BUDGET_BYTES, ConvGeometry, run_with_outputs
+from tensorslim.passes.calib_stats import GRAM_BUDGET_BYTES, ConvGeometry, GroupedLazy, conv_windows, run_with_outputs
 
 __all__ = ["InputGram", "LayerInputSpec", "input_grams", "layer_input_spec", "patch_rows"]
 
@@ -107,13 +107,8 @@ def patch_rows(x: np.ndarray, geo: ConvGeometry, *, max_positions: int | None = 
     """Patches of ``x`` ``[N, C, H, W]`` as rows ``[positions, C kh kw]`` (float64), the same values as
     :func:`~tensorslim.passes.calib_stats.im2col`, but only the sampled positions are ever copied."""
     n, c = x.shape[:2]
-    t, lft, b, r = geo.pads
-    xp = np.pad(x, ((0, 0), (0, 0), (t, b), (lft, r)))
     kh, kw = geo.kernel
-    dh, dw = geo.dilations
-    sh, sw = geo.strides
-    eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-    win = np.lib.stride_tricks.sliding_window_view(xp, (eh, ew), axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
+    win = conv_windows(x, geo)
     oh, ow = win.shape[2], win.shape[3]
     total = n * oh * ow
     if max_positions is not None and total > max_positions:
@@ -166,36 +161,6 @@ def _grams(
     return {k: InputGram(sums[k], counts[k]) for k in sums}
 
 
-class _LazyInputGrams(Mapping[str, InputGram]):
-    """The matrices of one budget group of weights at a time, computed on first access (see the module)."""
-
-    def __init__(
-        self, model: onnx.ModelProto, specs: dict[str, list[LayerInputSpec]], data: Dataset, batch_size: int,
-        max_positions: int, max_bytes: int,
-    ) -> None:  # fmt: skip
-        self._args = (model, data, batch_size, max_positions)
-        self._specs = specs
-        self.groups = _budget_groups({k: v[0] for k, v in specs.items()}, max_bytes)
-        self._where = {k: i for i, g in enumerate(self.groups) for k in g}
-        self._current = -1
-        self._cache: dict[str, InputGram] = {}
-
-    def __getitem__(self, key: str) -> InputGram:
-        i = self._where[key]
-        if i != self._current:
-            model, data, batch_size, max_positions = self._args
-            self._cache = {}
-            self._cache = _grams(model, {k: self._specs[k] for k in self.groups[i]}, data, batch_size, max_positions)
-            self._current = i
-        return self._cache[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._where)
-
-    def __len__(self) -> int:
-        return len(self._where)
-
-
 def input_grams(
     model: onnx.ModelProto,
     data: Dataset,
@@ -222,4 +187,5 @@ def input_grams(
             if (first.k, first.groups) != (spec.k, spec.groups):
                 raise ValueError(f"{spec.weight}: its uses read inputs of different shapes")
             specs[spec.weight].append(spec)
-    return _LazyInputGrams(model, specs, data, batch_size, max_positions, max_bytes)
+    groups = _budget_groups({k: v[0] for k, v in specs.items()}, max_bytes)
+    return GroupedLazy(groups, lambda keys: _grams(model, {k: specs[k] for k in keys}, data, batch_size, max_positions))

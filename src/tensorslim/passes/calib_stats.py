@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import onnx
@@ -22,12 +23,23 @@ import onnxruntime as ort
 import psutil
 
 from tensorslim.data import Dataset
+from tensorslim.errors import InputError
 from tensorslim.runtime.ort import thread_budget
 
+V = TypeVar("V")
+
 __all__ = [
-    "GRAM_BUDGET_BYTES", "ConvGeometry", "LayerInput", "LazyGrams", "channel_stats", "feature_sq_sums", "gram_groups",
-    "gram_matrices", "im2col", "mean_sample_sqnr", "run_with_outputs",
+    "GRAM_BUDGET_BYTES", "ConvGeometry", "GroupedLazy", "LayerInput", "LazyGrams", "channel_stats", "conv_windows",
+    "feature_sq_sums", "gram_groups", "gram_matrices", "im2col", "mean_sample_sqnr", "require_data",
+    "run_with_outputs",
 ]  # fmt: skip
+
+
+def require_data(data: Dataset | None, who: str) -> Dataset:
+    """``data``, or the user's error that ``who`` (a pass) needs calibration data."""
+    if data is None:
+        raise InputError(f"{who} needs calibration data: pass --data CALIB.npz")
+    return data
 
 
 @dataclass(frozen=True)
@@ -55,16 +67,23 @@ class ConvGeometry:
         )
 
 
-def im2col(x: np.ndarray, geo: ConvGeometry, *, max_positions: int | None = None, seed: int = 0) -> np.ndarray:
-    """Patches of an ``N x C x H x W`` input as rows ``(n, oh, ow) x (C * kh * kw)`` (weight column order)."""
-    n, c, _, _ = x.shape
+def conv_windows(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """The receptive fields of a Conv over ``x`` ``[N, C, H, W]``: a view ``[N, C, oh, ow, kh, kw]`` of the padded
+    input (strides and dilations applied)."""
     t, lft, b, r = geo.pads
     xp = np.pad(x, ((0, 0), (0, 0), (t, b), (lft, r)))
     kh, kw = geo.kernel
     dh, dw = geo.dilations
     sh, sw = geo.strides
     eh, ew = (kh - 1) * dh + 1, (kw - 1) * dw + 1
-    win = np.lib.stride_tricks.sliding_window_view(xp, (eh, ew), axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
+    return np.lib.stride_tricks.sliding_window_view(xp, (eh, ew), axis=(2, 3))[:, :, ::sh, ::sw, ::dh, ::dw]
+
+
+def im2col(x: np.ndarray, geo: ConvGeometry, *, max_positions: int | None = None, seed: int = 0) -> np.ndarray:
+    """Patches of an ``N x C x H x W`` input as rows ``(n, oh, ow) x (C * kh * kw)`` (weight column order)."""
+    n, c, _, _ = x.shape
+    kh, kw = geo.kernel
+    win = conv_windows(x, geo)
     oh, ow = win.shape[2], win.shape[3]
     rows = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
     if max_positions is not None and rows.shape[0] > max_positions:
@@ -233,7 +252,36 @@ def gram_matrices(
     return grams
 
 
-class LazyGrams(Mapping[str, np.ndarray]):
+class GroupedLazy(Mapping[str, V]):
+    """A mapping computed one group of keys at a time, on first access: ``compute(keys)`` gives the group's values.
+
+    Only the last group read is held (it is dropped before the next is computed), so memory is bounded by the
+    largest group; reading out of group order recomputes groups, with the same values.
+    """
+
+    def __init__(self, groups: list[list[str]], compute: Callable[[list[str]], dict[str, V]]) -> None:
+        self.groups = groups
+        self._compute = compute
+        self._where = {k: i for i, g in enumerate(groups) for k in g}
+        self._current = -1
+        self._cache: dict[str, V] = {}
+
+    def __getitem__(self, key: str) -> V:
+        i = self._where[key]
+        if i != self._current:
+            self._cache = {}
+            self._cache = self._compute(self.groups[i])
+            self._current = i
+        return self._cache[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._where)
+
+    def __len__(self) -> int:
+        return len(self._where)
+
+
+class LazyGrams(GroupedLazy[np.ndarray]):
     """:func:`gram_matrices` one group of layers at a time (see :func:`gram_groups`), on first access.
 
     Reading the layers in the order of ``sizes`` holds at most one group's matrices (the previous group is
@@ -252,27 +300,11 @@ class LazyGrams(Mapping[str, np.ndarray]):
         max_positions: int = 4096,
         max_bytes: int = GRAM_BUDGET_BYTES,
     ) -> None:
-        self._args = (model, layers, data, batch_size, max_positions)
-        self.groups = gram_groups({k: sizes[k] for k in layers}, max_bytes)
-        self._where = {k: i for i, g in enumerate(self.groups) for k in g}
-        self._current = -1
-        self._cache: dict[str, np.ndarray] = {}
+        def compute(keys: list[str]) -> dict[str, np.ndarray]:
+            return gram_matrices(model, {k: layers[k] for k in keys}, data, batch_size=batch_size,
+                                 max_positions=max_positions)  # fmt: skip
 
-    def __getitem__(self, key: str) -> np.ndarray:
-        i = self._where[key]
-        if i != self._current:
-            model, layers, data, batch_size, max_positions = self._args
-            self._cache = {}
-            self._cache = gram_matrices(model, {k: layers[k] for k in self.groups[i]}, data, batch_size=batch_size,
-                                        max_positions=max_positions)  # fmt: skip
-            self._current = i
-        return self._cache[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._where)
-
-    def __len__(self) -> int:
-        return len(self._where)
+        super().__init__(gram_groups({k: sizes[k] for k in layers}, max_bytes), compute)
 
 
 def mean_sample_sqnr(model: onnx.ModelProto, trial: onnx.ModelProto, data: Dataset, cap: float = 100.0) -> float:

@@ -11,6 +11,7 @@ quantization (static or dynamic) of CNNs whose channels have very different rang
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
@@ -21,7 +22,7 @@ from tensorslim.errors import ConfigError
 from tensorslim.passes._consts import Constants
 from tensorslim.passes.base import Pass, PassResult
 
-__all__ = ["EqualizeConfig", "EqualizePass", "find_pairs"]
+__all__ = ["EqualizeConfig", "EqualizePass", "find_pairs", "run"]
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,7 @@ class EqualizePass(Pass):
     def __init__(self, config: EqualizeConfig | None = None) -> None:
         self.config = config or EqualizeConfig()
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
+    def call(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
         """Equalize every pair of ``model`` (this copy) until the scales converge."""
         pairs = find_pairs(model)
         if not pairs:
@@ -115,3 +116,10 @@ class EqualizePass(Pass):
                 break
         note = f"cross-layer equalization: {len(pairs)} Conv pair(s) equalized in {sweeps} sweep(s)"
         return PassResult(model, True, [], [note])
+
+
+def run(
+    model: onnx.ModelProto, config: EqualizeConfig, data: Any = None, target: Any = None
+) -> PassResult[onnx.ModelProto]:
+    """The registry's runner of ``equalize`` (no calibration data)."""
+    return EqualizePass(config)(model)

@@ -11,23 +11,65 @@ otherwise with an explicit Mul, inserted only when the activation has real outli
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from tensorslim._regex import name_matcher
 from tensorslim.algorithms.smoothing import fold_into_affine, outlier_ratio, scale_weight_rows, smoothing_scales
 from tensorslim.backends.onnx.graph import GraphIndex
+from tensorslim.backends.onnx.weights import WeightRole, find_weights
 from tensorslim.data import Dataset
+from tensorslim.errors import ConfigError
+from tensorslim.passes._config import op_tuple, regex_tuple
 from tensorslim.passes._consts import Constants
-from tensorslim.passes.calib_stats import channel_stats
+from tensorslim.passes.base import Pass, PassResult
+from tensorslim.passes.calib_stats import channel_stats, require_data
 
-__all__ = ["EXPLICIT_MIN_RATIO", "SmoothGroup", "apply_smoothing", "plan_smoothing", "smooth_model"]
+__all__ = [
+    "EXPLICIT_MIN_RATIO",
+    "SmoothGroup",
+    "SmoothQuantConfig",
+    "SmoothQuantPass",
+    "apply_smoothing",
+    "explicit_scales",
+    "plan_smoothing",
+    "run",
+    "smooth_model",
+    "smoothing_candidates",
+]  # fmt: skip
 
 # an explicit Mul (one float op) is inserted only for activations whose largest channel maximum is at least
 # this many times the median one: below that, per-tensor int8 loses little and the Mul costs time
 EXPLICIT_MIN_RATIO = 8.0
+
+
+_COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
+
+
+@dataclass(frozen=True)
+class SmoothQuantConfig:
+    """Options of :class:`SmoothQuantPass` (static quantization's ``smooth_quant``, ``op_types`` and ``exclude``).
+
+    Attributes:
+        alpha: migration strength in (0, 1): how much of an activation's channel range moves into the weights.
+        op_types: the compute ops that will be quantized (Conv, Gemm, MatMul); MatMul/Gemm among them are smoothed.
+        exclude: regular expressions on node names that stay float (not smoothed).
+    """
+
+    alpha: float = 0.5
+    op_types: tuple[str, ...] = _COMPUTE_OPS
+    exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.alpha < 1.0:
+            raise ConfigError(f"alpha: must be in (0, 1), got {self.alpha}")
+        object.__setattr__(self, "op_types", op_tuple(self.op_types, _COMPUTE_OPS))
+        object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
 
 
 @dataclass
@@ -145,13 +187,76 @@ def apply_smoothing(model: onnx.ModelProto, plan: list[SmoothGroup]) -> int:
 
 def smooth_model(model: onnx.ModelProto, data: Dataset, alpha: float, nodes: list[onnx.NodeProto]) -> list[str]:
     """Plan and apply SmoothQuant on ``model`` in place; notes saying what was done."""
+    return _smooth(model, data, alpha, nodes)[1]
+
+
+def _smooth(model: onnx.ModelProto, data: Dataset, alpha: float, nodes: list[onnx.NodeProto]) -> tuple[int, list[str]]:
     plan = plan_smoothing(model, data, alpha, nodes)
     n = apply_smoothing(model, plan)
     folded = sum(1 for grp in plan if grp.fold in ("LayerNormalization", "Mul"))
     explicit = sum(1 for grp in plan if grp.fold == "explicit")
     skipped = sum(1 for grp in plan if not grp.fold)
-    return [
+    return n, [
         f"SmoothQuant (alpha {alpha:g}): {n} layer(s) smoothed over {folded + explicit} activation(s) "
         f"({folded} folded into LayerNormalization/Mul, {explicit} with an explicit Mul; {skipped} left as they "
         f"were, channel max/median < {EXPLICIT_MIN_RATIO:g})"
     ]
+
+
+def smoothing_candidates(
+    model: onnx.ModelProto, op_types: Sequence[str], exclude: Sequence[str] = ()
+) -> list[onnx.NodeProto]:
+    """Conv/Gemm/MatMul nodes among ``op_types`` with a constant float weight, not excluded by name (static
+    quantization's candidates: :func:`plan_smoothing` smooths the MatMul/Gemm ones)."""
+    patterns = list(name_matcher(tuple(exclude)).patterns)
+    const_weights = {
+        u.node.output[0] for w in find_weights(model) if w.is_float for u in w.weight_uses
+        if u.role in (WeightRole.CONV, WeightRole.GEMM, WeightRole.MATMUL) and u.input_index == 1
+    }  # fmt: skip
+    chosen = []
+    for n in model.graph.node:
+        if n.domain not in ("", "ai.onnx") or any(p.search(n.name or "") for p in patterns):
+            continue
+        if n.op_type in op_types and n.output and n.output[0] in const_weights:
+            if n.op_type == "Gemm" and any(a.name == "transA" and a.i for a in n.attribute):
+                continue
+            chosen.append(n)
+    return chosen
+
+
+def explicit_scales(model: onnx.ModelProto) -> list[str]:
+    """Names of the explicit per-channel ``Mul`` nodes :func:`apply_smoothing` inserted (``X_smoothed = X *
+    X_smoothed_inv_scale``): they divide an activation by its scales in float, before quantization, so static
+    quantization keeps them float. Recognised by that naming, so the mark survives a saved model."""
+    inits = {t.name for t in model.graph.initializer}
+    return [n.name for n in model.graph.node
+            if n.op_type == "Mul" and len(n.input) == 2 and len(n.output) == 1 and "_smoothed" in n.output[0]
+            and n.input[1] == f"{n.output[0]}_inv_scale" and n.input[1] in inits]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SmoothQuantPass(Pass):
+    """SmoothQuant on the MatMul/Gemm candidates of static quantization, calibrated on ``data`` (required)."""
+
+    config: SmoothQuantConfig = SmoothQuantConfig()
+    data: Dataset | None = None
+    name = "smooth_quant"
+
+    def __post_init__(self) -> None:
+        require_data(self.data, "SmoothQuant")
+
+    def call(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
+        """Plan the scales on the data, fold them (or insert explicit Muls) in this copy of ``model``."""
+        from tensorslim.passes.static_placement import ensure_node_names
+
+        cfg, data = self.config, require_data(self.data, "SmoothQuant")
+        n, notes = _smooth(model, data, cfg.alpha, smoothing_candidates(model, cfg.op_types, cfg.exclude))
+        ensure_node_names(model.graph)
+        return PassResult(model, n > 0, [], notes)
+
+
+def run(
+    model: onnx.ModelProto, config: SmoothQuantConfig, data: Dataset | None = None, target: Any = None
+) -> PassResult[onnx.ModelProto]:
+    """The registry's runner of ``smooth_quant``."""
+    return SmoothQuantPass(config, data=data)(model)

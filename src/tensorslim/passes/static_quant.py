@@ -12,6 +12,13 @@ which ONNX Runtime fuses into ``QLinearConv`` (Relu folded into the output range
 ``QLinearMatMul``, ``QLinearAdd``, ``QLinearGlobalAveragePool``, ... Only activations that sit between
 quantizable ops get Q/DQ pairs, so no pair is left where no integer kernel can consume it; graph outputs
 stay float.
+
+The passes that prepare the graph run before this one, as steps of static quantization's pipeline
+(:func:`tensorslim.pipeline.static_pipeline`): the opset upgrade (:mod:`~tensorslim.passes.qdq_opset`), ONNX
+Runtime's basic optimizations and int8 rewrites (:mod:`~tensorslim.passes.static_prepare`), and, when the config
+asks, cross-layer equalization (:mod:`~tensorslim.passes.equalize`) and SmoothQuant
+(:mod:`~tensorslim.passes.smooth_quant`). The config's ``preprocess``, ``equalize`` and ``smooth_quant`` choose
+those steps; :class:`StaticQuantPass` alone only places, calibrates and applies.
 """
 
 from __future__ import annotations
@@ -23,7 +30,6 @@ from enum import StrEnum
 
 import numpy as np
 import onnx
-import onnx.version_converter
 
 from tensorslim._regex import name_matcher
 from tensorslim.algorithms.observers import (
@@ -38,9 +44,11 @@ from tensorslim.backends.onnx.editor import opset_version
 from tensorslim.backends.onnx.weights import WeightRole, find_weights
 from tensorslim.errors import ConfigError, InputError
 from tensorslim.evaluate.data import Dataset
-from tensorslim.passes._config import Granularity, coerce_enums, regex_tuple
+from tensorslim.passes._config import Granularity, coerce_enums, op_tuple, regex_tuple
 from tensorslim.passes.base import Pass, PassResult
-from tensorslim.passes.calib_stats import mean_sample_sqnr, run_with_outputs
+from tensorslim.passes.calib_stats import mean_sample_sqnr, require_data, run_with_outputs
+from tensorslim.passes.qdq_opset import check_qdq_opset
+from tensorslim.passes.smooth_quant import explicit_scales, smoothing_candidates
 from tensorslim.passes.static_apply import apply_qdq
 from tensorslim.passes.static_graph import (
     ActivationParams,
@@ -59,7 +67,6 @@ from tensorslim.passes.static_placement import (
     ensure_node_names,
     int8_components,
     load_placement,
-    rewrite_for_int8,
 )
 from tensorslim.progress import progress_bar
 
@@ -194,10 +201,7 @@ class StaticQuantConfig:
             raise ConfigError(f"max_fallback: must be in [0, 1], got {self.max_fallback}")
         if not 50.0 < self.percentile <= 100.0:
             raise ConfigError(f"percentile: must be in (50, 100], got {self.percentile}")
-        ops = tuple(self.op_types)
-        if not ops or any(o not in COMPUTE_OPS for o in ops):
-            raise ConfigError(f"op_types: {ops!r}; allowed: {', '.join(COMPUTE_OPS)}")
-        object.__setattr__(self, "op_types", ops)
+        object.__setattr__(self, "op_types", op_tuple(self.op_types, COMPUTE_OPS))
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         object.__setattr__(self, "int16_nodes", regex_tuple("int16_nodes", self.int16_nodes))
         if self.io_dtype != "float" and self.io_dtype != code_dtype(self.activation_scheme, 8):
@@ -228,24 +232,6 @@ class StaticPlan:
     bits: dict[str, int] = field(default_factory=dict)  # code width chosen for each activation
     node_sensitivity: dict[str, float] = field(default_factory=dict)  # int8 node -> added SQNR dB
     range_method: str = ""  # the range method calibration="auto" chose (empty otherwise)
-
-
-def _quantizable_nodes(model: onnx.ModelProto, cfg: StaticQuantConfig) -> list[onnx.NodeProto]:
-    """Conv/Gemm/MatMul nodes with a constant float weight that ``cfg`` quantizes (SmoothQuant's candidates)."""
-    patterns = list(name_matcher(cfg.exclude).patterns)
-    const_weights = {
-        u.node.output[0] for w in find_weights(model) if w.is_float for u in w.weight_uses
-        if u.role in (WeightRole.CONV, WeightRole.GEMM, WeightRole.MATMUL) and u.input_index == 1
-    }  # fmt: skip
-    chosen = []
-    for n in model.graph.node:
-        if n.domain not in ("", "ai.onnx") or any(p.search(n.name or "") for p in patterns):
-            continue
-        if n.op_type in cfg.op_types and n.output and n.output[0] in const_weights:
-            if n.op_type == "Gemm" and any(a.name == "transA" and a.i for a in n.attribute):
-                continue
-            chosen.append(n)
-    return chosen
 
 
 def _no_work_regions(index: StaticGraph) -> Callable[[set[str]], dict[str, str]]:
@@ -690,57 +676,26 @@ class StaticQuantPass(Pass):
 
     def __init__(self, config: StaticQuantConfig | None = None, *, data: Dataset | None = None) -> None:
         self.config = config or StaticQuantConfig()
-        if data is None:
-            raise InputError("static quantization needs calibration data: pass --data CALIB.npz")
-        self.data = data
+        self.data = require_data(data, "static quantization")
 
-    def call(self, model: onnx.ModelProto) -> PassResult:
-        """Prepare, place (ONNX Runtime's fusions), calibrate, then insert Q/DQ pairs and int8 weights."""
+    def call(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
+        """Place (ONNX Runtime's fusions), calibrate, then insert Q/DQ pairs and int8 weights.
+
+        The preparation runs before, as steps of the pipeline (:func:`tensorslim.pipeline.static_pipeline`): the
+        opset upgrade, the graph preparation, cross-layer equalization and SmoothQuant. Bias correction and
+        integer inputs/outputs happen here: both use the plan (the int8 layers' input means, the calibrated
+        ranges of the graph inputs and outputs).
+        """
         cfg = self.config
-        upgrade_note = ""
-        if opset_version(model) < 13:
-            # per-channel DequantizeLinear (the axis attribute) needs opset 13
-            try:
-                upgraded = onnx.version_converter.convert_version(model, 13)
-                onnx.checker.check_model(upgraded)
-            except Exception as e:  # the converter raises several types
-                if opset_version(model) < 10 or cfg.granularity == "per_channel":
-                    cfg = dataclasses.replace(cfg, granularity="per_tensor")
-                upgrade_note = (
-                    f"opset {opset_version(model)} could not be raised to 13 ({type(e).__name__}): per-tensor weights"
-                )
-                if opset_version(model) < 10:
-                    raise InputError(
-                        f"opset {opset_version(model)} has no QuantizeLinear; re-export the model with opset >= 13"
-                    ) from e
-            else:
-                upgrade_note = f"model converted from opset {opset_version(model)} to 13 for per-channel QDQ"
-                model.CopyFrom(upgraded)
-        pre_notes: list[str] = [upgrade_note] if upgrade_note else []
-        keep_float: dict[str, str] = {}
-        if cfg.preprocess:
-            pre_notes.extend(preprocess(model))
+        if opset_version(model) < 13:  # below per-channel DequantizeLinear (the pipeline's upgrade failed)
+            check_qdq_opset(model)
+            cfg = dataclasses.replace(cfg, granularity="per_tensor")
         ensure_node_names(model.graph)
-        pre_notes.extend(rewrite_for_int8(model))
-        if cfg.equalize:
-            from tensorslim.passes.equalize import EqualizePass
-
-            eq = EqualizePass().call(model)
-            model = eq.model
-            pre_notes.extend(eq.notes)
-        if cfg.smooth_quant is not None:
-            from tensorslim.passes.smooth_quant import smooth_model
-
-            before = {n.name for n in model.graph.node}
-            pre_notes.extend(smooth_model(model, self.data, cfg.smooth_quant, _quantizable_nodes(model, cfg)))
-            ensure_node_names(model.graph)
-            keep_float.update(dict.fromkeys(
-                (n.name for n in model.graph.node if n.name not in before and n.op_type == "Mul"),
-                "smoothing: SmoothQuant's explicit per-channel scale runs in float, before quantization"))  # fmt: skip
+        keep_float = dict.fromkeys(explicit_scales(model), "smoothing: SmoothQuant's explicit per-channel scale runs "
+                                                           "in float, before quantization")  # fmt: skip
         replay = cfg.placement if isinstance(cfg.placement, Placement) or cfg.placement is None else load_placement(
             cfg.placement)  # fmt: skip
         plan = plan_static_quant(model, self.data, cfg, placement=replay, keep_float=keep_float)
-        plan.notes[:0] = pre_notes
         if replay is None and cfg.latency_check and plan.nodes:
             from tensorslim.passes.static_latency import latency_fallback
 
@@ -840,37 +795,9 @@ def _set_metadata(model: onnx.ModelProto, key: str, value: str) -> None:
     model.metadata_props.append(onnx.StringStringEntryProto(key=key, value=value))
 
 
-def preprocess(model: onnx.ModelProto) -> list[str]:
-    """ONNX Runtime's basic graph optimizations (constant folding, Conv+Add/Mul/BatchNorm fusion), in place.
-
-    Only ONNX-standard, provider-independent rewrites (``ORT_ENABLE_BASIC``), as ONNX Runtime's own
-    ``quant_pre_process`` does; skipped for models over 1.5 GB or that ONNX Runtime does not load.
-    """
-    from tensorslim.passes.static_placement import optimized_by_ort
-
-    if model.ByteSize() > 1_500_000_000 or any(
-        t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer
-    ):
-        return []
-    before = len(model.graph.node)
-    try:
-        out = optimized_by_ort(model, basic=True)
-        onnx.checker.check_model(out)
-    except Exception:  # a model ONNX Runtime cannot optimize is quantized as it is
-        return []
-    if any(n.domain not in ("", "ai.onnx") for n in out.graph.node) or opset_version(out) != opset_version(model):
-        return []
-    metadata, opsets, ir_version = list(model.metadata_props), list(model.opset_import), model.ir_version
-    model.CopyFrom(out)
-    # ONNX Runtime stamps every domain it knows and its own IR version: keep the model's own
-    del model.metadata_props[:]
-    model.metadata_props.extend(metadata)
-    del model.opset_import[:]
-    model.opset_import.extend(opsets)
-    model.ir_version = ir_version
-    after = len(model.graph.node)
-    return [f"graph simplified by ONNX Runtime's basic optimizations (constant folding, Conv+Add/Mul fusion): "
-            f"{before} -> {after} nodes"] if after != before else []  # fmt: skip
+def _quantizable_nodes(model: onnx.ModelProto, cfg: StaticQuantConfig) -> list[onnx.NodeProto]:
+    """Conv/Gemm/MatMul nodes with a constant float weight that ``cfg`` quantizes (SmoothQuant's candidates)."""
+    return smoothing_candidates(model, cfg.op_types, cfg.exclude)
 
 
 # names the tests and earlier code import

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tensorslim.recipe import SCHEMA_VERSION, PassSpec, Recipe, Rule
+from tensorslim.registry import search_choices, search_kind
 
 __all__ = ["SearchSpace", "recipe_from_params"]
 
@@ -30,7 +31,7 @@ FALLBACK_KS = (0, 1, 2, 4)
 def _static_fields() -> frozenset[str]:
     from tensorslim.registry import pass_entry
 
-    entry = pass_entry("static_quant")
+    entry = pass_entry(search_kind("quant", "static"))
     return frozenset(f.name for f in dataclasses.fields(entry.config_class())) if entry else frozenset()
 
 
@@ -88,19 +89,10 @@ class SearchSpace:
         return recipe_from_params(p, self.sensitive)
 
     def _pre_choices(self) -> list[str]:
-        out = ["none", "prune"]
-        if self.op_types & {"Conv", "Gemm"}:
-            out.append("channel_prune")
-        return out
+        return ["none", *search_choices("pre", has_data=self.has_data, op_types=self.op_types)]
 
     def _quant_choices(self) -> list[str]:
-        out = ["none", "dynamic"]
-        if self.has_data:
-            out.append("static")
-        out += ["fp16", "cluster"]
-        if self.op_types & {"MatMul", "Gemm", "Gather"}:
-            out.append("blockwise")
-        return out
+        return ["none", *search_choices("quant", has_data=self.has_data, op_types=self.op_types)]
 
 
 def _exact(names: Sequence[str]) -> list[str]:
@@ -113,11 +105,11 @@ def recipe_from_params(p: dict[str, Any], sensitive: Sequence[str] = ()) -> Reci
     name: list[str] = []
     if p.get("pre") == "prune":
         sp = float(p["sparsity"])
-        passes.append(PassSpec("prune", {"sparsity": sp}))
+        passes.append(PassSpec(search_kind("pre", "prune"), {"sparsity": sp}))
         name.append(f"prune{round(sp * 100)}")
     elif p.get("pre") == "channel_prune":
         r = float(p["channel_ratio"])
-        passes.append(PassSpec("channel_prune", {"ratio": r}))
+        passes.append(PassSpec(search_kind("pre", "channel_prune"), {"ratio": r}))
         name.append(f"chprune{round(r * 100)}")
     q = p.get("quant", "none")
     k = int(p.get("fallback_k", 0) or 0)
@@ -125,7 +117,7 @@ def recipe_from_params(p: dict[str, Any], sensitive: Sequence[str] = ()) -> Reci
     skip_rules = tuple(Rule(name=rx, skip=True) for rx in _exact(fallback_nodes))
     if q == "dynamic":
         cfg: dict[str, Any] = {"form": p["form"], "granularity": p["granularity"], "range_method": p["range"]}
-        passes.append(PassSpec("dynamic_quant", cfg, skip_rules))
+        passes.append(PassSpec(search_kind("quant", q), cfg, skip_rules))
         name.append(f"dyn-{p['form']}-{'pc' if p['granularity'] == 'per_channel' else 'pt'}-{p['range']}")
     elif q == "static":
         cfg = {"calibration": p["calibration"]}
@@ -141,17 +133,18 @@ def recipe_from_params(p: dict[str, Any], sensitive: Sequence[str] = ()) -> Reci
         if fallback_nodes and p.get("fallback") == "int16":
             rules = tuple(Rule(name=rx, config={"activation_bits": 16}) for rx in _exact(fallback_nodes))
             tag += f"-int16x{k}"
-        passes.append(PassSpec("static_quant", cfg, rules))
+        passes.append(PassSpec(search_kind("quant", q), cfg, rules))
         name.append(tag)
     elif q == "fp16":
-        passes.append(PassSpec("float16", {}))
+        passes.append(PassSpec(search_kind("quant", q), {}))
         name.append("fp16")
     elif q == "blockwise":
-        passes.append(PassSpec("blockwise_quant", {"bits": int(p["bits"]), "block_size": int(p["block_size"])}))
+        passes.append(PassSpec(search_kind("quant", q), {"bits": int(p["bits"]), "block_size": int(p["block_size"])}))
         name.append(f"int{p['bits']}-b{p['block_size']}")
     elif q == "cluster":
         c = int(p["clusters"])
-        passes.append(PassSpec("cluster", {"clusters": c, "granularity": "per_channel", "codebook_dtype": "float16"}))
+        cfg = {"clusters": c, "granularity": "per_channel", "codebook_dtype": "float16"}
+        passes.append(PassSpec(search_kind("quant", q), cfg))
         name.append(f"cluster{c}")
     if k and q in ("dynamic", "static") and not (q == "static" and p.get("fallback") == "int16"):
         name.append(f"float{k}")

@@ -1,0 +1,104 @@
+"""Prepare a graph for static int8: ONNX Runtime's basic optimizations, unique node names, int8-friendly ops.
+
+The step of static quantization's pipeline between the opset upgrade and the optional CLE/SmoothQuant steps:
+:func:`preprocess` applies ONNX Runtime's provider-independent graph optimizations (constant folding, Conv+Add/Mul
+fusion, as ONNX Runtime's own ``quant_pre_process`` does), every node gets a unique name (placements refer to
+nodes by name), and ops with no int8 kernel are rewritten into equivalent ones that have one
+(:func:`~tensorslim.passes.static_placement.rewrite_for_int8`). The float function is unchanged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import onnx
+
+from tensorslim.backends.onnx.editor import opset_version
+from tensorslim.passes.base import Pass, PassResult
+
+__all__ = ["StaticPrepareConfig", "StaticPreparePass", "preprocess", "run"]
+
+
+@dataclass(frozen=True)
+class StaticPrepareConfig:
+    """Options of :class:`StaticPreparePass`.
+
+    Attributes:
+        preprocess: apply ONNX Runtime's basic graph optimizations first (see :func:`preprocess`).
+    """
+
+    preprocess: bool = True
+
+
+def _optimized(model: onnx.ModelProto) -> onnx.ModelProto | None:
+    """``model`` after ONNX Runtime's basic optimizations, or ``None`` where they do not apply."""
+    from tensorslim.passes.static_placement import optimized_by_ort
+
+    if model.ByteSize() > 1_500_000_000 or any(
+        t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer
+    ):
+        return None
+    try:
+        out = optimized_by_ort(model, basic=True)
+        onnx.checker.check_model(out)
+    except Exception:  # a model ONNX Runtime cannot optimize is quantized as it is
+        return None
+    if any(n.domain not in ("", "ai.onnx") for n in out.graph.node) or opset_version(out) != opset_version(model):
+        return None
+    return out
+
+
+def _replace(model: onnx.ModelProto, out: onnx.ModelProto) -> list[str]:
+    """Put ``out`` in ``model``'s place, keeping ``model``'s metadata, opsets and IR version; the note."""
+    before = len(model.graph.node)
+    metadata, opsets, ir_version = list(model.metadata_props), list(model.opset_import), model.ir_version
+    model.CopyFrom(out)
+    # ONNX Runtime stamps every domain it knows and its own IR version: keep the model's own
+    del model.metadata_props[:]
+    model.metadata_props.extend(metadata)
+    del model.opset_import[:]
+    model.opset_import.extend(opsets)
+    model.ir_version = ir_version
+    after = len(model.graph.node)
+    return [f"graph simplified by ONNX Runtime's basic optimizations (constant folding, Conv+Add/Mul fusion): "
+            f"{before} -> {after} nodes"] if after != before else []  # fmt: skip
+
+
+def preprocess(model: onnx.ModelProto) -> list[str]:
+    """ONNX Runtime's basic graph optimizations (constant folding, Conv+Add/Mul/BatchNorm fusion), in place.
+
+    Only ONNX-standard, provider-independent rewrites (``ORT_ENABLE_BASIC``), as ONNX Runtime's own
+    ``quant_pre_process`` does; skipped for models over 1.5 GB or that ONNX Runtime does not load.
+    """
+    out = _optimized(model)
+    return [] if out is None else _replace(model, out)
+
+
+class StaticPreparePass(Pass):
+    """Optimize (optional), name every node, rewrite ops for int8 kernels (see the module docstring)."""
+
+    name = "static_prepare"
+
+    def __init__(self, config: StaticPrepareConfig | None = None) -> None:
+        self.config = config or StaticPrepareConfig()
+
+    def call(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
+        """Prepare this copy of ``model``; notes say what was simplified and rewritten."""
+        from tensorslim.passes.static_placement import ensure_node_names, rewrite_for_int8
+
+        notes: list[str] = []
+        optimized = _optimized(model) if self.config.preprocess else None
+        if optimized is not None:
+            notes.extend(_replace(model, optimized))
+        renamed = ensure_node_names(model.graph)
+        rewritten = rewrite_for_int8(model)
+        notes.extend(rewritten)
+        return PassResult(model, optimized is not None or renamed > 0 or bool(rewritten), [], notes)
+
+
+def run(
+    model: onnx.ModelProto, config: StaticPrepareConfig, data: Any = None, target: Any = None
+) -> PassResult[onnx.ModelProto]:
+    """The registry's runner of ``static_prepare``."""
+    return StaticPreparePass(config)(model)
