@@ -280,9 +280,9 @@ def test_learned_rounding_is_dropped_when_it_lowers_the_output_sqnr(monkeypatch:
 
     monkeypatch.setattr(sq, "_learned_codes", worse)
     base = dict(latency_check=False, output_sqnr_db=0.0)
-    res = StaticQuantPass(StaticQuantConfig(learned_rounding=True, **base), data=data)(model)
+    res = static_pipeline(StaticQuantConfig(learned_rounding=True, **base), data)(model)
     assert any(n.startswith("learned rounding dropped") for n in res.notes), res.notes
-    nearest = StaticQuantPass(StaticQuantConfig(**base), data=data)(model)
+    nearest = static_pipeline(StaticQuantConfig(**base), data)(model)
     assert res.model.graph.SerializeToString() == nearest.model.graph.SerializeToString()
 
 
