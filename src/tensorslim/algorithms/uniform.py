@@ -10,7 +10,8 @@ of the rate-distortion bound, with no per-block scales to store.
   is ``d**2 / 12``, so ``d = rms * sqrt(12) * 10**(-sqnr_db / 20)``;
 * :func:`round_to_grid`: plain rounding;
 * :func:`gptq_grid`: rounding with GPTQ error compensation (the error of each input column spread over the
-  columns not yet rounded, weighted by the inverse Hessian of the layer's inputs), onto the same fixed grid.
+  columns not yet rounded, weighted by the inverse Hessian of the layer's inputs), onto the same fixed grid,
+  the columns of most input energy first ("act order": the grid is fixed, so the order costs nothing).
 """
 
 from __future__ import annotations
@@ -20,17 +21,20 @@ import numpy as np
 __all__ = ["gptq_grid", "grid_steps", "round_to_grid"]
 
 
-def grid_steps(rows: np.ndarray, sqnr_db: float, per_channel: bool = True) -> np.ndarray:
+def grid_steps(rows: np.ndarray, sqnr_db: float, per_channel: bool = True, qmax: int = 127) -> np.ndarray:
     """The step of each row of ``rows`` ``[channels, K]`` for rounding noise ``sqnr_db`` below the signal.
 
-    ``per_channel``: each row's own RMS; else the tensor's RMS for every row. All-zero rows get step 1.
+    ``per_channel``: each row's own RMS; else the tensor's RMS for every row. A step is never below
+    ``max|w| / qmax`` (no value is clipped). All-zero rows get step 1.
     """
     w = np.asarray(rows, np.float64)
     if per_channel:
         rms = np.sqrt(np.mean(w * w, axis=1))
+        amax = np.abs(w).max(axis=1) if w.size else np.zeros(w.shape[0])
     else:
         rms = np.full(w.shape[0], float(np.sqrt(np.mean(w * w))) if w.size else 0.0)
-    step = rms * np.sqrt(12.0) * 10.0 ** (-float(sqnr_db) / 20.0)
+        amax = np.full(w.shape[0], float(np.abs(w).max()) if w.size else 0.0)
+    step = np.maximum(rms * np.sqrt(12.0) * 10.0 ** (-float(sqnr_db) / 20.0), amax / qmax)
     return np.where(step > 0, step, 1.0).astype(np.float32)
 
 
@@ -66,8 +70,10 @@ def gptq_grid(
     dead = np.diag(H) == 0
     H[dead, dead] = 1.0
     H[np.diag_indices(k)] += damp * float(np.mean(np.diag(H)))
+    perm = np.argsort(-np.diag(H), kind="stable")  # act order: the columns of most input energy first
+    W, H = W[:, perm], H[np.ix_(perm, perm)]
     try:
-        Hinv = np.linalg.cholesky(np.linalg.inv(H)).T  # upper triangular
+        Hinv = np.linalg.cholesky(np.linalg.inv(H)).T
     except np.linalg.LinAlgError:
         H[np.diag_indices(k)] += 0.1 * float(np.mean(np.diag(H)))
         Hinv = np.linalg.cholesky(np.linalg.inv(H)).T
@@ -86,4 +92,6 @@ def gptq_grid(
             W1[:, i:] -= np.outer(err, Hinv1[i, i:])
             Err1[:, i] = err
         W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
-    return codes
+    out = np.empty_like(codes)
+    out[:, perm] = codes
+    return out

@@ -53,6 +53,7 @@ class UniformQuantConfig:
         sqnr_db: target weight SQNR (dB) of MatMul/Gemm weights: sets the step (higher: finer, larger file).
         gather_sqnr_db: the same for Gather tables (``None``: ``sqnr_db``).
         granularity: one step per output channel (``per_channel``) or per tensor.
+        gather_axis: the channel of a Gather table: ``0`` a row (one token), ``1`` a column (one feature).
         method: ``rtn`` (nearest), ``gptq`` (MatMul weights: error compensation on calibration data) or ``auto``.
         op_types: which consumers' weights to quantize (MatMul, Gemm, Gather).
         exclude: regexes (``re.search``) on consumer node names to leave float.
@@ -62,6 +63,7 @@ class UniformQuantConfig:
     sqnr_db: float = 24.0
     gather_sqnr_db: float | None = None
     granularity: Granularity = Granularity.PER_CHANNEL
+    gather_axis: int = 0
     method: UniformMethod = UniformMethod.AUTO
     op_types: tuple[str, ...] = _OPS
     exclude: tuple[str, ...] = ()
@@ -75,6 +77,8 @@ class UniformQuantConfig:
                 continue
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0.0 < float(v) <= 60.0:
                 raise ConfigError(f"{f}: {v!r} is not a number of dB in (0, 60]", field=f)
+        if self.gather_axis not in (0, 1) or isinstance(self.gather_axis, bool):
+            raise ConfigError(f"gather_axis: {self.gather_axis!r} is not 0 or 1", field="gather_axis")
         ops = tuple(self.op_types)
         bad = [o for o in ops if o not in _OPS]
         if bad or not ops:
@@ -93,8 +97,8 @@ class UniformPlan:
         name: the initializer.
         op: the consumers' op type.
         nodes: the consumer node names.
-        axis: the channel axis of the weight (``None``: one step for the tensor).
-        step: one step per channel (a single value for ``per_tensor``).
+        axis: the output-channel axis of the weight.
+        step: one step per channel, or a single value (``per_tensor``).
         sqnr_db: the target the step was set for.
         activation: the MatMul input whose Gram matrix GPTQ needs (empty: plain rounding).
     """
@@ -102,7 +106,7 @@ class UniformPlan:
     name: str
     op: str
     nodes: tuple[str, ...]
-    axis: int | None
+    axis: int
     step: np.ndarray
     sqnr_db: float
     activation: str = ""
@@ -161,14 +165,13 @@ def plan(model: onnx.ModelProto, config: UniformQuantConfig) -> tuple[list[Unifo
             skipped.append(WeightRecord(name, op, ",".join(nodes), tuple(int(d) for d in t.dims), "skipped", why,
                                         bytes_before=4 * size, bytes_after=4 * size))  # fmt: skip
             continue
-        axis = axes.pop()
+        axis = config.gather_axis if op == "Gather" else axes.pop()
         rows = _rows(numpy_helper.to_array(t), axis)
         per_channel = config.granularity is Granularity.PER_CHANNEL
         target = float(config.gather_sqnr_db if op == "Gather" and config.gather_sqnr_db else config.sqnr_db)
         step = grid_steps(rows, target, per_channel)
         act = uses[0][0].input[0] if op == "MatMul" and len({n.input[0] for n, _ in uses}) == 1 else ""
-        plans.append(UniformPlan(name, op, nodes, axis if per_channel else None, step if per_channel else step[:1],
-                                 target, act))  # fmt: skip
+        plans.append(UniformPlan(name, op, nodes, axis, step if per_channel else step[:1], target, act))
     return plans, skipped
 
 
@@ -207,7 +210,7 @@ def apply(
     for p in plans:
         t = inits[p.name]
         arr = numpy_helper.to_array(t)
-        axis = 0 if p.axis is None else p.axis
+        axis = p.axis
         rows = _rows(arr, axis)
         step = np.broadcast_to(p.step, (rows.shape[0],)).astype(np.float32)
         hess = hessians.get(p.name) if hessians is not None and p.activation else None
@@ -216,15 +219,16 @@ def apply(
         codes = q if axis == 0 else np.ascontiguousarray(q.T)
         q_name, s_name, out = names(f"{p.name}_q"), names(f"{p.name}_step"), names(p.name)
         g.initializer.remove(t)
-        scale = step if p.axis is not None else np.asarray(step[0], np.float32)
+        per_tensor = p.step.size == 1 and rows.shape[0] > 1
+        scale = np.asarray(step[0], np.float32) if per_tensor else step
         g.initializer.extend([numpy_helper.from_array(codes, q_name), numpy_helper.from_array(scale, s_name)])
-        kw = {"axis": axis} if p.axis is not None else {}
+        kw = {} if per_tensor else {"axis": axis}
         dq_for[p.name] = helper.make_node("DequantizeLinear", [q_name, s_name], [out], name=names(f"{p.name}_dq"), **kw)
         records.append(WeightRecord(
             p.name, p.op, ",".join(p.nodes), tuple(arr.shape), "uniform_int8",
             f"int8 codes on a uniform grid for {p.sqnr_db:g} dB ({'gptq' if hess is not None else 'nearest'})",
             bytes_before=arr.nbytes, bytes_after=codes.nbytes + scale.nbytes,
-            granularity="per_tensor" if p.axis is None else f"per_channel(axis={axis})",
+            granularity="per_tensor" if per_tensor else f"per_channel(axis={axis})",
             sqnr_db=sqnr_db(rows, back)))  # fmt: skip
     nodes = list(g.node)
     del g.node[:]
