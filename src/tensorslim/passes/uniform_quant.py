@@ -58,6 +58,11 @@ class UniformQuantConfig:
         op_types: which consumers' weights to quantize (MatMul, Gemm, Gather).
         exclude: regexes (``re.search``) on consumer node names to leave float.
         min_size: weights with fewer elements stay float.
+        allocate: with calibration data, spread the bits by sensitivity: each weight is rounded alone at a probe
+            SQNR, the model's output error measured, and the targets moved (at most 12 dB either way) so that
+            the weight-count-weighted mean stays ``sqnr_db`` and noise goes where it costs least per bit
+            (reverse water-filling: noise power proportional to weights / sensitivity). ``gather_sqnr_db`` is
+            then unused.
     """
 
     sqnr_db: float = 24.0
@@ -68,6 +73,7 @@ class UniformQuantConfig:
     op_types: tuple[str, ...] = _OPS
     exclude: tuple[str, ...] = ()
     min_size: int = 1024
+    allocate: bool = False
 
     def __post_init__(self) -> None:
         coerce_enums(self, (("granularity", Granularity), ("method", UniformMethod)))
@@ -87,6 +93,8 @@ class UniformQuantConfig:
         object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
         if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 0:
             raise ConfigError(f"min_size: {self.min_size!r} is not a non-negative integer", field="min_size")
+        if not isinstance(self.allocate, bool):
+            raise ConfigError(f"allocate: {self.allocate!r} is not true or false", field="allocate")
 
 
 @dataclass(frozen=True)
@@ -259,6 +267,8 @@ class UniformQuantPass(Pass):
             raise InputError("method gptq needs calibration data: pass --data CALIB.npz (or use method rtn)")
         out = model  # already a copy (Pass.__call__)
         plans, skipped = plan(out, self.config)
+        if self.config.allocate and self.data is not None and plans:
+            plans = allocate(out, plans, sensitivities(out, plans, self.data), self.config)
         hessians: Mapping[str, np.ndarray] | None = None
         if method is not UniformMethod.RTN and self.data is not None:
             from tensorslim.passes.calib_stats import LayerInput, LazyGrams
@@ -272,6 +282,58 @@ class UniformQuantPass(Pass):
                 hessians = {k: hessians[k] for k in layers}
         records = apply(out, plans, hessians)
         return PassResult(out, bool(plans), skipped + records)
+
+
+_PROBE_DB = 16.0  # the SQNR each weight is rounded at alone to measure its effect on the output
+_SPREAD_DB = 12.0  # allocated targets stay within this of sqnr_db
+
+
+def sensitivities(model: onnx.ModelProto, plans: list[UniformPlan], data: Any, samples: int = 32) -> dict[str, float]:
+    """Per planned weight, the model's relative output noise power per unit of relative weight noise power,
+    measured by rounding that weight alone at :data:`_PROBE_DB` (plain rounding) on ``samples`` samples."""
+    import dataclasses
+
+    from tensorslim.passes.calib_stats import run_with_outputs
+
+    sub = data.head(min(int(data.num_samples), samples))
+    names = [o.name for o in model.graph.output if o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT]
+    ref = [{n: np.asarray(b[n], np.float64) for n in names} for b in run_with_outputs(model, names, sub, batch_size=16)]
+    power = sum(float(np.sum(b[n] ** 2)) for b in ref for n in names) or 1.0
+    out = {}
+    for p in plans:
+        trial = onnx.ModelProto()
+        trial.CopyFrom(model)
+        coarser = np.float32(10.0 ** ((p.sqnr_db - _PROBE_DB) / 20.0))
+        probe = dataclasses.replace(p, step=p.step * coarser, activation="")
+        apply(trial, [probe])
+        got = run_with_outputs(trial, names, sub, batch_size=16)
+        noise = sum(float(np.sum((r[n] - np.asarray(g[n], np.float64)) ** 2)) for r, g in zip(ref, got, strict=True)
+                    for n in names)  # fmt: skip
+        out[p.name] = max(noise / power, 1e-12) * 10.0 ** (_PROBE_DB / 10.0)
+    return out
+
+
+def allocate(
+    model: onnx.ModelProto, plans: list[UniformPlan], sens: Mapping[str, float], config: UniformQuantConfig
+) -> list[UniformPlan]:
+    """New targets for ``plans``: ``sqnr_db + 10 log10(v / G)`` with ``v`` = sensitivity per weight and ``G``
+    its weight-count-weighted geometric mean (so the mean target, hence about the rate, is unchanged)."""
+    import dataclasses
+
+    from tensorslim.algorithms.uniform import grid_steps
+
+    inits = {t.name: t for t in model.graph.initializer}
+    sizes = {p.name: int(np.prod(inits[p.name].dims)) for p in plans}
+    logv = {p.name: float(np.log10(sens[p.name] / sizes[p.name])) for p in plans}
+    mean = sum(sizes[k] * logv[k] for k in logv) / sum(sizes.values())
+    out = []
+    per_channel = config.granularity is Granularity.PER_CHANNEL
+    for p in plans:
+        target = float(np.clip(config.sqnr_db + 10.0 * (logv[p.name] - mean), config.sqnr_db - _SPREAD_DB,
+                               config.sqnr_db + _SPREAD_DB))  # fmt: skip
+        step = grid_steps(_rows(numpy_helper.to_array(inits[p.name]), p.axis), target, per_channel)
+        out.append(dataclasses.replace(p, step=step if per_channel else step[:1], sqnr_db=round(target, 2)))
+    return out
 
 
 def run(
