@@ -134,7 +134,8 @@ def test_the_plan_is_data_and_skips_say_why() -> None:
     ("kwargs", "field"),
     [({"sqnr_db": 0}, "sqnr_db"), ({"sqnr_db": "20"}, "sqnr_db"), ({"gather_sqnr_db": 99.0}, "gather_sqnr_db"),
      ({"granularity": "per_block"}, "granularity"), ({"method": "awq"}, "method"), ({"op_types": ("Conv",)}, "op_types"),
-     ({"gather_axis": 2}, "gather_axis"), ({"min_size": -1}, "min_size"), ({"exclude": ("(a+)+$",)}, "exclude")],
+     ({"gather_axis": 2}, "gather_axis"), ({"min_size": -1}, "min_size"), ({"exclude": ("(a+)+$",)}, "exclude"),
+     ({"allocate": "yes"}, "allocate")],
 )  # fmt: skip
 def test_config_errors_name_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
@@ -170,3 +171,27 @@ def test_registry_entry_runs_it_from_a_recipe(tmp_path: Path) -> None:
     assert sum(n.op_type == "DequantizeLinear" for n in out.graph.node) == 3
     ref, got = run(model, feeds)[0], run(out, feeds)[0]
     assert sqnr_db(ref, got) > 15.0  # three layers at 25 dB each
+
+
+def test_allocate_moves_noise_to_the_weights_that_matter_least() -> None:
+    """fc1's output is scaled down 100x before the output: its noise costs little, so it gets the coarser grid."""
+    from tensorslim.passes.uniform_quant import allocate, sensitivities
+
+    r = np.random.default_rng(5)
+    nodes = [helper.make_node("MatMul", ["x", "W1"], ["a"], name="fc1"),
+             helper.make_node("Mul", ["a", "tiny"], ["a2"], name="down"),
+             helper.make_node("MatMul", ["x", "W2"], ["b"], name="fc2"),
+             helper.make_node("Add", ["a2", "b"], ["y"], name="sum")]  # fmt: skip
+    vals = {"W1": r.standard_normal((64, 64)).astype(np.float32), "W2": r.standard_normal((64, 64)).astype(np.float32),
+            "tiny": np.array(0.01, np.float32)}
+    model = make(nodes, [("x", F, ["b", 64])], [("y", F, ["b", 64])], vals)
+    data = Dataset({"x": r.standard_normal((32, 64)).astype(np.float32)})
+    cfg = UniformQuantConfig(sqnr_db=20.0, min_size=0, allocate=True, method="rtn")
+    plans, _ = plan(model, cfg)
+    sens = sensitivities(model, plans, data)
+    assert sens["W2"] > 100 * sens["W1"]
+    targets = {p.name: p.sqnr_db for p in allocate(model, plans, sens, cfg)}
+    assert targets["W1"] < 20.0 < targets["W2"] and (targets["W1"] + targets["W2"]) / 2 == pytest.approx(20.0, abs=0.02)
+    res = UniformQuantPass(cfg, data)(model)
+    assert {r.name: r.reason.split(" for ")[1].split(" dB")[0] for r in res.records} == {
+        k: f"{v:g}" for k, v in targets.items()}
