@@ -173,7 +173,7 @@ def plan(model: onnx.ModelProto, config: UniformQuantConfig) -> tuple[list[Unifo
             skipped.append(WeightRecord(name, op, ",".join(nodes), tuple(int(d) for d in t.dims), "skipped", why,
                                         bytes_before=4 * size, bytes_after=4 * size))  # fmt: skip
             continue
-        axis = config.gather_axis if op == "Gather" else axes.pop()
+        axis = config.gather_axis if op == "Gather" else int(axes.pop() or 0)  # (None was refused above)
         rows = _rows(numpy_helper.to_array(t), axis)
         per_channel = config.granularity is Granularity.PER_CHANNEL
         target = float(config.gather_sqnr_db if op == "Gather" and config.gather_sqnr_db else config.sqnr_db)
@@ -230,8 +230,10 @@ def apply(
         per_tensor = p.step.size == 1 and rows.shape[0] > 1
         scale = np.asarray(step[0], np.float32) if per_tensor else step
         g.initializer.extend([numpy_helper.from_array(codes, q_name), numpy_helper.from_array(scale, s_name)])
-        kw = {} if per_tensor else {"axis": axis}
-        dq_for[p.name] = helper.make_node("DequantizeLinear", [q_name, s_name], [out], name=names(f"{p.name}_dq"), **kw)
+        dq = helper.make_node("DequantizeLinear", [q_name, s_name], [out], name=names(f"{p.name}_dq"))
+        if not per_tensor:
+            dq.attribute.append(helper.make_attribute("axis", axis))
+        dq_for[p.name] = dq
         records.append(WeightRecord(
             p.name, p.op, ",".join(p.nodes), tuple(arr.shape), "uniform_int8",
             f"int8 codes on a uniform grid for {p.sqnr_db:g} dB ({'gptq' if hess is not None else 'nearest'})",
