@@ -97,7 +97,7 @@ PACK_VARIANTS: list[tuple[str, Build]] = [
     ("uniform mm20 emb12/col gptq", _uniform(20.0, 12.0, 1)),
     ("uniform mm22 emb14/col gptq", _uniform(22.0, 14.0, 1)),
     ("uniform alloc19 gptq", _uniform(19.0, None, 1, allocate=True)),  # measured: 0.1077x of float, cos mean 0.9913
-    ("uniform alloc18 gptq", _uniform(18.0, None, 1, allocate=True)),
+    ("uniform alloc18 gptq", _uniform(18.0, None, 1, allocate=True)),  # measured: 0.1027x of float, cos mean 0.9892
     ("uniform alloc17 gptq", _uniform(17.0, None, 1, allocate=True)),  # measured: 0.0977x of float, cos mean 0.9866
 ]
 QUICK_VARIANTS = ("emb8/ch + mm16/ch",)
