@@ -169,6 +169,10 @@ PASSES: tuple[PassEntry, ...] = (
     PassEntry("gather_int8", "tensorslim.passes.gather_int8:GatherInt8Config", "tensorslim.passes.gather_int8:run",
               "int8 embedding tables, one scale per row, behind DequantizeLinear", exclude_field="exclude",
               rules="config"),
+    PassEntry("uniform_quant", "tensorslim.passes.uniform_quant:UniformQuantConfig",
+              "tensorslim.passes.uniform_quant:run", "int8 weights on one step per channel for a target SQNR, "
+              "entropy coded by pack (GPTQ with data)", exclude_field="exclude", rules="config",
+              needs_data_when=("method", ("gptq",)), quantizes=True, max_samples=_COMPRESSION_SAMPLES),
     PassEntry("pack", "tensorslim.pack:PackConfig", f"{_RUN}:run_pack",
               "write the packed .tslim file (the last pass)"),
 )  # fmt: skip

@@ -120,7 +120,10 @@ def _zstd_frame_size(payload: bytes | memoryview) -> int:
 
 
 def _lzma_compress(data: bytes) -> bytes:
-    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, preset=LZMA_PRESET)
+    """An xz stream (preset 9e), its dictionary no larger than the data needs (the same output, set up faster)."""
+    dict_size = 1 << min(26, max(12, (max(len(data), 1) - 1).bit_length()))
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": LZMA_PRESET, "dict_size": dict_size}]
+    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_NONE, filters=filters)
 
 
 def _lzma2_filters(head: int) -> list[dict[str, int]]:
@@ -131,11 +134,12 @@ def _lzma2_filters(head: int) -> list[dict[str, int]]:
     return [f]
 
 
-def _lzma2_compress(data: bytes) -> bytes:
-    """A raw LZMA2 stream (no xz container: ~60 bytes less per stream) after one byte naming its filters."""
+def _lzma2_compress(data: bytes, literal: int | None = None) -> bytes:
+    """A raw LZMA2 stream (no xz container: ~60 bytes less per stream) after one byte naming its filters
+    (both literal models are tried unless ``literal`` (0 or 32) names one)."""
     dict_log = min(26, max(12, (max(len(data), 1) - 1).bit_length()))
-    outs = [bytes([h]) + lzma.compress(data, format=lzma.FORMAT_RAW, filters=_lzma2_filters(h))
-            for h in (dict_log, dict_log | 32)]  # fmt: skip
+    heads = (dict_log, dict_log | 32) if literal is None else (dict_log | literal,)
+    outs = [bytes([h]) + lzma.compress(data, format=lzma.FORMAT_RAW, filters=_lzma2_filters(h)) for h in heads]
     return min(outs, key=len)
 
 
@@ -156,37 +160,70 @@ def encode(
         symbol_bits: for ``rans``: ``data`` holds symbols of this many bits packed by :func:`pack_symbols`.
         contexts: for ``rans``: candidate ``(divisor, contexts)`` models; the one of least estimated size is coded.
     """
+    for c in codecs:
+        if c not in CODECS:
+            raise ValueError(f"codecs: unknown codec {c!r}; allowed: {', '.join(CODECS)}")
     best = ("raw", bytes(data))
-    zstd_size = None
-    for c in sorted(codecs, key=lambda c: ("rans", "zstd", "lzma").index(c) if c in ("rans", "zstd", "lzma") else -1):
+    rans_model = None
+    estimates: dict[str, float] = {}
+    if "rans" in codecs and data:
+        sym = unpack_symbols(data, symbol_bits, len(data) * 8 // symbol_bits)
+        a = 1 << symbol_bits
+        models = [(d, k, o) for d, k in contexts for o in (0, 1) if d >= 1 and k * a ** (1 + o) <= _MAX_TABLE]
+        seen = min(sym.size, _SAMPLE)  # a table much larger than the symbols it is estimated on overfits
+        models = [m for m in models if m[1] * a ** (1 + m[2]) <= max(a, seen // 4)] or [(1, 1, 0)]
+        stats = _CostSample(sym)
+        costs = {m: rans_cost(stats, a, *m) for m in models}
+        rans_model = min(costs, key=lambda m: costs[m])
+        estimates["rans"] = costs[rans_model]
+    lzma_head = None
+    if "rans" in estimates and len(data) > _GATE_MIN and ("zstd" in codecs or "lzma" in codecs):
+        fast = len(_zstd_compress(data, 3))  # zstd -19 and lzma beat zstd -3 by far less than this gate on weights
+        flat = fast > 0.95 * len(data) and estimates["rans"] < 0.97 * fast  # no LZ structure: rans has it all
+        if flat or fast > _GATE * estimates["rans"]:
+            codecs = [c for c in codecs if c not in ("zstd", "lzma")]
+    if len(data) > _PROBE:  # long streams: zstd and lzma measured on samples first, run in full only if they may win
+        sample = _probe_sample(data)
+        scale = len(data) / len(sample)
+        if "zstd" in codecs:
+            estimates["zstd"] = scale * len(_zstd_compress(sample, zstd_level))
+        if "lzma" in codecs:
+            probe = _lzma2_compress(sample)
+            lzma_head = probe[0] & 32
+            estimates["lzma"] = scale * len(probe)
+        order = sorted(estimates, key=lambda c: estimates[c])
+        order = [c for c in order if c in codecs or c == "rans"]
+    else:
+        order = [c for c in ("zstd", "lzma", "rans") if c in codecs and (c != "rans" or rans_model is not None)]
+    for c in order:
+        if c in estimates and estimates[c] > _PROBE_MARGIN * len(best[1]) + 64:
+            continue  # measured (or estimated) well above the best so far: it cannot win, and it is slow
         if c == "zstd":
             payload = _zstd_compress(data, zstd_level)
-            zstd_size = len(payload)
+            estimates["lzma"] = min(estimates.get("lzma", np.inf), len(payload) / 1.06)  # lzma is within ~6 %
         elif c == "lzma":
-            if zstd_size is not None and zstd_size > 1.06 * len(best[1]) + 64:
-                continue  # lzma is within a few percent of zstd -19: it cannot win here, and it is slow
-            payload = _lzma2_compress(data)
+            payload = _lzma2_compress(data, lzma_head)
             c = "lzma2"
-        elif c == "rans":
-            if not data:
-                continue
-            sym = unpack_symbols(data, symbol_bits, len(data) * 8 // symbol_bits)
-            a = 1 << symbol_bits
-            models = [(d, k, o) for d, k in contexts for o in (0, 1) if d >= 1 and k * a ** (1 + o) <= _MAX_TABLE]
-            seen = min(sym.size, _SAMPLE)  # a table much larger than the symbols it is estimated on overfits
-            models = [m for m in models if m[1] * a ** (1 + m[2]) <= max(a, seen // 4)] or [(1, 1, 0)]
-            costs = {m: rans_cost(sym, a, *m) for m in models}
-            model = min(costs, key=lambda m: costs[m])
-            if costs[model] >= len(best[1]):
-                continue
-            payload = rans_encode(sym, symbol_bits, *model)
-        elif c == "raw":
-            continue
         else:
-            raise ValueError(f"codecs: unknown codec {c!r}; allowed: {', '.join(CODECS)}")
+            assert rans_model is not None
+            payload = rans_encode(sym, symbol_bits, *rans_model)
         if len(payload) < len(best[1]):
             best = (c, payload)
     return best
+
+
+_GATE_MIN = 1 << 16  # streams longer than this skip zstd -19 and lzma when zstd -3 is _GATE times rans' estimate
+_GATE = 1.3
+_PROBE = 1 << 20  # streams longer than this are sampled before a full zstd or lzma run
+_PROBE_PIECE = 1 << 17
+_PROBE_MARGIN = 1.04  # a coder estimated this much above the best actual size is not run in full
+
+
+def _probe_sample(data: bytes) -> bytes:
+    """Four evenly spaced pieces of a long stream."""
+    n = len(data)
+    starts = [round(i * (n - _PROBE_PIECE) / 3) for i in range(4)]
+    return b"".join(bytes(data[s : s + _PROBE_PIECE]) for s in starts)
 
 
 def decode(codec: str, payload: bytes | memoryview, size: int) -> bytes:
@@ -298,24 +335,42 @@ def _keys(
     return ctx * alphabet + sym[idx].astype(np.int64)
 
 
-_SAMPLE = 1 << 20  # model choice on long streams looks at this many symbols (in runs of 4096)
+_SAMPLE = 1 << 19  # model choice on long streams looks at this many symbols (in runs of 4096)
 
 
-def rans_cost(symbols: np.ndarray, alphabet: int, divisor: int, contexts: int, order: int = 0) -> float:
+class _CostSample:
+    """What :func:`rans_cost` needs of a stream, gathered once for all the models tried on it: the sampled
+    indices, their symbols and the symbol before each in its lane (0 at a lane's start)."""
+
+    def __init__(self, symbols: np.ndarray) -> None:
+        sym = np.ascontiguousarray(symbols, np.uint8).reshape(-1)
+        n = self.n = sym.size
+        seg = -(-n // _lanes(n)) if n else 1
+        if n > _SAMPLE:
+            runs = np.arange(0, n, 4096 * (n // _SAMPLE), dtype=np.int64)
+            idx = (runs[:, None] + np.arange(4096, dtype=np.int64)[None, :]).reshape(-1)
+            idx = idx[idx < n]
+        else:
+            idx = np.arange(n, dtype=np.int64)
+        self.idx = idx
+        self.sym = sym[idx].astype(np.int64)
+        self.prev = np.where(idx % seg == 0, 0, sym[np.maximum(idx - 1, 0)]).astype(np.int64)
+
+
+def rans_cost(
+    symbols: np.ndarray | _CostSample, alphabet: int, divisor: int, contexts: int, order: int = 0
+) -> float:
     """Estimated payload bytes of :func:`rans_encode` with this model (entropy plus the table).
 
-    Streams longer than 2**20 symbols are estimated on evenly spaced runs of 4096 symbols.
+    Streams longer than 2**19 symbols are estimated on evenly spaced runs of 4096 symbols.
     """
-    sym = np.ascontiguousarray(symbols, np.uint8).reshape(-1)
-    n = sym.size
-    seg = -(-n // _lanes(n)) if n else 1
-    idx = None
-    if n > _SAMPLE:
-        runs = np.arange(0, n, 4096 * (n // _SAMPLE), dtype=np.int64)
-        idx = (runs[:, None] + np.arange(4096, dtype=np.int64)[None, :]).reshape(-1)
-        idx = idx[idx < n]
+    sample = symbols if isinstance(symbols, _CostSample) else _CostSample(symbols)
+    n = sample.n
     width = contexts * alphabet ** (1 + order)
-    keys = _keys(sym, alphabet, divisor, contexts, order, seg, idx)
+    keys = context_of(sample.idx, divisor, contexts)
+    if order:
+        keys = keys * alphabet + sample.prev
+    keys = keys * alphabet + sample.sym
     counts = np.bincount(keys, minlength=width).reshape(-1, alphabet)
     tot = counts.sum(1, keepdims=True)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -345,24 +400,28 @@ def rans_encode(symbols: np.ndarray, bits: int, divisor: int = 1, contexts: int 
     f_all, s_all = freq.reshape(-1), start.reshape(-1)
     x = np.full(lanes, _RANS_L, np.uint64)
     base = np.arange(lanes, dtype=np.int64) * seg
+    last = n - int(base[-1]) if n else 0  # the last lane's length (every other lane has ``seg`` symbols)
     out: list[np.ndarray] = []
     chunk = max(1, _CHUNK // lanes)
+    sixteen = np.uint64(16)
     for c0 in range((seg - 1) // chunk * chunk, -1, -chunk):
         c1 = min(seg, c0 + chunk)
         idx = base[None, :] + np.arange(c0, c1, dtype=np.int64)[:, None]  # steps x lanes
-        valid = idx < n
         k = _keys(sym, alphabet, divisor, contexts, order, seg, np.minimum(idx, n - 1).reshape(-1)).reshape(idx.shape)
         f_chunk, s_chunk = f_all[k].astype(np.uint64), s_all[k].astype(np.uint64)
+        top = f_chunk << np.uint64(32 - _RANS_P)  # a lane emits a word when its state reaches this
+        low = np.zeros(idx.shape, np.uint16)  # the word each lane may emit at each step...
+        emits = np.zeros(idx.shape, bool)  # ... and whether it did
         for t in range(c1 - c0 - 1, -1, -1):
-            m = int(valid[t].sum())  # active lanes are a prefix (only the last segment is short)
-            f, s = f_chunk[t, :m], s_chunk[t, :m]
+            m = lanes if c0 + t < last else lanes - 1  # active lanes are a prefix (only the last one is short)
             xs = x[:m]
-            emit = xs >= (f << np.uint64(32 - _RANS_P))
-            if emit.any():
-                out.append((xs[emit] & np.uint64(0xFFFF)).astype(np.uint16)[::-1])
-                xs = np.where(emit, xs >> np.uint64(16), xs)
-            x[:m] = ((xs // f) << np.uint64(_RANS_P)) + xs % f + s
-    words = np.concatenate(out)[::-1] if out else np.zeros(0, np.uint16)
+            emit = np.greater_equal(xs, top[t, :m], out=emits[t, :m])
+            np.copyto(low[t, :m], xs, casting="unsafe")  # the low 16 bits
+            xs = np.where(emit, xs >> sixteen, xs)
+            q, r = np.divmod(xs, f_chunk[t, :m])
+            x[:m] = (q << np.uint64(_RANS_P)) + r + s_chunk[t, :m]
+        out.append(low[emits])  # steps in order, lanes in order within a step: the order the decoder reads
+    words = np.concatenate(out[::-1]) if out else np.zeros(0, np.uint16)
     table = freq.astype("<u2").tobytes()
     t_codec, t_payload = 0, table
     for code, packed in ((1, _zstd_compress(table, 19)), (2, _lzma_compress(table))):

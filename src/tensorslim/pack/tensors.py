@@ -180,9 +180,9 @@ def encode_tensor(
         bits = SUB_BYTE_BITS.get(t.data_type, 8)
         item = 1 if bits < 8 else max(1, len(raw) // max(1, int(np.prod(dims)) if dims else 1))
         e = cands[0].entry if cands else {}
-        same = e.get("encoding") == "symbols" and e.get("symbols_bits") == 8 and not e.get("signed")
+        same = e.get("encoding") == "symbols"  # the symbols stream codes these very values (zig-zag when signed)
         streams = [] if same else [_stream("data", raw, level, codecs, bits, contexts_for(dims, 1, item))]
-        if bits == 8 and item == 1:  # a byte may hold two 4-bit codes
+        if bits == 8 and item == 1 and (not same or e.get("symbols_bits") == 8):  # a byte may hold two 4-bit codes
             nibbles = tuple(c for c in codecs if c == "rans")
             streams.append(_stream("data", raw, level, nibbles, 4, contexts_for(dims, 2)))
         if streams:  # (``same``: the symbols stream already is these bytes, coded the same ways)
