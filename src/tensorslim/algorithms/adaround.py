@@ -47,6 +47,8 @@ from enum import StrEnum
 
 import numpy as np
 
+from tensorslim.algorithms.gptq import compensated_rounding
+
 __all__ = [
     "METHODS", "RoundingResult", "WeightLayout", "from_rows", "learned_rounding", "output_error", "to_rows",
 ]  # fmt: skip
@@ -133,21 +135,13 @@ def _damped_inverse(h: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
 def _sequential(x: np.ndarray, lo: np.ndarray, hi: np.ndarray, u: np.ndarray, *, block: int = 128) -> np.ndarray:
     """GPTQ's error-compensated column order, each code restricted to ``[lo, hi]`` (``u``: the upper Cholesky
     factor of the damped inverse of ``H`` in the same column order)."""
-    k = u.shape[0]
-    w = x.copy()
     q = np.empty_like(x)
-    for i1 in range(0, k, block):
-        i2 = min(i1 + block, k)
-        w1 = w[:, i1:i2].copy()
-        err1 = np.zeros_like(w1)
-        u1 = u[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            col = i1 + i
-            q[:, col] = np.clip(np.round(w1[:, i]), lo[:, col], hi[:, col])
-            err = (w1[:, i] - q[:, col]) / u1[i, i]
-            w1[:, i:] -= np.outer(err, u1[i, i:])
-            err1[:, i] = err
-        w[:, i2:] -= err1 @ u[i1:i2, i2:]
+
+    def dequantize(col: int, w1: np.ndarray, i: int) -> np.ndarray:
+        q[:, col] = np.clip(np.round(w1[:, i]), lo[:, col], hi[:, col])
+        return q[:, col]
+
+    compensated_rounding(x.copy(), u, dequantize, lazy=block)
     return q
 
 

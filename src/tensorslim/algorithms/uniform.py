@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from tensorslim.algorithms.gptq import compensated_rounding, damped_hessian, upper_inverse_factor
+
 __all__ = ["gptq_grid", "grid_steps", "round_to_grid"]
 
 
@@ -65,33 +67,18 @@ def gptq_grid(
         raise ValueError(f"Hessian shape {hessian.shape} does not match K={k}")
     if np.shape(step) != (n,):
         raise ValueError(f"step: one value per row ({n}) expected, got shape {np.shape(step)}")
-    W = np.array(rows, dtype=np.float64)
-    H = np.array(hessian, dtype=np.float64)
-    dead = np.diag(H) == 0
-    H[dead, dead] = 1.0
-    H[np.diag_indices(k)] += damp * float(np.mean(np.diag(H)))
+    H = damped_hessian(hessian, damp)
     perm = np.argsort(-np.diag(H), kind="stable")  # act order: the columns of most input energy first
-    W, H = W[:, perm], H[np.ix_(perm, perm)]
-    try:
-        Hinv = np.linalg.cholesky(np.linalg.inv(H)).T
-    except np.linalg.LinAlgError:
-        H[np.diag_indices(k)] += 0.1 * float(np.mean(np.diag(H)))
-        Hinv = np.linalg.cholesky(np.linalg.inv(H)).T
+    W = np.array(rows, dtype=np.float64)[:, perm]
     s = np.asarray(step, np.float64)
     codes = np.zeros((n, k), np.int8)
-    for i1 in range(0, k, lazy):
-        i2 = min(i1 + lazy, k)
-        W1 = W[:, i1:i2].copy()
-        Err1 = np.zeros_like(W1)
-        Hinv1 = Hinv[i1:i2, i1:i2]
-        for i in range(i2 - i1):
-            x = W1[:, i]
-            q = np.clip(np.rint(x / s), -qmax, qmax)
-            codes[:, i1 + i] = q.astype(np.int8)
-            err = (x - q * s) / Hinv1[i, i]
-            W1[:, i:] -= np.outer(err, Hinv1[i, i:])
-            Err1[:, i] = err
-        W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]
+
+    def dequantize(col: int, W1: np.ndarray, i: int) -> np.ndarray:
+        q = np.clip(np.rint(W1[:, i] / s), -qmax, qmax)
+        codes[:, col] = q.astype(np.int8)
+        return q * s
+
+    compensated_rounding(W, upper_inverse_factor(H[np.ix_(perm, perm)]), dequantize, lazy=lazy)
     out = np.empty_like(codes)
     out[:, perm] = codes
     return out
