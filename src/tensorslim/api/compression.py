@@ -97,6 +97,8 @@ def _data_pass(name: str, make: Callable[[C | None, Dataset | None], Pass], doc:
     def run(model: ModelLike, output: str | os.PathLike[str] | None = None, *, config: C | None = None,
             data: DataLike | None = None, max_samples: int | None = 256,
             batch_axis: BatchAxes | None = None) -> PassResult[onnx.ModelProto]:  # fmt: skip
+        if _is_tflite(model):
+            return _tflite_pass(name, model, output, config, data)  # type: ignore[arg-type]
         _check_out(model, output)
         m = _model(model)
         result: PassResult[onnx.ModelProto] = make(config, _data(m, data, max_samples, batch_axis))(m)
@@ -105,6 +107,44 @@ def _data_pass(name: str, make: Callable[[C | None, Dataset | None], Pass], doc:
     run.__name__ = run.__qualname__ = name
     run.__doc__ = doc
     return run
+
+
+def _is_tflite(model: Any) -> bool:
+    from tensorslim.backends.tflite.io import is_tflite
+
+    return isinstance(model, str | os.PathLike) and is_tflite(model)
+
+
+def _tflite_pass(
+    name: str, model: str | os.PathLike[str], output: str | os.PathLike[str] | None, config: Any, data: Any
+) -> PassResult[Any]:
+    """:func:`prune` or :func:`cluster` of a ``.tflite`` file (:mod:`tensorslim.backends.tflite.sparsify`): the
+    pass, then the output loaded in LiteRT before it is written."""
+    from tensorslim.backends.tflite.io import load_model as load_tflite
+    from tensorslim.backends.tflite.io import save_model as save_tflite
+    from tensorslim.backends.tflite.io import serialize
+    from tensorslim.backends.tflite.sparsify import TfliteClusterPass, TflitePrunePass
+    from tensorslim.runtime.litert import make_interpreter
+
+    if name == "prune_channels":
+        raise InputError(f"{model}: channel pruning rewrites ONNX graphs only; for .tflite use prune (unstructured "
+                         "or N:M)")  # fmt: skip
+    if data is not None:
+        raise InputError(f"{model}: data: activation-aware {name} collects activations through ONNX Runtime; drop "
+                         "the data for .tflite models (magnitude pruning and k-means need none)")  # fmt: skip
+    wanted = PruneConfig if name == "prune" else ClusterConfig
+    if config is not None and not isinstance(config, wanted):
+        raise InputError(f"{name}: config is a {type(config).__name__}, not a {wanted.__name__}")
+    _check_out(model, output)
+    src = load_tflite(model)
+    result = (TflitePrunePass(config) if name == "prune" else TfliteClusterPass(config))(src)
+    try:
+        make_interpreter(serialize(result.model))
+    except InputError as e:
+        raise InputError(f"the {name}d model does not load in LiteRT: {e}; please report this") from e
+    if output is not None:
+        save_tflite(result.model, output)
+    return result
 
 
 prune: DataPassFunction[PruneConfig] = _data_pass(
@@ -121,12 +161,24 @@ cluster: DataPassFunction[ClusterConfig] = _data_pass(
 
 
 def pack(model: ModelLike, output: str | os.PathLike[str], *, config: PackConfig | None = None) -> PackReport:
-    """Pack a model into a ``.tslim`` file (see :func:`tensorslim.pack.pack_model`)."""
+    """Pack an ONNX or ``.tflite`` model into a ``.tslim`` file (see :func:`tensorslim.pack.pack_model` and
+    :func:`tensorslim.pack.tflite.pack_tflite`)."""
+    if _is_tflite(model):
+        from tensorslim.pack.tflite import pack_tflite
+
+        return pack_tflite(model, output, config=config)  # type: ignore[arg-type]
     return pack_model(model, output, config=config)
 
 
-def unpack(path: str | os.PathLike[str], output: str | os.PathLike[str] | None = None) -> onnx.ModelProto:
-    """Unpack a ``.tslim`` file into a runnable ONNX model, weights bit-exact."""
+def unpack(path: str | os.PathLike[str], output: str | os.PathLike[str] | None = None) -> Any:
+    """Unpack a ``.tslim`` file: the ONNX model (weights bit-exact), or for a packed ``.tflite`` the flatbuffer
+    object of the exact bytes that were packed (written byte for byte to ``output``)."""
+    from tensorslim.pack.tflite import is_tflite_pack, unpack_tflite
+
+    if is_tflite_pack(path):
+        from tensorslim.backends.tflite.io import model_from_bytes
+
+        return model_from_bytes(unpack_tflite(path, output), label=str(path))
     return unpack_model(path, output)
 
 
@@ -203,6 +255,9 @@ def compress(
 
     if Path(output).suffix.lower() != ".tslim":
         raise InputError(f"{output}: the pipeline writes a packed .tslim file; name the output *.tslim")
+    if _is_tflite(model):
+        raise InputError(f"{model}: compress runs the ONNX pipeline; for .tflite run prune and/or cluster, then pack "
+                         "(tensorslim cluster m.tflite -o c.tflite && tensorslim pack c.tflite -o m.tslim)")  # fmt: skip
     target = target_for(target_runtime, model_kind="onnx")
     check_output_path(output, model)
     src = load_model(model)

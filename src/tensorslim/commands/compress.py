@@ -41,9 +41,10 @@ def _sparsity_arg(value: float | None) -> float | None:
     tensorslim prune model.onnx -o pruned.onnx --sparsity 0.5
     tensorslim prune model.onnx -o pruned.onnx --pattern 2:4 --data calib.npz
     tensorslim prune model.onnx -o small.onnx --pattern channel --sparsity 0.5 --data calib.npz
+    tensorslim prune model.tflite -o pruned.tflite --sparsity 0.5
 """)
 def prune_cmd(
-    model: Annotated[Path, typer.Argument(help="Float ONNX model (never modified).")],
+    model: Annotated[Path, typer.Argument(help="Float ONNX or .tflite model (never modified).")],
     output: Annotated[Path, output_option("Where to write the pruned model.")],
     sparsity: Annotated[
         float | None, typer.Option(help="Fraction pruned, in [0, 1) [default 0.5; implied by N:M].")
@@ -85,9 +86,10 @@ def prune_cmd(
     tensorslim cluster model.onnx -o clustered.onnx --clusters 16 --per-channel --data calib.npz
     tensorslim cluster m.onnx -o emb.onnx --clusters 12 --per-channel --ops Gather --codebook-dtype float16
     tensorslim cluster emb.onnx -o both.onnx --clusters 32 --ops MatMul --data calib.npz
+    tensorslim cluster model.tflite -o clustered.tflite --clusters 16   (float centroids in place; pack it)
 """)
 def cluster_cmd(
-    model: Annotated[Path, typer.Argument(help="Float ONNX model (never modified).")],
+    model: Annotated[Path, typer.Argument(help="Float ONNX or .tflite model (never modified).")],
     output: Annotated[Path, output_option("Where to write the clustered model.")],
     clusters: Annotated[int, typer.Option(help="Centroids per codebook, 2 to 256.")] = 16,
     per_channel: Annotated[bool, typer.Option("--per-channel", help="One codebook per output channel.")] = False,
@@ -119,7 +121,7 @@ def cluster_cmd(
     return _weights_written(res.records, output, json_out, "clustered weights")
 
 
-def _pack_table(rep: Any) -> Table:
+def _pack_table(rep: Any, kind: str = "ONNX") -> Table:
     t = Table(title=f"{rep.output_path.name}: {rep.file_bytes:,} bytes, {rep.bits_per_weight:.3f} bits per weight",
               title_justify="left")  # fmt: skip
     t.add_column("part")
@@ -127,32 +129,35 @@ def _pack_table(rep: Any) -> Table:
     t.add_column("share", justify="right")
     for k, v in sorted(rep.parts.items(), key=lambda kv: -kv[1]):
         t.add_row(k, f"{v:,}", f"{100 * v / rep.file_bytes:.1f}%")
-    t.add_row("ONNX file (input)", f"{rep.onnx_bytes:,}", f"{rep.onnx_bytes / rep.file_bytes:.2f}x")
+    t.add_row(f"{kind} file (input)", f"{rep.onnx_bytes:,}", f"{rep.onnx_bytes / rep.file_bytes:.2f}x")
     for k, v in rep.baselines.items():
-        t.add_row(f"{k} of the ONNX file", f"{v:,}", f"{v / rep.file_bytes:.2f}x")
+        t.add_row(f"{k} of the {kind} file", f"{v:,}", f"{v / rep.file_bytes:.2f}x")
     return t
 
 
 @command("pack", """
     tensorslim pack model.onnx -o model.tslim
     tensorslim pack clustered.onnx -o model.tslim --compare --json -
+    tensorslim pack model.tflite -o model.tslim --compare
 """)
 def pack_cmd(
-    model: Annotated[Path, typer.Argument(help="ONNX model to pack (never modified).")],
+    model: Annotated[Path, typer.Argument(help="ONNX or .tflite model to pack (never modified).")],
     output: Annotated[Path, output_option("The .tslim file to write.")],
     level: Annotated[int, typer.Option(help="zstd level, 1-22.")] = 19,
     compare: Annotated[
-        bool, typer.Option("--compare", help="Also report zstd -19, lzma (xz -9e) and gzip -9 of the ONNX file.")
+        bool, typer.Option("--compare", help="Also report zstd -19, lzma (xz -9e) and gzip -9 of the model file.")
     ] = False,
     json_out: JsonOption = None,
 ) -> int:
     """Pack a model into the smallest file to ship (.tslim): bytes per part and bits per weight."""
 
-    from tensorslim.pack import PackConfig, pack_model
+    from tensorslim.api.compression import pack
+    from tensorslim.backends.tflite.io import is_tflite
+    from tensorslim.pack import PackConfig
 
-    rep = pack_model(model, output, config=user_config(PackConfig, level=level, compare=compare))
+    rep = pack(model, output, config=user_config(PackConfig, level=level, compare=compare))
     if json_out != "-":
-        console.print(_pack_table(rep))
+        console.print(_pack_table(rep, "TFLite" if is_tflite(model) else "ONNX"))
         console.print(f"wrote {output} in {rep.seconds:.2f} s")
     write_json(json_out, rep.to_dict())
     return EXIT_OK
@@ -160,17 +165,25 @@ def pack_cmd(
 
 @command("unpack", """
     tensorslim unpack model.tslim -o model.onnx
+    tensorslim unpack packed-tflite.tslim -o model.tflite
 """)
 def unpack_cmd(
     model: Annotated[Path, typer.Argument(help="The .tslim file.")],
-    output: Annotated[Path, output_option("Where to write the ONNX model.")],
+    output: Annotated[Path, output_option("Where to write the ONNX (or .tflite) model.")],
     json_out: JsonOption = None,
 ) -> int:
-    """Unpack a .tslim file into a runnable ONNX model whose weights are bit-exact to the packed model."""
+    """Unpack a .tslim file into a runnable ONNX model whose weights are bit-exact to the packed model (a packed
+    .tflite: the exact bytes of the file that was packed)."""
 
     from tensorslim.pack import unpack_file
+    from tensorslim.pack.tflite import is_tflite_pack, unpack_tflite
 
-    unpack_file(model, output)  # streamed: the model is never held whole in memory
+    if is_tflite_pack(model):
+        if output.suffix.lower() == ".onnx":
+            raise InputError(f"{model} holds a .tflite model; name the output *.tflite")
+        unpack_tflite(model, output)
+    else:
+        unpack_file(model, output)  # streamed: the model is never held whole in memory
     if json_out != "-":
         console.print(f"wrote {output} ({output.stat().st_size:,} bytes)")
     write_json(json_out, {"output_path": str(output), "bytes": output.stat().st_size})

@@ -34,7 +34,9 @@ from tensorslim._files import atomic_write
 from tensorslim.algorithms.entropy import DecodeError, _lzma2_filters, decode
 from tensorslim.errors import InputError
 
-__all__ = ["FORMAT_VERSION", "MAGIC", "Container", "checksum", "read_container", "write_container"]
+__all__ = [
+    "FORMAT_VERSION", "MAGIC", "Container", "checksum", "peek_manifest", "read_container", "write_container",
+]  # fmt: skip
 
 MAGIC = b"TSLIM\x00\r\n"
 #: 2: sub-byte tensors, the bytes encoding, the rans codec, entries name their tensor, zstd manifest;
@@ -240,6 +242,26 @@ def read_container(path: str | os.PathLike[str], *, max_expansion: float = 4096.
             f"hold (more than {max_expansion:g}x): a decompression bomb or a corrupt file; refusing to unpack it"
         )
     return Container(p, version, manifest, body, size, max_bytes)
+
+
+def peek_manifest(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The manifest of a ``.tslim`` file read without its body and unchecked (to tell which reader applies), or
+    ``None`` when it cannot be read; :func:`read_container` then gives the reason."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEADER.size)
+            if len(head) < _HEADER.size:
+                return None
+            magic, _version, flags, mlen, _blen, _digest = _HEADER.unpack(head)
+            if magic != MAGIC or mlen > _MAX_MANIFEST:
+                return None
+            mbytes = f.read(mlen)
+        if flags & _ZSTD_MANIFEST:
+            mbytes = decode("zstd", mbytes, _zstd_content_size(mbytes))
+        manifest = json.loads(mbytes)
+    except (OSError, ValueError, DecodeError, struct.error):
+        return None
+    return manifest if isinstance(manifest, dict) else None
 
 
 def _manifest_streams(p: Path, manifest: dict[str, Any]) -> list[dict[str, Any]]:

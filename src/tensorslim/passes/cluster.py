@@ -42,6 +42,7 @@ __all__ = [
     "ClusterPass",
     "ClusterPlan",
     "CodebookDtype",
+    "cluster_weight",
     "plan_cluster",
 ]
 
@@ -145,7 +146,7 @@ def _out_in(w: WeightInfo, arr: np.ndarray) -> tuple[np.ndarray, bool] | None:
     return (arr, False) if (use.role is WeightRole.GEMM and use.channel_axis == 0) else (arr.T, True)
 
 
-def _cluster_one(
+def cluster_weight(
     plan: ClusterPlan, axis: int | None, config: ClusterConfig, cb_dtype: np.dtype, hessian: np.ndarray | None
 ) -> None:
     w = plan.weight
@@ -229,7 +230,7 @@ def plan_cluster(model: onnx.ModelProto, config: ClusterConfig, data: Dataset | 
         if plan.skip_reason:
             continue
         axis = next(iter(axes)) if config.granularity is ClusterGranularity.PER_CHANNEL else None
-        _cluster_one(plan, axis, config, cb_dtype, hessians.get(w.name))
+        cluster_weight(plan, axis, config, cb_dtype, hessians.get(w.name))
     return plans
 
 
