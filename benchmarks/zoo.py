@@ -17,7 +17,8 @@ would exit 3 on), and fails.
 The Keras models of :mod:`zoo_keras` (Keras applications and LSTM/GRU models, converted to ``.tflite`` by
 TensorFlow's converter under a separate TensorFlow python: ``$TENSORSLIM_TF_PYTHON``, or the venv that
 ``--make-tf-venv`` creates under ``benchmarks/.cache/tfvenv``) go through every TFLite mode (dynamic, integer,
-weight_only, static, fp16) and are checked in LiteRT (weight_only: cosine >= 0.999 at <= 0.30x). Without a
+weight_only, static, fp16, prune, cluster, pack) and are checked in LiteRT (weight_only: cosine >= 0.999 at
+<= 0.30x; pack: unpacks to the exact .tflite bytes and is smaller than zstd -19 of the .tflite). Without a
 TensorFlow python, Keras models not already in the cache are skipped with the reason printed.
 
 The pseudo-mode ``speed`` (both formats) times the default mode's output against the float model, interleaved.
@@ -55,11 +56,14 @@ MODES = ("dynamic", "weight_only", "static", "int4", "fp16", "prune", "cluster",
 THRESHOLDS = {"dynamic": 0.99, "weight_only": 0.99, "fp16": 0.99, "int4": 0.99, "static": 0.98, "pack": 0.999999}
 QUICK = ("bert", "vit", "resnet", "mobilenet-v3", "lstm-text", "keras-mobilenet-v2", "keras-lstm-text")
 #: The models of the quick run get one variant each (opset 17, dynamic batch); the Keras ones need a TF python.
-TFLITE_MODES = ("dynamic", "integer", "weight_only", "static", "fp16")
+TFLITE_MODES = ("dynamic", "integer", "weight_only", "static", "fp16", "prune", "cluster", "pack")
 #: The .tflite modes tensorslim has: dynamic (the default, ``auto`` form: hybrid kernels where LiteRT's are fast,
 #: weight-only elsewhere), integer (hybrid kernels wherever LiteRT has one, the converter's choice), weight_only
-#: (int8 weights behind DEQUANTIZE, float compute), static (full integer, calibrated), fp16.
-TFLITE_THRESHOLDS = {"dynamic": 0.99, "integer": 0.99, "weight_only": 0.999, "fp16": 0.99, "static": 0.98}
+#: (int8 weights behind DEQUANTIZE, float compute), static (full integer, calibrated), fp16; prune and cluster
+#: (magnitude 50 % and k-means 16 in place: float tensors, cosine reported only, as for ONNX), pack (the .tslim
+#: unpacks to the very bytes of the .tflite, and is smaller than zstd -19 of it).
+TFLITE_THRESHOLDS = {"dynamic": 0.99, "integer": 0.99, "weight_only": 0.999, "fp16": 0.99, "static": 0.98,
+                     "pack": 0.999999}  # fmt: skip
 WEIGHT_ONLY_MAX_RATIO = 0.30  # TFLite weight-only: >= 0.999 cosine at <= 0.30x size
 SPEED = "speed"
 #: The pseudo-mode ``speed``: the default mode's output timed against the float model, interleaved in one process
@@ -363,6 +367,14 @@ def run_tflite_mode(m: TfliteModel, mode: str, out_dir: Path) -> Row:
                 ts.quantize(src, out, config=DynamicQuantConfig(form=mode))
             elif mode == "static":
                 ts.quantize(src, out, config=StaticQuantConfig(), data=[m.feeds(1000 + i) for i in range(32)])
+            elif mode == "prune":
+                ts.prune(src, out)
+            elif mode == "cluster":
+                ts.cluster(src, out)
+            elif mode == "pack":
+                packed = out.with_suffix(".tslim")
+                ts.pack(src, packed)
+                ts.unpack(packed, out)
             else:
                 ts.quantize(src, out, config=Float16Config())
         if mode == SPEED:
@@ -376,13 +388,22 @@ def run_tflite_mode(m: TfliteModel, mode: str, out_dir: Path) -> Row:
         where = next((f"{Path(f.filename).name}:{f.lineno}" for f in reversed(tb) if "tensorslim" in f.filename), "")
         msg = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
         return Row(m.name, mode, False, error=f"exit 3: {msg} ({where})", seconds=time.perf_counter() - start)
-    ratio = out.stat().st_size / src.stat().st_size
+    ratio = (out.with_suffix(".tslim") if mode == "pack" else out).stat().st_size / src.stat().st_size
     ok, why = True, []
-    if ratio >= 1.0:
+    if mode not in ("prune", "cluster") and ratio >= 1.0:
         ok, why = False, [f"not smaller ({ratio:.3f}x)"]
+    if mode == "pack":
+        import zstandard
+
+        raw = src.read_bytes()
+        zstd = len(zstandard.ZstdCompressor(level=19).compress(raw))
+        if out.read_bytes() != raw:
+            ok, why = False, [*why, "unpacked bytes differ from the .tflite"]
+        if out.with_suffix(".tslim").stat().st_size >= zstd:
+            ok, why = False, [*why, f"not smaller than zstd -19 of the .tflite ({zstd:,} bytes)"]
     if mode == "weight_only" and ratio > WEIGHT_ONLY_MAX_RATIO:
         ok, why = False, [*why, f"{ratio:.3f}x > {WEIGHT_ONLY_MAX_RATIO}x"]
-    if not cos >= TFLITE_THRESHOLDS[mode]:
+    if mode in TFLITE_THRESHOLDS and not cos >= TFLITE_THRESHOLDS[mode]:
         ok = False
         why.append(f"cosine {cos:.5f} < {TFLITE_THRESHOLDS[mode]}")
     return Row(m.name, mode, ok, ratio, cos, "; ".join(why), time.perf_counter() - start)
@@ -465,7 +486,9 @@ def write_table(
             "Keras applications with `weights=None` and seeded random init at 96x96 (BatchNormalization statistics "
             "from one forward pass), and Keras LSTM/GRU models (Keras 3 converts them to WHILE loops whose bodies "
             "hold the weights); batch 1, float32. Modes: dynamic (the default, `auto`), integer (hybrid kernels "
-            "wherever LiteRT has one), weight_only, static (32 generated samples), fp16.",
+            "wherever LiteRT has one), weight_only, static (32 generated samples), fp16, prune (magnitude 50 %), "
+            "cluster (k-means 16, float centroids in place), pack (the .tslim's ratio; unpacks to the .tflite's "
+            "exact bytes and is smaller than zstd -19 of it).",
             "",
             "| model | " + " | ".join(tmodes) + " |",
             "|---|" + "---|" * len(tmodes),

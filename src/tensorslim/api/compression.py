@@ -98,7 +98,7 @@ def _data_pass(name: str, make: Callable[[C | None, Dataset | None], Pass], doc:
             data: DataLike | None = None, max_samples: int | None = 256,
             batch_axis: BatchAxes | None = None) -> PassResult[onnx.ModelProto]:  # fmt: skip
         if _is_tflite(model):
-            return _tflite_pass(name, model, output, config, data)  # type: ignore[arg-type]
+            return _tflite_pass(name, model, output, config, data)
         _check_out(model, output)
         m = _model(model)
         result: PassResult[onnx.ModelProto] = make(config, _data(m, data, max_samples, batch_axis))(m)
@@ -137,7 +137,10 @@ def _tflite_pass(
         raise InputError(f"{name}: config is a {type(config).__name__}, not a {wanted.__name__}")
     _check_out(model, output)
     src = load_tflite(model)
-    result = (TflitePrunePass(config) if name == "prune" else TfliteClusterPass(config))(src)
+    if isinstance(config, ClusterConfig) or (config is None and name == "cluster"):
+        result = TfliteClusterPass(config)(src)
+    else:
+        result = TflitePrunePass(config)(src)
     try:
         make_interpreter(serialize(result.model))
     except InputError as e:
@@ -166,7 +169,7 @@ def pack(model: ModelLike, output: str | os.PathLike[str], *, config: PackConfig
     if _is_tflite(model):
         from tensorslim.pack.tflite import pack_tflite
 
-        return pack_tflite(model, output, config=config)  # type: ignore[arg-type]
+        return pack_tflite(model, output, config=config)
     return pack_model(model, output, config=config)
 
 
@@ -256,8 +259,10 @@ def compress(
     if Path(output).suffix.lower() != ".tslim":
         raise InputError(f"{output}: the pipeline writes a packed .tslim file; name the output *.tslim")
     if _is_tflite(model):
-        raise InputError(f"{model}: compress runs the ONNX pipeline; for .tflite run prune and/or cluster, then pack "
-                         "(tensorslim cluster m.tflite -o c.tflite && tensorslim pack c.tflite -o m.tslim)")  # fmt: skip
+        raise InputError(
+            f"{model}: compress runs the ONNX pipeline; for .tflite run prune and/or cluster, then pack "
+            "(tensorslim cluster m.tflite -o c.tflite && tensorslim pack c.tflite -o m.tslim)"
+        )
     target = target_for(target_runtime, model_kind="onnx")
     check_output_path(output, model)
     src = load_model(model)

@@ -144,7 +144,9 @@ class TflitePrunePass:
             active.append((w, np.abs(w.array.astype(np.float64))))
         if not active:
             reasons = sorted({r.reason for r in records}) or ["the model has no float conv/fully-connected weights"]
-            raise UnsupportedModelError(f"no weight can be pruned with pattern {cfg.pattern} ({'; '.join(reasons[:3])})")
+            raise UnsupportedModelError(
+                f"no weight can be pruned with pattern {cfg.pattern} ({'; '.join(reasons[:3])})"
+            )
         sparsities = [cfg.target_sparsity] * len(active)
         if cfg.scope is PruneScope.GLOBAL:
             sparsities = global_thresholds([s for _, s in active], cfg.target_sparsity, cfg.max_layer_sparsity)
