@@ -125,3 +125,23 @@ def test_output_is_deterministic_for_a_seed() -> None:
 def test_bad_cluster_config(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         ClusterConfig(**kwargs)
+
+
+@pytest.mark.parametrize("op", ["LSTM", "GRU", "RNN"])
+def test_recurrent_weights_are_clustered(op: str) -> None:
+    from models import rnn_model
+
+    m, feeds = rnn_model(op)
+    for gran in ("per_tensor", "per_channel"):
+        res = ClusterPass(ClusterConfig(clusters=16, granularity=gran))(m)
+        done = {r.name for r in res.records if not r.skipped}
+        assert done == {"W", "R"}
+        inits = {t.name for t in res.model.graph.initializer}
+        assert "W" not in inits and "W_cluster_indices" in inits  # codes + codebook, expanded at load
+        cos = _cos(run(m, feeds)[0], run(res.model, feeds)[0])
+        assert cos > 0.97, (gran, cos)  # k=16 on random Gaussian weights: about 20 dB
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))

@@ -97,7 +97,9 @@ def cluster_cmd(
     codebook_dtype: Annotated[str, typer.Option(help="float32 or float16 codebooks.")] = "float32",
     ops: Annotated[
         str | None,
-        typer.Option(help="Comma-separated op types to cluster [default: Conv,ConvTranspose,Gemm,MatMul,Gather]."),
+        typer.Option(
+            help="Comma-separated op types to cluster [default: Conv,ConvTranspose,Gemm,MatMul,Gather,LSTM,GRU,RNN]."
+        ),
     ] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Regex on node names to keep float (repeatable).")] = None,
     data: Annotated[Path | None, data_option("Calibration data (activation-aware): ")] = None,

@@ -9,6 +9,10 @@ its constant folding computes the float weight; the running graph is the float g
     per tensor:   Op(X, W)  ->  Op(X, Gather(codebook[k], Cast(indices_u8, int64)))
     per channel:  Op(X, W)  ->  Op(X, Gather(codebook[C * k], Add(Cast(indices_u8, int64), c * k)))
 
+Recurrent layers' input and recurrence weights (``W`` and ``R`` of ``LSTM``/``GRU``/``RNN``, per channel along
+the gates axis) are clustered too: the expansion is constant, so ONNX Runtime folds it before the recurrent kernel
+packs its weights.
+
 Sparsity is preserved: when a weight holds exact zeros, index 0 is reserved for the centroid 0.0 and the
 non-zero values share the other ``k - 1`` centroids, so pruned weights stay exactly zero.
 """
@@ -48,8 +52,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-CLUSTER_OPS: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather")
-_ROLES = {WeightRole.CONV, WeightRole.CONV_TRANSPOSE, WeightRole.GEMM, WeightRole.MATMUL, WeightRole.EMBEDDING}
+CLUSTER_OPS: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Gather", "LSTM", "GRU", "RNN")
+_ROLES = {WeightRole.CONV, WeightRole.CONV_TRANSPOSE, WeightRole.GEMM, WeightRole.MATMUL, WeightRole.EMBEDDING,
+          WeightRole.RNN_W, WeightRole.RNN_R}  # fmt: skip
 
 
 #: One codebook per tensor, or one per output channel: the quantizers' :class:`~tensorslim.passes._config.Granularity`.

@@ -15,8 +15,9 @@ speed and make each weight at most ``k`` distinct values, which ``tensorslim pac
 
 ONNX op types of the configs map onto TFLite operators: ``Conv`` -> ``CONV_2D``, ``DEPTHWISE_CONV_2D``;
 ``ConvTranspose`` -> ``TRANSPOSE_CONV``; ``Gemm``/``MatMul`` -> ``FULLY_CONNECTED``, ``BATCH_MATMUL``;
-``Gather`` -> ``GATHER``, ``EMBEDDING_LOOKUP``. Only data-free methods apply (magnitude pruning, plain k-means):
-the activation-aware ones collect activations through ONNX Runtime.
+``Gather`` -> ``GATHER``, ``EMBEDDING_LOOKUP``; ``LSTM`` -> ``UNIDIRECTIONAL_SEQUENCE_LSTM``. Only data-free
+methods apply (magnitude pruning, plain k-means): the activation-aware ones collect activations through ONNX
+Runtime.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ OP_TYPES: dict[str, tuple[str, ...]] = {
     "Gemm": ("FULLY_CONNECTED", "BATCH_MATMUL"),
     "MatMul": ("FULLY_CONNECTED", "BATCH_MATMUL"),
     "Gather": ("GATHER", "EMBEDDING_LOOKUP"),
+    "LSTM": ("UNIDIRECTIONAL_SEQUENCE_LSTM",),
 }
 
 
