@@ -192,3 +192,25 @@ def test_cli_prune_cluster_pack_unpack(tmp_path: Path) -> None:
     assert (tmp_path / "u.tflite").read_bytes() == (tmp_path / "c.tflite").read_bytes()
     r = cli("compress", str(src), "-o", str(tmp_path / "x.tslim"))
     assert r.returncode == 2 and "then pack" in r.stderr
+
+
+def test_a_rewritten_manifest_with_a_valid_checksum_is_refused(tmp_path: Path) -> None:
+    from tensorslim.pack.format import read_container, write_container
+
+    src = _write(tmp_path, "rnn", tm.while_rnn())
+    ts.pack(src, tmp_path / "m.tslim")
+    c = read_container(tmp_path / "m.tslim")
+    cases = {
+        "outside": lambda e: e.update(start=10**9),
+        "dims": lambda e: e.update(dims="x"),
+        "huge": lambda e: e.update(dims=[2**40]),
+        "shape": lambda e: e.update(dims=[e["dims"][0] - 1, *e["dims"][1:]]),
+    }
+    for name, change in cases.items():
+        manifest = json.loads(json.dumps(c.manifest))
+        change(manifest["tensors"][0])
+        bad = tmp_path / f"{name}.tslim"
+        write_container(bad, manifest, c.body)
+        with pytest.raises(InputError, match="corrupt|refusing"):
+            ts.unpack(bad, tmp_path / f"{name}.tflite")
+        assert not (tmp_path / f"{name}.tflite").exists()

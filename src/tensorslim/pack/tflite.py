@@ -183,15 +183,16 @@ def unpack_tflite(
         raise corrupt(f"the declared model size {total!r} is not possible")
     skeleton = c.stream(m["graph"])
     out = bytearray()
-    pos = 0
+    pos = declared = 0
     for entry in m["tensors"]:
         try:
             start = int(entry["start"])
             count = math.prod(int(d) for d in entry["dims"])
             if start < len(out) or start - len(out) > len(skeleton) - pos or count < 0:
                 raise ValueError("a buffer lies outside the model")
-            if count * 8 > c.max_bytes:
-                raise ValueError("a buffer declares more data than the file can hold")
+            declared += count * 8
+            if declared > c.max_bytes:
+                raise ValueError("the buffers declare more data than the file can hold")
 
             def read(s: dict[str, Any], entry: dict[str, Any] = entry, count: int = count) -> bytes:
                 return c.stream(s, stream_size(entry, str(s.get("role")), count))
@@ -206,6 +207,8 @@ def unpack_tflite(
         out += skeleton[pos : pos + gap]
         pos += gap
         out += np.ascontiguousarray(arr).tobytes()
+        if len(out) > total:
+            raise corrupt(f"the buffers hold more than the {total:,} bytes declared")
     out += skeleton[pos:]
     if len(out) != total or hashlib.sha256(out).hexdigest() != digest:
         raise corrupt(f"the unpacked model ({len(out):,} bytes) is not the one packed ({total:,} bytes)")
