@@ -145,3 +145,16 @@ def test_recurrent_weights_are_clustered(op: str) -> None:
 def _cos(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def test_recurrent_weights_behind_slice_chains_in_if_bodies_are_clustered() -> None:
+    from test_recurrent_quant import _feeds, _if_lstm_model
+
+    m = _if_lstm_model()
+    res = ClusterPass(ClusterConfig(clusters=16))(m)
+    assert len([r for r in res.records if not r.skipped]) == 4  # W and R of both branches
+    onnx.checker.check_model(res.model)
+    assert res.model.ByteSize() < 0.35 * m.ByteSize()
+    for flag in (True, False):
+        for a, b in zip(run(m, _feeds(flag)), run(res.model, _feeds(flag)), strict=True):
+            assert _cos(a, b) > 0.99

@@ -11,7 +11,8 @@ its constant folding computes the float weight; the running graph is the float g
 
 Recurrent layers' input and recurrence weights (``W`` and ``R`` of ``LSTM``/``GRU``/``RNN``, per channel along
 the gates axis) are clustered too: the expansion is constant, so ONNX Runtime folds it before the recurrent kernel
-packs its weights.
+packs its weights. Weights that reach their op through constant ``Slice``/``Concat`` chains (PyTorch's gate
+reordering inside ``If`` bodies) are folded first (:class:`~tensorslim.passes.fold_weight_chains.FoldWeightChainsPass`).
 
 Sparsity is preserved: when a weight holds exact zeros, index 0 is reserved for the centroid 0.0 and the
 non-zero values share the other ``k - 1`` centroids, so pruned weights stay exactly zero.
@@ -38,6 +39,7 @@ from tensorslim.errors import ConfigError, UnsupportedModelError
 from tensorslim.passes._config import Granularity, coerce_enums, regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
 from tensorslim.passes.calib_stats import LayerInput, gram_matrices
+from tensorslim.passes.fold_weight_chains import FoldWeightChainsPass
 
 __all__ = [
     "CLUSTER_OPS",
@@ -282,6 +284,7 @@ class ClusterPass(Pass):
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         """Cluster the weights of ``model`` (a copy made by :meth:`Pass.__call__`)."""
+        model = FoldWeightChainsPass().call(model).model  # weights behind constant Slice/Concat chains (If bodies)
         self.plans = plan_cluster(model, self.config, self.data)
         if not any(not p.skipped for p in self.plans):
             reasons = sorted({p.skip_reason for p in self.plans}) or [
