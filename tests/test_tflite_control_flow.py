@@ -75,11 +75,13 @@ def test_static_notes_the_uncalibrated_bodies(tmp_path: Any) -> None:
 
 
 def test_onnx_only_commands_name_the_tflite_format(tmp_path: Any) -> None:
-    """prune/cluster/pack take ONNX models: a .tflite file is refused as what it is, not as a corrupt ONNX file."""
+    """Channel pruning and compress take ONNX models: a .tflite file is refused as what it is, not as a corrupt
+    ONNX file (prune, cluster and pack take .tflite: tests/test_tflite_prune_cluster_pack.py)."""
     from tensorslim.errors import InputError
 
     src = tmp_path / "rnn.tflite"
     src.write_bytes(tm.while_rnn())
-    for fn in (ts.prune, ts.cluster):
-        with pytest.raises(InputError, match="a .tflite model; this command works on ONNX models"):
-            fn(src, tmp_path / "out.tflite")
+    with pytest.raises(InputError, match="channel pruning rewrites ONNX graphs only"):
+        ts.prune_channels(src, tmp_path / "out.tflite")
+    with pytest.raises(InputError, match="compress runs the ONNX pipeline"):
+        ts.compress(src, tmp_path / "out.tslim")
