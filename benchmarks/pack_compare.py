@@ -1,7 +1,7 @@
 """``tensorslim pack --compare`` on every model of the suite, float and every compressed variant.
 
 For each model (the bundled digits CNN, MiniLM, RapidOCR det/rec/cls: the same files and calibration samples as
-``benchmarks/suite.py``) every variant is built (float; dynamic int8 in its default, integer and weight-only
+``benchmarks/suite.py --quick``) every variant is built (float; dynamic int8 in its default, integer and weight-only
 forms; int4 GPTQ; fp16; static int8; entropy-coded uniform int8; 50 % pruned; 16-cluster), saved as ONNX,
 packed, unpacked and checked bit-exact against its ONNX file. The table: ONNX bytes, zstd -19 and lzma (xz -9e)
 of the ONNX file, the ``.tslim`` bytes, whether the ``.tslim`` is the smallest of the three, and the bit-exact
@@ -117,7 +117,7 @@ def cases(only: Sequence[str] | None, quick: bool) -> list[tuple[str, Callable[[
     """(model name, () -> (float path, calibration feeds)): the suite's models and calibration samples."""
     import suite
 
-    args = suite.parse_args(["--quick"] if quick else [])
+    args = suite.parse_args(["--quick"])  # the quick suite's calibration samples: sizes are measured, not accuracy
 
     def digits() -> tuple[Path, Feeds]:
         c = suite.digits_case(args)

@@ -290,6 +290,8 @@ class UniformQuantPass(Pass):
             raise InputError("method gptq needs calibration data: pass --data CALIB.npz (or use method rtn)")
         out = model  # already a copy (Pass.__call__)
         plans, skipped = plan(out, self.config)
+        if self.config.allocate and self.data is not None and plans:
+            plans = allocate(out, plans, sensitivities(out, plans, self.data), self.config)
         hessians: Mapping[str, np.ndarray] | None = None
         if method is not UniformMethod.RTN and self.data is not None:
             from tensorslim.passes.calib_stats import LayerInput, LazyGrams
@@ -301,9 +303,6 @@ class UniformQuantPass(Pass):
             hessians = LazyGrams(out, layers, self.data, sizes) if layers else None
             if hessians is not None:  # read every Gram matrix before the graph changes
                 hessians = {k: hessians[k] for k in layers}
-        if self.config.allocate and self.data is not None and plans:
-            sens = sensitivities(out, plans, self.data, hessians=hessians, deadzone=float(self.config.deadzone))
-            plans = allocate(out, plans, sens, self.config)
         records = apply(out, plans, hessians, deadzone=float(self.config.deadzone))
         return PassResult(out, bool(plans), skipped + records)
 
@@ -318,11 +317,11 @@ def sensitivities(
     samples: int = 32,
     *,
     hessians: Mapping[str, np.ndarray] | None = None,
-    deadzone: float = 0.0,
 ) -> dict[str, float]:
     """Per planned weight, the model's relative output noise power per unit of relative weight noise power,
-    measured by rounding that weight alone at :data:`_PROBE_DB` on ``samples`` samples, the way :func:`apply`
-    will round it (GPTQ where ``hessians`` has the weight: its output noise is what the allocation spreads)."""
+    measured by rounding that weight alone at :data:`_PROBE_DB` on ``samples`` samples (plain rounding; GPTQ
+    where ``hessians`` has the weight. The pass probes with plain rounding: allocating by the GPTQ-rounded
+    noise measured worse on MiniLM, 0.1086x of float at cosine 0.9896 against 0.1077x at 0.9913)."""
     import dataclasses
 
     from tensorslim.passes.calib_stats import run_with_outputs
@@ -337,7 +336,7 @@ def sensitivities(
         trial.CopyFrom(model)
         coarser = np.float32(10.0 ** ((p.sqnr_db - _PROBE_DB) / 20.0))
         probe = dataclasses.replace(p, step=p.step * coarser)
-        apply(trial, [probe], hessians, deadzone=deadzone)
+        apply(trial, [probe], hessians)
         got = run_with_outputs(trial, names, sub, batch_size=16)
         noise = sum(float(np.sum((r[n] - np.asarray(g[n], np.float64)) ** 2)) for r, g in zip(ref, got, strict=True)
                     for n in names)  # fmt: skip
