@@ -67,11 +67,14 @@ class PackConfig:
         codecs: coders that compete for each stream (the smallest output wins): ``zstd``, ``lzma`` (xz preset
             9 extreme) and ``rans`` (a static context model of small symbols).
         compare: also compress the plain ONNX file with zstd -19, lzma (xz -9e) and gzip -9 for the report.
+        single_stream: also try the whole model as one zstd/lzma stream (kept when smaller: small models, where
+            coding each tensor alone loses the shared context and costs a manifest entry each).
     """
 
     level: int = 19
     codecs: tuple[str, ...] = _CODECS
     compare: bool = False
+    single_stream: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.level, bool) or not isinstance(self.level, int) or not 1 <= self.level <= 22:
@@ -233,7 +236,7 @@ def pack_model(
     graph = src.SerializeToString()
     plain = [c for c in cfg.codecs if c != "rans"]
     g_codec, g_payload = encode(graph, codecs=plain, zstd_level=max(cfg.level, 19))
-    if plain and _whole_may_win(onnx_bytes, len(body) + len(g_payload)):
+    if cfg.single_stream and plain and _whole_may_win(onnx_bytes, len(body) + len(g_payload)):
         w_codec, w_payload = encode(onnx_bytes, codecs=plain, zstd_level=max(cfg.level, 19))
         # the whole model as one stream, no tensor entries (a smaller manifest too), when that is smaller
         if len(w_payload) + _manifest_bytes([]) < len(body) + len(g_payload) + _manifest_bytes(entries):
