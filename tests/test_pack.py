@@ -21,7 +21,7 @@ from models import F, cli, conv_model, make, mlp_model, rng, run
 from tensorslim.algorithms.entropy import decode, encode, pack_symbols, unpack_symbols
 from tensorslim.backends.onnx import save_model
 from tensorslim.errors import InputError
-from tensorslim.pack import pack_model, unpack_model
+from tensorslim.pack import PackConfig, pack_model, unpack_model
 from tensorslim.pack.format import MAGIC, checksum, read_container, write_container
 from tensorslim.pack.tensors import iter_tensors
 from tensorslim.passes.cluster import ClusterConfig, ClusterPass
@@ -69,7 +69,7 @@ def test_round_trip_is_bit_exact_and_runnable(tmp_path: Path) -> None:
     model, feeds = _mixed_model()
     src = save_model(model, tmp_path / "m.onnx")
     digest = hashlib.sha256(src.read_bytes()).hexdigest()
-    rep = pack_model(src, tmp_path / "m.tslim")
+    rep = pack_model(src, tmp_path / "m.tslim", config=PackConfig(single_stream=False))  # the tensor streams
     assert hashlib.sha256(src.read_bytes()).hexdigest() == digest  # the input is never modified
     assert rep.file_bytes == (tmp_path / "m.tslim").stat().st_size < src.stat().st_size
     assert {"symbols", "graph"} <= set(rep.parts) and rep.bits_per_weight < 8
@@ -333,7 +333,7 @@ def test_unpack_file_writes_the_bytes_unpack_model_writes(tmp_path: Path) -> Non
 
     model = _every_kind_model()
     src = save_model(model, tmp_path / "m.onnx", stamp_lowest=False)
-    pack_model(src, tmp_path / "m.tslim")
+    pack_model(src, tmp_path / "m.tslim", config=PackConfig(single_stream=False))
     encodings = {e["encoding"] for e in read_container(tmp_path / "m.tslim").manifest["tensors"]}
     assert encodings == {"symbols", "palette", "sparse", "planes", "bytes"}
     assert unpack_file(tmp_path / "m.tslim", tmp_path / "f.onnx") == tmp_path / "f.onnx"

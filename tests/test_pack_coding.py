@@ -90,7 +90,13 @@ def _variant(name: str, tmp: Path) -> Path:
         "int4_gptq": (BlockQuantConfig(), calib),
         "fp16": (Float16Config(), None),
         "static": (StaticQuantConfig(), calib),
+        "pruned": (None, None),
     }[name]
+    if name == "pruned":  # magnitude pruning by a mask multiply: half the zeros are -0.0
+        from tensorslim.passes.prune import PruneConfig, PrunePass
+
+        onnx.save(PrunePass(PruneConfig(sparsity=0.5))(onnx.load(str(src))).model, str(tmp / "pruned.onnx"))
+        return tmp / "pruned.onnx"
     ts.quantize(src, tmp / f"{name}.onnx", config=cfg, data=data)
     return tmp / f"{name}.onnx"
 
@@ -101,7 +107,7 @@ FAST = ["int4"]
 @pytest.mark.parametrize(
     "name",
     [pytest.param(n, marks=() if n in FAST else pytest.mark.slow)
-     for n in ("float", "dynamic", "weight_only", "int4", "int4_gptq", "fp16", "static")],
+     for n in ("float", "dynamic", "weight_only", "int4", "int4_gptq", "fp16", "static", "pruned")],
 )  # fmt: skip
 def test_pack_is_smaller_than_zstd_and_lzma_and_bit_exact(name: str, tmp_path: Path) -> None:
     src = _variant(name, tmp_path)
@@ -116,7 +122,7 @@ def test_pack_is_smaller_than_zstd_and_lzma_and_bit_exact(name: str, tmp_path: P
     c = read_container(tmp_path / "m.tslim")
     assert c.version == pack_format.FORMAT_VERSION == 3
     for entry in c.manifest["tensors"]:  # the choice per tensor and per stream is recorded
-        assert entry["encoding"] in ("symbols", "palette", "sparse", "planes", "bytes")
+        assert entry["encoding"] in ("symbols", "palette", "sparse", "sparse_signed", "planes", "bytes")
         assert all(s["codec"] in ("raw", "zstd", "lzma2", "rans") for s in entry["streams"])
     assert c.manifest["graph"]["codec"] in ("raw", "zstd", "lzma2")
 
@@ -215,3 +221,28 @@ def test_negative_zeros_of_a_sparse_tensor_survive(tmp_path: Path) -> None:
     pack_model(m, tmp_path / "m.tslim")
     out = unpack_model(tmp_path / "m.tslim")
     assert numpy_helper.to_array(out.graph.initializer[0]).view(np.uint16).tolist() == w.view(np.uint16).tolist()
+    from tensorslim.pack.tensors import encode_tensor
+
+    enc = encode_tensor(m.graph.initializer[0])
+    assert enc is not None
+    # zeros of both signs are dropped from the values (one sign bit each), not stored as values
+    assert enc.entry["encoding"] == "sparse_signed" and enc.entry["nonzero"] == 1024
+
+
+def test_a_small_model_is_one_stream_when_that_is_smaller(tmp_path: Path) -> None:
+    """Many small tensors that share their bytes: coded one by one they lose the shared context (and pay a
+    manifest entry each), so the whole file is stored as one stream, still bit-exact; only the container's
+    header separates it from zstd/lzma of the file."""
+    base = rng(7).integers(-128, 128, 3000).astype(np.int8)
+    vals = {f"w{i}": np.roll(base, i) for i in range(12)}  # the same bytes shifted: an LZ coder sees them once
+    nodes = [helper.make_node("Identity", ["x"], ["y"], name="id")]
+    m = make(nodes, [("x", F, [2])], [("y", F, [2])], vals)
+    src = tmp_path / "m.onnx"
+    onnx.save(m, src)
+    apart = pack_model(src, tmp_path / "a.tslim", config=PackConfig(single_stream=False))
+    rep = pack_model(src, tmp_path / "m.tslim", config=PackConfig(compare=True))
+    assert rep.file_bytes < apart.file_bytes
+    assert rep.file_bytes < min(rep.baselines["zstd-19"], rep.baselines["lzma-9e"]) + 256
+    assert read_container(tmp_path / "m.tslim").manifest["tensors"] == []
+    unpack_model(tmp_path / "m.tslim", tmp_path / "u.onnx")
+    assert (tmp_path / "u.onnx").read_bytes() == src.read_bytes()

@@ -96,6 +96,26 @@ def test_gptq_on_the_grid_lowers_the_output_error() -> None:
     assert out_err(comp) < 0.7 * out_err(plain)
 
 
+def test_deadzone_rounds_toward_zero_for_fewer_bits() -> None:
+    """A deadzone trades a little error for smaller codes (lower entropy), with or without GPTQ; 0 is nearest."""
+    r = np.random.default_rng(6)
+    x = r.standard_normal((512, 64))
+    w = r.laplace(size=(48, 64))
+    step = grid_steps(w, 15.0)
+
+    def entropy(q: np.ndarray) -> float:
+        _, c = np.unique(q, return_counts=True)
+        p = c / c.sum()
+        return float(-(p * np.log2(p)).sum())
+
+    assert np.array_equal(round_to_grid(w, step, deadzone=0.0), round_to_grid(w, step))
+    for codes in (lambda dz: round_to_grid(w, step, deadzone=dz), lambda dz: gptq_grid(w, x.T @ x, step, deadzone=dz)):
+        near, dead = codes(0.0), codes(0.2)
+        assert entropy(dead) < entropy(near) - 0.1
+        assert np.mean((w - dead * step[:, None]) ** 2) > np.mean((w - near * step[:, None]) ** 2)
+    assert np.all(np.abs(round_to_grid(w, step, deadzone=0.2)) <= np.abs(round_to_grid(w, step)))
+
+
 def test_gptq_pass_uses_the_calibration_data_and_stays_runnable() -> None:
     r = np.random.default_rng(3)
     nodes = [helper.make_node("Gather", ["E", "ids"], ["h"], name="embed"),
@@ -135,7 +155,8 @@ def test_the_plan_is_data_and_skips_say_why() -> None:
     [({"sqnr_db": 0}, "sqnr_db"), ({"sqnr_db": "20"}, "sqnr_db"), ({"gather_sqnr_db": 99.0}, "gather_sqnr_db"),
      ({"granularity": "per_block"}, "granularity"), ({"method": "awq"}, "method"), ({"op_types": ("Conv",)}, "op_types"),
      ({"gather_axis": 2}, "gather_axis"), ({"min_size": -1}, "min_size"), ({"exclude": ("(a+)+$",)}, "exclude"),
-     ({"allocate": "yes"}, "allocate")],
+     ({"allocate": "yes"}, "allocate"), ({"spread_db": -1.0}, "spread_db"), ({"deadzone": 0.5}, "deadzone"),
+     ({"deadzone": True}, "deadzone")],
 )  # fmt: skip
 def test_config_errors_name_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):

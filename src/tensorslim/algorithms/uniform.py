@@ -40,14 +40,29 @@ def grid_steps(rows: np.ndarray, sqnr_db: float, per_channel: bool = True, qmax:
     return np.where(step > 0, step, 1.0).astype(np.float32)
 
 
-def round_to_grid(rows: np.ndarray, step: np.ndarray, qmax: int = 127) -> np.ndarray:
-    """int8 codes of ``rows`` ``[channels, K]`` on the grid ``step`` ``[channels]`` (nearest, clipped)."""
+def _round(x: np.ndarray, deadzone: float) -> np.ndarray:
+    """Nearest integer, or with ``deadzone`` > 0 the magnitude rounded up only past ``0.5 + deadzone``."""
+    if deadzone == 0.0:
+        return np.rint(x)
+    return np.sign(x) * np.floor(np.abs(x) + (0.5 - deadzone))
+
+
+def round_to_grid(rows: np.ndarray, step: np.ndarray, qmax: int = 127, deadzone: float = 0.0) -> np.ndarray:
+    """int8 codes of ``rows`` ``[channels, K]`` on the grid ``step`` ``[channels]`` (nearest, clipped; see
+    :func:`gptq_grid` for ``deadzone``)."""
     s = np.asarray(step, np.float64)[:, None]
-    return np.clip(np.rint(np.asarray(rows, np.float64) / s), -qmax, qmax).astype(np.int8)
+    return np.clip(_round(np.asarray(rows, np.float64) / s, deadzone), -qmax, qmax).astype(np.int8)
 
 
 def gptq_grid(
-    rows: np.ndarray, hessian: np.ndarray, step: np.ndarray, *, qmax: int = 127, damp: float = 0.01, lazy: int = 128
+    rows: np.ndarray,
+    hessian: np.ndarray,
+    step: np.ndarray,
+    *,
+    qmax: int = 127,
+    damp: float = 0.01,
+    lazy: int = 128,
+    deadzone: float = 0.0,
 ) -> np.ndarray:
     """int8 codes of ``rows`` ``[channels, K]`` on the grid ``step``, rounded with GPTQ error compensation.
 
@@ -58,6 +73,9 @@ def gptq_grid(
         qmax: codes are clipped to ``[-qmax, qmax]``.
         damp: fraction of the mean diagonal added to ``H`` for numerical stability.
         lazy: columns updated together.
+        deadzone: rounding toward zero: a magnitude ``x`` (in steps) rounds up only past ``floor(x) + 0.5 +
+            deadzone`` (0: nearest). Smaller codes are cheaper to entropy code (the codes' distribution is peaked
+            at 0); the extra error is compensated like any rounding error.
 
     Raises:
         ValueError: shapes that do not match.
@@ -74,7 +92,7 @@ def gptq_grid(
     codes = np.zeros((n, k), np.int8)
 
     def dequantize(col: int, W1: np.ndarray, i: int) -> np.ndarray:
-        q = np.clip(np.rint(W1[:, i] / s), -qmax, qmax)
+        q = np.clip(_round(W1[:, i] / s, deadzone), -qmax, qmax)
         codes[:, col] = q.astype(np.int8)
         return q * s
 

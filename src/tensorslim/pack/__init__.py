@@ -67,11 +67,14 @@ class PackConfig:
         codecs: coders that compete for each stream (the smallest output wins): ``zstd``, ``lzma`` (xz preset
             9 extreme) and ``rans`` (a static context model of small symbols).
         compare: also compress the plain ONNX file with zstd -19, lzma (xz -9e) and gzip -9 for the report.
+        single_stream: also try the whole model as one zstd/lzma stream (kept when smaller: small models, where
+            coding each tensor alone loses the shared context and costs a manifest entry each).
     """
 
     level: int = 19
     codecs: tuple[str, ...] = _CODECS
     compare: bool = False
+    single_stream: bool = True
 
     def __post_init__(self) -> None:
         if isinstance(self.level, bool) or not isinstance(self.level, int) or not 1 <= self.level <= 22:
@@ -157,6 +160,30 @@ def _graphs(g: onnx.GraphProto) -> list[onnx.GraphProto]:
     return out
 
 
+_WHOLE_BYTES = 1 << 22  # models up to this size also try one plain stream of the whole file (a second or two)
+
+
+def _whole_may_win(onnx_bytes: bytes, packed: int) -> bool:
+    """Whether one zstd/lzma stream of the whole model may be smaller than the ``packed`` bytes of the tensor
+    streams plus the graph (small models, where per-stream coding loses the shared context, or a packed size
+    close to zstd -3 of the file)."""
+    if len(onnx_bytes) <= _WHOLE_BYTES:
+        return True
+    from tensorslim.algorithms.entropy import _zstd_compress
+
+    return packed > 0.9 * len(_zstd_compress(onnx_bytes, 3))
+
+
+def _manifest_bytes(entries: list[dict[str, Any]]) -> int:
+    """About the stored size of a manifest with these tensor entries (JSON, zstd -19 as the container writes it)."""
+    import json
+
+    import zstandard
+
+    raw = json.dumps({"tensors": entries}, separators=(",", ":"), sort_keys=True).encode()
+    return len(zstandard.ZstdCompressor(level=19).compress(raw))
+
+
 def pack_model(
     model: str | os.PathLike[str] | onnx.ModelProto,
     output: str | os.PathLike[str],
@@ -207,7 +234,17 @@ def pack_model(
         entries.append(enc.entry)
         strip_tensor(t)
     graph = src.SerializeToString()
-    g_codec, g_payload = encode(graph, codecs=[c for c in cfg.codecs if c != "rans"], zstd_level=max(cfg.level, 19))
+    plain = [c for c in cfg.codecs if c != "rans"]
+    g_codec, g_payload = encode(graph, codecs=plain, zstd_level=max(cfg.level, 19))
+    if cfg.single_stream and plain and _whole_may_win(onnx_bytes, len(body) + len(g_payload)):
+        w_codec, w_payload = encode(onnx_bytes, codecs=plain, zstd_level=max(cfg.level, 19))
+        # the whole model as one stream, no tensor entries (a smaller manifest too), when that is smaller
+        if len(w_payload) + _manifest_bytes([]) < len(body) + len(g_payload) + _manifest_bytes(entries):
+            body.clear()
+            parts.clear()
+            codecs.clear()
+            entries = []
+            graph, g_codec, g_payload = onnx_bytes, w_codec, w_payload
     graph_stream = add("graph", g_codec, len(graph), g_payload)
     manifest = {"format": "tensorslim-pack", "graph": graph_stream, "tensors": entries, "weights": weights}
     size = write_container(output, manifest, bytes(body))

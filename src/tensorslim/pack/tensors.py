@@ -7,7 +7,8 @@ Every encoding is lossless (the decoded bytes are the tensor's bytes) and picks 
   then entropy coded: a 16-centroid index costs its entropy, not a byte.
 * ``palette``: a float tensor with at most 256 distinct values (a clustered or fake-quantized weight that
   was expanded) becomes a palette plus ``symbols``.
-* ``sparse``: a float tensor with many exact zeros becomes a 1-bit mask plus the non-zero values.
+* ``sparse``: a float tensor with many exact zeros becomes a 1-bit mask plus the non-zero values
+  (``sparse_signed``: zeros of both signs, as pruning by a multiply leaves them, plus one sign bit per zero).
 * ``planes``: any other tensor, its bytes split into byte planes (the float exponents form a plane of
   their own), then entropy coded.
 * ``bytes``: the tensor's stored bytes as they are (also the only encoding of sub-byte and float8 types:
@@ -36,6 +37,7 @@ from tensorslim.algorithms.entropy import (
     decode,
     encode,
     pack_symbols,
+    unpack_symbols,
 )
 
 __all__ = [
@@ -210,7 +212,9 @@ def _structured(t: onnx.TensorProto, head: dict[str, Any], level: int, codecs: t
                 streams.append(_stream("palette", pal.tobytes(), level, codecs))
                 entry.update(encoding="palette", palette_size=int(pal.size), **extra)
                 return EncodedTensor(entry, streams)
-        nz = flat.view(f"u{arr.dtype.itemsize}") != 0  # bit patterns: -0.0 is not a zero to drop
+        bits = flat.view(f"u{arr.dtype.itemsize}")
+        sign = bits.dtype.type(1 << (8 * arr.dtype.itemsize - 1))
+        nz = (bits & ~sign) != 0  # zeros of either sign (a pruned negative weight is often -0.0)
         if flat.size >= 256 and float(nz.mean()) <= 0.75:
             vals = flat[nz]
             planes = ((vals.size, arr.dtype.itemsize), (1, 1))
@@ -218,7 +222,12 @@ def _structured(t: onnx.TensorProto, head: dict[str, Any], level: int, codecs: t
                 _stream("mask", pack_symbols(nz.view(np.uint8), 1), level, codecs, 1, contexts_for(dims)),
                 _stream("values", byte_planes(vals.tobytes(), arr.dtype.itemsize), level, codecs, 8, planes),
             ]
-            entry.update(encoding="sparse", nonzero=int(vals.size))
+            negative = (bits[~nz] & sign) != 0
+            if negative.any():  # their signs, one bit per zero: a reader that does not know them must refuse
+                streams.append(_stream("zero_signs", pack_symbols(negative.view(np.uint8), 1), level, codecs, 1))
+                entry.update(encoding="sparse_signed", nonzero=int(vals.size))
+            else:
+                entry.update(encoding="sparse", nonzero=int(vals.size))
             return EncodedTensor(entry, streams)
     entry.update(encoding="planes", itemsize=int(arr.dtype.itemsize))
     planes = ((flat.size, arr.dtype.itemsize), (1, 1))
@@ -265,16 +274,25 @@ def decode_tensor(
                 raise DecodeError(f"tensor {entry['name']!r}: palette index out of range")
             np.take(pal, idx, out=out[lo : lo + idx.size])
         return _exact(entry, out.view(dt), count)
-    if enc == "sparse":
+    if enc in ("sparse", "sparse_signed"):
         vals = _unplane(read("values"), dt, int(entry.get("nonzero", -1)))
         out = np.zeros(count, dt)
-        pos = 0
+        ubits = out.view(f"u{dt.itemsize}")
+        sign = ubits.dtype.type(1 << (8 * dt.itemsize - 1))
+        zsigns = (
+            unpack_symbols(read("zero_signs"), 1, count - vals.size).view(bool) if enc == "sparse_signed" else None
+        )
+        pos = zpos = 0
         for lo, bit in _symbol_chunks(read("mask"), 1, count):
             mask = bit.view(bool)
             k = int(np.count_nonzero(mask))
             if pos + k > vals.size:
                 raise DecodeError(f"tensor {entry['name']!r}: sparse mask and values disagree")
             out[lo : lo + mask.size][mask] = vals[pos : pos + k]
+            if zsigns is not None:
+                z = mask.size - k
+                ubits[lo : lo + mask.size][~mask] = np.where(zsigns[zpos : zpos + z], sign, 0)
+                zpos += z
             pos += k
         if pos != vals.size:
             raise DecodeError(f"tensor {entry['name']!r}: sparse mask and values disagree")
@@ -360,6 +378,11 @@ def stream_size(entry: dict[str, Any], role: str, count: int) -> int:
         return -(-count * bits // 8)
     if role == "mask":
         return -(-count // 8)
+    if role == "zero_signs":
+        nz = int(entry.get("nonzero", -1))
+        if not 0 <= nz <= count:
+            raise DecodeError(f"tensor {entry.get('name')!r}: bad non-zero count")
+        return -(-(count - nz) // 8)
     if role == "values":
         nz = int(entry.get("nonzero", -1))
         if not 0 <= nz <= count:
