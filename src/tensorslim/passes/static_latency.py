@@ -236,9 +236,13 @@ def latency_fallback(
 
 
 def node_costs(
-    source: onnx.ModelProto, quantized: onnx.ModelProto, feeds: dict[str, np.ndarray], *, runs: int = 5
+    source: onnx.ModelProto, quantized: onnx.ModelProto, feeds: dict[str, np.ndarray], *, runs: int = 5,
+    timed: bool = True,
 ) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
     """Measured per-node times from ONNX Runtime's profile (batch 1, the session threads the caller set).
+
+    With ``timed=False`` the costs are the bytes each node of ``source`` reads and writes instead (in MB; the
+    int8 and border figures are zero): a stand-in for time that does not depend on the machine.
 
     Returns (float ms, int8 ms, border ms) by source node name: the node's kernel time in ``source`` (a Conv that
     ONNX Runtime renamed after its output, ``<output>_nchwc``, counts as the Conv), its fused kernel time in
@@ -252,12 +256,16 @@ def node_costs(
     out_of = {o: n.name for n in source.graph.node for o in n.output[:1]}
     f_ms: dict[str, float] = {}
     for key, ms in fp.items():
-        if key.endswith("/bytes"):
+        if key.endswith("/bytes") == timed:
             continue
+        if not timed:
+            key, ms = key.split("/", 1)[1][: -len("/bytes")], ms / 1e6
         name = key
         if key.endswith("_nchwc") and key[: -len("_nchwc")] in out_of:
             name = out_of[key[: -len("_nchwc")]]
         f_ms[name] = f_ms.get(name, 0.0) + ms
+    if not timed:
+        return f_ms, {}, {}
     q_ms: dict[str, float] = {}
     border: dict[str, float] = {}
     for key, v in qp.items():

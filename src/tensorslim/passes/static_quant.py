@@ -170,7 +170,9 @@ class StaticQuantConfig:
             where it costs least time (see ``output_time_budget``; 0 turns it off).
         output_time_budget: the output repair's fixes may cost at most this share of the float model's time
             (ONNX Runtime's per-node profile on this machine): cheap fixes first, another range method for an
-            activation (free), then weightless nodes to float ranked by error bought back per millisecond.
+            activation (free), then weightless nodes to float ranked by error bought back per millisecond. With
+            ``latency_check=False`` nothing is timed (the bytes would depend on the machine): the share is of the
+            bytes the float model's kernels read and write.
     """
 
     activation_scheme: QuantScheme | str = QuantScheme.ASYMMETRIC
@@ -639,7 +641,8 @@ def _repair_output(
     def cost(name: str, current: set[str]) -> float:
         if not f_ms:  # measured once, on the first need
             feeds = next(iter(data.batches(1)))[0]
-            for d, v in zip((f_ms, q_ms, border), node_costs(model, build(int8, {}), feeds), strict=True):
+            for d, v in zip((f_ms, q_ms, border), node_costs(model, build(int8, {}), feeds, timed=cfg.latency_check),
+                            strict=True):  # fmt: skip
                 d.update(v)
         moved = {name} | set(no_work(current - {name}))
         return sum(f_ms.get(m, 0.0) - q_ms.get(m, 0.0) for m in moved) + border.get(name, 0.0)
@@ -649,7 +652,8 @@ def _repair_output(
 
     weighted = {node for node, _ in index.weights}
     out = repair_output(int8, score=score, groups=groups, tensors_of=tensors_of, methods=methods, cost=cost,
-                        fixed=weighted, target_db=cfg.output_sqnr_db, budget_ms=budget)  # fmt: skip
+                        fixed=weighted, target_db=cfg.output_sqnr_db, budget_ms=budget,
+                        unit=" ms (measured)" if cfg.latency_check else " MB moved")  # fmt: skip
     done = f"; {'; '.join(out.notes)}" if out.notes else ("" if out.after >= cfg.output_sqnr_db else
                                                          "; no cheap fix raised it")  # fmt: skip
     plan.notes.append(f"output check: int8 output SQNR {out.before:.1f} dB against float on {sample.num_samples} "

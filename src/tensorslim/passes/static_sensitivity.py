@@ -89,6 +89,7 @@ def repair_output(
     target_db: float,
     budget_ms: Callable[[], float],
     rounds: int = 3,
+    unit: str = " ms",
 ) -> Repair:
     """Raise the int8 model's output SQNR (``score``) to ``target_db`` with the fixes that cost least time.
 
@@ -101,7 +102,7 @@ def repair_output(
        move), priced by ``cost`` (measured ms, with the int8 regions that lose their last Conv/Gemm/MatMul): the
        most dB per ms among those that gain 0.1 dB and fit what is left of ``budget_ms()``.
 
-    Stops at the target, when no fix helps, or after ``rounds``.
+    Stops at the target, when no fix helps, or after ``rounds``. ``unit`` names what ``cost`` counts in the notes.
     """
     current, ranges = set(int8), dict[str, str]()
     out = Repair()
@@ -135,23 +136,23 @@ def repair_output(
                 continue
             price = max(sum(cost(n, current) for n in nodes), 0.0)
             if spent + price > limit:
-                tried.append(f"{price:.1f} ms over budget")
+                tried.append(f"{price:.1f}{unit} over budget")
                 continue
             got = score(current - set(nodes), ranges)
             gain = got - out.after
-            tried.append(f"{gain:+.1f} dB for {price:.1f} ms")
+            tried.append(f"{gain:+.1f} dB for {price:.1f}{unit}")
             rate = gain / max(price, limit / 100, 1e-6)
             if gain >= 0.1 and (pick is None or rate > pick[0]):
                 pick = (rate, gain, nodes, price)
         if pick is None:
-            out.notes.append(f"no further fix gains 0.1 dB within the budget ({limit:.1f} ms, {spent:.1f} spent; "
+            out.notes.append(f"no further fix gains 0.1 dB within the budget ({limit:.1f}{unit}, {spent:.1f} spent; "
                              f"runs to float: {', '.join(tried)})")  # fmt: skip
             break
         _, gain, nodes, price = pick
         spent += price
         for n in nodes:
-            out.floats[n] = f"output-repair: its group buys back {gain:.1f} dB in float for {price:.2f} ms (measured)"
-        out.notes.append(f"{len(nodes)} weightless node(s) ({nodes[0]} ...) to float for {price:.2f} ms (measured): "
+            out.floats[n] = f"output-repair: its run of the graph buys {gain:.1f} dB in float for {price:.2f}{unit}"
+        out.notes.append(f"{len(nodes)} weightless node(s) ({nodes[0]} ...) to float for {price:.2f}{unit}: "
                          f"{out.after:.1f} -> {out.after + gain:.1f} dB")  # fmt: skip
         out.after += gain
         current -= set(nodes)
