@@ -127,7 +127,7 @@ def repair_output(
             out.after, ranges = best[0], best[1]
             out.ranges = dict(ranges)
             continue
-        limit = budget_ms()
+        limit = 0.0
         pick: tuple[float, float, list[str], float] | None = None  # (dB per ms, gain, nodes, cost)
         tried: list[str] = []
         for part in parts:
@@ -135,6 +135,7 @@ def repair_output(
             if not nodes:
                 continue
             price = max(sum(cost(n, current) for n in nodes), 0.0)
+            limit = budget_ms()  # after a cost: the first may measure what the budget is a share of
             if spent + price > limit:
                 tried.append(f"{price:.1f}{unit} over budget")
                 continue
