@@ -23,6 +23,7 @@ those steps; :class:`StaticQuantPass` alone only places, calibrates and applies.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -364,8 +365,10 @@ def _tied_params(
     cfg: StaticQuantConfig, bits: dict[str, int],
 ) -> dict[str, ActivationParams]:  # fmt: skip
     wide = {root[t][0] for t in quant if bits.get(t, 8) == 16}
-    base = {r: activation_params(r, *span[r], code_dtype(cfg.activation_scheme, 16 if r in wide else 8))
-            for r in sorted(span)}
+    base = {
+        r: activation_params(r, *span[r], code_dtype(cfg.activation_scheme, 16 if r in wide else 8))
+        for r in sorted(span)
+    }
     params: dict[str, ActivationParams] = {}
     for t in sorted(quant):
         r, m = root[t]
@@ -503,8 +506,10 @@ def plan_static_quant(
         if flattened:
             plan.notes.append(
                 f"{len(flattened)} activation(s) left float (more than {_MAX_LOST_SHARE:.0%} of their nonzero values "
-                "round to zero in int8: masks, fill values, probabilities): " + ", ".join(
-                    f"{t} ({lost[t]:.0%})" for t in flattened[:10]) + (" ..." if len(flattened) > 10 else ""))
+                "round to zero in int8: masks, fill values, probabilities): "
+                + ", ".join(f"{t} ({lost[t]:.0%})" for t in flattened[:10])
+                + (" ..." if len(flattened) > 10 else "")
+            )
             drop = _adjacent(index, set(flattened), int8)
             floats.update(dict.fromkeys(drop, "flattened: most values of an activation round to zero in int8"))
             int8 -= drop
@@ -552,8 +557,13 @@ def plan_static_quant(
     params, _, _ = _group_params(index, int8, plan.ranges, cfg, bits)
     plan.activations = params
     plan.nodes = [n for n in index.nodes if n.name in int8]
-    plan.placement = dataclasses.replace(placement, int8=tuple(sorted(int8)), float=tuple(sorted(floats.items())),
-                                         range_method=method, ranges=tuple(sorted(overrides.items())))
+    plan.placement = dataclasses.replace(
+        placement,
+        int8=tuple(sorted(int8)),
+        float=tuple(sorted(floats.items())),
+        range_method=method,
+        ranges=tuple(sorted(overrides.items())),
+    )
     for t in io:
         lo, hi = plan.ranges.get(t, (0.0, 0.0))
         plan.io[t] = plan.activations.get(t) or activation_params(t, lo, hi, cfg.io_dtype)
@@ -583,8 +593,10 @@ def _choose_ranges(
         scores[method] = mean_sample_sqnr(model, trial, sample)
     best = max(candidates, key=lambda m: (scores[m], -list(candidates).index(m)))
     plan.range_method = best
-    plan.notes.append(f"activation ranges: {best} (mean int8 output SQNR against float on {sample.num_samples} "
-                      "calibration samples: " + ", ".join(f"{m} {scores[m]:.1f} dB" for m in candidates) + ")")
+    plan.notes.append(
+        f"activation ranges: {best} (mean int8 output SQNR against float on {sample.num_samples} "
+        "calibration samples: " + ", ".join(f"{m} {scores[m]:.1f} dB" for m in candidates) + ")"
+    )
     return candidates[best]
 
 
@@ -681,7 +693,8 @@ def _sensitive_nodes(
         plan.notes.append(
             f"{len(worst)} node(s) left float (their int8 form adds more than 1/{10 ** (cfg.fallback_sqnr_db / 10):g}"
             f" of error, < {cfg.fallback_sqnr_db:g} dB, on the calibration data): "
-            + ", ".join(f"{n} ({added[n]:.1f} dB)" for n in worst[:12]) + (" ..." if len(worst) > 12 else "")
+            + ", ".join(f"{n} ({added[n]:.1f} dB)" for n in worst[:12])
+            + (" ..." if len(worst) > 12 else "")
         )
     return {n: f"sensitive: its int8 form adds error ({added[n]:.1f} dB < {cfg.fallback_sqnr_db:g} dB)"
             for n in worst}  # fmt: skip
@@ -694,12 +707,17 @@ def activation_sqnr(
 
     ``lost``, when given, receives the share of each tensor's nonzero values that round to its zero point (less
     than half a step): the values int8 wipes out, which an SQNR dominated by a few huge entries (an attention mask
-    of -1e4, a fill value) does not show.
+    of -1e4, a fill value) does not show. An activation that a normalization reads (LayerNorm's residual input)
+    is scored as the normalization's output sees it too (:class:`_NormView`: each row at unit deviation), and
+    keeps the worse of the two figures.
     """
     signal = dict.fromkeys(params, 0.0)
     noise = dict.fromkeys(params, 0.0)
     nonzero = dict.fromkeys(params, 0)
     wiped = dict.fromkeys(params, 0)
+    centred = _normalized_views(model, set(params))
+    csignal = dict.fromkeys(centred, 0.0)
+    cnoise = dict.fromkeys(centred, 0.0)
     for batch in run_with_outputs(model, list(params), data, batch_size=8):
         for t, ap in params.items():
             x = np.asarray(batch[t], np.float32)
@@ -711,9 +729,97 @@ def activation_sqnr(
             nz = x != 0
             nonzero[t] += int(np.count_nonzero(nz))
             wiped[t] += int(np.count_nonzero(nz & (q == ap.zero_point)))
+            view = centred.get(t)
+            if view is not None:  # what a normalization makes of it: each row divided by its own deviation
+                vs, vn = view.energies(x, err)
+                csignal[t] += vs
+                cnoise[t] += vn
     if lost is not None:
         lost.update({t: wiped[t] / nonzero[t] if nonzero[t] else 0.0 for t in params})
-    return {t: (10 * float(np.log10(signal[t] / noise[t])) if noise[t] > 0 else float("inf")) for t in params}
+
+    def db(s: float, n: float) -> float:
+        return 10 * float(np.log10(s / n)) if n > 0 and s > 0 else (float("inf") if n <= 0 else float("-inf"))
+
+    out = {t: db(signal[t], noise[t]) for t in params}
+    for t in centred:  # an activation a normalization reads keeps the worse of the two views
+        if cnoise[t] > 0:
+            out[t] = min(out[t], db(csignal[t], cnoise[t]))
+    return out
+
+
+@dataclass(frozen=True)
+class _NormView:
+    """How a normalization reads a tensor: the axes it normalizes (``first``: from this axis to the last, else
+    ``axes``), and its constant scale (``gamma``, broadcast from ``gamma_axis``: -1 trailing axes, 1 channels)."""
+
+    first: int | None = None
+    axes: tuple[int, ...] = ()
+    gamma: np.ndarray | None = None
+    gamma_axis: int = -1
+
+    def energies(self, x: np.ndarray, e: np.ndarray) -> tuple[float, float]:
+        """Signal and noise energy of the normalization's output: each row centred and divided by its own
+        deviation (from the float values), noise ``e`` through the same map, both times the scale."""
+        r = x.ndim
+        axes = tuple(range(self.first % r, r)) if self.first is not None and r else tuple(
+            sorted({a % r for a in self.axes if -r <= a < r}))  # fmt: skip
+        if not axes:
+            return float(np.sum(np.square(x, dtype=np.float64))), float(np.sum(np.square(e, dtype=np.float64)))
+        xc = x - x.mean(axis=axes, keepdims=True, dtype=np.float64)
+        ec = e - e.mean(axis=axes, keepdims=True, dtype=np.float64)
+        sd = np.sqrt(np.mean(np.square(xc), axis=axes, keepdims=True)) + 1e-12
+        xc, ec = xc / sd, ec / sd
+        g = self.gamma
+        if g is not None and self.gamma_axis == 1 and r >= 2 and g.size == x.shape[1]:
+            g = g.reshape(-1, *[1] * (r - 2))
+        if g is not None and (self.gamma_axis == 1 or g.shape == x.shape[r - g.ndim :]):
+            with contextlib.suppress(ValueError):  # a scale that does not broadcast: the normalized view alone
+                xc, ec = xc * g, ec * g
+        return float(np.sum(np.square(xc))), float(np.sum(np.square(ec)))
+
+
+def _normalized_views(model: onnx.ModelProto, tensors: set[str]) -> dict[str, _NormView]:
+    """For each of ``tensors`` that a normalization reads as its data, how it reads it: LayerNormalization
+    (``axis`` to the last, scale over those axes), InstanceNormalization (spatial axes, scale per channel),
+    MeanVarianceNormalization (``axes``). Quantization noise passes the same map, so a tensor that keeps a high
+    SQNR as a whole can lose most of it there: rows whose deviation is small next to the int8 step are scaled up
+    to unit deviation (a residual stream read by LayerNorm), an offset the normalization removes."""
+    from onnx import numpy_helper
+
+    consts = {i.name: i for i in model.graph.initializer}
+
+    def scale_of(node: onnx.NodeProto) -> np.ndarray | None:
+        if len(node.input) > 1 and node.input[1] in consts:
+            return np.asarray(numpy_helper.to_array(consts[node.input[1]]), np.float64)
+        return None
+
+    out: dict[str, _NormView] = {}
+    for node in model.graph.node:
+        if not node.input or node.input[0] not in tensors:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type == "LayerNormalization":
+            out[node.input[0]] = _NormView(first=int(attrs.get("axis", -1)), gamma=scale_of(node))
+        elif node.op_type == "InstanceNormalization":
+            out[node.input[0]] = _NormView(first=2, gamma=scale_of(node), gamma_axis=1)
+        elif node.op_type == "MeanVarianceNormalization":
+            out[node.input[0]] = _NormView(axes=tuple(int(a) for a in attrs.get("axes", (0, 2, 3))))
+    # a normalization written out (LayerNorm below opset 17): Sub(t, ReduceMean(t)), the mean over its axes
+    means: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for node in model.graph.node:
+        if node.op_type == "ReduceMean" and node.input and node.input[0] in tensors:
+            attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            axes = attrs.get("axes")
+            if axes is None and len(node.input) > 1 and node.input[1] in consts:
+                axes = numpy_helper.to_array(consts[node.input[1]]).reshape(-1).tolist()
+            if axes and int(attrs.get("keepdims", 1)):
+                means[node.output[0]] = (node.input[0], tuple(int(a) for a in axes))
+    for node in model.graph.node:
+        if node.op_type == "Sub" and len(node.input) == 2 and node.input[1] in means:
+            src, axes = means[node.input[1]]
+            if node.input[0] == src and src not in out:
+                out[src] = _NormView(axes=axes)
+    return out
 
 
 class StaticQuantPass(Pass):
