@@ -318,3 +318,29 @@ def test_placement_json_keeps_the_repairs_range_choices(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text('{"int8": [], "ranges": {"t": 3}}')
     with pytest.raises(InputError, match="'ranges' an object of strings"):
         load_placement(tmp_path / "bad.json")
+
+
+def test_div_rewrite_keeps_scalar_rank_and_leaves_shape_arithmetic(tmp_path: Path) -> None:
+    """``Div(x, c)`` -> ``Mul(x, 1/c)`` keeps a 0-d constant 0-d (a [1] one turns a scalar into a vector and a
+    later Concat of sizes fails shape inference); a Div whose quotient is cast to an integer (shape arithmetic)
+    is left as it is (x * (1/c) can fall just below the integer)."""
+    inits = {"c": np.array(3.0, np.float32), "k": np.array(7.0, np.float32), "one": np.array([1], np.int64)}
+    nodes = [
+        helper.make_node("Div", ["s", "c"], ["q"], name="scalar_div"),  # scalar activation / scalar: stays 0-d
+        helper.make_node("Div", ["s", "k"], ["sq"], name="size_div"),
+        helper.make_node("Cast", ["sq"], ["si"], name="to_int", to=onnx.TensorProto.INT64),
+        helper.make_node("Unsqueeze", ["si", "zero_axis"], ["su"], name="unsq"),
+        helper.make_node("Concat", ["su", "one"], ["shape"], name="cat", axis=0),
+    ]
+    inits["zero_axis"] = np.array([0], np.int64)
+    model = make(nodes, [("s", F, [])], [("q", F, []), ("shape", onnx.TensorProto.INT64, [2])], inits)
+    notes = rewrite_for_int8(model)
+    assert notes and "Div x1" in notes[0]
+    by_name = {n.name: n for n in model.graph.node}
+    assert by_name["scalar_div"].op_type == "Mul" and by_name["size_div"].op_type == "Div"
+    recip = next(t for t in model.graph.initializer if t.name == by_name["scalar_div"].input[1])
+    assert list(recip.dims) == []
+    onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    s = np.array(49.0, np.float32)
+    q, shape = run(model, {"s": s})
+    assert q.shape == () and np.isclose(q, 49 / 3) and shape.tolist() == [7, 1]

@@ -218,15 +218,18 @@ def rewrite_for_int8(model: onnx.ModelProto) -> list[str]:
 
     def const(base: str, value: np.ndarray) -> str:
         name = fresh(base)
-        g.initializer.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        g.initializer.append(numpy_helper.from_array(np.array(value, order="C"), name))  # 0-d stays 0-d
         return name
 
     counts: dict[str, int] = {}
     out: list[onnx.NodeProto] = []
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    # shape arithmetic in float (a size divided, then cast or rounded to an integer) is never int8 and must keep
+    # its exact quotient: x * (1/c) can land just below the integer x / c is
+    rounded = {i for n in g.node if n.op_type in ("Cast", "Floor", "Ceil", "Round") for i in n.input[:1]}
     for n in g.node:
         c = consts.get(n.input[1]) if n.op_type in ("Div", "Sub") and len(n.input) == 2 else None
-        if c is not None and c.dtype == np.float32 and n.input[0] not in consts:
+        if c is not None and c.dtype == np.float32 and n.input[0] not in consts and not rounded & set(n.output):
             if n.op_type == "Div" and np.all(c != 0) and np.all(np.isfinite(1.0 / c)):
                 out.append(helper.make_node("Mul", [n.input[0], const(f"{n.name}_reciprocal", (1.0 / c).astype(
                     np.float32))], list(n.output), name=n.name))  # fmt: skip
