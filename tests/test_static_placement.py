@@ -286,38 +286,18 @@ def test_learned_rounding_is_dropped_when_it_lowers_the_output_sqnr(monkeypatch:
     assert res.model.graph.SerializeToString() == nearest.model.graph.SerializeToString()
 
 
-def test_output_repair_moves_only_weightless_nodes_never_lowers_the_output_sqnr_and_replays(tmp_path: Path) -> None:
-    """A target the model cannot reach: the repair tries range methods (free) and weightless runs of nodes to float
-    (measured cost), keeps only fixes that raise the output SQNR, records them, and a replay gives the same bytes."""
+def test_output_guard_moves_only_weightless_nodes_and_never_lowers_the_output_sqnr() -> None:
     model, data = mobile_block()
-    res = static_pipeline(StaticQuantConfig(latency_check=False, output_sqnr_db=60.0, output_time_budget=1.0),
-                          data)(model)  # fmt: skip
+    res = static_pipeline(StaticQuantConfig(latency_check=False, output_sqnr_db=60.0), data)(model)
     (note,) = [n for n in res.notes if n.startswith("output check:")]
-    steps = [(float(a), float(b)) for a, b in re.findall(r"(-?[0-9.]+) -> (-?[0-9.]+) dB", note)]
-    assert all(after >= before + 0.1 for before, after in steps), note
-    onnx.save(res.model, str(tmp_path / "m.onnx"))
-    placement = load_placement(tmp_path / "m.onnx")
-    repaired = [n for n, why in placement.float if why.startswith("output-repair")]
-    assert not {"conv1", "conv2", "conv3"} & set(repaired)  # weighted nodes keep their int8 kernels
-    assert bool(repaired) == ("weightless node(s)" in note)
-    assert bool(placement.ranges) == ("ranges:" in note)
-    assert placement.range_method == ("mse" if steps else "") or placement.range_method in ("minmax", "percentile")
-    replay = static_pipeline(StaticQuantConfig(latency_check=False, output_sqnr_db=60.0, placement=placement),
-                             data)(model)  # fmt: skip
-    assert replay.model.SerializeToString() == res.model.SerializeToString()
+    figures = [float(x.split(" dB")[0]) for x in note.split("SQNR ")[1:2] + note.split("-> ")[1:2]]
+    assert len(figures) in (1, 2) and (len(figures) == 1 or figures[1] >= figures[0]), note
+    placement = load_placement_from(res.model)
+    guarded = [n for n, why in placement.float if why.startswith("output-guard")]
+    assert not {"conv1", "conv2", "conv3"} & set(guarded)  # weighted nodes keep their int8 kernels
+    assert bool(guarded) == ("moved back to float" in note)
     quiet = static_pipeline(StaticQuantConfig(latency_check=False), data)(model)
-    assert not [n for n, why in load_placement_from(quiet.model).float if why.startswith("output-repair")]
-
-
-def test_placement_json_keeps_the_repairs_range_choices(tmp_path: Path) -> None:
-    p = Placement(("a",), (("b", "slower: x"),), range_method="mse", ranges=(("t1", "minmax"), ("t0", "percentile")))
-    (tmp_path / "p.json").write_text(p.to_json())
-    back = load_placement(tmp_path / "p.json")
-    assert back.range_method == "mse" and back.ranges == (("t0", "percentile"), ("t1", "minmax"))
-    assert "range_method" not in Placement(("a",)).to_json()  # placements without repairs keep their bytes
-    (tmp_path / "bad.json").write_text('{"int8": [], "ranges": {"t": 3}}')
-    with pytest.raises(InputError, match="'ranges' an object of strings"):
-        load_placement(tmp_path / "bad.json")
+    assert not [n for n, why in load_placement_from(quiet.model).float if why.startswith("output-guard")]
 
 
 def test_div_rewrite_keeps_scalar_rank_and_leaves_shape_arithmetic(tmp_path: Path) -> None:

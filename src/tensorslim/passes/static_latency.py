@@ -16,7 +16,6 @@ the output's metadata, replayable with ``--placement``).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -32,7 +31,7 @@ import onnx
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes.static_placement import Placement, int8_components
 
-__all__ = ["latency_fallback", "measure_ratio", "node_costs"]
+__all__ = ["latency_fallback", "measure_ratio"]
 
 _TOKEN = re.compile(r"(_token_\d+)+$")
 
@@ -201,7 +200,8 @@ def latency_fallback(
             ratio, lo, hi = measure_ratio(ref, _session(build(int8), threads), feeds, seconds=step)
     if not _slower(ratio, lo) and int8:
         notes.append(f"latency check: {', '.join(moved)} moved back to float; now {ratio:.2f}x [{lo:.2f}, {hi:.2f}]")
-        return dataclasses.replace(placement, int8=tuple(sorted(int8)), float=tuple(sorted(floats.items()))), notes
+        return Placement(tuple(sorted(int8)), tuple(sorted(floats.items())), placement.rounds,
+                         placement.runtime), notes  # fmt: skip
     comps = int8_components(source, int8, index.quantized)
     quant = index.quantized(int8)
     borders: dict[str, set[str]] = {}
@@ -224,7 +224,7 @@ def latency_fallback(
         ratio, lo, hi = measure_ratio(ref, _session(build(int8), threads), feeds, seconds=step)
         if not _slower(ratio, lo):
             break
-    result = dataclasses.replace(placement, int8=tuple(sorted(int8)), float=tuple(sorted(floats.items())))
+    result = Placement(tuple(sorted(int8)), tuple(sorted(floats.items())), placement.rounds, placement.runtime)
     if int8:
         notes.append(f"latency check: {len(moved)} int8 region(s) moved back to float to be no slower than float "
                      f"({', '.join(moved[:6])}{' ...' if len(moved) > 6 else ''}); now {ratio:.2f}x "
@@ -233,46 +233,3 @@ def latency_fallback(
         notes.append("latency check: static int8 is slower than float on this CPU in every region; every node "
                      "moved back to float (weights keep int8 storage); try --mode dynamic")  # fmt: skip
     return result, notes
-
-
-def node_costs(
-    source: onnx.ModelProto, quantized: onnx.ModelProto, feeds: dict[str, np.ndarray], *, runs: int = 5,
-    timed: bool = True,
-) -> tuple[dict[str, float], dict[str, float], dict[str, float]]:
-    """Measured per-node times from ONNX Runtime's profile (batch 1, the session threads the caller set).
-
-    With ``timed=False`` the costs are the bytes each node of ``source`` reads and writes instead (in MB; the
-    int8 and border figures are zero): a stand-in for time that does not depend on the machine.
-
-    Returns (float ms, int8 ms, border ms) by source node name: the node's kernel time in ``source`` (a Conv that
-    ONNX Runtime renamed after its output, ``<output>_nchwc``, counts as the Conv), its fused kernel time in
-    ``quantized``, and what the Q/DQ around it would cost if it alone went back to float (the measured Q/DQ cost
-    per element times the elements its int8 kernel reads and writes).
-    """
-    threads = _threads()
-    fp = _profile(source, feeds, threads, runs)
-    qp = _profile(quantized, feeds, threads, runs)
-    per_element = _qdq_cost_per_element(qp)
-    out_of = {o: n.name for n in source.graph.node for o in n.output[:1]}
-    f_ms: dict[str, float] = {}
-    for key, ms in fp.items():
-        if key.endswith("/bytes") == timed:
-            continue
-        if not timed:
-            key, ms = key.split("/", 1)[1][: -len("/bytes")], ms / 1e6
-        name = key
-        if key.endswith("_nchwc") and key[: -len("_nchwc")] in out_of:
-            name = out_of[key[: -len("_nchwc")]]
-        f_ms[name] = f_ms.get(name, 0.0) + ms
-    if not timed:
-        return f_ms, {}, {}
-    q_ms: dict[str, float] = {}
-    border: dict[str, float] = {}
-    for key, v in qp.items():
-        if key.endswith("/bytes"):
-            base = _TOKEN.sub("", key.split("/", 1)[1][: -len("/bytes")])
-            border[base] = border.get(base, 0.0) + per_element * v
-        else:
-            base = _TOKEN.sub("", key)
-            q_ms[base] = q_ms.get(base, 0.0) + v
-    return f_ms, q_ms, border

@@ -101,28 +101,18 @@ class Placement:
             when measured, excluded).
         rounds: trials with ONNX Runtime it took.
         runtime: the ONNX Runtime version that decided (empty for a replayed placement).
-        range_method: the range set ``calibration="auto"`` chose, when the output repair decided on it (empty:
-            chosen again from the data).
-        ranges: activation -> range method, where the output repair gave an activation another method than
-            ``range_method``.
     """
 
     int8: tuple[str, ...]
     float: tuple[tuple[str, str], ...] = ()
     rounds: int = 0
     runtime: str = ""
-    range_method: str = ""
-    ranges: tuple[tuple[str, str], ...] = ()
 
     def to_json(self) -> str:
         """Stable JSON (sorted) for the model's metadata and ``--placement`` files: the decision only, so a
         replay on another machine writes the same bytes."""
-        raw: dict[str, object] = {"version": 1, "int8": sorted(self.int8), "float": dict(sorted(self.float))}
-        if self.range_method:
-            raw["range_method"] = self.range_method
-        if self.ranges:
-            raw["ranges"] = dict(sorted(self.ranges))
-        return json.dumps(raw, sort_keys=True)
+        return json.dumps({"version": 1, "int8": sorted(self.int8), "float": dict(sorted(self.float))},
+                          sort_keys=True)  # fmt: skip
 
     def summary(self) -> str:
         """One line: how many nodes run int8, how many stay float and the commonest reasons."""
@@ -160,13 +150,7 @@ def load_placement(source: str | os.PathLike[str]) -> Placement:
         isinstance(k, str) and isinstance(v, str) for k, v in raw.get("float", {}).items()
     ):
         raise InputError(f"{path}: placement names must be strings")
-    method, ranges = raw.get("range_method", ""), raw.get("ranges", {})
-    if not isinstance(method, str) or not isinstance(ranges, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in ranges.items()
-    ):
-        raise InputError(f"{path}: 'range_method' must be a string and 'ranges' an object of strings")
-    return Placement(tuple(sorted(raw["int8"])), tuple(sorted(raw.get("float", {}).items())),
-                     range_method=method, ranges=tuple(sorted(ranges.items())))  # fmt: skip
+    return Placement(tuple(sorted(raw["int8"])), tuple(sorted(raw.get("float", {}).items())))
 
 
 def ensure_node_names(graph: onnx.GraphProto) -> int:
