@@ -13,8 +13,6 @@ The graph (every tensor's data removed) and each tensor are stored as separate s
 
 from __future__ import annotations
 
-import gzip
-import lzma
 import math
 import os
 import time
@@ -27,9 +25,9 @@ import onnx
 from google.protobuf.message import DecodeError as ProtoDecodeError
 from onnx import TensorProto
 
-from tensorslim.algorithms.entropy import LZMA_PRESET, encode
+from tensorslim.algorithms.entropy import encode
 from tensorslim.errors import ConfigError, InputError
-from tensorslim.pack.format import FORMAT_VERSION, read_container, write_container
+from tensorslim.pack.format import FORMAT_VERSION, baselines, read_container, write_container
 from tensorslim.pack.tensors import (
     SUB_BYTE_BITS,
     data_field,
@@ -251,11 +249,7 @@ def pack_model(
     report = PackReport(Path(output), size, len(onnx_bytes), parts, weights, codecs)
     report.parts["manifest+header"] = size - len(body)
     if cfg.compare:
-        import zstandard
-
-        report.baselines["zstd-19"] = len(zstandard.ZstdCompressor(level=19).compress(onnx_bytes))
-        report.baselines["lzma-9e"] = len(lzma.compress(onnx_bytes, preset=LZMA_PRESET))
-        report.baselines["gzip-9"] = len(gzip.compress(onnx_bytes, compresslevel=9, mtime=0))
+        report.baselines.update(baselines(onnx_bytes))
     report.seconds = time.perf_counter() - start
     return report
 

@@ -304,3 +304,18 @@ def _zstd_content_size(data: bytes) -> int:
     if not 0 <= size <= _MAX_MANIFEST:
         raise DecodeError(f"the manifest declares {size} bytes")
     return size
+
+
+def baselines(data: bytes) -> dict[str, int]:
+    """Sizes of ``data`` under the general-purpose compressors a ``.tslim`` is compared with (``--compare``)."""
+    import gzip
+
+    import zstandard
+
+    from tensorslim.algorithms.entropy import LZMA_PRESET
+
+    return {
+        "zstd-19": len(zstandard.ZstdCompressor(level=19).compress(data)),
+        "lzma-9e": len(lzma.compress(data, preset=LZMA_PRESET)),
+        "gzip-9": len(gzip.compress(data, compresslevel=9, mtime=0)),
+    }

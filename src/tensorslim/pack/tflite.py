@@ -14,9 +14,7 @@ SHA-256 of the ``.tflite`` bytes, checked after unpacking.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
-import lzma
 import math
 import os
 import time
@@ -27,9 +25,9 @@ import numpy as np
 from onnx import numpy_helper
 
 from tensorslim._files import check_output_path, write_bytes_atomic
-from tensorslim.algorithms.entropy import LZMA_PRESET, DecodeError, encode
+from tensorslim.algorithms.entropy import DecodeError, encode
 from tensorslim.errors import InputError
-from tensorslim.pack.format import peek_manifest, read_container, write_container
+from tensorslim.pack.format import baselines, peek_manifest, read_container, write_container
 from tensorslim.pack.tensors import decode_tensor, encode_tensor, stream_size, tensor_decoder
 
 __all__ = ["TFLITE_PACK", "is_tflite_pack", "pack_tflite", "unpack_tflite"]
@@ -150,11 +148,7 @@ def pack_tflite(model: str | os.PathLike[str], output: str | os.PathLike[str], *
     report = PackReport(Path(output), size, len(data), parts, weights, codecs)
     report.parts["manifest+header"] = size - len(body)
     if cfg.compare:
-        import zstandard
-
-        report.baselines["zstd-19"] = len(zstandard.ZstdCompressor(level=19).compress(data))
-        report.baselines["lzma-9e"] = len(lzma.compress(data, preset=LZMA_PRESET))
-        report.baselines["gzip-9"] = len(gzip.compress(data, compresslevel=9, mtime=0))
+        report.baselines.update(baselines(data))
     report.seconds = time.perf_counter() - start_time
     return report
 
