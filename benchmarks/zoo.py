@@ -4,8 +4,9 @@ Every architecture of :mod:`zoo_models` (transformers from tiny random configs, 
 models in plain torch) is exported once per variant (opset x fixed/dynamic batch) and cached under
 ``benchmarks/.cache/zoo/``; each variant then goes through every mode via the Python API:
 
-* ``dynamic`` (the default), ``weight_only``, ``static`` (calibrated on generated samples given as a list of
-  per-sample feeds), ``int4`` (with the same data: GPTQ), ``fp16``, ``prune``, ``cluster``, ``pack`` (pack,
+* ``dynamic`` (the default), ``weight_only``, ``static`` (calibrated on generated samples: each row first checks
+  that the four data forms of :data:`DATA_FORMS` load to the same samples, then quantizes with the one
+  :func:`data_form` picks for the variant, named in the cell), ``int4`` (with the same data: GPTQ), ``fp16``, ``prune``, ``cluster``, ``pack`` (pack,
   then unpack and run the unpacked model);
 
 and is checked: the output loads and runs in ONNX Runtime, is smaller than the input (not for prune and
@@ -104,6 +105,7 @@ class Row:
     error: str = ""
     seconds: float = 0.0
     interval: tuple[float, float] | None = None  # speed rows: the latency ratio's 95 % interval
+    form: str = ""  # static rows: the calibration data form quantized with (:data:`DATA_FORMS`)
 
 
 def variants(arch: zm.Arch) -> list[Variant]:
@@ -182,6 +184,60 @@ def _calibration(v: Variant, n: int = 32) -> list[dict[str, np.ndarray]]:
     return [v.feeds(1, 1000 + i) for i in range(n)]
 
 
+#: The calibration data forms of the data contract (:mod:`tensorslim.data`), each written from the same per-sample
+#: feeds: ``feeds`` a list of feed dicts (e), ``stacked`` one ``.npz`` of ``np.stack`` of the feeds
+#: (``[N, *input_shape]``, ``[N]`` for a scalar input) (b), ``batch-axis`` one ``.npz`` with the samples
+#: concatenated along each input's own batch axis (a), ``npz-folder`` a folder of ``.npz``, one feed each (d).
+DATA_FORMS = ("feeds", "stacked", "batch-axis", "npz-folder")
+
+
+def data_form(name: str) -> str:
+    """The form a variant's static row quantizes with: a fixed function of its name, so reruns agree."""
+    import zlib
+
+    return DATA_FORMS[zlib.crc32(name.encode()) % len(DATA_FORMS)]
+
+
+def _static_data(v: Variant, tmp: Path) -> tuple[Any, str]:
+    """The ONNX variant's calibration data in its :func:`data_form` (see :func:`_data_forms`)."""
+    from tensorslim.runtime.ort import OrtRuntime
+
+    return _data_forms(v.name, _calibration(v), dict(v.arch.batch_axes), OrtRuntime(v.path).inputs, tmp)
+
+
+def _data_forms(name: str, feeds: list[dict[str, np.ndarray]], axes: dict[str, int], specs: Any,
+                tmp: Path) -> tuple[Any, str]:  # fmt: skip
+    """``feeds`` in the :func:`data_form` of ``name``, after checking that every form of :data:`DATA_FORMS` loads
+    to the very same samples as the list of feeds (an :class:`~tensorslim.errors.InputError` names the form that
+    does not). ``axes``: each input's batch axis (0 unless listed; -1: none, e.g. a scalar input)."""
+    from tensorslim.data import load_data
+    from tensorslim.errors import InputError
+
+    forms: dict[str, Any] = {"feeds": feeds}
+    tmp.mkdir(parents=True, exist_ok=True)
+    stacked, batched = tmp / "stacked.npz", tmp / "batch_axis.npz"
+    np.savez(stacked, **{k: np.stack([f[k] for f in feeds]) for k in feeds[0]})
+    np.savez(batched, **{k: np.concatenate([f[k] for f in feeds], axis=axes.get(k, 0)) if axes.get(k, 0) >= 0
+                         else np.stack([f[k] for f in feeds]) for k in feeds[0]})  # fmt: skip
+    folder = tmp / "npz_folder"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, f in enumerate(feeds):
+        np.savez(folder / f"sample_{i:03d}.npz", **f)
+    forms.update({"stacked": stacked, "batch-axis": batched, "npz-folder": folder})
+    ref = load_data(feeds, specs).groups
+    for form, data in forms.items():
+        try:
+            got = load_data(data, specs).groups
+        except InputError as e:
+            raise InputError(f"data form {form}: {e}") from None
+        same = len(got) == len(ref) and all(g.keys() == r.keys() and all(np.array_equal(g[k], r[k]) for k in r)
+                                            for g, r in zip(got, ref, strict=True))  # fmt: skip
+        if not same:
+            raise InputError(f"data form {form} loads to other samples than the list of feeds")
+    form = data_form(name)
+    return forms[form], form
+
+
 def run_mode(v: Variant, mode: str, out_dir: Path) -> Row:
     import tensorslim as ts
     from tensorslim.errors import InputError
@@ -193,6 +249,7 @@ def run_mode(v: Variant, mode: str, out_dir: Path) -> Row:
     src = v.path
     out = out_dir / f"{v.name}.{mode}.onnx"
     start = time.perf_counter()
+    form = ""
     try:
         with _quiet():
             if mode in ("dynamic", SPEED):
@@ -200,7 +257,8 @@ def run_mode(v: Variant, mode: str, out_dir: Path) -> Row:
             elif mode == "weight_only":
                 ts.quantize(src, out, config=DynamicQuantConfig(form="weight_only"))
             elif mode == "static":
-                ts.quantize(src, out, config=StaticQuantConfig(), data=_calibration(v))
+                data, form = _static_data(v, out_dir / f"{v.name}.data")
+                ts.quantize(src, out, config=StaticQuantConfig(), data=data)
             elif mode == "int4":
                 ts.quantize(src, out, config=BlockQuantConfig(bits=4), data=_calibration(v))
             elif mode == "fp16":
@@ -233,7 +291,7 @@ def run_mode(v: Variant, mode: str, out_dir: Path) -> Row:
     if mode in THRESHOLDS and not cos >= THRESHOLDS[mode]:
         ok = False
         why.append(f"cosine {cos:.5f} < {THRESHOLDS[mode]}")
-    return Row(v.name, mode, ok, ratio, cos, "; ".join(why), time.perf_counter() - start)
+    return Row(v.name, mode, ok, ratio, cos, "; ".join(why), time.perf_counter() - start, form=form)
 
 
 def _speed(src: Path, out: Path, feeds: dict[str, np.ndarray], tflite: bool) -> tuple[float, tuple[float, float]]:
@@ -359,6 +417,7 @@ def run_tflite_mode(m: TfliteModel, mode: str, out_dir: Path) -> Row:
     src = m.path
     out = out_dir / f"{m.name}.{mode}.tflite"
     start = time.perf_counter()
+    form = ""
     try:
         with _quiet():
             if mode in ("dynamic", SPEED):
@@ -366,7 +425,12 @@ def run_tflite_mode(m: TfliteModel, mode: str, out_dir: Path) -> Row:
             elif mode in ("integer", "weight_only"):
                 ts.quantize(src, out, config=DynamicQuantConfig(form=mode))
             elif mode == "static":
-                ts.quantize(src, out, config=StaticQuantConfig(), data=[m.feeds(1000 + i) for i in range(32)])
+                from tensorslim.runtime.litert import LiteRTRuntime
+
+                specs = LiteRTRuntime(src.read_bytes(), threads=1).inputs
+                feeds = [m.feeds(1000 + i) for i in range(32)]
+                data, form = _data_forms(m.name, feeds, {}, specs, out_dir / f"{m.name}.data")
+                ts.quantize(src, out, config=StaticQuantConfig(), data=data)
             elif mode == "prune":
                 ts.prune(src, out)
             elif mode == "cluster":
@@ -406,7 +470,7 @@ def run_tflite_mode(m: TfliteModel, mode: str, out_dir: Path) -> Row:
     if mode in TFLITE_THRESHOLDS and not cos >= TFLITE_THRESHOLDS[mode]:
         ok = False
         why.append(f"cosine {cos:.5f} < {TFLITE_THRESHOLDS[mode]}")
-    return Row(m.name, mode, ok, ratio, cos, "; ".join(why), time.perf_counter() - start)
+    return Row(m.name, mode, ok, ratio, cos, "; ".join(why), time.perf_counter() - start, form=form)
 
 
 def _cell(r: Row | None) -> str:
@@ -417,7 +481,7 @@ def _cell(r: Row | None) -> str:
         return f"{r.ratio:.2f}x [{r.interval[0]:.2f}-{r.interval[1]:.2f}] {'pass' if r.ok else 'FAIL'}{busy}"
     if r.ratio is None:
         return "FAIL (error)"
-    return f"{r.ratio:.2f}x {r.cosine:.4f} {'pass' if r.ok else 'FAIL'}"
+    return f"{r.ratio:.2f}x {r.cosine:.4f} {'pass' if r.ok else 'FAIL'}{f' ({r.form})' if r.form else ''}"
 
 
 def _old_cells(path: Path) -> tuple[list[str], dict[str, dict[str, str]], list[str]]:
@@ -504,7 +568,7 @@ def write_table(
 _LINE = re.compile(
     r"^(?P<variant>\S+)\s+(?P<mode>\S+)\s+(?P<ok>pass|FAIL)\s"
     r"(?:(?P<ratio>[0-9.]+)x (?:cos (?P<cos>[0-9.]+)|\[(?P<lo>[0-9.]+)-(?P<hi>[0-9.]+)\]))?\s*"
-    r"(?P<error>.*?)\s*\[(?P<secs>[0-9.]+)s\]$"
+    r"(?:\(data: (?P<form>\S+)\)\s*)?(?P<error>.*?)\s*\[(?P<secs>[0-9.]+)s\]$"
 )
 
 
@@ -519,9 +583,8 @@ def rows_from_logs(paths: list[Path]) -> list[Row]:
             ratio = float(m["ratio"]) if m["ratio"] else None
             cos = float(m["cos"]) if m["cos"] else None
             ci = (float(m["lo"]), float(m["hi"])) if m["lo"] else None
-            rows[(m["variant"], m["mode"])] = Row(
-                m["variant"], m["mode"], m["ok"] == "pass", ratio, cos, m["error"], float(m["secs"]), ci
-            )
+            ok, secs, form = m["ok"] == "pass", float(m["secs"]), m["form"] or ""
+            rows[(m["variant"], m["mode"])] = Row(m["variant"], m["mode"], ok, ratio, cos, m["error"], secs, ci, form)
     return list(rows.values())
 
 
@@ -531,7 +594,7 @@ def _print(r: Row) -> None:
     elif r.mode == SPEED and r.interval is not None:
         cell = f"{r.ratio:.3f}x [{r.interval[0]:.3f}-{r.interval[1]:.3f}]"
     else:
-        cell = f"{r.ratio:.3f}x cos {r.cosine:.5f}"
+        cell = f"{r.ratio:.3f}x cos {r.cosine:.5f}" + (f" (data: {r.form})" if r.form else "")
     print(f"{r.variant:32s} {r.mode:12s} {'pass' if r.ok else 'FAIL'} {cell} {r.error} [{r.seconds:.1f}s]", flush=True)
 
 

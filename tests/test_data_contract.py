@@ -244,6 +244,31 @@ def test_cli_commands_take_the_same_data_file(kind: str, tmp_path: Path) -> None
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_cluster_compress_optimize_take_every_form(kind: str, tmp_path: Path) -> None:
+    """The same files feed cluster and compress, and optimize scores its candidates alike from each form (its
+    workers get a folder of feeds as a folder, and the evaluation data keeps the model's batch axes)."""
+    import json
+
+    src = tmp_path / f"{kind}.onnx"
+    onnx.save(MODELS[kind](), src)
+    files = write_forms(kind, tmp_path)
+    for form, path in files.items():
+        r = cli("cluster", str(src), "-o", str(tmp_path / f"c_{form}.onnx"), "--clusters", "8", "--data", str(path))
+        assert r.returncode == 0, (form, r.stdout + r.stderr)
+        r = cli("compress", str(src), "-o", str(tmp_path / f"z_{form}.tslim"), "--data", str(path))
+        assert r.returncode == 0, (form, r.stdout + r.stderr)
+    scores = {}
+    for form, path in files.items():
+        r = cli("optimize", str(src), "--data", str(path), "--eval-data", str(path), "-o", str(tmp_path / f"o_{form}"),
+                "--no-builtins", "--budget", "2", "--seconds", "0.05", "--workers", "1", "--min-score", "0",
+                "--json", str(tmp_path / f"o_{form}.json"))  # fmt: skip
+        assert r.returncode == 0, (form, r.stdout + r.stderr)
+        result = json.loads((tmp_path / f"o_{form}.json").read_text())["search"]
+        scores[form] = sorted((c["name"], round(c["score"], 6)) for c in result["candidates"] if c.get("score"))
+    assert scores["a"] and scores["a"] == scores["b"] == scores["d"], scores
+
+
 def test_cli_batch_axis_option(tmp_path: Path) -> None:
     r = rng(4)
     nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")]

@@ -21,14 +21,25 @@ from tensorslim.recipe import Recipe, recipe_hash
 __all__ = ["ResultCache", "candidate_key", "file_sha256", "passes_hash"]
 
 
-def file_sha256(path: str | os.PathLike[str] | None) -> str:
-    """SHA-256 (hex) of a file's bytes, ``"-"`` for ``None``."""
-    if path is None:
-        return "-"
-    h = hashlib.sha256()
+def _update(h: Any, path: Path) -> None:
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+
+
+def file_sha256(path: str | os.PathLike[str] | None) -> str:
+    """SHA-256 (hex) of a file's bytes, ``"-"`` for ``None``. A folder (of ``.npz`` feeds or of images) hashes the
+    names and bytes of its regular files, in name order (the files the data loaders read)."""
+    if path is None:
+        return "-"
+    h = hashlib.sha256()
+    p = Path(path)
+    if not p.is_dir():
+        _update(h, p)
+        return h.hexdigest()
+    for member in sorted(q for q in p.iterdir() if q.is_file()):
+        h.update(f"{member.name}\n{member.stat().st_size}\n".encode())
+        _update(h, member)
     return h.hexdigest()
 
 

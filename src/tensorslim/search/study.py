@@ -298,7 +298,11 @@ def _prepare(model: Path, data: Path | None, eval_data: Path | None, cfg: Search
     payload = Payload(
         key=context,
         model_bytes=model.read_bytes(),
-        calib_bytes=data.read_bytes() if data is not None else None,
+        calib_bytes=data.read_bytes() if data is not None and not data.is_dir() else None,
+        calib_suffix=data.suffix if data is not None and not data.is_dir() else ".npz",
+        calib_folder=_folder_files(data) if data is not None and data.is_dir() else None,
+        eval_batch_axes=dict(ds.batch_axes),
+        eval_fixed_batch=ds.fixed_batch,
         eval_inputs=ds.inputs,
         eval_labels=ds.labels,
         eval_source=ds.source,
@@ -308,6 +312,12 @@ def _prepare(model: Path, data: Path | None, eval_data: Path | None, cfg: Search
         batch_size=metric.batch_size,
     )
     return _Setup(payload, ds, ref_score, threshold, metric_name, context, notes)
+
+
+def _folder_files(folder: Path) -> tuple[tuple[str, bytes], ...]:
+    """A folder of calibration feeds as ``(name, bytes)`` of its ``.npz`` files (what the loader reads), for the
+    workers."""
+    return tuple((p.name, p.read_bytes()) for p in sorted(folder.glob("*.npz")) if p.is_file())
 
 
 def _suffix(recipe: Recipe) -> str:

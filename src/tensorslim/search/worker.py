@@ -43,7 +43,7 @@ class Payload:
     Attributes:
         key: The measurement setting's hash (a worker sets itself up once per key).
         model_bytes: The float ONNX model.
-        calib_bytes: The calibration ``.npz`` file's bytes, or ``None``.
+        calib_bytes: The calibration file's bytes (``.npz`` or ``.npy``: ``calib_suffix``), or ``None``.
         eval_inputs: Evaluation inputs, one array per model input, samples first.
         eval_labels: Labels of the evaluation samples, or ``None``.
         eval_source: Where the evaluation data came from (for messages).
@@ -51,6 +51,10 @@ class Payload:
         metric: The metric spec (:func:`~tensorslim.evaluate.metrics.resolve_metric`).
         seed: Seed for passes that take one.
         batch_size: Samples per scoring run.
+        calib_suffix: The calibration file's suffix.
+        calib_folder: A folder of calibration feeds instead of a file: ``(name, bytes)`` of each file.
+        eval_batch_axes: The model's batch axis of each evaluation input (:attr:`Dataset.batch_axes`).
+        eval_fixed_batch: The samples the model takes per call, when fixed (:attr:`Dataset.fixed_batch`).
     """
 
     key: str
@@ -63,6 +67,10 @@ class Payload:
     metric: str
     seed: int = 0
     batch_size: int = 64
+    calib_suffix: str = ".npz"
+    calib_folder: tuple[tuple[str, bytes], ...] | None = None
+    eval_batch_axes: dict[str, int | None] | None = None
+    eval_fixed_batch: int | None = None
 
 
 @dataclass(frozen=True)
@@ -142,9 +150,15 @@ def _state(payload: Payload) -> _State:
     model.write_bytes(payload.model_bytes)
     calib = None
     if payload.calib_bytes is not None:
-        calib = folder / "calib.npz"
+        calib = folder / f"calib{payload.calib_suffix}"
         calib.write_bytes(payload.calib_bytes)
-    ds = Dataset(dict(payload.eval_inputs), payload.eval_labels, source=payload.eval_source)
+    elif payload.calib_folder is not None:
+        calib = folder / "calib"
+        calib.mkdir()
+        for name, data in payload.calib_folder:
+            (calib / Path(name).name).write_bytes(data)
+    ds = Dataset(dict(payload.eval_inputs), payload.eval_labels, source=payload.eval_source,
+                 batch_axes=dict(payload.eval_batch_axes or {}), fixed_batch=payload.eval_fixed_batch)  # fmt: skip
     st = _State(payload.key, folder, model, calib, ds)
     _STATE["state"] = st
     return st
