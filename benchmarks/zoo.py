@@ -56,14 +56,14 @@ MODES = ("dynamic", "weight_only", "static", "int4", "fp16", "prune", "cluster",
 THRESHOLDS = {"dynamic": 0.99, "weight_only": 0.99, "fp16": 0.99, "int4": 0.99, "static": 0.98, "pack": 0.999999}
 QUICK = ("bert", "vit", "resnet", "mobilenet-v3", "lstm-text", "keras-mobilenet-v2", "keras-lstm-text")
 #: The models of the quick run get one variant each (opset 17, dynamic batch); the Keras ones need a TF python.
-TFLITE_MODES = ("dynamic", "integer", "weight_only", "static", "fp16", "prune", "cluster", "pack")
+TFLITE_MODES = ("dynamic", "integer", "weight_only", "static", "int4", "fp16", "prune", "cluster", "pack")
 #: The .tflite modes tensorslim has: dynamic (the default, ``auto`` form: hybrid kernels where LiteRT's are fast,
 #: weight-only elsewhere), integer (hybrid kernels wherever LiteRT has one, the converter's choice), weight_only
 #: (int8 weights behind DEQUANTIZE, float compute), static (full integer, calibrated), fp16; prune and cluster
 #: (magnitude 50 % and k-means 16 in place: float tensors, cosine reported only, as for ONNX), pack (the .tslim
 #: unpacks to the very bytes of the .tflite, and is smaller than zstd -19 of it).
 TFLITE_THRESHOLDS = {"dynamic": 0.99, "integer": 0.99, "weight_only": 0.999, "fp16": 0.99, "static": 0.98,
-                     "pack": 0.999999}  # fmt: skip
+                     "int4": 0.99, "pack": 0.999999}  # fmt: skip
 WEIGHT_ONLY_MAX_RATIO = 0.30  # TFLite weight-only: >= 0.999 cosine at <= 0.30x size
 SPEED = "speed"
 #: The pseudo-mode ``speed``: the default mode's output timed against the float model, interleaved in one process
@@ -352,6 +352,7 @@ def _run_tflite(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[list[np.
 def run_tflite_mode(m: TfliteModel, mode: str, out_dir: Path) -> Row:
     import tensorslim as ts
     from tensorslim.errors import InputError
+    from tensorslim.passes.blockwise_quant import BlockQuantConfig
     from tensorslim.passes.dynamic_quant import DynamicQuantConfig
     from tensorslim.passes.float16 import Float16Config
     from tensorslim.passes.static_quant import StaticQuantConfig
@@ -367,6 +368,8 @@ def run_tflite_mode(m: TfliteModel, mode: str, out_dir: Path) -> Row:
                 ts.quantize(src, out, config=DynamicQuantConfig(form=mode))
             elif mode == "static":
                 ts.quantize(src, out, config=StaticQuantConfig(), data=[m.feeds(1000 + i) for i in range(32)])
+            elif mode == "int4":
+                ts.quantize(src, out, config=BlockQuantConfig(bits=4), data=[m.feeds(1000 + i) for i in range(32)])
             elif mode == "prune":
                 ts.prune(src, out)
             elif mode == "cluster":

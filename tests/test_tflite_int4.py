@@ -22,7 +22,7 @@ from tensorslim.backends.tflite.int4 import TfliteInt4Config, TfliteInt4Pass
 from tensorslim.backends.tflite.io import model_from_bytes, serialize
 from tensorslim.backends.tflite.quantize import quantize_tflite
 from tensorslim.backends.tflite.schema import type_name
-from tensorslim.errors import ConfigError
+from tensorslim.errors import ConfigError, InputError
 from tensorslim.passes.blockwise_quant import BlockQuantConfig
 from tensorslim.runtime.litert import LiteRTRuntime
 
@@ -119,6 +119,24 @@ def test_conv_net_auto_form_and_size(tmp_path: Path) -> None:
     q = serialize(r.model)
     assert cosine_rows(_run(_dequantized_reference(data, r.model), feeds), _run(q, feeds)).min() > 0.99
     assert cosine_rows(_run(data, feeds), _run(q, feeds)).min() > 0.97  # 4-bit random convolutions, no data
+
+
+def test_litert_has_no_hybrid_int4_depthwise_kernel() -> None:
+    """Why ``auto`` keeps depthwise weights int8 and ``integer`` puts them behind a DEQUANTIZE: LiteRT 2.3.0
+    refuses an INT4 filter in DEPTHWISE_CONV_2D with float activations (a canary for newer versions)."""
+    data = tm.cnn(c1=128)
+    r = quantize_tflite(model_from_bytes(data), None, mode="int4", config=TfliteInt4Config(form="integer"))
+    assert next(x.action for x in r.records if x.name == "dw/w") == "int4 weight_only"
+    g = Graph(r.model)
+    ops = g.ops
+    deq = next(i for i, op in enumerate(ops) if g.op_type(op) == "DEQUANTIZE" and
+               type_name(g.sg.tensors[int(op.inputs[0])].type) == "INT4" and
+               any(g.op_type(o) == "DEPTHWISE_CONV_2D" and int(o.inputs[1]) == int(op.outputs[0]) for o in ops))  # fmt: skip
+    dw = next(o for o in ops if g.op_type(o) == "DEPTHWISE_CONV_2D")
+    dw.inputs[1] = ops[deq].inputs[0]
+    g.sg.operators = [op for i, op in enumerate(ops) if i != deq]
+    with pytest.raises(InputError, match="INT4"):
+        LiteRTRuntime(serialize(r.model)).run(_x(data, n=1))
 
 
 def test_while_body_weights_are_int4() -> None:

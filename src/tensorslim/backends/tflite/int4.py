@@ -6,7 +6,8 @@ channel wherever the consuming form takes one; ``mse`` clipping by default) and 
 :class:`TfliteInt4Pass` applies the plan to a copy, every subgraph (WHILE/IF bodies too). The rewrites,
 before -> after:
 
-* hybrid (FULLY_CONNECTED and CONV_2D in the ``integer`` form, FULLY_CONNECTED in ``auto``)::
+* hybrid (FULLY_CONNECTED and CONV_2D in the ``auto`` and ``integer`` forms; activations quantized to int8 at
+  run time by the kernel)::
 
       OP(x, W float32)  ->  OP(x, W_q int4 {scale[C], zero_point 0, quantized_dimension 0})
 
@@ -14,11 +15,22 @@ before -> after:
 
       OP(x, W)  ->  OP(x, DEQUANTIZE(W_q int4))      (a DEQUANTIZE of a constant runs once, at load)
 
-  GATHER and EMBEDDING_LOOKUP tables are dequantized whole, one scale per row.
+  GATHER and EMBEDDING_LOOKUP tables are dequantized whole, one scale per row;
+* ``auto`` keeps DEPTHWISE_CONV_2D weights in int8 behind a DEQUANTIZE (the dynamic mode's form): LiteRT has no
+  hybrid INT4 depthwise kernel, and the INT4 DEQUANTIZE in front of a convolution takes it out of XNNPACK
+  (measured several times slower), for weights that are a few kB each. ``integer`` stores them in 4 bits.
+
+Speed (LiteRT 2.3.0, one thread, x86, busy machine: orders of magnitude only): the hybrid INT4
+FULLY_CONNECTED is several times faster than float on large layers (a 1024-2048-1024 MLP: 0.13 ms against
+0.63 ms); every INT4 DEQUANTIZE feeding a FULLY_CONNECTED or a convolution runs outside XNNPACK (the whole
+MobileNetV2 that way: 5x slower than float); the hybrid CONV_2D is faster than float on ResNet50 but 1.5x
+slower on MobileNetV2 (small 1x1 convolutions). A model can thus come out slower: ``tensorslim quantize``'s
+speed check (on by default) times it and says so.
 
 The codes are stored as the schema's ``INT4`` tensor type (value 17), packed two per byte over the flattened
-tensor, the even element in the low nibble. What LiteRT (ai-edge-litert 2.3.0) was found to accept, each form
-checked against the same model with the dequantized weights stored as float32 (``tests/test_tflite_int4.py``):
+tensor, the even element in the low nibble. What LiteRT (ai-edge-litert 2.3.0) was found to accept, on
+hand-built models, each form checked against the same model with the dequantized weights stored as float32
+(the supported forms and the refusal are pinned in ``tests/test_tflite_int4.py``):
 
 ===============================================  ==========================  ==============================
 form                                             XNNPACK (default)           builtin kernels only
@@ -82,8 +94,8 @@ _HYBRID_VERSION_INT8 = {"FULLY_CONNECTED": 12, "CONV_2D": 5}
 class Int4Form(StrEnum):
     """What the 4-bit model computes with."""
 
-    AUTO = "auto"  # per op what is fast in LiteRT
-    INTEGER = "integer"  # INT4 filters in the hybrid FULLY_CONNECTED and CONV_2D kernels
+    AUTO = "auto"  # hybrid INT4 FULLY_CONNECTED and CONV_2D, int8 depthwise, DEQUANTIZE elsewhere
+    INTEGER = "integer"  # the same with 4-bit depthwise weights (slower: outside XNNPACK)
     WEIGHT_ONLY = "weight_only"  # every weight behind a DEQUANTIZE, float compute
 
 
@@ -101,8 +113,9 @@ class TfliteInt4Config:
         op_types: operators whose weights are quantized.
         exclude: regular expressions on weight names and ``OP#index`` labels; a match stays float.
         min_size: weights with fewer elements stay float (the dynamic mode's threshold, 1024).
-        form: ``auto`` (hybrid INT4 kernels for FULLY_CONNECTED, DEQUANTIZE elsewhere), ``integer`` (hybrid
-            kernels for FULLY_CONNECTED and CONV_2D) or ``weight_only`` (every weight behind a DEQUANTIZE).
+        form: ``auto`` (hybrid INT4 kernels for FULLY_CONNECTED and CONV_2D, depthwise weights int8, DEQUANTIZE
+            elsewhere), ``integer`` (the same with 4-bit depthwise weights) or ``weight_only`` (every weight
+            4-bit behind a DEQUANTIZE: float compute, but outside XNNPACK).
         target_cosine: with calibration data, the output cosine (against the float model, on the data) that
             holding the most sensitive weights at int8 must reach (:mod:`~tensorslim.backends.tflite.int4_data`).
     """

@@ -108,7 +108,8 @@ def quantize_tflite(
         output: where to write the result (atomically); ``None`` keeps it in memory only.
         mode: ``dynamic``, ``fp16``, ``static`` or ``int4``; ``None``: the mode of ``config`` (dynamic without one).
         config: the mode's options (defaults: the converter's choices); its type is the mode.
-        data: calibration data (static mode): ``.npz``, a folder of ``.npz``, a :class:`Dataset` or feed dicts.
+        data: calibration data (static mode; int4 mode: optional, holds the weights whose 4 bits cost the output
+            most at int8): ``.npz``, a folder of ``.npz``, a :class:`Dataset` or feed dicts.
         activation_range: ``minmax`` or ``percentile`` activation ranges (static mode).
         max_samples: calibrate on at most this many samples.
         verify: load the result in LiteRT before writing it.
