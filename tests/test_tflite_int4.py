@@ -91,6 +91,22 @@ def test_weight_only_int4_is_exactly_the_dequantized_float_model() -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)  # nibble order, scales and axes as LiteRT reads them
 
 
+@pytest.mark.parametrize("builder", [tm.lstm, tm.embeddings, tm.matmul_and_deconv, tm.shared_weights])
+def test_every_weight_op_runs_its_int4_weights(builder: Any) -> None:
+    """UNIDIRECTIONAL_SEQUENCE_LSTM, GATHER and EMBEDDING_LOOKUP tables, BATCH_MATMUL, TRANSPOSE_CONV and a weight
+    shared by two FULLY_CONNECTED: 4-bit behind a DEQUANTIZE, exactly the dequantized float model."""
+    data = builder()
+    cfg = TfliteInt4Config(min_size=0, form="weight_only")
+    model = quantize_tflite(model_from_bytes(data), None, mode="int4", config=cfg).model
+    assert _int4_tensors(model)
+    rt = LiteRTRuntime(data)
+    r = tm.rng(3)
+    feeds = {s.name: r.integers(0, 50, [d or 1 for d in s.shape]).astype(s.dtype) if s.dtype == np.int32
+             else r.random([d or 1 for d in s.shape]).astype(s.dtype) for s in rt.inputs}  # fmt: skip
+    got, want = _run(serialize(model), feeds), _run(_dequantized_reference(data, model), feeds)
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3 * float(np.abs(want).max()))
+
+
 def test_fc_net_hybrid_int4_is_close_and_five_times_smaller(tmp_path: Path) -> None:
     src = tmp_path / "mlp.tflite"
     src.write_bytes(_logits(tm.mlp(in_dim=256, hidden=512, out=64)))

@@ -76,7 +76,7 @@ from tensorslim.backends.tflite.dynamic import (
     _weight_only_axis,
 )
 from tensorslim.backends.tflite.graph import Graph, compact, quant_params
-from tensorslim.backends.tflite.weights import WEIGHT_ROLES, find_weights
+from tensorslim.backends.tflite.weights import WeightUse, find_weights
 from tensorslim.errors import ConfigError
 from tensorslim.passes._config import coerce_enums, regex_tuple
 from tensorslim.passes.base import WeightRecord
@@ -159,15 +159,12 @@ def _bits(op_type: str, form: Int4Form) -> int:
     return 8 if form is Int4Form.AUTO and op_type in AUTO_INT8_OPS else 4
 
 
-def _axis(g: Graph, op_type: str, position: int, op_index: int, form: DynamicForm, ndim: int) -> int | None:
+def _axis(g: Graph, use: WeightUse, form: DynamicForm, ndim: int) -> int | None:
     if form is DynamicForm.HYBRID:
-        return INT4_HYBRID_OPS[op_type]
-    if op_type in ("GATHER", "EMBEDDING_LOOKUP"):
+        return INT4_HYBRID_OPS[use.op_type]
+    if use.op_type in ("GATHER", "EMBEDDING_LOOKUP"):
         return 0  # one scale per row of the table
-    from tensorslim.backends.tflite.weights import WeightUse
-
-    role_axis = WEIGHT_ROLES[op_type][1]
-    return _weight_only_axis(g, WeightUse(op_index, op_type, position, -1, True, role_axis), ndim)
+    return _weight_only_axis(g, use, ndim)
 
 
 def plan_int4(
@@ -203,10 +200,10 @@ def plan_int4(
         form = Int4Form(config.form)
         forms = [_form(u.op_type, form) for u in uses]
         bits = 8 if w.name in int8 or any(_bits(u.op_type, form) == 8 for u in uses) else 4
-        axes = {_axis(g, u.op_type, u.position, u.op_index, f, w.array.ndim) for u, f in zip(uses, forms, strict=True)}
+        axes = {_axis(g, u, f, w.array.ndim) for u, f in zip(uses, forms, strict=True)}
         if len(axes) > 1 and DynamicForm.HYBRID in forms:  # uses disagree on the axis: all through DEQUANTIZE
             forms = [DynamicForm.WEIGHT_ONLY] * len(uses)
-            axes = {_axis(g, u.op_type, u.position, u.op_index, DynamicForm.WEIGHT_ONLY, w.array.ndim) for u in uses}
+            axes = {_axis(g, u, DynamicForm.WEIGHT_ONLY, w.array.ndim) for u in uses}
         axis = next(iter(axes)) if len(axes) == 1 else None
         params = choose_qparams(w.array, bits=bits, scheme="symmetric", axis=axis, method=config.range_method)
         plan.params = params
