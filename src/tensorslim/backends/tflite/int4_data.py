@@ -111,7 +111,7 @@ def _candidates(model: Any, payload: bytes, config: TfliteInt4Config) -> list[_C
             buf = model.buffers[p.weight.buffer]
             raw = np.asarray(buf.data, np.uint8).tobytes()
             offset = payload.find(raw)
-            if offset < 0:  # not found verbatim: scored as it is, never promoted
+            if offset < 0 or payload.find(raw, offset + 1) >= 0:  # not found once verbatim: never promoted
                 continue
             dtype = np.dtype(np.float16 if p.weight.source_type == "FLOAT16" else np.float32)
             out.append(

@@ -137,7 +137,7 @@ def quantize_tflite(
         int8: dict[int, frozenset[str]] = {}
         notes: list[str] = []
         if data is not None:
-            from tensorslim.backends.tflite.int4_data import choose_int8
+            from tensorslim.backends.tflite.int4_data import MAX_SAMPLES, choose_int8
 
             ds = load_calibration_data(m, data, max_samples=max_samples)
 
@@ -146,12 +146,17 @@ def quantize_tflite(
 
             choice = choose_int8(m, cfg, ds, target_cosine=cfg.target_cosine, build=build)
             int8 = choice.int8
-            notes.append(
-                f"checked on {min(ds.num_samples, 32)} samples from {ds.source}: output cosine "
-                f"{choice.cosine_int4:.5f} with every weight at 4 bits"
-                + (f"; {choice.promoted} of {choice.candidates} weights held at int8 (the largest loss per byte) "
-                   f"-> {choice.cosine:.5f} (target {cfg.target_cosine}, worst sample)" if choice.promoted else "")
-            )  # fmt: skip
+            if choice.candidates:
+                notes.append(
+                    f"checked on {min(ds.num_samples, MAX_SAMPLES)} samples from {ds.source}: output cosine "
+                    f"{choice.cosine_int4:.5f} with every weight at 4 bits"
+                    + (f"; {choice.promoted} of {choice.candidates} weights held at int8 (the largest loss per "
+                       f"byte) -> {choice.cosine:.5f} (target {cfg.target_cosine}, worst sample)"
+                       if choice.promoted else "")
+                )  # fmt: skip
+        else:
+            notes.append("no --data: every planned weight is 4-bit; with calibration data the weights whose 4 bits "
+                         f"cost the output most stay int8 (target output cosine {cfg.target_cosine})")  # fmt: skip
         result = TfliteInt4Pass(cfg, int8=int8)(m)
         result.notes[:0] = notes
     else:
