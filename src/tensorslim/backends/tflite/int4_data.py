@@ -7,10 +7,12 @@ wanted. With data, decide which weights to hold at 8 bits, measured on the data 
 
 1. every weight the plan stores in 4 bits is scored alone: the float model with only that weight replaced by
    its 4-bit values (the dequantized values written over its float bytes: the same graph, so the interpreter
-   needs no new kernels), output cosine against the float model on the data;
+   needs no new kernels), output cosine against the float model on the first 8 samples;
 2. weights are promoted to int8 in the order of lost cosine per byte that int8 costs, the fewest that bring
-   the whole model (every other weight at 4 bits, the promoted ones at 8) to ``target_cosine``, found by
-   doubling then bisection over that order.
+   the whole model (every other weight at 4 bits, the promoted ones at 8) to ``target_cosine`` on every one
+   of the first 32 samples, found by doubling then bisection over that order;
+3. the real model (hybrid kernels quantize activations too) is checked the same way, holding more weights
+   in that order while it misses the target.
 
 The plan is data: :class:`Int4Choice` (the weights held at int8 per subgraph, the scores and cosines), which
 :class:`~tensorslim.backends.tflite.int4.TfliteInt4Pass` applies.
@@ -38,8 +40,10 @@ __all__ = ["Int4Choice", "choose_int8", "output_cosine"]
 
 log = logging.getLogger(__name__)
 
-#: Samples of the data each candidate model runs on (the first ones).
+#: Samples of the data the whole-model checks run on (the first ones).
 MAX_SAMPLES = 32
+#: Samples each weight is scored on alone (the first ones: the scores only rank the weights).
+SCORE_SAMPLES = 8
 
 
 @dataclass
@@ -127,20 +131,25 @@ class _Runner:
         self.payload = payload
         self.base = LiteRTRuntime(payload)  # vetted: structural checks and a crash probe
         self.feeds = []
+        self.score_batches = 0  # the batches covering the first SCORE_SAMPLES samples
         for f, sl in data.batches(batch_size_for(self.base.inputs, batch)):
             self.feeds.append(f)
+            if sl.start < SCORE_SAMPLES:
+                self.score_batches += 1
             if sl.stop >= MAX_SAMPLES:
                 break
         self.reference = self._run(self.base)
 
-    def _run(self, rt: LiteRTRuntime) -> list[list[np.ndarray]]:
-        return [[np.asarray(o).copy() for o in rt.run(f)] for f in self.feeds]
+    def _run(self, rt: LiteRTRuntime, batches: int | None = None) -> list[list[np.ndarray]]:
+        return [[np.asarray(o).copy() for o in rt.run(f)] for f in self.feeds[:batches]]
 
     def cosine_of(self, payload: bytes) -> float:
         """Output cosine of another model with the same inputs and outputs (vetted: a new graph)."""
         return output_cosine(self.reference, self._run(LiteRTRuntime(payload)))
 
-    def cosine(self, patches: list[tuple[int, bytes]]) -> float:
+    def cosine(self, patches: list[tuple[int, bytes]], *, score: bool = False) -> float:
+        """Output cosine of the float model with ``patches`` (offset, bytes) written over it; on the first
+        :data:`SCORE_SAMPLES` samples only when ``score``."""
         from ai_edge_litert.interpreter import Interpreter
 
         buf = bytearray(self.payload)
@@ -149,7 +158,8 @@ class _Runner:
         rt = copy.copy(self.base)  # the same graph with other constant values: no new vetting needed
         rt.interpreter = Interpreter(model_content=bytes(buf))
         rt.interpreter.allocate_tensors()
-        return output_cosine(self.reference, self._run(rt))
+        n = self.score_batches if score else None
+        return output_cosine(self.reference[:n], self._run(rt, n))
 
 
 def choose_int8(
@@ -180,7 +190,7 @@ def choose_int8(
     if choice.cosine_int4 >= target_cosine:
         return choice
     for c in cands:
-        choice.scores[c.key] = runner.cosine([(c.offset, c.int4_bytes)])
+        choice.scores[c.key] = runner.cosine([(c.offset, c.int4_bytes)], score=True)
     order = sorted(cands, key=lambda c: -(1.0 - choice.scores[c.key]) / max(c.plan.weight.size, 1))
     lo, hi, k = 0, len(order), 1
     cosines: dict[int, float] = {0: choice.cosine_int4}
