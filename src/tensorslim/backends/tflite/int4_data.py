@@ -188,25 +188,21 @@ def choose_int8(
 
     choice.cosine_int4 = choice.cosine = cos_with(0, cands)
     if choice.cosine_int4 >= target_cosine:
-        return choice
+        if build is None:
+            return choice
+        choice.cosine = runner.cosine_of(build({}))  # hybrid kernels add the activations' rounding
+        if choice.cosine >= target_cosine:
+            return choice
     for c in cands:
         choice.scores[c.key] = runner.cosine([(c.offset, c.int4_bytes)], score=True)
     order = sorted(cands, key=lambda c: -(1.0 - choice.scores[c.key]) / max(c.plan.weight.size, 1))
-    lo, hi, k = 0, len(order), 1
-    cosines: dict[int, float] = {0: choice.cosine_int4}
-    while k < len(order):  # doubling: the first count that reaches the target
-        cosines[k] = cos_with(k, order)
-        if cosines[k] >= target_cosine:
-            hi = k
-            break
-        lo, k = k, 2 * k
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        cosines[mid] = cos_with(mid, order)
-        lo, hi = (lo, mid) if cosines[mid] >= target_cosine else (mid, hi)
-    if hi not in cosines:
-        cosines[hi] = cos_with(hi, order)
-    choice.int8, choice.cosine = _held(order[:hi]), cosines[hi]
+    if choice.cosine_int4 >= target_cosine:  # only the real model misses: hold weights from the first on
+        hi = 1
+    else:
+        hi = _fewest(lambda k: cos_with(k, order), len(order), target_cosine, choice.cosine_int4)
+    choice.int8 = _held(order[:hi])
+    if build is None:
+        choice.cosine = cos_with(hi, order)
     while build is not None:
         real = runner.cosine_of(build(choice.int8))
         choice.cosine = real
@@ -217,6 +213,23 @@ def choose_int8(
     log.info("int4: %d of %d weights held at int8: cosine %.5f -> %.5f", hi, len(order), choice.cosine_int4,
              choice.cosine)  # fmt: skip
     return choice
+
+
+def _fewest(cosine: Callable[[int], float], n: int, target: float, at_zero: float) -> int:
+    """The smallest count ``k`` in ``0..n`` whose ``cosine(k)`` reaches ``target`` (doubling, then bisection;
+    ``n`` when none does), assuming more held weights never lose fidelity."""
+    lo, hi, k = 0, n, 1
+    if at_zero >= target:
+        return 0
+    while k < n:
+        if cosine(k) >= target:
+            hi = k
+            break
+        lo, k = k, 2 * k
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if cosine(mid) >= target else (mid, hi)
+    return hi
 
 
 def _held(cands: list[_Candidate]) -> dict[int, frozenset[str]]:
