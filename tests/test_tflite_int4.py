@@ -222,3 +222,46 @@ def test_nothing_to_quantize_is_one_line_exit_2(tmp_path: Path) -> None:
 def test_config_refuses_bad_values(kwargs: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         TfliteInt4Config(**kwargs)
+
+
+def test_litert_ignores_blockwise_scales_without_xnnpack() -> None:
+    """Why no block-wise scales are written: LiteRT 2.3.0's builtin FULLY_CONNECTED reads an INT4 filter with
+    ``BlockwiseQuantization`` details as if they were absent, and computes a wrong result without an error (only
+    XNNPACK honours them). A canary: when this fails, LiteRT may have learnt block-wise INT4."""
+    from ai_edge_litert import schema_py_generated as s
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from tensorslim.algorithms.blockwise import pack_nibbles
+
+    data = _logits(tm.mlp(in_dim=64, hidden=128, out=10))
+    model, ref = model_from_bytes(data), model_from_bytes(data)
+    g, rg = Graph(model), Graph(ref)
+    fc = g.sg.operators[0]
+    w_idx = int(fc.inputs[1])
+    w = g.constant(w_idx).astype(np.float32)  # [128, 64]: two blocks of 32 per row
+    blocks = w.reshape(128, 2, 32)
+    scales = (np.abs(blocks).max(-1) / 7).astype(np.float16)
+    codes = np.clip(np.round(blocks / scales.astype(np.float32)[..., None]), -7, 7).astype(np.int8)
+    ref.buffers[rg.sg.tensors[w_idx].buffer].data = np.frombuffer(
+        (codes * scales.astype(np.float32)[..., None]).reshape(128, 64).astype(np.float32).tobytes(), np.uint8
+    )
+    q = s.QuantizationParametersT()
+    q.detailsType = s.QuantizationDetails.BlockwiseQuantization
+    q.details = s.BlockwiseQuantizationT()
+    q.details.scales = g.add_tensor("w_scales", [128, 2], "FLOAT16", buffer=g.add_buffer(scales))
+    q.details.blockSize = 32
+    fc.inputs[1] = g.add_tensor("w_int4", [128, 64], "INT4", buffer=g.add_buffer(pack_nibbles(codes.reshape(-1))),
+                                quantization=q)  # fmt: skip
+    feeds = _x(data, n=1)
+
+    def builtin(payload: bytes) -> np.ndarray:
+        it = Interpreter(
+            model_content=payload, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        )
+        it.allocate_tensors()
+        it.set_tensor(it.get_input_details()[0]["index"], feeds["x"])
+        it.invoke()
+        return np.asarray(it.get_tensor(it.get_output_details()[0]["index"]))
+
+    want, got = builtin(serialize(ref)), builtin(serialize(model))
+    assert cosine_rows(want, got).min() < 0.99  # silently wrong
