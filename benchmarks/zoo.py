@@ -57,14 +57,14 @@ MODES = ("dynamic", "weight_only", "static", "int4", "fp16", "prune", "cluster",
 THRESHOLDS = {"dynamic": 0.99, "weight_only": 0.99, "fp16": 0.99, "int4": 0.99, "static": 0.98, "pack": 0.999999}
 QUICK = ("bert", "vit", "resnet", "mobilenet-v3", "lstm-text", "keras-mobilenet-v2", "keras-lstm-text")
 #: The models of the quick run get one variant each (opset 17, dynamic batch); the Keras ones need a TF python.
-TFLITE_MODES = ("dynamic", "integer", "weight_only", "static", "fp16", "prune", "cluster", "pack")
+TFLITE_MODES = ("dynamic", "integer", "weight_only", "static", "int4", "fp16", "prune", "cluster", "pack")
 #: The .tflite modes tensorslim has: dynamic (the default, ``auto`` form: hybrid kernels where LiteRT's are fast,
 #: weight-only elsewhere), integer (hybrid kernels wherever LiteRT has one, the converter's choice), weight_only
 #: (int8 weights behind DEQUANTIZE, float compute), static (full integer, calibrated), fp16; prune and cluster
 #: (magnitude 50 % and k-means 16 in place: float tensors, cosine reported only, as for ONNX), pack (the .tslim
 #: unpacks to the very bytes of the .tflite, and is smaller than zstd -19 of it).
 TFLITE_THRESHOLDS = {"dynamic": 0.99, "integer": 0.99, "weight_only": 0.999, "fp16": 0.99, "static": 0.98,
-                     "pack": 0.999999}  # fmt: skip
+                     "int4": 0.99, "pack": 0.999999}  # fmt: skip
 WEIGHT_ONLY_MAX_RATIO = 0.30  # TFLite weight-only: >= 0.999 cosine at <= 0.30x size
 SPEED = "speed"
 #: The pseudo-mode ``speed``: the default mode's output timed against the float model, interleaved in one process
@@ -410,6 +410,7 @@ def _run_tflite(path: Path, feeds: list[dict[str, np.ndarray]]) -> list[list[np.
 def run_tflite_mode(m: TfliteModel, mode: str, out_dir: Path) -> Row:
     import tensorslim as ts
     from tensorslim.errors import InputError
+    from tensorslim.passes.blockwise_quant import BlockQuantConfig
     from tensorslim.passes.dynamic_quant import DynamicQuantConfig
     from tensorslim.passes.float16 import Float16Config
     from tensorslim.passes.static_quant import StaticQuantConfig
@@ -431,6 +432,8 @@ def run_tflite_mode(m: TfliteModel, mode: str, out_dir: Path) -> Row:
                 feeds = [m.feeds(1000 + i) for i in range(32)]
                 data, form = _data_forms(m.name, feeds, {}, specs, out_dir / f"{m.name}.data")
                 ts.quantize(src, out, config=StaticQuantConfig(), data=data)
+            elif mode == "int4":
+                ts.quantize(src, out, config=BlockQuantConfig(bits=4), data=[m.feeds(1000 + i) for i in range(32)])
             elif mode == "prune":
                 ts.prune(src, out)
             elif mode == "cluster":
@@ -550,7 +553,9 @@ def write_table(
             "Keras applications with `weights=None` and seeded random init at 96x96 (BatchNormalization statistics "
             "from one forward pass), and Keras LSTM/GRU models (Keras 3 converts them to WHILE loops whose bodies "
             "hold the weights); batch 1, float32. Modes: dynamic (the default, `auto`), integer (hybrid kernels "
-            "wherever LiteRT has one), weight_only, static (32 generated samples), fp16, prune (magnitude 50 %), "
+            "wherever LiteRT has one), weight_only, static (32 generated samples), int4 (INT4 weights per channel; "
+            "the 32 samples hold at int8 the weights whose 4 bits cost the output most, until a 0.99 output cosine), "
+            "fp16, prune (magnitude 50 %), "
             "cluster (k-means 16, float centroids in place), pack (the .tslim's ratio; unpacks to the .tflite's "
             "exact bytes and is smaller than zstd -19 of it).",
             "",

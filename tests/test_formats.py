@@ -48,6 +48,6 @@ def test_a_tflite_config_is_its_mode_and_another_modes_config_is_refused(tmp_pat
     with pytest.raises(InputError, match="is not a .tflite config"):
         quantize_tflite(p, config=ts.DynamicQuantConfig())  # type: ignore[arg-type]
     with pytest.raises(InputError, match="not available for .tflite"):
-        quantize_tflite(p, mode="int4")
+        quantize_tflite(p, mode="blockwise")
     dyn = quantize_tflite(p, mode="dynamic", config=TfliteDynamicConfig(granularity="per_tensor"))
     assert dyn.mode is TfliteMode.DYNAMIC and any(r.granularity == "per_tensor" for r in dyn.records if not r.skipped)

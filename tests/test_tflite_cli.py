@@ -58,7 +58,7 @@ def test_quantize_every_mode_then_eval_bench_inspect(cnn: Path, tmp_path: Path) 
     [
         (["quantize", "{bad}", "-o", "{out}"], "not a TFLite flatbuffer"),
         (["quantize", "{model}", "-o", "{out}", "--mode", "static"], "needs calibration data"),
-        (["quantize", "{model}", "-o", "{out}", "--mode", "int4"], "not available for .tflite"),
+        (["quantize", "{model}", "-o", "{out}", "--mode", "blockwise"], "not available for .tflite"),
         (["quantize", "{model}", "-o", "{out}", "--scheme", "asymmetric"], "apply to ONNX models"),
         (["quantize", "{model}", "-o", "{out}", "--form", "fast"], "--form"),
         (["quantize", "{model}", "-o", "{out}", "--mode", "fp16", "--form", "weight_only"], "--mode dynamic"),

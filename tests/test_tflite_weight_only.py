@@ -133,7 +133,7 @@ def test_api_quantize_tflite_refusals(cnn_path: Path, tmp_path: Path) -> None:
     from tensorslim.passes.blockwise_quant import BlockQuantConfig
 
     with pytest.raises(InputError, match="not available for .tflite"):
-        ts.quantize(cnn_path, tmp_path / "o.tflite", config=BlockQuantConfig())
+        ts.quantize(cnn_path, tmp_path / "o.tflite", config=BlockQuantConfig(bits=8))
     with pytest.raises(InputError, match="static"):
         ts.quantize(cnn_path, tmp_path / "o.tflite", data={"image": np.zeros((1, 16, 16, 3), np.float32)})
 

@@ -225,6 +225,8 @@ MODES: tuple[ModeEntry, ...] = (
     ModeEntry("dynamic", "tflite", "int8 weights, hybrid kernels"),
     ModeEntry("fp16", "tflite", "float16 weights"),
     ModeEntry("static", "tflite", "int8 weights and activations, needs --data"),
+    ModeEntry("int4", "tflite", "4-bit weights (INT4, per channel): hybrid kernels for FULLY_CONNECTED and CONV_2D, "
+              "DEQUANTIZE elsewhere; with --data the weights that cost the output most stay int8"),
 )  # fmt: skip
 
 

@@ -163,7 +163,9 @@ def quantize(
     A ``.tflite`` path goes to :func:`tensorslim.backends.tflite.quantize.quantize_tflite`, as the CLI sends it:
     :class:`DynamicQuantConfig` gives dynamic-range int8 (its ``form``, ``granularity`` and ``exclude`` carry
     over; ``weight_only`` is int8 weights behind ``DEQUANTIZE``), :class:`Float16Config` float16 weights,
-    :class:`StaticQuantConfig` full integer; the TFLite configs are taken as they are.
+    :class:`StaticQuantConfig` full integer, :class:`BlockQuantConfig` with ``bits=4`` 4-bit weights (``INT4``
+    tensors, per channel; with ``data`` the weights that cost the output most stay int8); the TFLite configs are
+    taken as they are.
 
     Args:
         model: a path to an ``.onnx`` or ``.tflite`` file or a ``ModelProto`` (never modified).
@@ -247,6 +249,7 @@ def _quantize_tflite(
     onto the TFLite modes."""
     from tensorslim.backends.tflite.dynamic import TfliteDynamicConfig
     from tensorslim.backends.tflite.fp16 import TfliteFloat16Config
+    from tensorslim.backends.tflite.int4 import TfliteInt4Config
     from tensorslim.backends.tflite.quantize import quantize_tflite
     from tensorslim.backends.tflite.static import TfliteStaticConfig
 
@@ -260,12 +263,17 @@ def _quantize_tflite(
     elif isinstance(config, StaticQuantConfig | TfliteStaticConfig):
         mode = "static"
         cfg = config if isinstance(config, TfliteStaticConfig) else TfliteStaticConfig()
+    elif isinstance(config, TfliteInt4Config) or (isinstance(config, BlockQuantConfig) and config.bits == 4):
+        mode = "int4"
+        cfg = config if isinstance(config, TfliteInt4Config) else TfliteInt4Config(exclude=config.exclude)
     elif not isinstance(config, TfliteDynamicConfig):
         raise InputError(
             f"{model}: {type(config).__name__} is not available for .tflite models; use DynamicQuantConfig "
-            "(form='weight_only' for float compute), Float16Config or StaticQuantConfig"
+            "(form='weight_only' for float compute), Float16Config, StaticQuantConfig or BlockQuantConfig(bits=4)"
         )
-    if data is not None and mode != "static":
-        raise InputError("data is used by static quantization of .tflite models only; drop it or use StaticQuantConfig")
+    if data is not None and mode not in ("static", "int4"):
+        raise InputError(
+            "data is used by static and int4 quantization of .tflite models only; drop it or use StaticQuantConfig"
+        )
     kwargs: dict[str, Any] = {} if max_samples is None else {"max_samples": max_samples}
     return quantize_tflite(model, output, mode=mode, config=cfg, data=data, verify=verify, **kwargs)

@@ -20,7 +20,7 @@ from tensorslim.commands._options import (
 )
 from tensorslim.commands._tables import mb, weights_table
 from tensorslim.errors import ConfigError, InputError
-from tensorslim.modes import ONNX_MODES, mode_help
+from tensorslim.modes import ONNX_MODES, TFLITE_MODES, mode_help
 from tensorslim.runtime.targets import target_for
 
 __all__ = ["quantize"]
@@ -455,15 +455,24 @@ def _tflite_config(mode: str, *, form: str, granularity: str, range_method: str 
                     )
                 kwargs["op_types"] = ops
             return TfliteDynamicConfig(**kwargs)
+        if mode == "int4":
+            from tensorslim.backends.tflite.int4 import TfliteInt4Config
+
+            kw: dict[str, Any] = {"exclude": tuple(exclude), "form": form}
+            if range_method is not None:
+                kw["range_method"] = range_method
+            if min_size is not None:
+                kw["min_size"] = min_size
+            return TfliteInt4Config(**kw)
         if form != "auto":
-            raise InputError(f"--form applies to --mode dynamic; drop it for --mode {mode}")
+            raise InputError(f"--form applies to --mode dynamic and int4; drop it for --mode {mode}")
         if mode == "fp16":
             return TfliteFloat16Config(exclude=tuple(exclude), min_size=min_size or 0)
         if mode == "static":
             return TfliteStaticConfig(io=io, granularity=granularity, weight_range=range_method or "minmax")
     except ConfigError as e:
         raise InputError(f"--{str(e).replace('_', '-', 1) if str(e).startswith('range') else e}") from None
-    raise InputError(f"--mode: {mode!r} is not available for .tflite models; use dynamic, fp16 or static")
+    raise InputError(f"--mode: {mode!r} is not available for .tflite models; use {', '.join(TFLITE_MODES)}")
 
 
 def _quantize_tflite(
@@ -488,8 +497,8 @@ def _quantize_tflite(
 
     cfg = _tflite_config(mode, form=form, granularity=granularity, range_method=range_method, exclude=exclude,
                   min_size=min_size, ops=ops, io=io)  # fmt: skip
-    if data is not None and mode != "static":
-        raise InputError("--data is used by --mode static only (calibration); drop it or add --mode static")
+    if data is not None and mode not in ("static", "int4"):
+        raise InputError("--data is used by --mode static and int4 only (calibration); drop it or add --mode static")
     result = quantize_tflite(model, output, mode=mode, config=cfg, data=data)
     quiet = json_out == "-"
     if not quiet:

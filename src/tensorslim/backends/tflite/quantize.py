@@ -18,6 +18,7 @@ from tensorslim.backends.tflite.calibrate import ActivationRange, calibrate, loa
 from tensorslim.backends.tflite.dynamic import TfliteDynamicConfig, TfliteDynamicPass, TflitePassResult
 from tensorslim.backends.tflite.fp16 import TfliteFloat16Config, TfliteFloat16Pass, widen_float16
 from tensorslim.backends.tflite.graph import Graph
+from tensorslim.backends.tflite.int4 import TfliteInt4Config, TfliteInt4Pass
 from tensorslim.backends.tflite.io import check_output_path, load_model, save_model, serialize
 from tensorslim.backends.tflite.schema import type_name
 from tensorslim.backends.tflite.static import TfliteStaticConfig, TfliteStaticPass
@@ -33,6 +34,7 @@ class TfliteMode(StrEnum):
     DYNAMIC = "dynamic"  # int8 weights, hybrid kernels
     FP16 = "fp16"  # float16 weights
     STATIC = "static"  # int8 weights and activations, calibrated
+    INT4 = "int4"  # 4-bit weights (INT4 tensors)
 
 
 @dataclass
@@ -62,6 +64,7 @@ MODE_CONFIGS: dict[TfliteMode, type] = {
     TfliteMode.DYNAMIC: TfliteDynamicConfig,
     TfliteMode.FP16: TfliteFloat16Config,
     TfliteMode.STATIC: TfliteStaticConfig,
+    TfliteMode.INT4: TfliteInt4Config,
 }
 
 
@@ -74,13 +77,13 @@ def _mode_of(mode: TfliteMode | str | None, config: Any) -> TfliteMode:
     of_config = next((m for m, cls in MODE_CONFIGS.items() if isinstance(config, cls)), None)
     if config is not None and of_config is None:
         raise InputError(f"{type(config).__name__} is not a .tflite config; use TfliteDynamicConfig, "
-                         "TfliteFloat16Config or TfliteStaticConfig")  # fmt: skip
+                         "TfliteFloat16Config, TfliteStaticConfig or TfliteInt4Config")  # fmt: skip
     if mode is None:
         return of_config or TfliteMode.DYNAMIC
     try:
         m = TfliteMode(mode)
     except ValueError:
-        raise InputError(f"--mode: {mode!r} is not available for .tflite; use dynamic, fp16 or static") from None
+        raise InputError(f"--mode: {mode!r} is not available for .tflite; use {', '.join(TfliteMode)}") from None
     if of_config is not None and of_config is not m:
         raise InputError(f"mode {m.value!r} takes a {MODE_CONFIGS[m].__name__}, not a {type(config).__name__}; "
                          f"drop mode= (the config's type is its mode) or pass mode={of_config.value!r}")  # fmt: skip
@@ -92,7 +95,7 @@ def quantize_tflite(
     output: str | os.PathLike[str] | None = None,
     *,
     mode: TfliteMode | str | None = None,
-    config: TfliteDynamicConfig | TfliteFloat16Config | TfliteStaticConfig | None = None,
+    config: TfliteDynamicConfig | TfliteFloat16Config | TfliteStaticConfig | TfliteInt4Config | None = None,
     data: Any = None,
     activation_range: ActivationRange | str = ActivationRange.MINMAX,
     max_samples: int | None = 1000,
@@ -103,9 +106,10 @@ def quantize_tflite(
     Args:
         model: a path or a ``ModelT`` (never modified).
         output: where to write the result (atomically); ``None`` keeps it in memory only.
-        mode: ``dynamic``, ``fp16`` or ``static``; ``None``: the mode of ``config`` (dynamic without one).
+        mode: ``dynamic``, ``fp16``, ``static`` or ``int4``; ``None``: the mode of ``config`` (dynamic without one).
         config: the mode's options (defaults: the converter's choices); its type is the mode.
-        data: calibration data (static mode): ``.npz``, a folder of ``.npz``, a :class:`Dataset` or feed dicts.
+        data: calibration data (static mode; int4 mode: optional, holds the weights whose 4 bits cost the output
+            most at int8): ``.npz``, a folder of ``.npz``, a :class:`Dataset` or feed dicts.
         activation_range: ``minmax`` or ``percentile`` activation ranges (static mode).
         max_samples: calibrate on at most this many samples.
         verify: load the result in LiteRT before writing it.
@@ -128,6 +132,33 @@ def quantize_tflite(
     elif mode is TfliteMode.FP16:
         cfg = config or TfliteFloat16Config()
         result = TfliteFloat16Pass(cfg)(m)
+    elif mode is TfliteMode.INT4:
+        cfg = config or TfliteInt4Config()
+        int8: dict[int, frozenset[str]] = {}
+        notes: list[str] = []
+        if data is not None:
+            from tensorslim.backends.tflite.int4_data import MAX_SAMPLES, choose_int8
+
+            ds = load_calibration_data(m, data, max_samples=max_samples)
+
+            def build(held: dict[int, frozenset[str]]) -> bytes:
+                return serialize(TfliteInt4Pass(cfg, int8=held)(m).model)
+
+            choice = choose_int8(m, cfg, ds, target_cosine=cfg.target_cosine, build=build)
+            int8 = choice.int8
+            if choice.candidates:
+                notes.append(
+                    f"checked on {min(ds.num_samples, MAX_SAMPLES)} samples from {ds.source}: output cosine "
+                    f"{choice.cosine_int4:.5f} with every weight at 4 bits"
+                    + (f"; {choice.promoted} of {choice.candidates} weights held at int8 (the largest loss per "
+                       f"byte) -> {choice.cosine:.5f} (target {cfg.target_cosine}, worst sample)"
+                       if choice.promoted else "")
+                )  # fmt: skip
+        else:
+            notes.append("no --data: every planned weight is 4-bit; with calibration data the weights whose 4 bits "
+                         f"cost the output most stay int8 (target output cosine {cfg.target_cosine})")  # fmt: skip
+        result = TfliteInt4Pass(cfg, int8=int8)(m)
+        result.notes[:0] = notes
     else:
         cfg = config or TfliteStaticConfig()
         if data is None:
