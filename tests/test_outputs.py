@@ -79,6 +79,30 @@ def test_a_fifo_or_folder_output_is_never_replaced(work: Path, monkeypatch: pyte
     assert r.returncode == 2 and "is a folder" in r.stderr
 
 
+def test_a_fifo_input_is_refused_without_reading_it(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A FIFO given as a model or data (or hidden in a folder of feeds) would block the read forever."""
+    import tensorslim as ts
+    from tensorslim.api import load_calibration
+    from tensorslim.errors import InputError
+
+    monkeypatch.chdir(work)
+    os.mkfifo(work / "pipe")
+    (work / "feeds").mkdir()
+    os.mkfifo(work / "feeds" / "a.npz")
+    cases = [("eval", "in.onnx", "pipe"), ("bench", "pipe"), ("inspect", "pipe"), ("doctor", "pipe"),
+             ("unpack", "pipe", "-o", "u.onnx"), ("recipe", "check", "pipe"),
+             ("quantize", "in.onnx", "-o", "q.onnx", "--mode", "static", "--data", "pipe"),
+             ("quantize", "in.onnx", "-o", "q.onnx", "--mode", "static", "--data", "feeds")]  # fmt: skip
+    for args in cases:
+        r = cli(*args)
+        assert r.returncode == 2 and "is a FIFO, not a regular file" in r.stderr, (args, r.stderr)
+    with pytest.raises(InputError, match="is a FIFO"):
+        load_calibration(work / "feeds", work / "in.onnx")
+    with pytest.raises(InputError, match="is a FIFO"):
+        ts.evaluate(work / "in.onnx", work / "pipe")
+    assert stat.S_ISFIFO(os.stat(work / "pipe").st_mode)
+
+
 def test_optimize_refuses_an_input_that_is_its_own_best_file(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(work)
     (work / "out").mkdir()

@@ -77,6 +77,17 @@ def _external_data_files(p: Path) -> list[Path]:
     return [q for q in (p.with_name(p.name + ".data"), p.with_name(p.stem + ".data")) if q.is_file()]
 
 
+def _kind(mode: int) -> str:
+    """What a file that is not a regular file or a folder is, for messages."""
+    kinds = [
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a device"),
+        (stat.S_ISBLK, "a device"),
+        (stat.S_ISSOCK, "a socket"),
+    ]
+    return next((k for test, k in kinds if test(mode)), "not a regular file")
+
+
 def _check_kind(out: Path) -> None:
     try:
         st = out.stat()
@@ -87,9 +98,27 @@ def _check_kind(out: Path) -> None:
     if stat.S_ISDIR(st.st_mode):
         raise InputError(f"{out}: is a folder; give a file name for the output, e.g. {out / 'model.onnx'}")
     if not stat.S_ISREG(st.st_mode):
-        kinds = [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")]
-        kind = next((k for test, k in kinds if test(st.st_mode)), "not a regular file")
-        raise InputError(f"{out}: is {kind}, not a regular file; tensorslim only replaces regular files, choose a file")
+        raise InputError(
+            f"{out}: is {_kind(st.st_mode)}, not a regular file; tensorslim only replaces regular files, choose a file"
+        )
+
+
+def check_input_kind(path: PathLike) -> None:
+    """Refuse an input that exists and is neither a regular file nor a folder (a FIFO, a device, a socket):
+    reading one could block forever or never end. A missing path is left to the reader's own message.
+
+    Raises:
+        InputError: ``path`` is a FIFO, a device or a socket.
+    """
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return
+    if stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode):
+        return
+    raise InputError(
+        f"{path}: is {_kind(st.st_mode)}, not a regular file; save the model or data to a file and pass that"
+    )
 
 
 def check_output_path(
@@ -304,6 +333,8 @@ def command_scope(inputs: Iterable[PathLike], outputs: Iterable[PathLike]) -> It
     """
     ins = [Path(p) for p in inputs]
     outs = [Path(p) for p in outputs]
+    for p in ins:
+        check_input_kind(p)
     for i, o in enumerate(outs):
         check_output_path(o, *ins, others=outs[:i], folder=False)
     old = None

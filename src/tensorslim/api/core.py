@@ -102,7 +102,7 @@ CalibrationData = DataLike
 
 def load_calibration(
     data: CalibrationData,
-    model: onnx.ModelProto,
+    model: str | os.PathLike[str] | onnx.ModelProto,
     *,
     max_samples: int | None = None,
     images: ImagePreprocess | None = None,
@@ -116,7 +116,7 @@ def load_calibration(
             iterable of feed dicts ``{input_name: array}`` (consumed up to ``max_samples``). Each array holds
             samples along the model's batch axis, a stack of per-sample feeds, ``[N]`` for a scalar input, or
             one sample (:mod:`tensorslim.data.layout`).
-        model: the model the data feeds.
+        model: the model the data feeds (a ``ModelProto`` or the path of an ``.onnx`` file).
         max_samples: use at most this many samples.
         images: the preprocessing of a folder of images (size, layout, colour, scale, mean/std, dtype).
         batch_axis: ``{input_name: axis}`` (``None``: no batch axis) where the input shapes do not tell it.
@@ -126,6 +126,8 @@ def load_calibration(
     """
     from tensorslim.data import load_data
 
+    if not isinstance(model, onnx.ModelProto):
+        model = as_model(model)[0]
     specs = OrtRuntime(model).inputs if model_size_bytes(model) < 2**31 - 2**24 else []
     return load_data(data, specs, max_samples=max_samples, images=images, batch_axis=batch_axis)
 

@@ -220,6 +220,9 @@ def _read_file(
 ) -> tuple[Arrays, np.ndarray | None, list[str], bool]:
     """The model's arrays (and labels) of one ``.npz``/``.npy``, reading only the arrays (and, with
     ``max_samples``, the rows) it uses; and whether the file holds more samples than were read."""
+    from tensorslim._files import check_input_kind
+
+    check_input_kind(p)  # a FIFO named like an .npz would block the read
     with ArrayFile(p) as f:
         if f.is_npy:
             if len(specs) != 1:

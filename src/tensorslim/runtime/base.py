@@ -44,6 +44,7 @@ def open_runtime(path: str | os.PathLike[str], *, threads: int = 0) -> Runtime:
     Raises:
         InputError: unknown format, or the runtime cannot load the file.
     """
+    from tensorslim._files import check_input_kind
     from tensorslim.errors import InputError
     from tensorslim.runtime.ort import OrtRuntime
 
@@ -52,6 +53,7 @@ def open_runtime(path: str | os.PathLike[str], *, threads: int = 0) -> Runtime:
         raise InputError(f"{p}: is a folder, not a model file; pass the .onnx, .tflite or .tslim file")
     if not p.exists():
         raise InputError(f"{p}: no such file; check the path")
+    check_input_kind(p)
     suffix = p.suffix.lower()
     if suffix == ".onnx":
         return OrtRuntime(p, threads=threads)
