@@ -183,6 +183,8 @@ def test_iterable_errors() -> None:
         load_calibration([{"x": np.zeros((4, 16), np.float32)}, {"x": bad}], model)
     with pytest.raises(InputError, match="item 0 is a list, not a dict"):
         load_calibration([[np.zeros((4, 16))]], model)
+    with pytest.raises(InputError, match="data is a int; give a path"):
+        load_calibration(5, model)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="no array for model input"):
         load_calibration([{"y": np.zeros((4, 16))}], model)
     with pytest.raises(InputError, match="size 15 on axis 2"):

@@ -363,6 +363,11 @@ def from_feeds(
     """
     if isinstance(feeds, str | bytes | os.PathLike | Mapping):
         raise InputError("from_feeds needs an iterable of feed dicts; wrap one dict in a list")
+    if not isinstance(feeds, Iterable):
+        raise InputError(
+            f"data is a {type(feeds).__name__}; give a path (.npz, a folder of .npz or of images), a Dataset, "
+            "a feed dict {input_name: array} or an iterable of them"
+        )
     lays = resolve_layouts(specs, batch_axis)
     parts: list[tuple[Arrays, np.ndarray | None]] = []
     notes: list[str] = []
