@@ -111,16 +111,26 @@ class TfliteDynamicConfig:
 
     def __post_init__(self) -> None:
         coerce_enums(self, (("granularity", Granularity), ("range_method", RangeMethod), ("form", QuantForm)))
-        ops = tuple(self.op_types)
-        unknown = [o for o in ops if o not in DYNAMIC_OPS]
-        if unknown or not ops:
-            raise ConfigError(
-                f"op_types: unknown op {', '.join(map(repr, unknown)) or '(empty)'}; allowed: {', '.join(DYNAMIC_OPS)}"
-            )
-        object.__setattr__(self, "op_types", ops)
-        object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
-        if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 0:
-            raise ConfigError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
+        check_selection(self, DYNAMIC_OPS)
+
+
+def check_selection(cfg: Any, allowed: tuple[str, ...]) -> None:
+    """Validate (and normalize, on the frozen ``cfg``) the weight selection fields a TFLite weight config shares:
+    ``op_types`` (non-empty, within ``allowed``), ``exclude`` (regular expressions) and ``min_size``.
+
+    Raises:
+        ConfigError: an unknown or empty op list, a bad regular expression, a negative or non-integer size.
+    """
+    ops = tuple(cfg.op_types)
+    unknown = [o for o in ops if o not in allowed]
+    if unknown or not ops:
+        raise ConfigError(
+            f"op_types: unknown op {', '.join(map(repr, unknown)) or '(empty)'}; allowed: {', '.join(allowed)}"
+        )
+    object.__setattr__(cfg, "op_types", ops)
+    object.__setattr__(cfg, "exclude", regex_tuple("exclude", cfg.exclude))
+    if isinstance(cfg.min_size, bool) or not isinstance(cfg.min_size, int) or cfg.min_size < 0:
+        raise ConfigError(f"min_size: must be a non-negative integer, got {cfg.min_size!r}")
 
 
 @dataclass

@@ -74,11 +74,12 @@ from tensorslim.backends.tflite.dynamic import (
     _materialize_float16_operands,
     _record,
     _weight_only_axis,
+    check_selection,
 )
 from tensorslim.backends.tflite.graph import Graph, compact, quant_params
 from tensorslim.backends.tflite.weights import WeightUse, find_weights
 from tensorslim.errors import ConfigError
-from tensorslim.passes._config import coerce_enums, regex_tuple
+from tensorslim.passes._config import coerce_enums
 from tensorslim.passes.base import WeightRecord
 
 __all__ = ["INT4_OPS", "Int4Form", "TfliteInt4Config", "TfliteInt4Pass", "plan_int4"]
@@ -129,16 +130,7 @@ class TfliteInt4Config:
 
     def __post_init__(self) -> None:
         coerce_enums(self, (("range_method", RangeMethod), ("form", Int4Form)))
-        ops = tuple(self.op_types)
-        unknown = [o for o in ops if o not in INT4_OPS]
-        if unknown or not ops:
-            raise ConfigError(
-                f"op_types: unknown op {', '.join(map(repr, unknown)) or '(empty)'}; allowed: {', '.join(INT4_OPS)}"
-            )
-        object.__setattr__(self, "op_types", ops)
-        object.__setattr__(self, "exclude", regex_tuple("exclude", self.exclude))
-        if isinstance(self.min_size, bool) or not isinstance(self.min_size, int) or self.min_size < 0:
-            raise ConfigError(f"min_size: must be a non-negative integer, got {self.min_size!r}")
+        check_selection(self, INT4_OPS)
         if (
             isinstance(self.target_cosine, bool)
             or not isinstance(self.target_cosine, int | float)
