@@ -32,7 +32,7 @@ dropped. Weights smaller than ``min_size`` elements (1024, the converter's thres
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -184,6 +184,29 @@ def _weight_only_axis(g: Graph, use: WeightUse, ndim: int) -> int | None:
     return None
 
 
+def skip_reason(g: Graph, w: TfliteWeight, config: Any, excluded: Callable[..., bool]) -> str:
+    """Why weight ``w`` stays float under a TFLite weight config (``op_types``, ``min_size``; ``excluded`` from
+    its ``exclude``), or ``""`` when it can be quantized."""
+    uses = w.weight_uses
+    if not uses:
+        readers = ", ".join(sorted({u.op_type for u in w.uses}))
+        return f"read by {readers} as a bias or operand, not a weight; stays float32"
+    if len(uses) != len(w.uses):
+        other = next(u for u in w.uses if not u.is_weight)
+        return f"also read by {other.label} as a plain operand; it must stay float"
+    if blocked := [u for u in uses if u.op_type not in config.op_types]:
+        return f"op {blocked[0].op_type} not in the op list ({', '.join(config.op_types)})"
+    if excluded(w.name, *(u.label for u in uses)):
+        return "excluded by --exclude"
+    if w.size < config.min_size:
+        return f"{w.size} elements < min size {config.min_size}"
+    if not np.all(np.isfinite(w.array)):
+        return "holds NaN or infinite values"
+    if any(u.op_type == "GATHER" and _gather_axis(g, u.op_index) != 0 for u in uses):
+        return "GATHER along an axis other than 0"
+    return ""
+
+
 def plan_dynamic(model: Any, config: TfliteDynamicConfig, subgraph: int = 0) -> list[TfliteWeightPlan]:
     """Decide, for every weight of ``subgraph`` (the main one by default), whether and how to quantize it."""
     g = Graph(model, subgraph)
@@ -193,30 +216,8 @@ def plan_dynamic(model: Any, config: TfliteDynamicConfig, subgraph: int = 0) -> 
         plan = TfliteWeightPlan(w)
         plans.append(plan)
         uses = w.weight_uses
-        if not uses:
-            readers = ", ".join(sorted({u.op_type for u in w.uses}))
-            plan.skip_reason = f"read by {readers} as a bias or operand, not a weight; stays float32"
-            continue
-        if len(uses) != len(w.uses):
-            other = next(u for u in w.uses if not u.is_weight)
-            plan.skip_reason = f"also read by {other.label} as a plain operand; it must stay float"
-            continue
-        blocked = [u for u in uses if u.op_type not in config.op_types]
-        if blocked:
-            plan.skip_reason = f"op {blocked[0].op_type} not in the op list ({', '.join(config.op_types)})"
-            continue
-        labels = [w.name, *(u.label for u in uses)]
-        if excluded(*labels):
-            plan.skip_reason = "excluded by --exclude"
-            continue
-        if w.size < config.min_size:
-            plan.skip_reason = f"{w.size} elements < min size {config.min_size}"
-            continue
-        if not np.all(np.isfinite(w.array)):
-            plan.skip_reason = "holds NaN or infinite values"
-            continue
-        if any(u.op_type == "GATHER" and _gather_axis(g, u.op_index) != 0 for u in uses):
-            plan.skip_reason = "GATHER along an axis other than 0"
+        plan.skip_reason = skip_reason(g, w, config, excluded)
+        if plan.skip_reason:
             continue
         forms = [_form(u.op_type, QuantForm(config.form)) for u in uses]
         axes = {

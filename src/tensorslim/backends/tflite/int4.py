@@ -70,11 +70,11 @@ from tensorslim.backends.tflite.dynamic import (
     TflitePassResult,
     TfliteWeightPlan,
     _Edits,
-    _gather_axis,
     _materialize_float16_operands,
     _record,
     _weight_only_axis,
     check_selection,
+    skip_reason,
 )
 from tensorslim.backends.tflite.graph import Graph, compact, quant_params
 from tensorslim.backends.tflite.weights import WeightUse, find_weights
@@ -171,22 +171,7 @@ def plan_int4(
         plan = TfliteWeightPlan(w)
         plans.append(plan)
         uses = w.weight_uses
-        if not uses:
-            readers = ", ".join(sorted({u.op_type for u in w.uses}))
-            plan.skip_reason = f"read by {readers} as a bias or operand, not a weight; stays float32"
-        elif len(uses) != len(w.uses):
-            other = next(u for u in w.uses if not u.is_weight)
-            plan.skip_reason = f"also read by {other.label} as a plain operand; it must stay float"
-        elif blocked := [u for u in uses if u.op_type not in config.op_types]:
-            plan.skip_reason = f"op {blocked[0].op_type} not in the op list ({', '.join(config.op_types)})"
-        elif excluded(w.name, *(u.label for u in uses)):
-            plan.skip_reason = "excluded by --exclude"
-        elif w.size < config.min_size:
-            plan.skip_reason = f"{w.size} elements < min size {config.min_size}"
-        elif not np.all(np.isfinite(w.array)):
-            plan.skip_reason = "holds NaN or infinite values"
-        elif any(u.op_type == "GATHER" and _gather_axis(g, u.op_index) != 0 for u in uses):
-            plan.skip_reason = "GATHER along an axis other than 0"
+        plan.skip_reason = skip_reason(g, w, config, excluded)
         if plan.skip_reason:
             continue
         form = Int4Form(config.form)
