@@ -12,7 +12,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from models import make, run
 from tensorslim.algorithms.fidelity import sqnr_db
-from tensorslim.algorithms.uniform import gptq_grid, grid_steps, round_to_grid
+from tensorslim.algorithms.uniform import gptq_grid, grid_steps, round_to_grid, usage_steps
 from tensorslim.data import Dataset
 from tensorslim.errors import ConfigError, InputError
 from tensorslim.passes.uniform_quant import UniformQuantConfig, UniformQuantPass, plan
@@ -156,7 +156,7 @@ def test_the_plan_is_data_and_skips_say_why() -> None:
      ({"granularity": "per_block"}, "granularity"), ({"method": "awq"}, "method"), ({"op_types": ("Conv",)}, "op_types"),
      ({"gather_axis": 2}, "gather_axis"), ({"min_size": -1}, "min_size"), ({"exclude": ("(a+)+$",)}, "exclude"),
      ({"allocate": "yes"}, "allocate"), ({"spread_db": -1.0}, "spread_db"), ({"deadzone": 0.5}, "deadzone"),
-     ({"deadzone": True}, "deadzone")],
+     ({"deadzone": True}, "deadzone"), ({"usage_db": -1.0}, "usage_db"), ({"usage_db": True}, "usage_db")],
 )  # fmt: skip
 def test_config_errors_name_the_field(kwargs: dict, field: str) -> None:
     with pytest.raises(ConfigError, match=field):
@@ -216,3 +216,56 @@ def test_allocate_moves_noise_to_the_weights_that_matter_least() -> None:
     res = UniformQuantPass(cfg, data)(model)
     assert {r.name: r.reason.split(" for ")[1].split(" dB")[0] for r in res.records} == {
         k: f"{v:g}" for k, v in targets.items()}
+
+
+def test_usage_steps_give_rows_read_more_often_the_finer_grid() -> None:
+    """Unread rows: the base target; a row read n times: usage_db + 10 log10(n) dB more; steps on a 1/8 octave
+    grid that never clips a value."""
+    r = np.random.default_rng(7)
+    rows = (r.standard_normal((6, 256)) * np.array([1.0, 2.0, 0.5, 1.0, 3.0, 1.0])[:, None]).astype(np.float32)
+    rows[5] = 0.0
+    reads = np.array([0, 0, 1, 10, 100, 3])
+    step = usage_steps(rows, reads, 12.0, 6.0)
+    k = np.log2(step[:5].astype(np.float64)) * 8
+    assert np.allclose(k, np.rint(k), atol=1e-4) and step[5] == 1.0  # on the grid; an all-zero row gets 1
+    want = [12.0, 12.0, 18.0, 28.0, 38.0]
+    got = [sqnr_db(rows[i], np.clip(np.rint(rows[i] / step[i]), -127, 127) * step[i]) for i in range(5)]
+    assert np.allclose(got[:4], want[:4], atol=0.8)  # the grid moves a step by at most 1/16 octave (0.38 dB)
+    assert got[4] > 35.0 and np.abs(rows[4]).max() / step[4] <= 127.0 + 1e-3  # 38 dB asks for < max/127: not clipped
+    with pytest.raises(ValueError, match="one count per row"):
+        usage_steps(rows, reads[:3], 12.0, 6.0)
+
+
+def test_usage_db_refines_the_rows_the_calibration_data_reads() -> None:
+    """The indices are computed in the graph (ids + 100), so the pass runs the model to count the rows read:
+    the rows read (within 100-149) get the finer grid, the others the base one; the file packs smaller than every row at the fine
+    target, and the model runs in ONNX Runtime as its NumPy dequantization says."""
+    from tensorslim.pack.tensors import encode_tensor
+
+    r = np.random.default_rng(11)
+    e = r.standard_normal((400, 32)).astype(np.float32)
+    nodes = [helper.make_node("Add", ["ids", "off"], ["idx"], name="shift"),
+             helper.make_node("Gather", ["E", "idx"], ["y"], name="embed")]  # fmt: skip
+    model = make(nodes, [("ids", I64, ["b", 8])], [("y", F, ["b", 8, 32])], {"E": e, "off": np.array(100, np.int64)})
+    ids = r.integers(0, 50, (16, 8)).astype(np.int64)
+    data = Dataset({"ids": ids})
+    cfg = UniformQuantConfig(sqnr_db=10.0, min_size=0, usage_db=10.0, method="rtn")
+    res = UniformQuantPass(cfg, data)(model)
+    deq = next(iter(_dequantized(res.model).values()))
+    per_row = np.array([sqnr_db(e[i], deq[i]) for i in range(400)])
+    read = np.bincount(ids.reshape(-1) + 100, minlength=400) > 0
+    assert read[100:150].sum() > 40 and not read[:100].any() and not read[150:].any()
+    assert per_row[~read].mean() == pytest.approx(10.0, abs=0.6) and per_row[read].mean() > 22.0
+    assert per_row[read].min() > 16.0 > per_row[~read].max()
+    (dq,) = [n for n in res.model.graph.node if n.op_type == "DequantizeLinear"]
+    assert next(a.i for a in dq.attribute if a.name == "axis") == 0
+    feeds = {"ids": r.integers(0, 50, (2, 8)).astype(np.int64)}
+    assert np.allclose(run(res.model, feeds)[0], deq[feeds["ids"] + 100], atol=1e-6)
+    fine = UniformQuantPass(UniformQuantConfig(sqnr_db=20.0, min_size=0, gather_axis=0, method="rtn"))(model)
+
+    def packed(m: onnx.ModelProto) -> int:
+        encs = [encode_tensor(t) for t in m.graph.initializer]
+        return sum(len(s[3]) for enc in encs if enc for s in enc.streams)
+
+    assert packed(res.model) < 0.8 * packed(fine.model)
+    assert UniformQuantPass(cfg, data)(model).model.SerializeToString() == res.model.SerializeToString()

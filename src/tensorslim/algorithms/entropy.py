@@ -296,7 +296,13 @@ def context_of(index: np.ndarray, divisor: int, contexts: int) -> np.ndarray:
     """The position context of each symbol index."""
     if contexts == 1:
         return np.zeros(index.shape, np.int64)
+    if index.size and divisor < _I32 and contexts < _I32 and int(index.min()) >= 0 and int(index.max()) < _I32:
+        small = index.astype(np.int32)  # the same values: int32 division is several times faster than int64
+        return ((small // np.int32(divisor)) % np.int32(contexts)).astype(np.int64)
     return (index // divisor) % contexts
+
+
+_I32 = 1 << 31
 
 
 def _normalize(counts: np.ndarray) -> np.ndarray:
@@ -355,6 +361,14 @@ class _CostSample:
         self.idx = idx
         self.sym = sym[idx].astype(np.int64)
         self.prev = np.where(idx % seg == 0, 0, sym[np.maximum(idx - 1, 0)]).astype(np.int64)
+        self._ctx: dict[tuple[int, int], np.ndarray] = {}
+
+    def context(self, divisor: int, contexts: int) -> np.ndarray:
+        """:func:`context_of` the sampled indices (kept: the order-0 and order-1 models of a context share it)."""
+        key = (divisor, contexts)
+        if key not in self._ctx:
+            self._ctx = {key: context_of(self.idx, divisor, contexts)}  # one at a time: models come in pairs
+        return self._ctx[key]
 
 
 def rans_cost(
@@ -367,7 +381,7 @@ def rans_cost(
     sample = symbols if isinstance(symbols, _CostSample) else _CostSample(symbols)
     n = sample.n
     width = contexts * alphabet ** (1 + order)
-    keys = context_of(sample.idx, divisor, contexts)
+    keys = sample.context(divisor, contexts)
     if order:
         keys = keys * alphabet + sample.prev
     keys = keys * alphabet + sample.sym

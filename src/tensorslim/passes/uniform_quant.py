@@ -66,6 +66,12 @@ class UniformQuantConfig:
         spread_db: how far (dB) an allocated target may move from ``sqnr_db`` either way.
         deadzone: rounding toward zero, in steps (0: nearest; 0.1-0.2 trade a little error for fewer bits, see
             :func:`~tensorslim.algorithms.uniform.gptq_grid`).
+        usage_db: with calibration data, Gather tables get one step per row (``gather_axis`` is then unused) from
+            how often the calibration data reads each row: rows never read ``gather_sqnr_db`` (or ``sqnr_db``), a
+            row read ``n`` times ``usage_db + 10 log10(n)`` dB more (see
+            :func:`~tensorslim.algorithms.uniform.usage_steps`); ``allocate`` then spreads only the other
+            weights. ``None``: off. A token table read by a few thousand calibration tokens keeps most rows
+            coarse, so its size falls by about as much as its accuracy on frequent tokens rises.
     """
 
     sqnr_db: float = 24.0
@@ -79,6 +85,7 @@ class UniformQuantConfig:
     allocate: bool = False
     spread_db: float = 12.0
     deadzone: float = 0.0
+    usage_db: float | None = None
 
     def __post_init__(self) -> None:
         coerce_enums(self, (("granularity", Granularity), ("method", UniformMethod)))
@@ -108,6 +115,9 @@ class UniformQuantConfig:
             0.0 <= float(self.deadzone) < 0.5
         ):
             raise ConfigError(f"deadzone: {self.deadzone!r} is not a number in [0, 0.5)", field="deadzone")
+        u = self.usage_db
+        if u is not None and (isinstance(u, bool) or not isinstance(u, int | float) or not 0.0 <= float(u) <= 40.0):
+            raise ConfigError(f"usage_db: {u!r} is not a number of dB in [0, 40] (or null: off)", field="usage_db")
 
 
 @dataclass(frozen=True)
@@ -290,8 +300,15 @@ class UniformQuantPass(Pass):
             raise InputError("method gptq needs calibration data: pass --data CALIB.npz (or use method rtn)")
         out = model  # already a copy (Pass.__call__)
         plans, skipped = plan(out, self.config)
-        if self.config.allocate and self.data is not None and plans:
-            plans = allocate(out, plans, sensitivities(out, plans, self.data), self.config)
+        by_usage: dict[str, UniformPlan] = {}
+        if self.config.usage_db is not None and self.data is not None:
+            by_usage = usage_plans(out, plans, self.data, float(self.config.usage_db))
+        rest = [p for p in plans if p.name not in by_usage]
+        if self.config.allocate and self.data is not None and rest:
+            done = {p.name: p for p in allocate(out, rest, sensitivities(out, rest, self.data), self.config)}
+            plans = [by_usage.get(p.name) or done[p.name] for p in plans]
+        else:
+            plans = [by_usage.get(p.name, p) for p in plans]
         hessians: Mapping[str, np.ndarray] | None = None
         if method is not UniformMethod.RTN and self.data is not None:
             from tensorslim.passes.calib_stats import LayerInput, LazyGrams
@@ -305,6 +322,64 @@ class UniformQuantPass(Pass):
                 hessians = {k: hessians[k] for k in layers}
         records = apply(out, plans, hessians, deadzone=float(self.config.deadzone))
         return PassResult(out, bool(plans), skipped + records)
+
+
+def row_reads(model: onnx.ModelProto, plans: list[UniformPlan], data: Any) -> dict[str, np.ndarray]:
+    """How many times the calibration data reads each row of every planned Gather table (its indices are
+    taken from the graph's inputs, its initializers, or by running the model up to them)."""
+    from tensorslim.passes.calib_stats import run_with_outputs
+
+    inits = {t.name: t for t in model.graph.initializer}
+    index_of: dict[str, list[str]] = {}
+    for n in model.graph.node:
+        if n.op_type == "Gather" and len(n.input) > 1:
+            index_of.setdefault(n.input[0], []).append(n.input[1])
+    tables = {p.name: (int(inits[p.name].dims[0]), index_of.get(p.name, [])) for p in plans if p.op == "Gather"}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    outputs = {o.name for o in probe.graph.output} | {i.name for i in probe.graph.input}
+    wanted: dict[str, str] = {}  # index tensor -> the int64 name it is read as
+    for _, idx in tables.values():
+        for name in idx:
+            if name in inits or name in wanted:
+                continue
+            wanted[name] = name
+            if name not in outputs:  # expose it as int64 (run_with_outputs declares new outputs as float)
+                wanted[name] = f"{name}__reads_i64"
+                probe.graph.node.append(helper.make_node("Cast", [name], [wanted[name]], to=onnx.TensorProto.INT64))
+                probe.graph.output.append(helper.make_tensor_value_info(wanted[name], onnx.TensorProto.INT64, None))
+    counts = {k: np.zeros(r, np.int64) for k, (r, _) in tables.items()}
+
+    def add(table: str, idx: np.ndarray) -> None:
+        r = counts[table].size
+        counts[table] += np.bincount(np.asarray(idx, np.int64).reshape(-1) % r, minlength=r)[:r]
+
+    for k, (_, idx) in tables.items():
+        for name in idx:
+            if name in inits:
+                add(k, numpy_helper.to_array(inits[name]))
+    if wanted:
+        for batch in run_with_outputs(probe, list(wanted.values()), data, batch_size=16):
+            for k, (_, idx) in tables.items():
+                for name in idx:
+                    if name in wanted:
+                        add(k, batch[wanted[name]])
+    return counts
+
+
+def usage_plans(model: onnx.ModelProto, plans: list[UniformPlan], data: Any, usage_db: float) -> dict[str, UniformPlan]:
+    """Per planned Gather table, a plan with one step per row from :func:`row_reads` (see ``usage_db``)."""
+    import dataclasses
+
+    from tensorslim.algorithms.uniform import usage_steps
+
+    inits = {t.name: t for t in model.graph.initializer}
+    out = {}
+    for name, reads in row_reads(model, plans, data).items():
+        p = next(q for q in plans if q.name == name)
+        step = usage_steps(numpy_helper.to_array(inits[name]), reads, p.sqnr_db, usage_db)
+        out[name] = dataclasses.replace(p, axis=0, step=step)
+    return out
 
 
 _PROBE_DB = 16.0  # the SQNR each weight is rounded at alone to measure its effect on the output
