@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 from models import F, cli, conv_model, make, mlp_model, rng, run
 from tensorslim.algorithms.entropy import decode, encode, pack_symbols, unpack_symbols
 from tensorslim.backends.onnx import save_model
-from tensorslim.errors import InputError
+from tensorslim.errors import ConfigError, InputError
 from tensorslim.pack import PackConfig, pack_model, unpack_model
 from tensorslim.pack.format import MAGIC, checksum, read_container, write_container
 from tensorslim.pack.tensors import iter_tensors
@@ -63,6 +63,21 @@ def _mixed_model() -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
 
 def _tensors(m: onnx.ModelProto) -> dict[str, tuple[str, bytes]]:
     return {t.name: (str(numpy_helper.to_array(t).dtype), numpy_helper.to_array(t).tobytes()) for t in iter_tensors(m)}
+
+
+def test_the_bytes_do_not_depend_on_the_encoding_threads(tmp_path: Path) -> None:
+    """Tensors are encoded side by side (largest first) and laid out in model order: one thread or three, the
+    same file."""
+    model, _ = _mixed_model()
+    src = save_model(model, tmp_path / "m.onnx")
+    files = []
+    for workers in (1, 3):
+        out = tmp_path / f"m{workers}.tslim"
+        pack_model(src, out, config=PackConfig(single_stream=False, workers=workers))
+        files.append(out.read_bytes())
+    assert files[0] == files[1]
+    with pytest.raises(ConfigError, match="workers"):
+        PackConfig(workers=-1)
 
 
 def test_round_trip_is_bit_exact_and_runnable(tmp_path: Path) -> None:

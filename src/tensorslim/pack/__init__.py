@@ -35,6 +35,8 @@ from tensorslim.pack.tensors import (
     encode_tensor,
     fill_tensor,
     iter_tensors,
+    map_largest_first,
+    pack_workers,
     raw_size,
     stream_size,
     strip_tensor,
@@ -67,12 +69,15 @@ class PackConfig:
         compare: also compress the plain ONNX file with zstd -19, lzma (xz -9e) and gzip -9 for the report.
         single_stream: also try the whole model as one zstd/lzma stream (kept when smaller: small models, where
             coding each tensor alone loses the shared context and costs a manifest entry each).
+        workers: threads that encode tensors side by side (0: the cores this process may use, at most 4); the
+            output bytes do not depend on it.
     """
 
     level: int = 19
     codecs: tuple[str, ...] = _CODECS
     compare: bool = False
     single_stream: bool = True
+    workers: int = 0
 
     def __post_init__(self) -> None:
         if isinstance(self.level, bool) or not isinstance(self.level, int) or not 1 <= self.level <= 22:
@@ -81,6 +86,8 @@ class PackConfig:
         if bad or not self.codecs:
             raise ConfigError(f"codecs: {list(self.codecs)!r}; allowed: {', '.join(_CODECS)}")
         object.__setattr__(self, "codecs", tuple(self.codecs))
+        if isinstance(self.workers, bool) or not isinstance(self.workers, int) or not 0 <= self.workers <= 64:
+            raise ConfigError(f"workers: must be an integer from 0 (automatic) to 64, got {self.workers!r}")
 
 
 @dataclass
@@ -218,11 +225,20 @@ def pack_model(
         codecs[codec] = codecs.get(codec, 0) + 1
         return s
 
+    todo = []
     for index, t in enumerate(iter_tensors(src)):
         if t.data_type not in _PACKABLE_V2 or t.data_location == TensorProto.EXTERNAL or t.ByteSize() <= _IN_GRAPH:
             continue
         field = data_field(t)  # None: filling it back would not give the same bytes; it stays in the graph
-        enc = encode_tensor(t, level=cfg.level, codecs=cfg.codecs) if field else None
+        if field:
+            todo.append((index, t, field))
+
+    def encoded(item: tuple[int, TensorProto, str]) -> Any:
+        return encode_tensor(item[1], level=cfg.level, codecs=cfg.codecs)
+
+    sizes = [t.ByteSize() for _, t, _ in todo]
+    results = map_largest_first(encoded, todo, sizes, pack_workers(cfg.workers))
+    for (index, t, field), enc in zip(todo, results, strict=True):
         if enc is None:
             continue
         enc.entry["index"] = index
@@ -286,9 +302,7 @@ def unpack_model(
     return plan.model
 
 
-def unpack_file(
-    path: str | os.PathLike[str], output: str | os.PathLike[str], *, max_expansion: float = 4096.0
-) -> Path:
+def unpack_file(path: str | os.PathLike[str], output: str | os.PathLike[str], *, max_expansion: float = 4096.0) -> Path:
     """Unpack a ``.tslim`` file straight into an ONNX file (atomically), never holding the whole model.
 
     The packed graph's bytes are written with each tensor's data spliced in as it is decoded

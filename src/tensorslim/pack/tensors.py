@@ -23,9 +23,11 @@ Each stream is compressed by the coder that measured smallest on it (:func:`tens
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import onnx
@@ -193,6 +195,33 @@ def encode_tensor(
     return min(cands, key=_size)
 
 
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def pack_workers(requested: int = 0) -> int:
+    """Threads that encode tensors side by side: ``requested``, or (0) the cores this process may use, at most 4
+    (each thread holds one tensor's temporaries; zstd, lzma and NumPy release the GIL)."""
+    if requested > 0:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores))
+
+
+def map_largest_first(fn: Callable[[_T], _R], items: Sequence[_T], sizes: Sequence[int], workers: int) -> list[_R]:
+    """``[fn(item) for item in items]`` on ``workers`` threads, the largest items started first (the longest
+    stream does not end up alone at the end); the results, in the order of ``items``, are what the caller keeps
+    anyway (compressed streams), and at most ``workers`` items are being worked on at once."""
+    if workers <= 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    order = sorted(range(len(items)), key=lambda i: -sizes[i])
+    out: list[Any] = [None] * len(items)
+    with ThreadPoolExecutor(workers, thread_name_prefix="tensorslim-pack") as pool:
+        for i, result in zip(order, pool.map(lambda i: fn(items[i]), order), strict=True):
+            out[i] = result
+    return out
+
+
 def _structured(t: onnx.TensorProto, head: dict[str, Any], level: int, codecs: tuple[str, ...]) -> EncodedTensor:
     arr = numpy_helper.to_array(t)
     entry = dict(head)
@@ -279,9 +308,7 @@ def decode_tensor(
         out = np.zeros(count, dt)
         ubits = out.view(f"u{dt.itemsize}")
         sign = ubits.dtype.type(1 << (8 * dt.itemsize - 1))
-        zsigns = (
-            unpack_symbols(read("zero_signs"), 1, count - vals.size).view(bool) if enc == "sparse_signed" else None
-        )
+        zsigns = unpack_symbols(read("zero_signs"), 1, count - vals.size).view(bool) if enc == "sparse_signed" else None
         pos = zpos = 0
         for lo, bit in _symbol_chunks(read("mask"), 1, count):
             mask = bit.view(bool)

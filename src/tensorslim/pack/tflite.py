@@ -28,7 +28,14 @@ from tensorslim._files import check_output_path, write_bytes_atomic
 from tensorslim.algorithms.entropy import DecodeError, encode
 from tensorslim.errors import InputError
 from tensorslim.pack.format import baselines, peek_manifest, read_container, write_container
-from tensorslim.pack.tensors import decode_tensor, encode_tensor, stream_size, tensor_decoder
+from tensorslim.pack.tensors import (
+    decode_tensor,
+    encode_tensor,
+    map_largest_first,
+    pack_workers,
+    stream_size,
+    tensor_decoder,
+)
 
 __all__ = ["TFLITE_PACK", "is_tflite_pack", "pack_tflite", "unpack_tflite"]
 
@@ -125,15 +132,22 @@ def pack_tflite(model: str | os.PathLike[str], output: str | os.PathLike[str], *
         codecs[codec] = codecs.get(codec, 0) + 1
         return s
 
-    for start, n, index in _regions(data):
+    regions = list(_regions(data))
+
+    def encoded(region: tuple[int, int, int]) -> tuple[Any, np.dtype]:
+        start, n, index = region
         raw = np.frombuffer(data, np.uint8, count=n, offset=start)
         dt, shape = types.get(index, (np.dtype(np.uint8), [n]))
         arr = raw.view(dt.newbyteorder("<")).astype(dt).reshape(shape)
-        enc = encode_tensor(numpy_helper.from_array(arr, f"buffer{index}"), level=cfg.level, codecs=cfg.codecs)
+        tensor = numpy_helper.from_array(arr, f"buffer{index}")
+        return encode_tensor(tensor, level=cfg.level, codecs=cfg.codecs), arr.dtype
+
+    results = map_largest_first(encoded, regions, [n for _, n, _ in regions], pack_workers(cfg.workers))
+    for (start, n, index), (enc, dt) in zip(regions, results, strict=True):
         if enc is None:  # pragma: no cover - every numpy dtype here has an encoding
             continue
         if dt.kind == "f" or dt.itemsize == 1:
-            weights += arr.size
+            weights += n // dt.itemsize
         skeleton += data[pos:start]
         pos = start + n
         enc.entry.update(start=start, buffer=index, streams=[add(*s) for s in enc.streams])
