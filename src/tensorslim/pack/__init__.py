@@ -27,7 +27,7 @@ from onnx import TensorProto
 
 from tensorslim.algorithms.entropy import encode
 from tensorslim.errors import ConfigError, InputError
-from tensorslim.pack.format import FORMAT_VERSION, baselines, read_container, write_container
+from tensorslim.pack.format import FORMAT_VERSION, StreamBody, baselines, read_container, write_container
 from tensorslim.pack.tensors import (
     SUB_BYTE_BITS,
     data_field,
@@ -213,17 +213,8 @@ def pack_model(
         src = load_model(model, check=False)
     onnx_bytes = src.SerializeToString()
     weights = _weight_count(src)
-    body = bytearray()
-    parts: dict[str, int] = {}
-    codecs: dict[str, int] = {}
+    body = StreamBody()
     entries = []
-
-    def add(role: str, codec: str, raw: int, payload: bytes) -> dict[str, Any]:
-        s = {"role": role, "codec": codec, "offset": len(body), "length": len(payload), "size": raw}
-        body.extend(payload)
-        parts[role] = parts.get(role, 0) + len(payload)
-        codecs[codec] = codecs.get(codec, 0) + 1
-        return s
 
     todo = []
     for index, t in enumerate(iter_tensors(src)):
@@ -244,28 +235,40 @@ def pack_model(
         enc.entry["index"] = index
         if field != "raw_data":
             enc.entry["field"] = field
-        enc.entry["streams"] = [add(*s) for s in enc.streams]
+        enc.entry["streams"] = [body.add(*s) for s in enc.streams]
         entries.append(enc.entry)
         strip_tensor(t)
     graph = src.SerializeToString()
     plain = [c for c in cfg.codecs if c != "rans"]
     g_codec, g_payload = encode(graph, codecs=plain, zstd_level=max(cfg.level, 19))
-    if cfg.single_stream and plain and _whole_may_win(onnx_bytes, len(body) + len(g_payload)):
+    if cfg.single_stream and plain and _whole_may_win(onnx_bytes, len(body.data) + len(g_payload)):
         w_codec, w_payload = encode(onnx_bytes, codecs=plain, zstd_level=max(cfg.level, 19))
         # the whole model as one stream, no tensor entries (a smaller manifest too), when that is smaller
-        if len(w_payload) + _manifest_bytes([]) < len(body) + len(g_payload) + _manifest_bytes(entries):
+        if len(w_payload) + _manifest_bytes([]) < len(body.data) + len(g_payload) + _manifest_bytes(entries):
             body.clear()
-            parts.clear()
-            codecs.clear()
             entries = []
             graph, g_codec, g_payload = onnx_bytes, w_codec, w_payload
-    graph_stream = add("graph", g_codec, len(graph), g_payload)
+    graph_stream = body.add("graph", g_codec, len(graph), g_payload)
     manifest = {"format": "tensorslim-pack", "graph": graph_stream, "tensors": entries, "weights": weights}
-    size = write_container(output, manifest, bytes(body))
-    report = PackReport(Path(output), size, len(onnx_bytes), parts, weights, codecs)
-    report.parts["manifest+header"] = size - len(body)
+    return write_pack(output, manifest, body, onnx_bytes, weights, cfg, start)
+
+
+def write_pack(
+    output: str | os.PathLike[str],
+    manifest: dict[str, Any],
+    body: StreamBody,
+    source: bytes,
+    weights: int,
+    cfg: PackConfig,
+    start: float,
+) -> PackReport:
+    """Write the container (atomically) and report it against ``source``, the bytes packed (compared with the
+    general-purpose compressors when ``cfg.compare``); ``start``: when packing began (``time.perf_counter``)."""
+    size = write_container(output, manifest, bytes(body.data))
+    report = PackReport(Path(output), size, len(source), dict(body.parts), weights, dict(body.codecs))
+    report.parts["manifest+header"] = size - len(body.data)
     if cfg.compare:
-        report.baselines.update(baselines(onnx_bytes))
+        report.baselines.update(baselines(source))
     report.seconds = time.perf_counter() - start
     return report
 

@@ -35,7 +35,14 @@ from tensorslim.algorithms.entropy import DecodeError, _lzma2_filters, decode
 from tensorslim.errors import InputError
 
 __all__ = [
-    "FORMAT_VERSION", "MAGIC", "Container", "checksum", "peek_manifest", "read_container", "write_container",
+    "FORMAT_VERSION",
+    "MAGIC",
+    "Container",
+    "StreamBody",
+    "checksum",
+    "peek_manifest",
+    "read_container",
+    "write_container",
 ]  # fmt: skip
 
 MAGIC = b"TSLIM\x00\r\n"
@@ -157,6 +164,30 @@ def checksum(version: int, flags: int, manifest: bytes, body: bytes | memoryview
     h.update(manifest)
     h.update(body)
     return h.digest()
+
+
+class StreamBody:
+    """The data section of a ``.tslim`` being written: streams appended in order, with the bytes of each role and
+    the streams of each codec (for the report)."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.parts: dict[str, int] = {}
+        self.codecs: dict[str, int] = {}
+
+    def add(self, role: str, codec: str, raw: int, payload: bytes) -> dict[str, Any]:
+        """Append one stream of ``raw`` bytes coded as ``payload``; its manifest entry."""
+        s = {"role": role, "codec": codec, "offset": len(self.data), "length": len(payload), "size": raw}
+        self.data.extend(payload)
+        self.parts[role] = self.parts.get(role, 0) + len(payload)
+        self.codecs[codec] = self.codecs.get(codec, 0) + 1
+        return s
+
+    def clear(self) -> None:
+        """Drop every stream (the model is stored another way)."""
+        self.data.clear()
+        self.parts.clear()
+        self.codecs.clear()
 
 
 def write_container(path: str | os.PathLike[str], manifest: dict[str, Any], body: bytes) -> int:

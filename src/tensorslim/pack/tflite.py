@@ -27,7 +27,7 @@ from onnx import numpy_helper
 from tensorslim._files import check_output_path, write_bytes_atomic
 from tensorslim.algorithms.entropy import DecodeError, encode
 from tensorslim.errors import InputError
-from tensorslim.pack.format import baselines, peek_manifest, read_container, write_container
+from tensorslim.pack.format import StreamBody, peek_manifest, read_container
 from tensorslim.pack.tensors import (
     decode_tensor,
     encode_tensor,
@@ -109,7 +109,7 @@ def pack_tflite(model: str | os.PathLike[str], output: str | os.PathLike[str], *
         InputError: unreadable model or bad output path.
     """
     from tensorslim.backends.tflite.io import load_model
-    from tensorslim.pack import PackConfig, PackReport
+    from tensorslim.pack import PackConfig, write_pack
 
     start_time = time.perf_counter()
     cfg = config or PackConfig()
@@ -117,20 +117,11 @@ def pack_tflite(model: str | os.PathLike[str], output: str | os.PathLike[str], *
     parsed = load_model(model)  # checked: an InputError names what is wrong with the file
     data = Path(model).read_bytes()
     types = _buffer_types(parsed)
-    body = bytearray()
-    parts: dict[str, int] = {}
-    codecs: dict[str, int] = {}
+    body = StreamBody()
     entries: list[dict[str, Any]] = []
     skeleton = bytearray()
     pos = 0
     weights = 0
-
-    def add(role: str, codec: str, raw: int, payload: bytes) -> dict[str, Any]:
-        s = {"role": role, "codec": codec, "offset": len(body), "length": len(payload), "size": raw}
-        body.extend(payload)
-        parts[role] = parts.get(role, 0) + len(payload)
-        codecs[codec] = codecs.get(codec, 0) + 1
-        return s
 
     regions = list(_regions(data))
 
@@ -150,21 +141,15 @@ def pack_tflite(model: str | os.PathLike[str], output: str | os.PathLike[str], *
             weights += n // dt.itemsize
         skeleton += data[pos:start]
         pos = start + n
-        enc.entry.update(start=start, buffer=index, streams=[add(*s) for s in enc.streams])
+        enc.entry.update(start=start, buffer=index, streams=[body.add(*s) for s in enc.streams])
         entries.append(enc.entry)
     skeleton += data[pos:]
     g_codec, g_payload = encode(bytes(skeleton), codecs=[c for c in cfg.codecs if c != "rans"],
                                 zstd_level=max(cfg.level, 19))  # fmt: skip
-    graph = add("graph", g_codec, len(skeleton), g_payload)
+    graph = body.add("graph", g_codec, len(skeleton), g_payload)
     manifest = {"format": TFLITE_PACK, "graph": graph, "tensors": entries, "weights": weights, "size": len(data),
                 "sha256": hashlib.sha256(data).hexdigest()}  # fmt: skip
-    size = write_container(output, manifest, bytes(body))
-    report = PackReport(Path(output), size, len(data), parts, weights, codecs)
-    report.parts["manifest+header"] = size - len(body)
-    if cfg.compare:
-        report.baselines.update(baselines(data))
-    report.seconds = time.perf_counter() - start_time
-    return report
+    return write_pack(output, manifest, body, data, weights, cfg, start_time)
 
 
 def unpack_tflite(

@@ -295,12 +295,13 @@ def _prepare(model: Path, data: Path | None, eval_data: Path | None, cfg: Search
         model=file_sha256(model), data=file_sha256(data), eval=file_sha256(eval_data) if eval_data else ds.source,
         n_eval=ds.num_samples, metric=metric_name, seed=cfg.seed, version=2,
     )  # fmt: skip
+    calib_file = data is not None and not data.is_dir()
     payload = Payload(
         key=context,
         model_bytes=model.read_bytes(),
-        calib_bytes=data.read_bytes() if data is not None and not data.is_dir() else None,
-        calib_suffix=data.suffix if data is not None and not data.is_dir() else ".npz",
-        calib_folder=_folder_files(data) if data is not None and data.is_dir() else None,
+        calib_bytes=data.read_bytes() if data is not None and calib_file else None,
+        calib_suffix=data.suffix if data is not None and calib_file else ".npz",
+        calib_folder=_folder_files(data) if data is not None and not calib_file else None,
         eval_batch_axes=dict(ds.batch_axes),
         eval_fixed_batch=ds.fixed_batch,
         eval_inputs=ds.inputs,

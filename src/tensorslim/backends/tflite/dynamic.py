@@ -209,16 +209,9 @@ def skip_reason(g: Graph, w: TfliteWeight, config: Any, excluded: Callable[..., 
 
 def plan_dynamic(model: Any, config: TfliteDynamicConfig, subgraph: int = 0) -> list[TfliteWeightPlan]:
     """Decide, for every weight of ``subgraph`` (the main one by default), whether and how to quantize it."""
-    g = Graph(model, subgraph)
-    excluded = name_matcher(config.exclude)
-    plans: list[TfliteWeightPlan] = []
-    for w in find_weights(model, subgraph):
-        plan = TfliteWeightPlan(w)
-        plans.append(plan)
-        uses = w.weight_uses
-        plan.skip_reason = skip_reason(g, w, config, excluded)
-        if plan.skip_reason:
-            continue
+
+    def decide(g: Graph, plan: TfliteWeightPlan) -> None:
+        w, uses = plan.weight, plan.weight.weight_uses
         forms = [_form(u.op_type, QuantForm(config.form)) for u in uses]
         axes = {
             _PER_CHANNEL_HYBRID.get(u.op_type)
@@ -240,6 +233,23 @@ def plan_dynamic(model: Any, config: TfliteDynamicConfig, subgraph: int = 0) -> 
         plan.params = params
         plan.codes = quantize(w.array, params)
         plan.forms = forms
+
+    return plan_weights(model, config, subgraph, decide)
+
+
+def plan_weights(
+    model: Any, config: Any, subgraph: int, decide: Callable[[Graph, TfliteWeightPlan], None]
+) -> list[TfliteWeightPlan]:
+    """One plan per weight of ``subgraph``: :func:`skip_reason` under ``config``'s selection, else ``decide``
+    fills in its parameters, codes and forms."""
+    g = Graph(model, subgraph)
+    excluded = name_matcher(config.exclude)
+    plans: list[TfliteWeightPlan] = []
+    for w in find_weights(model, subgraph):
+        plan = TfliteWeightPlan(w, skip_reason=skip_reason(g, w, config, excluded))
+        plans.append(plan)
+        if not plan.skip_reason:
+            decide(g, plan)
     return plans
 
 

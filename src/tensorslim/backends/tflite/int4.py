@@ -61,7 +61,6 @@ from typing import Any
 
 import numpy as np
 
-from tensorslim._regex import name_matcher
 from tensorslim.algorithms.blockwise import pack_nibbles
 from tensorslim.algorithms.quantize import RangeMethod, choose_qparams, quantize
 from tensorslim.backends.tflite.dynamic import (
@@ -74,10 +73,10 @@ from tensorslim.backends.tflite.dynamic import (
     _record,
     _weight_only_axis,
     check_selection,
-    skip_reason,
+    plan_weights,
 )
 from tensorslim.backends.tflite.graph import Graph, compact, quant_params
-from tensorslim.backends.tflite.weights import WeightUse, find_weights
+from tensorslim.backends.tflite.weights import WeightUse
 from tensorslim.errors import ConfigError
 from tensorslim.passes._config import coerce_enums
 from tensorslim.passes.base import WeightRecord
@@ -164,16 +163,9 @@ def plan_int4(
 ) -> list[TfliteWeightPlan]:
     """Decide, for every weight of ``subgraph``, whether and how to store it in 4 bits (in 8 bits: the weights
     named in ``int8``, and those of :data:`AUTO_INT8_OPS` in the ``auto`` form)."""
-    g = Graph(model, subgraph)
-    excluded = name_matcher(config.exclude)
-    plans: list[TfliteWeightPlan] = []
-    for w in find_weights(model, subgraph):
-        plan = TfliteWeightPlan(w)
-        plans.append(plan)
-        uses = w.weight_uses
-        plan.skip_reason = skip_reason(g, w, config, excluded)
-        if plan.skip_reason:
-            continue
+
+    def decide(g: Graph, plan: TfliteWeightPlan) -> None:
+        w, uses = plan.weight, plan.weight.weight_uses
         form = Int4Form(config.form)
         forms = [_form(u.op_type, form) for u in uses]
         bits = 8 if w.name in int8 or any(_bits(u.op_type, form) == 8 for u in uses) else 4
@@ -186,7 +178,8 @@ def plan_int4(
         plan.params = params
         plan.codes = quantize(w.array, params)
         plan.forms = forms
-    return plans
+
+    return plan_weights(model, config, subgraph, decide)
 
 
 class TfliteInt4Pass:
