@@ -90,7 +90,7 @@ def test_each_mode_is_a_named_pipeline_of_real_passes() -> None:
         pipe = ts.mode_pipeline(entry.config_class()(), data)
         assert pipe.name == kind and [p.name for p in pipe.passes] == want, kind
     static = ts.mode_pipeline(ts.StaticQuantConfig(), data).passes[-1]
-    assert [p.name for p in static.passes] == ["static_quant", "dynamic_quant"]  # type: ignore[attr-defined]
+    assert [p.name for p in static.passes] == ["static_quant", "static_rest"]  # type: ignore[attr-defined]
     steps = static.passes[0].steps  # type: ignore[attr-defined]
     assert [s.pass_.name for s in steps] == ["qdq_opset", "static_prepare", "static_quant"]
     assert [s.counts for s in steps] == [False, False, True]  # preparation is never the pipeline's change

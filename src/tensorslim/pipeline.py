@@ -4,7 +4,7 @@
 
     dynamic_quant:   fold_weight_chains -> fold_batchnorm -> dynamic_quant
     static_quant:    fold_weight_chains -> fold_batchnorm -> [[qdq_opset -> static_prepare -> (equalize)
-                     -> (smooth_quant) -> static_quant] -> weight_only int8 for the rest]
+                     -> (smooth_quant) -> static_quant] -> static_rest]
     blockwise_quant: fold_weight_chains -> fold_batchnorm -> blockwise_quant
                      (a target without GatherBlockQuantized: blockwise for all but Gather -> int8 Gathers)
     float16:         fold_weight_chains -> fold_batchnorm -> float16 (nodes that overflow on data stay float32)
@@ -115,8 +115,11 @@ def mode_pipeline(config: Any, data: Dataset | None = None, target: TargetRuntim
     if isinstance(config, StaticQuantConfig):
         if data is not None and config.max_samples is not None and data.num_samples > config.max_samples:
             data = data.head(config.max_samples)
-        # weights left float (embeddings, layers that fell back) still get int8 storage, computed in float
-        rest = DynamicQuantPass(DynamicQuantConfig(form="weight_only", exclude=config.exclude))
+        # weights left float (embeddings, layers that fell back) still get int8 storage, computed in float or,
+        # where the placement measured it faster, in dynamic int8
+        from tensorslim.passes.static_rest import StaticRestPass
+
+        rest = StaticRestPass(exclude=config.exclude)
         static = Pipeline([static_pipeline(config, data), Step(rest, notes=False)], name="static_then_weight_only",
                           records=_fill_skipped)  # fmt: skip
         return Pipeline([*steps, static], name="static_quant")

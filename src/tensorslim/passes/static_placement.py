@@ -27,6 +27,7 @@ another machine.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -51,11 +52,14 @@ __all__ = [
     "ensure_node_names",
     "int8_components",
     "load_placement",
+    "load_placement_json",
     "rewrite_for_int8",
+    "undo_float_rewrites",
     "unfused_nodes",
 ]
 
 PLACEMENT_METADATA_KEY = "tensorslim.static_placement"
+REWRITES_METADATA_KEY = "tensorslim.int8_rewrites"  # what rewrite_for_int8 replaced; removed by static_quant
 # ops whose work is multiply-accumulate over weights or activations: what int8 kernels make faster
 MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 # which inputs carry data (the rest are parameters: shapes, axes, scales, min/max); None: every float input
@@ -101,18 +105,23 @@ class Placement:
             when measured, excluded).
         rounds: trials with ONNX Runtime it took.
         runtime: the ONNX Runtime version that decided (empty for a replayed placement).
+        dynamic: float MatMul/Gemm nodes whose weights run dynamic int8 instead (measured faster; see
+            :mod:`tensorslim.passes.static_rest`).
     """
 
     int8: tuple[str, ...]
     float: tuple[tuple[str, str], ...] = ()
     rounds: int = 0
     runtime: str = ""
+    dynamic: tuple[str, ...] = ()
 
     def to_json(self) -> str:
         """Stable JSON (sorted) for the model's metadata and ``--placement`` files: the decision only, so a
         replay on another machine writes the same bytes."""
-        return json.dumps({"version": 1, "int8": sorted(self.int8), "float": dict(sorted(self.float))},
-                          sort_keys=True)  # fmt: skip
+        raw: dict[str, object] = {"version": 1, "int8": sorted(self.int8), "float": dict(sorted(self.float))}
+        if self.dynamic:
+            raw["dynamic"] = sorted(self.dynamic)
+        return json.dumps(raw, sort_keys=True)
 
     def summary(self) -> str:
         """One line: how many nodes run int8, how many stay float and the commonest reasons."""
@@ -121,7 +130,9 @@ class Placement:
             reasons[why.split(":")[0]] = reasons.get(why.split(":")[0], 0) + 1
         top = ", ".join(f"{k} x{v}" for k, v in sorted(reasons.items(), key=lambda kv: -kv[1])[:4])
         by = f" (decided by ONNX Runtime {self.runtime} in {self.rounds} trial(s))" if self.runtime else " (replayed)"
-        return f"placement: {len(self.int8)} node(s) int8, {len(self.float)} float{': ' + top if top else ''}{by}"
+        dyn = f" ({len(self.dynamic)} of them dynamic int8)" if self.dynamic else ""
+        return (f"placement: {len(self.int8)} node(s) int8, {len(self.float)} float{dyn}{': ' + top if top else ''}"
+                f"{by}")  # fmt: skip
 
 
 def load_placement(source: str | os.PathLike[str]) -> Placement:
@@ -140,17 +151,25 @@ def load_placement(source: str | os.PathLike[str]) -> Placement:
             raise InputError(f"{path}: holds no static placement (quantize it with --mode static first)")
     else:
         text = path.read_text(errors="replace")[:50_000_000]
+    return load_placement_json(text, str(path))
+
+
+def load_placement_json(text: str, source: str) -> Placement:
+    """A placement from its JSON text (``source`` names where it came from, for errors)."""
     try:
         raw = json.loads(text)
     except ValueError as e:
-        raise InputError(f"{path}: not a placement JSON ({e})") from e
-    if not isinstance(raw, dict) or not isinstance(raw.get("int8"), list) or not isinstance(raw.get("float", {}), dict):
-        raise InputError(f"{path}: a placement is a JSON object with an 'int8' list and a 'float' object")
-    if not all(isinstance(x, str) for x in raw["int8"]) or not all(
+        raise InputError(f"{source}: not a placement JSON ({e})") from e
+    if (not isinstance(raw, dict) or not isinstance(raw.get("int8"), list) or not isinstance(raw.get("float", {}), dict)
+            or not isinstance(raw.get("dynamic", []), list)):  # fmt: skip
+        raise InputError(f"{source}: a placement is a JSON object with an 'int8' list and a 'float' object "
+                         "(and optionally a 'dynamic' list)")  # fmt: skip
+    if not all(isinstance(x, str) for x in [*raw["int8"], *raw.get("dynamic", [])]) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in raw.get("float", {}).items()
     ):
-        raise InputError(f"{path}: placement names must be strings")
-    return Placement(tuple(sorted(raw["int8"])), tuple(sorted(raw.get("float", {}).items())))
+        raise InputError(f"{source}: placement names must be strings")
+    return Placement(tuple(sorted(raw["int8"])), tuple(sorted(raw.get("float", {}).items())),
+                     dynamic=tuple(sorted(raw.get("dynamic", []))))  # fmt: skip
 
 
 def ensure_node_names(graph: onnx.GraphProto) -> int:
@@ -207,7 +226,18 @@ def rewrite_for_int8(model: onnx.ModelProto) -> list[str]:
 
     counts: dict[str, int] = {}
     out: list[onnx.NodeProto] = []
+    groups: list[dict[str, object]] = []  # what each rewrite replaced, to undo it where the nodes stay float
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+    def record(original: onnx.NodeProto, start: int) -> None:
+        constants = {i: consts[i] for i in original.input if i in consts}
+        groups.append({
+            "nodes": [m.name for m in out[start:]],
+            "node": base64.b64encode(original.SerializeToString()).decode("ascii"),
+            "constants": {k: base64.b64encode(numpy_helper.from_array(np.asarray(v), k).SerializeToString())
+                          .decode("ascii") for k, v in sorted(constants.items())},
+        })  # fmt: skip
+
     # shape arithmetic in float (a size divided, then cast or rounded to an integer) is never int8 and must keep
     # its exact quotient: x * (1/c) can land just below the integer x / c is
     rounded = {i for n in g.node if n.op_type in ("Cast", "Floor", "Ceil", "Round") for i in n.input[:1]}
@@ -215,14 +245,18 @@ def rewrite_for_int8(model: onnx.ModelProto) -> list[str]:
         c = consts.get(n.input[1]) if n.op_type in ("Div", "Sub") and len(n.input) == 2 else None
         if c is not None and c.dtype == np.float32 and n.input[0] not in consts and not rounded & set(n.output):
             if n.op_type == "Div" and np.all(c != 0) and np.all(np.isfinite(1.0 / c)):
+                start = len(out)
                 out.append(helper.make_node("Mul", [n.input[0], const(f"{n.name}_reciprocal", (1.0 / c).astype(
                     np.float32))], list(n.output), name=n.name))  # fmt: skip
                 counts["Div"] = counts.get("Div", 0) + 1
+                record(n, start)
                 continue
             if n.op_type == "Sub":
+                start = len(out)
                 out.append(helper.make_node("Add", [n.input[0], const(f"{n.name}_negated", (-c).astype(np.float32))],
                                             list(n.output), name=n.name))  # fmt: skip
                 counts["Sub"] = counts.get("Sub", 0) + 1
+                record(n, start)
                 continue
         if n.op_type in ("HardSigmoid", "HardSwish") and n.domain in ("", "ai.onnx") and opset >= 11:
             attrs = {a.name: a.f for a in n.attribute}
@@ -231,6 +265,7 @@ def rewrite_for_int8(model: onnx.ModelProto) -> list[str]:
             x, y = n.input[0], n.output[0]
             scaled, shifted = fresh(f"{n.name}_scaled"), fresh(f"{n.name}_shifted")
             hs = fresh(f"{n.name}_hardsigmoid") if n.op_type == "HardSwish" else y
+            start = len(out)
             out += [
                 helper.make_node("Mul", [x, const(f"{n.name}_alpha", np.array(alpha, np.float32))], [scaled],
                                  name=fresh(f"{n.name}_Mul")),
@@ -243,13 +278,59 @@ def rewrite_for_int8(model: onnx.ModelProto) -> list[str]:
             if n.op_type == "HardSwish":
                 out.append(helper.make_node("Mul", [x, hs], [y], name=n.name))
             counts[n.op_type] = counts.get(n.op_type, 0) + 1
+            record(n, start)
             continue
         out.append(n)
     if not counts:
         return []
     replace_nodes(g, out)
+    _set_metadata(model, REWRITES_METADATA_KEY, json.dumps(groups, sort_keys=True))
     return ["rewritten into int8-capable equivalents (same function): " + ", ".join(
         f"{k} x{v}" for k, v in sorted(counts.items()))]  # fmt: skip
+
+
+def _set_metadata(model: onnx.ModelProto, key: str, value: str | None) -> None:
+    keep = [p for p in model.metadata_props if p.key != key]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    if value is not None:
+        model.metadata_props.add(key=key, value=value)
+
+
+def undo_float_rewrites(model: onnx.ModelProto, int8: Iterable[str]) -> int:
+    """Undo :func:`rewrite_for_int8` wherever none of a rewrite's nodes runs int8 (in place; returns how many).
+
+    The rewrites only pay where an int8 kernel takes the new ops; where they stay float, the original op is
+    what ONNX Runtime's float fusions recognise (``Div`` by sqrt(2) in GELU, ``HardSigmoid`` after a Conv). The
+    record of what was rewritten travels in the model's metadata and is removed here.
+    """
+    text = next((p.value for p in model.metadata_props if p.key == REWRITES_METADATA_KEY), "")
+    _set_metadata(model, REWRITES_METADATA_KEY, None)
+    if not text:
+        return 0
+    quantized = set(int8)
+    g = model.graph
+    by_name = {n.name: n for n in g.node}
+    have = {t.name for t in g.initializer} | {o for n in g.node for o in n.output} | {i.name for i in g.input}
+    undone: dict[str, onnx.NodeProto] = {}  # first node of a rewrite -> the original node
+    dropped: set[str] = set()
+    for group in json.loads(text):
+        names = list(group["nodes"])
+        if not names or any(n in quantized or n not in by_name for n in names):
+            continue
+        original = onnx.NodeProto()
+        original.ParseFromString(base64.b64decode(group["node"]))
+        for name, blob in group["constants"].items():
+            if name not in have:  # the constant went unused after the rewrite and was dropped: bring it back
+                t = onnx.TensorProto()
+                t.ParseFromString(base64.b64decode(blob))
+                g.initializer.append(t)
+                have.add(name)
+        undone[names[0]] = original
+        dropped.update(names[1:])
+    if undone:
+        replace_nodes(g, [undone.get(n.name, n) for n in g.node if n.name not in dropped])
+    return len(undone)
 
 
 def candidate_nodes(model: onnx.ModelProto, floats: set[str], constants: set[str],

@@ -68,6 +68,7 @@ from tensorslim.passes.static_placement import (
     ensure_node_names,
     int8_components,
     load_placement,
+    undo_float_rewrites,
 )
 from tensorslim.progress import progress_bar
 
@@ -463,7 +464,8 @@ def plan_static_quant(
     floats = dict(placement.float)
     plan = StaticPlan(placement=placement)
     if not any(n.op_type in MAC_OPS for n in index.nodes if n.name in int8):
-        plan.placement = Placement((), tuple(sorted(floats.items())), placement.rounds, placement.runtime)
+        plan.placement = Placement((), tuple(sorted(floats.items())), placement.rounds, placement.runtime,
+                                   placement.dynamic)  # fmt: skip
         return plan
     quant = index.quantized(int8)
     io = _io_tensors(model, cfg)
@@ -530,7 +532,7 @@ def plan_static_quant(
     plan.activations = params
     plan.nodes = [n for n in index.nodes if n.name in int8]
     plan.placement = Placement(tuple(sorted(int8)), tuple(sorted(floats.items())), placement.rounds,
-                               placement.runtime)  # fmt: skip
+                               placement.runtime, placement.dynamic)  # fmt: skip
     for t in io:
         lo, hi = plan.ranges.get(t, (0.0, 0.0))
         plan.io[t] = plan.activations.get(t) or activation_params(t, lo, hi, cfg.io_dtype)
@@ -797,11 +799,11 @@ class StaticQuantPass(Pass):
         replay = cfg.placement if isinstance(cfg.placement, Placement) or cfg.placement is None else load_placement(
             cfg.placement)  # fmt: skip
         plan = plan_static_quant(model, self.data, cfg, placement=replay, keep_float=keep_float)
+        source = onnx.ModelProto()
+        source.CopyFrom(model)
         if replay is None and cfg.latency_check and plan.nodes:
             from tensorslim.passes.static_latency import latency_fallback
 
-            source = onnx.ModelProto()
-            source.CopyFrom(model)
             index = StaticGraph(source)
 
             def build(int8: set[str]) -> onnx.ModelProto:
@@ -817,6 +819,21 @@ class StaticQuantPass(Pass):
             int8 = set(plan.placement.int8)
             plan.nodes = [n for n in plan.nodes if n.name in int8]
             plan.activations, _, _ = _group_params(index, int8, plan.ranges, cfg, plan.bits)
+        if replay is None and cfg.latency_check:
+            from tensorslim.passes.static_rest import choose_dynamic
+
+            trial = onnx.ModelProto()
+            trial.CopyFrom(source)
+            undo_float_rewrites(trial, plan.placement.int8)
+            apply_qdq(trial, set(plan.placement.int8), plan.activations, cfg, {}, [])
+            dynamic, dynamic_notes = choose_dynamic(source, trial, self.data, cfg.exclude, op_types=cfg.op_types,
+                                                    target_db=cfg.output_sqnr_db)  # fmt: skip
+            plan.placement = dataclasses.replace(plan.placement, dynamic=dynamic)
+            plan.notes.extend(dynamic_notes)
+        undone = undo_float_rewrites(model, plan.placement.int8)
+        if undone:
+            plan.notes.append(f"{undone} rewrite(s) for int8 undone where the nodes stay float (the original ops keep "
+                              "ONNX Runtime's float fusions)")  # fmt: skip
         plan.notes.append(plan.placement.summary())
         means: dict[str, np.ndarray] = {}
         if cfg.bias_correction:

@@ -1,0 +1,149 @@
+"""Static int8's float layers: rewrites undone where nodes stay float, and dynamic int8 for float MatMul/Gemm."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper
+
+from models import F, make, optimized_op_types, run
+from tensorslim.evaluate.data import Dataset
+from tensorslim.passes.static_placement import (
+    PLACEMENT_METADATA_KEY,
+    REWRITES_METADATA_KEY,
+    Placement,
+    load_placement_json,
+)
+from tensorslim.passes.static_quant import StaticQuantConfig
+from tensorslim.passes.static_rest import choose_dynamic, dynamic_candidates, rest_config
+from tensorslim.pipeline import mode_pipeline, static_pipeline
+
+
+def gelu_mlp(seed: int = 0, d: int = 64, hidden: int = 256, outlier: float = 0.0) -> tuple[onnx.ModelProto, Dataset]:
+    """x -> MatMul -> Add -> GELU (Div by sqrt 2, Erf, Add, Mul, Mul: the exported form) -> MatMul -> y.
+    ``outlier``: one input channel that many times larger than the rest (and read by no output)."""
+    r = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("MatMul", ["x", "W1"], ["h"], name="mm1"),
+        helper.make_node("Add", ["h", "b1"], ["hb"], name="bias1"),
+        helper.make_node("Div", ["hb", "sqrt2"], ["g1"], name="gelu_div"),
+        helper.make_node("Erf", ["g1"], ["g2"], name="gelu_erf"),
+        helper.make_node("Add", ["g2", "one"], ["g3"], name="gelu_add"),
+        helper.make_node("Mul", ["hb", "g3"], ["g4"], name="gelu_mul"),
+        helper.make_node("Mul", ["g4", "half"], ["g"], name="gelu_half"),
+        helper.make_node("MatMul", ["g", "W2"], ["y"], name="mm2"),
+    ]
+    w2 = (r.standard_normal((hidden, d)) / np.sqrt(hidden)).astype(np.float32)
+    inits = {
+        "W1": (r.standard_normal((d, hidden)) / np.sqrt(d)).astype(np.float32),
+        "b1": (r.standard_normal(hidden) * 0.1).astype(np.float32),
+        "W2": w2,
+        "sqrt2": np.array(np.sqrt(2.0), np.float32), "one": np.array(1.0, np.float32),
+        "half": np.array(0.5, np.float32),
+    }  # fmt: skip
+    if outlier:
+        # one hidden unit, constant and huge, that no output reads: dynamic int8 of mm2's input loses the rest
+        inits["W1"][:, 0] = 0.0
+        inits["b1"][0] = outlier
+        w2[0, :] = 0.0
+    model = make(nodes, [("x", F, ["b", d])], [("y", F, ["b", d])], inits, opset=17)
+    return model, Dataset({"x": r.standard_normal((32, d)).astype(np.float32)})
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.dot(a.ravel(), b.ravel()) / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def _placement(model: onnx.ModelProto) -> Placement:
+    return load_placement_json(next(p.value for p in model.metadata_props if p.key == PLACEMENT_METADATA_KEY), "m")
+
+
+def test_rewrites_are_undone_where_the_nodes_stay_float(tmp_path: Path) -> None:
+    model, data = gelu_mlp()
+    cfg = StaticQuantConfig(latency_check=False, exclude=("gelu_.*",))
+    res = static_pipeline(cfg, data)(model)
+    ops = Counter(n.op_type for n in res.model.graph.node)
+    # the Div by sqrt(2) was rewritten into a Mul for int8 kernels; it stays float, so it is a Div again...
+    assert ops["Div"] == 1 and any("rewrite(s) for int8 undone" in n for n in res.notes), (ops, res.notes)
+    div = next(n for n in res.model.graph.node if n.op_type == "Div")
+    consts = {t.name: onnx.numpy_helper.to_array(t) for t in res.model.graph.initializer}
+    assert float(consts[div.input[1]]) == pytest.approx(np.sqrt(2.0))
+    # ... which ONNX Runtime fuses into one GELU kernel, as in the float model; the record of rewrites is gone
+    assert {"Gelu", "BiasGelu"} & set(optimized_op_types(res.model, tmp_path)), optimized_op_types(res.model, tmp_path)
+    assert REWRITES_METADATA_KEY not in {p.key for p in res.model.metadata_props}
+    feeds = {"x": data.inputs["x"][:8]}
+    assert _cos(run(model, feeds)[0], run(res.model, feeds)[0]) > 0.999
+
+
+def test_a_rewrite_with_an_int8_node_is_kept() -> None:
+    model, data = gelu_mlp()
+    res = static_pipeline(StaticQuantConfig(latency_check=False), data)(model)
+    placement = _placement(res.model)
+    # the Div's replacement Mul is tried in int8 (QLinearMul); where it runs int8 the rewrite stays
+    if "gelu_div" in placement.int8:
+        assert not any(n.op_type == "Div" for n in res.model.graph.node)
+    else:
+        assert any(n.op_type == "Div" and n.name == "gelu_div" for n in res.model.graph.node)
+
+
+def _quantize_float_mm2(model: onnx.ModelProto, data: Dataset, dynamic: tuple[str, ...]) -> onnx.ModelProto:
+    """Static int8 replaying a placement that keeps mm2 float and lists ``dynamic`` (the rest step included)."""
+    first = _placement(mode_pipeline(StaticQuantConfig(latency_check=False), data=data)(model).model)
+    assert "mm2" in first.int8
+    placement = Placement(tuple(n for n in first.int8 if n != "mm2"), (*first.float, ("mm2", "test: kept float")),
+                          dynamic=dynamic)  # fmt: skip
+    return mode_pipeline(StaticQuantConfig(placement=placement), data=data)(model).model
+
+
+def test_a_placement_runs_the_float_matmuls_it_lists_in_dynamic_int8() -> None:
+    model, data = gelu_mlp()
+    weight_only = _quantize_float_mm2(model, data, ())
+    assert "MatMulInteger" not in {n.op_type for n in weight_only.graph.node}
+    dyn = _quantize_float_mm2(model, data, ("mm2",))
+    ops = Counter(n.op_type for n in dyn.graph.node)
+    assert ops["DynamicQuantizeLinear"] == 1 and ops["MatMulInteger"] == 1, ops
+    assert _placement(dyn).dynamic == ("mm2",)
+    assert json.loads(_placement(dyn).to_json())["dynamic"] == ["mm2"]
+    feeds = {"x": data.inputs["x"][:8]}
+    assert _cos(run(model, feeds)[0], run(dyn, feeds)[0]) > 0.995
+    # the replay is deterministic: same placement, same bytes
+    assert _quantize_float_mm2(model, data, ("mm2",)).SerializeToString() == dyn.SerializeToString()
+
+
+def test_rest_config_and_candidates() -> None:
+    model, data = gelu_mlp()
+    assert dynamic_candidates(model) == ["mm1", "mm2"]
+    assert rest_config(model, ()).form == "weight_only"
+    cfg = rest_config(model, ["mm2"])
+    assert cfg.form == "auto" and cfg.float_compute == ("^mm1$",)
+
+
+def test_dynamic_int8_that_loses_accuracy_is_not_chosen() -> None:
+    model, data = gelu_mlp(outlier=3000.0)
+    static = mode_pipeline(StaticQuantConfig(latency_check=False, exclude=("mm2",)), data=data)
+    # the static model before the rest step: the pipeline's static part alone
+    first = static.steps[-1].pass_.steps[0].pass_(model).model  # type: ignore[attr-defined]
+    nodes, notes = choose_dynamic(model, first, data)
+    assert nodes == () and len(notes) == 1 and "lowers the output SQNR" in notes[0], notes
+
+
+def test_the_static_mode_decides_dynamic_by_measuring_and_records_it() -> None:
+    model, data = gelu_mlp(d=256, hidden=1024)
+    # every activation under 60 dB stays float: both layers are left to the dynamic-or-weight-only decision
+    res = mode_pipeline(StaticQuantConfig(fallback_sqnr_db=60, max_fallback=1.0), data=data)(model)
+    notes = [n for n in res.notes if "2 float MatMul/Gemm layer(s)" in n]
+    assert len(notes) == 1, res.notes
+    placement = _placement(res.model)
+    assert placement.int8 == ()
+    integer = [n for n in res.model.graph.node if n.op_type == "MatMulInteger"]
+    if placement.dynamic:
+        assert len(placement.dynamic) == 2 and len(integer) == 2 and "x of weight-only [" in notes[0], notes
+        feeds = {"x": data.inputs["x"][:8]}
+        assert _cos(run(model, feeds)[0], run(res.model, feeds)[0]) > 0.995
+    else:
+        assert not integer and "not faster" in notes[0], notes
