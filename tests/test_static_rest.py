@@ -147,3 +147,87 @@ def test_the_static_mode_decides_dynamic_by_measuring_and_records_it() -> None:
         assert _cos(run(model, feeds)[0], run(res.model, feeds)[0]) > 0.995
     else:
         assert not integer and "not faster" in notes[0], notes
+
+
+def _clamp_chain(zp: int, clamp: str = "Relu") -> onnx.ModelProto:
+    """x -> Q -> DQ -> clamp -> Q -> DQ -> {Add(y, 1), Mul(y, 2)}: the same scale and zero point ``zp`` twice."""
+    from onnx import numpy_helper
+
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q1"], name="q1"),
+        helper.make_node("DequantizeLinear", ["q1", "s", "z"], ["d1"], name="d1"),
+        helper.make_node(clamp, ["d1", *(["lo", "hi"] if clamp == "Clip" else [])], ["r"], name="clamp"),
+        helper.make_node("QuantizeLinear", ["r", "s", "z"], ["q2"], name="q2"),
+        helper.make_node("DequantizeLinear", ["q2", "s", "z"], ["d2"], name="d2"),
+        helper.make_node("Add", ["d2", "one"], ["a"], name="add"),
+        helper.make_node("Mul", ["d2", "two"], ["m"], name="mul"),
+    ]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", F, [4, 8])],
+                              [helper.make_tensor_value_info(o, F, [4, 8]) for o in ("a", "m")],
+                              [numpy_helper.from_array(np.array(0.05, np.float32), "s"),
+                               numpy_helper.from_array(np.array(zp, np.uint8), "z"),
+                               numpy_helper.from_array(np.array(0.0, np.float32), "lo"),
+                               numpy_helper.from_array(np.array(6.0, np.float32), "hi"),
+                               numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+                               numpy_helper.from_array(np.array(2.0, np.float32), "two")])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+@pytest.mark.parametrize(("zp", "clamp", "dropped"), [(0, "Relu", 1), (0, "Clip", 0), (10, "Relu", 0)])
+def test_a_clamp_the_int8_range_already_applies_is_dropped_exactly(zp: int, clamp: str, dropped: int) -> None:
+    from tensorslim.passes.static_apply import drop_redundant_clamps
+
+    model = _clamp_chain(zp, clamp)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    # uint8 at scale 0.05 from 0 spans [0, 12.75]: a Relu changes nothing, a Clip to 6 does; zero point 10: negatives
+    assert drop_redundant_clamps(out) == dropped
+    onnx.checker.check_model(out)
+    assert len(out.graph.node) == len(model.graph.node) - 3 * dropped
+    feeds = {"x": np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32) * 8}
+    for a, b in zip(run(model, feeds), run(out, feeds), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_static_int8_leaves_no_dequantize_quantize_pair_after_a_shared_relu(tmp_path: Path) -> None:
+    r = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "W1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Conv", ["r1", "W2"], ["c2"], name="conv2", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["r1", "c2"], ["y"], name="residual"),
+    ]
+    inits = {"W1": (r.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32),
+             "W2": (r.standard_normal((8, 8, 3, 3)) * 0.1).astype(np.float32)}  # fmt: skip
+    model = make(nodes, [("x", F, [1, 3, 16, 16])], [("y", F, [1, 8, 16, 16])], inits, opset=17)
+    data = Dataset({"x": r.standard_normal((16, 3, 16, 16)).astype(np.float32)})
+    res = static_pipeline(StaticQuantConfig(latency_check=False), data)(model)
+    assert "Relu" not in {n.op_type for n in res.model.graph.node}
+    ops = optimized_op_types(res.model, tmp_path)
+    assert ops.count("QLinearConv") == 2 and "DequantizeLinear" not in ops[1:-1], ops
+
+
+def test_a_chain_of_scalar_muls_leaves_no_dequantize_that_nothing_reads() -> None:
+    r = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "W1"], ["c0"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["c1"], name="relu1"),  # keeps the Muls out of the Conv's weights
+        helper.make_node("Mul", ["c1", "k1"], ["m1"], name="scale1"),
+        helper.make_node("Div", ["m1", "six"], ["m2"], name="scale2"),
+        helper.make_node("Conv", ["m2", "W2"], ["y"], name="conv2", pads=[1, 1, 1, 1]),
+    ]
+    inits = {"W1": (r.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32),
+             "W2": (r.standard_normal((4, 8, 3, 3)) * 0.1).astype(np.float32),
+             "k1": np.array(1.5, np.float32), "six": np.array(6.0, np.float32)}  # fmt: skip
+    model = make(nodes, [("x", F, ["b", 3, 16, 16])], [("y", F, ["b", 4, 16, 16])], inits, opset=17)
+    data = Dataset({"x": r.standard_normal((16, 3, 16, 16)).astype(np.float32)})
+    res = static_pipeline(StaticQuantConfig(latency_check=False), data)(model)
+    read = {i for n in res.model.graph.node for i in n.input} | {o.name for o in res.model.graph.output}
+    unread = [n.name for n in res.model.graph.node if not set(n.output) & read]
+    assert not unread, unread  # ONNX Runtime runs such nodes on every inference
+    # both scalar Muls became the scale of one DequantizeLinear: no Mul kernel is left
+    assert "Mul" not in {n.op_type for n in res.model.graph.node}
+    feeds = {"x": data.inputs["x"][:4]}
+    assert _cos(run(model, feeds)[0], run(res.model, feeds)[0]) > 0.999

@@ -20,6 +20,7 @@ import onnx
 
 from tensorslim.algorithms.quantize import QuantParams, QuantScheme, choose_qparams, dequantize, quantize
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
+from tensorslim.backends.onnx.graph import replace_nodes
 from tensorslim.backends.onnx.weights import GraphScope, find_weights
 from tensorslim.passes.base import WeightRecord
 from tensorslim.passes.static_graph import ActivationParams, StaticGraph, activation_params, constant_value
@@ -104,16 +105,21 @@ def apply_qdq(
             for i, name in enumerate(u.input):
                 if name == t:
                     u.input[i] = dq
-    for y in sorted(absorbed):
+    def source(y: str) -> str:
+        while y in absorbed:
+            y = absorbed[y][0]
+        return y
+
+    done = {y for y in absorbed if source(y) in qname and y in params}
+    for y in sorted(done):
         # Mul(x, c) -> DequantizeLinear(x's codes, c * x's scale): the same values with no kernel at all
-        src = y
-        while src in absorbed:
-            src = absorbed[src][0]
-        if src not in qname or y not in params:
-            continue
+        src = source(y)
         ap = params[y]
-        s, z = qparams(ap, y)
         mul = index.producer[y]
+        if y not in index.outputs and all(c.output and c.output[0] in done for c in index.consumers.get(y, [])):
+            editor.drop_node(mul)  # read only by Muls absorbed further down the chain: a DQ here would run for nothing
+            continue
+        s, z = qparams(ap, y)
         domain = wide_domain if ap.bits == 16 else ""
         editor.replace(mul, [editor.node("DequantizeLinear", [qname[src], s, z], [y], f"{y}_DequantizeLinear",
                                          domain=domain)])  # fmt: skip
@@ -141,7 +147,101 @@ def apply_qdq(
     compute = {n.output[0] for n in index.nodes if n.name in int8 and n.op_type in COMPUTE_OPS and n.output}
     records = quantize_weights(model, editor, compute, params, dq_name, cfg, means, notes, learned or {})
     editor.apply()
+    drop_redundant_clamps(model)
+    drop_unread_qdq(model)
     return records
+
+
+def drop_unread_qdq(model: onnx.ModelProto) -> int:
+    """Remove Q/DQ nodes whose outputs nothing reads (in place, repeatedly; returns how many): ONNX Runtime keeps
+    and runs them on every inference."""
+    g = model.graph
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for n in g.node for a in n.attribute):
+        return 0  # subgraphs read outer tensors by name: leave the graph as it is
+    outputs = {o.name for o in g.output}
+    removed = 0
+    while True:
+        read = {i for n in g.node for i in n.input} | outputs
+        dead = [n for n in g.node if n.op_type in ("QuantizeLinear", "DequantizeLinear") and not set(n.output) & read]
+        if not dead:
+            return removed
+        ids = {id(n) for n in dead}
+        replace_nodes(g, [n for n in g.node if id(n) not in ids])
+        removed += len(dead)
+
+
+def drop_redundant_clamps(model: onnx.ModelProto) -> int:
+    """Remove each ``Relu``/``Clip`` between two Q/DQ pairs of the same parameters whose int8 range already lies
+    inside the clamp (in place; returns how many).
+
+    ``Q -> DQ -> Relu -> Q -> DQ`` with one scale and the zero point at the bottom of the int8 range: the first Q
+    already saturates at 0, so the Relu and the second pair change no value. ONNX Runtime folds such a clamp into
+    the producer's integer kernel only when the clamp's output has one reader; with more (a residual branch) it
+    leaves a ``DequantizeLinear -> QuantizeLinear`` pair that runs on every inference. Exact: the same values.
+    """
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+
+    def params(q: onnx.NodeProto) -> tuple[float, int, int, int] | None:
+        if len(q.input) < 3 or any(a.name == "axis" for a in q.attribute):
+            return None
+        s, z = constant_value(model, q.input[1]), constant_value(model, q.input[2])
+        if s is None or z is None or s.size != 1 or z.size != 1 or z.dtype not in (np.uint8, np.int8):
+            return None
+        info = np.iinfo(z.dtype)
+        return float(s.reshape(())), int(z.reshape(())), int(info.min), int(info.max)
+
+    dropped: set[int] = set()  # id() of the nodes to remove
+    rename: dict[str, str] = {}
+    count = 0
+    for n in g.node:
+        if n.op_type not in ("Relu", "Clip") or n.domain not in ("", "ai.onnx") or not n.input or not n.output:
+            continue
+        dq1 = producer.get(n.input[0])
+        after = readers.get(n.output[0], [])
+        if dq1 is None or dq1.op_type != "DequantizeLinear" or id(dq1) in dropped:
+            continue
+        if len(after) != 1 or after[0].op_type != "QuantizeLinear":
+            continue
+        q2 = after[0]
+        q1 = producer.get(dq1.input[0])
+        dq2s = readers.get(q2.output[0], [])
+        if q1 is None or q1.op_type != "QuantizeLinear" or not dq2s or any(d.op_type != "DequantizeLinear" for d in dq2s):
+            continue
+        p1 = params(q1)
+        if p1 is None or any(params(m) != p1 for m in (dq1, q2, *dq2s)):
+            continue
+        scale, zp, qmin, qmax = p1
+        lo, hi = 0.0, np.inf
+        if n.op_type == "Clip":
+            names = [*n.input[1:3], "", ""][:2]
+            bounds = [constant_value(model, x) if x else None for x in names]
+            if any(x and b is None for x, b in zip(names, bounds, strict=True)):
+                continue  # a clamp computed at run time
+            lo = float(bounds[0].reshape(())) if bounds[0] is not None else -np.inf
+            hi = float(bounds[1].reshape(())) if bounds[1] is not None else np.inf
+        if scale * (qmin - zp) < lo or scale * (qmax - zp) > hi:
+            continue  # the int8 range reaches beyond the clamp: the clamp does something
+        if {n.output[0], q2.output[0], *(d.output[0] for d in dq2s)} & outputs:
+            continue
+        dropped.update({id(n), id(q2), *(id(d) for d in dq2s)})
+        for d in dq2s:
+            rename[d.output[0]] = dq1.output[0]
+        count += 1
+    if not count:
+        return 0
+    keep = [n for n in g.node if id(n) not in dropped]
+    for n in keep:
+        for k, i in enumerate(n.input):
+            if i in rename:
+                n.input[k] = rename[i]
+    replace_nodes(g, keep)
+    return count
 
 
 def bias_safe_scales(qp: QuantParams, bias: np.ndarray | None, x_scale: float) -> QuantParams:
