@@ -211,7 +211,9 @@ def drop_redundant_clamps(model: onnx.ModelProto) -> int:
         q2 = after[0]
         q1 = producer.get(dq1.input[0])
         dq2s = readers.get(q2.output[0], [])
-        if q1 is None or q1.op_type != "QuantizeLinear" or not dq2s or any(d.op_type != "DequantizeLinear" for d in dq2s):
+        if q1 is None or q1.op_type != "QuantizeLinear" or not dq2s:
+            continue
+        if any(d.op_type != "DequantizeLinear" for d in dq2s):
             continue
         p1 = params(q1)
         if p1 is None or any(params(m) != p1 for m in (dq1, q2, *dq2s)):
