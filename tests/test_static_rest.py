@@ -231,3 +231,44 @@ def test_a_chain_of_scalar_muls_leaves_no_dequantize_that_nothing_reads() -> Non
     assert "Mul" not in {n.op_type for n in res.model.graph.node}
     feeds = {"x": data.inputs["x"][:4]}
     assert _cos(run(model, feeds)[0], run(res.model, feeds)[0]) > 0.999
+
+
+def test_a_conv_transpose_with_kernel_equal_to_stride_runs_as_an_int8_conv(tmp_path: Path) -> None:
+    from tensorslim.passes.static_placement import rewrite_for_int8
+
+    r = np.random.default_rng(0)
+    nodes = [
+        helper.make_node("Conv", ["x", "W0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"], name="relu0"),
+        helper.make_node("ConvTranspose", ["r0", "Wt"], ["t"], name="up", kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Add", ["t", "bt"], ["tb"], name="up_bias"),
+        helper.make_node("BatchNormalization", ["tb", "g", "b", "m", "v"], ["bn"], name="up_bn"),
+        helper.make_node("Relu", ["bn"], ["y"], name="relu1"),
+    ]
+    inits = {"W0": (r.standard_normal((8, 3, 3, 3)) * 0.3).astype(np.float32),
+             "Wt": (r.standard_normal((8, 6, 2, 2)) * 0.3).astype(np.float32),
+             "bt": (r.standard_normal((1, 6, 1, 1)) * 0.1).astype(np.float32),
+             "g": r.uniform(0.5, 1.5, 6).astype(np.float32), "b": (r.standard_normal(6) * 0.1).astype(np.float32),
+             "m": (r.standard_normal(6) * 0.1).astype(np.float32), "v": r.uniform(0.5, 1.5, 6).astype(np.float32)}
+    model = make(nodes, [("x", F, ["b", 3, 8, 8])], [("y", F, ["b", 6, 16, 16])], inits, opset=17)
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(model)
+    notes = rewrite_for_int8(rewritten)
+    onnx.checker.check_model(rewritten)
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert "ConvTranspose x1" in notes[0] and ops == ["Conv", "Relu", "Conv", "DepthToSpace", "Relu"], (ops, notes)
+    x = r.standard_normal((4, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(run(rewritten, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-4, atol=1e-5)
+    # a transposed convolution with overlapping blocks is left alone
+    overlapping = onnx.ModelProto()
+    overlapping.CopyFrom(model)
+    up = next(n for n in overlapping.graph.node if n.op_type == "ConvTranspose")
+    del up.attribute[:]
+    up.attribute.extend([helper.make_attribute("kernel_shape", [2, 2]), helper.make_attribute("strides", [1, 1])])
+    assert not any("ConvTranspose" in n for n in rewrite_for_int8(overlapping))
+    # static int8: both convolutions run on ONNX Runtime's int8 kernel
+    data = Dataset({"x": r.standard_normal((16, 3, 8, 8)).astype(np.float32)})
+    res = static_pipeline(StaticQuantConfig(latency_check=False), data)(model)
+    opt = optimized_op_types(res.model, tmp_path)
+    assert opt.count("QLinearConv") == 2 and "ConvTranspose" not in opt, opt
+    assert _cos(run(model, {"x": x})[0], run(res.model, {"x": x})[0]) > 0.99

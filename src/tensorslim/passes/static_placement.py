@@ -199,12 +199,103 @@ def _scalar_constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return out
 
 
+def _conv_transpose_as_conv(model: onnx.ModelProto) -> int:
+    """``ConvTranspose`` whose kernel equals its stride (no padding, one group) -> 1x1 ``Conv`` + ``DepthToSpace``.
+
+    Such a layer writes each input pixel's ``k x k`` output block on its own: a 1x1 convolution to ``Co*k*k``
+    channels (channel ``co*k*k + a*k + b`` holds block position ``(a, b)`` of channel ``co``) rearranged by
+    ``DepthToSpace(k, CRD)``. ONNX Runtime has no int8 ConvTranspose on the CPU; it has an int8 Conv, and
+    DepthToSpace moves int8 values as they are. A following per-channel ``Add`` of a constant and an inference
+    ``BatchNormalization`` fold into the new Conv's weights and bias. Returns how many were rewritten.
+    """
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    outputs = {o.name for o in g.output}
+    used = {t.name for t in g.initializer} | {n.name for n in g.node}
+    used |= {v for n in g.node for v in (*n.input, *n.output)}
+
+    def fresh(base: str) -> str:
+        name, k = base, 0
+        while name in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name)
+        return name
+
+    def const(name: str) -> np.ndarray | None:
+        return numpy_helper.to_array(inits[name]) if name in inits else None
+
+    replaced: dict[int, list[onnx.NodeProto]] = {}
+    dropped: set[int] = set()
+    for n in g.node:
+        if n.op_type != "ConvTranspose" or n.domain not in ("", "ai.onnx") or len(n.input) < 2:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        w = const(n.input[1])
+        if w is None or w.ndim != 4 or w.dtype != np.float32:
+            continue
+        k = int(w.shape[2])
+        if (w.shape[3] != k or k < 2 or list(attrs.get("strides", [1, 1])) != [k, k]
+                or list(attrs.get("kernel_shape", [k, k])) != [k, k] or int(attrs.get("group", 1)) != 1
+                or any(int(v) != 0 for v in attrs.get("pads", [0, 0, 0, 0]))
+                or any(int(v) != 1 for v in attrs.get("dilations", [1, 1]))
+                or any(int(v) != 0 for v in attrs.get("output_padding", [0, 0]))
+                or "output_shape" in attrs
+                or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")):  # fmt: skip
+            continue
+        ci, co = int(w.shape[0]), int(w.shape[1])
+        bias = const(n.input[2]) if len(n.input) > 2 and n.input[2] else np.zeros(co, np.float32)
+        if bias is None:
+            continue
+        scale = np.ones(co, np.float64)
+        shift = bias.astype(np.float64).reshape(co)
+        tail, out = [], n.output[0]
+        while out not in outputs and len(readers.get(out, [])) == 1:  # fold per-channel Add and BatchNormalization
+            r = readers[out][0]
+            if r.op_type == "Add" and len(r.input) == 2:
+                c = const(r.input[1] if r.input[0] == out else r.input[0])
+                if c is None or (c.size != 1 and tuple(c.shape) not in ((co, 1, 1), (1, co, 1, 1))):
+                    break  # not one value per channel
+                shift = shift + c.astype(np.float64).reshape(-1)
+            elif r.op_type == "BatchNormalization" and len(r.output) == 1 and r.input[0] == out:
+                vals = [const(x) for x in r.input[1:5]]
+                if any(v is None for v in vals):
+                    break
+                gamma, beta, mean, var = (np.asarray(v, np.float64).reshape(co) for v in vals)
+                eps = float(next((a.f for a in r.attribute if a.name == "epsilon"), 1e-5))
+                f = gamma / np.sqrt(var + eps)
+                scale, shift = scale * f, (shift - mean) * f + beta
+            else:
+                break
+            tail.append(r)
+            out = r.output[0]
+        w2 = (w.astype(np.float64) * scale[None, :, None, None]).transpose(1, 2, 3, 0).reshape(co * k * k, ci, 1, 1)
+        b2 = np.repeat(shift, k * k)
+        wn, bn, mid = fresh(f"{n.input[1]}_as_conv"), fresh(f"{n.name}_bias_as_conv"), fresh(f"{n.name}_blocks")
+        g.initializer.extend([numpy_helper.from_array(w2.astype(np.float32), wn),
+                              numpy_helper.from_array(b2.astype(np.float32), bn)])  # fmt: skip
+        replaced[id(n)] = [
+            helper.make_node("Conv", [n.input[0], wn, bn], [mid], name=n.name, kernel_shape=[1, 1]),
+            helper.make_node("DepthToSpace", [mid], [out], name=fresh(f"{n.name}_DepthToSpace"), blocksize=k,
+                             mode="CRD"),
+        ]  # fmt: skip
+        dropped.update(id(t) for t in tail)
+    if replaced:
+        replace_nodes(g, [m for n in g.node if id(n) not in dropped for m in replaced.get(id(n), [n])])
+    return len(replaced)
+
+
 def rewrite_for_int8(model: onnx.ModelProto) -> list[str]:
     """Rewrite ops with no int8 kernel into equivalent ones that have one (main graph; in place).
 
     ``Div(x, c)`` -> ``Mul(x, 1/c)``, ``Sub(x, c)`` -> ``Add(x, -c)`` for float constants ``c``;
     ``HardSigmoid`` -> ``Clip(Add(Mul(x, alpha), beta), 0, 1)``; ``HardSwish`` -> ``Mul(x, HardSigmoid(x))``
-    (itself rewritten). Returns notes on what was rewritten.
+    (itself rewritten); a ``ConvTranspose`` whose kernel equals its stride -> 1x1 ``Conv`` + ``DepthToSpace``
+    (see :func:`_conv_transpose_as_conv`). Returns notes on what was rewritten.
     """
     g = model.graph
     consts = _scalar_constants(g)
@@ -225,6 +316,12 @@ def rewrite_for_int8(model: onnx.ModelProto) -> list[str]:
         return name
 
     counts: dict[str, int] = {}
+    transposed = _conv_transpose_as_conv(model)
+    if transposed:
+        counts["ConvTranspose"] = transposed
+        consts = _scalar_constants(g)
+        used = {t.name for t in g.initializer} | {n.name for n in g.node}
+        used |= {v for n in g.node for v in (*n.input, *n.output)}
     out: list[onnx.NodeProto] = []
     groups: list[dict[str, object]] = []  # what each rewrite replaced, to undo it where the nodes stay float
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
@@ -283,6 +380,8 @@ def rewrite_for_int8(model: onnx.ModelProto) -> list[str]:
         out.append(n)
     if not counts:
         return []
+    if len(counts) == 1 and transposed:
+        return ["rewritten into int8-capable equivalents (same function): " + f"ConvTranspose x{transposed}"]
     replace_nodes(g, out)
     _set_metadata(model, REWRITES_METADATA_KEY, json.dumps(groups, sort_keys=True))
     return ["rewritten into int8-capable equivalents (same function): " + ", ".join(

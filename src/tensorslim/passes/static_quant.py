@@ -826,8 +826,12 @@ class StaticQuantPass(Pass):
             trial.CopyFrom(source)
             undo_float_rewrites(trial, plan.placement.int8)
             apply_qdq(trial, set(plan.placement.int8), plan.activations, cfg, {}, [])
-            dynamic, dynamic_notes = choose_dynamic(source, trial, self.data, cfg.exclude, op_types=cfg.op_types,
-                                                    target_db=cfg.output_sqnr_db)  # fmt: skip
+            try:
+                dynamic, dynamic_notes = choose_dynamic(source, trial, self.data, cfg.exclude, op_types=cfg.op_types,
+                                                        target_db=cfg.output_sqnr_db)  # fmt: skip
+            except Exception as e:  # the weight-only default stands; the check is an optimization
+                dynamic, dynamic_notes = (), [f"float MatMul/Gemm layers kept weight-only: the dynamic int8 trial "
+                                              f"failed ({type(e).__name__}: {str(e)[:160]})"]  # fmt: skip
             plan.placement = dataclasses.replace(plan.placement, dynamic=dynamic)
             plan.notes.extend(dynamic_notes)
         undone = undo_float_rewrites(model, plan.placement.int8)
