@@ -199,6 +199,22 @@ def _scalar_constants(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
     return out
 
 
+def _namer(g: onnx.GraphProto) -> Callable[[str], str]:
+    """``fresh(base)``: ``base``, or ``base_1``, ``base_2``... whichever no node, tensor or earlier call uses."""
+    used = {t.name for t in g.initializer} | {n.name for n in g.node}
+    used |= {v for n in g.node for v in (*n.input, *n.output)}
+
+    def fresh(base: str) -> str:
+        name, k = base, 0
+        while name in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name)
+        return name
+
+    return fresh
+
+
 def _conv_transpose_as_conv(model: onnx.ModelProto) -> int:
     """``ConvTranspose`` whose kernel equals its stride (no padding, one group) -> 1x1 ``Conv`` + ``DepthToSpace``.
 
@@ -215,16 +231,7 @@ def _conv_transpose_as_conv(model: onnx.ModelProto) -> int:
         for i in n.input:
             readers.setdefault(i, []).append(n)
     outputs = {o.name for o in g.output}
-    used = {t.name for t in g.initializer} | {n.name for n in g.node}
-    used |= {v for n in g.node for v in (*n.input, *n.output)}
-
-    def fresh(base: str) -> str:
-        name, k = base, 0
-        while name in used:
-            k += 1
-            name = f"{base}_{k}"
-        used.add(name)
-        return name
+    fresh = _namer(g)
 
     def const(name: str) -> np.ndarray | None:
         return numpy_helper.to_array(inits[name]) if name in inits else None
@@ -298,30 +305,18 @@ def rewrite_for_int8(model: onnx.ModelProto) -> list[str]:
     (see :func:`_conv_transpose_as_conv`). Returns notes on what was rewritten.
     """
     g = model.graph
+    counts: dict[str, int] = {}
+    transposed = _conv_transpose_as_conv(model)
+    if transposed:
+        counts["ConvTranspose"] = transposed
     consts = _scalar_constants(g)
-    used = {t.name for t in g.initializer} | {n.name for n in g.node}
-    used |= {v for n in g.node for v in (*n.input, *n.output)}
-
-    def fresh(base: str) -> str:
-        name, k = base, 0
-        while name in used:
-            k += 1
-            name = f"{base}_{k}"
-        used.add(name)
-        return name
+    fresh = _namer(g)
 
     def const(base: str, value: np.ndarray) -> str:
         name = fresh(base)
         g.initializer.append(numpy_helper.from_array(np.array(value, order="C"), name))  # 0-d stays 0-d
         return name
 
-    counts: dict[str, int] = {}
-    transposed = _conv_transpose_as_conv(model)
-    if transposed:
-        counts["ConvTranspose"] = transposed
-        consts = _scalar_constants(g)
-        used = {t.name for t in g.initializer} | {n.name for n in g.node}
-        used |= {v for n in g.node for v in (*n.input, *n.output)}
     out: list[onnx.NodeProto] = []
     groups: list[dict[str, object]] = []  # what each rewrite replaced, to undo it where the nodes stay float
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)

@@ -799,9 +799,11 @@ class StaticQuantPass(Pass):
         replay = cfg.placement if isinstance(cfg.placement, Placement) or cfg.placement is None else load_placement(
             cfg.placement)  # fmt: skip
         plan = plan_static_quant(model, self.data, cfg, placement=replay, keep_float=keep_float)
+        measure = replay is None and cfg.latency_check
         source = onnx.ModelProto()
-        source.CopyFrom(model)
-        if replay is None and cfg.latency_check and plan.nodes:
+        if measure:  # the float model the timings and the dynamic-int8 check compare against
+            source.CopyFrom(model)
+        if measure and plan.nodes:
             from tensorslim.passes.static_latency import latency_fallback
 
             index = StaticGraph(source)
@@ -819,7 +821,7 @@ class StaticQuantPass(Pass):
             int8 = set(plan.placement.int8)
             plan.nodes = [n for n in plan.nodes if n.name in int8]
             plan.activations, _, _ = _group_params(index, int8, plan.ranges, cfg, plan.bits)
-        if replay is None and cfg.latency_check:
+        if measure:
             from tensorslim.passes.static_rest import choose_dynamic
 
             trial = onnx.ModelProto()

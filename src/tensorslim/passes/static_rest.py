@@ -20,10 +20,11 @@ and replayed by ``--placement`` without timing, for the same bytes on another ma
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 
 import onnx
 
+from tensorslim.backends.onnx.graph import walk_nodes
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes.base import Pass, PassResult
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass, plan_dynamic_quant
@@ -38,24 +39,13 @@ SQNR_MARGIN_DB = 10.0
 _COMPUTE = ("MatMul", "Gemm")
 
 
-def _all_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
-    for n in graph.node:
-        yield n
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from _all_nodes(a.g)
-            elif a.type == onnx.AttributeProto.GRAPHS:
-                for g in a.graphs:
-                    yield from _all_nodes(g)
-
-
 def rest_config(model: onnx.ModelProto, dynamic: Iterable[str], exclude: tuple[str, ...] = ()) -> DynamicQuantConfig:
     """The dynamic-quantization config of the weights static left float: weight-only, except the nodes
     ``dynamic``, whose MatMul/Gemm weights run integer kernels on run-time quantized activations."""
     chosen = set(dynamic)
     if not chosen:
         return DynamicQuantConfig(form="weight_only", exclude=exclude)
-    others = sorted({n.name for n in _all_nodes(model.graph) if n.op_type in _COMPUTE and n.name not in chosen})
+    others = sorted({n.name for n in walk_nodes(model.graph) if n.op_type in _COMPUTE and n.name not in chosen})
     return DynamicQuantConfig(form="auto", exclude=exclude, float_compute=tuple(f"^{re.escape(n)}$" for n in others))
 
 
