@@ -188,6 +188,11 @@ def quantize(
         typer.Option(help="ONNX static: round each weight up or down to minimise its layer's output error on the "
                      "calibration data (AdaRound's objective) instead of to nearest; slower."),
     ] = False,
+    empirical_bias: Annotated[
+        bool,
+        typer.Option(help="ONNX static: shift each int8 Conv/Gemm's bias so its mean output per channel matches "
+                     "float's on calibration samples, layer by layer."),
+    ] = True,
     latency_check: Annotated[
         bool,
         typer.Option(help="ONNX static: time the result against float here and move int8 regions back to float "
@@ -248,7 +253,8 @@ def quantize(
         static_options={"io_dtype": io, "activation_bits": activation_bits, "int16_nodes": tuple(int16_nodes or ()),
                         "smooth_quant": smooth_quant, "bias_correction": bias_correction, "equalize": equalize,
                         "placement": None if placement is None else str(placement),
-                        "latency_check": latency_check, "learned_rounding": learned_rounding},
+                        "latency_check": latency_check, "learned_rounding": learned_rounding,
+                        "empirical_bias": empirical_bias},
     )  # fmt: skip
     result = _own_weights(run_quantize(model_in, output, config=cfg, data=data_in, max_samples=max_samples,
                                        target_runtime=target), model_in)  # fmt: skip
@@ -339,7 +345,7 @@ def _onnx_config(
     if mode != "static":
         defaults = {"io_dtype": "float", "activation_bits": 8, "int16_nodes": (), "smooth_quant": None,
                     "bias_correction": False, "equalize": False, "placement": None, "latency_check": True,
-                    "learned_rounding": False}  # fmt: skip
+                    "learned_rounding": False, "empirical_bias": True}  # fmt: skip
         extra = [k for k, v in static_opts.items() if defaults.get(k, v) != v]
         if extra:
             flags = ", ".join("--" + {"io_dtype": "io"}.get(k, k).replace("_", "-") for k in extra)

