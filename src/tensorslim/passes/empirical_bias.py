@@ -128,6 +128,7 @@ def empirical_bias_correction(
         if got.shape != ref.shape or got.shape[1] != codes[t.codes].size:
             continue
         shift = mean_shift(ref, got)
+        shift = np.where(np.isfinite(shift), shift, 0.0)  # a sample with inf/NaN there: no evidence either way
         steps = np.round(np.divide(shift, t.scale, out=np.zeros_like(shift), where=t.scale > 0)).astype(np.int64)
         if np.any(steps):
             codes[t.codes] = np.clip(codes[t.codes] - steps.reshape(codes[t.codes].shape), -(2**31), 2**31 - 1)
