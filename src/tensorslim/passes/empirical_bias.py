@@ -24,11 +24,13 @@ import onnx
 from onnx import numpy_helper
 
 from tensorslim.algorithms.bias_correction import mean_shift
+from tensorslim.backends.onnx.graph import GraphIndex
 from tensorslim.data import Dataset
 from tensorslim.passes.calib_stats import calibration_session, run_with_outputs
 
 __all__ = ["BiasTarget", "bias_targets", "empirical_bias_correction", "sample_channel_means"]
 
+_CHANNEL_AXIS = {"Conv": 1, "Gemm": -1}  # the layers corrected, and their outputs' channel axis
 SAMPLES = 8  # calibration samples the correction looks at: a fixed number, so the same data gives the same bytes
 
 
@@ -53,8 +55,8 @@ def _channel_means(x: np.ndarray, axis: int) -> np.ndarray:
 def sample_channel_means(model: onnx.ModelProto, nodes: set[str], data: Dataset) -> dict[str, np.ndarray]:
     """``[samples, channels]``: each sample's mean output per channel of each Conv/Gemm node of ``nodes``, by
     node name (the name its output keeps once Q/DQ pairs go in may differ)."""
-    outputs = {n.name: (n.output[0], 1 if n.op_type == "Conv" else -1) for n in model.graph.node
-               if n.name in nodes and n.op_type in ("Conv", "Gemm")}  # fmt: skip
+    outputs = {n.name: (n.output[0], _CHANNEL_AXIS[n.op_type]) for n in model.graph.node
+               if n.name in nodes and n.op_type in _CHANNEL_AXIS}  # fmt: skip
     rows: dict[str, list[np.ndarray]] = {n: [] for n in outputs}
     if not outputs:
         return {}
@@ -67,27 +69,27 @@ def sample_channel_means(model: onnx.ModelProto, nodes: set[str], data: Dataset)
 def bias_targets(model: onnx.ModelProto, nodes: set[str]) -> list[BiasTarget]:
     """The Conv/Gemm nodes of ``nodes`` (in graph order) whose bias is an int32 DequantizeLinear of an
     initializer read by nothing else, with a constant scale and zero point 0."""
+    index = GraphIndex(model.graph)
     inits = {i.name: i for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    readers: dict[str, int] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            readers[i] = readers.get(i, 0) + 1
+
+    def readers(name: str) -> int:
+        return len(index.consumers.get(name, []))
+
     out = []
     for n in model.graph.node:
-        if n.name not in nodes or n.op_type not in ("Conv", "Gemm") or len(n.input) < 3 or not n.input[2]:
+        if n.name not in nodes or n.op_type not in _CHANNEL_AXIS or len(n.input) < 3 or not n.input[2]:
             continue
-        dq = producer.get(n.input[2])
-        if dq is None or dq.op_type != "DequantizeLinear" or readers.get(n.input[2], 0) != 1:
+        dq = index.producer.get(n.input[2])
+        if dq is None or dq.op_type != "DequantizeLinear" or readers(n.input[2]) != 1:
             continue
         codes, scale = inits.get(dq.input[0]), inits.get(dq.input[1]) if len(dq.input) > 1 else None
-        if codes is None or scale is None or codes.data_type != onnx.TensorProto.INT32 or readers[dq.input[0]] != 1:
+        if codes is None or scale is None or codes.data_type != onnx.TensorProto.INT32 or readers(codes.name) != 1:
             continue
         if len(dq.input) > 2 and dq.input[2]:
             zp = inits.get(dq.input[2])
             if zp is None or np.any(numpy_helper.to_array(zp)):
                 continue
-        out.append(BiasTarget(n.name, n.output[0], 1 if n.op_type == "Conv" else -1, codes.name,
+        out.append(BiasTarget(n.name, n.output[0], _CHANNEL_AXIS[n.op_type], codes.name,
                               np.asarray(numpy_helper.to_array(scale), np.float64)))  # fmt: skip
     return out
 
