@@ -64,8 +64,9 @@ I64 = TensorProto.INT64
 
 def matmul_model(k: int = 64, n: int = 48, seed: int = 0) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     w = rng(seed).standard_normal((k, n)).astype(np.float32)
-    m = make([helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")], [("x", F, ["b", 5, k])],
-             [("y", F, ["b", 5, n])], {"W": w})  # fmt: skip
+    # a sequence of unknown length: its work per sample is not known from the graph, so auto keeps integer kernels
+    m = make([helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")], [("x", F, ["b", "seq", k])],
+             [("y", F, ["b", "seq", n])], {"W": w})  # fmt: skip
     return m, {"x": rng(seed + 1).standard_normal((3, 5, k)).astype(np.float32)}
 
 

@@ -73,7 +73,9 @@ def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 @pytest.mark.parametrize("name", [f"{m}_{q}" for m in ("cnn", "tf") for q in ("dynamic", "static", "int4", "fp16")])
 def test_no_warning_on_a_healthy_output(outputs: dict[str, Path], name: str) -> None:
     rep = doctor(outputs[name], measure=False)
-    assert not rep.warnings, [(f.code, f.message) for f in rep.warnings]
+    # float16 compute on a CPU without fp16 arithmetic is worth its warning (the next test checks it fires there)
+    warnings = [f for f in rep.warnings if not (f.code == "fp16-casts" and f.details["native_fp16"] is False)]
+    assert not warnings, [(f.code, f.message) for f in warnings]
     model, opt = onnx.load(str(outputs[name])), optimized_graph(outputs[name])
     # on a CPU with fp16 arithmetic nothing about fp16 either, whatever this machine is
     assert not [f for f in _static_findings(model, opt, *FP16_NATIVE) if f.severity == "warning"], name

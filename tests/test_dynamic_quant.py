@@ -400,7 +400,7 @@ def test_float16_storage_only_next_to_load_time_dequantized_weights() -> None:
     r = np.random.default_rng(0)
     w, b = r.standard_normal((64, 48)).astype(np.float32), r.standard_normal(48).astype(np.float32)
     nodes = [helper.make_node("MatMul", ["x", "W"], ["h"], name="mm"), helper.make_node("Add", ["h", "B"], ["y"])]
-    model = make(nodes, [("x", F, ["b", 64])], [("y", F, ["b", 48])], {"W": w, "B": b})
+    model = make(nodes, [("x", F, ["b", "seq", 64])], [("y", F, ["b", "seq", 48])], {"W": w, "B": b})
     result = DynamicQuantPass()(model)
     status = {r.name: r for r in result.records}
     assert status["W"].action == "int8 integer_matmul" and status["B"].skipped
@@ -467,3 +467,47 @@ def test_rapidocr_models_quantize_to_at_most_030x(key: str, tmp_path) -> None:
         (ref,), (got,) = run(path, {"x": x})[:1], run(out, {"x": x})[:1]
         assert np.abs(ref - got).max() < 0.03
         np.testing.assert_array_equal(ref.argmax(1), got.argmax(1))
+
+
+def _head(rows: tuple[int | str, ...], k: int, n: int, batch_input: bool = True) -> onnx.ModelProto:
+    """x [*rows, k] -> MatMul W [k, n] -> y; ``batch_input=False`` hides the batch name behind a Reshape."""
+    w = np.random.default_rng(0).standard_normal((k, n)).astype(np.float32)
+    if batch_input:
+        nodes = [helper.make_node("MatMul", ["x", "W"], ["y"], name="mm")]
+        return make(nodes, [("x", F, [*rows, k])], [("y", F, [*rows, n])], {"W": w})
+    nodes = [helper.make_node("Reshape", ["x", "flat"], ["x2"], name="flatten"),
+             helper.make_node("MatMul", ["x2", "W"], ["y"], name="mm")]  # fmt: skip
+    return make(nodes, [("x", F, [*rows, k])], [("y", F, [None, n])], {"W": w, "flat": np.array([-1, k], np.int64)})
+
+
+def test_sample_macs_counts_rows_from_the_graph() -> None:
+    from tensorslim.passes.dynamic_quant import sample_macs
+
+    assert sample_macs(_head(("b",), 128, 20)) == {"y": 128 * 20}  # the inputs' batch axis counts as one sample
+    assert sample_macs(_head(("b", 30), 40, 96)) == {"y": 30 * 40 * 96}
+    assert sample_macs(_head((2, 16), 128, 128)) == {"y": 2 * 16 * 128 * 128}
+    assert sample_macs(_head(("b", "seq"), 128, 20)) == {}  # a sequence of unknown length
+    assert sample_macs(_head(("b", 7), 128, 20, batch_input=False)) == {}  # rows no longer named as a batch
+    gemm, _ = gemm_model()  # x [b, 64], W [32, 64] transposed
+    assert sample_macs(gemm) == {"y": 64 * 32}
+
+
+def test_auto_keeps_layers_with_little_work_weight_only() -> None:
+    from tensorslim.passes.static_rest import dynamic_candidates
+
+    small = _head(("b",), 128, 20)  # a classifier head on one vector per sample: 2.6 k multiply-adds
+    res = DynamicQuantPass()(small)
+    (rec,) = res.records
+    assert rec.action == "int8 load_time_cast" and "2560 multiply-adds per sample, below 131072" in rec.reason
+    assert "MatMulInteger" not in op_types(res.model) and dynamic_candidates(small) == []
+    x = np.random.default_rng(1).standard_normal((3, 128)).astype(np.float32)
+    assert rel_err(run(small, {"x": x})[0], run(res.model, {"x": x})[0]) < 0.01
+    # asked for, or with the rule off, it runs the integer kernel
+    for cfg in (DynamicQuantConfig(form="integer"), DynamicQuantConfig(min_integer_macs=0)):
+        assert "MatMulInteger" in op_types(DynamicQuantPass(cfg)(small).model)
+    # enough work per sample (16 tokens x 128 x 128): integer kernels, as for a sequence of unknown length
+    for big in (_head(("b", 16), 128, 128), _head(("b", "seq"), 128, 20)):
+        assert "MatMulInteger" in op_types(DynamicQuantPass()(big).model)
+    assert dynamic_candidates(_head(("b", 16), 128, 128)) == ["mm"]
+    with pytest.raises(ValueError, match="min_integer_macs: must be a non-negative integer"):
+        DynamicQuantConfig(min_integer_macs=-1)

@@ -98,7 +98,7 @@ def test_int4_default_runs_on_int8_kernels_that_ort_folds(tmp_path: Path) -> Non
 
 def test_expansion_rebuilds_exactly_the_planned_int8_weights() -> None:
     model, feeds = _two_layer()
-    cfg = DynamicQuantConfig(weight_bits=4, min_size=0, rotation="none", op_types=("MatMul", "Gemm"))
+    cfg = DynamicQuantConfig(weight_bits=4, min_size=0, rotation="none", op_types=("MatMul", "Gemm"), min_integer_macs=0)
     plans = {p.weight.name: p for p in plan_dynamic_quant(model, cfg)}
     res = DynamicQuantPass(cfg)(model)
     probe = onnx.ModelProto()

@@ -59,8 +59,9 @@ def outlier_model(k: int = 128, n: int = 128):
 def test_rotation_is_inserted_once_per_activation_and_beats_no_rotation() -> None:
     model, feeds = outlier_model()
     ref = run(model, feeds)
-    rotated = DynamicQuantPass(DynamicQuantConfig(rotation="hadamard", rotation_block=32))(model)
-    plain = DynamicQuantPass(DynamicQuantConfig(rotation="none"))(model)
+    # one row per sample: auto would keep these small layers weight-only, so integer kernels are asked for
+    rotated = DynamicQuantPass(DynamicQuantConfig(rotation="hadamard", rotation_block=32, min_integer_macs=0))(model)
+    plain = DynamicQuantPass(DynamicQuantConfig(rotation="none", min_integer_macs=0))(model)
     hadamard_nodes = [n for n in rotated.model.graph.node if n.name.endswith("_Hadamard")]
     assert len(hadamard_nodes) == 2  # x (for mm1) and hg (shared by mm2 and mm3)
     assert not [n for n in plain.model.graph.node if n.name.endswith("_Hadamard")]

@@ -24,8 +24,9 @@ from tensorslim.passes.static_rest import choose_dynamic, dynamic_candidates, re
 from tensorslim.pipeline import mode_pipeline, static_pipeline
 
 
-def gelu_mlp(seed: int = 0, d: int = 64, hidden: int = 256, outlier: float = 0.0) -> tuple[onnx.ModelProto, Dataset]:
-    """x -> MatMul -> Add -> GELU (Div by sqrt 2, Erf, Add, Mul, Mul: the exported form) -> MatMul -> y.
+def gelu_mlp(seed: int = 0, d: int = 128, hidden: int = 1024, outlier: float = 0.0) -> tuple[onnx.ModelProto, Dataset]:
+    """x -> MatMul -> Add -> GELU (Div by sqrt 2, Erf, Add, Mul, Mul: the exported form) -> MatMul -> y (each
+    MatMul 131 k multiply-adds per sample: enough for dynamic int8 to be a candidate).
     ``outlier``: one input channel that many times larger than the rest (and read by no output)."""
     r = np.random.default_rng(seed)
     nodes = [

@@ -289,6 +289,7 @@ class BlockQuantPass(Pass):
             DynamicQuantConfig(
                 op_types=matmul_ops, exclude=cfg.exclude, min_size=cfg.min_size, weight_bits=4,
                 block_size=cfg.block_size, range_method="minmax" if cfg.method == "minmax" else "mse",
+                min_integer_macs=0,  # int4 on int8 kernels: the kernel is the point (--kernel picks another)
             ),
             data=data if cfg.method == "gptq" else None, int8_weights=int8_weights,
         ).call(model)  # fmt: skip

@@ -46,14 +46,16 @@ def rest_config(model: onnx.ModelProto, dynamic: Iterable[str], exclude: tuple[s
     if not chosen:
         return DynamicQuantConfig(form="weight_only", exclude=exclude)
     others = sorted({n.name for n in walk_nodes(model.graph) if n.op_type in _COMPUTE and n.name not in chosen})
-    return DynamicQuantConfig(form="auto", exclude=exclude, float_compute=tuple(f"^{re.escape(n)}$" for n in others))
+    return DynamicQuantConfig(
+        form="auto", exclude=exclude, float_compute=tuple(f"^{re.escape(n)}$" for n in others), min_integer_macs=0
+    )
 
 
 def dynamic_candidates(
     model: onnx.ModelProto, exclude: tuple[str, ...] = (), op_types: tuple[str, ...] = _COMPUTE
 ) -> list[str]:  # fmt: skip
     """The nodes of ``op_types`` whose weights dynamic int8 would run on integer kernels (MatMul/Gemm with float
-    weights)."""
+    weights; not those whose work per sample is too small to pay for it, ``DynamicQuantConfig.min_integer_macs``)."""
     plans = plan_dynamic_quant(model, DynamicQuantConfig(form="auto", exclude=exclude, range_method="minmax"))
     names = {u.node_name for p in plans if not p.skipped for u, f in p.forms
              if f.value == "integer_matmul" and u.op_type in op_types}  # fmt: skip
