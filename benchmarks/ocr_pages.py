@@ -33,6 +33,9 @@ FONT_NAMES = ("DejaVuSans.ttf", "DejaVuSerif.ttf", "DejaVuSansMono.ttf", "DejaVu
               "DejaVuSansCondensed.ttf")  # fmt: skip
 PAGE_SIZE = (960, 736)  # (height, width)
 REC_SHAPE = (48, 320)
+#: rec calibration input: whole text lines at height 48, fitted into 960 and padded (``--resize pad``), as RapidOCR
+#: batches lines of different widths (a batch is as wide as its widest line; on rendered pages 360-1180 px)
+REC_CALIB_SHAPE = (48, 960)
 CLS_SHAPE = (48, 192)
 PAD = 128  # RapidOCR pads normalised crops with 0, i.e. pixel 127.5
 
@@ -174,23 +177,6 @@ def text_layout(crop: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def rec_windows(crop: np.ndarray, shape: tuple[int, int]) -> list[np.ndarray]:
-    """``crop`` at height H with its aspect kept (as RapidOCR's rec sees it: it widens the input rather than squeeze
-    a long line), cut into ``H x W`` windows, the last padded with :data:`PAD`."""
-    import cv2
-
-    th, tw = shape
-    h, w = crop.shape[:2]
-    line = cv2.resize(crop, (math.ceil(th * w / float(h)), th))
-    out = []
-    for x in range(0, line.shape[1], tw):
-        win = np.full((th, tw, 3), PAD, dtype=np.uint8)
-        part = line[:, x : x + tw]
-        win[:, : part.shape[1]] = part
-        out.append(win)
-    return out
-
-
 def write_calibration(pages: Sequence[Page], root: Path) -> dict[str, Path]:
     """The ``det``, ``rec`` and ``cls`` calibration folders under ``root`` (PNG files); returns them by name."""
     from PIL import Image
@@ -203,14 +189,22 @@ def write_calibration(pages: Sequence[Page], root: Path) -> dict[str, Path]:
         Image.fromarray(page.image).save(dirs["det"] / f"page{i:04d}.png")
         for line in page.lines:
             crop = crop_line(page, line)
-            for j, win in enumerate(rec_windows(crop, REC_SHAPE)):
-                Image.fromarray(win).save(dirs["rec"] / f"line{k:05d}-{j}.png")
+            Image.fromarray(crop).save(dirs["rec"] / f"line{k:05d}.png")  # as cropped: --resize pad lays it out
             cls_crop = crop[::-1, ::-1] if k % 2 else crop
             Image.fromarray(text_layout(np.ascontiguousarray(cls_crop), CLS_SHAPE)).save(
                 dirs["cls"] / f"line{k:05d}.png"
             )
             k += 1
     return dirs
+
+
+def padded_feeds(folder: Path, shape: tuple[int, int], limit: int | None = None) -> np.ndarray:
+    """A folder's PNGs through tensorslim's ``--resize pad`` preprocessing for an ``H x W`` input (BGR,
+    ``(x / 255 - 0.5) / 0.5``, NCHW): the tensor ``tensorslim quantize`` calibrates on, for other tools."""
+    from tensorslim.data.images import ImagePreprocess, image_files, preprocess_image
+
+    pre = ImagePreprocess(size=shape, resize="pad", color="BGR", mean=(0.5,), std=(0.5,))
+    return np.stack([preprocess_image(f, pre, shape) for f in image_files(folder)[:limit]])
 
 
 def folder_feeds(folder: Path, limit: int | None = None) -> np.ndarray:

@@ -8,10 +8,12 @@ per session:
 * ``tensorslim static``: each model through the CLI, ``tensorslim quantize --mode static --data FOLDER
   --image-size HxW --color BGR --mean 0.5,0.5,0.5 --std 0.5,0.5,0.5`` (RapidOCR feeds OpenCV's BGR order,
   ``(x / 255 - 0.5) / 0.5``, as its ``config.yaml`` and pre-processing say), from folders of images
-  (``ocr_pages.write_calibration``: pages for det at their size, text-line crops laid out at 48 x 320 for rec and
-  48 x 192 for cls, half of the cls crops rotated 180 degrees);
+  (``ocr_pages.write_calibration``: pages for det at their size; for rec the text-line crops as cut, which
+  ``--image-size 48x960 --resize pad`` fits at height 48 and pads with zeros of the normalized input, as RapidOCR
+  batches whole lines of different widths; for cls crops laid out at 48 x 192, half of them rotated 180 degrees);
 * ``ORT QOperator u8``: ``quant_pre_process``, then ``quantize_static`` QOperator, per channel, uint8 weights and
-  activations (``ort_qoperator.py``), calibrated on the same image files, read the same way.
+  activations (``ort_qoperator.py``), calibrated on the same image files, read the same way (rec through
+  tensorslim's ``pad`` preprocessing, ``ocr_pages.padded_feeds``).
 
 Calibration pages and evaluation pages come from different seeds. Reported per variant: model bytes, pipeline
 latency per page (every variant in this process, interleaved round robin with tensorslim's harness: each turn
@@ -52,7 +54,14 @@ import realmodels as rm
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / ".cache" / "rapidocr_pipeline"
 KINDS = ("det", "cls", "rec")
-SIZES = {"det": op.PAGE_SIZE, "rec": op.REC_SHAPE, "cls": op.CLS_SHAPE}
+SIZES = {"det": op.PAGE_SIZE, "rec": op.REC_CALIB_SHAPE, "cls": op.CLS_SHAPE}
+
+
+def calib_limit(kind: str, args: argparse.Namespace) -> int:
+    """Most calibration images for ``kind``: ``--max-calib``, for rec scaled to the same pixels at 48 x 960."""
+    if kind != "rec":
+        return int(args.max_calib)
+    return max(1, args.max_calib * op.REC_SHAPE[1] // op.REC_CALIB_SHAPE[1])
 
 
 def ts_static(src: Path, dst: Path, folder: Path, kind: str, args: argparse.Namespace) -> str:
@@ -79,10 +88,12 @@ def ts_static(src: Path, dst: Path, folder: Path, kind: str, args: argparse.Name
         "--std",
         "0.5,0.5,0.5",
         "--max-samples",
-        str(args.max_calib),
+        str(calib_limit(kind, args)),
         "--json",
         str(dst.with_suffix(".json")),
     ]
+    if kind == "rec":  # whole lines, as RapidOCR batches them
+        cmd += ["--resize", "pad"]
     if args.quick:
         cmd.append("--no-check-speed")
     rm.log("   $ " + " ".join(c if " " not in c else repr(c) for c in cmd[1:]))
@@ -100,7 +111,9 @@ def ts_static(src: Path, dst: Path, folder: Path, kind: str, args: argparse.Name
 
 
 def ort_qop(src: Path, dst: Path, folder: Path, kind: str, args: argparse.Namespace) -> str:
-    return ort_qoperator.quantize_qoperator_u8(src, dst, {"x": op.folder_feeds(folder, args.max_calib)})
+    n = calib_limit(kind, args)
+    feeds = op.padded_feeds(folder, SIZES[kind], n) if kind == "rec" else op.folder_feeds(folder, n)
+    return ort_qoperator.quantize_qoperator_u8(src, dst, {"x": feeds})
 
 
 VARIANTS: dict[str, Callable[[Path, Path, Path, str, argparse.Namespace], str]] = {
@@ -115,7 +128,7 @@ def build_variants(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]
     calib = op.render_pages(args.calib_pages, seed=args.seed + 1000)
     folders = op.write_calibration(calib, work / "calib")
     counts = {k: len(list(f.glob("*.png"))) for k, f in folders.items()}
-    rm.log(f"calibration: {counts['det']} pages, {counts['cls']} line crops, {counts['rec']} rec windows ({work})")
+    rm.log(f"calibration: {counts['det']} pages, {counts['cls']} line crops ({work})")
     out = [{"name": "float", "models": dict(floats), "notes": [], "seconds": 0.0}]
     for name, fn in VARIANTS.items():
         v: dict[str, Any] = {"name": name, "models": {}, "notes": [], "seconds": 0.0}
@@ -258,7 +271,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2, help="intra-op threads per ONNX Runtime session (default 2)")
     p.add_argument("--pages", type=int, help="evaluation pages [16; quick 2]")
     p.add_argument("--calib-pages", type=int, help="calibration pages, different seeds [24; quick 2]")
-    p.add_argument("--max-calib", type=int, help="most calibration images per model [256; quick 32]")
+    p.add_argument("--max-calib", type=int, help="most calibration images per model (rec: a third, 3x as wide) [256; quick 32]")
     p.add_argument("--seconds", type=float, help="timing budget per variant, s [60; quick 3]")
     p.add_argument("--min-rounds", type=int, help="fewest turns over all pages per variant [5; quick 1]")
     p.add_argument("--seed", type=int, default=1, help="evaluation pages' seed; calibration uses seed + 1000")

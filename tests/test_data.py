@@ -97,6 +97,25 @@ def test_nhwc_grey_bgr_and_size_from_model(tmp_path: Path) -> None:
     run(conv_image_model("NHWC"), {"x": ds.inputs["x"]})
 
 
+def test_pad_keeps_the_aspect_ratio_and_pads_with_normalized_zeros(tmp_path: Path) -> None:
+    # a 4 x 12 line into 8 x 32: twice the size (8 x 24) at the top left, then zeros (the normalized mean)
+    px = np.full((4, 12, 3), 200, np.uint8)
+    px[:, :6] = 20
+    f = write_png(tmp_path / "line.png", px)
+    pre = ImagePreprocess(resize="pad", mean=(0.5,), std=(0.5,), color="BGR")
+    x = preprocess_image(f, pre, (8, 32))
+    assert x.shape == (3, 8, 32)
+    np.testing.assert_array_equal(x[:, :, 24:], 0.0)
+    np.testing.assert_allclose(x[:, :, :10], (20 / 255 - 0.5) / 0.5, atol=1e-6)
+    np.testing.assert_allclose(x[:, :, 14:24], (200 / 255 - 0.5) / 0.5, atol=1e-6)
+    # taller than the box: fit the height, pad below and to the right
+    tall = preprocess_image(write_png(tmp_path / "tall.png", np.full((16, 4, 3), 255, np.uint8)), pre, (8, 32))
+    np.testing.assert_allclose(tall[:, :, :2], 1.0, atol=1e-6)
+    np.testing.assert_array_equal(tall[:, :, 2:], 0.0)
+    with pytest.raises(ValueError, match="resize: 'letterbox' is not one of stretch, center_crop, pad"):
+        ImagePreprocess(resize="letterbox")
+
+
 def test_layout_mismatch_names_the_fix(image_dir: tuple[Path, list[np.ndarray]]) -> None:
     folder, _ = image_dir
     with pytest.raises(InputError, match="pass --layout NCHW"):

@@ -137,7 +137,13 @@ def quantize(
     ] = None,
     layout: Annotated[str, typer.Option(help="Images: NCHW (channels first) or NHWC (channels last).")] = "NCHW",
     color: Annotated[str, typer.Option(help="Images: RGB, BGR or L (grey).")] = "RGB",
-    resize: Annotated[str, typer.Option(help="Images: stretch, or center_crop (keep aspect ratio).")] = "stretch",
+    resize: Annotated[
+        str,
+        typer.Option(
+            help="Images: stretch, center_crop (keep aspect ratio, crop), or pad (keep aspect ratio, fit inside, "
+            "zeros of the normalized input right and below, as OCR recognizers batch text lines)."
+        ),
+    ] = "stretch",
     scale: Annotated[float, typer.Option(help="Images: pixel values (0-255) are multiplied by this first.")] = 1 / 255,
     mean: Annotated[
         str | None, typer.Option(help="Images: per-channel mean subtracted after --scale, e.g. 0.485,0.456,0.406.")

@@ -3,8 +3,8 @@
 The preprocessing must be the one the model was trained with; tensorslim cannot guess it, so every step
 is spelled out in :class:`ImagePreprocess` and applied in this order::
 
-    file -> decode (Pillow) -> colour (RGB, BGR or L) -> resize to (H, W) (stretch, or shorter side + centre crop)
-         -> float32 * scale -> (x - mean) / std per channel -> layout (NCHW or NHWC) -> dtype
+    file -> decode (Pillow) -> colour (RGB, BGR or L) -> resize to (H, W) (stretch, shorter side + centre crop,
+         or fit inside + pad) -> float32 * scale -> (x - mean) / std per channel -> layout (NCHW or NHWC) -> dtype
 
 Files are read in sorted name order (the same folder gives the same tensor), only files with an image
 suffix are read, and a file that cannot be decoded is an error naming it. The tensor is checked against
@@ -32,7 +32,7 @@ __all__ = ["IMAGE_SUFFIXES", "ImagePreprocess", "image_files", "load_images", "p
 #: File suffixes read as images (lower case).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"})
 
-_RESIZE = ("stretch", "center_crop")
+_RESIZE = ("stretch", "center_crop", "pad")
 _LAYOUTS = ("NCHW", "NHWC")
 _COLORS = ("RGB", "BGR", "L")
 _DTYPES = ("float32", "float16", "uint8", "int8")
@@ -44,8 +44,10 @@ class ImagePreprocess:
 
     Attributes:
         size: ``(height, width)`` after resizing; ``None`` takes the model input's fixed H and W.
-        resize: ``stretch`` (resize to exactly H x W) or ``center_crop`` (resize the shorter side to fit,
-            keep the aspect ratio, crop the centre).
+        resize: ``stretch`` (resize to exactly H x W), ``center_crop`` (resize the shorter side to fit,
+            keep the aspect ratio, crop the centre) or ``pad`` (keep the aspect ratio, fit inside H x W at the
+            top left, the rest zeros of the normalized input: how OCR recognizers such as PaddleOCR's batch text
+            lines of different widths).
         layout: ``NCHW`` (channels first, PyTorch) or ``NHWC`` (channels last, TensorFlow).
         color: ``RGB``, ``BGR`` (OpenCV-trained models) or ``L`` (one grey channel).
         scale: factor applied to the 0-255 pixel values first, e.g. ``1/255``.
@@ -129,8 +131,13 @@ def preprocess_image(path: str | os.PathLike[str], pre: ImagePreprocess, size: t
         raise InputError(f"{p}: not a readable image ({type(e).__name__}: {e}); remove or replace the file") from e
     h, w = size
     bilinear = image_mod.Resampling.BILINEAR
+    fit: tuple[int, int] | None = None  # pad: the resized image's (H, W) at the top left
     if pre.resize == "stretch":
         img = img.resize((w, h), bilinear)
+    elif pre.resize == "pad":
+        k = min(h / img.height, w / img.width)
+        fit = (min(h, max(1, round(img.height * k))), min(w, max(1, round(img.width * k))))
+        img = img.resize((fit[1], fit[0]), bilinear)
     else:
         k = max(h / img.height, w / img.width)
         rw, rh = max(w, round(img.width * k)), max(h, round(img.height * k))
@@ -146,6 +153,10 @@ def preprocess_image(path: str | os.PathLike[str], pre: ImagePreprocess, size: t
         x = np.subtract(x, np.asarray(pre.mean, dtype=np.float32), dtype=np.float32)
     if pre.std:
         x = np.divide(x, np.asarray(pre.std, dtype=np.float32), dtype=np.float32)
+    if fit is not None:
+        full = np.zeros((h, w, x.shape[2]), np.float32)
+        full[: fit[0], : fit[1]] = x
+        x = full
     if pre.layout == "NCHW":
         x = x.transpose(2, 0, 1)
     if pre.dtype in ("uint8", "int8"):
