@@ -50,10 +50,15 @@ def test_lines_lie_on_the_page_one_above_the_other(pages: list[op.Page]) -> None
 def test_calibration_folders_hold_what_each_model_takes(pages: list[op.Page], tmp_path: Path) -> None:
     dirs = op.write_calibration(pages[:1], tmp_path)
     n_lines = len(pages[0].lines)
-    det, rec, cls = (op.folder_feeds(dirs[k]) for k in ("det", "rec", "cls"))
+    det, cls = (op.folder_feeds(dirs[k]) for k in ("det", "cls"))
+    rec = op.padded_feeds(dirs["rec"], op.REC_CALIB_SHAPE)  # whole lines as cut, laid out as --resize pad does
     assert det.shape == (1, 3, *op.PAGE_SIZE)
     assert cls.shape == (n_lines, 3, *op.CLS_SHAPE)
-    assert rec.shape[1:] == (3, *op.REC_SHAPE) and rec.shape[0] >= n_lines  # long lines give several windows
+    assert rec.shape == (n_lines, 3, *op.REC_CALIB_SHAPE)
+    # each line at height 48, its aspect kept, then zeros (RapidOCR's padding) up to the width
+    widths = [48 * c.shape[1] / c.shape[0] for c in (op.crop_line(pages[0], ln) for ln in pages[0].lines)]
+    for x, w in zip(rec, widths, strict=True):
+        assert np.all(x[:, :, int(np.ceil(w)) + 1 :] == 0.0) and np.any(x[:, :, : int(w) - 1] != 0.0)
     for x in (det, rec, cls):
         assert x.dtype == np.float32 and x.min() >= -1.0 and x.max() <= 1.0
     # BGR order, RapidOCR's normalisation: the page's first pixel comes back
