@@ -22,7 +22,9 @@ weight_only, static, fp16, prune, cluster, pack) and are checked in LiteRT (weig
 <= 0.30x; pack: unpacks to the exact .tflite bytes and is smaller than zstd -19 of the .tflite). Without a
 TensorFlow python, Keras models not already in the cache are skipped with the reason printed.
 
-The pseudo-mode ``speed`` (both formats) times the default mode's output against the float model, interleaved.
+The pseudo-mode ``speed`` (both formats) times the default mode's output against the float model, interleaved;
+``static_speed`` (ONNX) times the static mode's output the same way (the static default must not be slower than
+float on the machine that quantized it, unless it said so).
 
     python benchmarks/zoo.py                        # everything, writes benchmarks/ZOO.md
     python benchmarks/zoo.py --quick --make-tf-venv # 5 ONNX + 2 Keras models, one variant each (CI)
@@ -72,6 +74,15 @@ SPEED = "speed"
 #: (quantized / float) with its 95 % interval (:func:`tensorslim.benchmark.latency.paired_ratio_ci`). Pass: the
 #: interval's low end is at most :data:`SPEED_TOLERANCE` (not slower by more than noise).
 SPEED_TOLERANCE = 1.03
+STATIC_SPEED = "static_speed"
+#: The pseudo-mode ``static_speed``: the static mode's output (``StaticQuantConfig()``, the calibration of the
+#: ``static`` cell) timed like ``speed``, on the threads static quantization's own latency check used. Pass: not
+#: slower than float by more than noise, or the quantization said it is slower (its notes, which name what it
+#: moved back to float).
+STATIC_SPEED_THREADS = 1
+#: The static cells quantize with ``$TENSORSLIM_THREADS`` set to this (the threads of the latency check) unless it
+#: is set already: the zoo's models run in a fraction of a millisecond, and two threads on a two-core machine time
+#: them with +-20 % intervals where one thread gives +-1 %.
 TF_PYTHON_ENV = "TENSORSLIM_TF_PYTHON"
 TF_VENV = CACHE.parent / "tfvenv"
 TF_REQUIREMENT = "tensorflow-cpu==2.21.0"  # the version the Keras rows of ZOO.md were converted with
@@ -256,9 +267,11 @@ def run_mode(v: Variant, mode: str, out_dir: Path) -> Row:
                 ts.quantize(src, out)
             elif mode == "weight_only":
                 ts.quantize(src, out, config=DynamicQuantConfig(form="weight_only"))
-            elif mode == "static":
+            elif mode == "static" or (mode == STATIC_SPEED and not _static_out(out_dir, v.name).exists()):
                 data, form = _static_data(v, out_dir / f"{v.name}.data")
-                ts.quantize(src, out, config=StaticQuantConfig(), data=data)
+                with _check_threads(STATIC_SPEED_THREADS):
+                    res = ts.quantize(src, _static_out(out_dir, v.name), config=StaticQuantConfig(), data=data)
+                _static_out(out_dir, v.name).with_suffix(".notes").write_text("\n".join(res.notes))
             elif mode == "int4":
                 ts.quantize(src, out, config=BlockQuantConfig(bits=4), data=_calibration(v))
             elif mode == "fp16":
@@ -273,6 +286,8 @@ def run_mode(v: Variant, mode: str, out_dir: Path) -> Row:
                 ts.unpack(packed, out)
         if mode == SPEED:
             return _speed_row(v.name, src, out, v.feeds(1, 7), False, start)
+        if mode == STATIC_SPEED:
+            return _static_speed_row(v.name, src, _static_out(out_dir, v.name), v.feeds(1, 7), start)
         feeds = _eval_feeds(v)
         cos = _cosine(_run(src, feeds), _run(out, feeds))
     except InputError as e:
@@ -294,8 +309,39 @@ def run_mode(v: Variant, mode: str, out_dir: Path) -> Row:
     return Row(v.name, mode, ok, ratio, cos, "; ".join(why), time.perf_counter() - start, form=form)
 
 
-def _speed(src: Path, out: Path, feeds: dict[str, np.ndarray], tflite: bool) -> tuple[float, tuple[float, float]]:
-    """The median latency ratio out / src and its 95 % interval, timed interleaved on one thread."""
+def _static_out(out_dir: Path, name: str) -> Path:
+    """Where the ``static`` cell writes its model (and ``.notes``), which ``static_speed`` times."""
+    return out_dir / f"{name}.static.onnx"
+
+
+@contextlib.contextmanager
+def _check_threads(threads: int) -> Any:
+    """``$TENSORSLIM_THREADS`` (the threads of static quantization's latency check) set to ``threads`` unless the
+    caller set it."""
+    from tensorslim.runtime.ort import THREADS_ENV
+
+    if os.environ.get(THREADS_ENV):
+        yield
+        return
+    os.environ[THREADS_ENV] = str(threads)
+    try:
+        yield
+    finally:
+        del os.environ[THREADS_ENV]
+
+
+def static_threads() -> int:
+    """The intra-op threads of static quantization's latency check in the zoo (``tensorslim.passes.static_latency``)."""
+    from tensorslim.passes.static_latency import check_threads
+
+    with _check_threads(STATIC_SPEED_THREADS):
+        return check_threads()
+
+
+def _speed(
+    src: Path, out: Path, feeds: dict[str, np.ndarray], tflite: bool, threads: int = 1
+) -> tuple[float, tuple[float, float]]:
+    """The median latency ratio out / src and its 95 % interval, timed interleaved on ``threads`` threads."""
     from tensorslim.benchmark.latency import interleaved_runs, paired_ratio_ci
 
     if tflite:
@@ -308,7 +354,7 @@ def _speed(src: Path, out: Path, feeds: dict[str, np.ndarray], tflite: bool) -> 
 
         so = ort.SessionOptions()
         so.log_severity_level = 3
-        so.intra_op_num_threads = 1
+        so.intra_op_num_threads = threads
         sessions = [ort.InferenceSession(str(p), so, providers=["CPUExecutionProvider"]) for p in (src, out)]
         fns = []
         for sess in sessions:
@@ -332,6 +378,25 @@ def _speed_row(name: str, src: Path, out: Path, feeds: dict[str, np.ndarray], tf
     if load > (os.cpu_count() or 1) * 0.75:
         why = (why + "; " if why else "") + f"busy machine (load {load:.1f})"
     return Row(name, SPEED, ok, ratio, None, why, time.perf_counter() - start, (lo, hi))
+
+
+def _static_speed_row(name: str, src: Path, out: Path, feeds: dict[str, np.ndarray], start: float) -> Row:
+    threads = static_threads()
+    ratio, (lo, hi) = _speed(src, out, feeds, False, threads)
+    notes = out.with_suffix(".notes").read_text() if out.with_suffix(".notes").exists() else ""
+    said = "static int8 is slower than float" in notes
+    ok = lo <= SPEED_TOLERANCE or said
+    why = "" if lo <= SPEED_TOLERANCE else (
+        "slower than float, as the quantization said" if said else f"slower than float: {ratio:.2f}x [{lo:.2f}-{hi:.2f}]"
+    )
+    moved = re.search(r"latency check: (\d+) int8 region\(s\) moved back", notes)
+    if moved:
+        why = (why + "; " if why else "") + f"{moved[1]} region(s) moved back to float"
+    why = (why + "; " if why else "") + f"{threads} thread(s)"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+    if load > (os.cpu_count() or 1) * 0.75:
+        why += f"; busy machine (load {load:.1f})"
+    return Row(name, STATIC_SPEED, ok, ratio, None, why, time.perf_counter() - start, (lo, hi))
 
 
 # --- .tflite models converted from Keras by TensorFlow (benchmarks/zoo_keras.py, run under a TF python) ---
@@ -479,7 +544,7 @@ def run_tflite_mode(m: TfliteModel, mode: str, out_dir: Path) -> Row:
 def _cell(r: Row | None) -> str:
     if r is None:
         return ""
-    if r.mode == SPEED and r.ratio is not None and r.interval is not None:
+    if r.mode in (SPEED, STATIC_SPEED) and r.ratio is not None and r.interval is not None:
         busy = " (busy)" if "busy" in r.error else ""
         return f"{r.ratio:.2f}x [{r.interval[0]:.2f}-{r.interval[1]:.2f}] {'pass' if r.ok else 'FAIL'}{busy}"
     if r.ratio is None:
@@ -524,7 +589,7 @@ def write_table(
     rerun = {r.variant for r in rows}
     for r in rows:
         by.setdefault(r.variant, {})[r.mode] = _cell(r)
-    onnx_modes = tuple(dict.fromkeys([*MODES, SPEED]))
+    onnx_modes = tuple(dict.fromkeys([*MODES, SPEED, STATIC_SPEED]))
     passed = sum(r.ok for r in rows)
     if not prose:
         prose = [
@@ -596,7 +661,7 @@ def rows_from_logs(paths: list[Path]) -> list[Row]:
 def _print(r: Row) -> None:
     if r.ratio is None:
         cell = ""
-    elif r.mode == SPEED and r.interval is not None:
+    elif r.mode in (SPEED, STATIC_SPEED) and r.interval is not None:
         cell = f"{r.ratio:.3f}x [{r.interval[0]:.3f}-{r.interval[1]:.3f}]"
     else:
         cell = f"{r.ratio:.3f}x cos {r.cosine:.5f}" + (f" (data: {r.form})" if r.form else "")
@@ -604,7 +669,7 @@ def _print(r: Row) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    all_modes = tuple(dict.fromkeys([*MODES, *TFLITE_MODES, SPEED]))
+    all_modes = tuple(dict.fromkeys([*MODES, *TFLITE_MODES, SPEED, STATIC_SPEED]))
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help=f"only {', '.join(QUICK)}, one variant each (CI)")
     ap.add_argument("--only", default="", help="regular expression on architecture names (keras-* for .tflite)")
@@ -647,7 +712,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/zoo.py" + (" --quick" if args.quick else "")
     start = time.perf_counter()
     rows: list[Row] = []
-    onnx_modes = tuple(m for m in modes if m in (*MODES, SPEED))
+    onnx_modes = tuple(m for m in modes if m in (*MODES, SPEED, STATIC_SPEED))
     tflite_modes = tuple(m for m in modes if m in (*TFLITE_MODES, SPEED))
     with tempfile.TemporaryDirectory(prefix="tensorslim-zoo-") as tmp:
         for v in todo if onnx_modes else []:
@@ -689,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {out}")
     failed = [r for r in rows if not r.ok]
     print(f"{len(rows) - len(failed)}/{len(rows)} pass in {time.perf_counter() - start:.0f} s")
-    noisy = [r for r in failed if r.mode == SPEED and "busy" in r.error]
+    noisy = [r for r in failed if r.mode in (SPEED, STATIC_SPEED) and "busy" in r.error]
     if noisy:  # timing on a loaded machine says nothing about the model: reported, not counted
         print(f"{len(noisy)} speed row(s) failed on a busy machine: reported, not counted")
     return 1 if len(failed) > len(noisy) else 0

@@ -197,6 +197,22 @@ def test_slow_nodes_and_region_costs_from_profiles() -> None:
     assert costs[0] == pytest.approx(0.4 + 0.05 + 0.01 - 1.1) and costs[1] == pytest.approx(0.49)
 
 
+def test_slow_nodes_judge_a_rewritten_op_by_all_its_nodes() -> None:
+    """A HardSwish rewritten into four int8 nodes costs their sum against the one float HardSwish (profiled under
+    its name, which the last node keeps): all four are slow together, or none is."""
+    group = ("hs_Mul", "hs_Add", "hs_Clip", "hs")
+    float_prof = {"hs": 0.5, "conv": 1.0}
+    int8_prof = {"conv_token_1": 0.4, "QLinearConv/conv_token_1/bytes": 100.0,
+                 **{n: 0.2 for n in group}, **{f"QLinearMul/{n}/bytes": 100.0 for n in group},
+                 "t_QuantizeLinear": 0.0, "QuantizeLinear/t_QuantizeLinear/bytes": 500.0}  # fmt: skip
+    int8 = {"conv", *group}
+    assert _slow_nodes(int8, set(), int8_prof, float_prof) == {}  # the named node alone: 0.2 ms < 0.5 ms
+    slow = _slow_nodes(int8, set(), int8_prof, float_prof, {"hs": group})
+    assert set(slow) == set(group) and slow["hs"] == pytest.approx(0.8 - 0.5)
+    cheap = {**int8_prof, **{n: 0.1 for n in group}}
+    assert _slow_nodes(int8, set(), cheap, float_prof, {"hs": group}) == {}  # 0.4 ms of int8 beats 0.5 ms
+
+
 def test_latency_fallback_says_what_it_measured_and_moved() -> None:
     model, data = mobile_block(act="Tanh")
     res = static_pipeline(StaticQuantConfig(latency_budget_s=8.0), data)(model)
@@ -231,6 +247,42 @@ def test_latency_fallback_keeps_a_placement_that_is_not_slower() -> None:
     else:  # timing noise said slower: what moved is named, and the note's figures agree with that
         assert _slower(ratio + 0.005, low + 0.005), notes
         assert out != placement and "moved back to float" in notes[1], notes
+
+
+def _hardswish_chain(n: int = 6, size: int = 64) -> tuple[onnx.ModelProto, Dataset]:
+    """``n`` HardSwish ops on a 1 x 16 x size x size tensor: one fused kernel each in float, four ops each once
+    :func:`rewrite_for_int8` has made them int8-capable."""
+    nodes = [helper.make_node("HardSwish", [f"t{i}"], [f"t{i + 1}"], name=f"hs{i}") for i in range(n)]
+    shape = [1, 16, size, size]
+    graph = helper.make_graph(nodes, "hs", [helper.make_tensor_value_info("t0", F, shape)],
+                              [helper.make_tensor_value_info(f"t{n}", F, shape)])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    x = np.random.default_rng(0).normal(size=[4, *shape[1:]]).astype(np.float32)
+    return model, Dataset({"t0": x})
+
+
+def test_latency_check_times_against_the_float_model_without_rewrites() -> None:
+    """The int8-capable rewrites (HardSwish -> Mul(x, Clip(Add(Mul)))) are slower in float than the op they replace;
+    the check must time candidates against the float model as it runs without tensorslim, not against the rewritten
+    graph: a candidate that is the rewritten graph in float is slower than float, and the check says so."""
+    original, data = _hardswish_chain()
+    rewritten = onnx.ModelProto()
+    rewritten.CopyFrom(original)
+    assert rewrite_for_int8(rewritten)  # the rewritten graph stands for an int8 model no faster than its float ops
+    index = _Index(rewritten)
+    names = tuple(sorted(n.name for n in rewritten.graph.node))
+    placement = Placement(names, (), 1, "x")
+
+    def build(int8: set[str]) -> onnx.ModelProto:
+        return rewritten if int8 else original
+
+    _, against_rewritten = latency_fallback(rewritten, placement, build, data, index, time_budget_s=4.0)
+    out, notes = latency_fallback(rewritten, placement, build, data, index, time_budget_s=4.0, reference=original)
+    ratio = lambda note: float(re.search(r"static int8 ([0-9.]+)x float", note).group(1))  # noqa: E731
+    assert ratio(notes[0]) > 1.2, notes  # four float ops per HardSwish against one
+    assert ratio(notes[0]) > ratio(against_rewritten[0]) + 0.15, (notes, against_rewritten)
+    assert not out.int8 and all(why.startswith("slower") for _, why in out.float), out
+    assert "every node moved back to float" in notes[-1], notes
 
 
 def test_quantize_api_takes_a_placement_object(tmp_path: Path) -> None:

@@ -29,11 +29,12 @@ import numpy as np
 import onnx
 
 from tensorslim.evaluate.data import Dataset
-from tensorslim.passes.static_placement import Placement, int8_components
+from tensorslim.passes.static_placement import Placement, int8_components, rewrite_groups
 
-__all__ = ["latency_fallback", "measure_ratio"]
+__all__ = ["check_threads", "latency_fallback", "measure_ratio"]
 
 _TOKEN = re.compile(r"(_token_\d+)+$")
+_NCHWC = "_nchwc"  # the suffix of the nodes ONNX Runtime's NCHWc transformer makes of float Convs
 
 
 def _session(model: onnx.ModelProto, threads: int, profile_dir: str | None = None) -> Any:
@@ -48,7 +49,8 @@ def _session(model: onnx.ModelProto, threads: int, profile_dir: str | None = Non
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
-def _threads() -> int:
+def check_threads() -> int:
+    """The intra-op threads the latency check times with: ``$TENSORSLIM_THREADS``, else the cores, at most 4."""
     from tensorslim.runtime.ort import thread_budget
 
     return thread_budget() or min(os.cpu_count() or 1, 4)
@@ -74,7 +76,9 @@ def measure_ratio(ref: Any, cand: Any, feeds: dict[str, np.ndarray], *, seconds:
 
 def _profile(model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int, runs: int) -> dict[str, float]:
     """Mean time per run (ms) of each node of ``model``'s optimized graph, by node name; under the key
-    ``"<op>/<name>/bytes"`` the node's input + output bytes."""
+    ``"<op>/<name>/bytes"`` the node's input + output bytes. A float Conv that ONNX Runtime's NCHWc layout
+    transformer replaced (named after its output, ``<output>_nchwc``) is under the original node's name."""
+    producer = {o: n.name for n in model.graph.node for o in n.output if o and n.name}
     with tempfile.TemporaryDirectory(prefix="tensorslim-profile-") as tmp:
         sess = _session(model, threads, tmp)
         names = {i.name for i in sess.get_inputs()}
@@ -87,6 +91,8 @@ def _profile(model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int,
     for e in events:
         if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
             name = str(e["name"])[: -len("_kernel_time")]
+            if name.endswith(_NCHWC) and name[: -len(_NCHWC)] in producer:
+                name = producer[name[: -len(_NCHWC)]]
             out[name] = out.get(name, 0.0) + float(e.get("dur", 0)) / 1000.0 / runs
             args = e.get("args", {})
             size = float(args.get("activation_size", 0) or 0) + float(args.get("output_size", 0) or 0)
@@ -108,9 +114,15 @@ def _qdq_cost_per_element(prof: dict[str, float]) -> float:
 
 
 def _slow_nodes(
-    int8: set[str], absorbed: set[str], int8_prof: dict[str, float], float_prof: dict[str, float]
+    int8: set[str], absorbed: set[str], int8_prof: dict[str, float], float_prof: dict[str, float],
+    groups: dict[str, tuple[str, ...]] | None = None,
 ) -> dict[str, float]:
-    """Int8 nodes whose kernel takes longer than the same node in float plus the Q/DQ it would need alone."""
+    """Int8 nodes whose kernel takes longer than the same node in float plus the Q/DQ it would need alone.
+
+    ``groups``: the nodes that replaced one float op (:func:`~tensorslim.passes.static_placement.rewrite_groups`,
+    keyed by the name the float op had, which ``float_prof`` times): judged together, their int8 kernels against
+    that op; all of them are slow or none (the time is put on the named node).
+    """
     per_element = _qdq_cost_per_element(int8_prof)
     kernel: dict[str, float] = {}
     nbytes: dict[str, float] = {}
@@ -121,6 +133,14 @@ def _slow_nodes(
         else:
             base = _TOKEN.sub("", key)
             kernel[base] = kernel.get(base, 0.0) + v
+    members: dict[str, tuple[str, ...]] = {}
+    for name, nodes in (groups or {}).items():
+        if name in nodes and set(nodes) <= int8 - absorbed:
+            members[name] = nodes
+            for m in nodes:
+                if m != name:
+                    kernel[name] = kernel.get(name, 0.0) + kernel.pop(m, 0.0)
+                    nbytes[name] = nbytes.get(name, 0.0) + nbytes.pop(m, 0.0)
     out = {}
     for n in sorted(int8 - absorbed):
         if n not in kernel or n not in float_prof:
@@ -128,6 +148,7 @@ def _slow_nodes(
         border = per_element * nbytes.get(n, 0.0)  # int8 kernels read and write one byte per element
         if kernel[n] > float_prof[n] + border:
             out[n] = kernel[n] - float_prof[n] - border
+            out.update({m: 0.0 for m in members.get(n, ()) if m != n})
     return out
 
 
@@ -164,16 +185,20 @@ def latency_fallback(
     index: Any,
     *,
     time_budget_s: float = 60.0,
+    reference: onnx.ModelProto | None = None,
 ) -> tuple[Placement, list[str]]:
-    """Move int8 regions back to float until the model is not slower than ``source`` here; notes on what moved.
+    """Move int8 regions back to float until the model is not slower than float here; notes on what moved.
 
     ``build(names)`` makes the quantized model with the nodes ``names`` in int8; ``index`` gives
-    ``quantized(names)`` (the activations with Q/DQ pairs) for finding the regions.
+    ``quantized(names)`` (the activations with Q/DQ pairs) for finding the regions. Every ratio is timed against
+    ``reference`` (default ``source``): the float model as the user runs it, which may differ from ``source``
+    (the graph the placement names, with ops rewritten into int8-capable equivalents that are slower in float).
+    The per-node profiles compare with ``source``, whose node names the regions use.
     """
     start = time.perf_counter()
     feeds = next(iter(data.batches(1)))[0]
-    threads = _threads()
-    ref = _session(source, threads)
+    threads = check_threads()
+    ref = _session(source if reference is None else reference, threads)
     int8 = set(placement.int8)
     step = max(1.0, min(4.0, time_budget_s / 12))
     ratio, lo, hi = measure_ratio(ref, _session(build(int8), threads), feeds, seconds=step)
@@ -181,11 +206,14 @@ def latency_fallback(
              "interleaved runs on a calibration sample)"]  # fmt: skip
     floats = dict(placement.float)
     prof_runs = 5
-    float_prof = _profile(source, feeds, threads, prof_runs)
+    # the float time of each node as the user runs it; a rewritten op's time is under its name, which one of the
+    # nodes that replaced it keeps (the others have none): regions and slow nodes count the op once
+    float_prof = _profile(source if reference is None else reference, feeds, threads, prof_runs)
+    groups = rewrite_groups(source) if reference is not None else {}
     int8_prof = _profile(build(int8), feeds, threads, prof_runs)
     absorbed = set(index.absorbed(int8, index.quantized(int8)))
     absorbed = {n.name for n in index.nodes if n.output and n.output[0] in absorbed}
-    slow = _slow_nodes(int8, absorbed, int8_prof, float_prof)
+    slow = _slow_nodes(int8, absorbed, int8_prof, float_prof, groups)
     if not _slower(ratio, lo):
         if not slow or not int8 - set(slow):
             return placement, notes

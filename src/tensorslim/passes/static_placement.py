@@ -54,6 +54,7 @@ __all__ = [
     "load_placement",
     "load_placement_json",
     "rewrite_for_int8",
+    "rewrite_groups",
     "undo_float_rewrites",
     "unfused_nodes",
 ]
@@ -389,6 +390,18 @@ def _set_metadata(model: onnx.ModelProto, key: str, value: str | None) -> None:
     model.metadata_props.extend(keep)
     if value is not None:
         model.metadata_props.add(key=key, value=value)
+
+
+def rewrite_groups(model: onnx.ModelProto) -> dict[str, tuple[str, ...]]:
+    """The int8-capable rewrites recorded in ``model``'s metadata (:func:`rewrite_for_int8`): the replaced node's
+    name (one of the new nodes keeps it) -> the names of the nodes that replaced it."""
+    text = next((p.value for p in model.metadata_props if p.key == REWRITES_METADATA_KEY), "")
+    out: dict[str, tuple[str, ...]] = {}
+    for group in json.loads(text) if text else []:
+        original = onnx.NodeProto()
+        original.ParseFromString(base64.b64decode(group["node"]))
+        out[original.name] = tuple(group["nodes"])
+    return out
 
 
 def undo_float_rewrites(model: onnx.ModelProto, int8: Iterable[str]) -> int:

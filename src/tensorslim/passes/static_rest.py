@@ -70,7 +70,7 @@ def choose_dynamic(
     weight-only and keeps the output SQNR against ``source`` within :data:`MAX_SQNR_LOSS_DB` of weight-only's or
     :data:`SQNR_MARGIN_DB` above ``target_db``; else none."""
     from tensorslim.passes.calib_stats import mean_sample_sqnr
-    from tensorslim.passes.static_latency import _session, _threads, measure_ratio
+    from tensorslim.passes.static_latency import _session, check_threads, measure_ratio
 
     nodes = dynamic_candidates(static, exclude, op_types)
     if not nodes:
@@ -82,7 +82,7 @@ def choose_dynamic(
     what = f"{len(nodes)} float MatMul/Gemm layer(s)"
     if s_dyn < s_wo - MAX_SQNR_LOSS_DB and s_dyn < target_db + SQNR_MARGIN_DB:
         return (), [f"{what} kept weight-only: dynamic int8 lowers the output SQNR {s_wo:.1f} -> {s_dyn:.1f} dB"]
-    threads = _threads()
+    threads = check_threads()
     feeds = next(iter(data.batches(1)))[0]
     ratio, lo, hi = measure_ratio(_session(weight_only, threads), _session(dynamic, threads), feeds, seconds=seconds)
     timing = f"{ratio:.2f}x of weight-only [{lo:.2f}, {hi:.2f}] (batch 1, {threads} thread(s))"
