@@ -602,7 +602,9 @@ def write_table(
             ">= 0.99 (dynamic, integer, weight_only, fp16, int4; .tflite weight_only: >= 0.999 at <= 0.30x), "
             ">= 0.98 (static), bit-exact (pack -> unpack; the ratio is the .tslim file's). speed: the default "
             "mode's median latency over the float model's, timed interleaved on one thread, with its 95 % "
-            f"interval; pass when the interval's low end is <= {SPEED_TOLERANCE} (not slower by more than noise).",
+            f"interval; pass when the interval's low end is <= {SPEED_TOLERANCE} (not slower by more than noise). "
+            "static_speed: the static cell's output timed the same way, its latency check also on one thread; "
+            "pass when not slower by more than noise or when the quantization said so.",
         ]
     onnx = [n for n in by if n.split("-op")[0] not in zk.NAMES and n not in zk.NAMES]
     keras = [n for n in by if n in zk.NAMES]
