@@ -193,7 +193,8 @@ def latency_fallback(
     ``quantized(names)`` (the activations with Q/DQ pairs) for finding the regions. Every ratio is timed against
     ``reference`` (default ``source``): the float model as the user runs it, which may differ from ``source``
     (the graph the placement names, with ops rewritten into int8-capable equivalents that are slower in float).
-    The per-node profiles compare with ``source``, whose node names the regions use.
+    The float per-node profile is also ``reference``'s: a rewritten op's time is under its own name, which one of
+    the nodes that replaced it keeps, and the nodes of one rewrite are judged together.
     """
     start = time.perf_counter()
     feeds = next(iter(data.batches(1)))[0]

@@ -825,8 +825,8 @@ class StaticQuantPass(Pass):
                 apply_qdq(m, int8, params, cfg, {}, [])
                 return m
 
-            # timed against the float model as it runs without tensorslim: every int8-capable rewrite undone
-            # (HardSwish as Mul(x, Clip(Add(Mul)))) runs slower in float than ONNX Runtime's fused HardSwish)
+            # timed against the float model as it runs without tensorslim, every int8-capable rewrite undone: a
+            # HardSwish as Mul(x, Clip(Add(Mul(x)))) runs slower in float than ONNX Runtime's one HardSwish kernel
             reference = onnx.ModelProto()
             reference.CopyFrom(source)
             undo_float_rewrites(reference, ())
