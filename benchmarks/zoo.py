@@ -374,10 +374,16 @@ def _speed_row(name: str, src: Path, out: Path, feeds: dict[str, np.ndarray], tf
     ratio, (lo, hi) = _speed(src, out, feeds, tflite)
     ok = lo <= SPEED_TOLERANCE
     why = "" if ok else f"slower than float: {ratio:.2f}x [{lo:.2f}-{hi:.2f}]"
+    return Row(name, SPEED, ok, ratio, None, _with_load(why), time.perf_counter() - start, (lo, hi))
+
+
+def _with_load(why: str) -> str:
+    """``why`` with ``busy machine (load L)`` added when the load average was above 0.75 per core (a speed row
+    that fails then is reported, not counted)."""
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     if load > (os.cpu_count() or 1) * 0.75:
-        why = (why + "; " if why else "") + f"busy machine (load {load:.1f})"
-    return Row(name, SPEED, ok, ratio, None, why, time.perf_counter() - start, (lo, hi))
+        return (why + "; " if why else "") + f"busy machine (load {load:.1f})"
+    return why
 
 
 def _static_speed_row(name: str, src: Path, out: Path, feeds: dict[str, np.ndarray], start: float) -> Row:
@@ -393,10 +399,7 @@ def _static_speed_row(name: str, src: Path, out: Path, feeds: dict[str, np.ndarr
     if moved:
         why = (why + "; " if why else "") + f"{moved[1]} region(s) moved back to float"
     why = (why + "; " if why else "") + f"{threads} thread(s)"
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
-    if load > (os.cpu_count() or 1) * 0.75:
-        why += f"; busy machine (load {load:.1f})"
-    return Row(name, STATIC_SPEED, ok, ratio, None, why, time.perf_counter() - start, (lo, hi))
+    return Row(name, STATIC_SPEED, ok, ratio, None, _with_load(why), time.perf_counter() - start, (lo, hi))
 
 
 # --- .tflite models converted from Keras by TensorFlow (benchmarks/zoo_keras.py, run under a TF python) ---
