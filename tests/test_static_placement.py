@@ -17,7 +17,13 @@ from models import F, cli, make, run
 from tensorslim import quantize
 from tensorslim.errors import InputError
 from tensorslim.evaluate.data import Dataset
-from tensorslim.passes.static_latency import _region_costs, _slow_nodes, _slower, latency_fallback
+from tensorslim.passes.static_latency import (
+    _larger_batch,
+    _region_costs,
+    _slow_nodes,
+    _slower,
+    latency_fallback,
+)
 from tensorslim.passes.static_placement import (
     PLACEMENT_METADATA_KEY,
     Placement,
@@ -217,19 +223,42 @@ def test_latency_fallback_says_what_it_measured_and_moved() -> None:
     model, data = mobile_block(act="Tanh")
     res = static_pipeline(StaticQuantConfig(latency_budget_s=8.0), data)(model)
     checks = [n for n in res.notes if n.startswith("latency check:")]
-    assert checks and "x float [" in checks[0]
-    first_ratio = float(checks[0].split("static int8 ")[1].split("x")[0])
-    low = float(checks[0].split("[")[1].split(",")[0])
+    sections = _by_batch(checks)
+    assert sections and sections[0][0].startswith("latency check: static int8 ") and "(batch 1," in sections[0][0]
     placement = load_placement_from(res.model) if res.model.metadata_props else Placement(())
+    for section in sections:
+        ratio, low, _ = _figures(section[0])
+        if low > 1.0 or ratio > 1.05:
+            assert len(section) >= 2 and "moved back to float" in section[1], checks
+        elif len(section) == 2:  # not slower, but nodes whose own int8 kernel is slower moved: measured to pay
+            assert "of the all-int8 time [" in section[1], checks
+            assert float(section[1].split("[")[1].split(",")[1].split("]")[0]) < 1.0, checks
+        else:
+            assert len(section) == 1, checks
     moved = [n for n, why in placement.float if why.startswith("slower")]
-    if low > 1.0 or first_ratio > 1.05:
-        assert len(checks) >= 2 and "moved back to float" in checks[1], checks
-    elif moved:  # not slower, but nodes whose own int8 kernel is slower were moved: measured to pay, and named
-        assert len(checks) == 2 and "of the all-int8 time [" in checks[1] and moved[0] in checks[1], checks
-        assert float(checks[1].split("[")[1].split(",")[1].split("]")[0]) < 1.0, checks
-    else:
-        assert len(checks) == 1, checks
+    assert all(any(n in c for c in checks) for n, why in placement.float if "its int8 kernel" in why), checks
+    assert not moved or any("moved back to float" in c for c in checks), checks
     assert all(why for _, why in placement.float)
+
+
+_FIGURES = re.compile(r"static int8 ([0-9.]+)x float \[([0-9.]+), ([0-9.]+)\] \((batch \d+)")
+
+
+def _figures(note: str) -> tuple[float, float, float]:
+    m = _FIGURES.search(note)
+    assert m, note
+    return float(m.group(1)), float(m.group(2)), float(m.group(3))
+
+
+def _by_batch(notes: list[str]) -> list[list[str]]:
+    """The latency check's notes, one list per batch it timed (each starts with that batch's ratio)."""
+    sections: list[list[str]] = []
+    for n in notes:
+        if _FIGURES.search(n):
+            sections.append([n])
+        elif sections:
+            sections[-1].append(n)
+    return sections
 
 
 def test_latency_fallback_keeps_a_placement_that_is_not_slower() -> None:
@@ -238,22 +267,23 @@ def test_latency_fallback_keeps_a_placement_that_is_not_slower() -> None:
     index = _Index(model)
     placement = Placement(("conv1",), (("conv2", "unfused: test"),), 1, "x")
     out, notes = latency_fallback(model, placement, lambda names: model, data, index, time_budget_s=4.0)
-    m = re.search(r"static int8 ([0-9.]+)x float \[([0-9.]+), ([0-9.]+)\]", notes[0])
-    assert m, notes[0]
-    ratio, low = float(m.group(1)), float(m.group(2))
+    sections = _by_batch(notes)
+    assert sections and sum(map(len, sections)) == len(notes), notes
     # the note rounds to 2 decimals and the decision uses the unrounded figures: allow half a unit either way
-    if len(notes) == 1:
-        assert out == placement and not _slower(ratio - 0.005, low - 0.005), notes
-    else:  # timing noise said slower: what moved is named, and the note's figures agree with that
-        assert _slower(ratio + 0.005, low + 0.005), notes
-        assert out != placement and "moved back to float" in notes[1], notes
+    for section in sections:
+        ratio, low, _ = _figures(section[0])
+        if len(section) == 1:
+            assert not _slower(ratio - 0.005, low - 0.005), notes
+        else:  # timing noise said slower: what moved is named, and the note's figures agree with that
+            assert _slower(ratio + 0.005, low + 0.005) and "moved back to float" in section[1], notes
+    assert (out == placement) == all(len(sec) == 1 for sec in sections), notes
 
 
-def _hardswish_chain(n: int = 6, size: int = 64) -> tuple[onnx.ModelProto, Dataset]:
+def _hardswish_chain(n: int = 6, size: int = 64, batch: int | str = 1) -> tuple[onnx.ModelProto, Dataset]:
     """``n`` HardSwish ops on a 1 x 16 x size x size tensor: one fused kernel each in float, four ops each once
     :func:`rewrite_for_int8` has made them int8-capable."""
     nodes = [helper.make_node("HardSwish", [f"t{i}"], [f"t{i + 1}"], name=f"hs{i}") for i in range(n)]
-    shape = [1, 16, size, size]
+    shape = [batch, 16, size, size]
     graph = helper.make_graph(nodes, "hs", [helper.make_tensor_value_info("t0", F, shape)],
                               [helper.make_tensor_value_info(f"t{n}", F, shape)])  # fmt: skip
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -283,6 +313,55 @@ def test_latency_check_times_against_the_float_model_without_rewrites() -> None:
     assert ratio(notes[0]) > ratio(against_rewritten[0]) + 0.15, (notes, against_rewritten)
     assert not out.int8 and all(why.startswith("slower") for _, why in out.float), out
     assert "every node moved back to float" in notes[-1], notes
+
+
+def _batch_squared(original: onnx.ModelProto) -> onnx.ModelProto:
+    """A candidate for ``original`` (a HardSwish chain) that is one HardSwish over the whole batch, run once per
+    sample in a Loop: cheaper than the chain at batch 1, and its cost grows with the square of the batch."""
+    x, y = original.graph.input[0], original.graph.output[0]
+    body = helper.make_graph(
+        [helper.make_node("Identity", ["cond"], ["cond_out"]), helper.make_node("HardSwish", ["v"], ["v_out"])],
+        "body", [helper.make_tensor_value_info("i", onnx.TensorProto.INT64, []),
+                 helper.make_tensor_value_info("cond", onnx.TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("v", F, None)],
+        [helper.make_tensor_value_info("cond_out", onnx.TensorProto.BOOL, []),
+         helper.make_tensor_value_info("v_out", F, None)])  # fmt: skip
+    nodes = [helper.make_node("Shape", [x.name], ["shape"], name="shape"),
+             helper.make_node("Gather", ["shape", "zero"], ["batch"], name="batch", axis=0),
+             helper.make_node("Loop", ["batch", "", x.name], [y.name], name="loop", body=body)]  # fmt: skip
+    graph = helper.make_graph(nodes, "sq", [x], [y], [onnx.numpy_helper.from_array(np.array(0, np.int64), "zero")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_latency_check_times_a_larger_batch_too() -> None:
+    """A placement faster than float at batch 1 and slower at a larger batch (int8's gain shrinks as the batch
+    grows: Q/DQ and layout transposes scale with it): the check times a second batch of calibration samples when the
+    inputs have a free batch axis, moves regions back to float, and says at which batch."""
+    original, _ = _hardswish_chain(size=128, batch="N")
+    x = np.random.default_rng(1).normal(size=[16, 16, 128, 128]).astype(np.float32)
+    data = Dataset({"t0": x})
+    candidate = _batch_squared(original)
+    index = _Index(original)
+    placement = Placement(tuple(sorted(n.name for n in original.graph.node)), (), 1, "x")
+    out, notes = latency_fallback(original, placement, lambda int8: candidate if int8 else original, data, index,
+                                  time_budget_s=20.0)  # fmt: skip
+    sections = _by_batch(notes)
+    assert len(sections) == 2 and "(batch 1," in sections[0][0] and "(batch 16," in sections[1][0], notes
+    assert len(sections[0]) == 1 and _figures(sections[0][0])[0] < 0.8, notes  # faster at batch 1: nothing moved
+    assert _figures(sections[1][0])[1] > 1.5, notes  # 16 HardSwish passes over the batch against 6
+    assert not out.int8 and all(why.endswith("batch 16)") for _, why in out.float), out
+    assert "every node moved back to float" in notes[-1] and notes[-1].endswith("try --mode dynamic"), notes
+
+
+def test_larger_batch_follows_the_data_and_the_float_time() -> None:
+    x = np.zeros((40, 3), np.float32)
+    assert _larger_batch(Dataset({"x": x}), 1e-4)["x"].shape[0] == 32  # at most 32
+    assert _larger_batch(Dataset({"x": x[:20]}), 1e-4)["x"].shape[0] == 16  # a power of two the data holds
+    assert _larger_batch(Dataset({"x": x}), 0.1)["x"].shape[0] == 2  # about 0.25 s of float time per run
+    assert _larger_batch(Dataset({"x": x}), 0.2) is None
+    assert _larger_batch(Dataset({"x": x[:1]}), 1e-4) is None
+    assert _larger_batch(Dataset({"x": x}, fixed_batch=1), 1e-4) is None  # e.g. an input [1, 3]
+    assert _larger_batch(Dataset({"x": x}, batch_axes={"x": None}), 1e-4) is None  # no batch axis
 
 
 def test_quantize_api_takes_a_placement_object(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +178,50 @@ def _region_costs(
     return costs
 
 
+_BATCH_MAX = 32  # the largest batch the check times
+_BATCH_FLOAT_S = 0.25  # at most this much float time per run of the larger batch
+
+
+def _larger_batch(data: Dataset, float_s: float, model: onnx.ModelProto | None = None) -> dict[str, np.ndarray] | None:
+    """A second, larger batch of calibration samples to time, when the inputs have a free batch axis (in the data's
+    layout and in ``model``'s declared input shapes): up to 32 samples, as many as the data holds in one shape and
+    as run in about 0.25 s of float time (``float_s``: float's time at batch 1), a power of two; None when that is
+    under 2 samples."""
+    if data.call_size(2) < 2:
+        return None  # a fixed batch, or an input with no batch axis
+    for i in model.graph.input if model is not None else ():
+        axis = data.batch_axes.get(i.name, 0)
+        dims = i.type.tensor_type.shape.dim
+        if axis is not None and axis < len(dims) and dims[axis].HasField("dim_value"):
+            return None  # the model declares a fixed batch
+    fit = int(_BATCH_FLOAT_S / max(float_s, 1e-6))
+    held = max((g.stop - g.start for _, g in data.batches(_BATCH_MAX)), default=0)
+    want = min(_BATCH_MAX, held, fit)
+    if want < 2:
+        return None
+    size = 1 << (want.bit_length() - 1)
+    return next(f for f, g in data.batches(size) if g.stop - g.start == size)
+
+
+def _float_seconds(sess: Any, feeds: dict[str, np.ndarray], runs: int = 5) -> float:
+    """Median seconds of one run of ``sess`` on ``feeds``."""
+    names = {i.name for i in sess.get_inputs()}
+    f = {k: v for k, v in feeds.items() if k in names}
+    sess.run(None, f)
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        sess.run(None, f)
+        times.append(time.perf_counter() - t)
+    return float(np.median(times))
+
+
+def _batch_of(feeds: dict[str, np.ndarray], data: Dataset) -> int:
+    name, value = next(iter(feeds.items()))
+    axis = data.batch_axes.get(name, 0)
+    return 1 if axis is None else int(value.shape[axis])
+
+
 def latency_fallback(
     source: onnx.ModelProto,
     placement: Placement,
@@ -195,57 +240,112 @@ def latency_fallback(
     (the graph the placement names, with ops rewritten into int8-capable equivalents that are slower in float).
     The float per-node profile is also ``reference``'s: a rewritten op's time is under its own name, which one of
     the nodes that replaced it keeps, and the nodes of one rewrite are judged together.
+
+    The check times batch 1, then, when the inputs have a free batch axis, a larger batch of calibration samples
+    (up to 32, as many as run in about 0.25 s of float time): int8's gain shrinks as the batch grows (Q/DQ and
+    layout transposes scale with it, float convolutions get more efficient), so a model faster at batch 1 can be
+    slower at 32. Regions go back to float until neither batch is slower; batch 1 is re-timed when the larger
+    batch moved any.
     """
-    start = time.perf_counter()
-    feeds = next(iter(data.batches(1)))[0]
     threads = check_threads()
     ref = _session(source if reference is None else reference, threads)
+    check = _Check(source, build, index, ref, threads, reference, rewrite_groups(source) if reference is not None
+                   else {}, max(1.0, min(4.0, time_budget_s / 12)), time.perf_counter() + time_budget_s)  # fmt: skip
+    one = next(iter(data.batches(1)))[0]
+    placement, notes, _ = check.run(placement, one, "batch 1")
+    big = _larger_batch(data, _float_seconds(ref, one), source if reference is None else reference)
+    if big is None or not placement.int8:
+        return placement, notes
+    size = _batch_of(big, data)
+    if time.perf_counter() > check.deadline:
+        notes.append(f"latency check: batch {size} not timed (the {time_budget_s:.0f} s budget is spent; raise "
+                     "latency_budget_s)")  # fmt: skip
+        return placement, notes
+    try:  # a free batch axis in the signature, but a Reshape inside may fix it
+        _float_seconds(ref, big, runs=1)
+    except Exception as e:
+        notes.append(f"latency check: batch {size} not timed: the float model does not run at batch {size} "
+                     f"({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__})")  # fmt: skip
+        return placement, notes
+    placement, more, moved = check.run(placement, big, f"batch {size}")
+    notes.extend(more)
+    if moved and placement.int8:
+        placement, again, _ = check.run(placement, one, "batch 1, again")
+        notes.extend(again)
+    return placement, notes
+
+
+@dataclass(frozen=True)
+class _Check:
+    """What every timing of one latency check shares: the models, the float session, threads and time."""
+
+    source: onnx.ModelProto
+    build: Callable[[set[str]], onnx.ModelProto]
+    index: Any
+    ref: Any  # the float session
+    threads: int
+    reference: onnx.ModelProto | None
+    groups: dict[str, tuple[str, ...]]
+    step: float  # seconds per timing
+    deadline: float  # perf_counter() after which regions move without timing
+
+    def run(self, placement: Placement, feeds: dict[str, np.ndarray], label: str) -> tuple[Placement, list[str], bool]:
+        """The check on one batch ``feeds`` (``label`` names it in the notes): the placement, the notes and
+        whether any node moved back to float."""
+        return _fallback_at(self, placement, feeds, label)
+
+
+def _fallback_at(
+    c: _Check, placement: Placement, feeds: dict[str, np.ndarray], label: str
+) -> tuple[Placement, list[str], bool]:
+    """:meth:`_Check.run`."""
+    source, build, index, ref, threads, reference, groups, step = (
+        c.source, c.build, c.index, c.ref, c.threads, c.reference, c.groups, c.step)  # fmt: skip
     int8 = set(placement.int8)
-    step = max(1.0, min(4.0, time_budget_s / 12))
     ratio, lo, hi = measure_ratio(ref, _session(build(int8), threads), feeds, seconds=step)
-    notes = [f"latency check: static int8 {ratio:.2f}x float [{lo:.2f}, {hi:.2f}] (batch 1, {threads} thread(s), "
-             "interleaved runs on a calibration sample)"]  # fmt: skip
+    notes = [f"latency check: static int8 {ratio:.2f}x float [{lo:.2f}, {hi:.2f}] ({label}, {threads} thread(s), "
+             "interleaved runs on calibration samples)"]  # fmt: skip
     floats = dict(placement.float)
     prof_runs = 5
     # the float time of each node as the user runs it; a rewritten op's time is under its name, which one of the
     # nodes that replaced it keeps (the others have none): regions and slow nodes count the op once
     float_prof = _profile(source if reference is None else reference, feeds, threads, prof_runs)
-    groups = rewrite_groups(source) if reference is not None else {}
     int8_prof = _profile(build(int8), feeds, threads, prof_runs)
     absorbed = set(index.absorbed(int8, index.quantized(int8)))
     absorbed = {n.name for n in index.nodes if n.output and n.output[0] in absorbed}
     slow = _slow_nodes(int8, absorbed, int8_prof, float_prof, groups)
     if not _slower(ratio, lo):
         if not slow or not int8 - set(slow):
-            return placement, notes
+            return placement, notes, False
         # faster than float already; nodes whose own int8 kernel is slower than float go back when that is
         # measured to pay (the int8 models timed against each other)
         fewer = int8 - set(slow)
         gain, glo, ghi = measure_ratio(_session(build(int8), threads), _session(build(fewer), threads), feeds,
                                        seconds=step)  # fmt: skip
         if ghi >= 1.0:
-            return placement, notes
+            return placement, notes, False
         for n, extra in slow.items():
-            floats[n] = f"slower: its int8 kernel takes {extra:+.3f} ms more than float + Q/DQ on this CPU"
+            floats[n] = f"slower: its int8 kernel takes {extra:+.3f} ms more than float + Q/DQ on this CPU ({label})"
         notes.append(f"latency check: {len(slow)} node(s) whose int8 kernel is slower than float here moved back to "
                      f"float ({', '.join(sorted(slow)[:6])}{' ...' if len(slow) > 6 else ''}): {gain:.2f}x of the "
-                     f"all-int8 time [{glo:.2f}, {ghi:.2f}]")  # fmt: skip
+                     f"all-int8 time [{glo:.2f}, {ghi:.2f}] ({label})")  # fmt: skip
         return Placement(tuple(sorted(fewer)), tuple(sorted(floats.items())), placement.rounds,
-                         placement.runtime), notes  # fmt: skip
+                         placement.runtime), notes, True  # fmt: skip
     moved: list[str] = []
     if slow:
         # single nodes first: their int8 kernel alone is slower than float here (e.g. a depthwise Conv, a pool)
         int8 -= set(slow)
         for n, extra in slow.items():
-            floats[n] = f"slower: its int8 kernel takes {extra:+.3f} ms more than float + Q/DQ on this CPU"
+            floats[n] = f"slower: its int8 kernel takes {extra:+.3f} ms more than float + Q/DQ on this CPU ({label})"
         moved.append(f"{len(slow)} node(s) whose int8 kernel is slower than float here")
         if int8:
             int8_prof = _profile(build(int8), feeds, threads, prof_runs)
             ratio, lo, hi = measure_ratio(ref, _session(build(int8), threads), feeds, seconds=step)
     if not _slower(ratio, lo) and int8:
-        notes.append(f"latency check: {', '.join(moved)} moved back to float; now {ratio:.2f}x [{lo:.2f}, {hi:.2f}]")
+        notes.append(f"latency check: {', '.join(moved)} moved back to float; now {ratio:.2f}x [{lo:.2f}, {hi:.2f}] "
+                     f"({label})")  # fmt: skip
         return Placement(tuple(sorted(int8)), tuple(sorted(floats.items())), placement.rounds,
-                         placement.runtime), notes  # fmt: skip
+                         placement.runtime), notes, True  # fmt: skip
     comps = int8_components(source, int8, index.quantized)
     quant = index.quantized(int8)
     borders: dict[str, set[str]] = {}
@@ -258,12 +358,12 @@ def latency_fallback(
     for i in order:
         comp = comps[i]
         int8 -= comp
-        why = f"slower: int8 region cost {costs[i]:+.2f} ms against float on this CPU (latency check)"
+        why = f"slower: int8 region cost {costs[i]:+.2f} ms against float on this CPU (latency check, {label})"
         floats.update(dict.fromkeys(comp, why))
         moved.append(f"{min(comp)} (+{len(comp) - 1} node(s), {costs[i]:+.2f} ms)")
         if not int8:
             break
-        if time.perf_counter() - start > time_budget_s:
+        if time.perf_counter() > c.deadline:
             continue  # out of time: keep moving regions without timing, to be sure not to be slower
         ratio, lo, hi = measure_ratio(ref, _session(build(int8), threads), feeds, seconds=step)
         if not _slower(ratio, lo):
@@ -272,8 +372,8 @@ def latency_fallback(
     if int8:
         notes.append(f"latency check: {len(moved)} int8 region(s) moved back to float to be no slower than float "
                      f"({', '.join(moved[:6])}{' ...' if len(moved) > 6 else ''}); now {ratio:.2f}x "
-                     f"[{lo:.2f}, {hi:.2f}]")  # fmt: skip
+                     f"[{lo:.2f}, {hi:.2f}] ({label})")  # fmt: skip
     else:
-        notes.append("latency check: static int8 is slower than float on this CPU in every region; every node "
-                     "moved back to float (weights keep int8 storage); try --mode dynamic")  # fmt: skip
-    return result, notes
+        notes.append(f"latency check: static int8 is slower than float on this CPU in every region ({label}); every "
+                     "node moved back to float (weights keep int8 storage); try --mode dynamic")  # fmt: skip
+    return result, notes, True
