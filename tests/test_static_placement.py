@@ -272,6 +272,12 @@ def test_latency_fallback_keeps_a_placement_that_is_not_slower() -> None:
     # the note rounds to 2 decimals and the decision uses the unrounded figures: allow half a unit either way
     for section in sections:
         ratio, low, _ = _figures(section[0])
+        # measurably slower by less than the check acts on: the note says so
+        said = "within the check's tolerance for timing noise" in section[0]
+        if said:
+            assert low >= 0.995 and not _slower(ratio - 0.005, low - 0.005), notes
+        elif not _slower(ratio + 0.005, low + 0.005):
+            assert low <= 1.005, notes
         if len(section) == 1:
             assert not _slower(ratio - 0.005, low - 0.005), notes
         else:  # timing noise said slower: what moved is named, and the note's figures agree with that
