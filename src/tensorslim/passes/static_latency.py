@@ -248,12 +248,13 @@ def latency_fallback(
     batch moved any.
     """
     threads = check_threads()
-    ref = _session(source if reference is None else reference, threads)
-    check = _Check(source, build, index, ref, threads, reference, rewrite_groups(source) if reference is not None
+    float_model = source if reference is None else reference
+    ref = _session(float_model, threads)
+    check = _Check(source, build, index, ref, threads, float_model, rewrite_groups(source) if reference is not None
                    else {}, max(1.0, min(4.0, time_budget_s / 12)), time.perf_counter() + time_budget_s)  # fmt: skip
     one = next(iter(data.batches(1)))[0]
-    placement, notes, _ = check.run(placement, one, "batch 1")
-    big = _larger_batch(data, _float_seconds(ref, one), source if reference is None else reference)
+    placement, notes, _ = _fallback_at(check, placement, one, "batch 1")
+    big = _larger_batch(data, _float_seconds(ref, one), float_model)
     if big is None or not placement.int8:
         return placement, notes
     size = _batch_of(big, data)
@@ -267,10 +268,10 @@ def latency_fallback(
         notes.append(f"latency check: batch {size} not timed: the float model does not run at batch {size} "
                      f"({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__})")  # fmt: skip
         return placement, notes
-    placement, more, moved = check.run(placement, big, f"batch {size}")
+    placement, more, moved = _fallback_at(check, placement, big, f"batch {size}")
     notes.extend(more)
     if moved and placement.int8:
-        placement, again, _ = check.run(placement, one, "batch 1, again")
+        placement, again, _ = _fallback_at(check, placement, one, "batch 1, again")
         notes.extend(again)
     return placement, notes
 
@@ -284,23 +285,19 @@ class _Check:
     index: Any
     ref: Any  # the float session
     threads: int
-    reference: onnx.ModelProto | None
+    float_model: onnx.ModelProto  # the model ``ref`` runs, profiled node by node
     groups: dict[str, tuple[str, ...]]
     step: float  # seconds per timing
     deadline: float  # perf_counter() after which regions move without timing
-
-    def run(self, placement: Placement, feeds: dict[str, np.ndarray], label: str) -> tuple[Placement, list[str], bool]:
-        """The check on one batch ``feeds`` (``label`` names it in the notes): the placement, the notes and
-        whether any node moved back to float."""
-        return _fallback_at(self, placement, feeds, label)
 
 
 def _fallback_at(
     c: _Check, placement: Placement, feeds: dict[str, np.ndarray], label: str
 ) -> tuple[Placement, list[str], bool]:
-    """:meth:`_Check.run`."""
-    source, build, index, ref, threads, reference, groups, step = (
-        c.source, c.build, c.index, c.ref, c.threads, c.reference, c.groups, c.step)  # fmt: skip
+    """The check on one batch ``feeds`` (``label`` names it in the notes): the placement, the notes and whether
+    any node moved back to float."""
+    source, build, index, ref, threads, groups, step = (
+        c.source, c.build, c.index, c.ref, c.threads, c.groups, c.step)  # fmt: skip
     int8 = set(placement.int8)
     ratio, lo, hi = measure_ratio(ref, _session(build(int8), threads), feeds, seconds=step)
     notes = [f"latency check: static int8 {ratio:.2f}x float [{lo:.2f}, {hi:.2f}] ({label}, {threads} thread(s), "
@@ -312,7 +309,7 @@ def _fallback_at(
     prof_runs = 5
     # the float time of each node as the user runs it; a rewritten op's time is under its name, which one of the
     # nodes that replaced it keeps (the others have none): regions and slow nodes count the op once
-    float_prof = _profile(source if reference is None else reference, feeds, threads, prof_runs)
+    float_prof = _profile(c.float_model, feeds, threads, prof_runs)
     int8_prof = _profile(build(int8), feeds, threads, prof_runs)
     absorbed = set(index.absorbed(int8, index.quantized(int8)))
     absorbed = {n.name for n in index.nodes if n.output and n.output[0] in absorbed}
