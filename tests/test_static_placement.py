@@ -466,3 +466,104 @@ def test_div_rewrite_keeps_scalar_rank_and_leaves_shape_arithmetic(tmp_path: Pat
     s = np.array(49.0, np.float32)
     q, shape = run(model, {"s": s})
     assert q.shape == () and np.isclose(q, 49 / 3) and shape.tolist() == [7, 1]
+
+
+def upsample_head(seed: int = 0) -> tuple[onnx.ModelProto, Dataset]:
+    """Conv -> Relu -> Resize (nearest, x4) -> Mul -> Add -> Conv: a segmentation head, whose elementwise ops on the
+    upsampled map cost far more in float (4 bytes per value, a Q/DQ pair at each border) than in int8."""
+    r = np.random.default_rng(seed)
+    nodes = [
+        helper.make_node("Conv", ["x", "W1", "B1"], ["c1"], name="conv1", pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+        helper.make_node("Resize", ["r1", "", "scales"], ["up"], name="upsample", mode="nearest"),
+        helper.make_node("Mul", ["up", "gain"], ["upg"], name="gain_mul"),
+        helper.make_node("Add", ["upg", "shift"], ["upb"], name="shift_add"),
+        helper.make_node("Conv", ["upb", "W2", "B2"], ["y"], name="conv2"),
+    ]
+    inits = {
+        "W1": (r.standard_normal((16, 3, 3, 3)) * 0.3).astype(np.float32), "B1": np.zeros(16, np.float32),
+        "scales": np.array([1, 1, 4, 4], np.float32), "gain": (1 + r.random((1, 16, 1, 1))).astype(np.float32),
+        "shift": (r.standard_normal((1, 16, 1, 1)) * 0.1).astype(
+            np.float32),
+        "W2": (r.standard_normal((4, 16, 1, 1)) * 0.3).astype(np.float32), "B2": np.zeros(4, np.float32),
+    }  # fmt: skip
+    model = make(nodes, [("x", F, ["b", 3, 32, 32])], [("y", F, ["b", 4, 128, 128])], inits, opset=14)
+    return model, Dataset({"x": r.standard_normal((16, 3, 32, 32)).astype(np.float32)})
+
+
+def test_float_move_costs_read_both_profiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The estimate the output guard spends by, per int8 node: its float kernel's time, plus Q/DQ on the elements
+    its int8 kernels read and write at the Q/DQ cost per element of the same int8 profile, minus its int8 kernels'
+    time (a fused kernel's ``_token_N`` name counts for its node); nodes neither profile has are left out."""
+    import tensorslim.passes.static_latency as sl
+
+    model, data = upsample_head()
+    trial = _qdq_trial(model, {"conv1", "relu1", "upsample", "gain_mul", "shift_add", "conv2"}, data)
+    int8_prof = {
+        "conv1_token_1": 0.08, "QLinearConv/conv1_token_1/bytes": 1000.0,
+        "upsample": 0.1, "Resize/upsample/bytes": 2000.0,
+        "x_QuantizeLinear": 0.01, "QuantizeLinear/x_QuantizeLinear/bytes": 5000.0,  # 1e-5 ms per element
+    }  # fmt: skip
+    monkeypatch.setattr(sl, "profile_nodes", lambda *args, **kwargs: int8_prof)
+    float_prof = {"conv1": 0.2, "upsample": 0.3, "Resize/upsample/bytes": 8000.0, "conv2": 0.5}
+    costs, total = sl.float_move_costs(float_prof, trial, {}, 1)
+    assert total == pytest.approx(1.0)
+    assert costs == pytest.approx({"conv1": 0.2 + 0.01 - 0.08, "upsample": 0.3 + 0.02 - 0.1, "conv2": 0.5})
+
+
+def _qdq_trial(model: onnx.ModelProto, int8: set[str], data: Dataset) -> onnx.ModelProto:
+    """``model`` with Q/DQ pairs around ``int8`` (min/max ranges), as the output guard's trials are."""
+    from tensorslim.passes.static_quant import _group_params, calibrate_ranges
+
+    cfg = StaticQuantConfig(latency_check=False)
+    index = _Index(model)
+    quant = sorted(index.quantized(int8))
+    bits = dict.fromkeys(quant, 8)
+    ranges = calibrate_ranges(model, quant, data, cfg, bits)
+    params, _, _ = _group_params(index, int8, ranges, cfg, bits)
+    trial = onnx.ModelProto()
+    trial.CopyFrom(model)
+    _apply(trial, int8, params, cfg, {}, [])
+    return trial
+
+
+def test_output_guard_counts_the_speed_it_spends_when_the_latency_check_is_on() -> None:
+    """With the latency check on, the guard times each state against float and may spend a tenth of float's time on
+    accuracy; a node whose float form alone costs more than 1 % of it stays int8 and is named with its cost.
+    Without it (latency check off), the same guard moves nodes by error alone."""
+    model, data = upsample_head()
+    res = static_pipeline(StaticQuantConfig(output_sqnr_db=60.0, latency_budget_s=4.0), data)(model)
+    (note,) = [n for n in res.notes if n.startswith("output check:")]
+    placement = load_placement_from(res.model)
+    guarded = {n: why for n, why in placement.float if why.startswith("output-guard")}
+    assert all(re.search(r"costs ~-?\d+\.\d+ ms in float here", why) for why in guarded.values()), guarded
+    timed = re.search(r"timed here: (\d+\.\d+)x float's time with them, (\d+\.\d+)x without", note)
+    assert bool(guarded) == bool(timed), note
+    if timed:
+        assert float(timed[1]) - float(timed[2]) <= 0.10, note
+    kept = re.search(r"kept int8: in float each would cost more than 1% of float's (\d+\.\d+) ms here \((.*)\)", note)
+    if kept:
+        for name, ms in re.findall(r"(\S+) \+(\d+\.\d+) ms", kept[2]):
+            assert name not in guarded and float(ms) > 0.01 * float(kept[1]), note
+    blind = static_pipeline(StaticQuantConfig(latency_check=False, output_sqnr_db=60.0), data)(model)
+    blind_note = next(n for n in blind.notes if n.startswith("output check:"))
+    assert "timed here" not in blind_note and "kept int8" not in blind_note
+    assert all("costs ~" not in why for _, why in load_placement_from(blind.model).float)
+
+
+def test_output_guard_budget_takes_the_worst_moves_that_fit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The guard's choice per round, for given cost estimates: in error order, a node whose move costs more than 1 %
+    of float's time stays int8 (and is remembered for the note), the others are taken while all the moves so far
+    cost at most a tenth of float's time, at most ``quota`` of them."""
+    import tensorslim.passes.static_latency as sl
+    from tensorslim.passes.static_quant import _MoveBudget
+
+    estimates = {"a": 0.05, "b": 0.2, "c": 0.5, "d": 0.02, "e": 0.09, "f": 0.09, "g": 0.0}
+    monkeypatch.setattr(sl, "float_move_costs", lambda *args, **kwargs: (estimates, 10.0))
+    budget = _MoveBudget({}, {}, 1, None, total=10.0)
+    assert budget.take(["b", "a", "c", "d"], 3, onnx.ModelProto()) == ["a", "d"]
+    assert budget.kept == {"b", "c"} and budget.spent == pytest.approx(0.07)
+    budget.spent = 0.96  # near the tenth: e and f no longer fit, a free move still does
+    assert budget.take(["e", "f", "g"], 3, onnx.ModelProto()) == ["g"]
+    assert budget.take(["a", "d", "g"], 2, onnx.ModelProto()) == ["d", "g"]
+    assert "b +0.20 ms" in budget.said({}, 0) and "c +0.50 ms" in budget.said({}, 0)

@@ -32,7 +32,7 @@ import onnx
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes.static_placement import Placement, int8_components, rewrite_groups
 
-__all__ = ["check_threads", "latency_fallback", "measure_ratio"]
+__all__ = ["check_threads", "float_move_costs", "latency_fallback", "measure_ratio", "profile_nodes"]
 
 _TOKEN = re.compile(r"(_token_\d+)+$")
 _NCHWC = "_nchwc"  # the suffix of the nodes ONNX Runtime's NCHWc transformer makes of float Convs
@@ -75,7 +75,9 @@ def measure_ratio(ref: Any, cand: Any, feeds: dict[str, np.ndarray], *, seconds:
     return ratio, float(ci[0]), float(ci[1])
 
 
-def _profile(model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int, runs: int) -> dict[str, float]:
+def profile_nodes(
+    model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int, runs: int = 5
+) -> dict[str, float]:
     """Mean time per run (ms) of each node of ``model``'s optimized graph, by node name; under the key
     ``"<op>/<name>/bytes"`` the node's input + output bytes. A float Conv that ONNX Runtime's NCHWc layout
     transformer replaced (named after its output, ``<output>_nchwc``) is under the original node's name."""
@@ -112,6 +114,35 @@ def _qdq_cost_per_element(prof: dict[str, float]) -> float:
             ms += prof.get(name, 0.0)
             nbytes += size
     return ms / (nbytes / 5.0) if nbytes > 0 else 1e-7
+
+
+def float_move_costs(
+    float_prof: dict[str, float], quantized: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int, runs: int = 5
+) -> tuple[dict[str, float], float]:
+    """What each int8 node of ``quantized`` would add to the run time (ms) if it ran in float instead, from ONNX
+    Runtime's per-node profiles on ``feeds``: its float kernel's time (``float_prof``, the float model's
+    :func:`profile_nodes`; 0 where float fuses it into a neighbour) plus a Q/DQ on its inputs and output (at the
+    per-element Q/DQ cost measured in ``quantized``'s profile), minus its int8 kernels' time; and the float model's
+    total node time.
+
+    An estimate for ranking, not a timing: regions, fusions that a move breaks or forms and cache effects are not in
+    it (the latency check times the result)."""
+    int8_prof = profile_nodes(quantized, feeds, threads, runs)
+    per_element = _qdq_cost_per_element(int8_prof)
+    kernel: dict[str, float] = {}
+    elements: dict[str, float] = {}
+    for key, v in int8_prof.items():
+        if key.endswith("/bytes"):
+            base = _TOKEN.sub("", key.split("/", 1)[1][: -len("/bytes")])
+            elements[base] = elements.get(base, 0.0) + v  # int8 kernels read and write one byte per element
+        else:
+            base = _TOKEN.sub("", key)
+            kernel[base] = kernel.get(base, 0.0) + v
+    names = {n.name for n in quantized.graph.node if n.name and n.op_type not in ("QuantizeLinear", "DequantizeLinear")}
+    costs = {n: float_prof.get(n, 0.0) + per_element * elements.get(n, 0.0) - kernel.get(n, 0.0)
+             for n in sorted(names & (set(kernel) | set(float_prof)))}  # fmt: skip
+    total = sum(v for k, v in float_prof.items() if not k.endswith("/bytes"))
+    return costs, total
 
 
 def _slow_nodes(
@@ -309,8 +340,8 @@ def _fallback_at(
     prof_runs = 5
     # the float time of each node as the user runs it; a rewritten op's time is under its name, which one of the
     # nodes that replaced it keeps (the others have none): regions and slow nodes count the op once
-    float_prof = _profile(c.float_model, feeds, threads, prof_runs)
-    int8_prof = _profile(build(int8), feeds, threads, prof_runs)
+    float_prof = profile_nodes(c.float_model, feeds, threads, prof_runs)
+    int8_prof = profile_nodes(build(int8), feeds, threads, prof_runs)
     absorbed = set(index.absorbed(int8, index.quantized(int8)))
     absorbed = {n.name for n in index.nodes if n.output and n.output[0] in absorbed}
     slow = _slow_nodes(int8, absorbed, int8_prof, float_prof, groups)
@@ -339,7 +370,7 @@ def _fallback_at(
             floats[n] = f"slower: its int8 kernel takes {extra:+.3f} ms more than float + Q/DQ on this CPU ({label})"
         moved.append(f"{len(slow)} node(s) whose int8 kernel is slower than float here")
         if int8:
-            int8_prof = _profile(build(int8), feeds, threads, prof_runs)
+            int8_prof = profile_nodes(build(int8), feeds, threads, prof_runs)
             ratio, lo, hi = measure_ratio(ref, _session(build(int8), threads), feeds, seconds=step)
     if not _slower(ratio, lo) and int8:
         notes.append(f"latency check: {', '.join(moved)} moved back to float; now {ratio:.2f}x [{lo:.2f}, {hi:.2f}] "

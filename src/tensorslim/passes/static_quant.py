@@ -28,6 +28,7 @@ import dataclasses
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
 
 import numpy as np
 import onnx
@@ -457,6 +458,7 @@ def plan_static_quant(
     """Decide the int8 nodes (from ONNX Runtime's fusions, or ``placement``) and every activation's parameters;
     ``keep_float`` names nodes that stay float whatever the runtime fuses (with the reason)."""
     index = StaticGraph(model)
+    replay = placement is not None  # the placement decides: no fallback, guard or region moves are made again
     if placement is None:
         placement = decide_placement(model, cfg, keep_float or {})
     else:
@@ -494,7 +496,7 @@ def plan_static_quant(
         drop = _adjacent(index, set(missing), int8)
         floats.update(dict.fromkeys(drop, "no-range: an activation had no finite calibration value"))
         int8 -= drop
-    if cfg.fallback_sqnr_db > 0:
+    if cfg.fallback_sqnr_db > 0 and not replay:
         params, clamped, _ = _group_params(index, int8, plan.ranges, cfg, bits)
         scored = {t: ap for t, ap in params.items() if t not in clamped}
         lost: dict[str, float] = {}
@@ -522,12 +524,12 @@ def plan_static_quant(
                 f"{len(plan.fallback)} activation(s) left float (int8 SQNR < {cfg.fallback_sqnr_db:g} dB on the "
                 f"calibration data): " + ", ".join(f"{t} ({plan.sensitivity[t]:.1f} dB)" for t in plan.fallback)
             )
-    if cfg.node_fallback and cfg.fallback_sqnr_db > 0 and int8:
+    if cfg.node_fallback and cfg.fallback_sqnr_db > 0 and int8 and not replay:
         sensitive = _sensitive_nodes(model, index, int8, data, cfg, bits, plan)
         floats.update(sensitive)
         int8 -= set(sensitive)
-    if cfg.output_sqnr_db > 0 and int8:
-        guarded = _output_guard(model, index, int8, data, cfg, bits, plan)
+    if cfg.output_sqnr_db > 0 and int8 and not replay:
+        guarded = _output_guard(model, index, int8, data, cfg, bits, plan, costed=cfg.latency_check)
         floats.update(guarded)
         int8 -= set(guarded)
     regions = _no_work_regions(index)(int8)
@@ -578,14 +580,21 @@ def _choose_ranges(
 
 def _output_guard(
     model: onnx.ModelProto, index: StaticGraph, int8: set[str], data: Dataset, cfg: StaticQuantConfig,
-    bits: dict[str, int], plan: StaticPlan,
+    bits: dict[str, int], plan: StaticPlan, *, costed: bool = False,
 ) -> dict[str, str]:  # fmt: skip
     """While the int8 model's outputs keep less than ``output_sqnr_db`` against float on calibration samples, move
     the nodes that add the most error (measured through the QDQ graph) back to float, a tenth at a time.
 
     The SQNR is each sample's, averaged in dB: pooled over samples, a few high-energy samples decide, and on
     RapidOCR's recognizer moving 105 nodes raised the pooled figure by 1.6 dB while the recognized text agreed
-    with float on fewer lines (0.53 -> 0.38); the per-sample mean fell, as the text did."""
+    with float on fewer lines (0.53 -> 0.38); the per-sample mean fell, as the text did.
+
+    ``costed`` (the latency check is on): the guard counts what each move costs in speed on this machine
+    (:func:`~tensorslim.passes.static_latency.float_move_costs`, from ONNX Runtime's per-node profiles of the float
+    and the current int8 model): a node whose float form would cost more than 1 % of the float model's time stays
+    int8, and all the moves together may cost at most a tenth of it. Uncounted, on RapidOCR's detector at 736 x 960
+    the guard moved 112 nodes (a float DepthToSpace and Resizes on the upsampled maps among them) for 2.3 dB and the
+    model went from 0.56x to 0.79x float's time."""
     from tensorslim.passes.static_sensitivity import added_error
 
     sample = data.head(8) if data.num_samples > 8 else data
@@ -593,11 +602,14 @@ def _output_guard(
     current = set(int8)
     states: list[tuple[dict[str, str], float]] = []  # (moved so far, output SQNR) after each round
     weighted = {node for node, _ in index.weights}
+    budget = _MoveBudget.start(model, sample) if costed else None
     for _ in range(8):
         params, _, _ = _group_params(index, current, plan.ranges, cfg, bits)
         trial = onnx.ModelProto()
         trial.CopyFrom(model)
         apply_qdq(trial, current, params, cfg, {}, [])
+        if budget is not None and not budget.affords(trial, first=not states):
+            break  # this state's moves cost more than the guard may spend: the states before it are the choice
         states.append((dict(moved), mean_sample_sqnr(model, trial, sample)))
         if states[-1][1] >= cfg.output_sqnr_db or not current:
             break
@@ -606,28 +618,112 @@ def _output_guard(
         added = added_error(model, trial, [n for n in index.nodes if n.name in current and n.name not in weighted],
                             sample, index.activation_inputs)  # fmt: skip
         ranked = sorted((n for n in added if added[n] < 2 * cfg.output_sqnr_db), key=lambda n: (added[n], n))
-        worst = ranked[: max(1, -(-len(current) // 10))]
+        quota = max(1, -(-len(current) // 10))
+        worst = ranked[:quota] if budget is None else budget.take(ranked, quota, trial)
         if not worst:
             break
         for n in worst:
             moved[n] = (f"output-guard: the int8 model's output kept {states[-1][1]:.1f} dB < {cfg.output_sqnr_db:g} "
-                        f"dB; this node adds {added[n]:.1f} dB")  # fmt: skip
+                        f"dB; this node adds {added[n]:.1f} dB"
+                        + ("" if budget is None else f", costs ~{budget.cost[n]:.2f} ms in float here"))  # fmt: skip
         current -= set(worst)
         current -= set(_no_work_regions(index)(current))
     # the best state, unless all the moving bought less than 1 dB: then the error is in the weighted layers and
     # moving more would only cost speed, so nothing moves
     first = states[0][1]
     best = max(sq for _, sq in states)
-    chosen, last = next((m, sq) for m, sq in states if sq == best) if best >= first + 1.0 else states[0]
+    at = next(i for i, (_, sq) in enumerate(states) if sq == best) if best >= first + 1.0 else 0
+    chosen, last = states[at]
     if chosen:
         plan.notes.append(f"output check: int8 output SQNR {first:.1f} dB against float on {sample.num_samples} "
                           f"calibration samples (< {cfg.output_sqnr_db:g} dB): {len(chosen)} node(s) that add the "
-                          f"most error moved back to float -> {last:.1f} dB")  # fmt: skip
+                          f"most error moved back to float -> {last:.1f} dB"
+                          + (budget.said(chosen, at) if budget is not None else ""))  # fmt: skip
     else:
         plan.notes.append(f"output check: int8 output SQNR {first:.1f} dB against float on {sample.num_samples} "
                           f"calibration samples" + (f"; moving weightless nodes to float bought < 1 dB (best "
-                          f"{best:.1f} dB), so none moved" if len(states) > 1 else ""))  # fmt: skip
+                          f"{best:.1f} dB), so none moved" if len(states) > 1 else "")
+                          + (budget.said({}, 0) if budget is not None else ""))  # fmt: skip
     return chosen
+
+
+_GUARD_NODE_SHARE = 0.01  # the output guard moves no node whose float form costs more than this share of float's time
+_GUARD_SHARE = 0.10  # ... and its moves together cost at most this share
+
+
+@dataclasses.dataclass
+class _MoveBudget:
+    """The speed the output guard may spend on accuracy: the float model's per-node profile and session, the
+    estimated cost of every move made and of every node left int8 for its cost, each state's measured time."""
+
+    float_prof: dict[str, float]
+    feeds: dict[str, np.ndarray]
+    threads: int
+    ref: Any  # the float model's session
+    cost: dict[str, float] = dataclasses.field(default_factory=dict)  # ms, each node moved or kept for its cost
+    spent: float = 0.0
+    kept: set[str] = dataclasses.field(default_factory=set)
+    total: float = 0.0  # the float model's time, ms
+    ratios: list[tuple[float, float, float]] = dataclasses.field(default_factory=list)  # each state's, x float
+    over: bool = False  # the last state timed cost more than the guard may spend
+
+    @classmethod
+    def start(cls, model: onnx.ModelProto, sample: Dataset) -> _MoveBudget:
+        from tensorslim.passes.static_latency import _session, check_threads, profile_nodes
+
+        feeds = next(iter(sample.batches(1)))[0]
+        threads = check_threads()
+        prof = profile_nodes(model, feeds, threads)
+        return cls(prof, feeds, threads, _session(model, threads),
+                   total=sum(v for k, v in prof.items() if not k.endswith("/bytes")))  # fmt: skip
+
+    def affords(self, trial: onnx.ModelProto, *, first: bool) -> bool:
+        """Times ``trial`` against float (interleaved, batch 1): whether it is within a tenth of float's time of the
+        guard's first state (``first``: this is it)."""
+        from tensorslim.passes.static_latency import _session, measure_ratio
+
+        seconds = min(4.0, max(1.0, 20 * self.total / 1000))
+        self.ratios.append(measure_ratio(self.ref, _session(trial, self.threads), self.feeds, seconds=seconds))
+        self.over = not first and self.ratios[-1][0] - self.ratios[0][0] > _GUARD_SHARE
+        return not self.over
+
+    def take(self, ranked: list[str], quota: int, trial: onnx.ModelProto) -> list[str]:
+        """Up to ``quota`` of ``ranked`` (worst error first) whose moves fit: each under 1 % of float's time, all
+        (with the earlier rounds') under a tenth."""
+        from tensorslim.passes.static_latency import float_move_costs
+
+        costs, _ = float_move_costs(self.float_prof, trial, self.feeds, self.threads)
+        out: list[str] = []
+        for n in ranked:
+            c = max(costs.get(n, 0.0), 0.0)
+            self.cost[n] = c
+            if c > _GUARD_NODE_SHARE * self.total:
+                self.kept.add(n)
+                continue
+            if self.spent + c > _GUARD_SHARE * self.total:
+                continue
+            out.append(n)
+            self.spent += c
+            if len(out) == quota:
+                break
+        return out
+
+    def said(self, chosen: dict[str, str], state: int) -> str:
+        """The note's clause on speed: what the chosen moves (``state``: after that many rounds) cost, which nodes
+        stayed int8 for their cost, whether the guard stopped at its budget."""
+        text = ""
+        if chosen and len(self.ratios) > state:
+            text = (f" (timed here: {self.ratios[state][0]:.2f}x float's time with them, {self.ratios[0][0]:.2f}x "
+                    "without)")  # fmt: skip
+        if self.over:
+            text += (f"; the guard stopped where its moves would cost more than {_GUARD_SHARE:.0%} of float's time "
+                     f"({self.ratios[-1][0]:.2f}x float, timed)")  # fmt: skip
+        kept = sorted(self.kept - set(chosen), key=lambda n: (-self.cost[n], n))
+        if kept:
+            named = ", ".join(f"{n} +{self.cost[n]:.2f} ms" for n in kept[:6]) + (" ..." if len(kept) > 6 else "")
+            text += (f"; {len(kept)} node(s) that add error kept int8: in float each would cost more than "
+                     f"{_GUARD_NODE_SHARE:.0%} of float's {self.total:.2f} ms here ({named})")  # fmt: skip
+        return text
 
 
 def _sensitive_nodes(
