@@ -204,6 +204,11 @@ def quantize(
         typer.Option(help="ONNX static: time the result against float here and move int8 regions back to float "
                      "until it is not slower (recorded in the output's metadata)."),
     ] = True,
+    latency_batch: Annotated[
+        int | None,
+        typer.Option(help="ONNX static: the batch you serve; the latency check times it besides batch 1 (1: batch 1 "
+                     "only) [default: as many calibration samples as run in ~0.25 s of float time, up to 32]."),
+    ] = None,
     input_shape: Annotated[
         list[str] | None, typer.Option(help="PyTorch file: example input NAME=1x3x32x32[:dtype] (repeatable).")
     ] = None,
@@ -259,8 +264,8 @@ def quantize(
         static_options={"io_dtype": io, "activation_bits": activation_bits, "int16_nodes": tuple(int16_nodes or ()),
                         "smooth_quant": smooth_quant, "bias_correction": bias_correction, "equalize": equalize,
                         "placement": None if placement is None else str(placement),
-                        "latency_check": latency_check, "learned_rounding": learned_rounding,
-                        "empirical_bias": empirical_bias},
+                        "latency_check": latency_check, "latency_batch": latency_batch,
+                        "learned_rounding": learned_rounding, "empirical_bias": empirical_bias},
     )  # fmt: skip
     result = _own_weights(run_quantize(model_in, output, config=cfg, data=data_in, max_samples=max_samples,
                                        target_runtime=target), model_in)  # fmt: skip
@@ -351,7 +356,7 @@ def _onnx_config(
     if mode != "static":
         defaults = {"io_dtype": "float", "activation_bits": 8, "int16_nodes": (), "smooth_quant": None,
                     "bias_correction": False, "equalize": False, "placement": None, "latency_check": True,
-                    "learned_rounding": False, "empirical_bias": True}  # fmt: skip
+                    "latency_batch": None, "learned_rounding": False, "empirical_bias": True}  # fmt: skip
         extra = [k for k, v in static_opts.items() if defaults.get(k, v) != v]
         if extra:
             flags = ", ".join("--" + {"io_dtype": "io"}.get(k, k).replace("_", "-") for k in extra)

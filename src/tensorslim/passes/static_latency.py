@@ -213,11 +213,13 @@ _BATCH_MAX = 32  # the largest batch the check times
 _BATCH_FLOAT_S = 0.25  # at most this much float time per run of the larger batch
 
 
-def _larger_batch(data: Dataset, float_s: float, model: onnx.ModelProto | None = None) -> dict[str, np.ndarray] | None:
+def _larger_batch(
+    data: Dataset, float_s: float, model: onnx.ModelProto | None = None, size: int | None = None
+) -> dict[str, np.ndarray] | None:
     """A second, larger batch of calibration samples to time, when the inputs have a free batch axis (in the data's
-    layout and in ``model``'s declared input shapes): up to 32 samples, as many as the data holds in one shape and
-    as run in about 0.25 s of float time (``float_s``: float's time at batch 1), a power of two; None when that is
-    under 2 samples."""
+    layout and in ``model``'s declared input shapes): ``size`` samples (as many as the data holds in one shape), or
+    when ``size`` is None up to 32, as many as the data holds and as run in about 0.25 s of float time (``float_s``:
+    float's time at batch 1), a power of two; None when that is under 2 samples."""
     if data.call_size(2) < 2:
         return None  # a fixed batch, or an input with no batch axis
     for i in model.graph.input if model is not None else ():
@@ -225,13 +227,16 @@ def _larger_batch(data: Dataset, float_s: float, model: onnx.ModelProto | None =
         dims = i.type.tensor_type.shape.dim
         if axis is not None and axis < len(dims) and dims[axis].HasField("dim_value"):
             return None  # the model declares a fixed batch
-    fit = int(_BATCH_FLOAT_S / max(float_s, 1e-6))
-    held = max((g.stop - g.start for _, g in data.batches(_BATCH_MAX)), default=0)
-    want = min(_BATCH_MAX, held, fit)
+    if size is not None:
+        want = min(size, max((g.stop - g.start for _, g in data.batches(size)), default=0))
+    else:
+        fit = int(_BATCH_FLOAT_S / max(float_s, 1e-6))
+        held = max((g.stop - g.start for _, g in data.batches(_BATCH_MAX)), default=0)
+        want = min(_BATCH_MAX, held, fit)
+        want = 1 << (want.bit_length() - 1) if want >= 2 else want
     if want < 2:
         return None
-    size = 1 << (want.bit_length() - 1)
-    return next(f for f, g in data.batches(size) if g.stop - g.start == size)
+    return next(f for f, g in data.batches(want) if g.stop - g.start == want)
 
 
 def _float_seconds(sess: Any, feeds: dict[str, np.ndarray], runs: int = 5) -> float:
@@ -262,6 +267,7 @@ def latency_fallback(
     *,
     time_budget_s: float = 60.0,
     reference: onnx.ModelProto | None = None,
+    batch: int | None = None,
 ) -> tuple[Placement, list[str]]:
     """Move int8 regions back to float until the model is not slower than float here; notes on what moved.
 
@@ -273,10 +279,11 @@ def latency_fallback(
     the nodes that replaced it keeps, and the nodes of one rewrite are judged together.
 
     The check times batch 1, then, when the inputs have a free batch axis, a larger batch of calibration samples
-    (up to 32, as many as run in about 0.25 s of float time): int8's gain shrinks as the batch grows (Q/DQ and
-    layout transposes scale with it, float convolutions get more efficient), so a model faster at batch 1 can be
-    slower at 32. Regions go back to float until neither batch is slower; batch 1 is re-timed when the larger
-    batch moved any.
+    (up to 32, as many as run in about 0.25 s of float time; ``batch``, when given: that many, 1 for none): int8's
+    gain shrinks as the batch grows (Q/DQ and layout transposes scale with it, float convolutions get more
+    efficient), so a model faster at batch 1 can be slower at 32. Regions go back to float until neither batch is
+    slower; batch 1 is re-timed when the larger batch moved any. When the larger batch moves every node back, the
+    note gives batch 1's figure and the option that keeps it (``latency_batch=1``: batch 1 only).
     """
     threads = check_threads()
     float_model = source if reference is None else reference
@@ -285,10 +292,18 @@ def latency_fallback(
                    else {}, max(1.0, min(4.0, time_budget_s / 12)), time.perf_counter() + time_budget_s)  # fmt: skip
     one = next(iter(data.batches(1)))[0]
     placement, notes, _ = _fallback_at(check, placement, one, "batch 1")
-    big = _larger_batch(data, _float_seconds(ref, one), float_model)
-    if big is None or not placement.int8:
+    if batch == 1 or not placement.int8:
+        return placement, notes
+    big = _larger_batch(data, _float_seconds(ref, one), float_model, batch)
+    if big is None:
+        if batch is not None:
+            notes.append(f"latency check: batch {batch} not timed (the inputs have no free batch axis, or the "
+                         "calibration data holds fewer than 2 samples of one shape)")  # fmt: skip
         return placement, notes
     size = _batch_of(big, data)
+    if batch is not None and size < batch:
+        notes.append(f"latency check: batch {batch} asked, the calibration data holds {size} samples of one shape: "
+                     f"batch {size} timed")  # fmt: skip
     if time.perf_counter() > check.deadline:
         notes.append(f"latency check: batch {size} not timed (the {time_budget_s:.0f} s budget is spent; raise "
                      "latency_budget_s)")  # fmt: skip
@@ -299,8 +314,13 @@ def latency_fallback(
         notes.append(f"latency check: batch {size} not timed: the float model does not run at batch {size} "
                      f"({str(e).strip().splitlines()[0][:120] if str(e).strip() else type(e).__name__})")  # fmt: skip
         return placement, notes
+    at_one = placement
     placement, more, moved = _fallback_at(check, placement, big, f"batch {size}")
     notes.extend(more)
+    if not placement.int8:
+        notes.append(f"latency check: batch 1's {len(at_one.int8)} int8 node(s) (its figure above) are given up for "
+                     f"batch {size}; if you serve batch 1, quantize with --latency-batch 1 (latency_batch=1) to keep "
+                     "them")  # fmt: skip
     if moved and placement.int8:
         placement, again, _ = _fallback_at(check, placement, one, "batch 1, again")
         notes.extend(again)

@@ -159,6 +159,9 @@ class StaticQuantConfig:
             int8 regions back to float, the costliest first, until it is not slower; the decisions are recorded
             in the output's metadata (``tensorslim.static_placement``). Off for a replayed placement.
         latency_budget_s: seconds the latency check may spend at most.
+        latency_batch: the batch the latency check times besides batch 1 (the batch you serve): ``None`` picks
+            one (as many calibration samples as run in about 0.25 s of float time, up to 32, when the inputs have
+            a free batch axis); ``1`` times batch 1 only.
         preprocess: apply ONNX Runtime's basic, provider-independent graph optimizations first (constant
             folding, Conv+Add/Mul fusion), as ONNX Runtime's ``quant_pre_process`` does.
         node_fallback: also measure the error each int8 node adds through the QDQ graph
@@ -174,7 +177,9 @@ class StaticQuantConfig:
             from 0.927 to 0.954.
         output_sqnr_db: the int8 model's outputs must keep this SQNR against float on calibration samples (the
             mean over samples of each sample's SQNR in dB); while they do not, the nodes that add the most error go
-            back to float, a tenth at a time (0 turns it off).
+            back to float, a tenth at a time (0 turns it off). With the latency check on, the guard counts what
+            it costs in speed here: a node whose float form alone costs more than 1 % of the float model's time
+            stays int8, and all its moves together may cost at most a tenth of it (timed).
     """
 
     activation_scheme: QuantScheme | str = QuantScheme.ASYMMETRIC
@@ -195,6 +200,7 @@ class StaticQuantConfig:
     placement: str | Placement | None = None
     latency_check: bool = True
     latency_budget_s: float = 60.0
+    latency_batch: int | None = None
     preprocess: bool = True
     node_fallback: bool = False
     output_sqnr_db: float = 20.0
@@ -225,6 +231,10 @@ class StaticQuantConfig:
             raise ConfigError(f"placement: a file path or a Placement, got {type(self.placement).__name__}")
         if not self.latency_budget_s > 0:
             raise ConfigError(f"latency_budget_s: must be > 0, got {self.latency_budget_s}")
+        if self.latency_batch is not None and (isinstance(self.latency_batch, bool) or not isinstance(
+                self.latency_batch, int) or not 1 <= self.latency_batch <= 4096):  # fmt: skip
+            raise ConfigError(f"latency_batch: {self.latency_batch!r} is not a batch size from 1 to 4096 (leave it "
+                              "unset and the check picks one)", field="latency_batch")  # fmt: skip
 
 
 @dataclass
@@ -589,12 +599,14 @@ def _output_guard(
     RapidOCR's recognizer moving 105 nodes raised the pooled figure by 1.6 dB while the recognized text agreed
     with float on fewer lines (0.53 -> 0.38); the per-sample mean fell, as the text did.
 
-    ``costed`` (the latency check is on): the guard counts what each move costs in speed on this machine
+    ``costed`` (the latency check is on): the guard counts what its moves cost in speed on this machine. Each state
+    is timed against float (interleaved, batch 1) and the moves together may cost at most a tenth of float's time;
+    a round whose state costs more is retried with the worse half of its moves (twice at most), then the guard
+    stops. Within a round, nodes are taken in error order while their estimated costs
     (:func:`~tensorslim.passes.static_latency.float_move_costs`, from ONNX Runtime's per-node profiles of the float
-    and the current int8 model): a node whose float form would cost more than 1 % of the float model's time stays
-    int8, and all the moves together may cost at most a tenth of it. Uncounted, on RapidOCR's detector at 736 x 960
-    the guard moved 112 nodes (a float DepthToSpace and Resizes on the upsampled maps among them) for 2.3 dB and the
-    model went from 0.56x to 0.79x float's time."""
+    and the current int8 model) fit what is left of the budget; the others stay int8 and are named. Uncounted, on
+    RapidOCR's detector at 736 x 960 the guard moved 112 nodes (a float DepthToSpace and Resizes on the upsampled
+    maps among them) for 2.3 dB and the model went from 0.56x to 0.79x float's time."""
     from tensorslim.passes.static_sensitivity import added_error
 
     sample = data.head(8) if data.num_samples > 8 else data
@@ -603,14 +615,26 @@ def _output_guard(
     states: list[tuple[dict[str, str], float]] = []  # (moved so far, output SQNR) after each round
     weighted = {node for node, _ in index.weights}
     budget = _MoveBudget.start(model, sample) if costed else None
-    for _ in range(8):
+    before: tuple[set[str], dict[str, str]] = (set(current), dict(moved))  # the last round's start
+    round_moves: dict[str, str] = {}  # the last round's moves, worst first, with their reasons
+    retries = 0
+    while len(states) < 8:
         params, _, _ = _group_params(index, current, plan.ranges, cfg, bits)
         trial = onnx.ModelProto()
         trial.CopyFrom(model)
         apply_qdq(trial, current, params, cfg, {}, [])
         if budget is not None and not budget.affords(trial, first=not states):
-            break  # this state's moves cost more than the guard may spend: the states before it are the choice
+            if len(round_moves) < 2 or retries == 2:
+                break  # the states before this one are the choice
+            retries += 1  # the round again with the worse half of its moves
+            round_moves = dict(list(round_moves.items())[: len(round_moves) // 2])
+            current, moved = set(before[0]) - set(round_moves), {**before[1], **round_moves}
+            current -= set(_no_work_regions(index)(current))
+            continue
+        retries = 0
         states.append((dict(moved), mean_sample_sqnr(model, trial, sample)))
+        if budget is not None:
+            budget.accept()
         if states[-1][1] >= cfg.output_sqnr_db or not current:
             break
         # nodes with a weight keep int8 (their int8 kernels are where the speed is); the guard moves the rest:
@@ -622,10 +646,12 @@ def _output_guard(
         worst = ranked[:quota] if budget is None else budget.take(ranked, quota, trial)
         if not worst:
             break
-        for n in worst:
-            moved[n] = (f"output-guard: the int8 model's output kept {states[-1][1]:.1f} dB < {cfg.output_sqnr_db:g} "
-                        f"dB; this node adds {added[n]:.1f} dB"
-                        + ("" if budget is None else f", costs ~{budget.cost[n]:.2f} ms in float here"))  # fmt: skip
+        round_moves = {n: (f"output-guard: the int8 model's output kept {states[-1][1]:.1f} dB < "
+                           f"{cfg.output_sqnr_db:g} dB; this node adds {added[n]:.1f} dB"
+                           + ("" if budget is None else f", costs ~{budget.cost[n]:.2f} ms in float here"))
+                       for n in worst}  # fmt: skip
+        before = (set(current), dict(moved))
+        moved.update(round_moves)
         current -= set(worst)
         current -= set(_no_work_regions(index)(current))
     # the best state, unless all the moving bought less than 1 dB: then the error is in the weighted layers and
@@ -647,25 +673,24 @@ def _output_guard(
     return chosen
 
 
-_GUARD_NODE_SHARE = 0.01  # the output guard moves no node whose float form costs more than this share of float's time
-_GUARD_SHARE = 0.10  # ... and its moves together cost at most this share
+_GUARD_SHARE = 0.10  # the output guard's moves together may cost at most this share of float's time
 
 
 @dataclasses.dataclass
 class _MoveBudget:
-    """The speed the output guard may spend on accuracy: the float model's per-node profile and session, the
-    estimated cost of every move made and of every node left int8 for its cost, each state's measured time."""
+    """The speed the output guard may spend on accuracy: the float model's per-node profile and session, each
+    accepted state's measured time, the estimated cost of every node considered."""
 
     float_prof: dict[str, float]
     feeds: dict[str, np.ndarray]
     threads: int
     ref: Any  # the float model's session
-    cost: dict[str, float] = dataclasses.field(default_factory=dict)  # ms, each node moved or kept for its cost
-    spent: float = 0.0
-    kept: set[str] = dataclasses.field(default_factory=set)
-    total: float = 0.0  # the float model's time, ms
-    ratios: list[tuple[float, float, float]] = dataclasses.field(default_factory=list)  # each state's, x float
-    over: bool = False  # the last state timed cost more than the guard may spend
+    total: float = 0.0  # the float model's time in its profile, ms
+    cost: dict[str, float] = dataclasses.field(default_factory=dict)  # ms, each node considered
+    kept: set[str] = dataclasses.field(default_factory=set)  # nodes left int8 for their cost
+    timed: tuple[float, float, float] = (1.0, 1.0, 1.0)  # the last state timed, x float [95 % interval]
+    ratios: list[float] = dataclasses.field(default_factory=list)  # each accepted state's, x float
+    over: float | None = None  # the last state timed cost more than the budget: its ratio
 
     @classmethod
     def start(cls, model: onnx.ModelProto, sample: Dataset) -> _MoveBudget:
@@ -677,52 +702,60 @@ class _MoveBudget:
         return cls(prof, feeds, threads, _session(model, threads),
                    total=sum(v for k, v in prof.items() if not k.endswith("/bytes")))  # fmt: skip
 
+    def left(self) -> float:
+        """What the moves may still cost, as a share of float's time (measured at the last accepted state)."""
+        return _GUARD_SHARE - max(0.0, self.ratios[-1] - self.ratios[0]) if self.ratios else _GUARD_SHARE
+
     def affords(self, trial: onnx.ModelProto, *, first: bool) -> bool:
         """Times ``trial`` against float (interleaved, batch 1): whether it is within a tenth of float's time of the
         guard's first state (``first``: this is it)."""
         from tensorslim.passes.static_latency import _session, measure_ratio
 
         seconds = min(4.0, max(1.0, 20 * self.total / 1000))
-        self.ratios.append(measure_ratio(self.ref, _session(trial, self.threads), self.feeds, seconds=seconds))
-        self.over = not first and self.ratios[-1][0] - self.ratios[0][0] > _GUARD_SHARE
-        return not self.over
+        self.timed = measure_ratio(self.ref, _session(trial, self.threads), self.feeds, seconds=seconds)
+        fits = first or self.timed[0] - self.ratios[0] <= _GUARD_SHARE
+        self.over = None if fits else self.timed[0]
+        return fits
+
+    def accept(self) -> None:
+        """The state last timed is kept: its time is what the next moves are counted from."""
+        self.ratios.append(self.timed[0])
 
     def take(self, ranked: list[str], quota: int, trial: onnx.ModelProto) -> list[str]:
-        """Up to ``quota`` of ``ranked`` (worst error first) whose moves fit: each under 1 % of float's time, all
-        (with the earlier rounds') under a tenth."""
+        """Up to ``quota`` of ``ranked`` (worst error first) whose estimated costs fit what is left of the budget."""
         from tensorslim.passes.static_latency import float_move_costs
 
         costs, _ = float_move_costs(self.float_prof, trial, self.feeds, self.threads)
+        room = self.left() * self.total
         out: list[str] = []
         for n in ranked:
             c = max(costs.get(n, 0.0), 0.0)
             self.cost[n] = c
-            if c > _GUARD_NODE_SHARE * self.total:
+            if c > room:
                 self.kept.add(n)
                 continue
-            if self.spent + c > _GUARD_SHARE * self.total:
-                continue
             out.append(n)
-            self.spent += c
+            room -= c
             if len(out) == quota:
                 break
         return out
 
     def said(self, chosen: dict[str, str], state: int) -> str:
-        """The note's clause on speed: what the chosen moves (``state``: after that many rounds) cost, which nodes
-        stayed int8 for their cost, whether the guard stopped at its budget."""
+        """The note's clause on speed: what the chosen moves (``state``: after that many rounds) cost, whether the
+        guard stopped at its budget, which nodes stayed int8 for their cost."""
         text = ""
         if chosen and len(self.ratios) > state:
-            text = (f" (timed here: {self.ratios[state][0]:.2f}x float's time with them, {self.ratios[0][0]:.2f}x "
+            text = (f" (timed here: {self.ratios[state]:.2f}x float's time with them, {self.ratios[0]:.2f}x "
                     "without)")  # fmt: skip
-        if self.over:
+        if self.over is not None:
             text += (f"; the guard stopped where its moves would cost more than {_GUARD_SHARE:.0%} of float's time "
-                     f"({self.ratios[-1][0]:.2f}x float, timed)")  # fmt: skip
+                     f"({self.over:.2f}x float, timed)")  # fmt: skip
         kept = sorted(self.kept - set(chosen), key=lambda n: (-self.cost[n], n))
         if kept:
             named = ", ".join(f"{n} +{self.cost[n]:.2f} ms" for n in kept[:6]) + (" ..." if len(kept) > 6 else "")
-            text += (f"; {len(kept)} node(s) that add error kept int8: in float each would cost more than "
-                     f"{_GUARD_NODE_SHARE:.0%} of float's {self.total:.2f} ms here ({named})")  # fmt: skip
+            share = f"{_GUARD_SHARE:.0%} of float's {self.total:.2f} ms"
+            text += (f"; {len(kept)} node(s) that add error kept int8: in float they would cost more than was "
+                     f"left of the {share} the guard may spend ({named})")  # fmt: skip
         return text
 
 
@@ -928,7 +961,7 @@ class StaticQuantPass(Pass):
             undo_float_rewrites(reference, ())
             plan.placement, latency_notes = latency_fallback(source, plan.placement, build, self.data, index,
                                                              time_budget_s=cfg.latency_budget_s,
-                                                             reference=reference)  # fmt: skip
+                                                             reference=reference, batch=cfg.latency_batch)  # fmt: skip
             plan.notes.extend(latency_notes)
             int8 = set(plan.placement.int8)
             plan.nodes = [n for n in plan.nodes if n.name in int8]
