@@ -178,8 +178,8 @@ class StaticQuantConfig:
         output_sqnr_db: the int8 model's outputs must keep this SQNR against float on calibration samples (the
             mean over samples of each sample's SQNR in dB); while they do not, the nodes that add the most error go
             back to float, a tenth at a time (0 turns it off). With the latency check on, the guard counts what
-            it costs in speed here: a node whose float form alone costs more than 1 % of the float model's time
-            stays int8, and all its moves together may cost at most a tenth of it (timed).
+            it costs in speed here: its moves together may cost at most a tenth of float's time (each state timed
+            against float), and nodes whose estimated cost does not fit what is left stay int8.
     """
 
     activation_scheme: QuantScheme | str = QuantScheme.ASYMMETRIC
