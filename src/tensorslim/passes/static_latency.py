@@ -116,6 +116,20 @@ def _qdq_cost_per_element(prof: dict[str, float]) -> float:
     return ms / (nbytes / 5.0) if nbytes > 0 else 1e-7
 
 
+def _by_node(prof: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """A profile's kernel ms and bytes per node, the kernels of a fused node (``<name>_token_N``) under its name."""
+    kernel: dict[str, float] = {}
+    nbytes: dict[str, float] = {}
+    for key, v in prof.items():
+        if key.endswith("/bytes"):
+            base = _TOKEN.sub("", key.split("/", 1)[1][: -len("/bytes")])
+            nbytes[base] = nbytes.get(base, 0.0) + v
+        else:
+            base = _TOKEN.sub("", key)
+            kernel[base] = kernel.get(base, 0.0) + v
+    return kernel, nbytes
+
+
 def float_move_costs(
     float_prof: dict[str, float], quantized: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int, runs: int = 5
 ) -> tuple[dict[str, float], float]:
@@ -129,15 +143,7 @@ def float_move_costs(
     it (the latency check times the result)."""
     int8_prof = profile_nodes(quantized, feeds, threads, runs)
     per_element = _qdq_cost_per_element(int8_prof)
-    kernel: dict[str, float] = {}
-    elements: dict[str, float] = {}
-    for key, v in int8_prof.items():
-        if key.endswith("/bytes"):
-            base = _TOKEN.sub("", key.split("/", 1)[1][: -len("/bytes")])
-            elements[base] = elements.get(base, 0.0) + v  # int8 kernels read and write one byte per element
-        else:
-            base = _TOKEN.sub("", key)
-            kernel[base] = kernel.get(base, 0.0) + v
+    kernel, elements = _by_node(int8_prof)  # int8 kernels read and write one byte per element
     names = {n.name for n in quantized.graph.node if n.name and n.op_type not in ("QuantizeLinear", "DequantizeLinear")}
     costs = {n: float_prof.get(n, 0.0) + per_element * elements.get(n, 0.0) - kernel.get(n, 0.0)
              for n in sorted(names & (set(kernel) | set(float_prof)))}  # fmt: skip
@@ -156,15 +162,7 @@ def _slow_nodes(
     that op; all of them are slow or none (the time is put on the named node).
     """
     per_element = _qdq_cost_per_element(int8_prof)
-    kernel: dict[str, float] = {}
-    nbytes: dict[str, float] = {}
-    for key, v in int8_prof.items():
-        if key.endswith("/bytes"):
-            base = _TOKEN.sub("", key.split("/", 1)[1][: -len("/bytes")])
-            nbytes[base] = nbytes.get(base, 0.0) + v
-        else:
-            base = _TOKEN.sub("", key)
-            kernel[base] = kernel.get(base, 0.0) + v
+    kernel, nbytes = _by_node(int8_prof)
     members: dict[str, tuple[str, ...]] = {}
     for name, nodes in (groups or {}).items():
         if name in nodes and set(nodes) <= int8 - absorbed:
@@ -194,12 +192,7 @@ def _region_costs(
     comps: list[set[str]], int8_prof: dict[str, float], float_prof: dict[str, float], borders: dict[str, set[str]]
 ) -> list[float]:
     """Per region: its int8 time (fused kernels + border Q/DQ) minus the same nodes' float time, in ms."""
-    by_node: dict[str, float] = {}
-    for name, ms in int8_prof.items():
-        if name.endswith("/bytes"):
-            continue
-        base = _TOKEN.sub("", name)
-        by_node[base] = by_node.get(base, 0.0) + ms
+    by_node, _ = _by_node(int8_prof)
     costs = []
     for comp in comps:
         q = sum(by_node.get(n, 0.0) for n in comp)
