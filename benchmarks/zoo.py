@@ -341,8 +341,9 @@ def static_threads() -> int:
 def _speed(
     src: Path, out: Path, feeds: dict[str, np.ndarray], tflite: bool, threads: int = 1
 ) -> tuple[float, tuple[float, float]]:
-    """The median latency ratio out / src and its 95 % interval, timed interleaved on ``threads`` threads."""
-    from tensorslim.benchmark.latency import interleaved_runs, paired_ratio_ci
+    """The latency ratio out / src (the median over interleaved rounds of each round's ratio) and its 95 % interval,
+    timed on ``threads`` threads."""
+    from tensorslim.benchmark.latency import timed_ratio
 
     if tflite:
         from tensorslim.runtime.litert import LiteRTRuntime
@@ -362,12 +363,9 @@ def _speed(
             f = {k: v for k, v in feeds.items() if k in names}
             fns.append(lambda sess=sess, f=f: sess.run(None, f))
     for fn in fns:  # warm up
-        for _ in range(3):
-            fn()
-    ref, cand = interleaved_runs(fns, min_runs=30, max_time_s=3.0, round_size=5)
-    ci = paired_ratio_ci(ref, cand, round_size=5)
-    ratio = float(np.median(cand) / np.median(ref))
-    return ratio, ci if ci is not None else (ratio, ratio)
+        fn()
+    ratio, lo, hi = timed_ratio(fns[0], fns[1], seconds=3.0, min_runs=30)
+    return ratio, (lo, hi)
 
 
 def _speed_row(name: str, src: Path, out: Path, feeds: dict[str, np.ndarray], tflite: bool, start: float) -> Row:

@@ -6,6 +6,7 @@ import itertools
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +37,7 @@ from tensorslim.benchmark.latency import (
     interleaved_runs,
     latency_stats,
     paired_ratio_ci,
+    timed_ratio,
     warm_up,
 )
 from tensorslim.benchmark.memory import current_rss, measure_memory
@@ -403,6 +405,27 @@ def test_block_ci_widens_under_drift_and_pairing_cancels_it() -> None:
     assert lo < 0.5 < hi
     assert block_median_ci([1.0, 2.0, 3.0]) is None  # too few runs: bootstrap only
     assert latency_stats([1.0, 2.0, 3.0]).ci_blocks == 0
+
+
+def test_timed_ratio_holds_while_the_machine_changes_speed() -> None:
+    """Two models whose times the machine scales alike, 2x slower for a few rounds at a time (a shared host):
+    the ratio of each round is the models' ratio, so the median over rounds is too; its interval holds it."""
+    import time as _time
+
+    calls = [0]
+
+    def model(ms: float) -> Callable[[], None]:
+        def run() -> None:
+            calls[0] += 1
+            slow = 2.0 if (calls[0] // 36) % 2 else 1.0  # 36 calls: three rounds of 2 x (1 + 5) runs
+            _time.sleep(ms * slow / 1000.0)
+
+        return run
+
+    ratio, lo, hi = timed_ratio(model(2.0), model(1.6), seconds=1.0, min_runs=20)
+    assert 0.75 < ratio < 0.85 and lo <= ratio <= hi
+    ratio, lo, hi = timed_ratio(model(2.0), model(4.0), seconds=0.6, min_runs=10, max_round=1)
+    assert 1.8 < ratio < 2.2 and lo <= ratio <= hi
 
 
 def test_block_bounds_hold_whole_rounds() -> None:

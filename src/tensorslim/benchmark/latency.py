@@ -43,6 +43,7 @@ __all__ = [
     "paired_ratio_ci",
     "ratio_ci",
     "session_options",
+    "timed_ratio",
     "warm_up",
 ]
 
@@ -58,6 +59,9 @@ MAX_AUTO_WARMUP_RUNS = 200
 MAX_RUNS = 200_000
 #: Batch-means confidence intervals cut the timed runs into at most this many consecutive blocks.
 CI_BLOCKS = 16
+#: :func:`timed_ratio`: a round (every model's turn) lasts about this long at most, so that the models of a
+#: round see the machine in the same state (a shared host's speed changes over seconds).
+ROUND_S = 0.1
 #: ... and each block holds at least this many runs (fewer blocks for short runs).
 MIN_BLOCK_RUNS = 3
 #: Two-sided 97.5 % quantiles of Student's t for 1..30 degrees of freedom (index = df - 1).
@@ -370,6 +374,36 @@ def paired_ratio_ci(
     half = _t975(logs.size - 1) * float(logs.std(ddof=1)) / np.sqrt(logs.size)
     point = mb / ma
     return min(iid[0], point * float(np.exp(-half))), max(iid[1], point * float(np.exp(half)))
+
+
+def timed_ratio(
+    ref: Callable[[], object], cand: Callable[[], object], *, seconds: float, min_runs: int = 10, max_round: int = 5
+) -> tuple[float, float, float]:
+    """How long ``cand`` takes against ``ref``, timed interleaved: ``(ratio, low, high)``, its 95 % interval.
+
+    The ratio is the median over rounds of each round's ``median(cand) / median(ref)``: the two models of a round
+    ran within :data:`ROUND_S` of each other, so a change of the machine's speed between rounds (on a shared
+    host, by a third for seconds at a time) cancels in every round, where the ratio of the overall medians mixes
+    the slow and the fast seconds unevenly. The round's runs per model (1 to ``max_round``) follow the models'
+    time, measured on two warm-up runs; the interval is :func:`paired_ratio_ci`'s, widened to hold the ratio.
+    """
+    for _ in range(2):
+        ref()
+        cand()
+    t0 = time.perf_counter()
+    ref()
+    cand()
+    per_pair = time.perf_counter() - t0
+    size = int(max(1, min(max_round, ROUND_S // max(per_pair, 1e-9))))
+    a, b = interleaved_runs([ref, cand], min_runs=min_runs, max_time_s=seconds, round_size=size)
+    n = min(len(a), len(b)) // size
+    with np.errstate(divide="ignore", invalid="ignore"):
+        per_round = np.array([np.median(b[i * size:(i + 1) * size]) / np.median(a[i * size:(i + 1) * size])
+                              for i in range(n)])  # fmt: skip
+    per_round = per_round[np.isfinite(per_round)]
+    ratio = float(np.median(per_round)) if per_round.size else float(np.median(b) / np.median(a))
+    ci = paired_ratio_ci(a, b, round_size=size) or (ratio, ratio)
+    return ratio, min(float(ci[0]), ratio), max(float(ci[1]), ratio)
 
 
 @dataclass(frozen=True)

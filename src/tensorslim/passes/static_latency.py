@@ -58,21 +58,15 @@ def check_threads() -> int:
 
 
 def measure_ratio(ref: Any, cand: Any, feeds: dict[str, np.ndarray], *, seconds: float) -> tuple[float, float, float]:
-    """Median latency of ``cand`` over ``ref`` (interleaved rounds) and its 95 % interval."""
-    from tensorslim.benchmark.latency import interleaved_runs, paired_ratio_ci
+    """Latency of ``cand`` over ``ref`` and its 95 % interval, timed interleaved
+    (:func:`~tensorslim.benchmark.latency.timed_ratio`: the median over rounds of each round's ratio)."""
+    from tensorslim.benchmark.latency import timed_ratio
 
     names_r = {i.name for i in ref.get_inputs()}
     names_c = {i.name for i in cand.get_inputs()}
     fr = {k: v for k, v in feeds.items() if k in names_r}
     fc = {k: v for k, v in feeds.items() if k in names_c}
-    for _ in range(2):
-        ref.run(None, fr)
-        cand.run(None, fc)
-    a, b = interleaved_runs([lambda: ref.run(None, fr), lambda: cand.run(None, fc)], min_runs=10,
-                            max_time_s=seconds, round_size=3)  # fmt: skip
-    ratio = float(np.median(b) / np.median(a))
-    ci = paired_ratio_ci(a, b, round_size=3) or (ratio, ratio)
-    return ratio, float(ci[0]), float(ci[1])
+    return timed_ratio(lambda: ref.run(None, fr), lambda: cand.run(None, fc), seconds=seconds, max_round=3)
 
 
 def profile_nodes(
