@@ -3,7 +3,8 @@
 The placement (:mod:`tensorslim.passes.static_placement`) keeps every op that ONNX Runtime fuses into an int8
 kernel. Whether an int8 region pays for the Q/DQ pairs at its borders (and the layout transposes ONNX Runtime
 adds around NHWC int8 convolutions) depends on the CPU, so it is measured here: the float and the int8 model
-run interleaved on one calibration sample (batch 1, the session threads the caller set); when the int8 model
+run interleaved (rounds of at most 0.1 s; :func:`~tensorslim.benchmark.latency.timed_ratio`) on one
+calibration sample (batch 1, the session threads the caller set); when the int8 model
 is slower, ONNX Runtime's per-node profile of both models gives each int8 region's cost (its fused kernels and
 border Q/DQ) against the same nodes in float, and regions go back to float, the worst first, re-timed after
 each, until the model is not slower or nothing is left in int8::
