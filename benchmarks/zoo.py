@@ -70,8 +70,9 @@ TFLITE_THRESHOLDS = {"dynamic": 0.99, "integer": 0.99, "weight_only": 0.999, "fp
 WEIGHT_ONLY_MAX_RATIO = 0.30  # TFLite weight-only: >= 0.999 cosine at <= 0.30x size
 SPEED = "speed"
 #: The pseudo-mode ``speed``: the default mode's output timed against the float model, interleaved in one process
-#: (ONNX Runtime or LiteRT, one thread, batch 1 or the fixed batch); the cell is the ratio of median latencies
-#: (quantized / float) with its 95 % interval (:func:`tensorslim.benchmark.latency.paired_ratio_ci`). Pass: the
+#: (ONNX Runtime or LiteRT, one thread, batch 1 or the fixed batch); the cell is the latency ratio (quantized / float,
+#: the median over interleaved rounds of each round's ratio) with its 95 % interval
+#: (:func:`tensorslim.benchmark.latency.timed_ratio`). Pass: the
 #: interval's low end is at most :data:`SPEED_TOLERANCE` (not slower by more than noise).
 SPEED_TOLERANCE = 1.03
 STATIC_SPEED = "static_speed"
@@ -602,7 +603,8 @@ def write_table(
             "(LiteRT for .tflite), smaller (not required of prune and cluster, which keep tensor shapes), cosine "
             ">= 0.99 (dynamic, integer, weight_only, fp16, int4; .tflite weight_only: >= 0.999 at <= 0.30x), "
             ">= 0.98 (static), bit-exact (pack -> unpack; the ratio is the .tslim file's). speed: the default "
-            "mode's median latency over the float model's, timed interleaved on one thread, with its 95 % "
+            "mode's latency over the float model's (the median over interleaved rounds of each round's ratio), "
+            "timed on one thread, with its 95 % "
             f"interval; pass when the interval's low end is <= {SPEED_TOLERANCE} (not slower by more than noise). "
             "static_speed: the static cell's output timed the same way, its latency check also on one thread; "
             "pass when not slower by more than noise or when the quantization said so.",
