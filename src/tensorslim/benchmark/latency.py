@@ -398,8 +398,8 @@ def timed_ratio(
     a, b = interleaved_runs([ref, cand], min_runs=min_runs, max_time_s=seconds, round_size=size)
     n = min(len(a), len(b)) // size
     with np.errstate(divide="ignore", invalid="ignore"):
-        per_round = np.array([np.median(b[i * size:(i + 1) * size]) / np.median(a[i * size:(i + 1) * size])
-                              for i in range(n)])  # fmt: skip
+        per_round = (np.median(np.asarray(b[: n * size]).reshape(n, size), axis=1)
+                     / np.median(np.asarray(a[: n * size]).reshape(n, size), axis=1))  # fmt: skip
     per_round = per_round[np.isfinite(per_round)]
     ratio = float(np.median(per_round)) if per_round.size else float(np.median(b) / np.median(a))
     ci = paired_ratio_ci(a, b, round_size=size) or (ratio, ratio)
