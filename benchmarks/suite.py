@@ -278,13 +278,14 @@ def ocr_cases(args: argparse.Namespace) -> list[ModelCase]:
         got = rec_ref(path)
         errs = sum(_edit_distance(g, t) for g, t in zip(got, texts, strict=True))
         trimmed = sum(_edit_distance(g.strip(), t) for g, t in zip(got, texts, strict=True))
+        total = sum(len(t) for t in texts)
         return {
             "same text as float": float(np.mean([g == r for g, r in zip(got, ref, strict=True)])),
-            "char acc (truth)": 1.0 - errs / sum(len(t) for t in texts),
+            "char acc (truth)": 1.0 - errs / total,
             # the recognizer reads spaces at the ends of many lines (float on ~30 % of them), the rendered text has
             # none: most disagreements with float are such spaces, so both figures are given with the ends trimmed
             "same text, ends trimmed": float(np.mean([g.strip() == r.strip() for g, r in zip(got, ref, strict=True)])),
-            "char acc, ends trimmed": 1.0 - trimmed / sum(len(t) for t in texts),
+            "char acc, ends trimmed": 1.0 - trimmed / total,
         }
 
     cases.append(ModelCase(

@@ -363,9 +363,7 @@ def _speed(
             names = {i.name for i in sess.get_inputs()}
             f = {k: v for k, v in feeds.items() if k in names}
             fns.append(lambda sess=sess, f=f: sess.run(None, f))
-    for fn in fns:  # warm up
-        fn()
-    ratio, lo, hi = timed_ratio(fns[0], fns[1], seconds=3.0, min_runs=30)
+    ratio, lo, hi = timed_ratio(fns[0], fns[1], seconds=3.0, min_runs=30)  # warms both up itself
     return ratio, (lo, hi)
 
 
