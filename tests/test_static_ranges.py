@@ -43,3 +43,17 @@ def test_auto_ranges_are_the_best_fixed_method_byte_for_byte(case: str, expect: 
     assert scores[chosen] >= max(scores.values()) - 1e-6, (chosen, scores)
     for m in AUTO_METHODS:
         assert f"{m} {scores[m]:.1f} dB" in note, (note, scores)
+
+
+@pytest.mark.parametrize("target", [20.0, 90.0])
+def test_the_notes_give_the_written_models_output_sqnr_and_say_when_it_misses_the_target(target: float) -> None:
+    """The last accuracy figure is the written model's (empirical bias and every move included), on the samples the
+    note names; below ``output_sqnr_db`` it says so and what to try, not just a number."""
+    model, data = small_cnn()
+    res = static_pipeline(StaticQuantConfig(latency_check=False, output_sqnr_db=target), data)(model)
+    (note,) = [n for n in res.notes if n.startswith("accuracy: ")]
+    measured = per_sample_sqnr(model, res.model, data.inputs["x"][:8])
+    assert f"keeps {measured:.1f} dB of output SQNR against float on 8 calibration sample(s)" in note, (note, measured)
+    missed = measured < target
+    assert missed == (target == 90.0)  # int8 keeps more than 20 dB on this net and nowhere near 90
+    assert ("below the 90 dB" in note and "--int16-nodes" in note and "--range" in note) == missed, note

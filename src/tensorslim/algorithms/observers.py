@@ -294,9 +294,17 @@ def entropy_range(h: HistogramObserver, *, bits: int = 8, stride: int = 8) -> tu
     For candidate thresholds ``t``, the ``|x|`` distribution clipped at ``t`` (the tail folded into the last
     bin) is compared with its ``2^(bits-1)``-level quantized version; the ``t`` with the smallest KL
     divergence wins.
+
+    The first bin takes the second's count, as NVIDIA's calibrator does: a ReLU output's spike of exact zeros
+    (half the values or more), which the quantizer keeps exactly, would otherwise be spread over the first
+    quantization level's bins and make the narrowest candidate win (the bundled digits CNN kept 7.9 dB of output
+    SQNR against float with it, 35 dB without; 46 dB with min/max ranges).
     """
     counts, width = _folded(h)
     levels = 2 ** (bits - 1)
+    if counts.size > 1:
+        counts = counts.copy()
+        counts[0] = counts[1]
     if h.limit == 0.0 or counts.sum() == 0 or counts.size < levels:
         return h.minmax.range()
     best_i, best_kl = counts.size, np.inf

@@ -1015,6 +1015,9 @@ class StaticQuantPass(Pass):
         with _skipped_on_error(plan.notes):  # an optimization: if it fails, the rounded biases stand
             if cfg.empirical_bias:  # the float model's per-channel means, before the Q/DQ pairs go in
                 float_means = sample_channel_means(model, set(plan.placement.int8), sample)
+        reference = onnx.ModelProto()
+        if cfg.output_sqnr_db > 0 and plan.placement.int8:  # the float function, for the final accuracy figure
+            reference.CopyFrom(model)
         records = apply_qdq(model, set(plan.placement.int8), plan.activations, cfg, means, plan.notes, learned)
         with _skipped_on_error(plan.notes):
             if float_means:
@@ -1022,6 +1025,10 @@ class StaticQuantPass(Pass):
                                                  sample)  # fmt: skip
                 if note:
                     plan.notes.append(note)
+        if reference.graph.node:
+            with _skipped_on_error(plan.notes, "accuracy: the int8 model's output SQNR could not be measured"):
+                plan.notes.append(_accuracy_note(mean_sample_sqnr(reference, model, sample), sample.num_samples, cfg))
+            del reference
         from tensorslim.passes.fold_batchnorm import remove_unused_constants
 
         remove_unused_constants(model.graph)
@@ -1033,15 +1040,29 @@ class StaticQuantPass(Pass):
         return PassResult(model, any(not r.skipped for r in records), records, list(plan.notes))
 
 
+def _accuracy_note(db: float, samples: int, cfg: StaticQuantConfig) -> str:
+    """The written model's output SQNR against float, and what to try when it misses ``output_sqnr_db``."""
+    said = (f"accuracy: the int8 model keeps {db:.1f} dB of output SQNR against float on {samples} calibration "
+            "sample(s) (the mean of each sample's)")  # fmt: skip
+    if db >= cfg.output_sqnr_db:
+        return said
+    return (f"{said}, below the {cfg.output_sqnr_db:g} dB the output check aims for: check it on your task "
+            "(tensorslim eval) and, if it lost too much, try another --range (auto compares min/max, percentile and "
+            "MSE ranges), 16-bit activations (--int16-nodes REGEX on the layers that lose most, or --activation-bits "
+            "16: float-kernel speed there), or --exclude REGEX to keep layers float")
+
+
 @contextlib.contextmanager
-def _skipped_on_error(notes: list[str]) -> Iterator[None]:
-    """Empirical bias correction fails (a model the unoptimized session cannot run a sample at a time): the biases
-    stay as rounded (they are written only at the end) and the notes say why."""
+def _skipped_on_error(
+    notes: list[str], what: str = "empirical bias correction skipped, the biases stay as rounded"
+) -> Iterator[None]:  # fmt: skip
+    """A step after the placement fails (empirical bias correction or the final accuracy figure, on a model the
+    unoptimized session cannot run a sample at a time): what it would have changed stays as it is (the biases are
+    written only at the end) and the notes say ``what`` and why."""
     try:
         yield
     except Exception as e:
-        notes.append(f"empirical bias correction skipped, the biases stay as rounded ({type(e).__name__}: "
-                     f"{str(e)[:160]})")  # fmt: skip
+        notes.append(f"{what} ({type(e).__name__}: {str(e)[:160]})")
 
 
 def _learned_codes(
