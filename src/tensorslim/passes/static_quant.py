@@ -1048,8 +1048,9 @@ def _accuracy_note(db: float, samples: int, cfg: StaticQuantConfig) -> str:
         return said
     return (f"{said}, below the {cfg.output_sqnr_db:g} dB the output check aims for: check it on your task "
             "(tensorslim eval) and, if it lost too much, try another --range (auto compares min/max, percentile and "
-            "MSE ranges), 16-bit activations (--int16-nodes REGEX on the layers that lose most, or --activation-bits "
-            "16: float-kernel speed there), or --exclude REGEX to keep layers float")
+            "MSE ranges), 16-bit activations (--int16-nodes REGEX on the layers that lose most, which tensorslim "
+            "diagnose ranks, or --activation-bits 16: float-kernel speed there), or --exclude REGEX to keep layers "
+            "float")
 
 
 @contextlib.contextmanager
