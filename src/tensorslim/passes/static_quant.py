@@ -1015,9 +1015,12 @@ class StaticQuantPass(Pass):
         with _skipped_on_error(plan.notes):  # an optimization: if it fails, the rounded biases stand
             if cfg.empirical_bias:  # the float model's per-channel means, before the Q/DQ pairs go in
                 float_means = sample_channel_means(model, set(plan.placement.int8), sample)
-        reference = onnx.ModelProto()
-        if cfg.output_sqnr_db > 0 and plan.placement.int8:  # the float function, for the final accuracy figure
-            reference.CopyFrom(model)
+        float_ref = onnx.ModelProto()  # the float function, for the final accuracy figure
+        if cfg.output_sqnr_db > 0 and plan.placement.int8:
+            if source.graph.node:  # the latency check's float copy (its rewrites keep the function)
+                float_ref = source
+            else:
+                float_ref.CopyFrom(model)
         records = apply_qdq(model, set(plan.placement.int8), plan.activations, cfg, means, plan.notes, learned)
         with _skipped_on_error(plan.notes):
             if float_means:
@@ -1025,10 +1028,9 @@ class StaticQuantPass(Pass):
                                                  sample)  # fmt: skip
                 if note:
                     plan.notes.append(note)
-        if reference.graph.node:
+        if float_ref.graph.node:
             with _skipped_on_error(plan.notes, "accuracy: the int8 model's output SQNR could not be measured"):
-                plan.notes.append(_accuracy_note(mean_sample_sqnr(reference, model, sample), sample.num_samples, cfg))
-            del reference
+                plan.notes.append(_accuracy_note(mean_sample_sqnr(float_ref, model, sample), sample.num_samples, cfg))
         from tensorslim.passes.fold_batchnorm import remove_unused_constants
 
         remove_unused_constants(model.graph)
