@@ -30,7 +30,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from tensorslim.backends.onnx.graph import replace_nodes
+from tensorslim.backends.onnx.graph import replace_nodes, walk_nodes
 
 __all__ = ["AffineFold", "fold_affine", "plan_folds"]
 
@@ -70,7 +70,7 @@ class _Graph:
                       and t.data_location != onnx.TensorProto.EXTERNAL}  # fmt: skip
         self.producer = {o: n for n in graph.node for o in n.output if o}
         self.readers: dict[str, list[onnx.NodeProto]] = {}
-        for n in graph.node:
+        for n in walk_nodes(graph):  # a subgraph's read of an outer tensor counts: it keeps the tensor
             for i in n.input:
                 if i:
                     self.readers.setdefault(i, []).append(n)
