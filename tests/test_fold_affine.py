@@ -202,3 +202,16 @@ def test_static_quantization_folds_first_and_the_int8_model_has_fewer_roundings(
     np.testing.assert_allclose(
         run(res.model, feeds)[0], run(model, feeds)[0], atol=0.1 * float(np.abs(run(model, feeds)[0]).max())
     )
+
+
+def test_an_op_onnx_runtime_fuses_into_a_float_kernel_does_not_fold() -> None:
+    """GELU's ``* 0.5`` before a MatMul could fold into its weight, but ONNX Runtime fuses it into one Gelu kernel
+    in float: folded, the GELU would run as five float kernels wherever it stays float."""
+    from tensorslim.passes.static_prepare import StaticPrepareConfig, StaticPreparePass
+    from test_static_rest import gelu_mlp
+
+    model, _ = gelu_mlp()
+    assert any(f.node == "gelu_half" for f in plan_folds(model))  # foldable by the rules alone
+    prepared = StaticPreparePass(StaticPrepareConfig())(model)
+    assert "gelu_half" in {n.name for n in prepared.model.graph.node}
+    assert not any("folded into the neighbouring" in n for n in prepared.notes)

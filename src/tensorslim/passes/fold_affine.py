@@ -16,13 +16,16 @@ constant count as ``Add``/``Mul`` of its negative/inverse. A fold is taken only 
 arithmetic: the op's other input is the layer's only reader (or the layer's output is read only by the op), the
 constant broadcasts without changing the tensor's shape, an offset goes into an input only where no padding sees
 it, and a scale into an input only as a scalar (a per-channel scale there would reshape the weight's per-channel
-ranges, which per-channel int8 weights would pay for). Float32 weights in the graph's own initializers only (not
-external data, not graph inputs a caller can override). Decide, then apply: :func:`plan_folds` returns the folds
-as data; :func:`fold_affine` applies them round by round until none is left.
+ranges, which per-channel int8 weights would pay for). The static preparation folds only ops ONNX Runtime runs as
+float kernels of their own (:func:`float_kernels`): a fold must not break one of its float fusions. Float32
+weights in the graph's own initializers only (not external data, not graph inputs a caller can override).
+Decide, then apply: :func:`plan_folds` returns the folds as data; :func:`fold_affine` applies them round by round
+until none is left.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +35,7 @@ from onnx import numpy_helper
 
 from tensorslim.backends.onnx.graph import replace_nodes, walk_nodes
 
-__all__ = ["AffineFold", "fold_affine", "plan_folds"]
+__all__ = ["AffineFold", "float_kernels", "fold_affine", "plan_folds"]
 
 _LAYERS = ("Conv", "Gemm", "MatMul")
 
@@ -169,14 +172,15 @@ def _no_padding(layer: onnx.NodeProto) -> bool:
     return auto_pad in ("NOTSET", "VALID") and not any(int(p) for p in pads)
 
 
-def plan_folds(model: onnx.ModelProto) -> list[AffineFold]:
-    """The folds one round can take together: each layer and each op in one fold at most."""
+def plan_folds(model: onnx.ModelProto, allowed: Callable[[str], bool] | None = None) -> list[AffineFold]:
+    """The folds one round can take together: each layer and each op in one fold at most; only ops whose name
+    ``allowed`` accepts (all when None)."""
     g = _Graph(model.graph)
     taken: set[str] = set()
     out: list[AffineFold] = []
     for node in model.graph.node:
         affine = _as_affine(g, node)
-        if affine is None or node.name in taken:
+        if affine is None or node.name in taken or (allowed is not None and not allowed(node.name)):
             continue
         x, kind, c = affine
         # into the layer before: the op reads a layer's output, which nothing else reads
@@ -284,17 +288,35 @@ def _apply(model: onnx.ModelProto, folds: list[AffineFold]) -> None:
     model.graph.value_info.extend(kept)
 
 
-def fold_affine(model: onnx.ModelProto, *, max_rounds: int = 32) -> list[AffineFold]:
+def fold_affine(
+    model: onnx.ModelProto, *, allowed: Callable[[str], bool] | None = None, max_rounds: int = 32
+) -> list[AffineFold]:
     """Fold every constant scale and offset this module can into its neighbouring layer (in place; main graph,
-    node names must be unique). Returns the folds taken, in order; unused constants are left for the caller."""
+    node names must be unique; ``allowed``: which ops by name may go, see :func:`float_kernels`). Returns the
+    folds taken, in order; unused constants are left for the caller."""
     names = [n.name for n in model.graph.node]
     if any(not n for n in names) or len(set(names)) != len(names):
         return []
     done: list[AffineFold] = []
     for _ in range(max_rounds):
-        folds = plan_folds(model)
+        folds = plan_folds(model, allowed)
         if not folds:
             break
         _apply(model, folds)
         done.extend(folds)
     return done
+
+
+def float_kernels(model: onnx.ModelProto) -> set[str] | None:
+    """Names of the nodes ONNX Runtime keeps as kernels of their own in ``model``'s float graph after its fusions
+    (``ORT_ENABLE_EXTENDED``: the CPU's NCHWc layout pass, which renames every node it touches, left out), or None
+    where it cannot build the session. An op missing there was fused into a larger float kernel (GELU's
+    ``* 0.5``, a LayerNorm's scale): folding it into a layer would break that fusion wherever the op stays float,
+    so only the ops named here fold (on an exported GELU MLP, folding the ``* 0.5`` into the next MatMul left the
+    GELU as five float kernels)."""
+    from tensorslim.passes.static_placement import optimized_by_ort
+
+    try:
+        return {n.name for n in optimized_by_ort(model, extended=True).graph.node}
+    except Exception:
+        return None

@@ -461,9 +461,10 @@ def candidate_nodes(model: onnx.ModelProto, floats: set[str], constants: set[str
     return chosen, excluded
 
 
-def optimized_by_ort(model: onnx.ModelProto, *, basic: bool = False) -> onnx.ModelProto:
+def optimized_by_ort(model: onnx.ModelProto, *, basic: bool = False, extended: bool = False) -> onnx.ModelProto:
     """The graph ONNX Runtime runs for ``model``: ``ORT_ENABLE_ALL`` (its fusions), or only its basic,
-    provider-independent rewrites with ``basic`` (saved with ``optimized_model_filepath``, read back)."""
+    provider-independent rewrites with ``basic``, or those and its fusions without the CPU's layout changes
+    (``ORT_ENABLE_EXTENDED``) with ``extended`` (saved with ``optimized_model_filepath``, read back)."""
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory(prefix="tensorslim-placement-") as tmp:
@@ -473,7 +474,8 @@ def optimized_by_ort(model: onnx.ModelProto, *, basic: bool = False) -> onnx.Mod
         so.log_severity_level = 3
         so.intra_op_num_threads = 1
         level = ort.GraphOptimizationLevel
-        so.graph_optimization_level = level.ORT_ENABLE_BASIC if basic else level.ORT_ENABLE_ALL
+        so.graph_optimization_level = (level.ORT_ENABLE_BASIC if basic else level.ORT_ENABLE_EXTENDED if extended
+                                       else level.ORT_ENABLE_ALL)  # fmt: skip
         so.optimized_model_filepath = str(dst)
         ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
         return load_model(dst, check=False)

@@ -16,7 +16,7 @@ import onnx
 
 from tensorslim.backends.onnx.editor import opset_version
 from tensorslim.passes.base import Pass, PassResult
-from tensorslim.passes.fold_affine import AffineFold, fold_affine
+from tensorslim.passes.fold_affine import AffineFold, float_kernels, fold_affine
 
 __all__ = ["StaticPrepareConfig", "StaticPreparePass", "preprocess", "run"]
 
@@ -93,7 +93,8 @@ class StaticPreparePass(Pass):
         if optimized is not None:
             notes.extend(_replace(model, optimized))
         renamed = ensure_node_names(model.graph)
-        folded = fold_affine(model) if self.config.preprocess else []
+        kernels = float_kernels(model) if optimized is not None else None  # an optimized model: ORT loads it
+        folded = fold_affine(model, allowed=kernels.__contains__) if kernels is not None else []
         if folded:
             from tensorslim.passes.fold_batchnorm import remove_unused_constants
 
