@@ -33,6 +33,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from tensorslim.backends.onnx.editor import NameGenerator
 from tensorslim.backends.onnx.graph import replace_nodes, walk_nodes
 
 __all__ = ["AffineFold", "float_kernels", "fold_affine", "plan_folds"]
@@ -212,15 +213,7 @@ def plan_folds(model: onnx.ModelProto, allowed: Callable[[str], bool] | None = N
 def _apply(model: onnx.ModelProto, folds: list[AffineFold]) -> None:
     g = _Graph(model.graph)
     by_name = {n.name: n for n in model.graph.node}
-    used = {t.name for t in model.graph.initializer} | {v for n in model.graph.node for v in (*n.input, *n.output)}
-
-    def fresh(base: str) -> str:
-        name, k = base, 0
-        while name in used:
-            k += 1
-            name = f"{base}_{k}"
-        used.add(name)
-        return name
+    fresh = NameGenerator(model)
 
     def put(layer: onnx.NodeProto, slot: int, base: str, value: np.ndarray) -> None:
         name = fresh(f"{base}_folded")

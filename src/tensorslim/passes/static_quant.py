@@ -163,7 +163,8 @@ class StaticQuantConfig:
             one (as many calibration samples as run in about 0.25 s of float time, up to 32, when the inputs have
             a free batch axis); ``1`` times batch 1 only.
         preprocess: apply ONNX Runtime's basic, provider-independent graph optimizations first (constant
-            folding, Conv+Add/Mul fusion), as ONNX Runtime's ``quant_pre_process`` does.
+            folding, Conv+Add/Mul fusion), as ONNX Runtime's ``quant_pre_process`` does, then fold the constant
+            scales and offsets left next to a Conv/Gemm/MatMul into it (:mod:`~tensorslim.passes.fold_affine`).
         node_fallback: also measure the error each int8 node adds through the QDQ graph
             (:mod:`~tensorslim.passes.static_sensitivity`) and put the nodes below ``fallback_sqnr_db`` back to
             float (off by default: on RapidOCR's recognizer it lowered accuracy; see the module).
