@@ -141,10 +141,10 @@ def _layer_weight(g: _Graph, layer: onnx.NodeProto) -> np.ndarray | None:
 def _per_output_channel(c: np.ndarray, layer: onnx.NodeProto, w: np.ndarray) -> np.ndarray | None:
     """``c`` as one value per output channel of ``layer``, when ``c`` broadcasts against its output without
     changing its shape and varies along the channel axis at most; else None."""
-    if c.size == 1:
-        return None if c.ndim > (w.ndim if layer.op_type == "Conv" else 1 if layer.op_type == "MatMul" else 2) \
-            else np.full(_channels(layer, w), float(c.reshape(-1)[0]))  # fmt: skip
     rank = w.ndim if layer.op_type == "Conv" else 2  # Conv: N, C, spatial...; Gemm: M, N; MatMul: ..., N
+    if c.size == 1:
+        fits = c.ndim <= (1 if layer.op_type == "MatMul" else rank)
+        return np.full(_channels(layer, w), float(c.flat[0])) if fits else None
     if layer.op_type == "MatMul" and c.ndim != 1:
         return None  # the output's rank is not known here: only a vector broadcasts without changing it
     if c.ndim > rank:
@@ -242,9 +242,7 @@ def _apply(model: onnx.ModelProto, folds: list[AffineFold]) -> None:
                     bias = bias * f.value
                 else:
                     bias = bias + f.value
-                if f.kind == "scale" and old_bias is None:
-                    pass  # a zero bias stays zero
-                else:
+                if f.kind == "offset" or old_bias is not None:  # a missing bias stays missing under a scale
                     put(layer, 2, layer.input[2] if old_bias is not None else layer.name + "_bias", bias)
             elif layer.op_type == "Gemm":
                 c_old = np.zeros(n) if old_bias is None else old_bias.astype(np.float64)
