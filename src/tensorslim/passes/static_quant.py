@@ -707,7 +707,9 @@ class _MoveBudget:
     kept: set[str] = dataclasses.field(default_factory=set)  # nodes left int8 for their cost
     timed: tuple[float, float, float] = (1.0, 1.0, 1.0)  # the last state timed, x float [95 % interval]
     ratios: list[float] = dataclasses.field(default_factory=list)  # each accepted state's, x float
+    intervals: list[tuple[float, float]] = dataclasses.field(default_factory=list)  # their 95 % intervals
     over: float | None = None  # the last state timed cost more than the budget: its ratio
+    spent: bool = False  # a round found nothing left of the budget (the accepted states' times already used it)
 
     @classmethod
     def start(cls, model: onnx.ModelProto, sample: Dataset) -> _MoveBudget:
@@ -745,13 +747,17 @@ class _MoveBudget:
     def accept(self) -> None:
         """The state last timed is kept: its time is what the next moves are counted from."""
         self.ratios.append(self.timed[0])
+        self.intervals.append(self.timed[1:])
 
     def take(self, ranked: list[str], quota: int, trial: onnx.ModelProto) -> list[str]:
         """Up to ``quota`` of ``ranked`` (worst error first) whose estimated costs fit what is left of the budget."""
         from tensorslim.passes.static_latency import float_move_costs
 
-        costs, _ = float_move_costs(self.float_prof, trial, self.feeds, self.threads)
         room = self.left() * self.total
+        if room <= 0:  # the states accepted so far were timed at (or, by noise, past) the budget: nothing to weigh
+            self.spent = True
+            return []
+        costs, _ = float_move_costs(self.float_prof, trial, self.feeds, self.threads)
         out: list[str] = []
         for n in ranked:
             c = max(costs.get(n, 0.0), 0.0)
@@ -770,11 +776,14 @@ class _MoveBudget:
         guard stopped at its budget, which nodes stayed int8 for their cost."""
         text = ""
         if chosen and len(self.ratios) > state:
-            text = (f" (timed here: {self.ratios[state]:.2f}x float's time with them, {self.ratios[0]:.2f}x "
-                    "without)")  # fmt: skip
+            (lo, hi), (lo0, hi0) = self.intervals[state], self.intervals[0]
+            text = (f" (timed here: {self.ratios[state]:.2f}x [{lo:.2f}, {hi:.2f}] float's time with them, "
+                    f"{self.ratios[0]:.2f}x [{lo0:.2f}, {hi0:.2f}] without)")  # fmt: skip
         if self.over is not None:
             text += (f"; the guard stopped where its moves would cost more than {_GUARD_SHARE:.0%} of float's time "
                      f"({self.over:.2f}x float, timed)")  # fmt: skip
+        elif self.spent:
+            text += f"; the guard stopped where its moves had used the {_GUARD_SHARE:.0%} of float's time it may spend"
         kept = sorted(self.kept - set(chosen), key=lambda n: (-self.cost[n], n))
         if kept:
             named = ", ".join(f"{n} +{self.cost[n]:.2f} ms" for n in kept[:6]) + (" ..." if len(kept) > 6 else "")
