@@ -165,6 +165,26 @@ def test_cli_quantize_static_from_images(image_dir: tuple[Path, list[np.ndarray]
     assert bad.returncode == 2 and "pass --layout NCHW" in bad.stderr
 
 
+def test_cli_quantize_says_what_it_did_with_the_data(tmp_path: Path) -> None:
+    """Integer pixels cast to a float input, arrays the model does not read, a single sample: each is said (exit 0),
+    and a single sample is not used to fit the bias correction, whose figure would then be measured on it."""
+    src = save_model(conv_image_model(), tmp_path / "conv.onnx")
+    pixels = rng(3).integers(0, 256, (4, 3, 6, 4)).astype(np.uint8)
+    np.savez(tmp_path / "raw.npz", x=pixels, mask=np.ones(4))
+    np.save(tmp_path / "one.npy", pixels[0].astype(np.float32) / 255)
+    base = ["quantize", str(src), "--mode", "static", "--no-latency-check", "--no-check-speed"]
+    raw = cli(*base, "-o", str(tmp_path / "a.onnx"), "--data", str(tmp_path / "raw.npz"))
+    assert raw.returncode == 0, raw.stderr
+    said = " ".join(raw.stdout.split())
+    assert "calibration data: x: cast uint8 -> float32 (values taken as they are: if the model expects normalized" in said
+    assert "calibration data: array(s) 'mask' match no model input (the model reads 'x'): not used" in said
+    assert "empirical bias correction skipped" not in said
+    one = cli(*base, "-o", str(tmp_path / "b.onnx"), "--data", str(tmp_path / "one.npy"))
+    assert one.returncode == 0, one.stderr
+    said = " ".join(one.stdout.split())
+    assert "empirical bias correction skipped: one calibration sample" in said and "cast" not in said, said
+
+
 # --------------------------------------------------------------------------- iterables
 
 

@@ -213,7 +213,7 @@ def _quantize_onnx(
     proto, src = as_model(model)
     dataset = None if data is None else load_calibration(data, proto, max_samples=max_samples, batch_axis=batch_axis)
     result = run_pipeline(proto, cfg, dataset, target)
-    notes = list(result.notes)
+    notes = [f"calibration data: {n}" for n in (dataset.notes if dataset is not None else [])] + list(result.notes)
     if not result.modified:
         reasons = sorted({r.reason for r in result.records if r.skipped})
         detail = f" ({'; '.join(reasons[:3])})" if reasons else " (the model has no constant weights)"

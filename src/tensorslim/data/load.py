@@ -117,13 +117,21 @@ def _validate(
             if np.can_cast(arr.dtype, spec.dtype, casting="same_kind") or (
                 np.issubdtype(arr.dtype, np.integer) and np.issubdtype(spec.dtype, np.integer)
             ):
-                notes.append(f"{name}: cast {arr.dtype} -> {spec.dtype}")
+                raw = np.issubdtype(arr.dtype, np.integer) and np.issubdtype(spec.dtype, np.floating)
+                notes.append(f"{name}: cast {arr.dtype} -> {spec.dtype}" + (
+                    " (values taken as they are: if the model expects normalized inputs, normalize the data first, "
+                    "or give a folder of images with --image-size/--mean/--std)" if raw else ""))  # fmt: skip
                 arr = arr.astype(spec.dtype)
             else:
                 raise InputError(
                     f"{where}: array {name!r} is {arr.dtype} but the model input is {spec.dtype}; convert it"
                 )
         out[name] = arr
+    if specs:
+        unused = [k for k in arrays if k not in by_name and k not in LABEL_KEYS]
+        if unused:
+            notes.append(f"array(s) {', '.join(map(repr, unused[:5]))}{' ...' if len(unused) > 5 else ''} match no "
+                         f"model input (the model reads {', '.join(map(repr, names))}): not used")  # fmt: skip
     counts = {n: int(a.shape[0]) for n, a in out.items()}
     if getattr(arrays, "declared", None) is not None:  # prefixes of arrays that agree: cut to the shortest
         m = min(counts.values())

@@ -776,9 +776,9 @@ class _MoveBudget:
         guard stopped at its budget, which nodes stayed int8 for their cost."""
         text = ""
         if chosen and len(self.ratios) > state:
-            (lo, hi), (lo0, hi0) = self.intervals[state], self.intervals[0]
-            text = (f" (timed here: {self.ratios[state]:.2f}x [{lo:.2f}, {hi:.2f}] float's time with them, "
-                    f"{self.ratios[0]:.2f}x [{lo0:.2f}, {hi0:.2f}] without)")  # fmt: skip
+            ci = [f" [{lo:.2f}, {hi:.2f}]" for lo, hi in self.intervals] if len(self.intervals) > state else None
+            text = (f" (timed here: {self.ratios[state]:.2f}x{ci[state] if ci else ''} float's time with them, "
+                    f"{self.ratios[0]:.2f}x{ci[0] if ci else ''} without)")  # fmt: skip
         if self.over is not None:
             text += (f"; the guard stopped where its moves would cost more than {_GUARD_SHARE:.0%} of float's time "
                      f"({self.over:.2f}x float, timed)")  # fmt: skip
@@ -1027,7 +1027,10 @@ class StaticQuantPass(Pass):
         sample = self.data.head(SAMPLES) if self.data.num_samples > SAMPLES else self.data
         float_means: dict[str, np.ndarray] = {}
         with _skipped_on_error(plan.notes):  # an optimization: if it fails, the rounded biases stand
-            if cfg.empirical_bias:  # the float model's per-channel means, before the Q/DQ pairs go in
+            if cfg.empirical_bias and sample.num_samples < 2:
+                plan.notes.append("empirical bias correction skipped: one calibration sample cannot tell a layer's "
+                                  f"offset from that sample's own values (it looks at {SAMPLES}; give at least 2)")
+            elif cfg.empirical_bias:  # the float model's per-channel means, before the Q/DQ pairs go in
                 float_means = sample_channel_means(model, set(plan.placement.int8), sample)
         float_ref = onnx.ModelProto()  # the float function, for the final accuracy figure
         if cfg.output_sqnr_db > 0 and plan.placement.int8:
