@@ -292,3 +292,74 @@ class _Vad(nn.Module):  # Silero-VAD-like: an If on the sample rate, a branch (S
 def vad() -> nn.Module:
     torch.manual_seed(0)
     return _Vad().eval()
+
+
+# --------------------------------------------------------------------------- full-size ImageNet classifiers
+# The layer tables of torchvision's MobileNetV3-Large, EfficientNet-B0 and ResNet-18 (224 x 224, 1000 classes),
+# random weights, for benchmarks/convnets.py: the size at which users ship them, where the zoo's tiny versions
+# (64 x 64) only show the Q/DQ overheads.
+
+
+class _SqueezeExcite(nn.Module):
+    def __init__(self, c: int, squeeze: int, act: Any, gate: Any) -> None:
+        super().__init__()
+        self.a, self.b, self.act, self.gate = nn.Conv2d(c, squeeze, 1), nn.Conv2d(squeeze, c, 1), act(), gate()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(self.b(self.act(self.a(F.adaptive_avg_pool2d(x, 1)))))
+
+
+class _MBConv(nn.Module):  # MobileNetV3 bneck / EfficientNet MBConv: expand, depthwise, squeeze-excite, project
+    def __init__(self, cin: int, k: int, hidden: int, cout: int, s: int, act: Any, se: tuple[int, Any, Any] | None):
+        super().__init__()
+        layers: list[nn.Module] = [] if hidden == cin else [_cbr(cin, hidden, 1, act=act)]
+        layers.append(_cbr(hidden, hidden, k, s, groups=hidden, act=act))
+        if se is not None:
+            layers.append(_SqueezeExcite(hidden, *se))
+        layers.append(_cbr(hidden, cout, 1, act=nn.Identity))
+        self.body, self.res = nn.Sequential(*layers), s == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return x + y if self.res else y
+
+
+def _make_divisible(v: float) -> int:
+    return max(8, int(v + 4) // 8 * 8)
+
+
+def mobilenet_v3_large() -> nn.Module:
+    torch.manual_seed(0)
+    re, hs = nn.ReLU, nn.Hardswish
+    table = [(16, 3, 16, 16, 1, re, 0), (16, 3, 64, 24, 2, re, 0), (24, 3, 72, 24, 1, re, 0), (24, 5, 72, 40, 2, re, 1),
+             (40, 5, 120, 40, 1, re, 1), (40, 5, 120, 40, 1, re, 1), (40, 3, 240, 80, 2, hs, 0),
+             (80, 3, 200, 80, 1, hs, 0), (80, 3, 184, 80, 1, hs, 0), (80, 3, 184, 80, 1, hs, 0),
+             (80, 3, 480, 112, 1, hs, 1), (112, 3, 672, 112, 1, hs, 1), (112, 5, 672, 160, 2, hs, 1),
+             (160, 5, 960, 160, 1, hs, 1), (160, 5, 960, 160, 1, hs, 1)]  # fmt: skip
+    blocks = [_MBConv(cin, k, h, cout, s, act, (_make_divisible(h / 4), nn.ReLU, nn.Hardsigmoid) if se else None)
+              for cin, k, h, cout, s, act, se in table]  # fmt: skip
+    net = nn.Sequential(_cbr(3, 16, 3, 2, act=hs), *blocks, _cbr(160, 960, 1, act=hs), nn.AdaptiveAvgPool2d(1),
+                        nn.Flatten(), nn.Linear(960, 1280), hs(), nn.Linear(1280, 1000))  # fmt: skip
+    return _randomize_bn(net)
+
+
+def efficientnet_b0() -> nn.Module:
+    torch.manual_seed(0)
+    stages = [(1, 3, 1, 32, 16, 1), (6, 3, 2, 16, 24, 2), (6, 5, 2, 24, 40, 2), (6, 3, 2, 40, 80, 3),
+              (6, 5, 1, 80, 112, 3), (6, 5, 2, 112, 192, 4), (6, 3, 1, 192, 320, 1)]  # fmt: skip
+    blocks = []
+    for e, k, s, cin, cout, n in stages:
+        for i in range(n):
+            c = cin if i == 0 else cout
+            blocks.append(_MBConv(c, k, c * e, cout, s if i == 0 else 1, nn.SiLU, (max(1, c // 4), nn.SiLU, nn.Sigmoid)))
+    net = nn.Sequential(_cbr(3, 32, 3, 2, act=nn.SiLU), *blocks, _cbr(320, 1280, 1, act=nn.SiLU),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1280, 1000))  # fmt: skip
+    return _randomize_bn(net)
+
+
+def resnet18() -> nn.Module:
+    torch.manual_seed(0)
+    stem = nn.Sequential(_cbr(3, 64, 7, 2), nn.MaxPool2d(3, 2, 1))
+    blocks = [_Basic(64, 64, 1), _Basic(64, 64, 1), _Basic(64, 128, 2), _Basic(128, 128, 1), _Basic(128, 256, 2),
+              _Basic(256, 256, 1), _Basic(256, 512, 2), _Basic(512, 512, 1)]  # fmt: skip
+    return _randomize_bn(_Classifier(nn.Sequential(stem, *blocks), 512, classes=1000))
