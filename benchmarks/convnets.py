@@ -125,12 +125,9 @@ def run_model(name: str, args: argparse.Namespace, work: Path) -> dict[str, Any]
     row["float_ms"] = rep.models[0].p50_ms
     row["busy"] = busy_note(rep)
     for v, m in zip(list(paths)[1:], rep.models[1:], strict=True):
-        row["variants"][v].update(ratio=m.p50_ratio, ratio_ci=m.p50_ratio_ci, size_x=p_size(paths[v]) / p_size(src))
+        row["variants"][v].update(ratio=m.p50_ratio, ratio_ci=m.p50_ratio_ci,
+                                  size_x=paths[v].stat().st_size / src.stat().st_size)  # fmt: skip
     return row
-
-
-def p_size(p: Path) -> int:
-    return p.stat().st_size
 
 
 def render(rows: list[dict[str, Any]], threads: int) -> str:
@@ -164,8 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(run_model(name, args, Path(tmp)))
             except Exception as e:  # a benchmark row, not a crash: the table says which failed
                 failed.append(f"{name}: {type(e).__name__}: {e}")
-            if rows:
-                print(rows[-1]["model"], json.dumps(rows[-1]["variants"], default=str)[:600], flush=True)
+                continue
+            print(name, json.dumps(rows[-1]["variants"], default=str)[:600], flush=True)
     if rows:
         print(render(rows, args.threads))
     if args.json:

@@ -774,11 +774,13 @@ class _MoveBudget:
     def said(self, chosen: dict[str, str], state: int) -> str:
         """The note's clause on speed: what the chosen moves (``state``: after that many rounds) cost, whether the
         guard stopped at its budget, which nodes stayed int8 for their cost."""
+        def timed(i: int) -> str:
+            ci = f" [{self.intervals[i][0]:.2f}, {self.intervals[i][1]:.2f}]" if i < len(self.intervals) else ""
+            return f"{self.ratios[i]:.2f}x{ci}"
+
         text = ""
         if chosen and len(self.ratios) > state:
-            ci = [f" [{lo:.2f}, {hi:.2f}]" for lo, hi in self.intervals] if len(self.intervals) > state else None
-            text = (f" (timed here: {self.ratios[state]:.2f}x{ci[state] if ci else ''} float's time with them, "
-                    f"{self.ratios[0]:.2f}x{ci[0] if ci else ''} without)")  # fmt: skip
+            text = f" (timed here: {timed(state)} float's time with them, {timed(0)} without)"
         if self.over is not None:
             text += (f"; the guard stopped where its moves would cost more than {_GUARD_SHARE:.0%} of float's time "
                      f"({self.over:.2f}x float, timed)")  # fmt: skip
