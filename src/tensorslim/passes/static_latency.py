@@ -33,7 +33,9 @@ import onnx
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes.static_placement import Placement, int8_components, rewrite_groups
 
-__all__ = ["check_threads", "float_move_costs", "latency_fallback", "measure_ratio", "profile_nodes"]
+__all__ = [
+    "check_threads", "float_move_costs", "fusions", "latency_fallback", "measure_ratio", "profile_nodes", "split_fused",
+]
 
 _TOKEN = re.compile(r"(_token_\d+)+$")
 _NCHWC = "_nchwc"  # the suffix of the nodes ONNX Runtime's NCHWc transformer makes of float Convs
@@ -77,6 +79,7 @@ def profile_nodes(
     ``"<op>/<name>/bytes"`` the node's input + output bytes. A float Conv that ONNX Runtime's NCHWc layout
     transformer replaced (named after its output, ``<output>_nchwc``) is under the original node's name."""
     producer = {o: n.name for n in model.graph.node for o in n.output if o and n.name}
+    nodes = {n.name for n in model.graph.node if n.name}
     with tempfile.TemporaryDirectory(prefix="tensorslim-profile-") as tmp:
         sess = _session(model, threads, tmp)
         names = {i.name for i in sess.get_inputs()}
@@ -91,10 +94,118 @@ def profile_nodes(
             name = str(e["name"])[: -len("_kernel_time")]
             if name.endswith(_NCHWC) and name[: -len(_NCHWC)] in producer:
                 name = producer[name[: -len(_NCHWC)]]
+            elif name not in nodes:
+                name = _fused_name(_TOKEN.sub("", name), nodes) or name
             out[name] = out.get(name, 0.0) + float(e.get("dur", 0)) / 1000.0 / runs
             args = e.get("args", {})
             size = float(args.get("activation_size", 0) or 0) + float(args.get("output_size", 0) or 0)
             out[f"{args.get('op_name', '')}/{name}/bytes"] = size
+    return out
+
+
+def _fused_name(name: str, names: set[str]) -> str | None:
+    """The graph node an ONNX Runtime fusion named its node after: the longest ``/``-delimited prefix of ``name``
+    that is a node of the graph (``<Mul's name>/QuickGeluFusion/``, ``<MatMul's name>/MatMulAddFusion``)."""
+    cut = name.rfind("/")
+    while cut > 0:
+        if name[:cut] in names:
+            return name[:cut]
+        cut = name.rfind("/", 0, cut)
+    return None
+
+
+_HEAVY = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})  # ops ONNX Runtime fuses what follows into
+
+
+def fusions(model: onnx.ModelProto, prof: dict[str, float]) -> dict[str, tuple[str, ...]]:
+    """The nodes of ``model`` that ONNX Runtime fused with a neighbour, from its profile (:func:`profile_nodes`):
+    timed node -> the nodes of its fused kernel, itself last.
+
+    A fused kernel is timed under one of its nodes' names, which varies with the fusion: a Conv + HardSwish under
+    the Conv, a Conv + Relu made NCHWc under the Relu (named after the fused output), x * Sigmoid(x) under the Mul of
+    its QuickGelu. A node with no kernel of its own belongs to the neighbour it was fused with: an elementwise node
+    to the producer whose output only it reads (an activation into its Conv, a residual Add into the Conv before
+    it), else to its only reader; a Conv, Gemm or MatMul to its only reader. Groups with no timed node join the only
+    node they feed; groups with two timed nodes are left out (no fusion makes one)."""
+    timed = {k for k in prof if not k.endswith("/bytes")}
+    g = model.graph
+    consts = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    ends = {o.name for o in g.output}
+    producer = {o: n for n in g.node for o in n.output if o}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        for i in dict.fromkeys(n.input):
+            if i:
+                readers.setdefault(i, []).append(n)
+    parent = {n.name: n.name for n in g.node if n.name and n.op_type != "Constant"}
+
+    def root(x: str) -> str:
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def join(a: str, b: str) -> None:
+        parent[root(a)] = root(b)
+
+    def only_reader(nodes: list[onnx.NodeProto]) -> str | None:
+        """The one node (outside ``nodes``) that reads the outputs of ``nodes``, none of them a graph output."""
+        inside = {n.name for n in nodes}
+        outs = [o for n in nodes for o in n.output if o]
+        if any(o in ends for o in outs):
+            return None
+        found = {r.name for o in outs for r in readers.get(o, []) if r.name not in inside}
+        return next(iter(found)) if len(found) == 1 and next(iter(found)) in parent else None
+
+    for n in g.node:
+        if n.name not in parent or n.name in timed:
+            continue
+        if n.op_type not in _HEAVY:
+            feeders = [producer[i] for i in dict.fromkeys(n.input) if i and i not in consts and i in producer
+                       and i not in ends and len(readers[i]) == 1 and producer[i].name in parent]  # fmt: skip
+            if feeders:
+                best = min(feeders, key=lambda p: (p.op_type not in _HEAVY, p.name not in timed, p.name))
+                join(n.name, best.name)
+                continue
+        r = only_reader([n])
+        if r is not None:
+            join(n.name, r)
+    comps: dict[str, list[onnx.NodeProto]] = {}
+    for n in g.node:
+        if n.name in parent:
+            comps.setdefault(root(n.name), []).append(n)
+    for members in comps.values():
+        if len(members) > 1 and not any(m.name in timed for m in members):
+            r = only_reader(members)
+            if r is not None:
+                join(members[0].name, r)
+    groups: dict[str, list[str]] = {}
+    for n in g.node:
+        if n.name in parent:
+            groups.setdefault(root(n.name), []).append(n.name)
+    out: dict[str, tuple[str, ...]] = {}
+    for names in groups.values():
+        keys = [m for m in names if m in timed]
+        if len(names) > 1 and len(keys) == 1:
+            out[keys[0]] = (*sorted(m for m in names if m != keys[0]), keys[0])
+    return dict(sorted(out.items()))
+
+
+def split_fused(
+    float_prof: dict[str, float], groups: dict[str, tuple[str, ...]], kernel: dict[str, float]
+) -> dict[str, float]:
+    """``float_prof`` with each fused group's float time (:func:`fusions`) spread over its members in proportion to
+    their int8 kernel time ``kernel`` (a Conv + Relu's time goes to the Conv when the QLinearConv takes the Relu;
+    all on the timed node where no member has a kernel)."""
+    out = dict(float_prof)
+    for key, members in groups.items():
+        weights = {m: kernel.get(m, 0.0) for m in members}
+        total = sum(weights.values())
+        if key not in out or total <= 0:
+            continue
+        t = out[key]
+        for m, w in weights.items():
+            out[m] = t * w / total
     return out
 
 
@@ -126,23 +237,25 @@ def _by_node(prof: dict[str, float]) -> tuple[dict[str, float], dict[str, float]
 
 
 def float_move_costs(
-    float_prof: dict[str, float], quantized: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int, runs: int = 5
+    float_prof: dict[str, float], quantized: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int, runs: int = 5,
+    fused: dict[str, tuple[str, ...]] | None = None,
 ) -> tuple[dict[str, float], float]:
     """What each int8 node of ``quantized`` would add to the run time (ms) if it ran in float instead, from ONNX
     Runtime's per-node profiles on ``feeds``: its float kernel's time (``float_prof``, the float model's
     :func:`profile_nodes`; 0 where float fuses it into a neighbour) plus a Q/DQ on its inputs and output (at the
     per-element Q/DQ cost measured in ``quantized``'s profile), minus its int8 kernels' time; and the float model's
-    total node time.
+    total node time. ``fused``: the float model's :func:`fusions`, whose time is spread over their int8 nodes.
 
     An estimate for ranking, not a timing: regions, fusions that a move breaks or forms and cache effects are not in
     it (the latency check times the result)."""
     int8_prof = profile_nodes(quantized, feeds, threads, runs)
     per_element = _qdq_cost_per_element(int8_prof)
     kernel, elements = _by_node(int8_prof)  # int8 kernels read and write one byte per element
+    total = sum(v for k, v in float_prof.items() if not k.endswith("/bytes"))
+    float_prof = split_fused(float_prof, fused or {}, kernel)
     names = {n.name for n in quantized.graph.node if n.name and n.op_type not in ("QuantizeLinear", "DequantizeLinear")}
     costs = {n: float_prof.get(n, 0.0) + per_element * elements.get(n, 0.0) - kernel.get(n, 0.0)
              for n in sorted(names & (set(kernel) | set(float_prof)))}  # fmt: skip
-    total = sum(v for k, v in float_prof.items() if not k.endswith("/bytes"))
     return costs, total
 
 
@@ -175,6 +288,12 @@ def _slow_nodes(
             out[n] = kernel[n] - float_prof[n] - border
             out.update({m: 0.0 for m in members.get(n, ()) if m != n})
     return out
+
+
+def _listed(names: Any, *, sort: bool = True, most: int = 6) -> str:
+    """Up to ``most`` of ``names`` for a note, ``...`` for the rest (every one is in the placement's reasons)."""
+    items = sorted(names) if sort else list(names)
+    return ", ".join(items[:most]) + (f" ... ({len(items)} in all)" if len(items) > most else "")
 
 
 def _slower(ratio: float, low: float) -> bool:
@@ -348,8 +467,10 @@ def _fallback_at(
     prof_runs = 5
     # the float time of each node as the user runs it; a rewritten op's time is under its name, which one of the
     # nodes that replaced it keeps (the others have none): regions and slow nodes count the op once
-    float_prof = profile_nodes(c.float_model, feeds, threads, prof_runs)
+    profiled = profile_nodes(c.float_model, feeds, threads, prof_runs)
+    fused = fusions(c.float_model, profiled)
     int8_prof = profile_nodes(build(int8), feeds, threads, prof_runs)
+    float_prof = split_fused(profiled, fused, _by_node(int8_prof)[0])
     absorbed = set(index.absorbed(int8, index.quantized(int8)))
     absorbed = {n.name for n in index.nodes if n.output and n.output[0] in absorbed}
     slow = _slow_nodes(int8, absorbed, int8_prof, float_prof, groups)
@@ -365,8 +486,8 @@ def _fallback_at(
             return placement, notes, False
         for n, extra in slow.items():
             floats[n] = f"slower: its int8 kernel takes {extra:+.3f} ms more than float + Q/DQ on this CPU ({label})"
-        notes.append(f"latency check: {len(slow)} node(s) whose int8 kernel is slower than float here moved back to "
-                     f"float ({', '.join(sorted(slow)[:6])}{' ...' if len(slow) > 6 else ''}): {gain:.2f}x of the "
+        notes.append(f"latency check: {len(slow)} node(s) whose int8 kernel is slower than float here "
+                     f"({_listed(slow)}) moved back to float: {gain:.2f}x of the "
                      f"all-int8 time [{glo:.2f}, {ghi:.2f}] ({label})")  # fmt: skip
         return Placement(tuple(sorted(fewer)), tuple(sorted(floats.items())), placement.rounds,
                          placement.runtime), notes, True  # fmt: skip
@@ -376,9 +497,10 @@ def _fallback_at(
         int8 -= set(slow)
         for n, extra in slow.items():
             floats[n] = f"slower: its int8 kernel takes {extra:+.3f} ms more than float + Q/DQ on this CPU ({label})"
-        moved.append(f"{len(slow)} node(s) whose int8 kernel is slower than float here")
+        moved.append(f"{len(slow)} node(s) whose int8 kernel is slower than float here ({_listed(slow)})")
         if int8:
             int8_prof = profile_nodes(build(int8), feeds, threads, prof_runs)
+            float_prof = split_fused(profiled, fused, _by_node(int8_prof)[0])
             ratio, lo, hi = measure_ratio(ref, _session(build(int8), threads), feeds, seconds=step)
     if not _slower(ratio, lo) and int8:
         notes.append(f"latency check: {', '.join(moved)} moved back to float; now {ratio:.2f}x [{lo:.2f}, {hi:.2f}] "
@@ -410,9 +532,10 @@ def _fallback_at(
     result = Placement(tuple(sorted(int8)), tuple(sorted(floats.items())), placement.rounds, placement.runtime)
     if int8:
         notes.append(f"latency check: {len(moved)} int8 region(s) moved back to float to be no slower than float "
-                     f"({', '.join(moved[:6])}{' ...' if len(moved) > 6 else ''}); now {ratio:.2f}x "
+                     f"({_listed(moved, sort=False)}); now {ratio:.2f}x "
                      f"[{lo:.2f}, {hi:.2f}] ({label})")  # fmt: skip
     else:
-        notes.append(f"latency check: static int8 is slower than float on this CPU in every region ({label}); every "
-                     "node moved back to float (weights keep int8 storage); try --mode dynamic")  # fmt: skip
+        first = f" (after {moved[0]})" if slow else ""
+        notes.append(f"latency check: static int8 is slower than float on this CPU in every region ({label}){first}; "
+                     "every node moved back to float (weights keep int8 storage); try --mode dynamic")  # fmt: skip
     return result, notes, True

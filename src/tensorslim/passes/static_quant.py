@@ -703,6 +703,7 @@ class _MoveBudget:
     threads: int
     ref: Any  # the float model's session
     total: float = 0.0  # the float model's time in its profile, ms
+    fused: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # its fusions (static_latency)
     cost: dict[str, float] = dataclasses.field(default_factory=dict)  # ms, each node considered
     kept: set[str] = dataclasses.field(default_factory=set)  # nodes left int8 for their cost
     timed: tuple[float, float, float] = (1.0, 1.0, 1.0)  # the last state timed, x float [95 % interval]
@@ -716,7 +717,7 @@ class _MoveBudget:
         """Profiles ``model`` (the graph the guard quantizes, its int8-capable rewrites in place: the float form of
         each node the guard may move) and opens a session of the float model as the user runs it (every rewrite
         undone), which the states are timed against."""
-        from tensorslim.passes.static_latency import _session, check_threads, profile_nodes
+        from tensorslim.passes.static_latency import _session, check_threads, fusions, profile_nodes
 
         feeds = next(iter(sample.batches(1)))[0]
         threads = check_threads()
@@ -724,8 +725,8 @@ class _MoveBudget:
         reference = onnx.ModelProto()
         reference.CopyFrom(model)
         undo_float_rewrites(reference, ())
-        return cls(prof, feeds, threads, _session(reference, threads),
-                   total=sum(v for k, v in prof.items() if not k.endswith("/bytes")))  # fmt: skip
+        total = sum(v for k, v in prof.items() if not k.endswith("/bytes"))
+        return cls(prof, feeds, threads, _session(reference, threads), total=total, fused=fusions(model, prof))
 
     def left(self) -> float:
         """What the moves may still cost, as a share of float's time (measured at the last accepted state)."""
@@ -757,7 +758,7 @@ class _MoveBudget:
         if room <= 0:  # the states accepted so far were timed at (or, by noise, past) the budget: nothing to weigh
             self.spent = True
             return []
-        costs, _ = float_move_costs(self.float_prof, trial, self.feeds, self.threads)
+        costs, _ = float_move_costs(self.float_prof, trial, self.feeds, self.threads, fused=self.fused)
         out: list[str] = []
         for n in ranked:
             c = max(costs.get(n, 0.0), 0.0)
