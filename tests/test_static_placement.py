@@ -258,7 +258,8 @@ def test_fused_float_kernels_are_charged_to_every_node_they_run() -> None:
     """ONNX Runtime times a fused float kernel under one of its nodes (Conv + Relu under the Relu, Conv + HardSwish
     under the Conv, x * Sigmoid(x) under the Mul of its QuickGelu): every node of the kernel is in that node's group,
     and its time is spread over the int8 nodes that do the same work, so a QLinearConv that took in its Relu is
-    compared with the float Conv + Relu, not with nothing."""
+    compared with the float Conv + Relu, not with nothing. The layout kernels ONNX Runtime adds (NCHWc reorders)
+    are charged to the Conv they convert for."""
     r = np.random.default_rng(0)
     c = 16
     conv = lambda i, o, w: helper.make_node("Conv", [i, w], [o], name=o, pads=[1, 1, 1, 1])  # noqa: E731
@@ -285,6 +286,7 @@ def test_fused_float_kernels_are_charged_to_every_node_they_run() -> None:
     assert all(sum(m.startswith("c") for m in ms) <= 1 for ms in groups.values()), groups  # one Conv per kernel
     assert timed & names, timed  # the fusion names (``<node>/QuickGeluFusion/``) are mapped back to the graph
     assert not {k for k in timed if "Fusion" in k}, timed
+    assert timed <= names, timed  # the NCHWc layout kernels too (ReorderInput/Output), under the Conv they serve
     # the int8 model: a QLinearConv per Conv took in its Relu/Add; the float group's time goes to it
     kernel = {"c1": 0.3, "c2": 0.2, "h2": 0.1, "s3": 0.1, "m3": 0.1, "c3": 0.2, "c4": 0.2}
     split = split_fused(prof, groups, kernel)

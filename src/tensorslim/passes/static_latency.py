@@ -41,7 +41,9 @@ _TOKEN = re.compile(r"(_token_\d+)+$")
 _NCHWC = "_nchwc"  # the suffix of the nodes ONNX Runtime's NCHWc transformer makes of float Convs
 
 
-def _session(model: onnx.ModelProto, threads: int, profile_dir: str | None = None) -> Any:
+def _session(model: onnx.ModelProto, threads: int, profile_dir: str | None = None, *, save: bool = False) -> Any:
+    """A session timing ``model``; with ``profile_dir``, profiling into it, and with ``save``, ONNX Runtime's
+    optimized graph written there too (``optimized.onnx``, the weights apart in ``optimized.bin``)."""
     import onnxruntime as ort
 
     from tensorslim.benchmark.latency import session_options
@@ -50,6 +52,10 @@ def _session(model: onnx.ModelProto, threads: int, profile_dir: str | None = Non
     if profile_dir is not None:
         so.enable_profiling = True
         so.profile_file_prefix = os.path.join(profile_dir, "profile")
+        if save:
+            so.optimized_model_filepath = os.path.join(profile_dir, "optimized.onnx")
+            so.add_session_config_entry("session.optimized_model_external_initializers_file_name", "optimized.bin")
+            so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "64")
     return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
 
 
@@ -76,30 +82,87 @@ def profile_nodes(
     model: onnx.ModelProto, feeds: dict[str, np.ndarray], threads: int, runs: int = 5
 ) -> dict[str, float]:
     """Mean time per run (ms) of each node of ``model``'s optimized graph, by node name; under the key
-    ``"<op>/<name>/bytes"`` the node's input + output bytes. A float Conv that ONNX Runtime's NCHWc layout
-    transformer replaced (named after its output, ``<output>_nchwc``) is under the original node's name."""
+    ``"<op>/<name>/bytes"`` the node's input + output bytes. Kernels ONNX Runtime made are under the node of
+    ``model`` whose work they do: a float Conv that the NCHWc layout transformer replaced (named after its output,
+    ``<output>_nchwc``) under the original node, a fusion (``<node>/QuickGeluFusion/``) under the node it is named
+    after, and the layout kernels it added (``ReorderInput``/``ReorderOutput`` around NCHWc Convs, ``Transpose``
+    around NHWC int8 ones) under the node they convert for, found in the optimized graph (their bytes are not the
+    node's own)."""
     producer = {o: n.name for n in model.graph.node for o in n.output if o and n.name}
     nodes = {n.name for n in model.graph.node if n.name}
     with tempfile.TemporaryDirectory(prefix="tensorslim-profile-") as tmp:
-        sess = _session(model, threads, tmp)
+        try:
+            sess = _session(model, threads, tmp, save=True)
+        except Exception:  # the optimized graph could not be written: profile without it
+            sess = _session(model, threads, tmp)
         names = {i.name for i in sess.get_inputs()}
         f = {k: v for k, v in feeds.items() if k in names}
         for _ in range(runs):
             sess.run(None, f)
         path = sess.end_profiling()
         events = json.loads(Path(path).read_text())
+        saved = Path(tmp) / "optimized.onnx"
+        try:
+            optimized = onnx.load(str(saved), load_external_data=False).graph if saved.exists() else None
+        except Exception:
+            optimized = None
+    layout = _layout_owners(optimized, nodes, producer) if optimized is not None else {}
     out: dict[str, float] = {}
     for e in events:
         if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
             name = str(e["name"])[: -len("_kernel_time")]
+            own = True
             if name.endswith(_NCHWC) and name[: -len(_NCHWC)] in producer:
                 name = producer[name[: -len(_NCHWC)]]
             elif name not in nodes:
-                name = _fused_name(_TOKEN.sub("", name), nodes) or name
+                fused = _fused_name(_TOKEN.sub("", name), nodes)
+                own = fused is not None or name not in layout
+                name = fused or layout.get(name, name)
             out[name] = out.get(name, 0.0) + float(e.get("dur", 0)) / 1000.0 / runs
-            args = e.get("args", {})
-            size = float(args.get("activation_size", 0) or 0) + float(args.get("output_size", 0) or 0)
-            out[f"{args.get('op_name', '')}/{name}/bytes"] = size
+            if own:
+                args = e.get("args", {})
+                size = float(args.get("activation_size", 0) or 0) + float(args.get("output_size", 0) or 0)
+                out[f"{args.get('op_name', '')}/{name}/bytes"] = size
+    return out
+
+
+def _layout_owners(optimized: onnx.GraphProto, nodes: set[str], producer: dict[str, str]) -> dict[str, str]:
+    """Kernels of ONNX Runtime's ``optimized`` graph that are no node of the original graph (layout conversions,
+    reshapes it added) -> the original node they work for: the one whose output they write (a ReorderOutput
+    brings a Conv's output back to NCHW), else the one their only reader works for (a ReorderInput feeds its
+    Conv)."""
+
+    def base(name: str) -> str | None:
+        if name in nodes:
+            return name
+        if name.endswith(_NCHWC) and name[: -len(_NCHWC)] in producer:
+            return producer[name[: -len(_NCHWC)]]
+        return _fused_name(_TOKEN.sub("", name), nodes)
+
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in optimized.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    owner: dict[str, str | None] = {}
+
+    def find(n: onnx.NodeProto, depth: int = 0) -> str | None:
+        if n.name in owner:
+            return owner[n.name]
+        found = base(n.name)
+        if found is None:
+            found = next((producer[o] for o in n.output if o in producer), None)
+        if found is None and depth < 8:
+            after = {find(r, depth + 1) for o in n.output for r in readers.get(o, [])}
+            found = after.pop() if len(after) == 1 else None
+        owner[n.name] = found
+        return found
+
+    out = {}
+    for n in optimized.node:
+        if n.name and n.name not in nodes:
+            got = find(n)
+            if got is not None:
+                out[n.name] = got
     return out
 
 
