@@ -39,6 +39,7 @@ __all__ = [
 
 _TOKEN = re.compile(r"(_token_\d+)+$")
 _NCHWC = "_nchwc"  # the suffix of the nodes ONNX Runtime's NCHWc transformer makes of float Convs
+_SETTLED = 0.1  # a timed ratio whose 95 % interval is wider than this share of it is timed again
 
 
 def _session(model: onnx.ModelProto, threads: int, profile_dir: str | None = None, *, save: bool = False) -> Any:
@@ -68,14 +69,22 @@ def check_threads() -> int:
 
 def measure_ratio(ref: Any, cand: Any, feeds: dict[str, np.ndarray], *, seconds: float) -> tuple[float, float, float]:
     """Latency of ``cand`` over ``ref`` and its 95 % interval, timed interleaved
-    (:func:`~tensorslim.benchmark.latency.timed_ratio`: the median over rounds of each round's ratio)."""
+    (:func:`~tensorslim.benchmark.latency.timed_ratio`: the median over rounds of each round's ratio).
+
+    An interval wider than a tenth of the ratio (the first runs of a new session growing its memory arena, a burst
+    of other work) is timed once more, the sessions now warm, and the narrower of the two is returned: a decision
+    on a +-15 % interval is a coin toss (a model 1.3x float's time read 1.00x [0.85, 1.20] at batch 32)."""
     from tensorslim.benchmark.latency import timed_ratio
 
     names_r = {i.name for i in ref.get_inputs()}
     names_c = {i.name for i in cand.get_inputs()}
     fr = {k: v for k, v in feeds.items() if k in names_r}
     fc = {k: v for k, v in feeds.items() if k in names_c}
-    return timed_ratio(lambda: ref.run(None, fr), lambda: cand.run(None, fc), seconds=seconds, max_round=3)
+    first = timed_ratio(lambda: ref.run(None, fr), lambda: cand.run(None, fc), seconds=seconds, max_round=3)
+    if first[2] - first[1] <= _SETTLED * first[0]:
+        return first
+    again = timed_ratio(lambda: ref.run(None, fr), lambda: cand.run(None, fc), seconds=seconds, max_round=3)
+    return min(first, again, key=lambda r: (r[2] - r[1]) / max(r[0], 1e-9))
 
 
 def profile_nodes(
