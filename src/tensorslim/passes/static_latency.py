@@ -120,13 +120,9 @@ def profile_nodes(
     for e in events:
         if e.get("cat") == "Node" and str(e.get("name", "")).endswith("_kernel_time"):
             name = str(e["name"])[: -len("_kernel_time")]
-            own = True
-            if name.endswith(_NCHWC) and name[: -len(_NCHWC)] in producer:
-                name = producer[name[: -len(_NCHWC)]]
-            elif name not in nodes:
-                fused = _fused_name(_TOKEN.sub("", name), nodes)
-                own = fused is not None or name not in layout
-                name = fused or layout.get(name, name)
+            mine = _own_node(name, nodes, producer)
+            own = mine is not None or name not in layout  # a layout kernel's bytes are not its node's own
+            name = mine or layout.get(name, name)
             out[name] = out.get(name, 0.0) + float(e.get("dur", 0)) / 1000.0 / runs
             if own:
                 args = e.get("args", {})
@@ -140,14 +136,6 @@ def _layout_owners(optimized: onnx.GraphProto, nodes: set[str], producer: dict[s
     reshapes it added) -> the original node they work for: the one whose output they write (a ReorderOutput
     brings a Conv's output back to NCHW), else the one their only reader works for (a ReorderInput feeds its
     Conv)."""
-
-    def base(name: str) -> str | None:
-        if name in nodes:
-            return name
-        if name.endswith(_NCHWC) and name[: -len(_NCHWC)] in producer:
-            return producer[name[: -len(_NCHWC)]]
-        return _fused_name(_TOKEN.sub("", name), nodes)
-
     readers: dict[str, list[onnx.NodeProto]] = {}
     for n in optimized.node:
         for i in n.input:
@@ -157,7 +145,7 @@ def _layout_owners(optimized: onnx.GraphProto, nodes: set[str], producer: dict[s
     def find(n: onnx.NodeProto, depth: int = 0) -> str | None:
         if n.name in owner:
             return owner[n.name]
-        found = base(n.name)
+        found = _own_node(n.name, nodes, producer)
         if found is None:
             found = next((producer[o] for o in n.output if o in producer), None)
         if found is None and depth < 8:
@@ -173,6 +161,17 @@ def _layout_owners(optimized: onnx.GraphProto, nodes: set[str], producer: dict[s
             if got is not None:
                 out[n.name] = got
     return out
+
+
+def _own_node(name: str, nodes: set[str], producer: dict[str, str]) -> str | None:
+    """The node of the original graph that a kernel of ONNX Runtime's optimized graph named ``name`` computes:
+    itself, the Conv an NCHWc kernel replaced (named after its output, ``<output>_nchwc``), or the node a fusion is
+    named after; None for a kernel ONNX Runtime added (a layout conversion)."""
+    if name in nodes:
+        return name
+    if name.endswith(_NCHWC) and name[: -len(_NCHWC)] in producer:
+        return producer[name[: -len(_NCHWC)]]
+    return _fused_name(_TOKEN.sub("", name), nodes)
 
 
 def _fused_name(name: str, names: set[str]) -> str | None:
@@ -314,9 +313,9 @@ def float_move_costs(
 ) -> tuple[dict[str, float], float]:
     """What each int8 node of ``quantized`` would add to the run time (ms) if it ran in float instead, from ONNX
     Runtime's per-node profiles on ``feeds``: its float kernel's time (``float_prof``, the float model's
-    :func:`profile_nodes`; 0 where float fuses it into a neighbour) plus a Q/DQ on its inputs and output (at the
-    per-element Q/DQ cost measured in ``quantized``'s profile), minus its int8 kernels' time; and the float model's
-    total node time. ``fused``: the float model's :func:`fusions`, whose time is spread over their int8 nodes.
+    :func:`profile_nodes`; ``fused``, the float model's :func:`fusions`: a fused kernel's time is spread over the
+    int8 nodes that do its work) plus a Q/DQ on its inputs and output (at the per-element Q/DQ cost measured in
+    ``quantized``'s profile), minus its int8 kernels' time; and the float model's total node time.
 
     An estimate for ranking, not a timing: regions, fusions that a move breaks or forms and cache effects are not in
     it (the latency check times the result)."""
