@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from tensorslim.backends.onnx.graph import GraphIndex
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes.static_placement import Placement, int8_components, rewrite_groups
 
@@ -136,10 +137,7 @@ def _layout_owners(optimized: onnx.GraphProto, nodes: set[str], producer: dict[s
     reshapes it added) -> the original node they work for: the one whose output they write (a ReorderOutput
     brings a Conv's output back to NCHW), else the one their only reader works for (a ReorderInput feeds its
     Conv)."""
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in optimized.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
+    index = GraphIndex(optimized)
     owner: dict[str, str | None] = {}
 
     def find(n: onnx.NodeProto, depth: int = 0) -> str | None:
@@ -149,7 +147,7 @@ def _layout_owners(optimized: onnx.GraphProto, nodes: set[str], producer: dict[s
         if found is None:
             found = next((producer[o] for o in n.output if o in producer), None)
         if found is None and depth < 8:
-            after = {find(r, depth + 1) for o in n.output for r in readers.get(o, [])}
+            after = {find(r, depth + 1) for o in n.output for r in index.readers(o)}
             found = after.pop() if len(after) == 1 else None
         owner[n.name] = found
         return found
@@ -200,14 +198,9 @@ def fusions(model: onnx.ModelProto, prof: dict[str, float]) -> dict[str, tuple[s
     node they feed; groups with two timed nodes are left out (no fusion makes one)."""
     timed = {k for k in prof if not k.endswith("/bytes")}
     g = model.graph
-    consts = {t.name for t in g.initializer} | {o for n in g.node if n.op_type == "Constant" for o in n.output}
-    ends = {o.name for o in g.output}
-    producer = {o: n for n in g.node for o in n.output if o}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in g.node:
-        for i in dict.fromkeys(n.input):
-            if i:
-                readers.setdefault(i, []).append(n)
+    index = GraphIndex(g)
+    producer, ends = index.producer, index.outputs
+    consts = set(index.initializers) | {o for n in g.node if n.op_type == "Constant" for o in n.output}
     parent = {n.name: n.name for n in g.node if n.name and n.op_type != "Constant"}
 
     def root(x: str) -> str:
@@ -225,7 +218,7 @@ def fusions(model: onnx.ModelProto, prof: dict[str, float]) -> dict[str, tuple[s
         outs = [o for n in nodes for o in n.output if o]
         if any(o in ends for o in outs):
             return None
-        found = {r.name for o in outs for r in readers.get(o, []) if r.name not in inside}
+        found = {r.name for o in outs for r in index.readers(o) if r.name not in inside}
         return next(iter(found)) if len(found) == 1 and next(iter(found)) in parent else None
 
     for n in g.node:
@@ -233,7 +226,8 @@ def fusions(model: onnx.ModelProto, prof: dict[str, float]) -> dict[str, tuple[s
             continue
         if n.op_type not in _HEAVY:
             feeders = [producer[i] for i in dict.fromkeys(n.input) if i and i not in consts and i in producer
-                       and i not in ends and len(readers[i]) == 1 and producer[i].name in parent]  # fmt: skip
+                       and i not in ends and len({r.name for r in index.readers(i)}) == 1
+                       and producer[i].name in parent]  # fmt: skip
             if feeders:
                 best = min(feeders, key=lambda p: (p.op_type not in _HEAVY, p.name not in timed, p.name))
                 join(n.name, best.name)
