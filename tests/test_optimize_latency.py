@@ -62,6 +62,7 @@ def test_table_has_intervals_on_every_latency_and_no_empty_column(task: dict[str
     finals = [c for c in s.candidates if c.ok and c.source == "builtin"]
     assert finals and all(c.timing and c.timing["role"] == "final" and c.latency_ratio_ci for c in finals)
     assert s.float_timing is not None and s.float_timing["conditions"]["threads"] == 1
+    assert s.float_timing["conditions"]["input_shapes"] == {"x": [1, 32]}  # the selection split's first sample
     cache = ResultCache(out / "cache")
     stored = [cache.get(p.stem) for p in (out / "cache").glob("*.json") if not p.name.startswith("sensitivity")]
     timed = [e["timing"] for e in stored if e and "timing" in e]
@@ -90,6 +91,9 @@ def test_timing_conditions_decide_what_a_cached_timing_is_worth() -> None:
     assert conditions_match({**here, "busy": False}, here)
     assert not conditions_match({**here, "busy": True}, here)
     assert not conditions_match({**here, "threads": 2, "busy": False}, here)
+    # a timing on other input shapes (generated 1x1 images, another data set) is not this one
+    assert not conditions_match({**here, "input_shapes": {"x": [1, 3, 1, 1]}, "busy": False},
+                                {**here, "input_shapes": {"x": [1, 3, 224, 224]}})  # fmt: skip
     t = Timing(1.0, (0.9, 1.1), 0.5, (0.4, 0.6), 123, {"role": "final"})
     assert Timing.from_dict(json.loads(json.dumps(t.to_dict()))) == t
     with pytest.raises(ValueError, match="group"):

@@ -2,8 +2,10 @@
 
 Rules for generated inputs:
 
-* dimensions: a fixed size is kept; a symbolic or unknown dimension takes ``dim_overrides[name]`` when its
-  name is there, else ``batch_size`` when it is the first dimension, else 1;
+* dimensions: ``shapes[input]`` when given (the whole shape: ``--shape x=1x3x224x224``); else a fixed size is
+  kept, a symbolic or unknown dimension takes ``dim_overrides[name]`` when its name is there, else
+  ``batch_size`` when it is the first dimension, else 1: such a size-1 dimension says little about real inputs
+  (a 1x1 image, a one-token sequence), so :func:`unsized_dims` lists them and the timing commands say so;
 * ``float``/``float16``/``double`` -> standard normal values from ``numpy.random.default_rng(seed)``;
 * integer types -> values in 0..99, or all ones when the input name contains ``"mask"``; an integer input that
   indexes a constant table through ``Gather`` (token ids, token type ids, positions: see :func:`index_bounds`)
@@ -32,7 +34,10 @@ from tensorslim.backends.onnx.metadata import IO_METADATA_KEY
 from tensorslim.data import random_input
 from tensorslim.errors import InputError
 
-__all__ = ["InputSpec", "feeds_for", "make_inputs", "quantize_feed", "real_inputs", "specs_from_session"]
+__all__ = [
+    "InputSpec", "feeds_for", "make_inputs", "parse_shape", "quantize_feed", "real_inputs", "specs_from_session",
+    "unsized_dims", "unsized_in_model", "unsized_note", "unsized_said",
+]  # fmt: skip
 
 #: How a command's error tells the user to give real inputs instead of made-up ones.
 PASS_REAL_INPUTS = "pass real inputs: --data DATA.npz (doctor, profile, eval, diagnose) or inputs= in the Python API"
@@ -118,7 +123,11 @@ def quantize_feed(arr: np.ndarray, spec: InputSpec) -> np.ndarray:
     return quantize(arr, tensor_params(scale, zero_point, spec.dtype), narrow=False)
 
 
-def _resolve_shape(spec: InputSpec, batch_size: int, dim_overrides: Mapping[str, int]) -> tuple[tuple[int, ...], bool]:
+def _resolve_shape(
+    spec: InputSpec, batch_size: int, dim_overrides: Mapping[str, int], shape: Sequence[int] | None = None
+) -> tuple[tuple[int, ...], bool]:
+    if shape is not None:
+        return _checked_shape(spec, shape), False  # its first size is the samples per run
     dims: list[int] = []
     dynamic_batch = False
     for i, d in enumerate(spec.shape):
@@ -134,6 +143,93 @@ def _resolve_shape(spec: InputSpec, batch_size: int, dim_overrides: Mapping[str,
     return tuple(dims), dynamic_batch
 
 
+def _checked_shape(spec: InputSpec, shape: Sequence[int]) -> tuple[int, ...]:
+    """``shape`` for ``spec`` (``--shape``), checked against its rank and fixed sizes."""
+    given = tuple(int(d) for d in shape)
+    want = "x".join("?" if not isinstance(d, int) or d < 0 else str(d) for d in spec.shape) or "a scalar"
+    if len(given) != len(spec.shape):
+        raise InputError(f"--shape {spec.name}: {len(given)} dims given, the input has {len(spec.shape)} ({want}); "
+                         f"give one size per dim")  # fmt: skip
+    for axis, (g, d) in enumerate(zip(given, spec.shape, strict=True)):
+        if g < 1:
+            raise InputError(f"--shape {spec.name}: size {g} on axis {axis}; sizes are at least 1")
+        if isinstance(d, int) and d >= 0 and g != d:
+            raise InputError(f"--shape {spec.name}: axis {axis} is fixed at {d} in the model ({want}), {g} given")
+    return given
+
+
+def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """``"x=1x3x224x224"`` (``--shape``) as ``("x", (1, 3, 224, 224))``.
+
+    Raises:
+        InputError: not ``NAME=DIMxDIM...`` with positive integer sizes.
+    """
+    name, sep, dims = text.rpartition("=")
+    parts = dims.lower().replace(",", "x").split("x")
+    if not sep or not name.strip() or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        raise InputError(f"--shape: {text!r} is not INPUT=SIZExSIZE... (e.g. --shape x=1x3x224x224)")
+    return name.strip(), tuple(int(p) for p in parts)
+
+
+def unsized_dims(
+    specs: Sequence[InputSpec],
+    dim_overrides: Mapping[str, int] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+) -> dict[str, list[int]]:
+    """``{input: [axis, ...]}``: the dims other than the first that the model leaves unsized and no override
+    sizes, so generated inputs make them 1."""
+    out: dict[str, list[int]] = {}
+    for spec in specs:
+        if spec.name in (shapes or {}):
+            continue
+        axes = [i for i, d in enumerate(spec.shape) if i > 0 and not (isinstance(d, int) and d >= 0)
+                and not (isinstance(d, str) and d in (dim_overrides or {}))]  # fmt: skip
+        if axes:
+            out[spec.name] = axes
+    return out
+
+
+def unsized_said(unsized: Mapping[str, Sequence[int]], input_shapes: Mapping[str, Sequence[int]]) -> str:
+    """``"'x' axes 2, 3 (timed as 1x3x1x1)"`` for the inputs of ``unsized`` (see :func:`unsized_dims`), else ``""``."""
+    return "; ".join(f"{name!r} axes {', '.join(map(str, axes))} (timed as {'x'.join(map(str, input_shapes[name]))})"
+                     for name, axes in unsized.items() if name in input_shapes)  # fmt: skip
+
+
+def unsized_in_model(path: str | Path, batch_size: int = 1) -> tuple[dict[str, list[int]], dict[str, tuple[int, ...]]]:
+    """The open sizes of the ONNX model at ``path`` that generated inputs make 1 (:func:`unsized_dims`), and the
+    shapes they get; ``({}, {})`` when there are none or its inputs cannot be generated (the timing says so)."""
+    from .latency import create_session
+
+    try:
+        specs = specs_from_session(create_session(str(path), 1)[0])
+    except Exception:  # not loadable: the command's own loading says why
+        return {}, {}
+    unsized = unsized_dims(specs)
+    if not unsized:
+        return {}, {}
+    try:
+        return unsized, {k: v.shape for k, v in make_inputs(specs, batch_size=batch_size)[0].items()}
+    except InputError:
+        return {}, {}
+
+
+def unsized_note(
+    unsized: Mapping[str, Sequence[int]], input_shapes: Mapping[str, Sequence[int]], *, command: str = ""
+) -> str:
+    """A one-line warning for generated inputs with unsized dims timed at size 1, else ``""``; the fix names
+    ``command`` (e.g. ``tensorslim bench a.onnx b.onnx``) when the warning comes from a command without the
+    options."""
+    said = unsized_said(unsized, input_shapes)
+    if not said:
+        return ""
+    first = next(n for n in unsized if n in input_shapes)
+    example = "x".join(str(d) if i not in unsized[first] else "N" for i, d in enumerate(input_shapes[first]))
+    fix = f"--data DATA.npz, or --shape {first}={example} with real sizes"
+    return (f"the model leaves some input sizes open and the generated inputs made them 1: {said}; a size-1 image or "
+            f"sequence says little about real inputs: " + (f"time it with {command} {fix}" if command else
+            f"pass {fix}"))  # fmt: skip
+
+
 def make_inputs(
     specs: Sequence[InputSpec],
     *,
@@ -142,6 +238,7 @@ def make_inputs(
     seed: int = 0,
     model_name: str = "model",
     bounds: Mapping[str, int] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> tuple[dict[str, np.ndarray], int]:
     """Generate one array per input spec.
 
@@ -152,15 +249,21 @@ def make_inputs(
         seed: Seed of the random generator.
         model_name: Used in error messages.
         bounds: Exclusive upper bounds of generated integers by input name (see :func:`index_bounds`).
+        shapes: Whole shapes by input name (``--shape``), checked against the signature.
 
     Returns:
         The input dict and the number of samples per run: ``batch_size`` when some input has a dynamic
         first dimension, else the first dimension of the first input (1 for scalars).
 
     Raises:
-        InputError: An input has a type that cannot be generated (strings, bfloat16, sequences, maps).
+        InputError: An input has a type that cannot be generated (strings, bfloat16, sequences, maps), or a
+            ``shapes`` entry names no input or does not fit one.
     """
     overrides = dict(dim_overrides or {})
+    stray = sorted(set(shapes or {}) - {s.name for s in specs})
+    if stray:
+        raise InputError(f"--shape: {', '.join(map(repr, stray))} is no input of {model_name} (its inputs: "
+                         f"{', '.join(s.name for s in specs)})")  # fmt: skip
     rng = np.random.default_rng(seed)
     inputs: dict[str, np.ndarray] = {}
     any_dynamic = False
@@ -171,7 +274,7 @@ def make_inputs(
             raise InputError(
                 f"{model_name}: cannot generate input {spec.name!r} of type {spec.ort_type}; {PASS_REAL_INPUTS}"
             )
-        shape, dynamic = _resolve_shape(spec, batch_size, overrides)
+        shape, dynamic = _resolve_shape(spec, batch_size, overrides, (shapes or {}).get(spec.name))
         any_dynamic = any_dynamic or dynamic
         if samples is None:
             samples = shape[0] if shape else 1

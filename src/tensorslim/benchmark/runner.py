@@ -14,7 +14,7 @@ from tensorslim.backends.onnx.indices import index_bounds
 from tensorslim.errors import InputError
 from tensorslim.progress import progress_bar
 
-from .inputs import InputSpec, feeds_for, make_inputs, specs_from_session
+from .inputs import InputSpec, feeds_for, make_inputs, specs_from_session, unsized_dims
 from .latency import create_session, interleaved_runs, latency_stats, paired_ratio_ci, warm_up
 from .memory import measure_memory as _measure_memory
 from .model_info import file_bytes, load_model_proto, weight_bytes
@@ -126,11 +126,13 @@ def _resolve_inputs(
     dim_overrides: Mapping[str, int] | None,
     seed: int,
     bounds: Mapping[str, int] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> tuple[dict[str, np.ndarray], int, list[dict[str, Any]]]:
     if inputs is None:
         shared, samples = make_inputs(
-            specs[0], batch_size=batch_size, dim_overrides=dim_overrides, seed=seed, model_name=names[0], bounds=bounds
-        )
+            specs[0], batch_size=batch_size, dim_overrides=dim_overrides, seed=seed, model_name=names[0], bounds=bounds,
+            shapes=shapes,
+        )  # fmt: skip
     else:
         shared = {k: np.asarray(v) for k, v in inputs.items()}
         samples = batch_size
@@ -161,6 +163,7 @@ def benchmark_models(
     memory_runs: int = 5,
     memory_timeout_s: float = 600.0,
     denormal_as_zero: bool = False,
+    shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> BenchReport:
     """Measure size, load time, latency, throughput and memory of ONNX models, side by side.
 
@@ -190,6 +193,9 @@ def benchmark_models(
         memory_timeout_s: Time limit of one memory worker.
         denormal_as_zero: Flush denormal floats to zero in every session (ONNX Runtime's
             ``session.set_denormal_as_zero``); recorded in the settings.
+        shapes: Whole shapes of generated inputs by input name (``--shape x=1x3x224x224``). Dims the model leaves
+            open that neither this nor ``dim_overrides`` sizes are generated at 1 (the first at ``batch_size``):
+            the settings list them (``unsized_inputs``) and :func:`~tensorslim.benchmark.table.shape_note` warns.
 
     Returns:
         The :class:`BenchReport`.
@@ -232,7 +238,8 @@ def benchmark_models(
     env = env_info(threads, sessions[0].get_providers()[0])
 
     specs = [specs_from_session(s) for s in sessions]
-    shared, samples, feeds = _resolve_inputs(names, specs, inputs, batch_size, dim_overrides, seed, bounds)
+    shared, samples, feeds = _resolve_inputs(names, specs, inputs, batch_size, dim_overrides, seed, bounds, shapes)
+    unsized = {} if inputs is not None else unsized_dims(specs[0], dim_overrides, shapes)
     fns = [_runner(s, f) for s, f in zip(sessions, feeds, strict=True)]
     for p, fn in zip(model_paths, fns, strict=True):
         try:
@@ -329,6 +336,7 @@ def benchmark_models(
         "allow_spinning": spinning,
         "denormal_as_zero": denormal_as_zero,
         "input_shapes": {k: list(v.shape) for k, v in shared.items()},
+        "unsized_inputs": unsized,
         "ci": "95%: wider of bootstrap over runs and batch means over <= 16 blocks of rounds; ratios paired by block",
         "contention": contention,
     }

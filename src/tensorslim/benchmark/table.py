@@ -50,6 +50,16 @@ def busy_note(report: BenchReport) -> str:
     )
 
 
+def shape_note(report: BenchReport, *, command: str = "") -> str:
+    """A warning when generated inputs made dims the model leaves open size 1 (see
+    :func:`~tensorslim.benchmark.inputs.unsized_dims`), else ``""``; ``command`` names the command to time with
+    real sizes when the warning's own command has no ``--data``/``--shape``."""
+    from .inputs import unsized_note
+
+    settings = report.settings
+    return unsized_note(settings.get("unsized_inputs") or {}, settings.get("input_shapes") or {}, command=command)
+
+
 _COLUMNS: tuple[str, ...] = (
     "file MB",
     "weights MB",

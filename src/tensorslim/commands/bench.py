@@ -29,12 +29,23 @@ def _parse_dims(dims: list[str] | None) -> dict[str, int]:
 @command("bench", """
     tensorslim bench model.onnx model.int8.onnx
     tensorslim bench model.onnx q.onnx --batch-size 32 --dim sequence=128 --threads 2 --json bench.json
+    tensorslim bench det.onnx det.int8.onnx --shape x=1x3x640x640
+    tensorslim bench det.onnx det.int8.onnx --data calib.npz
 """, note="Ratios are against the first model.")
 def bench(
     models: Annotated[list[Path], typer.Argument(help="ONNX (or .tflite) models; the first is the baseline.")],
     threads: Annotated[int, typer.Option(help="Intra-op threads (0: ONNX Runtime default).")] = 1,
     batch_size: Annotated[int, typer.Option(help="Batch size for dynamic first dimensions.")] = 1,
     dim: Annotated[list[str] | None, typer.Option(help="Size of a named dynamic dim, NAME=SIZE.")] = None,
+    shape: Annotated[
+        list[str] | None,
+        typer.Option(help="Whole shape of a generated input, INPUT=SIZExSIZE... (sizes its unnamed dims too).")
+    ] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Real inputs instead of generated ones: .npz or folder of .npz (the first --batch-size "
+                     "samples)."),
+    ] = None,
     seconds: Annotated[float, typer.Option(help="Time budget per model for the timed runs.")] = 5.0,
     memory: Annotated[bool, typer.Option(help="Measure peak memory in a fresh process per model.")] = True,
     denormal_as_zero: Annotated[
@@ -51,28 +62,37 @@ def bench(
     """Measure size, load time, latency percentiles, throughput and peak memory side by side."""
 
     from tensorslim.benchmark import benchmark_models, render_bench_table
+    from tensorslim.benchmark.inputs import parse_shape, real_inputs
 
     if batch_size < 1:
         raise InputError("--batch-size: must be at least 1")
     from tensorslim.backends.tflite.io import is_tflite
 
+    shapes = dict(parse_shape(s) for s in shape or [])
+    if data is not None and (shapes or dim):
+        raise InputError("--data gives the input shapes; drop --shape and --dim")
     if any(is_tflite(m) for m in models):
+        if data is not None or shapes:
+            raise InputError("--data and --shape apply to ONNX models; drop them for .tflite")
         return _bench_tflite(models, threads=threads, batch_size=batch_size, seconds=seconds, json_out=json_out)
     report = benchmark_models(
         models,
         threads=threads,
         batch_size=batch_size,
+        inputs=None if data is None else real_inputs(models[0], data, batch_size=batch_size),
         dim_overrides=_parse_dims(dim),
+        shapes=shapes,
         max_time_s=seconds,
         measure_memory=memory,
         denormal_as_zero=denormal_as_zero,
     )
     if json_out != "-":
         console.print(render_bench_table(report))
-    from tensorslim.benchmark.table import busy_note
+    from tensorslim.benchmark.table import busy_note, shape_note
 
-    if busy_note(report):
-        warn(busy_note(report))
+    for note in (shape_note(report), busy_note(report)):
+        if note:
+            warn(note)
     if report_html is not None:
         from tensorslim.report import write_report
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.table import Table
 
-from tensorslim.commands._kit import EXIT_OK, command, console, write_json
+from tensorslim.commands._kit import EXIT_OK, command, console, warn, write_json
 from tensorslim.commands._options import JsonOption
 from tensorslim.errors import InputError
 
@@ -48,6 +48,14 @@ def profile_cmd(
     from tensorslim.benchmark.inputs import real_inputs
 
     feeds = None if data is None else real_inputs(model, data, batch_size=batch_size)
+    if feeds is None and json_out != "-":
+        from tensorslim.benchmark.inputs import unsized_in_model, unsized_said
+
+        unsized, shapes = unsized_in_model(model, batch_size)
+        if unsized:
+            said = unsized_said(unsized, shapes)
+            warn(f"profiling generated inputs that make the sizes the model leaves open 1: {said}, which says "
+                 f"little about real inputs; pass --data D.npz")  # fmt: skip
     a = profile_model(model, runs=runs, warmup=warmup, threads=threads, batch_size=batch_size, inputs=feeds)
     b = None
     if other is not None:

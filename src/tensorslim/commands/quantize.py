@@ -283,7 +283,7 @@ def quantize(
         console.print(f"wrote {result.output_path}")
     payload = result.to_dict()
     if check_speed:
-        payload["speed_check"] = _speed_check(model_in, output, quiet=quiet, mode=mode)
+        payload["speed_check"] = _speed_check(model_in, output, quiet=quiet, mode=mode, data=data_in)
     if report_html is not None:
         from tensorslim.report import write_report
 
@@ -414,12 +414,21 @@ _SLOW_HINTS = {
 }
 
 
-def _speed_check(reference: Path, candidate: Path, *, quiet: bool, mode: str = "dynamic") -> dict[str, Any]:
-    """A short side-by-side timing; warns when the candidate is slower than the reference."""
+def _speed_check(
+    reference: Path, candidate: Path, *, quiet: bool, mode: str = "dynamic", data: Any = None
+) -> dict[str, Any]:
+    """A short side-by-side timing on the first sample of ``data`` (the calibration data, when given; generated
+    inputs otherwise); warns when the candidate is slower than the reference, or when generated inputs left
+    dims the model does not size at 1."""
     from tensorslim.benchmark import benchmark_models
+    from tensorslim.benchmark.table import shape_note
 
+    inputs, source = _first_sample(reference, data), "calibration sample"
+    if inputs is None:
+        source = "generated inputs"
     try:
-        rep = benchmark_models([reference, candidate], threads=0, max_time_s=1.5, min_runs=10, measure_memory=False)
+        rep = benchmark_models([reference, candidate], threads=0, max_time_s=1.5, min_runs=10, measure_memory=False,
+                               inputs=inputs)  # fmt: skip
     except ValueError as e:
         return {"error": str(e)}
     from tensorslim.benchmark.verdict import speed_verdict
@@ -428,16 +437,36 @@ def _speed_check(reference: Path, candidate: Path, *, quiet: bool, mode: str = "
     v = speed_verdict(rep)
     ratio, slower = v.ratio, v.kind == "slower"
     findings = _doctor_findings(candidate) if slower else []
+    shapes = "; ".join(f"{k} {'x'.join(map(str, d))}" for k, d in (rep.settings.get("input_shapes") or {}).items())
     if not quiet:
         if v.warn:
             msg = v.message("on this CPU", ref.p50_ms, cand.p50_ms, f"tensorslim bench {reference} {candidate}")
-            warn(msg + (" " + _SLOW_HINTS.get(mode, "") if slower else ""))
+            warn(f"{msg} Timed on {source}: {shapes}." + (" " + _SLOW_HINTS.get(mode, "") if slower else ""))
             for f in findings:
                 err_console.print(f"  doctor: {f['code']}: {f['message']}\n    fix: {f['fix']}", soft_wrap=True)
         else:
-            console.print(f"speed check: p50 {ref.p50_ms:.3f} ms -> {cand.p50_ms:.3f} ms ({ratio:.2f}x, batch 1)")
+            console.print(f"speed check: p50 {ref.p50_ms:.3f} ms -> {cand.p50_ms:.3f} ms ({ratio:.2f}x, {source}: "
+                          f"{shapes})")  # fmt: skip
+        note = shape_note(rep, command=f"tensorslim bench {reference} {candidate}")
+        if note:
+            warn(f"speed check: {note}")
     return {"reference_p50_ms": ref.p50_ms, "candidate_p50_ms": cand.p50_ms, "ratio": ratio, "slower": slower,
-            "verdict": v.kind, "busy": v.busy, "doctor": findings}  # fmt: skip
+            "verdict": v.kind, "busy": v.busy, "doctor": findings, "inputs": source,
+            "input_shapes": rep.settings.get("input_shapes"),
+            "unsized_inputs": rep.settings.get("unsized_inputs")}  # fmt: skip
+
+
+def _first_sample(model: Path, data: Any) -> dict[str, Any] | None:
+    """The first sample of ``data`` (an ``.npz``, a folder, a loaded dataset) for ``model``, or ``None``."""
+    if data is None:
+        return None
+    from tensorslim.api import load_calibration
+
+    try:
+        ds = load_calibration(data, model, max_samples=1)
+        return dict(next(iter(ds.batches(1)))[0])
+    except (InputError, StopIteration, ValueError):  # quantizing read it: a sample that does not load is no worse
+        return None  # than generated inputs for this advisory timing
 
 
 def _doctor_findings(candidate: Path) -> list[dict[str, Any]]:

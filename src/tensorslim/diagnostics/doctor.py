@@ -460,6 +460,7 @@ def _timing_findings(
     from tensorslim.benchmark import benchmark_models
     from tensorslim.benchmark.profile import diff_profiles, profile_model
 
+    sized = _sized_finding(p, inputs)
     prof = profile_model(p, runs=10, warmup=3, threads=threads, inputs=inputs)
     total = prof.kernel_us or 1.0
     ops = prof.by_op_type()
@@ -467,6 +468,7 @@ def _timing_findings(
     details: dict[str, Any] = {"kernel_us": prof.kernel_us, "qdq_us": qdq_us, "by_op_type": ops}
     if baseline is None:  # no float model to compare with: a share of time, not evidence of a slowdown
         return [
+            *sized,
             Finding(
                 "timing",
                 "info",
@@ -503,8 +505,22 @@ def _timing_findings(
     )
     fix = "see the unfused-qdq finding" if slower else ""
     return [
-        Finding("timing", "warning" if slower else "ok", ("SLOWER than float: " if slower else "") + msg, fix, details)
+        *sized,
+        Finding("timing", "warning" if slower else "ok", ("SLOWER than float: " if slower else "") + msg, fix, details),
     ]
+
+
+def _sized_finding(p: Path, inputs: Mapping[str, np.ndarray] | None) -> list[Finding]:
+    """A warning when the timings run on generated inputs that size 1 what the model leaves open (a 1x1 image,
+    a one-token sequence): such timings say little about real inputs."""
+    from tensorslim.benchmark.inputs import unsized_in_model, unsized_said
+
+    unsized, shapes = ({}, {}) if inputs is not None else unsized_in_model(p)
+    if not unsized:
+        return []
+    return [Finding("timing-inputs", "warning", f"the timings below ran on generated inputs that make the sizes the "
+                    f"model leaves open 1: {unsized_said(unsized, shapes)}, which says little about real inputs",
+                    "pass --data DATA.npz with real inputs", {"unsized_inputs": unsized})]  # fmt: skip
 
 
 def render_doctor(rep: DoctorReport, console: Any) -> None:

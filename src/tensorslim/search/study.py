@@ -375,13 +375,18 @@ class _Timer:
     """Times candidates in this process (workers idle) against the float model; timings go to the cache too."""
 
     def __init__(self, src: Path, data: Path | None, cfg: SearchConfig, runner: _Runner,
-                 say: Callable[[str], None]) -> None:  # fmt: skip
+                 say: Callable[[str], None], dataset: Any) -> None:  # fmt: skip
         from tensorslim.benchmark.sysinfo import env_info
 
         self.src, self.data, self.cfg, self.runner, self.say = src, data, cfg, runner, say
         self.settings = dataclasses.replace(cfg.timing, min_runs=max(1, cfg.latency_runs))
+        # timed on the evaluation data's first batch: its shapes are the task's (generated inputs size 1 what the
+        # model leaves open); a model with a fixed batch takes its own batch
+        first = next(iter(dataset.batches(self.settings.batch_size)))[0]
+        self.inputs = {k: np.ascontiguousarray(v) for k, v in first.items()}
         env = env_info(self.settings.threads)
         self.here = {"threads": self.settings.threads, "batch_size": self.settings.batch_size,
+                     "input_shapes": {k: list(v.shape) for k, v in self.inputs.items()},
                      "onnxruntime_version": env.onnxruntime_version, "cpu_model": env.cpu_model}  # fmt: skip
         self.float: Timing | None = None
         self.notes: list[str] = []
@@ -418,7 +423,8 @@ class _Timer:
         paths = [self._file(c) for c in todo]
         settings = self.settings if role == "final" else dataclasses.replace(self.settings, memory=False)
         try:
-            ref, timings, notes = time_against_float(self.src, paths, settings=settings, role=role, on_step=self.say)
+            ref, timings, notes = time_against_float(self.src, paths, settings=settings, role=role, on_step=self.say,
+                                                     inputs=self.inputs)  # fmt: skip
         except ValueError as e:  # a model that cannot run on generated inputs: no latency, the search goes on
             self.notes.append(f"latency not measured: {e}")
             return
@@ -592,7 +598,7 @@ def run_search(
         res.notes.append(f"resumed: {stale} interrupted trial(s) asked again")
     executor = make_executor(setup.payload, workers=cfg.workers, ray=cfg.ray)
     runner = _Runner(setup, ResultCache(out / "cache"), executor, out / "candidates")
-    timer = _Timer(src, data_p, cfg, runner, say) if cfg.latency_runs > 0 else None
+    timer = _Timer(src, data_p, cfg, runner, say, setup.dataset) if cfg.latency_runs > 0 else None
     done = len(_finished(study))
     total = len(builtins) + cfg.budget
     step = [0]

@@ -17,12 +17,15 @@ Flow::
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tensorslim.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["Timing", "TimingSettings", "conditions_match", "time_against_float"]
 
@@ -95,7 +98,7 @@ class Timing:
                    dict(d.get("conditions") or {}))  # fmt: skip
 
 
-_SAME = ("threads", "batch_size", "onnxruntime_version", "cpu_model")
+_SAME = ("threads", "batch_size", "input_shapes", "onnxruntime_version", "cpu_model")
 
 
 def conditions_match(a: dict[str, Any], b: dict[str, Any]) -> bool:
@@ -109,6 +112,7 @@ def _conditions(report: Any, role: str, s: TimingSettings) -> dict[str, Any]:
         "role": role,
         "threads": s.threads,
         "batch_size": s.batch_size,
+        "input_shapes": report.settings.get("input_shapes"),
         "seconds": s.seconds,
         "onnxruntime_version": report.env.onnxruntime_version,
         "cpu_model": report.env.cpu_model,
@@ -133,6 +137,7 @@ def time_against_float(
     settings: TimingSettings,
     role: str = "final",
     on_step: Callable[[str], None] | None = None,
+    inputs: Mapping[str, np.ndarray] | None = None,
 ) -> tuple[Timing, list[Timing], list[str]]:
     """Time ``paths`` against ``float_model``, a group at a time, each group interleaved with the float model.
 
@@ -142,6 +147,8 @@ def time_against_float(
         settings: Threads, batch, time per model, memory, group size.
         role: ``batch`` (a search step) or ``final`` (finalists), recorded in the conditions.
         on_step: Called with a one-line description before each group.
+        inputs: The feeds every model is timed on (the search passes the first batch of its evaluation data);
+            generated from the float model's signature when ``None``.
 
     Returns:
         The float model's timing (from the first group), one :class:`Timing` per path in order, and notes
@@ -163,7 +170,7 @@ def time_against_float(
                     f"({gi + 1}/{len(groups)}, {settings.seconds:g} s per model)")  # fmt: skip
         rep = benchmark_models(
             [float_model, *group], threads=settings.threads, batch_size=settings.batch_size,
-            max_time_s=settings.seconds, min_runs=settings.min_runs, measure_memory=settings.memory,
+            max_time_s=settings.seconds, min_runs=settings.min_runs, measure_memory=settings.memory, inputs=inputs,
         )  # fmt: skip
         cond = _conditions(rep, role, settings)
         note = busy_note(rep)
