@@ -129,3 +129,13 @@ def test_profile_warns_on_generated_size_1_inputs_and_not_on_data(files: dict[st
     assert r.returncode == 0 and "timed as" not in r.stderr
     r = cli("profile", str(files["dir"] / "missing.onnx"))
     assert r.returncode == 2 and "Traceback" not in r.stdout + r.stderr
+
+
+def test_eval_on_generated_inputs_says_what_it_made_of_open_sizes(files: dict[str, Path]) -> None:
+    from tensorslim.data import generate_inputs
+    from tensorslim.runtime.ort import OrtRuntime
+
+    note = " ".join(generate_inputs(OrtRuntime(str(files["open"])).inputs, 2).notes)
+    assert "open made 1 ('x' as 3x1x1 per sample)" in note and "--data" in note
+    sized = generate_inputs(OrtRuntime(str(files["named"])).inputs, 2, dim_overrides={"height": 8, "width": 8})
+    assert sized.inputs["x"].shape == (2, 3, 8, 8) and "open made" not in " ".join(sized.notes)

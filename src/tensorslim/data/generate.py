@@ -63,13 +63,18 @@ def generate_inputs(
     k = min(fixed) if fixed else None
     n = num_samples if k in (None, 1) else k * num_samples
     inputs: dict[str, np.ndarray] = {}
+    guessed: list[str] = []
     for spec in specs:
-        rest = tuple(_dim(d, overrides, default_dim) for d in lays[spec.name].sample_shape)
+        sample = lays[spec.name].sample_shape
+        rest = tuple(_dim(d, overrides, default_dim) for d in sample)
         inputs[spec.name] = random_input(rng, spec.name, spec.dtype, (n, *rest), (bounds or {}).get(spec.name))
+        if any(_dim(d, overrides, -1) == -1 for d in sample):
+            guessed.append(f"{spec.name!r} as {'x'.join(map(str, rest)) or 'a scalar'} per sample")
     note = (
         "no data given: inputs were generated from the input signature (random normal floats, small "
-        "integers); pass --data DATA.npz for a meaningful comparison"
-    )
+        "integers)" + (f", with the sizes the model leaves open made {default_dim} ({'; '.join(guessed)})" if guessed
+                       else "") + "; pass --data DATA.npz for a meaningful comparison"
+    )  # fmt: skip
     return Dataset(
         inputs, None, generated=True, source="generated", notes=[note],
         batch_axes={k: v.batch_axis for k, v in lays.items()}, fixed_batch=k,
