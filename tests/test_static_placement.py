@@ -296,6 +296,26 @@ def test_fused_float_kernels_are_charged_to_every_node_they_run() -> None:
     assert split.get("c1", 0.0) == pytest.approx(prof[member.get("c1", "c1")] if "c1" in member else prof["c1"])
 
 
+def test_a_reorder_back_from_a_fused_conv_is_charged_to_the_conv() -> None:
+    """A Conv + HardSwish whose output leaves the NCHWc layout (into a squeeze-excitation's pool and Mul): ONNX
+    Runtime's ReorderOutput writes the HardSwish's output, but converts the fused Conv's; it is the Conv's time, so
+    the HardSwish (no kernel of its own) stays in the Conv's group instead of being timed alone by the reorder."""
+    r = np.random.default_rng(0)
+    c = 16
+    nodes = [
+        helper.make_node("Conv", ["x", "W1"], ["c1"], name="c1", pads=[1, 1, 1, 1]),
+        helper.make_node("HardSwish", ["c1"], ["h1"], name="h1"),
+        helper.make_node("GlobalAveragePool", ["h1"], ["g1"], name="g1"),
+        helper.make_node("Mul", ["h1", "g1"], ["y"], name="m1"),
+    ]
+    inits = {"W1": (r.standard_normal((c, c, 3, 3)) * 0.1).astype(np.float32)}
+    model = make(nodes, [("x", F, [1, c, 32, 32])], [("y", F, [1, c, 32, 32])], inits, opset=14)
+    prof = profile_nodes(model, {"x": r.standard_normal((1, c, 32, 32)).astype(np.float32)}, threads=1, runs=2)
+    groups = fusions(model, prof)
+    assert "h1" not in prof, prof  # no time of its own: the Conv's kernel and its reorder are the Conv's
+    assert set(groups.get("c1", ())) == {"c1", "h1"}, groups
+
+
 class _Sleeper:
     """Runs like a session: sleeps 2 ms a run; the first ``jitter_s`` seconds of runs sleep 0.5 to 8 ms instead."""
 

@@ -100,12 +100,14 @@ def test_quantize_speed_check_times_a_calibration_sample(files: dict[str, Path])
     assert check["inputs"] == "calibration sample" and check["input_shapes"] == {"x": [1, 3, 24, 40]}
     assert check["unsized_inputs"] == {} and "calibration sample: x 1x3x24x40" in " ".join((r.stdout + r.stderr).split())
     # no data: generated inputs, and the check says what it made of the open sizes and how to time real ones
-    r = cli("quantize", a, "-o", str(d / "d.onnx"), "--json", str(d / "d.json"))
+    r = cli("quantize", a, "-o", str(d / "d.onnx"), "--json", str(d / "d.json"), "--report", str(d / "d.html"))
     assert r.returncode == 0, r.stdout + r.stderr
     check = json.loads((d / "d.json").read_text())["speed_check"]
     assert check["inputs"] == "generated inputs" and check["unsized_inputs"] == {"x": [2, 3]}
     err = " ".join(r.stderr.split())
     assert "timed as 1x3x1x1" in err and f"tensorslim bench {a} {d / 'd.onnx'} --data" in err
+    html = (d / "d.html").read_text()  # the report says what the speed check timed, and the warning
+    assert "speed check timed on generated inputs: x 1x3x1x1" in html and "timed as 1x3x1x1" in html
 
 
 def test_doctor_warns_that_its_timings_ran_on_a_size_1_image(files: dict[str, Path]) -> None:

@@ -134,9 +134,9 @@ def profile_nodes(
 
 def _layout_owners(optimized: onnx.GraphProto, nodes: set[str], producer: dict[str, str]) -> dict[str, str]:
     """Kernels of ONNX Runtime's ``optimized`` graph that are no node of the original graph (layout conversions,
-    reshapes it added) -> the original node they work for: the one whose output they write (a ReorderOutput
-    brings a Conv's output back to NCHW), else the one their only reader works for (a ReorderInput feeds its
-    Conv)."""
+    reshapes it added) -> the original node they work for: a ReorderOutput, the kernel whose output it brings back
+    to NCHW (a Conv that took in its HardSwish, though the reorder writes the HardSwish's output); else the one
+    whose output they write; else the one their only reader works for (a ReorderInput feeds its Conv)."""
     index = GraphIndex(optimized)
     owner: dict[str, str | None] = {}
 
@@ -144,6 +144,9 @@ def _layout_owners(optimized: onnx.GraphProto, nodes: set[str], producer: dict[s
         if n.name in owner:
             return owner[n.name]
         found = _own_node(n.name, nodes, producer)
+        src = index.producer.get(n.input[0]) if n.op_type == "ReorderOutput" and n.input else None
+        if found is None and src is not None and depth < 8:
+            found = find(src, depth + 1) if src.name not in nodes else src.name
         if found is None:
             found = next((producer[o] for o in n.output if o in producer), None)
         if found is None and depth < 8:

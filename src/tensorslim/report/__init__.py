@@ -141,6 +141,14 @@ def report_data(
                 note="slower than the input" if sc.get("slower") else "",
             )
         )
+        if sc.get("input_shapes"):
+            from tensorslim.benchmark.inputs import unsized_note
+
+            shapes = "; ".join(f"{k} {'x'.join(map(str, v))}" for k, v in sc["input_shapes"].items())
+            data.notes.append(f"speed check timed on {sc.get('inputs', 'generated inputs')}: {shapes}")
+            warning = unsized_note(sc.get("unsized_inputs") or {}, sc["input_shapes"], command="tensorslim bench")
+            if warning:
+                data.notes.append(warning)
         recs = sorted(quantize.records, key=lambda r: -r.bytes_before)[:25]
         data.tables.append(
             (
