@@ -330,11 +330,13 @@ def feeds_for(model_name: str, specs: Sequence[InputSpec], inputs: Mapping[str, 
     return feeds
 
 
-def real_inputs(model: str | Path, data: str | Path, *, batch_size: int = 1) -> dict[str, np.ndarray]:
-    """The first batch of ``data`` for the ONNX model at ``model``: ``--data`` of ``doctor`` and ``profile``.
+def real_inputs(model: str | Path, data: Any, *, batch_size: int = 1) -> dict[str, np.ndarray]:
+    """The first batch of ``data`` for the ONNX model at ``model``: ``--data`` of ``bench``, ``doctor`` and
+    ``profile``, and the sample ``quantize``'s speed check times.
 
-    ``data`` takes the forms of ``quantize --data`` (an ``.npz``, a folder of ``.npz`` files), loaded and
-    checked by :func:`tensorslim.api.load_calibration`; samples go along the first axis.
+    ``data`` takes the forms of ``quantize --data`` (an ``.npz``, a folder of ``.npz`` files, or a loaded
+    :class:`~tensorslim.data.Dataset` such as an image folder's), loaded and checked by
+    :func:`tensorslim.api.load_calibration`; samples go along the first axis.
 
     Raises:
         InputError: the data cannot be read or does not fit the model.

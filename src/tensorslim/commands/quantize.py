@@ -460,11 +460,10 @@ def _first_sample(model: Path, data: Any) -> dict[str, Any] | None:
     """The first sample of ``data`` (an ``.npz``, a folder, a loaded dataset) for ``model``, or ``None``."""
     if data is None:
         return None
-    from tensorslim.api import load_calibration
+    from tensorslim.benchmark.inputs import real_inputs
 
     try:
-        ds = load_calibration(data, model, max_samples=1)
-        return dict(next(iter(ds.batches(1)))[0])
+        return real_inputs(model, data)
     except (InputError, StopIteration, ValueError):  # quantizing read it: a sample that does not load is no worse
         return None  # than generated inputs for this advisory timing
 

@@ -146,7 +146,7 @@ def _layout_owners(optimized: onnx.GraphProto, nodes: set[str], producer: dict[s
         found = _own_node(n.name, nodes, producer)
         src = index.producer.get(n.input[0]) if n.op_type == "ReorderOutput" and n.input else None
         if found is None and src is not None and depth < 8:
-            found = find(src, depth + 1) if src.name not in nodes else src.name
+            found = find(src, depth + 1)
         if found is None:
             found = next((producer[o] for o in n.output if o in producer), None)
         if found is None and depth < 8:
