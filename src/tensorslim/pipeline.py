@@ -2,14 +2,16 @@
 
 :func:`mode_pipeline` spells out what a config runs::
 
-    dynamic_quant:   fold_weight_chains -> fold_batchnorm -> dynamic_quant
+    dynamic_quant:   fold_weight_chains -> fold_batchnorm -> fuse_activations -> dynamic_quant
     static_quant:    fold_weight_chains -> fold_batchnorm -> [[qdq_opset -> static_prepare -> (equalize)
                      -> (smooth_quant) -> static_quant] -> static_rest]
     blockwise_quant: fold_weight_chains -> fold_batchnorm -> blockwise_quant
                      (a target without GatherBlockQuantized: blockwise for all but Gather -> int8 Gathers)
     float16:         fold_weight_chains -> fold_batchnorm -> float16 (nodes that overflow on data stay float32)
 
-The two folds prepare the graph: they never count as the pipeline's change (a model with nothing to quantize
+Written-out hard activations are fused back into the ops ONNX Runtime's float kernels take where convolutions
+stay float (``fuse_activations``; static_prepare does it first thing, before its folds). The two folds and that
+fusion prepare the graph: they never count as the pipeline's change (a model with nothing to quantize
 is still reported as such); neither do static quantization's preparation steps (:func:`static_pipeline`: the
 opset raised to 13, ONNX Runtime's basic optimizations and int8-friendly rewrites, then cross-layer equalization
 and SmoothQuant when the config's ``equalize`` and ``smooth_quant`` ask for them). :func:`run_pipeline` runs it;
@@ -126,7 +128,11 @@ def mode_pipeline(config: Any, data: Dataset | None = None, target: TargetRuntim
     if isinstance(config, Float16Config):
         return Pipeline([*steps, Float16FallbackPass(config, data)], name="float16")
     if isinstance(config, DynamicQuantConfig):
-        return Pipeline([*steps, DynamicQuantPass(config)], name="dynamic_quant")
+        from tensorslim.passes.activation_forms import FuseActivationsPass
+
+        # the layers dynamic int8 leaves float (convolutions) run as ONNX Runtime's fused float kernels
+        return Pipeline([*steps, Step(FuseActivationsPass(), counts=False), DynamicQuantPass(config)],
+                        name="dynamic_quant")
     raise TypeError(f"{type(config).__name__} is not a quantization config")
 
 

@@ -89,6 +89,7 @@ class StaticPreparePass(Pass):
 
     def call(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
         """Prepare this copy of ``model``; notes say what was simplified and rewritten."""
+        from tensorslim.passes.activation_forms import fuse_hard_activations, fused_note
         from tensorslim.passes.static_placement import ensure_node_names, rewrite_for_int8
 
         notes: list[str] = []
@@ -96,6 +97,8 @@ class StaticPreparePass(Pass):
         if optimized is not None:
             notes.extend(_replace(model, optimized))
         renamed = ensure_node_names(model.graph)
+        fused = fuse_hard_activations(model)  # before the folds: a HardSwish's / 6 is part of it
+        notes.extend(fused_note(fused))
         kernels = float_kernels(model) if optimized is not None else None  # an optimized model: ORT loads it
         folded = fold_affine(model, allowed=kernels.__contains__) if kernels is not None else []
         if folded:
@@ -106,7 +109,8 @@ class StaticPreparePass(Pass):
                          f"function, fewer int8 roundings and Q/DQ pairs): {_counted(folded)}")  # fmt: skip
         rewritten = rewrite_for_int8(model)
         notes.extend(rewritten)
-        return PassResult(model, optimized is not None or renamed > 0 or bool(folded) or bool(rewritten), [], notes)
+        changed = optimized is not None or renamed > 0 or bool(fused) or bool(folded) or bool(rewritten)
+        return PassResult(model, changed, [], notes)
 
 
 def _counted(folds: list[AffineFold]) -> str:
