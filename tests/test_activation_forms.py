@@ -176,3 +176,57 @@ def test_static_int8_keeps_the_fused_form_where_the_activation_stays_float(tmp_p
     feeds = {"x": data.inputs["x"][:4]}
     want, got = run(model, feeds)[0], run(kept.model, feeds)[0]
     assert np.corrcoef(want.ravel(), got.ravel())[0, 1] > 0.999
+
+
+def _affine_conv_net() -> onnx.ModelProto:
+    """Conv -> learnable affine block written constant-first (Mul(a, x), Add(b, x): ONNX Runtime's Conv+Mul/Add
+    fusion does not take it) -> Paddle's HardSwish -> Conv, as PP-OCR's recognizer has them."""
+    act = [helper.make_node("Mul", ["gain", "c1"], ["s"], name="affine_mul"),
+           helper.make_node("Add", ["shift", "s"], ["t"], name="affine_add"),
+           *(_rename(n, {"c1": "t"}) for n in _paddle())]  # fmt: skip
+    return _conv_act_conv(act, extra={**_CONSTS, "gain": np.array(2.5, np.float32),
+                                                "shift": np.array(1.5, np.float32)})
+
+
+def _rename(node: onnx.NodeProto, names: dict[str, str]) -> onnx.NodeProto:
+    out = onnx.NodeProto()
+    out.CopyFrom(node)
+    for i, v in enumerate(out.input):
+        out.input[i] = names.get(v, v)
+    return out
+
+
+def test_dynamic_int8_gives_a_conv_nets_float_layers_the_fused_graph(tmp_path: Path) -> None:
+    """Dynamic int8 leaves Convs float: it folds the affine block into them and fuses the HardSwish, so ONNX
+    Runtime runs fewer float kernels than on the exported graph, with the same outputs up to int8 weights."""
+    from tensorslim import quantize
+
+    model = _affine_conv_net()
+    src, dst = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
+    onnx.save(model, str(src))
+    res = quantize(str(src), str(dst))
+    assert any("HardSwish x1" in n for n in res.notes) and any("folded into the neighbouring" in n for n in res.notes)
+    out = onnx.load(str(dst))
+    ops = Counter(n.op_type for n in out.graph.node)
+    assert not {"Clip", "Div", "Add"} & set(ops) and ops["HardSigmoid"] == 1, ops
+    assert len(_optimized(out, tmp_path).graph.node) < len(_optimized(model, tmp_path).graph.node)
+    x = np.random.default_rng(4).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    want, got = run(model, {"x": x})[0], run(out, {"x": x})[0]
+    assert np.corrcoef(want.ravel(), got.ravel())[0, 1] > 0.999
+
+
+def test_dynamic_int8_leaves_a_graph_without_convs_as_exported(tmp_path: Path) -> None:
+    """Without a Conv the MatMuls run dynamic int8's integer kernels on the graph as exported: the affine op in
+    front of a MatMul stays (only written-out activations would be fused)."""
+    from tensorslim import quantize
+
+    r = np.random.default_rng(5)
+    nodes = [helper.make_node("Mul", ["a", "x"], ["s"], name="affine_mul"),
+             helper.make_node("MatMul", ["s", "W"], ["y"], name="mm")]  # fmt: skip
+    model = make(nodes, [("x", F, ["b", 256])], [("y", F, ["b", 256])],
+                 {"a": np.array(2.5, np.float32), "W": r.standard_normal((256, 256)).astype(np.float32)})  # fmt: skip
+    src, dst = tmp_path / "m.onnx", tmp_path / "m.int8.onnx"
+    onnx.save(model, str(src))
+    res = quantize(str(src), str(dst))
+    assert not any("folded into the neighbouring" in n for n in res.notes)
+    assert "affine_mul" in {n.name for n in onnx.load(str(dst)).graph.node}

@@ -75,7 +75,7 @@ def test_needs_data_comes_from_the_entry() -> None:
 
 def test_each_mode_is_a_named_pipeline_of_real_passes() -> None:
     names = {
-        "dynamic_quant": ["fold_weight_chains", "fold_batchnorm", "fuse_activations", "dynamic_quant"],
+        "dynamic_quant": ["fold_weight_chains", "fold_batchnorm", "float_fusions", "dynamic_quant"],
         "float16": ["fold_weight_chains", "fold_batchnorm", "float16"],
         "blockwise_quant": ["fold_weight_chains", "fold_batchnorm", "blockwise_quant"],
         "static_quant": ["fold_weight_chains", "fold_batchnorm", "static_then_weight_only"],

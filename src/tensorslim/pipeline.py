@@ -2,16 +2,17 @@
 
 :func:`mode_pipeline` spells out what a config runs::
 
-    dynamic_quant:   fold_weight_chains -> fold_batchnorm -> fuse_activations -> dynamic_quant
+    dynamic_quant:   fold_weight_chains -> fold_batchnorm -> float_fusions -> dynamic_quant
     static_quant:    fold_weight_chains -> fold_batchnorm -> [[qdq_opset -> static_prepare -> (equalize)
                      -> (smooth_quant) -> static_quant] -> static_rest]
     blockwise_quant: fold_weight_chains -> fold_batchnorm -> blockwise_quant
                      (a target without GatherBlockQuantized: blockwise for all but Gather -> int8 Gathers)
     float16:         fold_weight_chains -> fold_batchnorm -> float16 (nodes that overflow on data stay float32)
 
-Written-out hard activations are fused back into the ops ONNX Runtime's float kernels take where convolutions
-stay float (``fuse_activations``; static_prepare does it first thing, before its folds). The two folds and that
-fusion prepare the graph: they never count as the pipeline's change (a model with nothing to quantize
+Dynamic int8 leaves convolutions float, so its ``float_fusions`` step gives them the graph ONNX Runtime runs
+fastest (:class:`~tensorslim.passes.static_prepare.FloatFusionsPass`: written-out HardSwish/HardSigmoid fused,
+constant scales and offsets folded into the layers; static_prepare does the same before its int8 rewrites). The
+two folds and that step prepare the graph: they never count as the pipeline's change (a model with nothing to quantize
 is still reported as such); neither do static quantization's preparation steps (:func:`static_pipeline`: the
 opset raised to 13, ONNX Runtime's basic optimizations and int8-friendly rewrites, then cross-layer equalization
 and SmoothQuant when the config's ``equalize`` and ``smooth_quant`` ask for them). :func:`run_pipeline` runs it;
@@ -128,10 +129,10 @@ def mode_pipeline(config: Any, data: Dataset | None = None, target: TargetRuntim
     if isinstance(config, Float16Config):
         return Pipeline([*steps, Float16FallbackPass(config, data)], name="float16")
     if isinstance(config, DynamicQuantConfig):
-        from tensorslim.passes.activation_forms import FuseActivationsPass
+        from tensorslim.passes.static_prepare import FloatFusionsPass
 
         # the layers dynamic int8 leaves float (convolutions) run as ONNX Runtime's fused float kernels
-        return Pipeline([*steps, Step(FuseActivationsPass(), counts=False), DynamicQuantPass(config)],
+        return Pipeline([*steps, Step(FloatFusionsPass(), counts=False), DynamicQuantPass(config)],
                         name="dynamic_quant")
     raise TypeError(f"{type(config).__name__} is not a quantization config")
 

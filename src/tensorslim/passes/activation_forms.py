@@ -31,9 +31,8 @@ from onnx import helper, numpy_helper
 
 from tensorslim.backends.onnx.editor import NameGenerator
 from tensorslim.backends.onnx.graph import replace_nodes
-from tensorslim.passes.base import Pass, PassResult
 
-__all__ = ["FuseActivationsPass", "HardActivation", "fuse_hard_activations", "fused_note", "plan_hard_activations"]
+__all__ = ["HardActivation", "fuse_hard_activations", "fused_note", "plan_hard_activations"]
 
 _STANDARD = ("", "ai.onnx")
 
@@ -208,13 +207,3 @@ def fused_note(counts: dict[str, int]) -> list[str]:
     return ["written-out activations fused into the ops ONNX Runtime's float kernels take (same function): "
             + ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))]
 
-
-class FuseActivationsPass(Pass):
-    """Rewrite written-out HardSwish / HardSigmoid into the forms ONNX Runtime fuses (see the module docstring)."""
-
-    name = "fuse_activations"
-
-    def call(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
-        """Fuse every written-out hard activation of the main graph."""
-        counts = fuse_hard_activations(model)
-        return PassResult(model, bool(counts), [], fused_note(counts))

@@ -3,10 +3,12 @@
 The step of static quantization's pipeline between the opset upgrade and the optional CLE/SmoothQuant steps:
 :func:`preprocess` applies ONNX Runtime's provider-independent graph optimizations (constant folding, Conv+Add/Mul
 fusion, as ONNX Runtime's own ``quant_pre_process`` does), every node gets a unique name (placements refer to
-nodes by name), constant scales and offsets next to a Conv/Gemm/MatMul that ONNX Runtime left as kernels of their
-own are folded into its weights and bias (:mod:`~tensorslim.passes.fold_affine`), and ops with no int8 kernel are
-rewritten into equivalent ones that have one (:func:`~tensorslim.passes.static_placement.rewrite_for_int8`). The
-float function is unchanged.
+nodes by name), written-out HardSwish/HardSigmoid are fused back into the ops ONNX Runtime's float kernels take
+(:mod:`~tensorslim.passes.activation_forms`), constant scales and offsets next to a Conv/Gemm/MatMul that ONNX
+Runtime left as kernels of their own are folded into its weights and bias (:mod:`~tensorslim.passes.fold_affine`),
+and ops with no int8 kernel are rewritten into equivalent ones that have one
+(:func:`~tensorslim.passes.static_placement.rewrite_for_int8`). The float function is unchanged. All but the int8
+rewrites are :func:`float_fusions`, which dynamic int8 runs on conv nets too (:class:`FloatFusionsPass`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from tensorslim.backends.onnx.editor import opset_version
 from tensorslim.passes.base import Pass, PassResult
 from tensorslim.passes.fold_affine import AffineFold, float_kernels, fold_affine
 
-__all__ = ["StaticPrepareConfig", "StaticPreparePass", "preprocess", "run"]
+__all__ = ["FloatFusionsPass", "StaticPrepareConfig", "StaticPreparePass", "float_fusions", "preprocess", "run"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,37 @@ def preprocess(model: onnx.ModelProto) -> list[str]:
     return [] if out is None else _replace(model, out)
 
 
+def float_fusions(model: onnx.ModelProto, *, optimize: bool = True) -> tuple[bool, list[str]]:
+    """The float graph ONNX Runtime runs fastest, same function (in place): whether it changed, and notes.
+
+    ONNX Runtime's basic optimizations when ``optimize`` (see :func:`preprocess`), unique node names, written-out
+    HardSwish/HardSigmoid fused (:mod:`~tensorslim.passes.activation_forms`; before the folds, which would take a
+    HardSwish's ``/ 6``), constant scales and offsets folded into the neighbouring Conv/Gemm/MatMul
+    (:mod:`~tensorslim.passes.fold_affine`, only on an optimized graph: ONNX Runtime loads it, and the weights are
+    initializers).
+    """
+    from tensorslim.passes.activation_forms import fuse_hard_activations, fused_note
+    from tensorslim.passes.static_placement import ensure_node_names
+
+    notes: list[str] = []
+    optimized = _optimized(model) if optimize else None
+    if optimized is not None:
+        notes.extend(_replace(model, optimized))
+    renamed = ensure_node_names(model.graph)
+    fused = fuse_hard_activations(model)
+    notes.extend(fused_note(fused))
+    kernels = float_kernels(model) if optimized is not None else None  # an optimized model: ORT loads it
+    folded = fold_affine(model, allowed=kernels.__contains__) if kernels is not None else []
+    if folded:
+        from tensorslim.passes.fold_batchnorm import remove_unused_constants
+
+        remove_unused_constants(model.graph)
+        notes.append(f"constant scales and offsets folded into the neighbouring Conv/Gemm/MatMul weights (same "
+                     f"function, fewer kernels; in int8 fewer roundings and Q/DQ pairs): "
+                     f"{_counted(folded)}")  # fmt: skip
+    return optimized is not None or renamed > 0 or bool(fused) or bool(folded), notes
+
+
 class StaticPreparePass(Pass):
     """Optimize (optional), name every node, rewrite ops for int8 kernels (see the module docstring)."""
 
@@ -89,28 +122,36 @@ class StaticPreparePass(Pass):
 
     def call(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
         """Prepare this copy of ``model``; notes say what was simplified and rewritten."""
-        from tensorslim.passes.activation_forms import fuse_hard_activations, fused_note
-        from tensorslim.passes.static_placement import ensure_node_names, rewrite_for_int8
+        from tensorslim.passes.static_placement import rewrite_for_int8
 
-        notes: list[str] = []
-        optimized = _optimized(model) if self.config.preprocess else None
-        if optimized is not None:
-            notes.extend(_replace(model, optimized))
-        renamed = ensure_node_names(model.graph)
-        fused = fuse_hard_activations(model)  # before the folds: a HardSwish's / 6 is part of it
-        notes.extend(fused_note(fused))
-        kernels = float_kernels(model) if optimized is not None else None  # an optimized model: ORT loads it
-        folded = fold_affine(model, allowed=kernels.__contains__) if kernels is not None else []
-        if folded:
-            from tensorslim.passes.fold_batchnorm import remove_unused_constants
-
-            remove_unused_constants(model.graph)
-            notes.append(f"constant scales and offsets folded into the neighbouring Conv/Gemm/MatMul weights (same "
-                         f"function, fewer int8 roundings and Q/DQ pairs): {_counted(folded)}")  # fmt: skip
+        changed, notes = float_fusions(model, optimize=self.config.preprocess)
         rewritten = rewrite_for_int8(model)
         notes.extend(rewritten)
-        changed = optimized is not None or renamed > 0 or bool(fused) or bool(folded) or bool(rewritten)
-        return PassResult(model, changed, [], notes)
+        return PassResult(model, changed or bool(rewritten), [], notes)
+
+
+class FloatFusionsPass(Pass):
+    """Dynamic int8's preparation of a conv net: :func:`float_fusions`, for the layers it leaves float.
+
+    Dynamic int8 keeps convolutions as float kernels (ONNX Runtime's ``ConvInteger`` is slower), so the fusions
+    ONNX Runtime's float graph gets decide their speed: RapidOCR's recognizer, whose learnable affine blocks and
+    written-out HardSwish sit between its convolutions, runs in 0.66x of its exported float time after them.
+    Graphs without a Conv are left as they are (written-out activations apart): their MatMuls run on dynamic
+    int8's integer kernels, which the dynamic pass places on the graph as exported.
+    """
+
+    name = "float_fusions"
+
+    def call(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
+        """Fuse and fold this copy of ``model`` where it has a Conv; only fuse activations elsewhere."""
+        convs = any(n.op_type in ("Conv", "ConvTranspose") and n.domain in ("", "ai.onnx") for n in model.graph.node)
+        if convs:
+            changed, notes = float_fusions(model)
+            return PassResult(model, changed, [], notes)
+        from tensorslim.passes.activation_forms import fuse_hard_activations, fused_note
+
+        fused = fuse_hard_activations(model)
+        return PassResult(model, bool(fused), [], fused_note(fused))
 
 
 def _counted(folds: list[AffineFold]) -> str:
