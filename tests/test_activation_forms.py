@@ -230,3 +230,20 @@ def test_dynamic_int8_leaves_a_graph_without_convs_as_exported(tmp_path: Path) -
     res = quantize(str(src), str(dst))
     assert not any("folded into the neighbouring" in n for n in res.notes)
     assert "affine_mul" in {n.name for n in onnx.load(str(dst)).graph.node}
+
+
+def test_the_float_fusions_skip_constant_folding_that_would_grow_the_file() -> None:
+    """ONNX Runtime's constant folding writes an ``Expand`` of a constant out as a tensor: a 16 MB initializer
+    for this 1 kB graph. The preparation keeps the graph as it is then (and still fuses what it can)."""
+    from tensorslim.passes.static_prepare import float_fusions
+
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], name="conv"),
+             helper.make_node("Expand", ["one", "shape"], ["big"], name="expand"),
+             helper.make_node("Add", ["c", "big"], ["y"], name="add")]  # fmt: skip
+    model = make(nodes, [("x", F, [1, 1, 2050, 2050])], [("y", F, [1, 1, 2048, 2048])],
+                 {"W": np.ones((1, 1, 3, 3), np.float32), "one": np.ones((1,), np.float32),
+                  "shape": np.array([1, 1, 2048, 2048], np.int64)})  # fmt: skip
+    size = model.ByteSize()
+    changed, notes = float_fusions(model)
+    assert model.ByteSize() < size + 1024 and "Expand" in {n.op_type for n in model.graph.node}
+    assert not any("basic optimizations" in n for n in notes)

@@ -52,6 +52,8 @@ def _optimized(model: onnx.ModelProto) -> onnx.ModelProto | None:
         return None
     if any(n.domain not in ("", "ai.onnx") for n in out.graph.node) or opset_version(out) != opset_version(model):
         return None
+    if out.ByteSize() > 1.25 * model.ByteSize() + (1 << 20):
+        return None  # constant folding materialized big tensors (an Expand, a ConstantOfShape): keep the graph small
     return out
 
 
