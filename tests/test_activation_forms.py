@@ -123,6 +123,8 @@ def _not_a_hard_activation(case: str) -> onnx.ModelProto:
         extra["three"] = np.full((1, 8, 1, 1), 3.0, np.float32)
     elif case == "another tensor times the gate":
         act[2] = helper.make_node("Mul", ["a", "k"], ["m"], name="hs_mul")
+    elif case == "a node name used twice":
+        act[2].name = "conv2"  # legal ONNX (names need not be unique); the rewrite finds nodes by name
     elif case == "bound is a graph input":
         model = _conv_act_conv(act, extra=extra)
         model.graph.input.append(helper.make_tensor_value_info("six", F, []))  # a caller may feed another bound
@@ -131,7 +133,8 @@ def _not_a_hard_activation(case: str) -> onnx.ModelProto:
 
 
 @pytest.mark.parametrize("case", ["clip from -1", "scale is not 1/bound", "clip read twice", "product is a graph output",
-                                  "per-channel offset", "another tensor times the gate", "bound is a graph input"])
+                                  "per-channel offset", "another tensor times the gate", "bound is a graph input",
+                                  "a node name used twice"])
 def test_what_is_not_a_hard_activation_is_left_as_it_is(case: str) -> None:
     model = _not_a_hard_activation(case)
     before = model.SerializeToString()

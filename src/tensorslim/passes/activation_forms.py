@@ -22,6 +22,7 @@ Decide, then apply: :func:`plan_hard_activations` returns what matches as data.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -30,7 +31,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from tensorslim.backends.onnx.editor import NameGenerator
-from tensorslim.backends.onnx.graph import replace_nodes
+from tensorslim.backends.onnx.graph import replace_nodes, walk_nodes
 
 __all__ = ["HardActivation", "fuse_hard_activations", "fused_note", "plan_hard_activations"]
 
@@ -83,13 +84,11 @@ def plan_hard_activations(model: onnx.ModelProto) -> list[HardActivation]:
     outputs = {o.name for o in g.output}
     producer = {o: n for n in g.node for o in n.output}
     readers: dict[str, int] = {}
-    for n in g.node:
+    main = {id(n) for n in g.node}
+    for n in walk_nodes(g):  # a subgraph reading an intermediate by name keeps it alive: counts twice
         for i in n.input:
-            readers[i] = readers.get(i, 0) + 1
-    for sg in (a.g for n in g.node for a in n.attribute if a.type == onnx.AttributeProto.GRAPH):
-        for n in sg.node:  # a subgraph reading an intermediate by name keeps it alive
-            for i in n.input:
-                readers[i] = readers.get(i, 0) + 2
+            readers[i] = readers.get(i, 0) + (1 if id(n) in main else 2)
+    names = Counter(n.name for n in g.node)  # the rewrite finds its nodes by name: each must be the only one
 
     def scalar(name: str) -> float | None:
         return _float_scalar(consts.get(name)) if name not in graph_inputs else None
@@ -157,11 +156,11 @@ def plan_hard_activations(model: onnx.ModelProto) -> list[HardActivation]:
         if not np.isclose(factor * c, 1.0, rtol=1e-6, atol=0.0):
             continue  # clip(x + b, 0, c) * k is a HardSigmoid only when k = 1/c
         nodes = [add, clip] + ([mul] if mul is not None else []) + [s]
-        names = tuple(n.name for n in nodes)
-        if any(not n or n in taken for n in names) or len(set(names)) != len(names):
+        found_names = tuple(n.name for n in nodes)
+        if any(not n or n in taken or names[n] > 1 for n in found_names):
             continue
-        taken.update(names)
-        found.append(HardActivation("HardSwish" if mul is not None else "HardSigmoid", names, x, s.output[0],
+        taken.update(found_names)
+        found.append(HardActivation("HardSwish" if mul is not None else "HardSigmoid", found_names, x, s.output[0],
                                     float(np.float32(1.0 / c)), float(np.float32(b / c))))  # fmt: skip
     return found
 
