@@ -48,6 +48,16 @@ def run(model: onnx.ModelProto | str | Path, feeds: dict[str, np.ndarray]) -> li
     return [np.asarray(o) for o in sess.run(None, feeds)]
 
 
+def ort_optimized(model: onnx.ModelProto, tmp: Path) -> onnx.ModelProto:
+    """The graph ONNX Runtime runs on this CPU (``ORT_ENABLE_ALL``: its fusions and the NCHWc layout)."""
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(tmp / "opt.onnx")
+    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    return onnx.load(str(tmp / "opt.onnx"))
+
+
 def optimized_op_types(model: onnx.ModelProto, tmp: Path) -> list[str]:
     """Op types of the graph ONNX Runtime actually runs (after its fusions)."""
     so = ort.SessionOptions()

@@ -7,26 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from onnx import helper
 
-from models import F, make, run
+from models import F, make, ort_optimized, run
 from tensorslim.evaluate.data import Dataset
 from tensorslim.passes.activation_forms import fuse_hard_activations, plan_hard_activations
 from tensorslim.passes.static_quant import StaticQuantConfig
 from tensorslim.pipeline import static_pipeline
-
-
-def _optimized(model: onnx.ModelProto, tmp: Path) -> onnx.ModelProto:
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.optimized_model_filepath = str(tmp / "opt.onnx")
-    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return onnx.load(str(tmp / "opt.onnx"))
 
 
 def _conv_act_conv(act: list[onnx.NodeProto], opset: int = 13, extra: dict[str, np.ndarray] | None = None,
@@ -80,7 +70,7 @@ def test_a_written_out_hardswish_becomes_hardswish_that_onnxruntime_fuses_into_t
     x = np.random.default_rng(1).standard_normal((2, 3, 16, 16)).astype(np.float32) * 3
     np.testing.assert_allclose(run(fused, {"x": x})[0], run(model, {"x": x})[0], rtol=1e-5, atol=1e-5)
     # what the rewrite is for: ONNX Runtime runs the HardSwish inside the first Conv, the written-out one as kernels
-    before, after = _optimized(model, tmp_path), _optimized(fused, tmp_path)
+    before, after = ort_optimized(model, tmp_path), ort_optimized(fused, tmp_path)
     acts = [a.s for n in after.graph.node for a in n.attribute if a.name == "activation"]
     assert b"HardSwish" in acts, [(n.op_type, n.name) for n in after.graph.node]
     assert len(after.graph.node) < len(before.graph.node)
@@ -174,7 +164,7 @@ def test_static_int8_keeps_the_fused_form_where_the_activation_stays_float(tmp_p
     kept = static_pipeline(StaticQuantConfig(latency_check=False, exclude=("^hs_", "^conv1$")), data)(model)
     ops = Counter(n.op_type for n in kept.model.graph.node)
     assert ops["HardSigmoid"] == 1 and "Clip" not in ops and "Div" not in ops, ops
-    acts = [a.s for n in _optimized(kept.model, tmp_path).graph.node for a in n.attribute if a.name == "activation"]
+    acts = [a.s for n in ort_optimized(kept.model, tmp_path).graph.node for a in n.attribute if a.name == "activation"]
     assert b"HardSwish" in acts
     feeds = {"x": data.inputs["x"][:4]}
     want, got = run(model, feeds)[0], run(kept.model, feeds)[0]
@@ -212,7 +202,7 @@ def test_dynamic_int8_gives_a_conv_nets_float_layers_the_fused_graph(tmp_path: P
     out = onnx.load(str(dst))
     ops = Counter(n.op_type for n in out.graph.node)
     assert not {"Clip", "Div", "Add"} & set(ops) and ops["HardSigmoid"] == 1, ops
-    assert len(_optimized(out, tmp_path).graph.node) < len(_optimized(model, tmp_path).graph.node)
+    assert len(ort_optimized(out, tmp_path).graph.node) < len(ort_optimized(model, tmp_path).graph.node)
     x = np.random.default_rng(4).standard_normal((4, 3, 16, 16)).astype(np.float32)
     want, got = run(model, {"x": x})[0], run(out, {"x": x})[0]
     assert np.corrcoef(want.ravel(), got.ravel())[0, 1] > 0.999

@@ -9,11 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from onnx import helper
 
-from models import F, cli, make, run
+from models import F, cli, make, ort_optimized, run
 from tensorslim import quantize
 from tensorslim.errors import ConfigError, InputError
 from tensorslim.evaluate.data import Dataset
@@ -37,15 +36,6 @@ from tensorslim.passes.static_placement import (
 )
 from tensorslim.passes.static_quant import StaticQuantConfig, _apply, _Index, _trial_params
 from tensorslim.pipeline import static_pipeline
-
-
-def _optimized(model: onnx.ModelProto, tmp: Path) -> onnx.ModelProto:
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.optimized_model_filepath = str(tmp / "opt.onnx")
-    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return onnx.load(str(tmp / "opt.onnx"))
 
 
 def mobile_block(seed: int = 0, act: str = "HardSwish") -> tuple[onnx.ModelProto, Dataset]:
@@ -105,7 +95,7 @@ def test_every_op_with_an_int8_kernel_runs_int8_and_tanh_stays_float(tmp_path: P
     model, data = mobile_block(act="Tanh")
     res = static_pipeline(StaticQuantConfig(latency_check=False), data)(model)
     onnx.checker.check_model(res.model)
-    opt = _optimized(res.model, tmp_path)
+    opt = ort_optimized(res.model, tmp_path)
     ops = Counter(n.op_type for n in opt.graph.node)
     # the HardSwish, squeeze-excitation and sigmoid run on int8 kernels; the Div/HardSigmoid scale needs no kernel
     assert ops["QLinearConv"] == 5 and ops["QLinearMul"] >= 2 and ops["QLinearAdd"] >= 2, ops
@@ -212,7 +202,7 @@ def test_unfused_nodes_reads_the_optimized_graph(tmp_path: Path) -> None:
     names = {n.name for n in index.nodes}
     cfg = StaticQuantConfig(latency_check=False)
     _apply(trial, names, _trial_params(index, names, cfg), cfg, {}, [])
-    bad = unfused_nodes(_optimized(trial, tmp_path), list(model.graph.node))
+    bad = unfused_nodes(ort_optimized(trial, tmp_path), list(model.graph.node))
     # Div and HardSigmoid have no int8 kernel of their own (rewrite_for_int8 gives them one), nor has Tanh
     assert set(bad) == {"act2", "hs_div", "se_hsig"} and "Tanh" in bad["act2"]
     rewritten = onnx.ModelProto()
@@ -222,7 +212,7 @@ def test_unfused_nodes_reads_the_optimized_graph(tmp_path: Path) -> None:
     index = _Index(trial)
     names = {n.name for n in index.nodes}
     _apply(trial, names, _trial_params(index, names, cfg), cfg, {}, [])
-    assert set(unfused_nodes(_optimized(trial, tmp_path), list(rewritten.graph.node))) == {"act2"}
+    assert set(unfused_nodes(ort_optimized(trial, tmp_path), list(rewritten.graph.node))) == {"act2"}
 
 
 def test_slow_nodes_and_region_costs_from_profiles() -> None:
