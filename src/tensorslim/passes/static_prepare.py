@@ -145,15 +145,10 @@ class FloatFusionsPass(Pass):
     name = "float_fusions"
 
     def call(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
-        """Fuse and fold this copy of ``model`` where it has a Conv; only fuse activations elsewhere."""
+        """Fuse and fold this copy of ``model`` where it has a Conv; only name nodes and fuse activations elsewhere."""
         convs = any(n.op_type in ("Conv", "ConvTranspose") and n.domain in ("", "ai.onnx") for n in model.graph.node)
-        if convs:
-            changed, notes = float_fusions(model)
-            return PassResult(model, changed, [], notes)
-        from tensorslim.passes.activation_forms import fuse_hard_activations, fused_note
-
-        fused = fuse_hard_activations(model)
-        return PassResult(model, bool(fused), [], fused_note(fused))
+        changed, notes = float_fusions(model, optimize=convs)  # not optimized: nothing to fold into
+        return PassResult(model, changed, [], notes)
 
 
 def _counted(folds: list[AffineFold]) -> str:
