@@ -141,3 +141,79 @@ def test_eval_on_generated_inputs_says_what_it_made_of_open_sizes(files: dict[st
     assert "open made 1 ('x' as 3x1x1 per sample)" in note and "--data" in note
     sized = generate_inputs(OrtRuntime(str(files["named"])).inputs, 2, dim_overrides={"height": 8, "width": 8})
     assert sized.inputs["x"].shape == (2, 3, 8, 8) and "open made" not in " ".join(sized.notes)
+
+
+def _pyramid(dims: list[int | str | None]) -> onnx.ModelProto:
+    """A feature pyramid's join, as in YOLO-style detectors: two stride-2 Convs, the deeper map upsampled 2x and
+    concatenated with the shallower one. It runs only where height and width are even after the first stride (a
+    multiple of 4): at 1x1 the maps meet as 1 and 2."""
+    r = rng(6)
+    inits = {"W1": (r.standard_normal((16, 3, 3, 3)) * 0.3).astype(np.float32),
+             "W2": (r.standard_normal((16, 16, 3, 3)) * 0.3).astype(np.float32),
+             "S": np.array([1, 1, 2, 2], np.float32)}  # fmt: skip
+    nodes = [
+        helper.make_node("Conv", ["x", "W1"], ["c1"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Conv", ["c1", "W2"], ["c2"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Resize", ["c2", "", "S"], ["up"], mode="nearest"),
+        helper.make_node("Concat", ["c1", "up"], ["y"], axis=1),
+    ]
+    return make(nodes, [("x", F, dims)], [("y", F, ["batch", 32, None, None])], inits)
+
+
+@pytest.fixture(scope="module")
+def pyramid(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    p = tmp_path_factory.mktemp("pyramid") / "pyramid.onnx"
+    onnx.save(_pyramid(["batch", 3, "height", "width"]), p)
+    return p
+
+
+def test_generated_inputs_take_the_first_open_size_the_model_runs(pyramid: Path) -> None:
+    """A detector that fails at 1x1 is timed, profiled, checked and compared at 32x32 by every command without data,
+    each saying what it made up; nothing logs ONNX Runtime's own error line."""
+    from tensorslim.data import generate_inputs, generate_runnable
+    from tensorslim.runtime.ort import OrtRuntime
+
+    rt = OrtRuntime(str(pyramid))
+    with pytest.raises(InputError, match="inference failed on inputs x\\[1, 3, 1, 1\\]"):
+        rt.run(generate_inputs(rt.inputs, 1).inputs)  # the size-1 image this model cannot take
+    ds = generate_runnable(rt, 2)
+    assert ds.inputs["x"].shape == (2, 3, 32, 32) and rt.run(ds.inputs)[0].shape == (2, 32, 16, 16)
+    notes = " ".join(ds.notes)
+    assert "open sizes made 1 do not run" in notes and "made 32, the first of 1, 32" in notes
+
+    a, d = str(pyramid), pyramid.parent
+    rep = benchmark_models([a, a], max_time_s=0.02, min_runs=3, warmup=1, measure_memory=False)
+    assert rep.settings["input_shapes"] == {"x": [1, 3, 32, 32]} and "timed as 1x3x32x32" in shape_note(rep)
+    for args in (("bench", a, a, "--no-memory", "--seconds", "0.02"), ("profile", a, "--runs", "2", "--warmup", "0"),
+                 ("doctor", a, "--seconds", "0.05"), ("eval", a, a), ("quantize", a, "-o", str(d / "q.onnx"))):  # fmt: skip
+        r = cli(*args)
+        out = " ".join((r.stdout + r.stderr).split())
+        assert r.returncode == 0, (args, out)
+        assert ("32x32" in out or "made 32" in out) and "[E:onnxruntime" not in out and "Traceback" not in out, (args, out)
+    r = cli("diagnose", a, str(d / "q.onnx"))
+    assert r.returncode == 0 and "Traceback" not in r.stdout + r.stderr, r.stdout + r.stderr
+
+
+def test_open_sizes_stop_at_the_value_bound_and_a_model_that_never_runs_says_why(tmp_path: Path) -> None:
+    from tensorslim.data.generate import MAX_TRIAL_VALUES, first_size_that_runs
+
+    tried: list[int] = []
+
+    def run(n: int) -> None:
+        tried.append(n)
+        raise RuntimeError(f"fails at {n}")
+
+    made, n, error = first_size_that_runs(lambda n: n, run, values=lambda n: n**4 * 3)
+    assert (made, n, error) == (1, 1, "") and tried == [1, 32, 64]  # 128^4 x 3 values is over the bound
+    assert 64**4 * 3 <= MAX_TRIAL_VALUES < 128**4 * 3
+    assert first_size_that_runs(lambda n: n, lambda n: n == 1 and run(n), values=lambda n: n)[1:] == (32, "fails at 1")
+
+    # a Reshape to a fixed size fits no made-up image: the command reports the size-1 failure, exit 2, one line
+    model = make([helper.make_node("Reshape", ["x", "s"], ["y"])], [("x", F, ["batch", 3, "h", "w"])],
+                 [("y", F, [1, 7])], {"s": np.array([1, 7], np.int64)})  # fmt: skip
+    p = tmp_path / "never.onnx"
+    onnx.save(model, p)
+    for args in (("bench", str(p), "--no-memory", "--seconds", "0.02"), ("eval", str(p), str(p))):
+        r = cli(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stdout + r.stderr and "[E:onnxruntime" not in r.stderr
+        assert ",3,1,1]" in "".join(r.stderr.split()) and "--data" in r.stderr, r.stderr

@@ -35,7 +35,8 @@ from tensorslim.data import random_input
 from tensorslim.errors import InputError
 
 __all__ = [
-    "InputSpec", "feeds_for", "make_inputs", "parse_shape", "quantize_feed", "real_inputs", "specs_from_session",
+    "InputSpec", "feeds_for", "make_inputs", "parse_shape", "quantize_feed", "real_inputs", "runnable_inputs",
+    "specs_from_session",
     "unsized_dims", "unsized_in_model", "unsized_note", "unsized_said",
 ]  # fmt: skip
 
@@ -124,7 +125,8 @@ def quantize_feed(arr: np.ndarray, spec: InputSpec) -> np.ndarray:
 
 
 def _resolve_shape(
-    spec: InputSpec, batch_size: int, dim_overrides: Mapping[str, int], shape: Sequence[int] | None = None
+    spec: InputSpec, batch_size: int, dim_overrides: Mapping[str, int], shape: Sequence[int] | None = None,
+    default_dim: int = 1,
 ) -> tuple[tuple[int, ...], bool]:
     if shape is not None:
         return _checked_shape(spec, shape), False  # its first size is the samples per run
@@ -139,7 +141,7 @@ def _resolve_shape(
             dims.append(batch_size)
             dynamic_batch = True
         else:
-            dims.append(1)
+            dims.append(default_dim)
     return tuple(dims), dynamic_batch
 
 
@@ -196,27 +198,29 @@ def unsized_said(unsized: Mapping[str, Sequence[int]], input_shapes: Mapping[str
 
 
 def unsized_in_model(path: str | Path, batch_size: int = 1) -> tuple[dict[str, list[int]], dict[str, tuple[int, ...]]]:
-    """The open sizes of the ONNX model at ``path`` that generated inputs make 1 (:func:`unsized_dims`), and the
-    shapes they get; ``({}, {})`` when there are none or its inputs cannot be generated (the timing says so)."""
+    """The open sizes of the ONNX model at ``path`` that generated inputs make up (:func:`unsized_dims`; the size
+    :func:`runnable_inputs` picks), and the shapes they get; ``({}, {})`` when there are none or its inputs cannot be
+    generated (the timing says so)."""
     from .latency import create_session
 
     try:
-        specs = specs_from_session(create_session(str(path), 1)[0])
+        session = create_session(str(path), 1)[0]
     except Exception:  # not loadable: the command's own loading says why
         return {}, {}
-    unsized = unsized_dims(specs)
+    unsized = unsized_dims(specs_from_session(session))
     if not unsized:
         return {}, {}
     try:
-        return unsized, {k: v.shape for k, v in make_inputs(specs, batch_size=batch_size)[0].items()}
+        made = runnable_inputs([session], batch_size=batch_size)[0]
     except InputError:
         return {}, {}
+    return unsized, {k: v.shape for k, v in made.items()}
 
 
 def unsized_note(
     unsized: Mapping[str, Sequence[int]], input_shapes: Mapping[str, Sequence[int]], *, command: str = ""
 ) -> str:
-    """A one-line warning for generated inputs with unsized dims timed at size 1, else ``""``; the fix names
+    """A one-line warning for generated inputs with unsized dims timed at made-up sizes, else ``""``; the fix names
     ``command`` (e.g. ``tensorslim bench a.onnx b.onnx``) when the warning comes from a command without the
     options."""
     said = unsized_said(unsized, input_shapes)
@@ -225,8 +229,8 @@ def unsized_note(
     first = next(n for n in unsized if n in input_shapes)
     example = "x".join(str(d) if i not in unsized[first] else "N" for i, d in enumerate(input_shapes[first]))
     fix = f"--data DATA.npz, or --shape {first}={example} with real sizes"
-    return (f"the model leaves some input sizes open and the generated inputs made them 1: {said}; a size-1 image or "
-            f"sequence says little about real inputs: " + (f"time it with {command} {fix}" if command else
+    return (f"the model leaves some input sizes open and the generated inputs made them up: {said}; a made-up image or "
+            f"sequence size says little about real inputs: " + (f"time it with {command} {fix}" if command else
             f"pass {fix}"))  # fmt: skip
 
 
@@ -239,6 +243,7 @@ def make_inputs(
     model_name: str = "model",
     bounds: Mapping[str, int] | None = None,
     shapes: Mapping[str, Sequence[int]] | None = None,
+    default_dim: int = 1,
 ) -> tuple[dict[str, np.ndarray], int]:
     """Generate one array per input spec.
 
@@ -250,6 +255,7 @@ def make_inputs(
         model_name: Used in error messages.
         bounds: Exclusive upper bounds of generated integers by input name (see :func:`index_bounds`).
         shapes: Whole shapes by input name (``--shape``), checked against the signature.
+        default_dim: Size of the other dims the model leaves open (see :func:`runnable_inputs`).
 
     Returns:
         The input dict and the number of samples per run: ``batch_size`` when some input has a dynamic
@@ -274,7 +280,7 @@ def make_inputs(
             raise InputError(
                 f"{model_name}: cannot generate input {spec.name!r} of type {spec.ort_type}; {PASS_REAL_INPUTS}"
             )
-        shape, dynamic = _resolve_shape(spec, batch_size, overrides, (shapes or {}).get(spec.name))
+        shape, dynamic = _resolve_shape(spec, batch_size, overrides, (shapes or {}).get(spec.name), default_dim)
         any_dynamic = any_dynamic or dynamic
         if samples is None:
             samples = shape[0] if shape else 1
@@ -283,6 +289,57 @@ def make_inputs(
         arr = random_input(rng, spec.name, kind, shape, (bounds or {}).get(spec.name))
         inputs[spec.name] = np.ascontiguousarray(arr)
     return inputs, (batch_size if any_dynamic else (samples or 1))
+
+
+def runnable_inputs(
+    sessions: Sequence[Any],
+    *,
+    batch_size: int = 1,
+    dim_overrides: Mapping[str, int] | None = None,
+    seed: int = 0,
+    model_name: str = "model",
+    bounds: Mapping[str, int] | None = None,
+    shapes: Mapping[str, Sequence[int]] | None = None,
+) -> tuple[dict[str, np.ndarray], int, str]:
+    """:func:`make_inputs` for the first of ``sessions`` (ONNX Runtime sessions fed alike), with the dims the
+    model leaves open made the first of :data:`~tensorslim.data.generate.OPEN_SIZES` at which every session runs
+    (1 unless that fails: a detector whose upsampled features meet earlier ones needs a multiple of its stride).
+
+    Returns:
+        The inputs, the samples per run, and the size-1 failure in one line when a larger size was needed.
+    """
+    from tensorslim.data.generate import first_size_that_runs
+
+    specs = specs_from_session(sessions[0])
+    overrides = dict(dim_overrides or {})
+
+    def build(n: int) -> tuple[dict[str, np.ndarray], int]:
+        return make_inputs(specs, batch_size=batch_size, dim_overrides=overrides, seed=seed, model_name=model_name,
+                           bounds=bounds, shapes=shapes, default_dim=n)  # fmt: skip
+
+    if not unsized_dims(specs, overrides, shapes):
+        return (*build(1), "")
+    quiet = _quiet_run_options()
+
+    def run(made: tuple[dict[str, np.ndarray], int]) -> None:
+        for sess in sessions:
+            sess.run(None, feeds_for(model_name, specs_from_session(sess), made[0]), quiet)
+
+    def values(n: int) -> int:
+        return sum(int(np.prod(_resolve_shape(s, batch_size, overrides, (shapes or {}).get(s.name), n)[0]))
+                   for s in specs)  # fmt: skip
+
+    (inputs, samples), _, error = first_size_that_runs(build, run, values)
+    return inputs, samples, error
+
+
+def _quiet_run_options() -> Any:
+    """Run options whose failures ONNX Runtime raises without also logging them (the caller reports them)."""
+    import onnxruntime as ort
+
+    ro = ort.RunOptions()
+    ro.log_severity_level = 4
+    return ro
 
 
 def feeds_for(model_name: str, specs: Sequence[InputSpec], inputs: Mapping[str, np.ndarray]) -> dict[str, Any]:

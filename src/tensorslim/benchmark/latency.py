@@ -93,7 +93,7 @@ def session_options(threads: int = 1, *, allow_spinning: bool = True, denormal_a
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # failures come back as exceptions, worded by the caller: no ONNX Runtime log line
     if not allow_spinning:
         so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if denormal_as_zero:

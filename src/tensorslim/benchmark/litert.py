@@ -19,7 +19,7 @@ import numpy as np
 from tensorslim.benchmark.latency import interleaved_runs, latency_stats, warm_up
 from tensorslim.benchmark.report import BenchReport, EnvInfo, ModelBench
 from tensorslim.benchmark.sysinfo import cpu_info
-from tensorslim.data import generate_inputs
+from tensorslim.data import generate_runnable
 from tensorslim.errors import InputError
 from tensorslim.runtime.litert import LiteRTRuntime
 
@@ -97,7 +97,7 @@ def benchmark_litert(
     for rt in runtimes:  # shared inputs fit every model's tables
         for name, bound in rt.index_bounds().items():
             bounds[name] = min(bounds.get(name, bound), bound)
-    data = generate_inputs(runtimes[0].inputs, num_samples=batch_size, seed=seed, bounds=bounds)
+    data = generate_runnable(runtimes[0], num_samples=batch_size, seed=seed, bounds=bounds)
     fns: list[Callable[[], object]] = []
     for rt in runtimes:
         arrays = rt.prepare(data.inputs)

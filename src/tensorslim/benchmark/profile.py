@@ -28,8 +28,8 @@ from tensorslim.backends.onnx.indices import index_bounds
 from tensorslim.errors import InputError
 from tensorslim.progress import track
 
-from .inputs import PASS_REAL_INPUTS, feeds_for, make_inputs, specs_from_session
-from .latency import session_options
+from .inputs import PASS_REAL_INPUTS, feeds_for, runnable_inputs, specs_from_session, unsized_dims
+from .latency import create_session, session_options
 
 __all__ = ["NodeTime", "OpDiffRow", "OpProfile", "ProfileDiff", "diff_profiles", "parse_profile", "profile_model"]
 
@@ -234,9 +234,12 @@ def profile_model(
             from tensorslim.backends.onnx.io import load_model
 
             bounds = index_bounds(load_model(p, check=False, external_data=False))
-            shared, _ = make_inputs(
-                specs, batch_size=batch_size, dim_overrides=dim_overrides, seed=seed, model_name=p.name, bounds=bounds
+            # sizes the model leaves open are tried on a session of their own: the profile counts only its runs
+            probe = [create_session(str(p), threads)[0]] if unsized_dims(specs, dim_overrides) else [sess]
+            shared, _, _ = runnable_inputs(
+                probe, batch_size=batch_size, dim_overrides=dim_overrides, seed=seed, model_name=p.name, bounds=bounds
             )
+            del probe
         else:
             shared = {k: np.asarray(v) for k, v in inputs.items()}
         feeds = feeds_for(p.name, specs, shared)

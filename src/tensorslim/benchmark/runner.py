@@ -14,7 +14,7 @@ from tensorslim.backends.onnx.indices import index_bounds
 from tensorslim.errors import InputError
 from tensorslim.progress import progress_bar
 
-from .inputs import InputSpec, feeds_for, make_inputs, specs_from_session, unsized_dims
+from .inputs import InputSpec, feeds_for, runnable_inputs, specs_from_session, unsized_dims
 from .latency import create_session, interleaved_runs, latency_stats, paired_ratio_ci, warm_up
 from .memory import measure_memory as _measure_memory
 from .model_info import file_bytes, load_model_proto, weight_bytes
@@ -120,6 +120,7 @@ def _check_args(
 
 def _resolve_inputs(
     names: Sequence[str],
+    sessions: Sequence[Any],
     specs: Sequence[list[InputSpec]],
     inputs: Mapping[str, np.ndarray] | None,
     batch_size: int,
@@ -129,8 +130,8 @@ def _resolve_inputs(
     shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> tuple[dict[str, np.ndarray], int, list[dict[str, Any]]]:
     if inputs is None:
-        shared, samples = make_inputs(
-            specs[0], batch_size=batch_size, dim_overrides=dim_overrides, seed=seed, model_name=names[0], bounds=bounds,
+        shared, samples, _ = runnable_inputs(
+            sessions, batch_size=batch_size, dim_overrides=dim_overrides, seed=seed, model_name=names[0], bounds=bounds,
             shapes=shapes,
         )  # fmt: skip
     else:
@@ -238,7 +239,9 @@ def benchmark_models(
     env = env_info(threads, sessions[0].get_providers()[0])
 
     specs = [specs_from_session(s) for s in sessions]
-    shared, samples, feeds = _resolve_inputs(names, specs, inputs, batch_size, dim_overrides, seed, bounds, shapes)
+    shared, samples, feeds = _resolve_inputs(
+        names, sessions, specs, inputs, batch_size, dim_overrides, seed, bounds, shapes
+    )
     unsized = {} if inputs is not None else unsized_dims(specs[0], dim_overrides, shapes)
     fns = [_runner(s, f) for s, f in zip(sessions, feeds, strict=True)]
     for p, fn in zip(model_paths, fns, strict=True):
@@ -246,7 +249,10 @@ def benchmark_models(
             fn()
         except Exception as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise InputError(f"{p}: inference fails with the benchmark inputs ({msg})") from None
+            shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in shared.items())
+            fix = "check that the data fits the model" if inputs is not None else \
+                "pass real inputs: --data DATA.npz or --shape NAME=SIZES"
+            raise InputError(f"{p}: inference fails with the benchmark inputs {shapes} ({msg}); {fix}") from None
 
     memory: list[MemoryStats | None] = [None] * len(model_paths)
     memory_errors: list[str | None] = [None] * len(model_paths)

@@ -54,7 +54,7 @@ def profile_cmd(
         unsized, shapes = unsized_in_model(model, batch_size)
         if unsized:
             said = unsized_said(unsized, shapes)
-            warn(f"profiling generated inputs that make the sizes the model leaves open 1: {said}, which says "
+            warn(f"profiling generated inputs that make up the sizes the model leaves open: {said}, which says "
                  f"little about real inputs; pass --data D.npz")  # fmt: skip
     a = profile_model(model, runs=runs, warmup=warmup, threads=threads, batch_size=batch_size, inputs=feeds)
     b = None

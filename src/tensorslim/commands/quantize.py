@@ -430,6 +430,8 @@ def _speed_check(
         rep = benchmark_models([reference, candidate], threads=0, max_time_s=1.5, min_runs=10, measure_memory=False,
                                inputs=inputs)  # fmt: skip
     except ValueError as e:
+        if not quiet:  # the model is written; say that its speed is unchecked and how to check it
+            warn(f"speed check: not timed ({e}); time it with tensorslim bench {reference} {candidate} --data DATA.npz")
         return {"error": str(e)}
     from tensorslim.benchmark.verdict import speed_verdict
 

@@ -9,7 +9,7 @@ the passes and the evaluation: it imports neither.
 """
 
 from tensorslim.data.dataset import Dataset
-from tensorslim.data.generate import batch_size_for, generate_inputs, random_input
+from tensorslim.data.generate import batch_size_for, generate_inputs, generate_runnable, random_input
 from tensorslim.data.images import IMAGE_SUFFIXES, ImagePreprocess, image_files, load_images, preprocess_image
 from tensorslim.data.layout import InputLayout, layouts, output_batch_axes, parse_batch_axes
 from tensorslim.data.load import (
@@ -33,6 +33,7 @@ __all__ = [
     "batch_size_for",
     "from_feeds",
     "generate_inputs",
+    "generate_runnable",
     "image_files",
     "layouts",
     "load_data",

@@ -511,15 +511,15 @@ def _timing_findings(
 
 
 def _sized_finding(p: Path, inputs: Mapping[str, np.ndarray] | None) -> list[Finding]:
-    """A warning when the timings run on generated inputs that size 1 what the model leaves open (a 1x1 image,
-    a one-token sequence): such timings say little about real inputs."""
+    """A warning when the timings run on generated inputs that make up the sizes the model leaves open (a 1x1
+    image, a one-token sequence): such timings say little about real inputs."""
     from tensorslim.benchmark.inputs import unsized_in_model, unsized_said
 
     unsized, shapes = ({}, {}) if inputs is not None else unsized_in_model(p)
     if not unsized:
         return []
-    return [Finding("timing-inputs", "warning", f"the timings below ran on generated inputs that make the sizes the "
-                    f"model leaves open 1: {unsized_said(unsized, shapes)}, which says little about real inputs",
+    return [Finding("timing-inputs", "warning", f"the timings below ran on generated inputs that make up the sizes "
+                    f"the model leaves open: {unsized_said(unsized, shapes)}, which says little about real inputs",
                     "pass --data DATA.npz with real inputs", {"unsized_inputs": unsized})]  # fmt: skip
 
 

@@ -166,7 +166,7 @@ def diagnose_layers(
     """
     from rich.progress import Progress
 
-    from tensorslim.data import generate_inputs, load_data
+    from tensorslim.data import generate_runnable, load_data
     from tensorslim.runtime.ort import OrtRuntime
 
     fp, qp = Path(float_model), Path(quant_model)
@@ -182,7 +182,7 @@ def diagnose_layers(
     ref = OrtRuntime(_with_outputs(fm, matched))
     cand = OrtRuntime(_with_outputs(qm, matched))
     if data is None:
-        ds = generate_inputs(ref.inputs, num_samples=min(max_samples, 16), seed=0, bounds=ref.index_bounds())
+        ds = generate_runnable(ref, num_samples=min(max_samples, 16), seed=0, bounds=ref.index_bounds())
     else:
         ds = load_data(data, ref.inputs, max_samples=max_samples)
     r_idx = {s.name: i for i, s in enumerate(ref.outputs)}

@@ -19,7 +19,7 @@ from tensorslim.data import (
     Dataset,
     InputLayout,
     batch_size_for,
-    generate_inputs,
+    generate_runnable,
     load_data,
     output_batch_axes,
 )
@@ -126,13 +126,18 @@ def evaluate(
     if len(ref.outputs) != len(cand.outputs):
         raise InputError("the models have different numbers of outputs; compare a model with its optimized version")
     if data is None:
-        ds = generate_inputs(
-            ref.inputs, num_samples=max_samples or 16, seed=seed, bounds=ref.index_bounds(), batch_axis=batch_axis
+        ds = generate_runnable(
+            ref, num_samples=max_samples or 16, seed=seed, bounds=ref.index_bounds(), batch_axis=batch_axis
         )
     else:
         ds = load_data(data, ref.inputs, max_samples=max_samples, batch_axis=batch_axis)
-    ref_out = run_dataset(ref, ds, batch_size)
-    cand_out = run_dataset(cand, ds, batch_size)
+    try:
+        ref_out = run_dataset(ref, ds, batch_size)
+        cand_out = run_dataset(cand, ds, batch_size)
+    except InputError as e:
+        if not ds.generated:
+            raise
+        raise InputError(f"{e}; the inputs were made up: pass real ones with --data DATA.npz") from None
     report = EvalReport(
         reference=str(getattr(ref, "path", "") or "reference"),
         candidate=str(getattr(cand, "path", "") or "candidate"),

@@ -74,7 +74,7 @@ def session_options(threads: int = 0, *, optimized_path: str | None = None) -> o
     threads = threads if threads > 0 else thread_budget()
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # failures come back as exceptions, worded by the caller: no ONNX Runtime log line
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if threads > 0:
         so.intra_op_num_threads = threads

@@ -267,8 +267,8 @@ class _Setup:
 
 
 def _prepare(model: Path, data: Path | None, eval_data: Path | None, cfg: SearchConfig) -> _Setup:
+    from tensorslim.data import generate_runnable, load_npz
     from tensorslim.evaluate.compare import run_dataset
-    from tensorslim.evaluate.data import generate_inputs, load_npz
     from tensorslim.evaluate.metrics import resolve_metric
     from tensorslim.runtime.ort import OrtRuntime
 
@@ -280,7 +280,7 @@ def _prepare(model: Path, data: Path | None, eval_data: Path | None, cfg: Search
         ds = load_npz(data, rt.inputs, max_samples=cfg.max_eval_samples)
         notes.append("no --eval-data: candidates are scored on the calibration data (pass a held-out split)")
     else:
-        ds = generate_inputs(rt.inputs, num_samples=32, seed=cfg.seed, bounds=rt.index_bounds())
+        ds = generate_runnable(rt, num_samples=32, seed=cfg.seed, bounds=rt.index_bounds())
         notes.append("no data: candidates are scored on generated inputs against the float model")
     notes.extend(ds.notes)
     metric_name = cfg.metric
