@@ -249,10 +249,10 @@ def benchmark_models(
             fn()
         except Exception as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            shapes = ", ".join(f"{k}{list(np.shape(v))}" for k, v in shared.items())
+            fed = ", ".join(f"{k}{list(np.shape(v))}" for k, v in shared.items())
             fix = "check that the data fits the model" if inputs is not None else \
                 "pass real inputs: --data DATA.npz or --shape NAME=SIZES"
-            raise InputError(f"{p}: inference fails with the benchmark inputs {shapes} ({msg}); {fix}") from None
+            raise InputError(f"{p}: inference fails with the benchmark inputs {fed} ({msg}); {fix}") from None
 
     memory: list[MemoryStats | None] = [None] * len(model_paths)
     memory_errors: list[str | None] = [None] * len(model_paths)

@@ -136,6 +136,15 @@ def _validate(
     if getattr(arrays, "declared", None) is not None:  # prefixes of arrays that agree: cut to the shortest
         m = min(counts.values())
         out, counts = {k: v[:m] for k, v in out.items()}, dict.fromkeys(counts, m)
+    shared = [k for k, c in counts.items() if c == 1 and k in lays and lays[k].batch_axis is None]
+    others = {c for k, c in counts.items() if k not in shared}
+    if shared and len(others) == 1:  # one value of an input without a batch axis (a scalar sample rate): every
+        n = others.pop()  # sample shares it (a read-only view, no copies)
+        for k in shared:
+            out[k] = np.broadcast_to(out[k], (n, *out[k].shape[1:]))
+            counts[k] = n
+        notes.append(f"{', '.join(map(repr, shared))}: no batch axis in the model and one value given: every sample "
+                     f"shares it")  # fmt: skip
     if len(set(counts.values())) > 1:
         axes = ", ".join(f"{k} {lays[k].batch_axis}" for k in out if k in lays)
         raise InputError(

@@ -20,7 +20,7 @@ import onnx
 
 from tensorslim.algorithms.quantize import QuantParams, QuantScheme, choose_qparams, dequantize, quantize
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
-from tensorslim.backends.onnx.graph import replace_nodes
+from tensorslim.backends.onnx.graph import replace_nodes, subgraph_reads
 from tensorslim.backends.onnx.weights import GraphScope, find_weights
 from tensorslim.passes.base import WeightRecord
 from tensorslim.passes.static_graph import ActivationParams, StaticGraph, activation_params, constant_value
@@ -185,7 +185,7 @@ def drop_redundant_clamps(model: onnx.ModelProto) -> int:
     for n in g.node:
         for i in n.input:
             readers.setdefault(i, []).append(n)
-    outputs = {o.name for o in g.output}
+    outputs = {o.name for o in g.output} | subgraph_reads(g)  # an If branch may read a tensor by name
 
     def params(q: onnx.NodeProto) -> tuple[float, int, int, int] | None:
         if len(q.input) < 3 or any(a.name == "axis" for a in q.attribute):

@@ -69,7 +69,7 @@ def _replace(model: onnx.ModelProto, out: onnx.ModelProto) -> list[str]:
     model.opset_import.extend(opsets)
     model.ir_version = ir_version
     after = len(model.graph.node)
-    return [f"graph simplified by ONNX Runtime's basic optimizations (constant folding, Conv+Add/Mul fusion): "
+    return [f"graph rewritten by ONNX Runtime's basic optimizations (constant folding, Conv+Add/Mul fusion): "
             f"{before} -> {after} nodes"] if after != before else []  # fmt: skip
 
 

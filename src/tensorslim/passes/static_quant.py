@@ -43,6 +43,7 @@ from tensorslim.algorithms.observers import (
 )
 from tensorslim.algorithms.quantize import QuantScheme, choose_qparams
 from tensorslim.backends.onnx.editor import opset_version
+from tensorslim.backends.onnx.graph import walk_nodes
 from tensorslim.backends.onnx.weights import WeightRole, find_weights
 from tensorslim.errors import ConfigError, InputError
 from tensorslim.evaluate.data import Dataset
@@ -1018,6 +1019,13 @@ class StaticQuantPass(Pass):
             plan.notes.append(f"{undone} rewrite(s) for int8 undone where the nodes stay float (the original ops keep "
                               "ONNX Runtime's float fusions)")  # fmt: skip
         plan.notes.append(plan.placement.summary())
+        nested = sum(n.op_type in cfg.op_types for n in walk_nodes(model.graph)) - sum(
+            n.op_type in cfg.op_types for n in model.graph.node)
+        if nested:
+            plan.notes.append(f"{nested} {'/'.join(cfg.op_types)} node(s) inside If/Loop/Scan bodies keep float "
+                              "compute: static int8 places Q/DQ in the main graph only (their constant weights are "
+                              "stored as in weight-only mode); export the model without control flow for int8 kernels "
+                              "there")  # fmt: skip
         means: dict[str, np.ndarray] = {}
         if cfg.bias_correction:
             from tensorslim.passes.bias_correction import input_means

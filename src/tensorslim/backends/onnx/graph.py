@@ -22,7 +22,7 @@ import onnx
 
 from tensorslim.backends.onnx.weights import iter_graphs
 
-__all__ = ["GraphIndex", "all_graphs", "replace_nodes", "walk_nodes"]
+__all__ = ["GraphIndex", "all_graphs", "replace_nodes", "subgraph_reads", "walk_nodes"]
 
 
 def all_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
@@ -34,12 +34,22 @@ def walk_nodes(graph: onnx.GraphProto) -> Iterator[onnx.NodeProto]:
     """Every node of ``graph`` and of its subgraphs, each node before the nodes of its own bodies."""
     for n in graph.node:
         yield n
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from walk_nodes(a.g)
-            elif a.type == onnx.AttributeProto.GRAPHS:
-                for g in a.graphs:
-                    yield from walk_nodes(g)
+        for sub in _bodies(n):
+            yield from walk_nodes(sub)
+
+
+def subgraph_reads(graph: onnx.GraphProto) -> set[str]:
+    """The names that nodes inside ``graph``'s subgraphs read, at any depth: outer tensors an If branch or a Loop
+    body captures by name keep their names (a rewrite of ``graph.node`` alone must treat them as graph outputs)."""
+    return {i for n in graph.node for sub in _bodies(n) for m in walk_nodes(sub) for i in m.input if i}
+
+
+def _bodies(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            yield a.g
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            yield from a.graphs
 
 
 class GraphIndex:
