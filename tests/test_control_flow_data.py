@@ -88,3 +88,17 @@ def test_a_scalar_given_once_is_shared_and_other_count_mismatches_still_fail(bra
     np.savez(bad, x=x, flag=np.array([True, False]))  # two flags for six samples: not one value, not one each
     with pytest.raises(InputError, match="different sample counts"):
         load_data(bad, specs)
+
+
+def test_fp16_keeps_float32_what_an_if_branch_reads(branchy: dict[str, Path]) -> None:
+    """A branch reads the Relu output by name as float32: its producer stays float32 (ONNX Runtime refused the
+    float16 model: the branch's type inference met a float16 tensor)."""
+    out = branchy["dir"] / "f16.onnx"
+    r = cli("quantize", str(branchy["model"]), "-o", str(out), "--mode", "fp16", "--data", str(branchy["calib"]))
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert any(n.op_type == "Cast" for n in onnx.load(out).graph.node)  # the rest of the graph is float16
+    x = rng(4).standard_normal((2, 4, 8, 8)).astype(np.float32)
+    for flag in (True, False):
+        feeds = {"x": x, "flag": np.array(flag)}
+        for a, b in zip(run(branchy["model"], feeds), run(out, feeds), strict=True):
+            np.testing.assert_allclose(b, a, rtol=0.02, atol=0.02 * float(np.abs(a).max()))

@@ -181,6 +181,25 @@ def test_channel_pruning_shrinks_every_tensor_on_the_path() -> None:
     assert {r.name: r.action for r in res.records}["Wf"] == "skipped"  # its channels are the graph output
 
 
+def test_channel_pruning_takes_weights_written_as_constant_nodes() -> None:
+    """Paddle and some TensorFlow converters write weights as Constant nodes: they prune like initializers
+    (the pass said the model had no layer with a constant weight)."""
+    model, feeds = _conv_chain()
+    g = model.graph
+    consts = [helper.make_node("Constant", [], [t.name], value=t) for t in g.initializer]
+    nodes = consts + list(g.node)
+    del g.initializer[:]
+    del g.node[:]
+    g.node.extend(nodes)
+    before = run(model, feeds)[0]
+    res = ChannelPrunePass(ChannelPruneConfig(ratio=0.5))(model)
+    onnx.checker.check_model(res.model)
+    w = weights(res.model)
+    assert w["W1"].shape == (16, 8, 3, 3) and w["W2"].shape == (8, 16, 1, 1) and w["Wd"].shape == (16, 1, 3, 3)
+    assert not any(n.op_type == "Constant" for n in res.model.graph.node)
+    assert run(res.model, feeds)[0].shape == before.shape
+
+
 def test_channel_pruning_keeps_exactly_what_the_plan_says() -> None:
     model, feeds = _conv_chain()
     plan = {g.name: g for g in plan_channel_prune(model, ChannelPruneConfig(ratio=0.5))}

@@ -185,7 +185,8 @@ def test_generated_inputs_take_the_first_open_size_the_model_runs(pyramid: Path)
     rep = benchmark_models([a, a], max_time_s=0.02, min_runs=3, warmup=1, measure_memory=False)
     assert rep.settings["input_shapes"] == {"x": [1, 3, 32, 32]} and "timed as 1x3x32x32" in shape_note(rep)
     for args in (("bench", a, a, "--no-memory", "--seconds", "0.02"), ("profile", a, "--runs", "2", "--warmup", "0"),
-                 ("doctor", a, "--seconds", "0.05"), ("eval", a, a), ("quantize", a, "-o", str(d / "q.onnx"))):  # fmt: skip
+                 ("doctor", a, "--seconds", "0.05"), ("eval", a, a), ("quantize", a, "-o", str(d / "q.onnx")),
+                 ("quantize", a, "-o", str(d / "h.onnx"), "--mode", "fp16")):  # fmt: skip
         r = cli(*args)
         out = " ".join((r.stdout + r.stderr).split())
         assert r.returncode == 0, (args, out)

@@ -27,7 +27,6 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import onnx
 
 from tensorslim.errors import InputError
@@ -203,26 +202,17 @@ class Float16FallbackPass(Pass):
 
     def call(self, model: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
         """Convert, check on the feeds, fall back where a node overflows, repeat."""
-        from tensorslim.data import batch_size_for, random_input
+        from tensorslim.data import batch_size_for, generate_runnable
         from tensorslim.passes.float16 import Float16Pass, find_overflows
         from tensorslim.runtime.ort import OrtRuntime
 
         cfg, notes = self.config, []
         if self.data is None:
-            # one made-up feed per sample in the model's own shapes (unknown dims 1): a fixed batch, a batch on
-            # another axis (recurrent states) or a scalar input all take it as it is
+            # four made-up feeds in the model's own layout (a fixed batch, a batch on another axis, a scalar input),
+            # the sizes it leaves open at the first that runs (a detector fails at 1x1)
             rt = OrtRuntime(model)
-            bounds, rng = rt.index_bounds(), np.random.default_rng(0)
-            feeds = [
-                {
-                    s.name: random_input(
-                        rng, s.name, s.dtype, tuple(d if isinstance(d, int) and d > 0 else 1 for d in s.shape),
-                        bounds.get(s.name),
-                    )
-                    for s in rt.inputs
-                }
-                for _ in range(4)
-            ]  # fmt: skip
+            made = generate_runnable(rt, 4, bounds=rt.index_bounds())
+            feeds = [batch for batch, _ in made.batches(batch_size_for(rt.inputs, 1))][:4]
             notes.append("float16 overflow check ran on generated inputs; pass --data for a real check")
         else:
             size = batch_size_for(OrtRuntime(model).inputs, 8)  # a model with a fixed batch takes that many a call

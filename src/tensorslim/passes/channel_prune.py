@@ -31,7 +31,7 @@ from onnx import numpy_helper
 
 from tensorslim._regex import name_matcher
 from tensorslim.algorithms.pruning import lstsq_refit
-from tensorslim.backends.onnx.graph import GraphIndex
+from tensorslim.backends.onnx.graph import GraphIndex, lift_constants
 from tensorslim.data import Dataset
 from tensorslim.errors import ConfigError, InputError, UnsupportedModelError
 from tensorslim.passes._config import regex_tuple
@@ -417,6 +417,7 @@ class ChannelPrunePass(Pass):
 
     def call(self, model: onnx.ModelProto) -> PassResult:
         """Plan on ``model``, then prune group by group (refitting consumers when data was given)."""
+        lift_constants(model)  # weights written as Constant nodes prune like initializers
         original = onnx.ModelProto()
         original.CopyFrom(model)
         self.groups = plan_channel_prune(model, self.config, self.data)

@@ -101,6 +101,8 @@ class Float16Pass(Pass):
         for n in nodes:  # see _batch_transpose_into_matmul
             if id(n) in f16_nodes and _batch_transpose_into_matmul(n, consumers, f16_nodes):
                 f16_nodes.discard(id(n))
+        sub_used = _subgraph_inputs(g)  # If/Loop/Scan bodies read these by name, as float32: they stay float32
+        f16_nodes -= {id(n) for n in nodes if sub_used.intersection(n.output)}
         graph_outputs = {o.name for o in g.output}
         inits = {t.name: t for t in g.initializer}
         const_nodes = {n.output[0]: n for n in nodes if n.op_type == "Constant" and n.output}
@@ -108,7 +110,7 @@ class Float16Pass(Pass):
         # tensors stored in float16: float constants whose every consumer runs in float16
         stored_f16: set[str] = set()
         for name in [*inits, *const_nodes]:
-            if name not in floats or name in graph_outputs:
+            if name not in floats or name in graph_outputs or name in sub_used:
                 continue
             users = consumers.get(name, [])
             if users and all(id(u) in f16_nodes for u in users):
@@ -131,7 +133,6 @@ class Float16Pass(Pass):
                     action="float16", reason=src_kind, bytes_before=int(arr.nbytes), bytes_after=int(arr.nbytes // 2),
                 ))  # fmt: skip
         # large weights of float32 nodes: float16 storage, Cast back to float32 (folded at session load)
-        sub_used = _subgraph_inputs(g)
         new_casts: list[onnx.NodeProto] = []
         for name in sorted(inits):
             users = consumers.get(name, [])

@@ -22,7 +22,7 @@ import onnx
 
 from tensorslim.backends.onnx.weights import iter_graphs
 
-__all__ = ["GraphIndex", "all_graphs", "replace_nodes", "subgraph_reads", "walk_nodes"]
+__all__ = ["GraphIndex", "all_graphs", "lift_constants", "replace_nodes", "subgraph_reads", "walk_nodes"]
 
 
 def all_graphs(graph: onnx.GraphProto) -> Iterator[onnx.GraphProto]:
@@ -42,6 +42,31 @@ def subgraph_reads(graph: onnx.GraphProto) -> set[str]:
     """The names that nodes inside ``graph``'s subgraphs read, at any depth: outer tensors an If branch or a Loop
     body captures by name keep their names (a rewrite of ``graph.node`` alone must treat them as graph outputs)."""
     return {i for n in graph.node for sub in _bodies(n) for m in walk_nodes(sub) for i in m.input if i}
+
+
+def lift_constants(model: onnx.ModelProto) -> int:
+    """Turn the main graph's ``Constant`` nodes that hold a tensor (``value``) into initializers of the same name,
+    in place; returns how many. Exact: the same values under the same names. Exporters that write weights as
+    ``Constant`` nodes (Paddle, some TensorFlow converters) otherwise hide them from a pass that reads initializers.
+    Nothing is lifted from a model whose IR version (< 4) requires every initializer to be a graph input."""
+    if model.ir_version and model.ir_version < 4:
+        return 0
+    g = model.graph
+    keep: list[onnx.NodeProto] = []
+    lifted: list[onnx.TensorProto] = []
+    for n in g.node:
+        value = next((a.t for a in n.attribute if a.name == "value" and a.type == onnx.AttributeProto.TENSOR), None)
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and len(n.output) == 1 and value is not None:
+            t = onnx.TensorProto()
+            t.CopyFrom(value)
+            t.name = n.output[0]
+            lifted.append(t)
+        else:
+            keep.append(n)
+    if lifted:
+        g.initializer.extend(lifted)
+        replace_nodes(g, keep)
+    return len(lifted)
 
 
 def _bodies(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
