@@ -98,3 +98,25 @@ def test_timing_conditions_decide_what_a_cached_timing_is_worth() -> None:
     assert Timing.from_dict(json.loads(json.dumps(t.to_dict()))) == t
     with pytest.raises(ValueError, match="group"):
         TimingSettings(group=0)
+
+
+def test_a_latency_search_never_chooses_a_model_slower_than_float(tmp_path: Path) -> None:
+    """With objective latency, candidates within the budget whose whole interval lies above float's time are not
+    chosen (a 16-bit-activation recipe timed 3.6x float on a real classifier and was written as best)."""
+    from tensorslim.search.study import Candidate, SearchResult, _finish, _measurably_slower
+
+    def candidate(i: int, ratio: float, ci: tuple[float, float] | None) -> Candidate:
+        return Candidate(f"c{i}", "trial", i, {}, f"h{i}", score=1.0, size_bytes=400 + i, latency_ms=ratio,
+                         feasible=True, latency_ratio=ratio, latency_ratio_ci=ci)  # fmt: skip
+
+    assert _measurably_slower(candidate(0, 1.3, (1.2, 1.4))) and _measurably_slower(candidate(0, 1.1, None))
+    assert not _measurably_slower(candidate(0, 1.02, (0.97, 1.07)))  # within the noise of float's time
+    assert not _measurably_slower(candidate(0, 0.6, (0.55, 0.65)))
+    res = SearchResult(model=tmp_path / "m.onnx", output_dir=tmp_path, metric="cosine", objective="latency",
+                       reference_score=1.0, threshold=0.99, float_size_bytes=1000, float_latency_ms=1.0)  # fmt: skip
+    res.candidates = [candidate(0, 3.6, (3.5, 3.7)), candidate(1, 1.3, (1.2, 1.4))]
+    cfg = SearchConfig(objective="latency", max_drop=0.01, latency_runs=5)
+    _finish(res, proto_path=tmp_path / "m.onnx", data=None, test=None, cfg=cfg, setup=None, timer=None)  # type: ignore[arg-type]
+    assert res.chosen is None and res.chosen_path is None and not list(tmp_path.iterdir())  # nothing written
+    assert "the fastest: c1 at 1.30x float latency [1.20, 1.40]" in res.slower_than_float
+    assert res.to_dict()["slower_than_float"] == res.slower_than_float

@@ -114,6 +114,9 @@ def optimize(
         write_report(report_html, optimize=result.comparison, search=res, layers_of=layers,
                      title=f"tensorslim optimize {res.model.name}")  # fmt: skip
     write_json(json_out, result.to_dict())
+    if res.chosen is None and res.slower_than_float:
+        raise TargetNotMetError(f"{res.slower_than_float}; the float model stays the fastest: try a larger --budget or "
+                                f"--max-drop, or --objective size")  # fmt: skip
     if res.chosen is None:
         best = max((c for c in res.candidates if c.ok), key=lambda c: c.score or 0.0, default=None)
         raise TargetNotMetError(

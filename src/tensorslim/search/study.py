@@ -176,6 +176,7 @@ class SearchResult:
     retries: int = 0
     trials: int = 0
     notes: list[str] = field(default_factory=list)
+    slower_than_float: str = ""  # objective latency: every candidate within the budget timed slower than float
 
     @property
     def front(self) -> list[Candidate]:
@@ -209,6 +210,7 @@ class SearchResult:
             "cache_hits": self.cache_hits,
             "retries": self.retries,
             "chosen": None if self.chosen is None else self.chosen.to_dict(),
+            "slower_than_float": self.slower_than_float,
             "chosen_path": None if self.chosen_path is None else str(self.chosen_path),
             "beats_builtins": self.beats_builtins(),
             "test": self.test,
@@ -700,6 +702,15 @@ def _finish(res: SearchResult, *, proto_path: Path, data: Path | None, test: Pat
     if not feasible:
         return
     best = min(feasible, key=key)
+    if _measurably_slower(best):  # the choice would make the model slower than the float model it came from
+        said = f"{best.name} at {best.latency_ratio:.2f}x float latency"
+        if best.latency_ratio_ci is not None:
+            said += f" [{best.latency_ratio_ci[0]:.2f}, {best.latency_ratio_ci[1]:.2f}]"
+        if cfg.objective == "latency":
+            res.slower_than_float = (f"every candidate within the budget runs slower than the float model on this "
+                                     f"machine (the fastest: {said})")  # fmt: skip
+            return
+        res.notes.append(f"the chosen model runs slower than the float model on this machine ({said})")
     res.chosen = best
     from tensorslim.search.worker import without_latency_check
 
@@ -718,6 +729,14 @@ def _finish(res: SearchResult, *, proto_path: Path, data: Path | None, test: Pat
                 f"on the test data the chosen model scores {res.test['chosen_score']:.4f} against "
                 f"{res.test['float_score']:.4f}: outside the budget (selection and test data disagree)"
             )
+
+
+def _measurably_slower(c: Candidate) -> bool:
+    """Whether ``c`` timed slower than the float model, its whole interval above 1 (no timing: not known)."""
+    if c.latency_ratio is None:
+        return False
+    low = c.latency_ratio_ci[0] if c.latency_ratio_ci is not None else c.latency_ratio
+    return low > 1.0
 
 
 def _measure_test(model: Path, chosen: Path, test: Path, setup: _Setup, cfg: SearchConfig) -> dict[str, Any]:
