@@ -320,10 +320,11 @@ def runnable_inputs(
     if not unsized_dims(specs, overrides, shapes):
         return (*build(1), "")
     quiet = _quiet_run_options()
+    each = [(sess, specs_from_session(sess)) for sess in sessions]
 
     def run(made: tuple[dict[str, np.ndarray], int]) -> None:
-        for sess in sessions:
-            sess.run(None, feeds_for(model_name, specs_from_session(sess), made[0]), quiet)
+        for sess, sess_specs in each:
+            sess.run(None, feeds_for(model_name, sess_specs, made[0]), quiet)
 
     def values(n: int) -> int:
         return sum(int(np.prod(_resolve_shape(s, batch_size, overrides, (shapes or {}).get(s.name), n)[0]))

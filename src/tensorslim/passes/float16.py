@@ -24,7 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from tensorslim._regex import NameMatcher, name_matcher
 from tensorslim.backends.onnx.editor import NameGenerator
-from tensorslim.backends.onnx.graph import GraphIndex, replace_nodes
+from tensorslim.backends.onnx.graph import GraphIndex, replace_nodes, subgraph_reads
 from tensorslim.errors import InputError
 from tensorslim.passes._config import regex_tuple
 from tensorslim.passes.base import Pass, PassResult, WeightRecord
@@ -101,7 +101,7 @@ class Float16Pass(Pass):
         for n in nodes:  # see _batch_transpose_into_matmul
             if id(n) in f16_nodes and _batch_transpose_into_matmul(n, consumers, f16_nodes):
                 f16_nodes.discard(id(n))
-        sub_used = _subgraph_inputs(g)  # If/Loop/Scan bodies read these by name, as float32: they stay float32
+        sub_used = subgraph_reads(g)  # If/Loop/Scan bodies read these by name, as float32: they stay float32
         f16_nodes -= {id(n) for n in nodes if sub_used.intersection(n.output)}
         graph_outputs = {o.name for o in g.output}
         inits = {t.name: t for t in g.initializer}
@@ -216,17 +216,6 @@ def _batch_transpose_into_matmul(
     if perm is not None and perm and perm[0] == 0:
         return False
     return any(u.op_type == "MatMul" and id(u) in f16_nodes for o in node.output for u in consumers.get(o, []))
-
-
-def _subgraph_inputs(graph: onnx.GraphProto) -> set[str]:
-    """Names read by the nodes of the subgraphs (``If``/``Loop``/``Scan`` bodies) of ``graph``."""
-    from tensorslim.backends.onnx.weights import iter_graphs
-
-    used: set[str] = set()
-    for scope in list(iter_graphs(graph))[1:]:
-        for n in scope.graph.node:
-            used.update(n.input)
-    return used
 
 
 def _store_subgraph_weights(model: onnx.ModelProto, names: NameGenerator) -> list[WeightRecord]:
