@@ -27,6 +27,7 @@ __all__ = [
     "integer_range",
     "quantize",
     "quantize_dequantize",
+    "quantize_keeping_sums",
     "tensor_params",
 ]
 
@@ -250,6 +251,48 @@ def quantize(x: npt.ArrayLike, qp: QuantParams, *, narrow: bool = True) -> np.nd
     qmin, qmax = integer_range(qp.bits, qp.scheme, narrow=narrow)
     q = np.round(arr / scale) + zp.astype(np.float32)
     return np.clip(q, qmin, qmax).astype(qp.dtype)
+
+
+def quantize_keeping_sums(x: npt.ArrayLike, qp: QuantParams, axis: int, *, narrow: bool = True) -> np.ndarray:
+    """Codes like :func:`quantize`, except that each slice along ``axis`` (a layer's output channel) keeps the sum
+    of its values: round to nearest, then round the fewest values the other way (those nearest half a step, so the
+    added squared error is the smallest possible) until the slice's code sum is its value sum rounded to a step.
+
+    Why: a layer's response to a constant input is its weight sum times that input. Round to nearest leaves each
+    slice's sum off by a random walk of half-steps, which on an edge-detecting kernel (weights summing to almost
+    nothing) is many times the true sum, so every flat region of an image (paper, sky, padding) gets a response
+    the float layer never gives, the same at every position. With the sums kept, a flat input's error is at most
+    half a step per channel; each value is still within one step of its own.
+    """
+    arr = np.asarray(x, dtype=np.float32)
+    scale, zp = qp.broadcast(arr.ndim)
+    qmin, qmax = integer_range(qp.bits, qp.scheme, narrow=narrow)
+    v = np.moveaxis(arr / scale, axis, 0)
+    z = np.moveaxis(np.broadcast_to(zp, arr.shape), axis, 0)
+    rows = v.reshape(v.shape[0], -1)
+    zrows = z.reshape(rows.shape)
+    out = np.empty(rows.shape, qp.dtype)
+    step = max(1, (1 << 20) // max(rows.shape[1], 1))  # rows per block: a few MB of temporaries at a time
+    for i in range(0, rows.shape[0], step):
+        out[i : i + step] = _round_rows_keeping_sums(rows[i : i + step], zrows[i : i + step], qmin, qmax)
+    return np.moveaxis(out.reshape(v.shape), 0, axis)
+
+
+def _round_rows_keeping_sums(v: np.ndarray, zp: np.ndarray, qmin: int, qmax: int) -> np.ndarray:
+    v = v.astype(np.float64)
+    z = zp.astype(np.float64)
+    q = np.clip(np.round(v) + z, qmin, qmax) - z
+    err = v - q  # within half a step where nothing clipped
+    need = np.round(err.sum(axis=1))  # values each row rounds the other way; its sign says which way
+    if np.any(need):
+        direction = np.sign(need)[:, None]
+        room = (q + z + direction >= qmin) & (q + z + direction <= qmax)
+        gain = np.where(room & (err * direction > 0), err * direction, -np.inf)
+        order = np.argsort(-gain, axis=1, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.broadcast_to(np.arange(v.shape[1]), v.shape), axis=1)
+        q += np.where((rank < np.abs(need)[:, None]) & np.isfinite(gain), direction, 0.0)
+    return q + z
 
 
 def dequantize(q: npt.ArrayLike, qp: QuantParams) -> np.ndarray:

@@ -199,6 +199,12 @@ def quantize(
         typer.Option(help="ONNX static: shift each int8 Conv/Gemm's bias so its mean output per channel matches "
                      "float's on calibration samples, layer by layer."),
     ] = True,
+    keep_weight_sums: Annotated[
+        bool,
+        typer.Option(help="ONNX static: round each output channel's weights so their sum stays float's (its "
+                     "response to a flat input: paper, sky, padding) instead of each to nearest; try it where "
+                     "flat regions read wrong (spaces, background detections)."),
+    ] = False,
     latency_check: Annotated[
         bool,
         typer.Option(help="ONNX static: time the result against float here and move int8 regions back to float "
@@ -265,7 +271,8 @@ def quantize(
                         "smooth_quant": smooth_quant, "bias_correction": bias_correction, "equalize": equalize,
                         "placement": None if placement is None else str(placement),
                         "latency_check": latency_check, "latency_batch": latency_batch,
-                        "learned_rounding": learned_rounding, "empirical_bias": empirical_bias},
+                        "learned_rounding": learned_rounding, "empirical_bias": empirical_bias,
+                        "keep_weight_sums": keep_weight_sums},
     )  # fmt: skip
     result = _own_weights(run_quantize(model_in, output, config=cfg, data=data_in, max_samples=max_samples,
                                        target_runtime=target), model_in)  # fmt: skip
@@ -356,7 +363,8 @@ def _onnx_config(
     if mode != "static":
         defaults = {"io_dtype": "float", "activation_bits": 8, "int16_nodes": (), "smooth_quant": None,
                     "bias_correction": False, "equalize": False, "placement": None, "latency_check": True,
-                    "latency_batch": None, "learned_rounding": False, "empirical_bias": True}  # fmt: skip
+                    "latency_batch": None, "learned_rounding": False, "empirical_bias": True,
+                    "keep_weight_sums": False}  # fmt: skip
         extra = [k for k, v in static_opts.items() if defaults.get(k, v) != v]
         if extra:
             flags = ", ".join("--" + {"io_dtype": "io"}.get(k, k).replace("_", "-") for k in extra)

@@ -61,6 +61,7 @@ from tensorslim.algorithms.quantize import (
     choose_qparams,
     dequantize,
     quantize,
+    quantize_keeping_sums,
 )
 from tensorslim.algorithms.rotation import rotate_input_channels
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
@@ -160,6 +161,10 @@ class DynamicQuantConfig:
         min_integer_macs: with ``form="auto"``, a MatMul/Gemm doing fewer multiply-adds per sample (known from
             the graph's shapes, :func:`sample_macs`) stays weight-only; 0 turns the rule off. Default
             :data:`MIN_INTEGER_MACS`.
+        keep_conv_sums: round each output channel of a Conv weight so that its sum stays the float sum
+            (:func:`~tensorslim.algorithms.quantize.quantize_keeping_sums`): the layer's response to a flat
+            input (paper, sky, padding) stays float's. With int8 weights and float activations it raised the
+            output SQNR of five trained conv nets by 1 to 6.5 dB (benchmarks/README). ``False``: to nearest.
     """
 
     form: QuantForm | str = QuantForm.AUTO
@@ -177,6 +182,7 @@ class DynamicQuantConfig:
     weight_bits: int = 8
     block_size: int = 32
     min_integer_macs: int = MIN_INTEGER_MACS
+    keep_conv_sums: bool = True
 
     def __post_init__(self) -> None:
         coerce_enums(
@@ -388,7 +394,9 @@ def plan_dynamic_quant(
                 plan.scale_float16 = True
                 plan.notes.append("float16 scales")
         plan.params = qp
-        plan.codes = quantize(values, qp)
+        conv = config.keep_conv_sums and all(u.role is WeightRole.CONV for u in w.uses)
+        plan.codes = (quantize_keeping_sums(values, qp, primary.channel_axis)
+                      if conv and primary.channel_axis is not None else quantize(values, qp))  # fmt: skip
         plan.target = values
         if config.weight_bits == 4 and int8_weights and w.name in int8_weights:
             plan.notes.append(f"int8: {int8_weights[w.name]}")

@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 import onnx
 
-from tensorslim.algorithms.quantize import QuantParams, QuantScheme, choose_qparams, dequantize, quantize
+from tensorslim.algorithms.quantize import (
+    QuantParams,
+    QuantScheme,
+    choose_qparams,
+    dequantize,
+    quantize,
+    quantize_keeping_sums,
+)
 from tensorslim.backends.onnx.editor import GraphEditor, opset_version
 from tensorslim.backends.onnx.graph import replace_nodes, subgraph_reads
 from tensorslim.backends.onnx.weights import GraphScope, find_weights
@@ -297,7 +304,8 @@ def quantize_weights(
         qp = choose_qparams(w.array, scheme=QuantScheme.SYMMETRIC, axis=axis)
         bias_in = use.node.input[2] if len(use.node.input) > 2 and use.node.input[2] else ""
         qp = bias_safe_scales(qp, corrector.bias(bias_in) if bias_in else None, params[x].scale)
-        codes = quantize(w.array, qp)
+        codes = (quantize_keeping_sums(w.array, qp, use.channel_axis)
+                 if cfg.keep_weight_sums and use.channel_axis is not None else quantize(w.array, qp))
         if w.name in learned and np.array_equal(learned[w.name][0], np.asarray(qp.scale)):
             codes = learned[w.name][1].astype(codes.dtype)  # learned rounding, same scales
         as_const = w.source == "constant"

@@ -41,7 +41,14 @@ import numpy as np
 
 from tensorslim._regex import name_matcher
 from tensorslim.algorithms.fidelity import sqnr_db
-from tensorslim.algorithms.quantize import QuantParams, RangeMethod, choose_qparams, dequantize, quantize
+from tensorslim.algorithms.quantize import (
+    QuantParams,
+    RangeMethod,
+    choose_qparams,
+    dequantize,
+    quantize,
+    quantize_keeping_sums,
+)
 from tensorslim.backends.tflite.graph import Graph, compact, quant_params, tensor_name
 from tensorslim.backends.tflite.weights import WEIGHT_ROLES, TfliteWeight, WeightUse, find_weights
 from tensorslim.errors import ConfigError
@@ -72,6 +79,7 @@ DYNAMIC_OPS: tuple[str, ...] = (
     "UNIDIRECTIONAL_SEQUENCE_LSTM",
 )
 _PER_CHANNEL_HYBRID = {"FULLY_CONNECTED": 0, "CONV_2D": 0, "DEPTHWISE_CONV_2D": 3}
+_CONVOLUTIONS = ("CONV_2D", "DEPTHWISE_CONV_2D")  # a flat input: the same response at every position
 _ASYMMETRIC_OPTION = ("FULLY_CONNECTED", "BATCH_MATMUL", "UNIDIRECTIONAL_SEQUENCE_LSTM")
 
 
@@ -99,6 +107,9 @@ class TfliteDynamicConfig:
             kernels LiteRT's default XNNPACK delegate runs faster than the hybrid ones), ``integer`` (hybrid
             kernels wherever LiteRT has one, the converter's choice) or ``weight_only`` (every weight int8
             behind a ``DEQUANTIZE`` that LiteRT evaluates once; float compute, per-channel scales).
+        keep_conv_sums: round each output channel of a convolution's per-channel weights so that their sum stays
+            the float sum (:func:`~tensorslim.algorithms.quantize.quantize_keeping_sums`): its response to a flat
+            input (paper, sky, padding) stays float's. ``False``: each weight to nearest.
     """
 
     granularity: Granularity | str = Granularity.PER_CHANNEL
@@ -108,6 +119,7 @@ class TfliteDynamicConfig:
     min_size: int = 1024
     asymmetric_inputs: bool = True
     form: QuantForm | str = QuantForm.AUTO
+    keep_conv_sums: bool = True
 
     def __post_init__(self) -> None:
         coerce_enums(self, (("granularity", Granularity), ("range_method", RangeMethod), ("form", QuantForm)))
@@ -231,7 +243,12 @@ def plan_dynamic(model: Any, config: TfliteDynamicConfig, subgraph: int = 0) -> 
             c = w.array.shape[3]
             params = QuantParams(np.repeat(params.scale.reshape(1), c), np.zeros(c, np.int8), 3, 8, params.scheme)
         plan.params = params
-        plan.codes = quantize(w.array, params)
+        if config.keep_conv_sums and axis is not None and all(
+            u.op_type in _CONVOLUTIONS and _PER_CHANNEL_HYBRID[u.op_type] == axis for u in uses
+        ):
+            plan.codes = quantize_keeping_sums(w.array, params, axis)
+        else:
+            plan.codes = quantize(w.array, params)
         plan.forms = forms
 
     return plan_weights(model, config, subgraph, decide)
