@@ -23,7 +23,7 @@ from models import (
     run,
 )
 from tensorslim.algorithms.fidelity import sqnr_db
-from tensorslim.algorithms.quantize import dequantize, quantize_keeping_sums
+from tensorslim.algorithms.quantize import dequantize, quantize, quantize_keeping_sums
 from tensorslim.passes.dynamic_quant import DynamicQuantConfig, DynamicQuantPass, plan_dynamic_quant
 
 
@@ -435,13 +435,18 @@ def test_float16_scales_are_exact_nearest_and_cost_no_fidelity(channels: int, lo
     w = (spread * r.standard_normal((channels, 4, 3, 3))).astype(np.float32)
     model = make([helper.make_node("Conv", ["x", "W"], ["y"], name="c")], [("x", F, [1, 4, 5, 5])],
                  [("y", F, [1, channels, 3, 3])], {"W": w})  # fmt: skip
-    (compact,) = [p for p in plan_dynamic_quant(model, DynamicQuantConfig()) if not p.skipped]
-    (plain,) = [p for p in plan_dynamic_quant(model, DynamicQuantConfig(compact=False)) if not p.skipped]
+    (kept,) = [p for p in plan_dynamic_quant(model, DynamicQuantConfig()) if not p.skipped]
+    # the fidelity of the scales alone: round to nearest with either
+    (compact,) = [p for p in plan_dynamic_quant(model, DynamicQuantConfig(keep_conv_sums=False)) if not p.skipped]
+    (plain,) = [p for p in plan_dynamic_quant(model, DynamicQuantConfig(compact=False, keep_conv_sums=False))
+                if not p.skipped]  # fmt: skip
     s32, s16 = plain.params.scale, compact.params.scale
+    np.testing.assert_array_equal(kept.params.scale, s16)
+    # codes made for the stored scale (by default a Conv's output channels keep their sums)
+    np.testing.assert_array_equal(kept.codes, quantize_keeping_sums(w, kept.params, 0))
     if compact.scale_float16:
         np.testing.assert_array_equal(s16, s32.astype(np.float16).astype(np.float32))  # the nearest float16
-        # codes made for the stored scale (a Conv's: each output channel keeps its sum)
-        np.testing.assert_array_equal(compact.codes, quantize_keeping_sums(w, compact.params, 0))
+        np.testing.assert_array_equal(compact.codes, quantize(w, compact.params))
         loss = sqnr_db(w, dequantize(plain.codes, plain.params)) - sqnr_db(w, dequantize(compact.codes, compact.params))
         assert loss <= 0.02 + 1e-9
     else:
