@@ -145,3 +145,29 @@ def test_cli_form_weight_only(cnn_path: Path, tmp_path: Path) -> None:
     m = model_from_bytes(out.read_bytes())
     assert "DEQUANTIZE" in _ops(m)
     assert _cosine(cnn_path.read_bytes(), out.read_bytes()) >= 0.999
+
+
+def test_convolution_weights_keep_each_output_channels_sum() -> None:
+    from tensorslim.algorithms.quantize import quantize
+    from tensorslim.backends.tflite.dynamic import plan_dynamic
+
+    model = model_from_bytes(tm.cnn())
+    axes = {"conv1/w": 0, "dw/w": 3, "conv2/w": 0}  # CONV_2D [O, H, W, I]; DEPTHWISE_CONV_2D [1, H, W, C]
+    for keep in (True, False):
+        plans = {p.weight.name: p for p in plan_dynamic(model, TfliteDynamicConfig(min_size=0, keep_conv_sums=keep))
+                 if p.codes is not None}  # fmt: skip
+        assert set(axes) | {"fc/w"} <= set(plans)
+        fc = plans["fc/w"]
+        np.testing.assert_array_equal(fc.codes, quantize(fc.weight.array, fc.params))  # not a convolution
+        for name, axis in axes.items():
+            p = plans[name]
+            scale, _ = p.params.broadcast(p.weight.array.ndim)
+            other = tuple(i for i in range(p.weight.array.ndim) if i != axis)
+            off = np.abs((p.weight.array / scale - p.codes.astype(np.float64)).sum(axis=other))
+            if keep:
+                assert off.max() <= 0.5 + 1e-4, name
+            else:
+                np.testing.assert_array_equal(p.codes, quantize(p.weight.array, p.params))
+                assert off.max() > 0.5, name  # round to nearest leaves some channel's sum off
+    out = TfliteDynamicPass(TfliteDynamicConfig(min_size=0))(model_from_bytes(tm.cnn())).model
+    assert _cosine(tm.cnn(), serialize(out)) >= 0.999
