@@ -8,13 +8,22 @@ Pure NumPy; the layouts are ONNX's: MatMul ``W`` is ``[K, N]``, Gemm ``W`` is ``
 Empirical bias correction measures the error instead: each quantized layer's output, per channel, averaged over
 calibration samples, against the float model's (:func:`mean_shift`). It sees what the expected weight error
 misses: the input's own rounding and clipping, and the offsets earlier layers' errors leave behind.
+
+An offset is one number per channel; where a layer sees two kinds of input (text and white paper, objects and
+sky), its error differs between them, and one offset cannot match both. :class:`PairedMoments` and
+:func:`gain_and_shift` fit two: a gain and an offset per channel, the least-squares line from the quantized
+output to the float one over every position of the calibration samples (a per-channel gain is free at run time:
+it scales the channel's weight scale).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["conv_output_error", "linear_output_error", "mean_shift"]
+__all__ = ["PairedMoments", "conv_output_error", "gain_and_shift", "linear_output_error", "mean_shift"]
+
+MAX_GAIN = 1.25  # a fitted gain stays within [1 / MAX_GAIN, MAX_GAIN]: a correction, not a new layer
+MIN_VALUES = 256  # values per channel below which no gain is fitted (a Gemm on a few samples: its offset only)
 
 
 def linear_output_error(dw: np.ndarray, mean_x: np.ndarray, *, trans_b: bool = False) -> np.ndarray:
@@ -75,3 +84,65 @@ def mean_shift(float_means: np.ndarray, quant_means: np.ndarray, *, z: float = 2
         return mean
     se = d.std(axis=0, ddof=1) / np.sqrt(d.shape[0])
     return np.where(np.abs(mean) > z * se, mean, 0.0)
+
+
+class PairedMoments:
+    """Running sums, per channel, of a layer's float output ``f`` and quantized output ``q`` seen at the same
+    positions: enough for the least-squares gain of ``q`` onto ``f`` (:func:`gain_and_shift`) without keeping
+    the outputs. ``add`` takes one sample's outputs; ``means`` are each sample's per-channel means."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._sums: np.ndarray | None = None  # [4, channels]: sums of f, q, q*q, f*q
+        self.float_means: list[np.ndarray] = []
+        self.quant_means: list[np.ndarray] = []
+
+    def add(self, f: np.ndarray, q: np.ndarray, axis: int) -> None:
+        """One sample's outputs (equal shapes, channels on ``axis``).
+
+        Raises:
+            ValueError: the shapes differ or the channel count changed.
+        """
+        if f.shape != q.shape or f.ndim == 0:
+            raise ValueError(f"outputs: expected equal shapes with a channel axis, got {list(f.shape)} and "
+                             f"{list(q.shape)}")  # fmt: skip
+        ax = axis % f.ndim
+        fc = np.moveaxis(np.asarray(f, np.float64), ax, 0).reshape(f.shape[ax], -1)
+        qc = np.moveaxis(np.asarray(q, np.float64), ax, 0).reshape(q.shape[ax], -1)
+        sums = np.stack([fc.sum(1), qc.sum(1), np.einsum("ij,ij->i", qc, qc), np.einsum("ij,ij->i", fc, qc)])
+        if self._sums is None:
+            self._sums = sums
+        elif self._sums.shape != sums.shape:
+            raise ValueError(f"outputs: {sums.shape[1]} channels after {self._sums.shape[1]}")
+        else:
+            self._sums += sums
+        self.count += fc.shape[1]
+        self.float_means.append(fc.mean(1))
+        self.quant_means.append(qc.mean(1))
+
+
+def gain_and_shift(m: PairedMoments, *, gain: bool = True, z: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel, ``(a, shift)`` such that ``a * q - shift`` is the quantized output corrected toward float.
+
+    ``a`` is the least-squares slope of ``f`` on ``q`` over every value seen, within
+    ``[1 / MAX_GAIN, MAX_GAIN]``; 1 where ``gain`` is off, a channel has under ``MIN_VALUES`` values, or ``q`` does
+    not vary. ``shift`` then makes the mean output match float's, where that is clear of sampling noise
+    (:func:`mean_shift` on the per-sample means of ``a * q`` and ``f``). With ``a`` = 1 this is exactly
+    :func:`mean_shift`.
+
+    Raises:
+        ValueError: nothing was added.
+    """
+    if m._sums is None or not m.float_means:
+        raise ValueError("moments: no sample was added")
+    sf, sq, sqq, sfq = m._sums
+    n = float(m.count)
+    a = np.ones_like(sf)
+    if gain and m.count >= MIN_VALUES:
+        var = sqq / n - (sq / n) ** 2
+        cov = sfq / n - (sf / n) * (sq / n)
+        ok = var > 1e-12 * np.maximum(sqq / n, 1e-30)  # q varies beyond rounding of its own square
+        a = np.where(ok, np.divide(cov, var, out=np.ones_like(cov), where=ok), 1.0)
+        a = np.clip(np.where(np.isfinite(a), a, 1.0), 1.0 / MAX_GAIN, MAX_GAIN)
+    shift = mean_shift(np.stack(m.float_means), a * np.stack(m.quant_means), z=z)
+    return a, np.where(np.isfinite(shift), shift, 0.0)

@@ -199,6 +199,12 @@ def quantize(
         typer.Option(help="ONNX static: shift each int8 Conv/Gemm's bias so its mean output per channel matches "
                      "float's on calibration samples, layer by layer."),
     ] = True,
+    empirical_gain: Annotated[
+        bool,
+        typer.Option(help="ONNX static, with --empirical-bias: also scale each channel by the least-squares gain "
+                     "onto float's output (within 0.8-1.25, in the weight scales: free at run time), int8 "
+                     "MatMuls with a constant bias included."),
+    ] = True,
     keep_weight_sums: Annotated[
         bool,
         typer.Option(help="ONNX static: round each output channel's weights so their sum stays float's (its "
@@ -272,7 +278,7 @@ def quantize(
                         "placement": None if placement is None else str(placement),
                         "latency_check": latency_check, "latency_batch": latency_batch,
                         "learned_rounding": learned_rounding, "empirical_bias": empirical_bias,
-                        "keep_weight_sums": keep_weight_sums},
+                        "empirical_gain": empirical_gain, "keep_weight_sums": keep_weight_sums},
     )  # fmt: skip
     result = _own_weights(run_quantize(model_in, output, config=cfg, data=data_in, max_samples=max_samples,
                                        target_runtime=target), model_in)  # fmt: skip
@@ -364,7 +370,7 @@ def _onnx_config(
         defaults = {"io_dtype": "float", "activation_bits": 8, "int16_nodes": (), "smooth_quant": None,
                     "bias_correction": False, "equalize": False, "placement": None, "latency_check": True,
                     "latency_batch": None, "learned_rounding": False, "empirical_bias": True,
-                    "keep_weight_sums": False}  # fmt: skip
+                    "empirical_gain": True, "keep_weight_sums": False}  # fmt: skip
         extra = [k for k, v in static_opts.items() if defaults.get(k, v) != v]
         if extra:
             flags = ", ".join("--" + {"io_dtype": "io"}.get(k, k).replace("_", "-") for k in extra)

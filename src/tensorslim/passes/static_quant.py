@@ -50,7 +50,7 @@ from tensorslim.evaluate.data import Dataset
 from tensorslim.passes._config import Granularity, coerce_enums, op_tuple, regex_tuple
 from tensorslim.passes.base import Pass, PassResult
 from tensorslim.passes.calib_stats import mean_sample_sqnr, require_data, run_with_outputs
-from tensorslim.passes.empirical_bias import SAMPLES, bias_targets, empirical_bias_correction, sample_channel_means
+from tensorslim.passes.empirical_bias import SAMPLES, bias_targets, empirical_bias_correction
 from tensorslim.passes.qdq_opset import check_qdq_opset
 from tensorslim.passes.smooth_quant import explicit_scales, smoothing_candidates
 from tensorslim.passes.static_apply import apply_qdq
@@ -177,6 +177,12 @@ class StaticQuantConfig:
             (:mod:`~tensorslim.passes.empirical_bias`): the offsets that weight rounding, input rounding and
             clipping, and earlier layers leave. On RapidOCR's detector it raised the IoU with float's text map
             from 0.927 to 0.954.
+        empirical_gain: with ``empirical_bias``, also scale each channel of those layers (and of int8 MatMuls
+            followed by a constant bias) by the least-squares gain from its int8 output onto float's, within
+            0.8-1.25, where its weight scale is per channel: an offset alone cannot match both the flat regions
+            and the detailed ones a layer sees. Free at run time (it is in the weight scales). On RapidOCR's
+            detector it raised the IoU with float from 0.960 to 0.972; on its recognizer the lines decoded as
+            float decodes them from 48 % to 70 %.
         keep_weight_sums: round each output channel's int8 weights so that their sum stays the float sum (to
             half a step; :func:`~tensorslim.algorithms.quantize.quantize_keeping_sums`), which keeps each layer's
             response to a flat input: round to nearest gives edge-detecting kernels (weights that sum to almost
@@ -216,6 +222,7 @@ class StaticQuantConfig:
     output_sqnr_db: float = 20.0
     learned_rounding: bool = False
     empirical_bias: bool = True
+    empirical_gain: bool = True
     keep_weight_sums: bool = False
 
     def __post_init__(self) -> None:
@@ -1045,26 +1052,30 @@ class StaticQuantPass(Pass):
         if learned:
             learned = _keep_if_better(model, set(plan.placement.int8), self.data, cfg, plan, means, learned)
         sample = self.data.head(SAMPLES) if self.data.num_samples > SAMPLES else self.data
-        float_means: dict[str, np.ndarray] = {}
-        with _skipped_on_error(plan.notes):  # an optimization: if it fails, the rounded biases stand
-            if cfg.empirical_bias and sample.num_samples < 2:
-                plan.notes.append("empirical bias correction skipped: one calibration sample cannot tell a layer's "
-                                  f"offset from that sample's own values (it looks at {SAMPLES}; give at least 2)")
-            elif cfg.empirical_bias:  # the float model's per-channel means, before the Q/DQ pairs go in
-                float_means = sample_channel_means(model, set(plan.placement.int8), sample)
+        correct = cfg.empirical_bias and bool(plan.placement.int8) and sample.num_samples >= 2
+        if cfg.empirical_bias and sample.num_samples < 2:
+            plan.notes.append("empirical bias correction skipped: one calibration sample cannot tell a layer's "
+                              f"offset from that sample's own values (it looks at {SAMPLES}; give at least 2)")
         float_ref = onnx.ModelProto()  # the float function, for the final accuracy figure
         if cfg.output_sqnr_db > 0 and plan.placement.int8:
             if source.graph.node:  # the latency check's float copy (its rewrites keep the function)
                 float_ref = source
             else:
                 float_ref.CopyFrom(model)
+        float_model = onnx.ModelProto()  # the graph before its Q/DQ pairs, node names kept, for the correction
+        if correct:
+            if float_ref is not source and float_ref.graph.node:
+                float_model = float_ref
+            else:
+                float_model.CopyFrom(model)
         records = apply_qdq(model, set(plan.placement.int8), plan.activations, cfg, means, plan.notes, learned)
-        with _skipped_on_error(plan.notes):
-            if float_means:
-                note = empirical_bias_correction(model, bias_targets(model, set(plan.placement.int8)), float_means,
-                                                 sample)  # fmt: skip
+        if correct:
+            with _skipped_on_error(plan.notes):
+                note = empirical_bias_correction(model, bias_targets(model, set(plan.placement.int8)), float_model,
+                                                 sample, gain=cfg.empirical_gain)  # fmt: skip
                 if note:
                     plan.notes.append(note)
+        del float_model
         if float_ref.graph.node:
             with _skipped_on_error(plan.notes, "accuracy: the int8 model's output SQNR could not be measured"):
                 plan.notes.append(_accuracy_note(mean_sample_sqnr(float_ref, model, sample), sample.num_samples, cfg))
