@@ -243,21 +243,24 @@ def linear_net(seed: int = 0) -> tuple[onnx.ModelProto, Dataset, Dataset]:
     return model, data(32), data(32)
 
 
-def test_a_linear_layers_float_bias_and_weight_scale_take_the_correction() -> None:
+def test_a_linear_layers_float_bias_takes_the_offset_and_its_weight_scale_stays() -> None:
     model, cal, held = linear_net()
     # the Adds float (as where a Softmax or the graph's output follows): the MatMuls' outputs stay float too
     cfg = StaticQuantConfig(latency_check=False, empirical_bias=False, preprocess=False, exclude=("add",))
     int8 = static_pipeline(cfg, cal)(model).model
     targets = bias_targets(int8, {n.name for n in int8.graph.node if n.op_type == "MatMul"})
-    assert [(t.node, t.codes, t.bias_scale) for t in targets] == [("add1", "B1", ""), ("add2", "B2", "")], targets
-    gains, offsets = np.linspace(0.9, 1.1, 8), np.linspace(-1, 1, 8)
-    target = _scaled_float(model, "W2", gains, "B2", offsets)
+    assert [(t.node, t.codes, t.float_bias, t.weight_scale) for t in targets] == [
+        ("add1", "B1", True, ""), ("add2", "B2", True, "")], targets  # fmt: skip
+    target = _scaled_float(model, "W2", np.ones(8), "B2", np.linspace(-1, 1, 8))
     feeds = {"x": held.inputs["x"]}
     ref = run(target, feeds)[0]
     before = _sqnr(ref, run(int8, feeds)[0])
+    scales = {i.name: onnx.numpy_helper.to_array(i).copy() for i in int8.graph.initializer if i.name.endswith("scale")}
     note = empirical_bias_correction(int8, targets, target, cal.head(8))
-    assert "2 int8 layer(s)" in note, note
+    assert "int8 layer(s)" in note and "scaled too" not in note, note
     assert _sqnr(ref, run(int8, feeds)[0]) > before + 10, (before, _sqnr(ref, run(int8, feeds)[0]))
+    after = {i.name: onnx.numpy_helper.to_array(i) for i in int8.graph.initializer if i.name in scales}
+    assert all(np.array_equal(scales[k], after[k]) for k in scales)  # no gain on token sequences' Linear layers
 
 
 def test_the_gain_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None:

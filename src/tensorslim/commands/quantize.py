@@ -201,9 +201,9 @@ def quantize(
     ] = True,
     empirical_gain: Annotated[
         bool,
-        typer.Option(help="ONNX static, with --empirical-bias: also scale each channel by the least-squares gain "
-                     "onto float's output (within 0.8-1.25, in the weight scales: free at run time), int8 "
-                     "MatMuls with a constant bias included."),
+        typer.Option(help="ONNX static, with --empirical-bias: also scale each channel of the int8 Convs by the "
+                     "least-squares gain onto float's output (within 0.8-1.25, in the weight scales: free at run "
+                     "time)."),
     ] = True,
     keep_weight_sums: Annotated[
         bool,
