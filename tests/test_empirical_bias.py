@@ -263,12 +263,12 @@ def test_a_linear_layers_float_bias_takes_the_offset_and_its_weight_scale_stays(
     assert all(np.array_equal(scales[k], after[k]) for k in scales)  # no gain on token sequences' Linear layers
 
 
-def test_the_gain_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None:
+def test_the_gain_is_off_by_default_and_can_be_turned_on(tmp_path: Path) -> None:
     model, cal, held = offset_net(2)
     feeds = {"x": held.inputs["x"]}
     ref = run(model, feeds)[0]
-    off = static_pipeline(StaticQuantConfig(latency_check=False, empirical_gain=False), cal)(model)
-    on = static_pipeline(StaticQuantConfig(latency_check=False), cal)(model)
+    off = static_pipeline(StaticQuantConfig(latency_check=False), cal)(model)
+    on = static_pipeline(StaticQuantConfig(latency_check=False, empirical_gain=True), cal)(model)
     assert not any("scaled too" in n for n in off.notes) and any("scaled too" in n for n in on.notes), on.notes
     # on data it has not seen, the line per channel is no worse than the offset alone
     assert _sqnr(ref, run(on.model, feeds)[0]) > _sqnr(ref, run(off.model, feeds)[0]) - 0.1
@@ -282,5 +282,5 @@ def test_the_gain_is_on_by_default_and_can_be_turned_off(tmp_path: Path) -> None
         assert res.returncode == 0, res.stdout + res.stderr
         said[flag] = "scaled too" in " ".join((res.stdout + res.stderr).split())
     assert said == {"--empirical-gain": True, "--no-empirical-gain": False}, said
-    res = cli("quantize", str(src), "-o", str(tmp_path / "d.onnx"), "--no-empirical-gain")
+    res = cli("quantize", str(src), "-o", str(tmp_path / "d.onnx"), "--empirical-gain")
     assert res.returncode == 2 and "--empirical-gain: only for --mode static" in res.stdout + res.stderr
