@@ -3,8 +3,8 @@
 Static int8's empirical correction matches each int8 layer's output per channel to float's on calibration
 samples, layer by layer. An offset alone cannot match both kinds of region a layer sees (text and white paper,
 objects and sky: a flat region's int8 error is the same at every position and differs from the detailed
-regions'); a gain and an offset per channel (the least-squares line, folded into the weight and bias scales)
-can. This script makes static int8 models of the suite's models with the gain on and off, on the same placement
+regions'); a gain and an offset per channel (a line fitted per channel, folded into the weight and bias
+scales) can. The gains are kept only where the model's output agrees on calibration samples the fit did not see. This script makes static int8 models of the suite's models with the gain on and off, on the same placement
 (int8 wherever the rules allow: no latency check, so nothing is timed and both variants place the same nodes),
 and scores them with the suite's task metrics (RapidOCR det/rec/cls on rendered pages and lines, the digits CNN),
 plus the output SQNR against float on the suite's batch-timing inputs.
@@ -19,18 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import suite
 import tensorslim
+from keep_sums import _sqnr
 from tensorslim.passes.static_quant import StaticQuantConfig
-
-
-def _sqnr(path: Path, ref_path: Path, feeds: dict[str, np.ndarray]) -> float:
-    f = suite._run_all(ref_path, feeds)[0]
-    q = suite._run_all(path, feeds)[0]
-    return float(10 * np.log10((f.astype(np.float64) ** 2).sum() / max(((f - q) ** 2).sum(), 1e-30)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,13 +87,14 @@ def mean_shift(float_means: np.ndarray, quant_means: np.ndarray, *, z: float = 2
 
 
 class PairedMoments:
-    """Running sums, per channel, of a layer's float output ``f`` and quantized output ``q`` seen at the same
-    positions: enough for the least-squares gain of ``q`` onto ``f`` (:func:`gain_and_shift`) without keeping
-    the outputs. ``add`` takes one sample's outputs; ``means`` are each sample's per-channel means."""
+    """Per-sample sums, per channel, of a layer's float output ``f`` and quantized output ``q`` seen at the same
+    positions: enough for the least-squares gain of ``q`` onto ``f`` and its sampling noise (:meth:`gain`,
+    :func:`gain_and_shift`) without keeping the outputs. ``add`` takes one sample's outputs;
+    ``float_means`` / ``quant_means`` are each sample's per-channel means."""
 
     def __init__(self) -> None:
         self.count = 0
-        self._sums: np.ndarray | None = None  # [4, channels]: sums of f, q, q*q, f*q
+        self._sums: list[np.ndarray] = []  # per sample, [6, channels]: count, sums of f, q, q*q, f*q, f*f
         self.float_means: list[np.ndarray] = []
         self.quant_means: list[np.ndarray] = []
 
@@ -109,40 +110,66 @@ class PairedMoments:
         ax = axis % f.ndim
         fc = np.moveaxis(np.asarray(f, np.float64), ax, 0).reshape(f.shape[ax], -1)
         qc = np.moveaxis(np.asarray(q, np.float64), ax, 0).reshape(q.shape[ax], -1)
-        sums = np.stack([fc.sum(1), qc.sum(1), np.einsum("ij,ij->i", qc, qc), np.einsum("ij,ij->i", fc, qc)])
-        if self._sums is None:
-            self._sums = sums
-        elif self._sums.shape != sums.shape:
-            raise ValueError(f"outputs: {sums.shape[1]} channels after {self._sums.shape[1]}")
-        else:
-            self._sums += sums
+        if self._sums and self._sums[0].shape[1] != fc.shape[0]:
+            raise ValueError(f"outputs: {fc.shape[0]} channels after {self._sums[0].shape[1]}")
+        self._sums.append(np.stack([np.full(fc.shape[0], float(fc.shape[1])), fc.sum(1), qc.sum(1),
+                                    np.einsum("ij,ij->i", qc, qc), np.einsum("ij,ij->i", fc, qc),
+                                    np.einsum("ij,ij->i", fc, fc)]))  # fmt: skip
         self.count += fc.shape[1]
         self.float_means.append(fc.mean(1))
         self.quant_means.append(qc.mean(1))
+
+    def gain(self, *, z: float = 2.0) -> np.ndarray:
+        """Per channel, the gain from ``q`` onto ``f`` over every value seen (:func:`_slope`), within
+        ``[1 / MAX_GAIN, MAX_GAIN]``, where it is clear of sampling noise: its distance from 1 is more than ``z``
+        jackknife standard errors (each sample left out in turn). 1 elsewhere, where a channel has under
+        ``MIN_VALUES`` values or ``f`` does not vary, and with fewer than two samples.
+
+        Raises:
+            ValueError: nothing was added.
+        """
+        if not self._sums:
+            raise ValueError("moments: no sample was added")
+        per = np.stack(self._sums)  # [samples, 6, channels]
+        k = per.shape[0]
+        if k < 2 or self.count < MIN_VALUES:
+            return np.ones(per.shape[2])
+        total = per.sum(0)
+        a = _slope(total)
+        rest = np.stack([_slope(total - per[i]) for i in range(k)])  # leave-one-sample-out slopes
+        se = np.sqrt((k - 1) / k * np.sum((rest - rest.mean(0)) ** 2, axis=0))
+        a = np.clip(a, 1.0 / MAX_GAIN, MAX_GAIN)
+        return np.where(np.abs(a - 1.0) > z * se, a, 1.0)
+
+
+def _slope(s: np.ndarray) -> np.ndarray:
+    """Per channel, the gain that undoes the quantized output's systematic scale, from
+    ``[count, sum f, sum q, sum q*q, sum f*q, sum f*f]``: ``var(f) / cov(f, q)``, the inverse of the least-squares
+    slope of ``q`` on ``f``. Rounding noise sits in ``q`` and does not follow ``f``, so regressing ``q`` on ``f``
+    finds the scale int8 put on the signal; the slope of ``f`` on ``q`` would shrink toward 0 by the noise's share
+    (regression dilution) and scale every noisy channel down. 1 where ``f`` does not vary (beyond rounding of its
+    own square), the two do not move together, or the result is not finite."""
+    n, sf, sq, _, sfq, sff = s
+    n = np.maximum(n, 1.0)
+    var = sff / n - (sf / n) ** 2
+    cov = sfq / n - (sf / n) * (sq / n)
+    ok = (var > 1e-12 * np.maximum(sff / n, 1e-30)) & (cov > 0)
+    a = np.where(ok, np.divide(var, cov, out=np.ones_like(cov), where=ok), 1.0)
+    return np.where(np.isfinite(a), a, 1.0)
 
 
 def gain_and_shift(m: PairedMoments, *, gain: bool = True, z: float = 2.0) -> tuple[np.ndarray, np.ndarray]:
     """Per channel, ``(a, shift)`` such that ``a * q - shift`` is the quantized output corrected toward float.
 
-    ``a`` is the least-squares slope of ``f`` on ``q`` over every value seen, within
-    ``[1 / MAX_GAIN, MAX_GAIN]``; 1 where ``gain`` is off, a channel has under ``MIN_VALUES`` values, or ``q`` does
-    not vary. ``shift`` then makes the mean output match float's, where that is clear of sampling noise
-    (:func:`mean_shift` on the per-sample means of ``a * q`` and ``f``). With ``a`` = 1 this is exactly
-    :func:`mean_shift`.
+    ``a`` is :meth:`PairedMoments.gain` (1 where ``gain`` is off). ``shift`` then makes the mean output match
+    float's, where that is clear of sampling noise (:func:`mean_shift` on the per-sample means of ``a * q`` and
+    ``f``). With ``a`` = 1 this is exactly :func:`mean_shift`.
 
     Raises:
         ValueError: nothing was added.
     """
-    if m._sums is None or not m.float_means:
+    if not m.float_means:
         raise ValueError("moments: no sample was added")
-    sf, sq, sqq, sfq = m._sums
-    n = float(m.count)
-    a = np.ones_like(sf)
-    if gain and m.count >= MIN_VALUES:
-        var = sqq / n - (sq / n) ** 2
-        cov = sfq / n - (sf / n) * (sq / n)
-        ok = var > 1e-12 * np.maximum(sqq / n, 1e-30)  # q varies beyond rounding of its own square
-        a = np.where(ok, np.divide(cov, var, out=np.ones_like(cov), where=ok), 1.0)
-        a = np.clip(np.where(np.isfinite(a), a, 1.0), 1.0 / MAX_GAIN, MAX_GAIN)
+    a = m.gain(z=z) if gain else np.ones_like(m.float_means[0])
     shift = mean_shift(np.stack(m.float_means), a * np.stack(m.quant_means), z=z)
     return a, np.where(np.isfinite(shift), shift, 0.0)

@@ -202,9 +202,9 @@ def quantize(
     empirical_gain: Annotated[
         bool,
         typer.Option(help="ONNX static, with --empirical-bias: also scale each channel of the int8 Convs by the "
-                     "least-squares gain onto float's output (within 0.8-1.25, in the weight scales: free at run "
-                     "time). Off by default."),
-    ] = False,
+                     "least-squares gain onto float's output where it is clear of sampling noise (within 0.8-1.25, "
+                     "in the weight scales: free at run time)."),
+    ] = True,
     keep_weight_sums: Annotated[
         bool,
         typer.Option(help="ONNX static: round each output channel's weights so their sum stays float's (its "
@@ -370,7 +370,7 @@ def _onnx_config(
         defaults = {"io_dtype": "float", "activation_bits": 8, "int16_nodes": (), "smooth_quant": None,
                     "bias_correction": False, "equalize": False, "placement": None, "latency_check": True,
                     "latency_batch": None, "learned_rounding": False, "empirical_bias": True,
-                    "empirical_gain": False, "keep_weight_sums": False}  # fmt: skip
+                    "empirical_gain": True, "keep_weight_sums": False}  # fmt: skip
         extra = [k for k, v in static_opts.items() if defaults.get(k, v) != v]
         if extra:
             flags = ", ".join("--" + {"io_dtype": "io"}.get(k, k).replace("_", "-") for k in extra)

@@ -123,16 +123,31 @@ class Dataset:
         """The first ``n`` samples (in group order) as a new dataset; ``self`` when it has no more."""
         if self.num_samples <= n:
             return self
-        groups, left = [], n
-        for g in self.groups:
-            if left <= 0:
-                break
-            groups.append({k: v[:left] for k, v in g.items()})
-            left -= _count(groups[-1])
-        labels = None if self.labels is None else self.labels[:n]
-        ds = self.like(groups, labels=labels)
+        ds = self.window(0, n)
         ds.notes.append(f"using the first {n} samples")
         return ds
+
+    def window(self, start: int, n: int) -> Dataset:
+        """Samples ``start`` to ``start + n`` (in group order, fewer at the end) as a new dataset.
+
+        Raises:
+            ValueError: ``start`` is negative or past the last sample, or ``n`` < 1.
+        """
+        if not 0 <= start < self.num_samples or n < 1:
+            raise ValueError(f"window: samples {start}..{start + n} of {self.num_samples}")
+        groups, skip, left = [], start, n
+        for g in self.groups:
+            count = _count(g)
+            if skip >= count:
+                skip -= count
+                continue
+            if left <= 0:
+                break
+            groups.append({k: v[skip : skip + left] for k, v in g.items()})
+            left -= _count(groups[-1])
+            skip = 0
+        labels = None if self.labels is None else self.labels[start : start + n]
+        return self.like(groups, labels=labels)
 
     def like(self, groups: Sequence[Arrays], *, labels: np.ndarray | None = None) -> Dataset:
         """A dataset of ``groups`` with this one's layout, source, notes and ``generated`` flag."""
