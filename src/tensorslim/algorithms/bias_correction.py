@@ -11,9 +11,10 @@ misses: the input's own rounding and clipping, and the offsets earlier layers' e
 
 An offset is one number per channel; where a layer sees two kinds of input (text and white paper, objects and
 sky), its error differs between them, and one offset cannot match both. :class:`PairedMoments` and
-:func:`gain_and_shift` fit two: a gain and an offset per channel, the least-squares line from the quantized
-output to the float one over every position of the calibration samples (a per-channel gain is free at run time:
-it scales the channel's weight scale).
+:func:`gain_and_shift` fit two: a gain and an offset per channel, a line from the quantized output to the float
+one over every position of the calibration samples (the gain from the regression of the quantized output on the
+float one, which rounding noise does not bias; a per-channel gain is free at run time: it scales the channel's
+weight scale).
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def mean_shift(float_means: np.ndarray, quant_means: np.ndarray, *, z: float = 2
 
 class PairedMoments:
     """Per-sample sums, per channel, of a layer's float output ``f`` and quantized output ``q`` seen at the same
-    positions: enough for the least-squares gain of ``q`` onto ``f`` and its sampling noise (:meth:`gain`,
+    positions: enough for the gain of ``q`` onto ``f`` and its sampling noise (:meth:`gain`,
     :func:`gain_and_shift`) without keeping the outputs. ``add`` takes one sample's outputs;
     ``float_means`` / ``quant_means`` are each sample's per-channel means."""
 

@@ -202,8 +202,9 @@ def quantize(
     empirical_gain: Annotated[
         bool,
         typer.Option(help="ONNX static, with --empirical-bias: also scale each channel of the int8 Convs by the "
-                     "least-squares gain onto float's output where it is clear of sampling noise (within 0.8-1.25, "
-                     "in the weight scales: free at run time)."),
+                     "gain onto float's output where it is clear of sampling noise, if the model's output on "
+                     "held-out calibration samples is no worse with it (within 0.8-1.25, in the weight scales: "
+                     "free at run time)."),
     ] = True,
     keep_weight_sums: Annotated[
         bool,

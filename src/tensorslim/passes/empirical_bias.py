@@ -1,6 +1,7 @@
 """Empirical bias correction: after the int8 graph is written, match each int8 layer's output per channel to the
 float model's on calibration samples, layer by layer in graph order: its mean (an offset) and, on a Conv whose
-weight scale is per channel, its gain (the least-squares line from the int8 output to the float one).
+weight scale is per channel, its gain (a line from the int8 output to the float one; the caller keeps the gains
+only where the model's output agrees).
 
 The expected weight error (:mod:`tensorslim.passes.bias_correction`) is one source of offset; the input's own
 rounding and clipping, and the offsets that earlier layers' errors leave after a nonlinearity, are others. A
@@ -236,6 +237,6 @@ def empirical_bias_correction(
     left = len(targets) - done
     return (f"empirical bias correction: {moved} channel(s) of {layers} int8 layer(s) shifted so their mean output "
             f"matches float's on {len(feeds)} calibration samples, layer by layer"
-            + (f", {gains} of them scaled too (the least-squares gain onto float's output, in the weight scales)"
+            + (f", {gains} of them scaled too (a gain onto float's output, in the weight scales)"
                if gains else "")
             + (f"; {left} later layer(s) left as they were (the {budget_s:g} s budget ran out)" if left else ""))
