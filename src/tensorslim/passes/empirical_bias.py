@@ -12,8 +12,8 @@ channel cannot match both kinds of region a layer sees (text and white paper, ob
 a flat region is the same at every position and differs between them); an offset and a gain can, and the gain
 costs nothing at run time (it scales the channel's weight scale, and the bias scale with it, which stays the
 input scale times the weight scale as ONNX Runtime's integer kernels need). On RapidOCR's detector the gain
-raised the IoU with float's text map from 0.960 to 0.972; on its recognizer the lines decoded as float decodes
-them from 48 % to 68 %.
+raised the IoU with float's text map from 0.960 to 0.968; on its recognizer the lines decoded as float decodes
+them from 48 % to 74.5 % (the static pass keeps the gains only where the model's output agrees).
 
 Layers are corrected in order, each after the ones before it, since a correction upstream changes what reaches
 the layers below. The layers are int8 Conv/Gemm with an int32 bias, and int8 MatMuls followed by a constant float

@@ -1123,7 +1123,8 @@ def _gain_if_it_holds(
 
     rounded = snapshot()
     with_gain = empirical_bias_correction(model, targets, float_model, sample, gain=True)
-    if "scaled too" not in with_gain:  # no channel's gain was clear of noise: the offsets alone were applied
+    scales = {t.weight_scale for t in targets if t.weight_scale}
+    if all(inits[k] == rounded[k] for k in scales):  # no channel's gain was clear of noise: offsets alone applied
         return with_gain
     gained, gain_db = snapshot(), mean_sample_sqnr(float_model, model, held)
     restore(rounded)
