@@ -215,6 +215,70 @@ def test_unfused_nodes_reads_the_optimized_graph(tmp_path: Path) -> None:
     assert set(unfused_nodes(ort_optimized(trial, tmp_path), list(rewritten.graph.node))) == {"act2"}
 
 
+def _attention(seed: int = 0, t: int = 32, d: int = 64) -> tuple[onnx.ModelProto, Dataset]:
+    """x -> q, k (MatMuls) -> scores (MatMul of two activations) -> Mul (the 1/sqrt(d) scale) -> Softmax -> Reshape
+    -> MatMul with v -> y. An int8 Mul, unlike a MatMul, has no float-output kernel: its output keeps a Q/DQ pair."""
+    r = np.random.default_rng(seed)
+    w = {k: (r.standard_normal((d, d)) / np.sqrt(d)).astype(np.float32) for k in ("Wq", "Wk", "Wv")}
+    w["Wq"] /= 4  # with the scale, scores of order one: probabilities int8 keeps (not flattened to zeros)
+    nodes = [
+        helper.make_node("MatMul", ["x", "Wq"], ["q"], name="mm_q"),
+        helper.make_node("MatMul", ["x", "Wk"], ["k"], name="mm_k"),
+        helper.make_node("MatMul", ["x", "Wv"], ["v"], name="mm_v"),
+        helper.make_node("Transpose", ["k"], ["kt"], name="k_t", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["s0"], name="scores"),
+        helper.make_node("Mul", ["s0", "scale"], ["s"], name="scale_scores"),
+        helper.make_node("Softmax", ["s"], ["p"], name="probs", axis=-1),
+        helper.make_node("Reshape", ["p", "shape"], ["p2"], name="probs_view"),
+        helper.make_node("MatMul", ["p2", "v"], ["y"], name="context"),
+    ]
+    inits = {**w, "shape": np.array([0, t, t], np.int64), "scale": np.array(1 / np.sqrt(d), np.float32)}
+    model = make(nodes, [("x", F, ["b", t, d])], [("y", F, ["b", t, d])], inits, opset=17)
+    return model, Dataset({"x": r.standard_normal((16, t, d)).astype(np.float32)})
+
+
+def test_an_excluded_node_runs_float_even_between_int8_neighbours(tmp_path: Path) -> None:
+    """ONNX Runtime fuses a float Softmax whose input and output both keep Q/DQ pairs into QLinearSoftmax; excluding
+    it must keep it float: the int8 node that reads it (through a Reshape) goes back to float, with the reason."""
+    model, data = _attention()
+    every = static_pipeline(StaticQuantConfig(latency_check=False, preprocess=False), data)(model).model
+    assert "QLinearSoftmax" in [n.op_type for n in ort_optimized(every, tmp_path).graph.node]
+    res = static_pipeline(StaticQuantConfig(latency_check=False, preprocess=False, exclude=("^probs$",)), data)(model)
+    ops = {n.name: n.op_type for n in ort_optimized(res.model, tmp_path).graph.node}
+    assert ops.get("probs") == "Softmax" and "QLinearSoftmax" not in ops.values(), ops
+    placement = load_placement_from(res.model)
+    floats = dict(placement.float)
+    assert floats["probs"] == "excluded: matches --exclude"
+    assert "context" in floats and "QLinearSoftmax" in floats["context"] and "probs" in floats["context"], floats
+    assert {"scale_scores", "scores", "mm_q"} <= set(placement.int8), placement.int8  # the other side stays int8
+    feeds = {"x": data.inputs["x"][:4]}
+    ref, got = run(model, feeds)[0], run(res.model, feeds)[0]
+    assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max()
+
+
+def test_a_slow_node_goes_to_float_with_what_would_fuse_it_again() -> None:
+    """The latency check moving a slow Softmax between int8 neighbours moves the int8 nodes that read it too (else
+    ONNX Runtime fuses it into QLinearSoftmax again); a slow node with a float-output neighbour moves alone."""
+    from tensorslim.passes.static_latency import _Check, _unfuse
+
+    model, _ = _attention()
+    index = _Index(model)
+    cfg = StaticQuantConfig(latency_check=False)
+    names = {n.name for n in index.nodes}
+
+    def build(int8: set[str]) -> onnx.ModelProto:
+        m = onnx.ModelProto()
+        m.CopyFrom(model)
+        _apply(m, int8, _trial_params(_Index(m), int8, cfg), cfg, {}, [])
+        return m
+
+    check = _Check(model, build, index, None, 1, model, {}, 1.0, 0.0)
+    readers = _unfuse(check, names, {"probs": 0.5})
+    assert set(readers) == {"probs_view", "context"} and all("QLinearSoftmax" in r for r in readers.values())
+    assert _unfuse(check, names, {"scale_scores": 0.5}) == {}  # its input comes from a MatMul with a float output
+    assert _unfuse(check, names, {}) == {}
+
+
 def test_slow_nodes_and_region_costs_from_profiles() -> None:
     float_prof = {"conv": 1.0, "pool": 0.01, "mul": 0.1}
     int8_prof = {

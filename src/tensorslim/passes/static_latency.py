@@ -32,7 +32,13 @@ import onnx
 
 from tensorslim.backends.onnx.graph import GraphIndex
 from tensorslim.evaluate.data import Dataset
-from tensorslim.passes.static_placement import Placement, int8_components, rewrite_groups
+from tensorslim.passes.static_placement import (
+    Placement,
+    fused_anyway,
+    int8_components,
+    optimized_by_ort,
+    rewrite_groups,
+)
 
 __all__ = [
     "check_threads", "float_move_costs", "fusions", "latency_fallback", "measure_ratio", "profile_nodes", "split_fused",
@@ -517,6 +523,22 @@ class _Check:
     deadline: float  # perf_counter() after which regions move without timing
 
 
+def _unfuse(c: _Check, int8: set[str], slow: dict[str, float]) -> dict[str, str]:
+    """The int8 nodes that must go to float with ``slow`` for those to run float at all: a slow node left with Q/DQ
+    pairs on every side is fused into the same int8 kernel again (:func:`~tensorslim.passes.static_placement.
+    fused_anyway`, read from ONNX Runtime's optimized graph of the placement without them)."""
+    if not slow or not int8 - set(slow):
+        return {}
+    fewer = int8 - set(slow)
+    stay = [n for n in c.source.graph.node if n.name in slow]
+    return fused_anyway(optimized_by_ort(c.build(fewer)), stay, c.source.graph, fewer)
+
+
+def _readers_said(readers: dict[str, str]) -> str:
+    return (f", with {len(readers)} int8 node(s) reading them ({_listed(readers)}: else ONNX Runtime fuses them "
+            "again)") if readers else ""  # fmt: skip
+
+
 def _fallback_at(
     c: _Check, placement: Placement, feeds: dict[str, np.ndarray], label: str
 ) -> tuple[Placement, list[str], bool]:
@@ -542,30 +564,34 @@ def _fallback_at(
     absorbed = set(index.absorbed(int8, index.quantized(int8)))
     absorbed = {n.name for n in index.nodes if n.output and n.output[0] in absorbed}
     slow = _slow_nodes(int8, absorbed, int8_prof, float_prof, groups)
+    readers = _unfuse(c, int8, slow)
     if not _slower(ratio, lo):
-        if not slow or not int8 - set(slow):
+        if not slow or not int8 - set(slow) - set(readers):
             return placement, notes, False
         # faster than float already; nodes whose own int8 kernel is slower than float go back when that is
         # measured to pay (the int8 models timed against each other)
-        fewer = int8 - set(slow)
+        fewer = int8 - set(slow) - set(readers)
         gain, glo, ghi = measure_ratio(_session(build(int8), threads), _session(build(fewer), threads), feeds,
                                        seconds=step)  # fmt: skip
         if ghi >= 1.0:
             return placement, notes, False
         for n, extra in slow.items():
             floats[n] = f"slower: its int8 kernel takes {extra:+.3f} ms more than float + Q/DQ on this CPU ({label})"
+        floats.update(readers)
         notes.append(f"latency check: {len(slow)} node(s) whose int8 kernel is slower than float here "
-                     f"({_listed(slow)}) moved back to float: {gain:.2f}x of the "
+                     f"({_listed(slow)}) moved back to float" + _readers_said(readers) + f": {gain:.2f}x of the "
                      f"all-int8 time [{glo:.2f}, {ghi:.2f}] ({label})")  # fmt: skip
         return Placement(tuple(sorted(fewer)), tuple(sorted(floats.items())), placement.rounds,
                          placement.runtime), notes, True  # fmt: skip
     moved: list[str] = []
     if slow:
         # single nodes first: their int8 kernel alone is slower than float here (e.g. a depthwise Conv, a pool)
-        int8 -= set(slow)
+        int8 -= set(slow) | set(readers)
         for n, extra in slow.items():
             floats[n] = f"slower: its int8 kernel takes {extra:+.3f} ms more than float + Q/DQ on this CPU ({label})"
-        moved.append(f"{len(slow)} node(s) whose int8 kernel is slower than float here ({_listed(slow)})")
+        floats.update(readers)
+        moved.append(f"{len(slow)} node(s) whose int8 kernel is slower than float here ({_listed(slow)})"
+                     + _readers_said(readers))  # fmt: skip
         if int8:
             int8_prof = profile_nodes(build(int8), feeds, threads, prof_runs)
             float_prof = split_fused(profiled, fused, _by_node(int8_prof)[0])

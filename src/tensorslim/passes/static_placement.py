@@ -50,6 +50,7 @@ __all__ = [
     "Placement",
     "data_inputs",
     "ensure_node_names",
+    "fused_anyway",
     "int8_components",
     "load_placement",
     "load_placement_json",
@@ -508,17 +509,53 @@ def unfused_nodes(optimized: onnx.ModelProto, tried: Iterable[onnx.NodeProto]) -
     return out
 
 
+def fused_anyway(
+    optimized: onnx.ModelProto, stay_float: Iterable[onnx.NodeProto], graph: onnx.GraphProto, int8: set[str]
+) -> dict[str, str]:
+    """The int8 nodes to put back to float so that each node of ``stay_float`` really runs float.
+
+    A float op whose inputs and outputs all keep their Q/DQ pairs (int8 neighbours on both sides) is fused by ONNX
+    Runtime like an int8 one: a Softmax excluded between two int8 MatMuls still runs as ``QLinearSoftmax``. Where
+    the optimized graph shows such a node as an integer kernel, the int8 nodes that read its outputs (directly or
+    through reshapes and transposes, across which ONNX Runtime moves a QuantizeLinear: those go too) go back to
+    float, with the reason."""
+    fused = {n.name: n.op_type for n in optimized.graph.node if n.op_type.startswith("QLinear") or n.op_type == "QGemm"}
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            readers.setdefault(i, []).append(n)
+    out: dict[str, str] = {}
+    for t in stay_float:
+        if t.name not in fused:
+            continue
+        todo, seen = list(t.output), set()
+        while todo:
+            v = todo.pop()
+            if v in seen:
+                continue
+            seen.add(v)
+            for r in readers.get(v, ()):
+                if r.name in int8:
+                    out[r.name] = (f"float-neighbour: reads {t.name} ({t.op_type}, kept float), which ONNX Runtime "
+                                   f"would otherwise fuse into {fused[t.name]} between int8 neighbours")  # fmt: skip
+                if r.op_type in VALUE_PRESERVING:  # float or int8, the Q/DQ pair moves across it: the next reader
+                    todo.extend(r.output)
+    return out
+
+
 def decide(
     nodes: list[onnx.NodeProto],
     build: Callable[[set[str]], onnx.ModelProto],
     *,
     max_rounds: int = 6,
     region_ok: Callable[[set[str]], dict[str, str]] | None = None,
+    stay_float: tuple[list[onnx.NodeProto], onnx.GraphProto] | None = None,
 ) -> tuple[set[str], dict[str, str], int]:
     """Trial placements with ONNX Runtime until every int8 node is fused; returns (int8 names, float, rounds).
 
     ``build(names)`` makes the trial model with those nodes in int8; ``region_ok(names)`` returns nodes to put
-    back to float for reasons of the region they sit in (no int8 work).
+    back to float for reasons of the region they sit in (no int8 work); ``stay_float``: nodes that must run float
+    (excluded, kept float by the caller) and the graph, for :func:`fused_anyway`.
     """
     int8 = {n.name for n in nodes}
     floats: dict[str, str] = {}
@@ -530,7 +567,10 @@ def decide(
             int8 -= set(drop)
         if not int8:
             break
-        bad = unfused_nodes(_optimized(build(int8)), [n for n in nodes if n.name in int8])
+        optimized = _optimized(build(int8))
+        bad = unfused_nodes(optimized, [n for n in nodes if n.name in int8])
+        if stay_float is not None:
+            bad.update(fused_anyway(optimized, stay_float[0], stay_float[1], int8))
         if not bad:
             break
         floats.update(bad)
