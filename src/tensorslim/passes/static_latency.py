@@ -530,8 +530,8 @@ def _unfuse(c: _Check, int8: set[str], slow: dict[str, float]) -> dict[str, str]
     if not slow or not int8 - set(slow):
         return {}
     fewer = int8 - set(slow)
-    stay = [n for n in c.source.graph.node if n.name in slow]
-    return fused_anyway(optimized_by_ort(c.build(fewer)), stay, c.source.graph, fewer)
+    stay = [n for n in c.index.nodes if n.name in slow]
+    return fused_anyway(optimized_by_ort(c.build(fewer)), stay, c.index.consumers, fewer)
 
 
 def _readers_said(readers: dict[str, str]) -> str:

@@ -32,7 +32,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -510,7 +510,8 @@ def unfused_nodes(optimized: onnx.ModelProto, tried: Iterable[onnx.NodeProto]) -
 
 
 def fused_anyway(
-    optimized: onnx.ModelProto, stay_float: Iterable[onnx.NodeProto], graph: onnx.GraphProto, int8: set[str]
+    optimized: onnx.ModelProto, stay_float: Iterable[onnx.NodeProto], readers: Mapping[str, list[onnx.NodeProto]],
+    int8: set[str],
 ) -> dict[str, str]:
     """The int8 nodes to put back to float so that each node of ``stay_float`` really runs float.
 
@@ -518,12 +519,9 @@ def fused_anyway(
     Runtime like an int8 one: a Softmax excluded between two int8 MatMuls still runs as ``QLinearSoftmax``. Where
     the optimized graph shows such a node as an integer kernel, the int8 nodes that read its outputs (directly or
     through reshapes and transposes, across which ONNX Runtime moves a QuantizeLinear: those go too) go back to
-    float, with the reason."""
+    float, with the reason. ``readers``: tensor name -> the nodes of the placed graph reading it
+    (``StaticGraph.consumers``)."""
     fused = {n.name: n.op_type for n in optimized.graph.node if n.op_type.startswith("QLinear") or n.op_type == "QGemm"}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for n in graph.node:
-        for i in n.input:
-            readers.setdefault(i, []).append(n)
     out: dict[str, str] = {}
     for t in stay_float:
         if t.name not in fused:
@@ -549,13 +547,13 @@ def decide(
     *,
     max_rounds: int = 6,
     region_ok: Callable[[set[str]], dict[str, str]] | None = None,
-    stay_float: tuple[list[onnx.NodeProto], onnx.GraphProto] | None = None,
+    stay_float: tuple[list[onnx.NodeProto], Mapping[str, list[onnx.NodeProto]]] | None = None,
 ) -> tuple[set[str], dict[str, str], int]:
     """Trial placements with ONNX Runtime until every int8 node is fused; returns (int8 names, float, rounds).
 
     ``build(names)`` makes the trial model with those nodes in int8; ``region_ok(names)`` returns nodes to put
     back to float for reasons of the region they sit in (no int8 work); ``stay_float``: nodes that must run float
-    (excluded, kept float by the caller) and the graph, for :func:`fused_anyway`.
+    (excluded, kept float by the caller) and the graph's readers of each tensor, for :func:`fused_anyway`.
     """
     int8 = {n.name for n in nodes}
     floats: dict[str, str] = {}

@@ -477,8 +477,8 @@ def decide_placement(
         apply_qdq(m, int8, _trial_params(StaticGraph(m), int8, trial_cfg), trial_cfg, {}, [])
         return m
 
-    stay = [n for n in model.graph.node if n.name in floats]  # excluded, kept float: must not be fused either
-    int8, reasons, rounds = decide(keep, build, region_ok=_no_work_regions(index), stay_float=(stay, model.graph))
+    stay = [n for n in index.nodes if n.name in floats]  # excluded, kept float: must not be fused either
+    int8, reasons, rounds = decide(keep, build, region_ok=_no_work_regions(index), stay_float=(stay, index.consumers))
     floats.update(reasons)
     return Placement(tuple(sorted(int8)), tuple(sorted(floats.items())), rounds, ort.__version__)
 
