@@ -92,13 +92,16 @@ def test_each_mode_is_a_named_pipeline_of_real_passes() -> None:
     static = ts.mode_pipeline(ts.StaticQuantConfig(), data).passes[-1]
     assert [p.name for p in static.passes] == ["static_quant", "static_rest"]  # type: ignore[attr-defined]
     steps = static.passes[0].steps  # type: ignore[attr-defined]
-    assert [s.pass_.name for s in steps] == ["qdq_opset", "static_prepare", "static_quant"]
-    assert [s.counts for s in steps] == [False, False, True]  # preparation is never the pipeline's change
+    assert [s.pass_.name for s in steps] == ["qdq_opset", "static_prepare", "equalize_activations", "static_quant"]
+    assert [s.counts for s in steps] == [False, False, False, True]  # preparation is never the pipeline's change
     flags = ts.StaticQuantConfig(equalize=True, smooth_quant=0.5, preprocess=False, exclude=("^fc$",))
     steps = ts.mode_pipeline(flags, data).passes[-1].passes[0].steps  # type: ignore[attr-defined]
-    assert [s.pass_.name for s in steps] == ["qdq_opset", "static_prepare", "equalize", "smooth_quant", "static_quant"]
+    assert [s.pass_.name for s in steps] == ["qdq_opset", "static_prepare", "equalize", "equalize_activations",
+                                             "smooth_quant", "static_quant"]  # fmt: skip
     assert not steps[1].pass_.config.preprocess
-    assert (steps[3].pass_.config.alpha, steps[3].pass_.config.exclude) == (0.5, ("^fc$",))
+    assert (steps[4].pass_.config.alpha, steps[4].pass_.config.exclude) == (0.5, ("^fc$",))
+    per_tensor = ts.mode_pipeline(ts.StaticQuantConfig(granularity="per_tensor"), data).passes[-1].passes[0].steps  # type: ignore[attr-defined]
+    assert "equalize_activations" not in [s.pass_.name for s in per_tensor]  # scaled weights would round otherwise
     for s in steps[:-1]:  # each step is a registered pass a recipe can name
         entry = pass_entry(s.pass_.name)
         assert entry is not None and isinstance(s.pass_.config, entry.config_class()), s.pass_.name

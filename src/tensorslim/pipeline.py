@@ -139,12 +139,14 @@ def mode_pipeline(config: Any, data: Dataset | None = None, target: TargetRuntim
 def static_pipeline(config: StaticQuantConfig, data: Dataset | None) -> Pipeline:
     """Static quantization with its preparation, each a pass: the opset raised to 13 (per-channel Q/DQ), the graph
     prepared (ONNX Runtime's basic optimizations when ``config.preprocess``, node names, int8-friendly rewrites),
-    cross-layer equalization (``config.equalize``), SmoothQuant (``config.smooth_quant``), then
+    cross-layer equalization (``config.equalize``), activation equalization before depthwise Convs
+    (``config.equalize_activations``, with per-channel weights), SmoothQuant (``config.smooth_quant``), then
     :class:`~tensorslim.passes.static_quant.StaticQuantPass`. The preparation never counts as the change.
 
     Raises:
         InputError: ``data`` is ``None``.
     """
+    from tensorslim.passes.act_equalize import ActivationEqualizePass
     from tensorslim.passes.equalize import EqualizePass
     from tensorslim.passes.qdq_opset import QdqOpsetPass
     from tensorslim.passes.smooth_quant import SmoothQuantConfig, SmoothQuantPass
@@ -155,6 +157,8 @@ def static_pipeline(config: StaticQuantConfig, data: Dataset | None) -> Pipeline
     prepare: list[Pass] = [QdqOpsetPass(), StaticPreparePass(StaticPrepareConfig(preprocess=config.preprocess))]
     if config.equalize:
         prepare.append(EqualizePass())
+    if config.equalize_activations and config.granularity == "per_channel":
+        prepare.append(ActivationEqualizePass(data=data))
     if config.smooth_quant is not None:
         smooth = SmoothQuantConfig(alpha=config.smooth_quant, op_types=config.op_types, exclude=config.exclude)
         prepare.append(SmoothQuantPass(smooth, data=data))

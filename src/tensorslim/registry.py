@@ -137,6 +137,9 @@ PASSES: tuple[PassEntry, ...] = (
               "ONNX Runtime's basic optimizations, node names, int8-friendly rewrites (static_quant's second step)"),
     PassEntry("equalize", "tensorslim.passes.equalize:EqualizeConfig", "tensorslim.passes.equalize:run",
               "cross-layer equalization of Conv pairs (static_quant's equalize)"),
+    PassEntry("equalize_activations", "tensorslim.passes.act_equalize:ActivationEqualizeConfig",
+              "tensorslim.passes.act_equalize:run", "raise the narrow channels of each depthwise Conv's input toward "
+              "the widest (static_quant's equalize_activations)", needs_data=True),
     PassEntry("smooth_quant", "tensorslim.passes.smooth_quant:SmoothQuantConfig", "tensorslim.passes.smooth_quant:run",
               "SmoothQuant: move MatMul/Gemm input outliers into the weights (static_quant's smooth_quant)",
               exclude_field="exclude", rules="skip", needs_data=True,

@@ -184,6 +184,12 @@ def quantize(
     equalize: Annotated[
         bool, typer.Option(help="ONNX static: cross-layer equalization of Conv pairs first (CNNs).")
     ] = False,
+    equalize_activations: Annotated[
+        bool,
+        typer.Option(help="ONNX static, per-channel weights: raise the narrow channels of each activation that "
+                     "feeds a depthwise Conv toward the widest (the Convs on either side rescaled: same function, "
+                     "same weight rounding)."),
+    ] = True,
     placement: Annotated[
         Path | None,
         typer.Option(help="ONNX static: replay the int8/float placement recorded in a model tensorslim made (or a "
@@ -276,6 +282,7 @@ def quantize(
         data=None if data_in is None else data,
         static_options={"io_dtype": io, "activation_bits": activation_bits, "int16_nodes": tuple(int16_nodes or ()),
                         "smooth_quant": smooth_quant, "bias_correction": bias_correction, "equalize": equalize,
+                        "equalize_activations": equalize_activations,
                         "placement": None if placement is None else str(placement),
                         "latency_check": latency_check, "latency_batch": latency_batch,
                         "learned_rounding": learned_rounding, "empirical_bias": empirical_bias,
@@ -369,8 +376,8 @@ def _onnx_config(
     static_opts = dict(static_options or {})
     if mode != "static":
         defaults = {"io_dtype": "float", "activation_bits": 8, "int16_nodes": (), "smooth_quant": None,
-                    "bias_correction": False, "equalize": False, "placement": None, "latency_check": True,
-                    "latency_batch": None, "learned_rounding": False, "empirical_bias": True,
+                    "bias_correction": False, "equalize": False, "equalize_activations": True, "placement": None,
+                    "latency_check": True, "latency_batch": None, "learned_rounding": False, "empirical_bias": True,
                     "empirical_gain": True, "keep_weight_sums": False}  # fmt: skip
         extra = [k for k, v in static_opts.items() if defaults.get(k, v) != v]
         if extra:

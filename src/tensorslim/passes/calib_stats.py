@@ -224,6 +224,28 @@ def channel_stats(
     return {n: (sums[n] / max(counts[n], 1), peaks[n]) for n in sums}
 
 
+def channel_extents(
+    model: onnx.ModelProto, activations: dict[str, int], data: Dataset, *, batch_size: int = 8
+) -> dict[str, np.ndarray]:
+    """Per channel of each activation (``name -> channel axis``): the width of the smallest range holding its
+    values and 0 (``max(x, 0) - min(x, 0)`` over the data: what one uint8 scale must cover for that channel).
+
+    Streamed batch by batch like :func:`channel_stats`. Non-finite values count as zero.
+    """
+    lo: dict[str, np.ndarray] = {}
+    hi: dict[str, np.ndarray] = {}
+    for batch in run_with_outputs(model, list(activations), data, batch_size=batch_size):
+        for name, axis in activations.items():
+            x = np.asarray(batch[name], np.float64)
+            x = np.where(np.isfinite(x), x, 0.0)
+            ax = axis % x.ndim
+            rest = tuple(i for i in range(x.ndim) if i != ax)
+            a, b = np.minimum(np.min(x, axis=rest), 0.0), np.maximum(np.max(x, axis=rest), 0.0)
+            lo[name] = np.minimum(lo[name], a) if name in lo else a
+            hi[name] = np.maximum(hi[name], b) if name in hi else b
+    return {n: hi[n] - lo[n] for n in hi}
+
+
 GRAM_BUDGET_BYTES = 1 << 30  # float64 K x K matrices accumulated together in one pass over the data
 
 

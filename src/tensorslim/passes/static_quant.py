@@ -153,6 +153,10 @@ class StaticQuantConfig:
             bias of each quantized layer (E[x] from the calibration data).
         equalize: run data-free cross-layer equalization (:class:`~tensorslim.passes.equalize.EqualizePass`)
             on Conv pairs first.
+        equalize_activations: with per-channel weights, raise the narrow channels of each activation that feeds a
+            depthwise Conv toward its widest channel's range, the Conv that writes it scaled up and the depthwise
+            weights down (:mod:`~tensorslim.passes.act_equalize`): the float function and the weights' rounding
+            stay, the narrow channels get the activation's 256 levels (RapidOCR's recognizer: 0.1 vs 53).
         placement: replay a recorded placement (a JSON file, a model tensorslim quantized, or a
             :class:`~tensorslim.passes.static_placement.Placement`) instead of deciding it: same input, data
             and placement give the same bytes on any machine.
@@ -216,6 +220,7 @@ class StaticQuantConfig:
     smooth_quant: float | None = None
     bias_correction: bool = False
     equalize: bool = False
+    equalize_activations: bool = True
     placement: str | Placement | None = None
     latency_check: bool = True
     latency_budget_s: float = 60.0
