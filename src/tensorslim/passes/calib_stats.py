@@ -200,6 +200,19 @@ def feature_sq_sums(
     return sums
 
 
+def _channel_views(
+    model: onnx.ModelProto, activations: dict[str, int], data: Dataset, batch_size: int
+) -> Iterator[tuple[str, np.ndarray, int, tuple[int, ...]]]:
+    """Each batch's value of each activation (``name -> channel axis``) as float64 with non-finite values zeroed,
+    with its channel axis and the other axes: ``(name, x, axis, rest)``."""
+    for batch in run_with_outputs(model, list(activations), data, batch_size=batch_size):
+        for name, axis in activations.items():
+            x = np.asarray(batch[name], np.float64)
+            x = np.where(np.isfinite(x), x, 0.0)
+            ax = axis % x.ndim
+            yield name, x, ax, tuple(i for i in range(x.ndim) if i != ax)
+
+
 def channel_stats(
     model: onnx.ModelProto, activations: dict[str, int], data: Dataset, *, batch_size: int = 8
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -211,16 +224,11 @@ def channel_stats(
     sums: dict[str, np.ndarray] = {}
     peaks: dict[str, np.ndarray] = {}
     counts: dict[str, int] = {}
-    for batch in run_with_outputs(model, list(activations), data, batch_size=batch_size):
-        for name, axis in activations.items():
-            x = np.asarray(batch[name], np.float64)
-            x = np.where(np.isfinite(x), x, 0.0)
-            ax = axis % x.ndim
-            rest = tuple(i for i in range(x.ndim) if i != ax)
-            s, p = np.sum(x, axis=rest), np.max(np.abs(x), axis=rest)
-            sums[name] = sums[name] + s if name in sums else s
-            peaks[name] = np.maximum(peaks[name], p) if name in peaks else p
-            counts[name] = counts.get(name, 0) + x.size // x.shape[ax]
+    for name, x, ax, rest in _channel_views(model, activations, data, batch_size):
+        s, p = np.sum(x, axis=rest), np.max(np.abs(x), axis=rest)
+        sums[name] = sums[name] + s if name in sums else s
+        peaks[name] = np.maximum(peaks[name], p) if name in peaks else p
+        counts[name] = counts.get(name, 0) + x.size // x.shape[ax]
     return {n: (sums[n] / max(counts[n], 1), peaks[n]) for n in sums}
 
 
@@ -234,15 +242,10 @@ def channel_extents(
     """
     lo: dict[str, np.ndarray] = {}
     hi: dict[str, np.ndarray] = {}
-    for batch in run_with_outputs(model, list(activations), data, batch_size=batch_size):
-        for name, axis in activations.items():
-            x = np.asarray(batch[name], np.float64)
-            x = np.where(np.isfinite(x), x, 0.0)
-            ax = axis % x.ndim
-            rest = tuple(i for i in range(x.ndim) if i != ax)
-            a, b = np.minimum(np.min(x, axis=rest), 0.0), np.maximum(np.max(x, axis=rest), 0.0)
-            lo[name] = np.minimum(lo[name], a) if name in lo else a
-            hi[name] = np.maximum(hi[name], b) if name in hi else b
+    for name, x, _, rest in _channel_views(model, activations, data, batch_size):
+        a, b = np.minimum(np.min(x, axis=rest), 0.0), np.maximum(np.max(x, axis=rest), 0.0)
+        lo[name] = np.minimum(lo[name], a) if name in lo else a
+        hi[name] = np.maximum(hi[name], b) if name in hi else b
     return {n: hi[n] - lo[n] for n in hi}
 
 
